@@ -1,0 +1,5 @@
+import sys
+
+from iotsec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,228 @@
+"""SecurityDomain: a network security zone of the IoT platform (X.1369 §9.4.1, §9.5.2).
+
+A domain groups namespaces into one zone. The operator isolates every member namespace by default and
+opens only the traffic that `allow` and `egress` rules name; the admission webhook applies the domain's
+enforcement mode, Pod Security level, allowed ports and registries, and exceptions to its workloads.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field
+
+from iotsec.api.common import (
+    CIDR,
+    SET_LIST,
+    LabelSelector,
+    Model,
+    Name,
+    PortSpec,
+    ResourceName,
+    ShortText,
+    Status,
+    Text,
+    cel,
+    map_list,
+    schema_extra,
+)
+
+Zone = Literal["access", "core", "management", "interface", "support"]
+EXPOSABLE_ZONES: tuple[Zone, ...] = ("access", "interface")
+Enforcement = Literal["enforce", "warn", "audit"]
+PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
+IntraDomainTraffic = Literal["domain", "namespace", "none"]
+RuleId = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?|\*)$")]
+Registry = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?(:[0-9]+)?(/[a-z0-9]([-a-z0-9._/]*[a-z0-9])?)?$",
+    ),
+]
+
+_INTERNET_RULE = cel(
+    "!has(self.internet) || !(self.internet.ingress || self.internet.egress) || self.zone in ['access', 'interface']",
+    "internet ingress/egress is only permitted for access and interface zones (X1369-9.4.1-4)",
+    ".internet",
+)
+_MEMBERS_RULE = cel(
+    "(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)",
+    "name member namespaces in namespaces and/or namespaceSelector (X1369-9.4.1-1)",
+)
+
+
+class Peer(Model):
+    """One side of a traffic rule: another SecurityDomain or an IP range, never both."""
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            cel("has(self.domain) != has(self.cidr)", "a peer names exactly one of domain or cidr"),
+            cel("!has(self.except) || has(self.cidr)", "except only applies to a cidr peer", ".except"),
+            cel(
+                "!has(self.podSelector) || has(self.domain)",
+                "podSelector only applies to a domain peer",
+                ".podSelector",
+            ),
+        )
+    )
+
+    domain: Name | None = Field(default=None, description="Name of a peer SecurityDomain; resolves to its members.")
+    cidr: CIDR | None = Field(default=None, description="An IP range, e.g. 203.0.113.0/24 (X1369-9.5.2-1).")
+    except_: list[CIDR] | None = Field(default=None, max_length=32, description="Ranges inside cidr that stay denied.")
+    pod_selector: LabelSelector | None = Field(
+        default=None, description="Restrict a domain peer to pods with these labels."
+    )
+
+
+class IngressRule(Model):
+    """Traffic that may enter this domain's pods (X1369-9.4.1-3)."""
+
+    name: Name = Field(description="Rule name; becomes part of the NetworkPolicy name.")
+    description: Text | None = None
+    from_: list[Peer] = Field(min_length=1, max_length=32, description="Who may connect.")
+    ports: list[PortSpec] = Field(min_length=1, max_length=32, description="Destination ports opened.")
+    pod_selector: LabelSelector | None = Field(
+        default=None, description="Which of this domain's pods the rule admits to (default: all)."
+    )
+
+
+class EgressRule(Model):
+    """Traffic that this domain's pods may send (X1369-9.4.1-3)."""
+
+    name: Name = Field(description="Rule name; becomes part of the NetworkPolicy name.")
+    description: Text | None = None
+    to: list[Peer] = Field(min_length=1, max_length=32, description="Where pods may connect.")
+    ports: list[PortSpec] = Field(min_length=1, max_length=32, description="Destination ports opened.")
+    pod_selector: LabelSelector | None = Field(
+        default=None, description="Which of this domain's pods may send (default: all)."
+    )
+
+
+class Internet(Model):
+    """Traffic to or from the internet (0.0.0.0/0 minus private ranges); access/interface zones only."""
+
+    ingress: bool = Field(default=False, description="Accept connections from the internet.")
+    egress: bool = Field(default=False, description="Open connections to the internet.")
+    ports: list[PortSpec] | None = Field(
+        default=None, max_length=32, description="Ports the internet rules apply to (default: allowedPorts)."
+    )
+
+
+class ExceptionTarget(Model):
+    namespace: Name = Field(description="Namespace of the excepted object.")
+    kind: Annotated[str, Field(max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$")] | None = Field(
+        default=None, description="Kind of the excepted object (default: any kind)."
+    )
+    name: ResourceName | None = Field(default=None, description="Name of the excepted object (default: any).")
+
+
+class PolicyException(Model):
+    """A time-limited, approved waiver of one admission rule for named objects."""
+
+    rule: RuleId = Field(description="Admission rule id (e.g. no-host-path), or * for every rule.")
+    target: ExceptionTarget
+    justification: Annotated[str, Field(min_length=20, max_length=2048)] = Field(
+        description="Why the waiver is needed (at least 20 characters; shown in reports)."
+    )
+    approver: ShortText = Field(min_length=1, description="Who approved the waiver.")
+    expires: datetime = Field(description="When the waiver ends (RFC 3339); expired waivers are ignored.")
+    ticket: ShortText | None = Field(default=None, description="Change or risk ticket reference.")
+
+
+class SecurityDomainSpec(Model):
+    """A network security zone and the admission rules for its workloads."""
+
+    model_config = ConfigDict(json_schema_extra=schema_extra(_INTERNET_RULE, _MEMBERS_RULE))
+
+    zone: Zone = Field(description="Zone type (X1369-9.4.1-1, -4): access, core, management, interface or support.")
+    description: Text | None = None
+    namespaces: list[Name] | None = Field(
+        default=None, max_length=256, description="Member namespaces by name.", json_schema_extra=SET_LIST
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Member namespaces by label, in addition to namespaces."
+    )
+    enforcement: Enforcement = Field(
+        default="enforce",
+        description="What the admission webhook does with a violation: enforce (deny), warn, or audit (record).",
+    )
+    pod_security: PodSecurityLevel = Field(
+        default="restricted",
+        description="Pod Security Standard for members (labels and admission checks, X1369-9.4.3-1).",
+    )
+    intra_domain_traffic: IntraDomainTraffic = Field(
+        default="namespace",
+        description=(
+            "Traffic allowed without a rule: domain (between all members), namespace (inside each namespace) "
+            "or none (X1369-9.4.1-2)."
+        ),
+    )
+    security_level_isolation: bool = Field(
+        default=True,
+        description=(
+            "Pods whose iotsec.io/security-level labels differ cannot reach each other, even in one "
+            "namespace (X1369-9.4.1-2)."
+        ),
+    )
+    allow: list[IngressRule] | None = Field(
+        default=None, max_length=64, description="Explicit ingress rules.", json_schema_extra=map_list("name")
+    )
+    egress: list[EgressRule] | None = Field(
+        default=None, max_length=64, description="Explicit egress rules.", json_schema_extra=map_list("name")
+    )
+    internet: Internet | None = Field(default=None, description="Internet exposure (access/interface zones only).")
+    deny_cidrs: list[CIDR] | None = Field(
+        default=None,
+        max_length=64,
+        description="Ranges carved out of every CIDR and internet rule: a deny list (X1369-9.5.2-2).",
+        json_schema_extra=SET_LIST,
+    )
+    allowed_ports: list[PortSpec] | None = Field(
+        default=None,
+        max_length=64,
+        description="Container ports workloads may declare (default: any declared port, X1369-9.3.2-3).",
+    )
+    allowed_registries: list[Registry] | None = Field(
+        default=None,
+        max_length=64,
+        description="Image registries (host[/path] prefixes) workloads may pull from (X1369-9.3.2-1).",
+        json_schema_extra=SET_LIST,
+    )
+    exceptions: list[PolicyException] | None = Field(
+        default=None, max_length=128, description="Approved, expiring waivers of admission rules."
+    )
+
+
+class Reachability(Model):
+    """One edge of the effective reachability matrix."""
+
+    from_: Annotated[str, Field(max_length=253)] = Field(description="Source domain, CIDR or internet.")
+    to: Name = Field(description="Destination domain.")
+    ports: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=list, max_length=64, description="Ports, e.g. 8883/TCP; empty means all."
+    )
+
+
+class SecurityDomainStatus(Status):
+    member_namespaces: list[Name] = Field(default_factory=list, max_length=4096)
+    namespace_count: Annotated[int, Field(ge=0)] = 0
+    policy_count: Annotated[int, Field(ge=0)] = 0
+    reachability: list[Reachability] = Field(default_factory=list, max_length=4096)
+    conflicts: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=256)
+
+
+__all__ = [
+    "EXPOSABLE_ZONES",
+    "EgressRule",
+    "IngressRule",
+    "Internet",
+    "Peer",
+    "PolicyException",
+    "ResourceName",
+    "SecurityDomainSpec",
+    "SecurityDomainStatus",
+    "Zone",
+]

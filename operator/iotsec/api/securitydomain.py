@@ -7,6 +7,8 @@ enforcement mode, Pod Security level, allowed ports and registries, and exceptio
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -167,6 +169,16 @@ class SecurityDomainSpec(Model):
             "namespace (X1369-9.4.1-2)."
         ),
     )
+    security_levels: list[Name] = Field(
+        default=["low", "standard", "high"],
+        min_length=1,
+        max_length=16,
+        description=(
+            "Values of the iotsec.io/security-level pod label; with securityLevelIsolation each level talks only "
+            "to itself, pods with an undeclared level to nothing (X1369-9.4.1-2)."
+        ),
+        json_schema_extra=SET_LIST,
+    )
     allow: list[IngressRule] | None = Field(
         default=None, max_length=64, description="Explicit ingress rules.", json_schema_extra=map_list("name")
     )
@@ -195,6 +207,34 @@ class SecurityDomainSpec(Model):
         default=None, max_length=128, description="Approved, expiring waivers of admission rules."
     )
 
+    def cross_reference_problems(self) -> Iterator[tuple[str, str]]:
+        """References between fields that CEL cannot check cheaply (relative paths)."""
+        internet = self.internet
+        if internet and (internet.ingress or internet.egress) and not (internet.ports or self.allowed_ports):
+            yield "internet.ports", "internet exposure needs ports: set internet.ports or allowedPorts"
+        peer_lists = [(f"allow[{i}].from", r.from_) for i, r in enumerate(self.allow or ())]
+        peer_lists += [(f"egress[{i}].to", r.to) for i, r in enumerate(self.egress or ())]
+        for where, peers in peer_lists:
+            for p_index, peer in enumerate(peers):
+                for e_index, hole in enumerate(peer.except_ or ()):
+                    if not _strictly_inside(hole, peer.cidr or ""):
+                        yield f"{where}[{p_index}].except[{e_index}]", f"{hole} must lie strictly inside {peer.cidr}"
+        for index, deny in enumerate(self.deny_cidrs or ()):
+            if ipaddress.ip_network(deny, strict=False).prefixlen == 0:
+                yield f"denyCIDRs[{index}]", f"{deny} denies everything: leave the rules out instead"
+        named_only = self.namespace_selector is None
+        for index, exception in enumerate(self.exceptions or ()):
+            if named_only and exception.target.namespace not in (self.namespaces or ()):
+                yield (
+                    f"exceptions[{index}].target.namespace",
+                    f"{exception.target.namespace!r} is not a member of this domain",
+                )
+
+
+def _strictly_inside(inner: str, outer: str) -> bool:
+    hole, network = ipaddress.ip_network(inner, strict=False), ipaddress.ip_network(outer, strict=False)
+    return hole.version == network.version and hole != network and hole.subnet_of(network)  # type: ignore[arg-type]
+
 
 class Reachability(Model):
     """One edge of the effective reachability matrix."""
@@ -212,6 +252,11 @@ class SecurityDomainStatus(Status):
     policy_count: Annotated[int, Field(ge=0)] = 0
     reachability: list[Reachability] = Field(default_factory=list, max_length=4096)
     conflicts: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=256)
+    half_open_rules: list[Annotated[str, Field(max_length=512)]] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Rules that the other side does not match (an allow without the peer's egress, or vice versa).",
+    )
 
 
 __all__ = [

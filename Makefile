@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@echo "== iotsec validate examples/ (custom resources checked as the API server would, and stricter)"
 	$(BIN)/iotsec validate examples/
+	@echo "== iotsec render --summary examples/platform (zones, members, effective reachability; drop --summary for YAML)"
+	$(BIN)/iotsec render --summary examples/platform
 	@echo "== iotsec crds --check crds/ charts/iotsec-operator/crds/ (CRDs generated from the API models)"
 	$(BIN)/iotsec crds --check crds --check charts/iotsec-operator/crds
 	@echo "== iotsec controls (the X.1369 catalog and what iotsec does about each control)"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from iotsec import __version__
+from iotsec import __version__, render
 from iotsec.api.crd import all_crds, crd_filename
 from iotsec.api.kinds import KINDS
 from iotsec.api.validation import is_iotsec, validate_resource
@@ -17,8 +18,6 @@ from iotsec.manifests import ManifestError, dump_yaml, load_documents
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 NOT_YET = {
-    "run": "the operator runtime arrives with the SecurityDomain operator (issue #3)",
-    "render": "rendering desired objects arrives with the SecurityDomain builder (issue #3)",
     "check": "admission checks arrive with the policy engine and webhook (issue #4)",
     "report": "the conformance report arrives after the policy engine (issue #4)",
 }
@@ -64,6 +63,22 @@ def _parser() -> argparse.ArgumentParser:
     controls.add_argument("--coverage", choices=[c.value for c in Coverage], help="only controls with this coverage")
     controls.add_argument("-o", "--output", choices=("text", "json"), default="text")
     controls.set_defaults(handler=_controls)
+
+    render = sub.add_parser("render", help="print every object the operator would apply for custom resources")
+    render.add_argument(
+        "paths", nargs="+", metavar="PATH", help="custom resources (and Namespace objects for selectors)"
+    )
+    render.add_argument("--summary", action="store_true", help="members and reachability matrix instead of YAML")
+    render.set_defaults(handler=_render)
+
+    run = sub.add_parser("run", help="run the operator against the cluster (in-cluster or KUBECONFIG)")
+    run.add_argument("--resync-seconds", type=float, help="drift-correction interval (IOTSEC_RESYNC_SECONDS, 60)")
+    run.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (IOTSEC_METRICS_PORT, 8000)")
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' disables)")
+    run.add_argument("--peering", metavar="NAME", help="kopf peering name for several replicas (default: standalone)")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--debug", action="store_true")
+    run.set_defaults(handler=_run)
 
     for name, what in NOT_YET.items():
         stub = sub.add_parser(name, help=f"(not yet implemented) {what.split(' arrive')[0]}")
@@ -145,6 +160,43 @@ def _controls(args: argparse.Namespace) -> int:
         print(f"{c.id:<18} {c.coverage:<13} {c.requirement}")
     counts = {cov: sum(1 for c in selected if c.coverage == cov) for cov in Coverage}
     print(f"{len(selected)} controls: " + ", ".join(f"{n} {cov}" for cov, n in counts.items()))
+    return EXIT_OK
+
+
+def _render(args: argparse.Namespace) -> int:
+    result = render.render(load_documents(args.paths))
+    for document, problems in result.invalid:
+        print(f"INVALID {document.title} ({document.where})", file=sys.stderr)
+        for problem in problems:
+            print(f"          {problem}", file=sys.stderr)
+    if result.invalid:
+        print("nothing rendered: fix the invalid resources first (iotsec validate)", file=sys.stderr)
+        return EXIT_INVALID
+    if args.summary:
+        sys.stdout.write(render.summary(result))
+    else:
+        sys.stdout.write(dump_yaml(result.objects))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.resync_seconds is not None:
+        os.environ["IOTSEC_RESYNC_SECONDS"] = str(args.resync_seconds)
+    if args.metrics_port is not None:
+        os.environ["IOTSEC_METRICS_PORT"] = str(args.metrics_port)
+    import kopf  # the operator's dependencies load only for `run`
+
+    import iotsec.handlers  # noqa: F401 - registers the handlers with kopf
+
+    kopf.configure(verbose=args.verbose, debug=args.debug)
+    kopf.run(
+        clusterwide=True,
+        liveness_endpoint=args.liveness or None,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+    )
     return EXIT_OK
 
 

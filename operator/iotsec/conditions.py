@@ -1,0 +1,51 @@
+"""Status conditions as the Kubernetes API conventions describe them (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+
+def now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def condition(
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    controls: Iterable[str] = (),
+) -> dict[str, Any]:
+    """A condition without its transition time (merge_conditions sets that)."""
+    entry: dict[str, Any] = {"type": type_, "status": "True" if status else "False", "reason": reason}
+    entry["message"] = message[:32768]
+    if generation is not None:
+        entry["observedGeneration"] = generation
+    if controls:
+        entry["controls"] = sorted(set(controls))
+    return entry
+
+
+def merge_conditions(
+    previous: Sequence[dict[str, Any]] | None, current: Iterable[dict[str, Any]], timestamp: str | None = None
+) -> list[dict[str, Any]]:
+    """The new conditions, keeping lastTransitionTime where a condition's status did not change.
+
+    Conditions of other types already present are kept as they are, so independent writers do not erase
+    each other's observations.
+    """
+    before = {c.get("type"): c for c in previous or ()}
+    stamp = timestamp or now()
+    merged = []
+    for entry in current:
+        old = before.pop(entry["type"], None)
+        unchanged = old is not None and old.get("status") == entry["status"] and old.get("lastTransitionTime")
+        merged.append({**entry, "lastTransitionTime": old["lastTransitionTime"] if unchanged else stamp})
+    return merged + list(before.values())
+
+
+def find(conditions: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions or () if c.get("type") == type_), None)

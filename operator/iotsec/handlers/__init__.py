@@ -1,0 +1,6 @@
+"""kopf handlers. Importing this package registers them; `iotsec run` does that and starts kopf."""
+
+from iotsec import runtime
+from iotsec.handlers import securitydomain
+
+__all__ = ["runtime", "securitydomain"]

@@ -1,0 +1,235 @@
+"""The one adapter between iotsec and the Kubernetes API server.
+
+Everything iotsec writes goes through `Kube.apply` (server-side apply, field manager `iotsec`, force for the
+objects it owns, owner references where scope allows); everything it removes goes through `Kube.prune`, which
+deletes only objects carrying iotsec's ownership labels. No other module calls the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+from iotsec.desired.meta import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME, owner_selector
+
+FIELD_MANAGER = MANAGER
+TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """An API call failed. `transient` ones (conflicts, throttling, server errors, network) are worth retrying."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.status is None or self.status in TRANSIENT_STATUSES
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The custom resource a child object belongs to."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    namespace: str | None = None
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def may_own(self, namespace: str | None) -> bool:
+        """Kubernetes allows a cluster-scoped owner for anything, a namespaced one only in its namespace."""
+        return self.namespace is None or self.namespace == namespace
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Owner:
+        meta = body["metadata"]
+        return cls(body["apiVersion"], body["kind"], meta["name"], meta["uid"], meta.get("namespace"))
+
+
+def _call(action: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except DynamicApiError as exc:
+        retry_after = _retry_after(getattr(exc, "headers", None))
+        raise ApiError(f"{action}: {exc.status} {exc.reason}: {_message(exc)}", exc.status, retry_after) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ApiError(f"{action}: cannot reach the API server: {exc}") from None
+
+
+def _message(exc: DynamicApiError) -> str:
+    summary = getattr(exc, "summary", None)
+    return summary() if callable(summary) else str(exc.body)[:500]
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        return float(headers.get("Retry-After")) if headers and headers.get("Retry-After") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def default_api_client() -> k8s_client.ApiClient:
+    """In-cluster credentials inside a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        k8s_config.load_incluster_config()
+        return k8s_client.ApiClient()
+    return k8s_config.new_client_from_config()
+
+
+class Kube:
+    def __init__(self, api_client: k8s_client.ApiClient | None = None):
+        self._api_client = api_client or default_api_client()
+        self._dynamic: DynamicClient | None = None
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        if self._dynamic is None:
+            self._dynamic = _call("discover the API", lambda: DynamicClient(self._api_client))
+        return self._dynamic
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        try:
+            return _call(f"discover {kind}", lambda: self.dynamic.resources.get(api_version=api_version, kind=kind))
+        except ResourceNotFoundError:
+            raise ApiError(f"the API server does not serve {kind} in {api_version}", 404) from None
+
+    # ---------------------------------------------------------------- reading
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        resource = self._resource(api_version, kind)
+        try:
+            return _call(f"get {kind} {name}", lambda: resource.get(name=name, namespace=namespace)).to_dict()
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        resource = self._resource(api_version, kind)
+        result = _call(
+            f"list {kind}", lambda: resource.get(namespace=namespace, label_selector=label_selector)
+        ).to_dict()
+        for item in result.get("items", []):
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return result.get("items", [])
+
+    # ---------------------------------------------------------------- writing
+
+    def apply(self, obj: dict[str, Any], owner: Owner | None = None) -> dict[str, Any]:
+        """Server-side apply `obj` as field manager iotsec, forcing conflicts on fields iotsec owns."""
+        body = dict(obj)
+        metadata = dict(body["metadata"])
+        if owner is not None and owner.may_own(metadata.get("namespace")):
+            metadata["ownerReferences"] = [owner.reference()]
+        body["metadata"] = metadata
+        resource = self._resource(body["apiVersion"], body["kind"])
+        name = f"apply {body['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
+        return _call(
+            name,
+            lambda: resource.server_side_apply(body=body, field_manager=FIELD_MANAGER, force_conflicts=True),
+        ).to_dict()
+
+    def patch_labels(
+        self, api_version: str, kind: str, name: str, labels: dict[str, str | None], namespace: str | None = None
+    ) -> bool:
+        """Set (or, with None, remove) labels on an existing object; return whether anything changed.
+
+        A merge patch, not apply: several iotsec owners may label one object (a namespace joins a domain and a
+        tenant), and an apply by one would drop the labels the other applied under the same field manager.
+        """
+        current = self.get(api_version, kind, name, namespace)
+        if current is None:
+            raise ApiError(f"label {kind} {name}: not found", 404)
+        existing = current["metadata"].get("labels") or {}
+        changes = {k: v for k, v in labels.items() if existing.get(k) != v and not (v is None and k not in existing)}
+        if not changes:
+            return False
+        resource = self._resource(api_version, kind)
+        _call(
+            f"label {kind} {name}",
+            lambda: resource.patch(
+                name=name,
+                namespace=namespace,
+                body={"metadata": {"labels": changes}},
+                content_type="application/merge-patch+json",
+                field_manager=FIELD_MANAGER,
+            ),
+        )
+        return True
+
+    def patch_status(
+        self, api_version: str, kind: str, name: str, status: dict[str, Any], namespace: str | None = None
+    ) -> None:
+        resource = self._resource(api_version, kind)
+        _call(
+            f"write status of {kind} {name}",
+            lambda: resource.status.patch(
+                name=name,
+                namespace=namespace,
+                body={"status": status},
+                content_type="application/merge-patch+json",
+                field_manager=FIELD_MANAGER,
+            ),
+        )
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        resource = self._resource(api_version, kind)
+        try:
+            _call(f"delete {kind} {name}", lambda: resource.delete(name=name, namespace=namespace))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def prune(
+        self,
+        api_version: str,
+        kind: str,
+        owner_kind: str,
+        owner_name: str,
+        keep: Iterable[tuple[str | None, str]],
+    ) -> list[tuple[str | None, str]]:
+        """Delete the owner's children of one kind that are not in `keep` (pairs of namespace, name).
+
+        Only objects labelled as iotsec's and as this owner's are candidates: nothing else is ever deleted.
+        """
+        wanted = set(keep)
+        removed = []
+        for item in self.list(api_version, kind, label_selector=owner_selector(owner_kind, owner_name)):
+            meta = item["metadata"]
+            labels = meta.get("labels") or {}
+            ours = labels.get(MANAGED_BY) == MANAGER and labels.get(OWNER_KIND) == owner_kind
+            if not ours or labels.get(OWNER_NAME) != owner_name:
+                continue
+            key = (meta.get("namespace"), meta["name"])
+            if key not in wanted and self.delete(api_version, kind, meta["name"], meta.get("namespace")):
+                removed.append(key)
+        return sorted(removed, key=lambda k: (k[0] or "", k[1]))

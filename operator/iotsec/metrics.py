@@ -1,0 +1,60 @@
+"""Prometheus metrics of the operator and the webhook (names documented in the README)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILE_TOTAL = Counter(
+    "iotsec_reconcile_total", "Reconciliations by kind and result (success, invalid, error).", ["kind", "result"]
+)
+RECONCILE_DURATION = Histogram(
+    "iotsec_reconcile_duration_seconds",
+    "Time to reconcile one custom resource.",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+MANAGED_OBJECTS = Gauge(
+    "iotsec_managed_objects", "Objects iotsec maintains, by owner and object kind.", ["owner_kind", "owner", "kind"]
+)
+RESOURCE_READY = Gauge(
+    "iotsec_resource_ready", "1 when the custom resource's Ready condition is True, else 0.", ["kind", "name"]
+)
+OBJECTS_PRUNED = Counter("iotsec_objects_pruned_total", "Child objects deleted because no longer desired.", ["kind"])
+
+
+class Outcome:
+    """What a reconciliation ended as; the context manager records it."""
+
+    def __init__(self) -> None:
+        self.result = "error"
+
+    def succeeded(self) -> None:
+        self.result = "success"
+
+    def invalid(self) -> None:
+        self.result = "invalid"
+
+
+@contextmanager
+def reconciling(kind: str) -> Iterator[Outcome]:
+    outcome = Outcome()
+    started = time.perf_counter()
+    try:
+        yield outcome
+    finally:
+        RECONCILE_DURATION.labels(kind).observe(time.perf_counter() - started)
+        RECONCILE_TOTAL.labels(kind, outcome.result).inc()
+
+
+def forget(kind: str, name: str) -> None:
+    """Drop the per-object series of a deleted custom resource."""
+    for labels in list(MANAGED_OBJECTS._metrics):  # prometheus_client keeps children keyed by label values
+        if labels[:2] == (kind, name):
+            MANAGED_OBJECTS.remove(*labels)
+    with contextlib.suppress(KeyError):
+        RESOURCE_READY.remove(kind, name)

@@ -1,0 +1,89 @@
+"""Operator settings and shared state: configuration from the environment, the API adapter, kopf settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from iotsec.desired.securitydomain import NetworkSettings
+from iotsec.kube import Kube
+
+log = logging.getLogger("iotsec")
+
+
+def _labels(text: str) -> dict[str, str]:
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"expected key=value[,key=value], got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Operator configuration; every field has an IOTSEC_* environment variable."""
+
+    resync_seconds: float = 60.0
+    metrics_host: str = "0.0.0.0"  # a pod serves metrics on its own address
+    metrics_port: int = 8000
+    dns_namespace: str = "kube-system"
+    dns_pod_labels: dict[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Config:
+        env = dict(os.environ if env is None else env)
+        defaults = cls()
+        resync = float(env.get("IOTSEC_RESYNC_SECONDS", defaults.resync_seconds))
+        if resync <= 0:
+            raise ValueError(f"IOTSEC_RESYNC_SECONDS must be positive, got {resync}")
+        return cls(
+            resync_seconds=resync,
+            metrics_host=env.get("IOTSEC_METRICS_HOST", defaults.metrics_host),
+            metrics_port=int(env.get("IOTSEC_METRICS_PORT", defaults.metrics_port)),
+            dns_namespace=env.get("IOTSEC_DNS_NAMESPACE", defaults.dns_namespace),
+            dns_pod_labels=_labels(env.get("IOTSEC_DNS_POD_LABELS", "")) or defaults.dns_pod_labels,
+        )
+
+    @property
+    def network(self) -> NetworkSettings:
+        return NetworkSettings(dns_namespace=self.dns_namespace, dns_pod_labels=self.dns_pod_labels)
+
+
+CONFIG = Config.from_env()
+
+
+@cache
+def kube() -> Kube:
+    """The process's API adapter (created on first use, after kopf has started)."""
+    return Kube()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = "iotsec.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="iotsec.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="iotsec.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 15
+    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+    if CONFIG.metrics_port:
+        start_http_server(CONFIG.metrics_port, CONFIG.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", CONFIG.metrics_host, CONFIG.metrics_port)
+
+
+@kopf.on.probe(id="apiserver")
+def api_reachable(**_: Any) -> bool:
+    """Liveness detail: the API adapter can reach the API server."""
+    kube().list("v1", "Namespace", label_selector="iotsec.io/liveness-probe=none")
+    return True

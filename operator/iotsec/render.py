@@ -48,9 +48,7 @@ def render(documents: Iterable[Document]) -> Rendered:
         result.objects += plan.policies
         result.notes += _plan_notes(plan)
     result.edges = sd.reachability(domains)[0]
-    result.notes += [
-        f"{kind}: rendering arrives with its reconciler (later issue); not rendered" for kind in sorted(pending)
-    ]
+    result.notes += [f"{kind}: not rendered yet (its reconciler arrives in a later issue)" for kind in sorted(pending)]
     return result
 
 

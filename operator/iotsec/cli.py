@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -191,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     import iotsec.handlers  # noqa: F401 - registers the handlers with kopf
 
     kopf.configure(verbose=args.verbose, debug=args.debug)
+    logging.getLogger("celpy").setLevel(logging.WARNING)  # its DEBUG output traces every CEL evaluation
     kopf.run(
         clusterwide=True,
         liveness_endpoint=args.liveness or None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import time
 import uuid
 from typing import Any
 
@@ -14,48 +13,13 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from iotsec.api.common import GROUP, VERSION
-from iotsec.api.crd import all_crds, resource_schema
+from iotsec.api.crd import resource_schema
 from iotsec.api.kinds import BY_KIND
 from iotsec.api.validation import apply_defaults
 from tests.conftest import load_examples
 
 ESTABLISH_TIMEOUT = 60
 _INDEX = re.compile(r"\[\d+\]")
-
-
-def _install(api: client.ApiextensionsV1Api, crd: dict[str, Any]) -> None:
-    # create/replace, not server-side apply: 1.20 refuses to apply CRDs with x-kubernetes-validations
-    name = crd["metadata"]["name"]
-    try:
-        existing = api.read_custom_resource_definition(name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        api.create_custom_resource_definition(crd)
-        return
-    body = copy.deepcopy(crd)
-    body["metadata"]["resourceVersion"] = existing.metadata.resource_version
-    api.replace_custom_resource_definition(name, body)
-
-
-def _established(api: client.ApiextensionsV1Api, name: str) -> bool:
-    conditions = api.read_custom_resource_definition(name).status.conditions or []
-    return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-
-@pytest.fixture(scope="module")
-def crds(api_client):
-    api = client.ApiextensionsV1Api(api_client)
-    generated = all_crds()
-    for crd in generated:
-        _install(api, crd)
-    deadline = time.monotonic() + ESTABLISH_TIMEOUT
-    pending = {crd["metadata"]["name"] for crd in generated}
-    while pending and time.monotonic() < deadline:
-        pending = {name for name in pending if not _established(api, name)}
-        time.sleep(0.2)
-    assert not pending, f"not Established after {ESTABLISH_TIMEOUT}s: {sorted(pending)}"
-    return generated
 
 
 @pytest.fixture(scope="module")

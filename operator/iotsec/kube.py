@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -70,11 +71,32 @@ class Owner:
         return cls(body["apiVersion"], body["kind"], meta["name"], meta["uid"], meta.get("namespace"))
 
 
-def _call(action: str, fn: Callable[[], T]) -> T:
+class _Throttle:
+    """Honours the API server's Retry-After for every caller, not only the one that was told."""
+
+    MAX_WAIT = 60.0
+
+    def __init__(self) -> None:
+        self._not_before = 0.0
+
+    def wait(self) -> None:
+        delay = self._not_before - time.monotonic()
+        if delay > 0:
+            time.sleep(min(delay, self.MAX_WAIT))
+
+    def hold(self, seconds: float) -> None:
+        self._not_before = max(self._not_before, time.monotonic() + min(seconds, self.MAX_WAIT))
+
+
+def _guarded(action: str, fn: Callable[[], T], throttle: _Throttle | None = None) -> T:
+    if throttle:
+        throttle.wait()
     try:
         return fn()
     except DynamicApiError as exc:
         retry_after = _retry_after(getattr(exc, "headers", None))
+        if throttle and retry_after and exc.status in (429, 503):
+            throttle.hold(retry_after)
         raise ApiError(f"{action}: {exc.status} {exc.reason}: {_message(exc)}", exc.status, retry_after) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise ApiError(f"{action}: cannot reach the API server: {exc}") from None
@@ -104,16 +126,22 @@ class Kube:
     def __init__(self, api_client: k8s_client.ApiClient | None = None):
         self._api_client = api_client or default_api_client()
         self._dynamic: DynamicClient | None = None
+        self._throttle = _Throttle()
+
+    def _call(self, action: str, fn: Callable[[], T]) -> T:
+        return _guarded(action, fn, self._throttle)
 
     @property
     def dynamic(self) -> DynamicClient:
         if self._dynamic is None:
-            self._dynamic = _call("discover the API", lambda: DynamicClient(self._api_client))
+            self._dynamic = self._call("discover the API", lambda: DynamicClient(self._api_client))
         return self._dynamic
 
     def _resource(self, api_version: str, kind: str) -> Any:
         try:
-            return _call(f"discover {kind}", lambda: self.dynamic.resources.get(api_version=api_version, kind=kind))
+            return self._call(
+                f"discover {kind}", lambda: self.dynamic.resources.get(api_version=api_version, kind=kind)
+            )
         except ResourceNotFoundError:
             raise ApiError(f"the API server does not serve {kind} in {api_version}", 404) from None
 
@@ -122,7 +150,7 @@ class Kube:
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         resource = self._resource(api_version, kind)
         try:
-            return _call(f"get {kind} {name}", lambda: resource.get(name=name, namespace=namespace)).to_dict()
+            return self._call(f"get {kind} {name}", lambda: resource.get(name=name, namespace=namespace)).to_dict()
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -132,7 +160,7 @@ class Kube:
         self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         resource = self._resource(api_version, kind)
-        result = _call(
+        result = self._call(
             f"list {kind}", lambda: resource.get(namespace=namespace, label_selector=label_selector)
         ).to_dict()
         for item in result.get("items", []):
@@ -151,7 +179,7 @@ class Kube:
         body["metadata"] = metadata
         resource = self._resource(body["apiVersion"], body["kind"])
         name = f"apply {body['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
-        return _call(
+        return self._call(
             name,
             lambda: resource.server_side_apply(body=body, field_manager=FIELD_MANAGER, force_conflicts=True),
         ).to_dict()
@@ -172,7 +200,7 @@ class Kube:
         if not changes:
             return False
         resource = self._resource(api_version, kind)
-        _call(
+        self._call(
             f"label {kind} {name}",
             lambda: resource.patch(
                 name=name,
@@ -188,7 +216,7 @@ class Kube:
         self, api_version: str, kind: str, name: str, status: dict[str, Any], namespace: str | None = None
     ) -> None:
         resource = self._resource(api_version, kind)
-        _call(
+        self._call(
             f"write status of {kind} {name}",
             lambda: resource.status.patch(
                 name=name,
@@ -202,7 +230,7 @@ class Kube:
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         resource = self._resource(api_version, kind)
         try:
-            _call(f"delete {kind} {name}", lambda: resource.delete(name=name, namespace=namespace))
+            self._call(f"delete {kind} {name}", lambda: resource.delete(name=name, namespace=namespace))
         except ApiError as exc:
             if exc.status == 404:
                 return False

@@ -41,8 +41,7 @@ def render(documents: Iterable[Document]) -> Rendered:
                 pending.add(resource.kind)
     domains.sort(key=lambda d: d.name)
     namespaces = _namespaces(domains, namespace_docs, result.notes)
-    for domain in domains:
-        plan = sd.plan_domain(domain, domains, namespaces)
+    for plan in sd.plan_domains(domains, namespaces):
         result.plans.append(plan)
         result.objects += [_namespace_patch(ns, labels) for ns, labels in plan.namespace_labels.items()]
         result.objects += plan.policies

@@ -29,6 +29,7 @@ class Config:
     """Operator configuration; every field has an IOTSEC_* environment variable."""
 
     resync_seconds: float = 60.0
+    retry_seconds: float = 10.0
     metrics_host: str = "0.0.0.0"  # a pod serves metrics on its own address
     metrics_port: int = 8000
     dns_namespace: str = "kube-system"
@@ -43,6 +44,7 @@ class Config:
             raise ValueError(f"IOTSEC_RESYNC_SECONDS must be positive, got {resync}")
         return cls(
             resync_seconds=resync,
+            retry_seconds=float(env.get("IOTSEC_RETRY_SECONDS", defaults.retry_seconds)),
             metrics_host=env.get("IOTSEC_METRICS_HOST", defaults.metrics_host),
             metrics_port=int(env.get("IOTSEC_METRICS_PORT", defaults.metrics_port)),
             dns_namespace=env.get("IOTSEC_DNS_NAMESPACE", defaults.dns_namespace),
@@ -76,7 +78,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 15
-    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+    settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
     if CONFIG.metrics_port:
         start_http_server(CONFIG.metrics_port, CONFIG.metrics_host)
         log.info("metrics on http://%s:%d/metrics", CONFIG.metrics_host, CONFIG.metrics_port)

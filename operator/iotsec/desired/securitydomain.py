@@ -7,9 +7,11 @@ members, so a rule naming a domain that does not exist yet selects nothing until
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from iotsec.api.common import PortSpec
@@ -109,6 +111,29 @@ class DomainPlan:
     dropped_rules: list[str]
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """Cluster-wide facts every domain's plan needs: who owns which namespace, and who reaches whom."""
+
+    domains: Sequence[Domain]
+    namespaces: Mapping[str, NamespaceInfo]
+    owners: Mapping[str, str]
+    claimants: Mapping[str, list[str]]
+    edges: list[Edge]
+    half_open: list[str]
+    settings: NetworkSettings
+
+
+def analyse(
+    domains: Sequence[Domain], namespaces: Iterable[NamespaceInfo], settings: NetworkSettings | None = None
+) -> Analysis:
+    settings = settings or NetworkSettings()
+    by_name = {ns.name: ns for ns in namespaces}
+    owners, claimants = assign_namespaces(domains, by_name, settings)
+    edges, half_open = reachability(domains)
+    return Analysis(domains, by_name, owners, claimants, edges, half_open, settings)
+
+
 def plan_domain(
     domain: Domain,
     domains: Sequence[Domain],
@@ -116,35 +141,43 @@ def plan_domain(
     settings: NetworkSettings | None = None,
 ) -> DomainPlan:
     """The desired state of one domain, given every valid domain and every namespace of the cluster."""
-    settings = settings or NetworkSettings()
-    by_name = {ns.name: ns for ns in namespaces}
-    owners, claimants = assign_namespaces(domains, by_name, settings)
-    claimed, missing = claimed_namespaces(domain, by_name)
-    members = sorted(ns for ns in claimed if owners.get(ns) == domain.name)
+    return plan_from(domain, analyse(domains, namespaces, settings))
+
+
+def plan_domains(
+    domains: Sequence[Domain], namespaces: Iterable[NamespaceInfo], settings: NetworkSettings | None = None
+) -> list[DomainPlan]:
+    """Plans of all domains, sharing one cluster-wide analysis (what `iotsec render` needs)."""
+    analysis = analyse(domains, namespaces, settings)
+    return [plan_from(domain, analysis) for domain in sorted(domains, key=lambda d: d.name)]
+
+
+def plan_from(domain: Domain, analysis: Analysis) -> DomainPlan:
+    claimed, missing = claimed_namespaces(domain, analysis.namespaces)
+    members = sorted(ns for ns in claimed if analysis.owners.get(ns) == domain.name)
     conflicts = [
-        _conflict_message(domain.name, ns, owners[ns], claimants[ns])
+        _conflict_message(domain.name, ns, analysis.owners.get(ns), analysis.claimants[ns])
         for ns in sorted(claimed)
-        if len(claimants.get(ns, ())) > 1
+        if len(analysis.claimants.get(ns, ())) > 1
     ]
     policies: list[dict[str, Any]] = []
     dropped: list[str] = []
     for namespace in members:
-        built, skipped = network_policies(domain, namespace, settings)
+        built, skipped = network_policies(domain, namespace, analysis.settings)
         policies += built
         dropped += skipped
-    known = {d.name for d in domains}
-    edges, half_open = reachability(domains)
+    known = {d.name for d in analysis.domains}
     return DomainPlan(
         domain=domain.name,
         members=members,
         namespace_labels={ns: namespace_labels(domain) for ns in members},
         policies=policies,
         missing_namespaces=missing,
-        reserved_namespaces=sorted(claimed & set(settings.reserved_namespaces)),
+        reserved_namespaces=sorted(claimed & set(analysis.settings.reserved_namespaces)),
         conflicts=conflicts,
         missing_peers=sorted(peer_domains(domain.spec) - known),
-        reachability=[e for e in edges if domain.name in (e.source, e.target)],
-        half_open=[h for h in half_open if h.startswith(f"{domain.name} ")],
+        reachability=[e for e in analysis.edges if domain.name in (e.source, e.target)],
+        half_open=[h for h in analysis.half_open if h.startswith(f"{domain.name} ")],
         dropped_rules=sorted(set(dropped)),
     )
 
@@ -356,6 +389,12 @@ def _peer(peer: Peer, deny_cidrs: list[str] | None) -> dict[str, Any] | None:
 
 def _ip_block(cidr: str, excepts: Iterable[str], deny_cidrs: Iterable[str]) -> dict[str, Any] | None:
     """An ipBlock with the deny list carved out; None when the deny list covers the whole range."""
+    block = _carved(cidr, tuple(excepts), tuple(deny_cidrs))
+    return copy.deepcopy(block) if block else None
+
+
+@lru_cache(maxsize=4096)
+def _carved(cidr: str, excepts: tuple[str, ...], deny_cidrs: tuple[str, ...]) -> dict[str, Any] | None:
     network = ipaddress.ip_network(cidr, strict=False)
     carve = set()
     for raw in [*excepts, *deny_cidrs]:

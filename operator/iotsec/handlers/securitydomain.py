@@ -118,7 +118,7 @@ def reconcile(name: str) -> None:
         except ApiError as exc:
             _write_status(api, body, None, failure=exc)
             if exc.transient:
-                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or 10) from None
+                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
             raise kopf.PermanentError(str(exc)) from None
         ready, status_changed = _write_status(api, body, plan)
         _announce(body, plan, applied, status_changed)

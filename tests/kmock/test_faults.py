@@ -1,0 +1,224 @@
+"""API faults against kmock: the adapter classifies them, the operator retries and still converges."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import kopf
+import pytest
+from kubernetes import client
+
+import kmock
+from iotsec import runtime
+from iotsec.handlers import securitydomain as handlers
+from iotsec.kube import ApiError, Kube
+from tests.kmock.conftest import NETPOL, SD, apply_ok, status, wait_for
+
+NP = kmock.resource(NETPOL)
+SSA = ("patch", NP, kmock.headers({"Content-Type": "application/apply-patch+yaml"}))
+POLICY = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "p", "namespace": "a"},
+    "spec": {"podSelector": {}},
+}
+
+
+def _kube(k8s: Any) -> Kube:
+    return Kube(client.ApiClient(client.Configuration(host=str(k8s.url).rstrip("/"))))
+
+
+# ---------------------------------------------------------------- the adapter
+
+
+@pytest.mark.parametrize(("code", "reason"), [(409, "Conflict"), (429, "TooManyRequests"), (500, "InternalError")])
+async def test_apply_faults_are_transient_and_the_next_attempt_succeeds(k8s, code, reason):
+    k8s.fault(k8s[SSA][:1]) << code << {"Retry-After": "2"} << status(code, reason, "injected")
+    k8s.fault(k8s[SSA]) << apply_ok
+    kube = _kube(k8s)
+    with pytest.raises(ApiError) as caught:
+        await asyncio.to_thread(kube.apply, POLICY)
+    assert caught.value.status == code
+    assert caught.value.transient
+    assert caught.value.retry_after == 2.0
+    assert reason in str(caught.value)
+    applied = await asyncio.to_thread(kube.apply, POLICY)
+    assert applied["metadata"]["name"] == "p"
+    request = k8s[SSA][-1]
+    assert request.params["fieldManager"] == "iotsec"
+    assert request.params["force"] == "true"
+
+
+async def test_invalid_object_is_a_permanent_error(k8s):
+    k8s.fault(k8s[SSA]) << 422 << status(422, "Invalid", "spec.podSelector: Invalid value")
+    with pytest.raises(ApiError) as caught:
+        await asyncio.to_thread(_kube(k8s).apply, POLICY)
+    assert caught.value.status == 422
+    assert not caught.value.transient
+
+
+async def test_unreachable_server_is_transient():
+    kube = Kube(client.ApiClient(client.Configuration(host="http://127.0.0.1:9")))
+    with pytest.raises(ApiError) as caught:
+        await asyncio.to_thread(kube.list, "v1", "Namespace")
+    assert caught.value.status is None
+    assert caught.value.transient
+
+
+async def test_prune_deletes_only_this_owners_stale_children(k8s):
+    def policy(name: str, labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": "a", "labels": labels},
+            "spec": {"podSelector": {}},
+        }
+
+    ours = {
+        "app.kubernetes.io/managed-by": "iotsec",
+        "iotsec.io/owner-kind": "SecurityDomain",
+        "iotsec.io/owner-name": "core",
+    }
+    for name, labels in [
+        ("keep", ours),
+        ("stale", ours),
+        ("other-owner", {**ours, "iotsec.io/owner-name": "x"}),
+        ("hand-made", {"app": "mine"}),
+    ]:
+        k8s.objects[NETPOL, "a", name] = policy(name, labels)
+    removed = await asyncio.to_thread(
+        _kube(k8s).prune, "networking.k8s.io/v1", "NetworkPolicy", "SecurityDomain", "core", {("a", "keep")}
+    )
+    assert removed == [("a", "stale")]
+    assert [r.name for r in k8s["delete", NP]] == ["stale"]
+
+
+# ---------------------------------------------------------------- the operator
+
+
+_server: dict[str, str] = {}
+
+
+@kopf.on.login()
+def _login(**_: Any) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(server=_server["url"], insecure=True)
+
+
+@kopf.on.startup()
+def _fast_test_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.scanning.disabled = True
+    settings.networking.error_backoffs = [0.1] * 3
+    settings.queueing.error_delays = [0.2] * 10
+    settings.watching.reconnect_backoff = 0.1
+
+
+@pytest.fixture
+def cluster(k8s, monkeypatch):
+    """One namespace and one SecurityDomain; the handlers talk to the emulator."""
+    _server["url"] = str(k8s.url).rstrip("/")
+    kube = _kube(k8s)
+    monkeypatch.setattr(handlers, "kube", lambda: kube)
+    monkeypatch.setattr(runtime, "CONFIG", dataclasses.replace(runtime.CONFIG, metrics_port=0))
+    monkeypatch.setattr(handlers, "CONFIG", dataclasses.replace(runtime.CONFIG, metrics_port=0, retry_seconds=0.3))
+    handlers._parsed.clear()
+    k8s.objects["v1/namespaces", None, "a"] = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "a", "resourceVersion": "1"},
+    }
+    k8s.objects[SD, None, "core"] = {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "SecurityDomain",
+        "metadata": {
+            "name": "core",
+            "uid": "uid-core",
+            "generation": 1,
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {
+            "zone": "core",
+            "namespaces": ["a"],
+            "securityLevelIsolation": False,
+            "allow": [{"name": "web", "from": [{"cidr": "10.0.0.0/8"}], "ports": [{"port": 443}]}],
+        },
+    }
+    return k8s
+
+
+async def _run_until_ready(k8s: Any, extra: Any = None) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(kopf.operator(standalone=True, clusterwide=True, stop_flag=stop))
+    try:
+        if extra is not None:
+            await extra()
+        await wait_for(lambda: _ready(k8s) == "True" or task.done(), timeout=30)
+        assert not task.done(), "the operator exited"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)
+
+
+def _ready(k8s: Any) -> str | None:
+    conditions = (k8s.objects[SD, None, "core"].get("status") or {}).get("conditions") or []
+    return next((c["status"] for c in conditions if c["type"] == "Ready"), None)
+
+
+def _applied(k8s: Any) -> set[str]:
+    return {r.name for r in k8s[SSA]}
+
+
+EXPECTED = {"iotsec-core-default-deny", "iotsec-core-dns", "iotsec-core-intra", "iotsec-core-in-web"}
+
+
+@pytest.mark.parametrize(("code", "reason"), [(409, "Conflict"), (500, "InternalError"), (503, "ServiceUnavailable")])
+async def test_operator_retries_a_failed_apply_and_converges(cluster, code, reason):
+    fault = cluster.fault(cluster[SSA][:1]) << code << status(code, reason, "injected")
+    cluster.fault(cluster[SSA]) << apply_ok
+    await _run_until_ready(cluster)
+    assert len(list(fault)) == 1
+    assert _applied(cluster) == EXPECTED
+    assert len(cluster[SSA]) >= len(EXPECTED) + 1, "the failed apply was repeated"
+    assert cluster.objects[SD, None, "core"]["status"]["policyCount"] == len(EXPECTED)
+
+
+async def test_operator_waits_as_long_as_retry_after_says(cluster):
+    fault = (
+        cluster.fault(cluster[SSA][:1]) << 429 << {"Retry-After": "2"} << status(429, "TooManyRequests", "slow down")
+    )
+    cluster.fault(cluster[SSA]) << apply_ok
+    loop = asyncio.get_running_loop()
+    times: dict[str, float] = {}
+
+    async def measure() -> None:
+        await wait_for(lambda: len(list(fault)) == 1)
+        times["fault"] = loop.time()
+        await wait_for(lambda: len(cluster[SSA]) >= 2)
+        times["retry"] = loop.time()
+
+    await _run_until_ready(cluster, measure)
+    assert times["retry"] - times["fault"] >= 1.8, "retried before Retry-After had passed"
+
+
+async def test_operator_survives_an_expired_watch_and_still_sees_changes(cluster):
+    """The watch breaks with 410 Gone (history compacted): kopf must re-list, then follow the new watch."""
+    cluster.fault(cluster[SSA]) << apply_ok
+    watch = kmock.resource(SD)
+    expired = status(410, "Expired", "too old resource version")
+    cluster["watch", watch][:1] << (b"", lambda: asyncio.sleep(0.5), {"type": "ERROR", "object": expired})
+
+    async def change_spec_after_rewatch() -> None:
+        await wait_for(lambda: len(cluster["watch", watch]) >= 2)
+        await wait_for(lambda: _ready(cluster) == "True")
+        body = {
+            "metadata": {"generation": 2},
+            "spec": {"allow": [{"name": "api", "from": [{"cidr": "10.0.0.0/8"}], "ports": [{"port": 8443}]}]},
+        }
+        await cluster.patch(f"/apis/{SD}/core", json=body, headers={"Connection": "close"})
+        await wait_for(lambda: "iotsec-core-in-api" in _applied(cluster))
+
+    await _run_until_ready(cluster, change_spec_after_rewatch)
+    assert len(cluster["list", watch]) >= 2, "re-listed after the expired watch"
+    assert len(cluster["watch", watch]) >= 2

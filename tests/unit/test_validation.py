@@ -224,6 +224,31 @@ INVALID = [
         "spec.securityLevelIsolation",
         "must be of type boolean",
     ),
+    (
+        "SecurityDomain",
+        "partner-api",
+        "spec.allow[0].from[0].except",
+        ["198.51.100.0/24"],
+        "spec.allow[0].from[0].except[0]",
+        "must lie strictly inside 203.0.113.0/24",
+    ),
+    ("SecurityDomain", "partner-api", "spec.denyCIDRs", ["0.0.0.0/0"], "spec.denyCIDRs[0]", "denies everything"),
+    (
+        "SecurityDomain",
+        "admin-console",
+        "spec.exceptions",
+        [
+            {
+                "rule": "no-host-path",
+                "target": {"namespace": "elsewhere"},
+                "justification": "x" * 25,
+                "approver": "ciso@example.com",
+                "expires": "2027-01-01T00:00:00Z",
+            }
+        ],
+        "spec.exceptions[0].target.namespace",
+        "is not a member of this domain",
+    ),
     # TenantIsolation
     ("TenantIsolation", "acme-utilities", "spec.tenantID", "ACME", "spec.tenantID", "is not a DNS-1123 label"),
     ("TenantIsolation", "acme-utilities", "spec.namespaces", [], "spec.namespaces", "should be non-empty"),
@@ -614,3 +639,13 @@ def _schema(kind: str) -> dict[str, Any]:
     from iotsec.api.kinds import BY_KIND
 
     return resource_schema(BY_KIND[kind])
+
+
+def test_internet_exposure_needs_ports(example):
+    doc = example("SecurityDomain", "device-gateway")
+    del doc["spec"]["internet"]["ports"]
+    assert validate_resource(doc) == [], "allowedPorts stand in for internet.ports"
+    del doc["spec"]["allowedPorts"]
+    assert validate_resource(doc) == [
+        Problem("spec.internet.ports", "internet exposure needs ports: set internet.ports or allowedPorts")
+    ]

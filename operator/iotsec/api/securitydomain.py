@@ -90,6 +90,10 @@ class IngressRule(Model):
         default=None, description="Which of this domain's pods the rule admits to (default: all)."
     )
 
+    @property
+    def peers(self) -> list[Peer]:
+        return self.from_
+
 
 class EgressRule(Model):
     """Traffic that this domain's pods may send (X1369-9.4.1-3)."""
@@ -101,6 +105,10 @@ class EgressRule(Model):
     pod_selector: LabelSelector | None = Field(
         default=None, description="Which of this domain's pods may send (default: all)."
     )
+
+    @property
+    def peers(self) -> list[Peer]:
+        return self.to
 
 
 class Internet(Model):
@@ -212,8 +220,8 @@ class SecurityDomainSpec(Model):
         internet = self.internet
         if internet and (internet.ingress or internet.egress) and not (internet.ports or self.allowed_ports):
             yield "internet.ports", "internet exposure needs ports: set internet.ports or allowedPorts"
-        peer_lists = [(f"allow[{i}].from", r.from_) for i, r in enumerate(self.allow or ())]
-        peer_lists += [(f"egress[{i}].to", r.to) for i, r in enumerate(self.egress or ())]
+        peer_lists = [(f"allow[{i}].from", r.peers) for i, r in enumerate(self.allow or ())]
+        peer_lists += [(f"egress[{i}].to", r.peers) for i, r in enumerate(self.egress or ())]
         for where, peers in peer_lists:
             for p_index, peer in enumerate(peers):
                 for e_index, hole in enumerate(peer.except_ or ()):

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from iotsec.api.common import PortSpec
-from iotsec.api.securitydomain import Peer, SecurityDomainSpec
+from iotsec.api.securitydomain import EgressRule, IngressRule, Peer, SecurityDomainSpec
 from iotsec.desired import selectors
 from iotsec.desired.meta import owned_metadata
 
@@ -221,7 +221,7 @@ def _conflict_message(domain: str, namespace: str, owner: str | None, claimants:
 
 
 def peer_domains(spec: SecurityDomainSpec) -> set[str]:
-    peers = [p for rule in spec.allow or () for p in rule.from_] + [p for rule in spec.egress or () for p in rule.to]
+    peers = [p for rule in [*(spec.allow or ()), *(spec.egress or ())] for p in rule.peers]
     return {p.domain for p in peers if p.domain}
 
 
@@ -261,38 +261,34 @@ def network_policies(
     ]
     policies += _intra_policies(build, domain)
     dropped = []
-    for rule in spec.allow or ():
-        peers = [p for peer in rule.from_ if (p := _peer(peer, spec.deny_cidrs))]
-        if not peers:
-            dropped.append(f"allow/{rule.name}: every peer lies inside denyCIDRs")
-            continue
-        controls = [C_MUTUAL, C_PORTS, *_peer_controls(rule.from_, spec.deny_cidrs)]
-        policies.append(
-            build(
-                f"in-{rule.name}",
-                controls,
-                selectors.manifest(rule.pod_selector),
-                ingress=[{"from": peers, "ports": _ports(rule.ports)}],
-                description=rule.description,
-            )
-        )
-    for rule in spec.egress or ():
-        peers = [p for peer in rule.to if (p := _peer(peer, spec.deny_cidrs))]
-        if not peers:
-            dropped.append(f"egress/{rule.name}: every peer lies inside denyCIDRs")
-            continue
-        controls = [C_MUTUAL, C_PORTS, *_peer_controls(rule.to, spec.deny_cidrs)]
-        policies.append(
-            build(
-                f"out-{rule.name}",
-                controls,
-                selectors.manifest(rule.pod_selector),
-                egress=[{"to": peers, "ports": _ports(rule.ports)}],
-                description=rule.description,
-            )
-        )
+    rules = [("in", "allow", r) for r in spec.allow or ()] + [("out", "egress", r) for r in spec.egress or ()]
+    for prefix, kind, rule in rules:
+        policy = _rule_policy(build, prefix, rule, spec.deny_cidrs)
+        if policy is None:
+            dropped.append(f"{kind}/{rule.name}: every peer lies inside denyCIDRs")
+        else:
+            policies.append(policy)
     policies += _internet_policies(build, domain)
     return policies, dropped
+
+
+def _rule_policy(
+    build: _PolicyFactory, prefix: str, rule: IngressRule | EgressRule, deny_cidrs: list[str] | None
+) -> dict[str, Any] | None:
+    """The policy of one allow (prefix in) or egress (prefix out) rule; None when no peer survives denyCIDRs."""
+    peers = [p for peer in rule.peers if (p := _peer(peer, deny_cidrs))]
+    if not peers:  # an empty peer list would mean "everyone" to Kubernetes
+        return None
+    controls = [C_MUTUAL, C_PORTS, *_peer_controls(rule.peers, deny_cidrs)]
+    direction = {"in": ("ingress", "from"), "out": ("egress", "to")}[prefix]
+    traffic = [{direction[1]: peers, "ports": _ports(rule.ports)}]
+    return build(
+        f"{prefix}-{rule.name}",
+        controls,
+        selectors.manifest(rule.pod_selector),
+        description=rule.description,
+        **{direction[0]: traffic},
+    )
 
 
 class _PolicyFactory:
@@ -477,31 +473,26 @@ def reachability(domains: Sequence[Domain]) -> tuple[list[Edge], list[str]]:
     Every member is default-deny in both directions, so domain A reaches domain B on a port only when A's
     egress and B's ingress both allow it. CIDR and internet sources need only the receiving side.
     """
-    ingress: dict[tuple[str, str], list[PortRange]] = {}
-    egress: dict[tuple[str, str], list[PortRange]] = {}
+    opened: dict[str, dict[tuple[str, str], list[PortRange]]] = {"allow": {}, "egress": {}}
     rule_names: dict[tuple[str, str, str], list[str]] = {}
     edges: set[Edge] = set()
     for domain in domains:
         spec = domain.spec
         if spec.intra_domain_traffic == "domain":
             edges.add(Edge(domain.name, domain.name))
-        for rule in spec.allow or ():
+        rules = [("allow", r) for r in spec.allow or ()] + [("egress", r) for r in spec.egress or ()]
+        for kind, rule in rules:
             ranges = _ranges(rule.ports)
-            for peer in rule.from_:
+            for peer in rule.peers:
+                other = peer.domain or f"cidr:{peer.cidr}"
+                pair = (other, domain.name) if kind == "allow" else (domain.name, other)
                 if peer.domain:
-                    ingress.setdefault((peer.domain, domain.name), []).extend(ranges)
-                    rule_names.setdefault(("allow", peer.domain, domain.name), []).append(rule.name)
+                    opened[kind].setdefault(pair, []).extend(ranges)
+                    rule_names.setdefault((kind, *pair), []).append(rule.name)
                 elif _ip_block(peer.cidr or "", peer.except_ or [], spec.deny_cidrs or []):
-                    edges.add(Edge(f"cidr:{peer.cidr}", domain.name, _labels(ranges)))
-        for rule in spec.egress or ():
-            ranges = _ranges(rule.ports)
-            for peer in rule.to:
-                if peer.domain:
-                    egress.setdefault((domain.name, peer.domain), []).extend(ranges)
-                    rule_names.setdefault(("egress", domain.name, peer.domain), []).append(rule.name)
-                elif _ip_block(peer.cidr or "", peer.except_ or [], spec.deny_cidrs or []):
-                    edges.add(Edge(domain.name, f"cidr:{peer.cidr}", _labels(ranges)))
+                    edges.add(Edge(*pair, _labels(ranges)))
         edges |= _internet_edges(domain)
+    ingress, egress = opened["allow"], opened["egress"]
     half_open = []
     known = {d.name for d in domains}
     for pair in sorted(ingress.keys() | egress.keys()):

@@ -8,9 +8,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from iotsec import __version__, render
+from iotsec import __version__, checking, render
 from iotsec.api.crd import all_crds, crd_filename
 from iotsec.api.kinds import KINDS
 from iotsec.api.validation import is_iotsec, validate_resource
@@ -19,7 +20,6 @@ from iotsec.manifests import ManifestError, dump_yaml, load_documents
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 NOT_YET = {
-    "check": "admission checks arrive with the policy engine and webhook (issue #4)",
     "report": "the conformance report arrives after the policy engine (issue #4)",
 }
 
@@ -80,6 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
     run.set_defaults(handler=_run)
+
+    check = sub.add_parser("check", help="check manifests as the admission webhook would (no cluster needed)")
+    check.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="manifests (- for stdin, e.g. helm template ... | iotsec check -); iotsec custom "
+        "resources, Namespaces and StorageClasses among them give the context",
+    )
+    check.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    check.add_argument("--now", help="evaluate exception expiry at this RFC 3339 time (default: now)")
+    check.add_argument(
+        "--unassigned",
+        choices=("enforce", "warn", "audit"),
+        default="enforce",
+        help="mode for namespaces in no SecurityDomain (default: enforce)",
+    )
+    check.set_defaults(handler=_check)
 
     for name, what in NOT_YET.items():
         stub = sub.add_parser(name, help=f"(not yet implemented) {what.split(' arrive')[0]}")
@@ -162,6 +180,56 @@ def _controls(args: argparse.Namespace) -> int:
     counts = {cov: sum(1 for c in selected if c.coverage == cov) for cov in Coverage}
     print(f"{len(selected)} controls: " + ", ".join(f"{n} {cov}" for cov, n in counts.items()))
     return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    now = datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else datetime.now(UTC)
+    report = checking.check(load_documents(args.paths), now, args.unassigned)
+    for document, problems in report.invalid:
+        print(f"INVALID {document.title} ({document.where}): " + "; ".join(map(str, problems)), file=sys.stderr)
+    if report.invalid:
+        return EXIT_USAGE
+    if args.output == "json":
+        print(json.dumps([_checked_json(c) for c in report.checked], indent=2))
+    else:
+        _print_check(report)
+    return EXIT_INVALID if report.violations else EXIT_OK
+
+
+def _checked_json(checked: checking.Checked) -> dict[str, object]:
+    decision = checked.decision
+    return {
+        "source": checked.document.where,
+        "object": checked.document.title,
+        "namespace": checked.namespace,
+        "domain": checked.domain,
+        "mode": decision.mode,
+        "allowed": decision.allowed,
+        "violations": [v.as_dict() for v in decision.violations],
+        "exceptionsUsed": [u.line() for u in decision.exceptions_used],
+    }
+
+
+def _print_check(report: checking.Report) -> None:
+    for checked in report.checked:
+        decision = checked.decision
+        if not decision.violations and not decision.exceptions_used:
+            continue
+        verdict = (
+            "DENIED"
+            if not decision.allowed
+            else f"ADMITTED ({decision.mode} mode)"
+            if decision.violations
+            else "ADMITTED"
+        )
+        print(f"{verdict} {checked.document.title}  ({checked.document.where}, domain {checked.domain or '-'})")
+        for violation in decision.violations:
+            print(f"  {violation.line()}")
+        for use in decision.exceptions_used:
+            print(f"  note: {use.line()}")
+    objects = len(report.checked)
+    failing = sum(1 for c in report.checked if c.decision.violations)
+    print(f"{objects} objects checked: {objects - failing} clean, {failing} with {report.violations} violations")
 
 
 def _render(args: argparse.Namespace) -> int:

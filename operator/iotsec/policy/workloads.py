@@ -1,0 +1,424 @@
+"""Checks of pod specs, wherever they appear: Pods and every kind that carries a pod template.
+
+Covers every control of the Kubernetes Pod Security Standards (baseline and restricted) so that a domain at
+`restricted` is at least as strict as Pod Security Admission, plus iotsec's X.1369 rules for containers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from iotsec.policy.context import Context
+from iotsec.policy.images import parse_image
+from iotsec.policy.model import Finding
+
+POD_SPEC_PATHS = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "ReplicationController": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+BASELINE_CAPABILITIES = frozenset(
+    "AUDIT_WRITE CHOWN DAC_OVERRIDE FOWNER FSETID KILL MKNOD NET_BIND_SERVICE SETFCAP SETGID SETPCAP SETUID "
+    "SYS_CHROOT".split()
+)
+SAFE_SYSCTLS = frozenset(
+    "kernel.shm_rmid_forced net.ipv4.ip_local_port_range net.ipv4.ip_unprivileged_port_start "
+    "net.ipv4.tcp_syncookies net.ipv4.ping_group_range net.ipv4.ip_local_reserved_ports "
+    "net.ipv4.tcp_keepalive_time net.ipv4.tcp_fin_timeout net.ipv4.tcp_keepalive_intvl "
+    "net.ipv4.tcp_keepalive_probes".split()
+)
+RESTRICTED_VOLUMES = frozenset(
+    "configMap csi downwardAPI emptyDir ephemeral persistentVolumeClaim projected secret".split()
+)
+SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+SECRET_NAME = re.compile(
+    r"(pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|access[_-]?key|auth[_-]?key)", re.I
+)
+NOT_A_SECRET_NAME = re.compile(r"(_FILE|_PATH|_DIR|_URL|_NAME|_ID|_TTL|_LENGTH)$", re.I)
+SECRET_FLAG = re.compile(
+    r"^--?(?P<name>[A-Za-z0-9_.-]*(pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|"
+    r"access[_-]?key))=(?P<value>.+)$",
+    re.I,
+)
+ALGORITHM_KEY = re.compile(r"(algorithm|hash|digest|cipher|signature|hmac|mac)", re.I)
+WEAK_ALGORITHM = re.compile(r"\b(md5|sha-?1|des|3des|rc4|hmac-?md5|hmac-?sha1)\b", re.I)
+LEVEL_LABEL = "iotsec.io/security-level"
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    spec: dict[str, Any]
+    path: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+def pod_spec(obj: dict[str, Any]) -> PodSpec | None:
+    """The pod spec an object carries (with the JSON path to it), or None for kinds without one."""
+    steps = POD_SPEC_PATHS.get(obj.get("kind", ""))
+    if steps is None:
+        return None
+    node: Any = obj
+    for step in steps:
+        node = node.get(step) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return None
+    template = obj if obj["kind"] == "Pod" else _parent(obj, steps)
+    metadata = template.get("metadata") or {}
+    return PodSpec(node, ".".join(steps), metadata.get("labels") or {}, metadata.get("annotations") or {})
+
+
+def _parent(obj: dict[str, Any], steps: tuple[str, ...]) -> dict[str, Any]:
+    node: Any = obj
+    for step in steps[:-1]:
+        node = node.get(step) or {}
+    return node
+
+
+def containers(pod: PodSpec) -> Iterator[tuple[str, dict[str, Any]]]:
+    for group in CONTAINER_LISTS:
+        for index, container in enumerate(pod.spec.get(group) or ()):
+            if isinstance(container, dict):
+                yield f"{pod.path}.{group}[{index}]", container
+
+
+def check_pod(pod: PodSpec, ctx: Context) -> Iterator[Finding]:
+    level = ctx.domain.pod_security
+    if level in ("baseline", "restricted"):
+        yield from _baseline(pod, ctx)
+    if level == "restricted":
+        yield from _restricted(pod)
+    yield from _iotsec(pod, ctx)
+
+
+# ---------------------------------------------------------------- Pod Security Standards: baseline
+
+
+def _baseline(pod: PodSpec, ctx: Context) -> Iterator[Finding]:
+    spec, path = pod.spec, pod.path
+    zone = ctx.domain.zone or "without a SecurityDomain"
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field):
+            yield Finding(
+                "no-host-namespaces",
+                f"{path}.{field}",
+                f"{field} shares the node's namespaces",
+                f"remove {field} (or set it to false)",
+            )
+    pod_sc = spec.get("securityContext") or {}
+    for name, sc_path, sc in _contexts(pod):
+        if sc.get("privileged"):
+            yield Finding(
+                "no-privileged",
+                f"{sc_path}.privileged",
+                f"privileged containers are not allowed in zone {zone}",
+                "set privileged: false",
+            )
+        if (sc.get("windowsOptions") or {}).get("hostProcess"):
+            yield Finding(
+                "no-host-process",
+                f"{sc_path}.windowsOptions.hostProcess",
+                "Windows HostProcess containers run on the host",
+                "remove windowsOptions.hostProcess",
+            )
+        if sc.get("procMount") not in (None, "Default"):
+            yield Finding(
+                "proc-mount",
+                f"{sc_path}.procMount",
+                f"procMount {sc['procMount']} unmasks /proc",
+                "remove procMount or set it to Default",
+            )
+        added = set((sc.get("capabilities") or {}).get("add") or ()) - BASELINE_CAPABILITIES
+        if added:
+            yield Finding(
+                "drop-capabilities",
+                f"{sc_path}.capabilities.add",
+                f"{name} adds capabilities beyond the baseline: {', '.join(sorted(added))}",
+                "remove them from capabilities.add",
+            )
+    yield from _selinux_apparmor_seccomp(pod, pod_sc)
+    for index, volume in enumerate(spec.get("volumes") or ()):
+        if isinstance(volume, dict) and "hostPath" in volume:
+            yield Finding(
+                "no-host-path",
+                f"{path}.volumes[{index}].hostPath",
+                f"hostPath volume {volume.get('name')!r} exposes the node's filesystem",
+                "use a persistentVolumeClaim, configMap, secret or emptyDir volume",
+            )
+    for c_path, container in containers(pod):
+        for index, port in enumerate(container.get("ports") or ()):
+            if isinstance(port, dict) and port.get("hostPort"):
+                yield Finding(
+                    "no-host-ports",
+                    f"{c_path}.ports[{index}].hostPort",
+                    f"hostPort {port['hostPort']} binds a node port",
+                    "remove hostPort; use a Service",
+                )
+    for index, sysctl in enumerate(pod_sc.get("sysctls") or ()):
+        if isinstance(sysctl, dict) and sysctl.get("name") not in SAFE_SYSCTLS:
+            yield Finding(
+                "safe-sysctls",
+                f"{path}.securityContext.sysctls[{index}].name",
+                f"sysctl {sysctl.get('name')} is not namespaced-safe",
+                "remove the sysctl",
+            )
+
+
+def _contexts(pod: PodSpec) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(container name, path to its securityContext, the securityContext) for every container."""
+    for c_path, container in containers(pod):
+        yield str(container.get("name", c_path)), f"{c_path}.securityContext", container.get("securityContext") or {}
+
+
+def _selinux_apparmor_seccomp(pod: PodSpec, pod_sc: dict[str, Any]) -> Iterator[Finding]:
+    scopes = [(f"{pod.path}.securityContext", pod_sc)] + [(p, sc) for _, p, sc in _contexts(pod)]
+    for sc_path, sc in scopes:
+        selinux = sc.get("seLinuxOptions") or {}
+        if selinux.get("type", "") not in SELINUX_TYPES:
+            yield Finding(
+                "selinux-options",
+                f"{sc_path}.seLinuxOptions.type",
+                f"SELinux type {selinux['type']} is not a container type",
+                "remove seLinuxOptions.type",
+            )
+        for field in ("user", "role"):
+            if selinux.get(field):
+                yield Finding(
+                    "selinux-options",
+                    f"{sc_path}.seLinuxOptions.{field}",
+                    f"custom SELinux {field} {selinux[field]}",
+                    f"remove seLinuxOptions.{field}",
+                )
+        if (sc.get("appArmorProfile") or {}).get("type") == "Unconfined":
+            yield Finding(
+                "apparmor-profile",
+                f"{sc_path}.appArmorProfile.type",
+                "AppArmor is unconfined",
+                "use RuntimeDefault or Localhost",
+            )
+        if (sc.get("seccompProfile") or {}).get("type") == "Unconfined":
+            yield Finding(
+                "seccomp-profile",
+                f"{sc_path}.seccompProfile.type",
+                "seccomp is unconfined",
+                "set seccompProfile.type: RuntimeDefault",
+            )
+    for key, value in pod.annotations.items():
+        if key.startswith("container.apparmor.security.beta.kubernetes.io/") and value == "unconfined":
+            yield Finding(
+                "apparmor-profile", f"metadata.annotations[{key}]", "AppArmor is unconfined", "use runtime/default"
+            )
+
+
+# ---------------------------------------------------------------- Pod Security Standards: restricted
+
+
+def _restricted(pod: PodSpec) -> Iterator[Finding]:
+    spec, path = pod.spec, pod.path
+    pod_sc = spec.get("securityContext") or {}
+    for index, volume in enumerate(spec.get("volumes") or ()):
+        kinds = set(volume) - {"name", "hostPath"} if isinstance(volume, dict) else set()  # hostPath: no-host-path
+        if kinds and not kinds <= RESTRICTED_VOLUMES:
+            yield Finding(
+                "volume-types",
+                f"{path}.volumes[{index}]",
+                f"volume type {', '.join(sorted(kinds - RESTRICTED_VOLUMES))} is not allowed",
+                "use configMap, secret, emptyDir, persistentVolumeClaim, projected, downwardAPI or csi",
+            )
+    pod_non_root = pod_sc.get("runAsNonRoot")
+    pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
+    if pod_sc.get("runAsUser") == 0:
+        yield Finding(
+            "run-as-non-root",
+            f"{path}.securityContext.runAsUser",
+            "runs as root (UID 0)",
+            "set runAsUser to a UID above 0 (e.g. 10001)",
+        )
+    for name, sc_path, sc in _contexts(pod):
+        if sc.get("allowPrivilegeEscalation") is not False:
+            yield Finding(
+                "no-privilege-escalation",
+                f"{sc_path}.allowPrivilegeEscalation",
+                f"{name} may gain privileges",
+                "set allowPrivilegeEscalation: false",
+            )
+        if sc.get("runAsUser") == 0:
+            yield Finding(
+                "run-as-non-root",
+                f"{sc_path}.runAsUser",
+                f"{name} runs as root (UID 0)",
+                "set runAsUser to a UID above 0 (e.g. 10001)",
+            )
+        elif sc.get("runAsNonRoot", pod_non_root) is not True:
+            yield Finding(
+                "run-as-non-root",
+                f"{sc_path}.runAsNonRoot",
+                f"{name} may run as root",
+                "set runAsNonRoot: true (pod or container securityContext)",
+            )
+        capabilities = sc.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or ()):
+            yield Finding(
+                "drop-capabilities",
+                f"{sc_path}.capabilities.drop",
+                f"{name} keeps default capabilities",
+                "set capabilities.drop: [ALL]",
+            )
+        # beyond-baseline additions were reported by the baseline checks already
+        extra = (set(capabilities.get("add") or ()) & BASELINE_CAPABILITIES) - {"NET_BIND_SERVICE"}
+        if extra:
+            yield Finding(
+                "drop-capabilities",
+                f"{sc_path}.capabilities.add",
+                f"{name} adds {', '.join(sorted(extra))}",
+                "add at most NET_BIND_SERVICE",
+            )
+        if (sc.get("seccompProfile") or {}).get("type", pod_seccomp) not in ("RuntimeDefault", "Localhost"):
+            yield Finding(
+                "seccomp-profile",
+                f"{sc_path}.seccompProfile",
+                f"{name} runs without a seccomp profile",
+                "set seccompProfile.type: RuntimeDefault (pod or container securityContext)",
+            )
+
+
+# ---------------------------------------------------------------- iotsec
+
+
+def _iotsec(pod: PodSpec, ctx: Context) -> Iterator[Finding]:
+    spec, path = pod.spec, pod.path
+    if spec.get("automountServiceAccountToken") is not False and spec.get("serviceAccountName") in (
+        None,
+        "",
+        "default",
+    ):
+        yield Finding(
+            "no-default-token",
+            f"{path}.serviceAccountName",
+            "the default service account's token is mounted into every container",
+            "set serviceAccountName to the application's account, or automountServiceAccountToken: false",
+        )
+    levels = ctx.domain.security_levels
+    level = pod.labels.get(LEVEL_LABEL)
+    if levels is not None and level is not None and level not in levels:
+        yield Finding(
+            "security-level",
+            f"metadata.labels[{LEVEL_LABEL}]",
+            f"security level {level!r} is not declared by domain {ctx.domain.name} (pods with it reach nothing)",
+            f"use one of: {', '.join(levels)}",
+        )
+    yield from _weak_algorithms("metadata.annotations", pod.annotations)
+    for c_path, container in containers(pod):
+        yield from _container(c_path, container, ctx, ephemeral=".ephemeralContainers[" in c_path)
+
+
+def _container(path: str, container: dict[str, Any], ctx: Context, ephemeral: bool) -> Iterator[Finding]:
+    name = container.get("name", path)
+    yield from _image(path, str(container.get("image") or ""), ctx)
+    sc = container.get("securityContext") or {}
+    if sc.get("readOnlyRootFilesystem") is not True:
+        yield Finding(
+            "read-only-root-fs",
+            f"{path}.securityContext.readOnlyRootFilesystem",
+            f"{name} can write to its root filesystem",
+            "set readOnlyRootFilesystem: true and mount an emptyDir where it must write",
+        )
+    if not ephemeral:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        missing = [r for r in ("cpu", "memory") if r not in limits]
+        if missing:
+            yield Finding(
+                "resource-limits",
+                f"{path}.resources.limits",
+                f"{name} has no {' or '.join(missing)} limit",
+                f"set resources.limits.{missing[0]}",
+            )
+    allowed = ctx.domain.allowed_ports
+    for index, port in enumerate(container.get("ports") or ()):
+        if allowed is None or not isinstance(port, dict):
+            continue
+        number, protocol = port.get("containerPort"), port.get("protocol", "TCP")
+        if not any(r.protocol == protocol and r.start <= (number or 0) <= r.end for r in allowed):
+            yield Finding(
+                "allowed-ports",
+                f"{path}.ports[{index}].containerPort",
+                f"port {number}/{protocol} is not allowed in domain {ctx.domain.name}",
+                f"use one of {', '.join(str(r) for r in allowed)} or add it to the domain's allowedPorts",
+            )
+    yield from _literal_secrets(path, container)
+    env = {
+        str(e.get("name")): str(e["value"])
+        for e in container.get("env") or ()
+        if isinstance(e, dict) and isinstance(e.get("value"), str)
+    }
+    yield from _weak_algorithms(f"{path}.env", env)
+
+
+def _image(path: str, image: str, ctx: Context) -> Iterator[Finding]:
+    ref = parse_image(image)
+    if ref.digest is None and ref.tag in (None, "latest"):
+        yield Finding(
+            "image-pinned",
+            f"{path}.image",
+            f"image {image!r} is {'tagged latest' if ref.tag else 'not tagged'}: it changes under you",
+            "pin the image by digest (image@sha256:...) or an immutable version tag",
+        )
+    registries = ctx.domain.allowed_registries
+    if registries is not None and not any(ref.from_registry(r) for r in registries):
+        yield Finding(
+            "allowed-registry",
+            f"{path}.image",
+            f"image {image!r} comes from {ref.registry}, not from an allowed registry",
+            f"pull from {', '.join(registries)}",
+        )
+
+
+def _literal_secrets(path: str, container: dict[str, Any]) -> Iterator[Finding]:
+    for index, env in enumerate(container.get("env") or ()):
+        if not isinstance(env, dict):
+            continue
+        name, value = str(env.get("name", "")), env.get("value")
+        if SECRET_NAME.search(name) and not NOT_A_SECRET_NAME.search(name) and _looks_secret(value):
+            yield Finding(
+                "no-literal-secrets",
+                f"{path}.env[{index}].value",
+                f"{name} holds a literal secret",
+                "use valueFrom.secretKeyRef",
+            )
+    for field in ("command", "args"):
+        for index, arg in enumerate(container.get(field) or ()):
+            match = SECRET_FLAG.match(str(arg))
+            if match and _looks_secret(match.group("value")):
+                yield Finding(
+                    "no-literal-secrets",
+                    f"{path}.{field}[{index}]",
+                    f"--{match.group('name')} passes a literal secret on the command line",
+                    "read it from a mounted Secret file or an env var from secretKeyRef",
+                )
+
+
+def _looks_secret(value: Any) -> bool:
+    if not isinstance(value, str) or len(value.strip()) < 4:
+        return False
+    text = value.strip()
+    return not (text.startswith(("/", "./", "$(", "${")) or text.lower() in ("true", "false", "none", "null"))
+
+
+def _weak_algorithms(path: str, values: dict[str, str]) -> Iterator[Finding]:
+    for key, value in values.items():
+        if ALGORITHM_KEY.search(key) and WEAK_ALGORITHM.search(str(value)):
+            yield Finding(
+                "no-weak-algorithms",
+                f"{path}[{key}]",
+                f"{key} names a weak algorithm ({value})",
+                "use SHA-256 or better (HMAC-SHA256, Ed25519, ECDSA P-256)",
+            )

@@ -212,7 +212,7 @@ def new_serving_cert(
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
-                key_encipherment=True,
+                key_encipherment=False,  # RFC 8813: not for EC keys
                 data_encipherment=False,
                 key_agreement=False,
                 key_cert_sign=False,

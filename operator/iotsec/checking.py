@@ -41,40 +41,63 @@ class Report:
 def check(documents: Iterable[Document], now: datetime, unassigned: str = "enforce") -> Report:
     """Check every workload object; iotsec custom resources, Namespaces and StorageClasses form the context."""
     report = Report()
-    workloads, domains, audit_specs = [], [], []
-    namespaces: dict[str, dict[str, str]] = {}
-    encrypted, default_class, escalating = set(), None, {"cluster-admin"}
+    context_objects, workloads = [], []
     for doc in documents:
-        obj = doc.obj
-        if not isinstance(obj, dict):
+        if not isinstance(doc.obj, dict):
             continue
-        kind = obj.get("kind")
-        if is_iotsec(obj):
+        if is_iotsec(doc.obj):
             report.context_objects += 1
             try:
-                resource = parse_resource(obj)
+                parse_resource(doc.obj)
             except InvalidResourceError as exc:
                 report.invalid.append((doc, exc.problems))
                 continue
+        if is_iotsec(doc.obj) or doc.obj.get("kind") in CONTEXT_KINDS:
+            context_objects.append(doc.obj)
+        if not is_iotsec(doc.obj) and doc.obj.get("kind") not in ("Namespace", "StorageClass"):
+            workloads.append(doc)
+    snapshot = snapshot_from_objects(context_objects, unassigned, assume_named_namespaces_exist=True)
+    for doc in workloads:
+        namespace = (doc.obj.get("metadata") or {}).get("namespace")
+        context = snapshot.context(namespace, now)
+        report.checked.append(Checked(doc, namespace, context.domain.name, decide(doc.obj, context)))
+    return report
+
+
+CONTEXT_KINDS = ("Namespace", "StorageClass", "ClusterRole")
+
+
+def snapshot_from_objects(
+    objects: Iterable[dict[str, Any]], unassigned: str = "enforce", assume_named_namespaces_exist: bool = False
+) -> Snapshot:
+    """The policy context from SecurityDomains, AuditPolicies, TenantIsolations, Namespaces, StorageClasses and
+    ClusterRoles, whether they come from files (iotsec check) or from the API server (the webhook)."""
+    domains, audit_specs = [], []
+    namespaces: dict[str, dict[str, str]] = {}
+    encrypted, default_class, escalating = set(), None, {"cluster-admin"}
+    for obj in objects:
+        kind, meta = obj.get("kind"), obj.get("metadata") or {}
+        if is_iotsec(obj):
+            try:
+                resource = parse_resource(obj)
+            except InvalidResourceError:
+                continue  # an invalid custom resource contributes nothing; it reports its own problems
             if resource.kind == "SecurityDomain":
                 domains.append(Domain(resource.name, resource.spec, _created(obj)))  # type: ignore[arg-type]
             elif resource.kind == "AuditPolicy":
                 audit_specs.append(resource.spec)
             elif resource.kind == "TenantIsolation":
                 encrypted |= _tenant_storage_classes(resource.spec)
-        elif kind == "Namespace":
-            namespaces[obj["metadata"]["name"]] = obj["metadata"].get("labels") or {}
+        elif kind == "Namespace" and not meta.get("deletionTimestamp"):
+            namespaces[meta["name"]] = meta.get("labels") or {}
         elif kind == "StorageClass":
-            meta = obj.get("metadata") or {}
             if (meta.get("labels") or {}).get(ENCRYPTED_LABEL) == "true":
                 encrypted.add(meta["name"])
             if (meta.get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true":
                 default_class = meta["name"]
-        else:
-            if kind == "ClusterRole" and _escalates(obj):
-                escalating.add(obj["metadata"]["name"])
-            workloads.append(doc)
-    snapshot = Snapshot(
+        elif kind == "ClusterRole" and _escalates(obj):
+            escalating.add(meta["name"])
+    return Snapshot(
         domains=domains,
         namespaces=namespaces,
         trusted_groups=trusted_groups_from(audit_specs),
@@ -82,13 +105,8 @@ def check(documents: Iterable[Document], now: datetime, unassigned: str = "enfor
         default_storage_class=default_class,
         escalating_cluster_roles=frozenset(escalating),
         unassigned_enforcement=unassigned,
-        assume_named_namespaces_exist=True,
+        assume_named_namespaces_exist=assume_named_namespaces_exist,
     )
-    for doc in workloads:
-        namespace = (doc.obj.get("metadata") or {}).get("namespace")
-        context = snapshot.context(namespace, now)
-        report.checked.append(Checked(doc, namespace, context.domain.name, decide(doc.obj, context)))
-    return report
 
 
 def _created(obj: dict[str, Any]) -> str:

@@ -150,7 +150,7 @@ def test_serving_cert_extensions(ca):
     ku = ext(cert, x509.KeyUsage)
     assert ku.critical
     assert ku.value.digital_signature
-    assert ku.value.key_encipherment
+    assert not ku.value.key_encipherment, "RFC 8813: keyEncipherment is not for EC keys"
     assert not ku.value.key_cert_sign
 
     assert list(ext(cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH]

@@ -99,6 +99,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_check)
 
+    hook = sub.add_parser("webhook", help="serve the validating admission webhook over HTTPS")
+    hook.add_argument("--host", default="0.0.0.0")
+    hook.add_argument("--port", type=int, default=8443)
+    hook.add_argument("--tls-cert-file", type=Path, help="serving certificate (reloaded when it changes)")
+    hook.add_argument("--tls-key-file", type=Path, help="its private key")
+    hook.add_argument("--tls-secret", metavar="NAMESPACE/NAME", help="read the pair from this Secret via the API")
+    hook.add_argument(
+        "--context",
+        nargs="+",
+        metavar="PATH",
+        help="take SecurityDomains etc. from these files instead of the cluster (no API access)",
+    )
+    hook.add_argument("--refresh-seconds", type=float, default=10.0, help="cluster state and certificate refresh")
+    hook.add_argument("--metrics-port", type=int, default=8001, help="Prometheus port, 0 disables")
+    hook.add_argument(
+        "--unassigned",
+        choices=("enforce", "warn", "audit"),
+        default="enforce",
+        help="mode for namespaces in no SecurityDomain",
+    )
+    hook.set_defaults(handler=_webhook)
+
     for name, what in NOT_YET.items():
         stub = sub.add_parser(name, help=f"(not yet implemented) {what.split(' arrive')[0]}")
         stub.add_argument("args", nargs=argparse.REMAINDER)
@@ -230,6 +252,57 @@ def _print_check(report: checking.Report) -> None:
     objects = len(report.checked)
     failing = sum(1 for c in report.checked if c.decision.violations)
     print(f"{objects} objects checked: {objects - failing} clean, {failing} with {report.violations} violations")
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    import asyncio
+    import tempfile
+
+    from prometheus_client import start_http_server
+
+    from iotsec.webhook.server import ReloadingTLS, StaticSnapshot, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if bool(args.tls_secret) == bool(args.tls_cert_file and args.tls_key_file):
+        print("iotsec webhook: give --tls-cert-file and --tls-key-file, or --tls-secret", file=sys.stderr)
+        return EXIT_USAGE
+    tasks = []
+    if args.context:
+        snapshot = checking.snapshot_from_objects(
+            [d.obj for d in load_documents(args.context) if isinstance(d.obj, dict)],
+            args.unassigned,
+            assume_named_namespaces_exist=True,
+        )
+        source = StaticSnapshot(snapshot)
+    else:
+        from iotsec.kube import Kube
+        from iotsec.webhook.cluster import ClusterSnapshot
+
+        source = ClusterSnapshot(Kube(), args.refresh_seconds, args.unassigned)
+    if args.tls_secret:
+        from iotsec.kube import Kube
+        from iotsec.webhook.cluster import SecretFiles
+
+        namespace, _, name = args.tls_secret.partition("/")
+        files = SecretFiles(Kube(), namespace, name, Path(tempfile.mkdtemp(prefix="iotsec-webhook-tls-")))
+        files.sync()
+        cert_file, key_file = files.cert_file, files.key_file
+        tasks.append(files.keep_synced)
+    else:
+        cert_file, key_file = args.tls_cert_file, args.tls_key_file
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+
+    async def main_loop() -> None:
+        background = [asyncio.create_task(task(args.refresh_seconds)) for task in tasks]
+        try:
+            await serve(source, args.host, args.port, ReloadingTLS(cert_file, key_file), args.refresh_seconds)
+        finally:
+            for task in background:
+                task.cancel()
+
+    asyncio.run(main_loop())
+    return EXIT_OK
 
 
 def _render(args: argparse.Namespace) -> int:

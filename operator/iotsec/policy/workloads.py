@@ -86,9 +86,19 @@ def _parent(obj: dict[str, Any], steps: tuple[str, ...]) -> dict[str, Any]:
 
 def containers(pod: PodSpec) -> Iterator[tuple[str, dict[str, Any]]]:
     for group in CONTAINER_LISTS:
-        for index, container in enumerate(pod.spec.get(group) or ()):
-            if isinstance(container, dict):
-                yield f"{pod.path}.{group}[{index}]", container
+        for index, container in enumerate(_list(pod.spec, group)):
+            if not isinstance(container, dict):
+                raise TypeError(f"{pod.path}.{group}[{index}] must be an object")
+            yield f"{pod.path}.{group}[{index}]", container
+
+
+def _list(node: dict[str, Any], key: str) -> list[Any]:
+    value = node.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError(f"{key} must be a list, got {type(value).__name__}")
+    return value
 
 
 def check_pod(pod: PodSpec, ctx: Context) -> Iterator[Finding]:
@@ -146,7 +156,7 @@ def _baseline(pod: PodSpec, ctx: Context) -> Iterator[Finding]:
                 "remove them from capabilities.add",
             )
     yield from _selinux_apparmor_seccomp(pod, pod_sc)
-    for index, volume in enumerate(spec.get("volumes") or ()):
+    for index, volume in enumerate(_list(spec, "volumes")):
         if isinstance(volume, dict) and "hostPath" in volume:
             yield Finding(
                 "no-host-path",

@@ -1,0 +1,1 @@
+"""The validating admission webhook: AdmissionReview in, the policy engine's decision out."""

@@ -1,0 +1,156 @@
+"""The webhook's HTTPS server (aiohttp): /validate, /healthz, /readyz; certificates reload without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from iotsec.policy.context import Snapshot
+from iotsec.webhook.review import MAX_BODY_BYTES, Outcome, review
+
+log = logging.getLogger("iotsec.webhook")
+
+REQUESTS = Counter(
+    "iotsec_admission_requests_total",
+    "Admission reviews by kind, operation and decision.",
+    ["kind", "operation", "decision"],
+)
+DURATION = Histogram(
+    "iotsec_admission_duration_seconds",
+    "Time to answer one admission review.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+VIOLATIONS = Counter("iotsec_violations_total", "Violations found at admission, by control.", ["control"])
+EXCEPTIONS_USED = Counter(
+    "iotsec_exceptions_used_total", "Admission rules waived by an exception, by domain and rule.", ["domain", "rule"]
+)
+
+
+class SnapshotSource:
+    """Where the policy context comes from; `current` is None until the first load."""
+
+    current: Snapshot | None = None
+
+    async def run(self) -> None:  # keeps the snapshot fresh; the static source has nothing to do
+        return None
+
+
+@dataclass
+class StaticSnapshot(SnapshotSource):
+    snapshot: Snapshot
+
+    @property
+    def current(self) -> Snapshot | None:  # type: ignore[override]
+        return self.snapshot
+
+
+class ReloadingTLS:
+    """An SSLContext whose certificate follows the files: new handshakes use the new pair."""
+
+    def __init__(self, cert_file: Path, key_file: Path):
+        self.cert_file, self.key_file = cert_file, key_file
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._loaded = ""
+        self.reload()
+
+    def _digest(self) -> str:
+        return hashlib.sha256(self.cert_file.read_bytes() + self.key_file.read_bytes()).hexdigest()
+
+    def reload(self) -> bool:
+        """Load the pair if it changed; keep serving the old one if the new one is unreadable or half-written."""
+        try:
+            digest = self._digest()
+            if digest == self._loaded:
+                return False
+            self.context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            if not self._loaded:
+                raise
+            log.warning("keeping the current certificate: cannot load %s: %s", self.cert_file, exc)
+            return False
+        self._loaded = digest
+        log.info("serving certificate loaded from %s", self.cert_file)
+        return True
+
+    async def watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.reload()
+
+
+def make_app(source: SnapshotSource, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> web.Application:
+    async def validate(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = await _read_limited(request)
+        outcome = review(body, source.current, now) if body is not None else _too_large()
+        _record(outcome, time.perf_counter() - started)
+        return web.json_response(outcome.body, status=outcome.status)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready = source.current is not None
+        return web.Response(text="ok" if ready else "no cluster state yet", status=200 if ready else 503)
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES + 1024)
+    app.add_routes([web.post("/validate", validate), web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    return app
+
+
+async def _read_limited(request: web.Request) -> bytes | None:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return None
+    body = await request.content.read(MAX_BODY_BYTES + 1)
+    return None if len(body) > MAX_BODY_BYTES else body
+
+
+def _too_large() -> Outcome:
+    return Outcome(400, {"error": f"body exceeds the {MAX_BODY_BYTES}-byte limit"})
+
+
+def _record(outcome: Outcome, seconds: float) -> None:
+    DURATION.observe(seconds)
+    REQUESTS.labels(outcome.kind, outcome.operation, outcome.verdict).inc()
+    decision = outcome.decision
+    if decision is None or outcome.dry_run:
+        return  # dry-run requests have no side effects, not even in the records
+    for violation in decision.violations:
+        VIOLATIONS.labels(violation.control).inc()
+    for use in decision.exceptions_used:
+        EXCEPTIONS_USED.labels(use.domain, use.rule).inc()
+        log.warning("exception used: %s", use.line())
+
+
+async def serve(
+    source: SnapshotSource,
+    host: str,
+    port: int,
+    tls: ReloadingTLS,
+    reload_seconds: float = 10.0,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until `stop` is set (or forever)."""
+    runner = web.AppRunner(make_app(source), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=tls.context, backlog=512)
+    await site.start()
+    log.info("webhook listening on https://%s:%d/validate", host, port)
+    tasks = [asyncio.create_task(source.run()), asyncio.create_task(tls.watch(reload_seconds))]
+    try:
+        await (stop.wait() if stop else asyncio.Event().wait())
+    finally:
+        for task in tasks:
+            task.cancel()
+        await runner.cleanup()

@@ -1,0 +1,355 @@
+"""The webhook as the API server meets it: real HTTPS on loopback, real AdmissionReview v1 JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+
+from iotsec import certs
+from iotsec.checking import snapshot_from_objects
+from iotsec.manifests import load_documents
+from iotsec.webhook.review import MAX_BODY_BYTES, review
+from iotsec.webhook.server import ReloadingTLS, StaticSnapshot, serve
+from tests.conftest import EXAMPLES
+
+SNAPSHOT = snapshot_from_objects(
+    [d.obj for d in load_documents([EXAMPLES / "platform"])], assume_named_namespaces_exist=True
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_pair(folder: Path, ca: certs.KeyPair) -> None:
+    serving = certs.new_serving_cert(ca, ["localhost"], ["127.0.0.1"], datetime.now(UTC))
+    (folder / "tls.crt").write_text(serving.cert_pem)
+    (folder / "tls.key").write_text(serving.key_pem)
+
+
+class Webhook:
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, _free_port()
+        self.ca = certs.new_ca("test-ca", datetime.now(UTC))
+        (folder / "ca.crt").write_text(self.ca.cert_pem)
+        _write_pair(folder, self.ca)
+        self.tls = ReloadingTLS(folder / "tls.crt", folder / "tls.key")
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(serve(StaticSnapshot(SNAPSHOT), "127.0.0.1", self.port, self.tls, 0.2, self.stop))
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                self.get("/healthz")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("webhook did not start")
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(timeout=10)
+
+    def connection(self, cafile: Path | None = None) -> http.client.HTTPSConnection:
+        context = ssl.create_default_context(cafile=str(cafile or self.folder / "ca.crt"))
+        return http.client.HTTPSConnection("localhost", self.port, context=context, timeout=10)
+
+    def get(self, path: str) -> tuple[int, str]:
+        connection = self.connection()
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+
+    def post(self, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        connection = self.connection()
+        connection.request(
+            "POST", "/validate", body=body, headers={"Content-Type": "application/json", **(headers or {})}
+        )
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def webhook(tmp_path_factory) -> Iterator[Webhook]:
+    running = Webhook(tmp_path_factory.mktemp("webhook"))
+    running.start()
+    yield running
+    running.close()
+
+
+def admission_review(
+    obj: dict[str, Any], operation: str = "CREATE", dry_run: bool = False, uid: str | None = None
+) -> dict[str, Any]:
+    group, _, version = obj["apiVersion"].rpartition("/")
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid or str(uuid.uuid4()),
+            "kind": {"group": group, "version": version, "kind": obj["kind"]},
+            "resource": {"group": group, "version": version, "resource": obj["kind"].lower() + "s"},
+            "namespace": obj["metadata"].get("namespace"),
+            "operation": operation,
+            "userInfo": {"username": "alice", "groups": ["acme:operators"]},
+            "object": obj,
+            "oldObject": obj if operation == "UPDATE" else None,
+            "dryRun": dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    }
+
+
+def example(path: str, index: int = 0) -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all((EXAMPLES / "workloads" / path).read_text()) if d]
+    return docs[index]
+
+
+def _deployment(docs_path: str) -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all((EXAMPLES / "workloads" / docs_path).read_text()) if d]
+    return next(d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "CronJob", "Pod", "Job"))
+
+
+def test_conforming_workload_is_allowed(webhook):
+    review_body = admission_review(_deployment("conforming/mqtt-gateway.yaml"), uid="uid-allow")
+    status, answer = webhook.post(json.dumps(review_body).encode())
+    assert status == 200
+    assert answer["apiVersion"] == "admission.k8s.io/v1"
+    assert answer["response"] == {"uid": "uid-allow", "allowed": True}
+
+
+def test_violating_workload_is_denied_with_one_line_per_violation(webhook):
+    status, answer = webhook.post(
+        json.dumps(admission_review(_deployment("nonconforming/multiple-violations.yaml"), uid="uid-deny")).encode()
+    )
+    response = answer["response"]
+    assert status == 200
+    assert response["uid"] == "uid-deny"
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 403
+    lines = response["status"]["message"].splitlines()
+    assert lines[0] == f"iotsec: {len(lines) - 1} X.1369 violations"
+    assert (
+        "[X1369-9.4.3-1 no-privileged] spec.containers[0].securityContext.privileged: privileged containers "
+        "are not allowed in zone core — set privileged: false" in lines
+    )
+    assert json.loads(response["auditAnnotations"]["violations"])
+
+
+def test_warn_domain_admits_with_warnings(webhook):
+    pod = _deployment("nonconforming/privileged-container.yaml")
+    pod["metadata"]["namespace"] = "monitoring"  # the operations domain runs in warn mode
+    _status, answer = webhook.post(json.dumps(admission_review(pod)).encode())
+    response = answer["response"]
+    assert response["allowed"] is True
+    assert any("no-privileged" in w for w in response["warnings"])
+    assert all(len(w) <= 256 for w in response["warnings"])
+    assert response["auditAnnotations"]["mode"] == "warn"
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_dry_run_is_decided_but_leaves_no_records(webhook):
+    obj = _deployment("nonconforming/privileged-container.yaml")
+    before = _metric("iotsec_violations_total", control="X1369-9.4.3-1")
+    _status, answer = webhook.post(json.dumps(admission_review(obj, dry_run=True)).encode())
+    assert answer["response"]["allowed"] is False
+    assert _metric("iotsec_violations_total", control="X1369-9.4.3-1") == before
+    webhook.post(json.dumps(admission_review(obj)).encode())
+    assert _metric("iotsec_violations_total", control="X1369-9.4.3-1") > before
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "body is not JSON"),
+        (b"[]", "not a JSON object"),
+        (
+            json.dumps({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}}).encode(),
+            "expected apiVersion admission.k8s.io/v1",
+        ),
+        (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(), "has no request"),
+        (
+            json.dumps(
+                {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "request": {"kind": {"kind": "Pod"}, "operation": "CREATE", "object": {}},
+                }
+            ).encode(),
+            "request.uid is missing",
+        ),
+        (
+            json.dumps(
+                {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "request": {"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE", "object": "x"},
+                }
+            ).encode(),
+            "request.object must be an object",
+        ),
+    ],
+)
+def test_malformed_requests_get_400_with_a_reason(webhook, body, reason):
+    status, answer = webhook.post(body)
+    assert status == 400
+    assert reason in answer["error"]
+
+
+def test_huge_body_gets_400(webhook):
+    body = json.dumps({"apiVersion": "admission.k8s.io/v1", "pad": "x" * (MAX_BODY_BYTES + 10)}).encode()
+    status, answer = webhook.post(body)
+    assert status == 400
+    assert "exceeds" in answer["error"]
+
+
+def test_malformed_object_of_a_known_kind_gets_400(webhook):
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "iot-ingest"},
+        "spec": {"containers": "not-a-list"},
+    }
+    status, answer = webhook.post(json.dumps(admission_review(obj)).encode())
+    assert status == 400
+    assert "Pod is malformed" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("obj", "operation"),
+    [
+        ({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "x"}}, "CREATE"),
+        (
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "iot-ingest"},
+                "spec": {"hostNetwork": True},
+            },
+            "DELETE",
+        ),
+    ],
+)
+def test_unknown_kinds_and_deletes_pass_unchecked(webhook, obj, operation):
+    status, answer = webhook.post(json.dumps(admission_review(obj, operation, uid="u-skip")).encode())
+    assert (status, answer["response"]) == (200, {"uid": "u-skip", "allowed": True})
+
+
+def test_update_is_checked_like_create(webhook):
+    obj = _deployment("nonconforming/host-network.yaml")
+    _, answer = webhook.post(json.dumps(admission_review(obj, "UPDATE")).encode())
+    assert answer["response"]["allowed"] is False
+
+
+def test_probes_and_wrong_method(webhook):
+    assert webhook.get("/healthz") == (200, "ok")
+    assert webhook.get("/readyz") == (200, "ok")
+    assert webhook.get("/validate")[0] == 405
+
+
+def test_certificate_is_reloaded_without_a_restart(webhook, tmp_path):
+    new_ca = certs.new_ca("rotated-ca", datetime.now(UTC))
+    (tmp_path / "new-ca.crt").write_text(new_ca.cert_pem)
+    _write_pair(webhook.folder, new_ca)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            connection = webhook.connection(tmp_path / "new-ca.crt")
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().status == 200
+            break
+        except ssl.SSLCertVerificationError:
+            time.sleep(0.1)
+    else:
+        raise AssertionError("the new certificate was never served")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        webhook.get("/healthz")  # clients that only trust the old CA no longer verify
+    (webhook.folder / "ca.crt").write_text(new_ca.cert_pem)
+
+
+# ---------------------------------------------------------------- the pure handler, property-based
+
+NOW = lambda: datetime(2026, 11, 27, tzinfo=UTC)  # noqa: E731
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    spec=st.dictionaries(
+        st.sampled_from(
+            ["containers", "initContainers", "volumes", "securityContext", "hostPID", "serviceAccountName"]
+        ),
+        json_values,
+    ),
+    uid=st.text(min_size=1, max_size=20),
+)
+def test_random_pod_specs_never_produce_a_500(spec, uid):
+    obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "iot-ingest"}, "spec": spec}
+    outcome = review(json.dumps(admission_review(obj, uid=uid)).encode(), SNAPSHOT, NOW)
+    assert outcome.status in (200, 400)
+    if outcome.status == 200:
+        assert outcome.body["response"]["uid"] == uid
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_random_bodies_get_400_never_a_crash(body):
+    assert review(body, SNAPSHOT, NOW).status == 400
+
+
+def test_without_cluster_state_requests_are_refused_with_a_reason():
+    outcome = review(
+        json.dumps(admission_review(_deployment("conforming/mqtt-gateway.yaml"), uid="u")).encode(), None, NOW
+    )
+    assert outcome.body["response"]["allowed"] is False
+    assert "not loaded the cluster's SecurityDomains" in outcome.body["response"]["status"]["message"]
+
+
+def test_exception_use_is_recorded_in_the_audit_annotations():
+    deployment = _deployment("nonconforming/writable-root-fs.yaml")
+    deployment["metadata"].update(name="legacy-protocol-converter", namespace="iot-processing")
+    outcome = review(
+        json.dumps(admission_review(deployment)).encode(), SNAPSHOT, lambda: datetime(2027, 1, 1, tzinfo=UTC)
+    )
+    assert outcome.body["response"]["allowed"] is True
+    assert (
+        "waives read-only-root-fs (approved by ciso@example.com, ticket RISK-1042"
+        in outcome.body["response"]["auditAnnotations"]["exceptions"]
+    )
+    expired = review(
+        json.dumps(admission_review(deployment)).encode(),
+        SNAPSHOT,
+        lambda: datetime(2027, 3, 31, tzinfo=UTC) + timedelta(seconds=1),
+    )
+    assert expired.body["response"]["allowed"] is False

@@ -121,6 +121,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     hook.set_defaults(handler=_webhook)
 
+    config = sub.add_parser("webhook-config", help="print the ValidatingWebhookConfiguration iotsec ships")
+    config.add_argument("--name", default="iotsec")
+    target = config.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="an out-of-cluster webhook URL (https://.../validate)")
+    target.add_argument("--service", metavar="NAMESPACE/NAME[:PORT]", help="the webhook Service")
+    config.add_argument("--operator-namespace", default="iotsec-system", help="never checked (nor kube-system)")
+    config.add_argument("--exclude", nargs="*", default=[], metavar="NAMESPACE", help="more namespaces to leave out")
+    config.add_argument("--timeout-seconds", type=int, default=5)
+    config.set_defaults(handler=_webhook_config)
+
     for name, what in NOT_YET.items():
         stub = sub.add_parser(name, help=f"(not yet implemented) {what.split(' arrive')[0]}")
         stub.add_argument("args", nargs=argparse.REMAINDER)
@@ -302,6 +312,21 @@ def _webhook(args: argparse.Namespace) -> int:
                 task.cancel()
 
     asyncio.run(main_loop())
+    return EXIT_OK
+
+
+def _webhook_config(args: argparse.Namespace) -> int:
+    from iotsec.desired.webhook import client_config, validating_webhook_configuration
+
+    service = None
+    if args.service:
+        namespace, _, rest = args.service.partition("/")
+        name, _, port = rest.partition(":")
+        service = (namespace, name, int(port or 443))
+    manifest = validating_webhook_configuration(
+        args.name, client_config(args.url, service), args.operator_namespace, args.exclude, args.timeout_seconds
+    )
+    sys.stdout.write(dump_yaml([manifest]))
     return EXIT_OK
 
 

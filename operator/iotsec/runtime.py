@@ -24,6 +24,10 @@ def _labels(text: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def _items(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Config:
     """Operator configuration; every field has an IOTSEC_* environment variable."""
@@ -34,6 +38,13 @@ class Config:
     metrics_port: int = 8000
     dns_namespace: str = "kube-system"
     dns_pod_labels: dict[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
+    webhook_secret: str = ""  # empty: the operator does not manage webhook certificates (e.g. cert-manager does)
+    webhook_namespace: str = "iotsec-system"
+    webhook_service: str = "iotsec-webhook"
+    webhook_configuration: str = "iotsec"
+    webhook_extra_dns: tuple[str, ...] = ()
+    webhook_extra_ips: tuple[str, ...] = ()
+    webhook_tls_check_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -49,6 +60,15 @@ class Config:
             metrics_port=int(env.get("IOTSEC_METRICS_PORT", defaults.metrics_port)),
             dns_namespace=env.get("IOTSEC_DNS_NAMESPACE", defaults.dns_namespace),
             dns_pod_labels=_labels(env.get("IOTSEC_DNS_POD_LABELS", "")) or defaults.dns_pod_labels,
+            webhook_secret=env.get("IOTSEC_WEBHOOK_SECRET", defaults.webhook_secret),
+            webhook_namespace=env.get("IOTSEC_WEBHOOK_NAMESPACE", defaults.webhook_namespace),
+            webhook_service=env.get("IOTSEC_WEBHOOK_SERVICE", defaults.webhook_service),
+            webhook_configuration=env.get("IOTSEC_WEBHOOK_CONFIGURATION", defaults.webhook_configuration),
+            webhook_extra_dns=_items(env.get("IOTSEC_WEBHOOK_EXTRA_DNS", "")),
+            webhook_extra_ips=_items(env.get("IOTSEC_WEBHOOK_EXTRA_IPS", "")),
+            webhook_tls_check_seconds=float(
+                env.get("IOTSEC_WEBHOOK_TLS_CHECK_SECONDS", defaults.webhook_tls_check_seconds)
+            ),
         )
 
     @property

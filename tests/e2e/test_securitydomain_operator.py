@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,70 +12,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.e2e.conftest import eventually
+from tests.e2e.processes import RESYNC_SECONDS, Operator
 
 GROUP, VERSION, PLURAL = "iotsec.io", "v1alpha1", "securitydomains"
-RESYNC_SECONDS = 3
 SUFFIX = uuid.uuid4().hex[:5]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Operator:
-    """`iotsec run` in a subprocess, with its log kept for failure reports."""
-
-    def __init__(self, log_path: Path):
-        self.log_path = log_path
-        self.metrics_port = _free_port()
-        self.liveness_port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "iotsec",
-            "run",
-            "--verbose",
-            "--resync-seconds",
-            str(RESYNC_SECONDS),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--liveness",
-            f"http://127.0.0.1:{self.liveness_port}/healthz",
-        ]
-        env = {**os.environ, "IOTSEC_METRICS_HOST": "127.0.0.1"}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        eventually(self.alive, timeout=60, what="operator liveness endpoint")
-
-    def alive(self) -> bool:
-        assert self.process is not None
-        assert self.process.poll() is None, f"operator exited:\n{self.log()}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            return response.read().decode()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
 
 
 @pytest.fixture(scope="module")

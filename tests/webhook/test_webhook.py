@@ -223,6 +223,23 @@ def test_malformed_requests_get_400_with_a_reason(webhook, body, reason):
     assert reason in answer["error"]
 
 
+def test_a_large_review_arriving_in_many_segments_is_read_whole(webhook):
+    deployment = _deployment("conforming/mqtt-gateway.yaml")
+    deployment["metadata"]["annotations"] = {f"note-{i}": "x" * 200 for i in range(400)}  # ~90 KB
+    body = json.dumps(admission_review(deployment, uid="big")).encode()
+    connection = webhook.connection()
+    connection.putrequest("POST", "/validate")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders()
+    for start in range(0, len(body), 1000):
+        connection.send(body[start : start + 1000])
+        time.sleep(0.001)
+    response = connection.getresponse()
+    assert response.status == 200
+    assert json.loads(response.read())["response"] == {"uid": "big", "allowed": True}
+
+
 def test_huge_body_gets_400(webhook):
     body = json.dumps({"apiVersion": "admission.k8s.io/v1", "pad": "x" * (MAX_BODY_BYTES + 10)}).encode()
     status, answer = webhook.post(body)

@@ -30,6 +30,7 @@ class ClusterSnapshot(SnapshotSource):
     def __init__(self, kube: Kube, interval: float = 10.0, unassigned: str = "enforce"):
         self.kube, self.interval, self.unassigned = kube, interval, unassigned
         self.current: Snapshot | None = None
+        self._summary = ""
 
     def load(self) -> Snapshot:
         objects: list[dict[str, Any]] = []
@@ -40,7 +41,11 @@ class ClusterSnapshot(SnapshotSource):
     async def run(self) -> None:
         while True:
             try:
-                self.current = await asyncio.to_thread(self.load)
+                snapshot = await asyncio.to_thread(self.load)
+                summary = f"{len(snapshot.domains)} SecurityDomains over {len(snapshot.namespaces)} namespaces"
+                if self.current is None or summary != self._summary:
+                    log.info("cluster state: %s", summary)
+                self.current, self._summary = snapshot, summary
             except ApiError as exc:
                 log.warning("cannot refresh cluster state (keeping the last one): %s", exc)
             await asyncio.sleep(self.interval)

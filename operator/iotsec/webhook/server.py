@@ -104,16 +104,19 @@ def make_app(source: SnapshotSource, now: Callable[[], datetime] = lambda: datet
         ready = source.current is not None
         return web.Response(text="ok" if ready else "no cluster state yet", status=200 if ready else 503)
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES + 1024)
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.add_routes([web.post("/validate", validate), web.get("/healthz", healthz), web.get("/readyz", readyz)])
     return app
 
 
 async def _read_limited(request: web.Request) -> bytes | None:
+    """The whole body (content.read(n) would return only what has arrived so far), or None when too large."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return None
-    body = await request.content.read(MAX_BODY_BYTES + 1)
-    return None if len(body) > MAX_BODY_BYTES else body
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return None
 
 
 def _too_large() -> Outcome:

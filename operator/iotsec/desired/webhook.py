@@ -1,0 +1,125 @@
+"""The ValidatingWebhookConfiguration iotsec ships (not kopf's auto-managed one: that one waits 30 s and has no
+namespace selector) and the webhook's TLS Secret."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+from iotsec.policy.workloads import POD_SPEC_PATHS
+
+NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server itself: a tenant cannot forge it
+ALWAYS_EXCLUDED = ("kube-system", "kube-public", "kube-node-lease")
+RESOURCES = {
+    "": ["pods", "services", "persistentvolumeclaims", "configmaps", "replicationcontrollers"],
+    "apps": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+    "batch": ["jobs", "cronjobs"],
+    "networking.k8s.io": ["ingresses"],
+    "rbac.authorization.k8s.io": ["rolebindings"],
+}
+assert {"Pod", "Deployment", "CronJob"} <= set(POD_SPEC_PATHS)  # the kinds the engine reads pod specs from
+
+
+def client_config(url: str | None = None, service: tuple[str, str, int] | None = None, ca_bundle: str = "") -> dict:
+    config: dict[str, Any] = (
+        {"url": url}
+        if url
+        else {"service": {"namespace": service[0], "name": service[1], "port": service[2], "path": "/validate"}}
+        if service
+        else {}
+    )
+    if not config:
+        raise ValueError("give the webhook's url or its service")
+    if ca_bundle:
+        config["caBundle"] = base64.b64encode(ca_bundle.encode()).decode()
+    return config
+
+
+def validating_webhook_configuration(
+    name: str,
+    config: dict[str, Any],
+    operator_namespace: str,
+    excluded_namespaces: Sequence[str] = (),
+    timeout_seconds: int = 5,
+) -> dict[str, Any]:
+    """Namespaced workloads fail closed (failurePolicy Fail); cluster-scoped bindings fail open so that an
+    outage of the webhook cannot lock administrators out of RBAC repairs."""
+    if not 1 <= timeout_seconds <= 5:
+        raise ValueError("timeoutSeconds must be 1-5: admission sits in every deploy's path")
+    excluded = sorted({*ALWAYS_EXCLUDED, operator_namespace, *excluded_namespaces})
+    rules = [
+        {
+            "apiGroups": [group],
+            "apiVersions": ["*"],
+            "resources": resources,
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Namespaced",
+        }
+        for group, resources in RESOURCES.items()
+    ]
+    common = {
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": timeout_seconds,
+        "matchPolicy": "Equivalent",
+        "clientConfig": config,
+    }
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/managed-by": "iotsec", "app.kubernetes.io/name": name},
+        },
+        "webhooks": [
+            {
+                "name": "workloads.iotsec.io",
+                "rules": rules,
+                "failurePolicy": "Fail",
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": NAME_LABEL, "operator": "NotIn", "values": excluded}]
+                },
+                **common,
+            },
+            {
+                "name": "bindings.iotsec.io",
+                "rules": [
+                    {
+                        "apiGroups": ["rbac.authorization.k8s.io"],
+                        "apiVersions": ["*"],
+                        "resources": ["clusterrolebindings"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "scope": "Cluster",
+                    }
+                ],
+                "failurePolicy": "Ignore",
+                **common,
+            },
+        ],
+    }
+
+
+def ca_bundle_patch(name: str, webhook_names: Sequence[str], ca_bundle: str) -> dict[str, Any]:
+    """The partial object iotsec server-side applies to inject the CA bundle, owning only that field."""
+    encoded = base64.b64encode(ca_bundle.encode()).decode()
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [{"name": webhook, "clientConfig": {"caBundle": encoded}} for webhook in webhook_names],
+    }
+
+
+def tls_secret(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "iotsec", "app.kubernetes.io/component": "webhook"},
+        },
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in sorted(data.items())},
+    }

@@ -1,0 +1,251 @@
+"""Admission through the real chain: the API server calls `iotsec webhook` with the operator-managed CA."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+from iotsec.checking import check
+from iotsec.desired.webhook import client_config, validating_webhook_configuration
+from iotsec.manifests import load_documents
+from tests.conftest import EXAMPLES
+from tests.e2e.conftest import eventually
+from tests.e2e.processes import Operator, WebhookProcess
+
+SYSTEM = f"iotsec-e2e-{uuid.uuid4().hex[:5]}"
+SECRET = "iotsec-webhook-tls"
+CONFIGURATION = f"iotsec-e2e-{uuid.uuid4().hex[:5]}"
+WORKLOADS = EXAMPLES / "workloads"
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@pytest.fixture(scope="module")
+def dynamic(api_client) -> DynamicClient:
+    return DynamicClient(api_client)
+
+
+@pytest.fixture(scope="module")
+def platform(api_client, crds, dynamic) -> Iterator[list[str]]:
+    """The example platform's namespaces and SecurityDomains, plus the operator's own namespace."""
+    core = client.CoreV1Api(api_client)
+    custom = client.CustomObjectsApi(api_client)
+    created = []
+    names = [d["metadata"]["name"] for d in _docs(EXAMPLES / "platform" / "00-namespaces.yaml")]
+    for name in [*names, SYSTEM, "scratch"]:
+        eventually(lambda name=name: _not_terminating(core, name), timeout=120, what=f"namespace {name} deleted")
+        labels = {"kubernetes.io/metadata.name": name}
+        try:
+            core.create_namespace({"metadata": {"name": name, "labels": labels}})
+            created.append(name)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            core.patch_namespace(name, {"metadata": {"labels": labels}})
+    # 1.20 does not label namespaces with their name; the exclusions rely on it (1.21+ sets it itself)
+    core.patch_namespace("kube-system", {"metadata": {"labels": {"kubernetes.io/metadata.name": "kube-system"}}})
+    for storage_class in _docs(EXAMPLES / "platform" / "05-storageclass.yaml"):
+        _create_or_exists(dynamic, storage_class)
+    domains = list(_docs(EXAMPLES / "platform" / "10-securitydomains.yaml"))
+    for domain in domains:
+        _remove_domain(custom, domain["metadata"]["name"])  # leftovers of an interrupted run
+        custom.create_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", domain)
+    yield names
+    for domain in domains:
+        _remove_domain(custom, domain["metadata"]["name"])
+    for name in created:
+        core.delete_namespace(name)
+
+
+def _remove_domain(custom: client.CustomObjectsApi, name: str) -> None:
+    """Delete a domain and, the operator being gone by now, release iotsec's finalizer ourselves."""
+    args = ("iotsec.io", "v1alpha1", "securitydomains", name)
+    try:
+        custom.delete_cluster_custom_object(*args)
+        custom.patch_cluster_custom_object(*args, {"metadata": {"finalizers": None}})
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    eventually(lambda: _gone(custom, args), timeout=30, what=f"SecurityDomain {name} deleted")
+
+
+def _gone(custom: client.CustomObjectsApi, args: tuple[str, ...]) -> bool:
+    try:
+        custom.get_cluster_custom_object(*args)
+    except ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+@pytest.fixture(scope="module")
+def operator(platform, tmp_path_factory) -> Iterator[Operator]:
+    running = Operator(tmp_path_factory.mktemp("admission") / "operator.log")
+    running.start(
+        IOTSEC_WEBHOOK_SECRET=SECRET,
+        IOTSEC_WEBHOOK_NAMESPACE=SYSTEM,
+        IOTSEC_WEBHOOK_CONFIGURATION=CONFIGURATION,
+        IOTSEC_WEBHOOK_EXTRA_DNS="localhost",
+        IOTSEC_WEBHOOK_EXTRA_IPS="127.0.0.1",
+        IOTSEC_WEBHOOK_TLS_CHECK_SECONDS="1",
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook(api_client, operator, tmp_path_factory) -> Iterator[WebhookProcess]:
+    """The webhook registered with a url: client config; the operator injects the CA bundle."""
+    folder = tmp_path_factory.mktemp("webhook")
+    process = WebhookProcess(folder / "webhook.log", f"{SYSTEM}/{SECRET}")
+    admission = client.AdmissionregistrationV1Api(api_client)
+    core = client.CoreV1Api(api_client)
+    eventually(
+        lambda: core.read_namespaced_secret(SECRET, SYSTEM).data.get("ca-bundle.crt"),
+        timeout=60,
+        what="operator-managed TLS Secret",
+    )
+    configuration = validating_webhook_configuration(
+        CONFIGURATION, client_config(url=f"https://127.0.0.1:{process.port}/validate"), SYSTEM
+    )
+    admission.create_validating_webhook_configuration(configuration)
+    try:
+        bundle = eventually(
+            lambda: admission.read_validating_webhook_configuration(CONFIGURATION).webhooks[0].client_config.ca_bundle,
+            timeout=30,
+            what="CA bundle injected",
+        )
+        cafile = folder / "ca.crt"
+        cafile.write_bytes(base64.b64decode(bundle))
+        secret_bundle = base64.b64decode(core.read_namespaced_secret(SECRET, SYSTEM).data["ca-bundle.crt"])
+        assert cafile.read_bytes() == secret_bundle, "the configuration trusts exactly the operator's CA bundle"
+        process.start(cafile)
+        yield process
+    finally:
+        process.stop()
+        admission.delete_validating_webhook_configuration(CONFIGURATION)  # never leave a fail-closed hook behind
+
+
+def _not_terminating(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        return core.read_namespace(name).metadata.deletion_timestamp is None
+    except ApiException as exc:
+        return exc.status == 404
+
+
+def _create(dynamic: DynamicClient, obj: dict[str, Any]) -> Any:
+    try:
+        resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    except ResourceNotFoundError:
+        pytest.skip(f"this API server does not serve {obj['kind']} in {obj['apiVersion']} (1.20 lacks it)")
+    return dynamic.create(resource, body=obj, namespace=obj["metadata"].get("namespace"))
+
+
+def _servable(dynamic: DynamicClient, obj: dict[str, Any]) -> bool:
+    try:
+        dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    except ResourceNotFoundError:
+        print(f"skipped {obj['kind']} {obj['apiVersion']}: not served by this API server (1.20)")
+        return False
+    return True
+
+
+def _unique(obj: dict[str, Any]) -> dict[str, Any]:
+    copied = copy.deepcopy(obj)
+    copied["metadata"]["name"] = f"{obj['metadata']['name']}-{uuid.uuid4().hex[:4]}"
+    if copied["kind"] == "ServiceAccount":
+        copied["metadata"]["name"] = obj["metadata"]["name"]  # workloads refer to it by name
+    return copied
+
+
+def _create_or_exists(dynamic: DynamicClient, obj: dict[str, Any]) -> None:
+    try:
+        _create(dynamic, obj)
+    except DynamicApiError as exc:
+        if exc.status != 409:
+            raise
+
+
+@pytest.mark.parametrize("path", sorted((WORKLOADS / "nonconforming").glob("*.yaml")), ids=lambda p: p.stem)
+def test_bad_example_is_refused_with_its_violations(webhook, dynamic, path):
+    expected = [line.split()[2:4] for line in path.read_text().splitlines() if line.startswith("# expect:")]
+    docs = [d for d in _docs(path) if _servable(dynamic, d)]
+    violating = [d for d in docs if d["kind"] not in ("ServiceAccount", "Role", "Namespace")]
+    if not violating:
+        pytest.skip(f"{path.name}: its objects are not served by this API server")
+    for doc in docs:
+        if doc not in violating:
+            _create_or_exists(dynamic, doc)
+    target = violating[-1]
+    decision = next(
+        c.decision
+        for c in check(load_documents([EXAMPLES / "platform", path]), datetime.now(UTC)).checked
+        if c.document.obj == target
+    )
+    if decision.allowed:  # the namespace's domain is in warn or audit mode: admitted, the violations reported
+        assert decision.mode in ("warn", "audit")
+        _create(dynamic, _unique(target))
+        return
+    with pytest.raises(DynamicApiError) as caught:
+        _create(dynamic, _unique(target))
+    message = json.loads(caught.value.body)["message"]
+    assert (
+        'admission webhook "workloads.iotsec.io" denied the request' in message
+        or 'admission webhook "bindings.iotsec.io" denied the request' in message
+    ), message
+    for rule, control in expected:
+        assert f"[{control} {rule}]" in message, message
+
+
+def test_good_examples_are_admitted(webhook, dynamic):
+    created = 0
+    for path in sorted((WORKLOADS / "conforming").glob("*.yaml")):
+        for doc in _docs(path):
+            if _servable(dynamic, doc):
+                _create_or_exists(dynamic, doc)
+                created += 1
+    assert created >= 15
+
+
+def test_warn_domain_admits_with_kubectl_warnings(webhook, dynamic):
+    deployment = next(
+        d for d in _docs(WORKLOADS / "nonconforming" / "privileged-container.yaml") if d["kind"] == "Deployment"
+    )
+    deployment = _unique(deployment)
+    deployment["metadata"]["namespace"] = "monitoring"  # the operations domain is in warn mode
+    response = dynamic.request(
+        "post", "/apis/apps/v1/namespaces/monitoring/deployments", body=deployment, serialize=False
+    )
+    assert response.status == 201
+    warnings = response.headers.get("Warning", "")  # what kubectl prints as "Warning: ..."
+    assert "[X1369-9.4.3-1 no-privileged]" in warnings, dict(response.headers)
+
+
+def test_webhook_down_refuses_member_namespaces_but_not_excluded_ones(webhook, dynamic):
+    pod = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"probe-{uuid.uuid4().hex[:4]}"},
+        "data": {"a": "b"},
+    }
+    webhook.stop()
+    member = {**pod, "metadata": {**pod["metadata"], "namespace": "iot-ingest"}}
+    with pytest.raises(DynamicApiError) as caught:
+        _create(dynamic, member)
+    assert "failed calling webhook" in json.loads(caught.value.body)["message"]
+    excluded = {**pod, "metadata": {**pod["metadata"], "namespace": SYSTEM}}
+    _create(dynamic, excluded)

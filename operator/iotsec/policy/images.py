@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 DEFAULT_REGISTRY = "docker.io"
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-fA-F0-9]{32,}$")
@@ -23,6 +24,7 @@ class ImageRef:
         return location == allowed or location.startswith(allowed + "/")
 
 
+@lru_cache(maxsize=4096)
 def parse_image(image: str) -> ImageRef:
     name, _, digest = image.partition("@")
     first, slash, rest = name.partition("/")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from iotsec.policy.context import Context
@@ -54,12 +55,13 @@ WEAK_ALGORITHM = re.compile(r"\b(md5|sha-?1|des|3des|rc4|hmac-?md5|hmac-?sha1)\b
 LEVEL_LABEL = "iotsec.io/security-level"
 
 
-@dataclass(frozen=True)
+@dataclass
 class PodSpec:
     spec: dict[str, Any]
     path: str
     labels: dict[str, str]
     annotations: dict[str, str]
+    _containers: list[tuple[str, dict[str, Any]]] | None = None
 
 
 def pod_spec(obj: dict[str, Any]) -> PodSpec | None:
@@ -84,12 +86,17 @@ def _parent(obj: dict[str, Any], steps: tuple[str, ...]) -> dict[str, Any]:
     return node
 
 
-def containers(pod: PodSpec) -> Iterator[tuple[str, dict[str, Any]]]:
-    for group in CONTAINER_LISTS:
-        for index, container in enumerate(_list(pod.spec, group)):
-            if not isinstance(container, dict):
-                raise TypeError(f"{pod.path}.{group}[{index}] must be an object")
-            yield f"{pod.path}.{group}[{index}]", container
+def containers(pod: PodSpec) -> list[tuple[str, dict[str, Any]]]:
+    """(JSON path, container) of every init, regular and ephemeral container; computed once per pod."""
+    if pod._containers is None:
+        found = []
+        for group in CONTAINER_LISTS:
+            for index, container in enumerate(_list(pod.spec, group)):
+                if not isinstance(container, dict):
+                    raise TypeError(f"{pod.path}.{group}[{index}] must be an object")
+                found.append((f"{pod.path}.{group}[{index}]", container))
+        pod._containers = found
+    return pod._containers
 
 
 def _list(node: dict[str, Any], key: str) -> list[Any]:
@@ -364,13 +371,8 @@ def _container(path: str, container: dict[str, Any], ctx: Context, ephemeral: bo
                 f"port {number}/{protocol} is not allowed in domain {ctx.domain.name}",
                 f"use one of {', '.join(str(r) for r in allowed)} or add it to the domain's allowedPorts",
             )
-    yield from _literal_secrets(path, container)
-    env = {
-        str(e.get("name")): str(e["value"])
-        for e in container.get("env") or ()
-        if isinstance(e, dict) and isinstance(e.get("value"), str)
-    }
-    yield from _weak_algorithms(f"{path}.env", env)
+    yield from _env(path, container.get("env"))
+    yield from _literal_args(path, container)
 
 
 def _image(path: str, image: str, ctx: Context) -> Iterator[Finding]:
@@ -392,21 +394,45 @@ def _image(path: str, image: str, ctx: Context) -> Iterator[Finding]:
         )
 
 
-def _literal_secrets(path: str, container: dict[str, Any]) -> Iterator[Finding]:
-    for index, env in enumerate(container.get("env") or ()):
-        if not isinstance(env, dict):
-            continue
-        name, value = str(env.get("name", "")), env.get("value")
-        if SECRET_NAME.search(name) and not NOT_A_SECRET_NAME.search(name) and _looks_secret(value):
+@lru_cache(maxsize=8192)
+def _env_name(name: str) -> tuple[bool, bool]:
+    """(names a secret, names an algorithm) for an env var; cached: every pod of a workload repeats its names."""
+    secret = bool(SECRET_NAME.search(name)) and not NOT_A_SECRET_NAME.search(name)
+    return secret, bool(ALGORITHM_KEY.search(name))
+
+
+@lru_cache(maxsize=8192)
+def _algorithm_key(key: str) -> bool:
+    return bool(ALGORITHM_KEY.search(key))
+
+
+def _env(path: str, env: Any) -> Iterator[Finding]:
+    """Literal secrets and weak algorithms in a container's environment, in one pass."""
+    if env is None:
+        return
+    if not isinstance(env, list):
+        raise TypeError("env must be a list")
+    for index, entry in enumerate(env):
+        if not isinstance(entry, dict) or not isinstance(entry.get("value"), str):
+            continue  # valueFrom and malformed entries carry no literal
+        name, value = str(entry.get("name", "")), entry["value"]
+        secret, algorithm = _env_name(name)
+        if secret and _looks_secret(value):
             yield Finding(
                 "no-literal-secrets",
                 f"{path}.env[{index}].value",
                 f"{name} holds a literal secret",
                 "use valueFrom.secretKeyRef",
             )
+        if algorithm and WEAK_ALGORITHM.search(value):
+            yield _weak(f"{path}.env[{name}]", name, value)
+
+
+def _literal_args(path: str, container: dict[str, Any]) -> Iterator[Finding]:
     for field in ("command", "args"):
-        for index, arg in enumerate(container.get(field) or ()):
-            match = SECRET_FLAG.match(str(arg))
+        for index, arg in enumerate(_list(container, field)):
+            text = str(arg)
+            match = SECRET_FLAG.match(text) if text.startswith("-") else None
             if match and _looks_secret(match.group("value")):
                 yield Finding(
                     "no-literal-secrets",
@@ -425,10 +451,14 @@ def _looks_secret(value: Any) -> bool:
 
 def _weak_algorithms(path: str, values: dict[str, str]) -> Iterator[Finding]:
     for key, value in values.items():
-        if ALGORITHM_KEY.search(key) and WEAK_ALGORITHM.search(str(value)):
-            yield Finding(
-                "no-weak-algorithms",
-                f"{path}[{key}]",
-                f"{key} names a weak algorithm ({value})",
-                "use SHA-256 or better (HMAC-SHA256, Ed25519, ECDSA P-256)",
-            )
+        if _algorithm_key(key) and WEAK_ALGORITHM.search(str(value)):
+            yield _weak(f"{path}[{key}]", key, value)
+
+
+def _weak(path: str, key: str, value: Any) -> Finding:
+    return Finding(
+        "no-weak-algorithms",
+        path,
+        f"{key} names a weak algorithm ({value})",
+        "use SHA-256 or better (HMAC-SHA256, Ed25519, ECDSA P-256)",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import ssl
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
@@ -95,7 +97,7 @@ def make_app(source: SnapshotSource, now: Callable[[], datetime] = lambda: datet
         body = await _read_limited(request)
         outcome = review(body, source.current, now) if body is not None else _too_large()
         _record(outcome, time.perf_counter() - started)
-        return web.json_response(outcome.body, status=outcome.status)
+        return web.Response(body=orjson.dumps(outcome.body), status=outcome.status, content_type="application/json")
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -145,6 +147,8 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve until `stop` is set (or forever)."""
+    gc.collect()
+    gc.freeze()  # start-up objects (models, schemas, clients) are permanent: keep collections off them
     runner = web.AppRunner(make_app(source), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls.context, backlog=512)

@@ -18,6 +18,8 @@ demo: $(STAMP)
 	$(BIN)/iotsec validate examples/
 	@echo "== iotsec render --summary examples/platform (zones, members, effective reachability; drop --summary for YAML)"
 	$(BIN)/iotsec render --summary examples/platform
+	@echo "== iotsec check (what the admission webhook would answer; the non-conforming examples, last lines)"
+	$(BIN)/iotsec check examples/platform examples/workloads | tail -n 8
 	@echo "== iotsec crds --check crds/ charts/iotsec-operator/crds/ (CRDs generated from the API models)"
 	$(BIN)/iotsec crds --check crds --check charts/iotsec-operator/crds
 	@echo "== iotsec controls (the X.1369 catalog and what iotsec does about each control)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from iotsec.api.securitydomain import PolicyException
@@ -14,19 +13,23 @@ from iotsec.policy.workloads import check_pod, pod_spec
 CONTROLLED_KINDS = ("ReplicaSet", "Job", "StatefulSet", "DaemonSet", "ReplicationController")
 
 
-def findings(obj: dict[str, Any], ctx: Context) -> Iterator[Finding]:
+def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
     namespace = (obj.get("metadata") or {}).get("namespace")
+    found: list[Finding] = []
     pod = pod_spec(obj)
     if pod is not None:
-        yield from check_pod(pod, ctx)
-    yield from check_object(obj, ctx)
+        check_pod(pod, ctx, found)
+    check_object(obj, ctx, found)
     if namespace and ctx.domain.name is None and (pod is not None or obj.get("kind") in _NAMESPACED_CHECKED):
-        yield Finding(
-            "domain-membership",
-            "metadata.namespace",
-            f"namespace {namespace} belongs to no SecurityDomain",
-            "add the namespace to a SecurityDomain (spec.namespaces or namespaceSelector)",
+        found.append(
+            Finding(
+                "domain-membership",
+                "metadata.namespace",
+                f"namespace {namespace} belongs to no SecurityDomain",
+                "add the namespace to a SecurityDomain (spec.namespaces or namespaceSelector)",
+            )
         )
+    return found
 
 
 _NAMESPACED_CHECKED = ("Service", "Ingress", "PersistentVolumeClaim")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from iotsec.policy.context import Context
@@ -25,69 +24,77 @@ RATE_LIMIT_ANNOTATIONS = frozenset(
 PRIVATE_KEY_MARKER = "PRIVATE KEY-----"
 
 
-def check_object(obj: dict[str, Any], ctx: Context) -> Iterator[Finding]:
+def check_object(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
     kind = obj.get("kind")
     if kind == "Service":
-        yield from _service(obj, ctx)
+        _service(obj, ctx, out)
     elif kind == "Ingress":
-        yield from _ingress(obj, ctx)
+        _ingress(obj, ctx, out)
     elif kind == "PersistentVolumeClaim":
-        yield from _claim(obj, "", ctx)
+        _claim(obj, "", ctx, out)
     elif kind == "StatefulSet":
         for index, template in enumerate((obj.get("spec") or {}).get("volumeClaimTemplates") or ()):
-            yield from _claim(template, f"spec.volumeClaimTemplates[{index}].", ctx)
+            _claim(template, f"spec.volumeClaimTemplates[{index}].", ctx, out)
     elif kind in ("RoleBinding", "ClusterRoleBinding"):
-        yield from _binding(obj, ctx)
+        _binding(obj, ctx, out)
     elif kind == "ConfigMap":
-        yield from _config_map(obj)
+        _config_map(obj, out)
 
 
 def _zone(ctx: Context) -> str:
     return ctx.domain.zone or "none (the namespace is in no SecurityDomain)"
 
 
-def _service(obj: dict[str, Any], ctx: Context) -> Iterator[Finding]:
+def _service(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
     kind = (obj.get("spec") or {}).get("type", "ClusterIP")
     if kind in ("NodePort", "LoadBalancer") and ctx.domain.zone not in EXPOSABLE_ZONES:
-        yield Finding(
-            "exposure-zone",
-            "spec.type",
-            f"a {kind} Service exposes zone {_zone(ctx)}",
-            "use type ClusterIP, or move the workload to an access or interface SecurityDomain",
+        out.append(
+            Finding(
+                "exposure-zone",
+                "spec.type",
+                f"a {kind} Service exposes zone {_zone(ctx)}",
+                "use type ClusterIP, or move the workload to an access or interface SecurityDomain",
+            )
         )
 
 
-def _ingress(obj: dict[str, Any], ctx: Context) -> Iterator[Finding]:
+def _ingress(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
     spec = obj.get("spec") or {}
     if ctx.domain.zone not in EXPOSABLE_ZONES:
-        yield Finding(
-            "exposure-zone",
-            "spec",
-            f"an Ingress exposes zone {_zone(ctx)}",
-            "expose it through an access or interface SecurityDomain instead",
+        out.append(
+            Finding(
+                "exposure-zone",
+                "spec",
+                f"an Ingress exposes zone {_zone(ctx)}",
+                "expose it through an access or interface SecurityDomain instead",
+            )
         )
     hosts = {rule.get("host", "*") for rule in spec.get("rules") or () if isinstance(rule, dict)}
     covered = {h for tls in spec.get("tls") or () if isinstance(tls, dict) for h in tls.get("hosts") or ()}
     uncovered = sorted(hosts - covered) if spec.get("tls") else sorted(hosts) or ["*"]
     if uncovered:
         rule = "ingress-tls-management" if ctx.domain.zone == "management" else "ingress-tls"
-        yield Finding(
-            rule,
-            "spec.tls",
-            f"plain HTTP for {', '.join(uncovered)}",
-            "add spec.tls with a certificate Secret covering every host",
+        out.append(
+            Finding(
+                rule,
+                "spec.tls",
+                f"plain HTTP for {', '.join(uncovered)}",
+                "add spec.tls with a certificate Secret covering every host",
+            )
         )
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     if ctx.domain.zone == "interface" and not RATE_LIMIT_ANNOTATIONS & annotations.keys():
-        yield Finding(
-            "ingress-rate-limit",
-            "metadata.annotations",
-            "an interface-zone Ingress without rate limits",
-            "add e.g. nginx.ingress.kubernetes.io/limit-rps (or iotsec.io/rate-limit for other controllers)",
+        out.append(
+            Finding(
+                "ingress-rate-limit",
+                "metadata.annotations",
+                "an interface-zone Ingress without rate limits",
+                "add e.g. nginx.ingress.kubernetes.io/limit-rps (or iotsec.io/rate-limit for other controllers)",
+            )
         )
 
 
-def _claim(claim: dict[str, Any], prefix: str, ctx: Context) -> Iterator[Finding]:
+def _claim(claim: dict[str, Any], prefix: str, ctx: Context, out: list[Finding]) -> None:
     metadata = claim.get("metadata") or {}
     data_class = (metadata.get("labels") or {}).get(DATA_CLASS) or (metadata.get("annotations") or {}).get(DATA_CLASS)
     if data_class not in ENCRYPTED_CLASSES:
@@ -96,11 +103,13 @@ def _claim(claim: dict[str, Any], prefix: str, ctx: Context) -> Iterator[Finding
     storage_class = named or ctx.default_storage_class
     if storage_class not in ctx.encrypted_storage_classes:
         what = f"StorageClass {storage_class}" if storage_class else "the default StorageClass"
-        yield Finding(
-            "encrypted-storage",
-            f"{prefix}spec.storageClassName",
-            f"{data_class} data on {what}, which is not marked encrypted (iotsec.io/encrypted=true)",
-            f"use an encrypted StorageClass ({', '.join(sorted(ctx.encrypted_storage_classes)) or 'none known'})",
+        out.append(
+            Finding(
+                "encrypted-storage",
+                f"{prefix}spec.storageClassName",
+                f"{data_class} data on {what}, which is not marked encrypted (iotsec.io/encrypted=true)",
+                f"use an encrypted StorageClass ({', '.join(sorted(ctx.encrypted_storage_classes)) or 'none known'})",
+            )
         )
 
 
@@ -108,7 +117,7 @@ def _known(names: frozenset[str]) -> str:
     return ", ".join(sorted(names)) or "none known"
 
 
-def _binding(obj: dict[str, Any], ctx: Context) -> Iterator[Finding]:
+def _binding(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
     role = obj.get("roleRef") or {}
     if role.get("kind") != "ClusterRole" or role.get("name") not in ctx.escalating_cluster_roles:
         return
@@ -117,21 +126,25 @@ def _binding(obj: dict[str, Any], ctx: Context) -> Iterator[Finding]:
             continue
         trusted = subject.get("kind") == "Group" and subject.get("name") in ctx.trusted_groups
         if not trusted:
-            yield Finding(
-                "trusted-admin-binding",
-                f"subjects[{index}]",
-                f"{subject.get('kind')} {subject.get('name')} would get {role.get('name')}",
-                f"bind only trusted groups ({', '.join(sorted(ctx.trusted_groups))}) or use a narrower role",
+            out.append(
+                Finding(
+                    "trusted-admin-binding",
+                    f"subjects[{index}]",
+                    f"{subject.get('kind')} {subject.get('name')} would get {role.get('name')}",
+                    f"bind only trusted groups ({', '.join(sorted(ctx.trusted_groups))}) or use a narrower role",
+                )
             )
 
 
-def _config_map(obj: dict[str, Any]) -> Iterator[Finding]:
+def _config_map(obj: dict[str, Any], out: list[Finding]) -> None:
     for field in ("data", "binaryData"):
         for key, value in (obj.get(field) or {}).items():
             if isinstance(value, str) and PRIVATE_KEY_MARKER in value:
-                yield Finding(
-                    "no-keys-in-configmap",
-                    f"{field}[{key}]",
-                    "a private key in a ConfigMap",
-                    "move it into a Secret with restricted RBAC",
+                out.append(
+                    Finding(
+                        "no-keys-in-configmap",
+                        f"{field}[{key}]",
+                        "a private key in a ConfigMap",
+                        "move it into a Secret with restricted RBAC",
+                    )
                 )

@@ -7,7 +7,6 @@ Covers every control of the Kubernetes Pod Security Standards (baseline and rest
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -62,6 +61,7 @@ class PodSpec:
     labels: dict[str, str]
     annotations: dict[str, str]
     _containers: list[tuple[str, dict[str, Any]]] | None = None
+    _contexts: list[tuple[str, str, dict[str, Any]]] | None = None
 
 
 def pod_spec(obj: dict[str, Any]) -> PodSpec | None:
@@ -108,256 +108,310 @@ def _list(node: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def check_pod(pod: PodSpec, ctx: Context) -> Iterator[Finding]:
+def check_pod(pod: PodSpec, ctx: Context, out: list[Finding]) -> None:
     level = ctx.domain.pod_security
     if level in ("baseline", "restricted"):
-        yield from _baseline(pod, ctx)
+        _baseline(pod, ctx, out)
     if level == "restricted":
-        yield from _restricted(pod)
-    yield from _iotsec(pod, ctx)
+        _restricted(pod, out)
+    _iotsec(pod, ctx, out)
 
 
 # ---------------------------------------------------------------- Pod Security Standards: baseline
 
 
-def _baseline(pod: PodSpec, ctx: Context) -> Iterator[Finding]:
+def _baseline(pod: PodSpec, ctx: Context, out: list[Finding]) -> None:
     spec, path = pod.spec, pod.path
     zone = ctx.domain.zone or "without a SecurityDomain"
     for field in ("hostNetwork", "hostPID", "hostIPC"):
         if spec.get(field):
-            yield Finding(
-                "no-host-namespaces",
-                f"{path}.{field}",
-                f"{field} shares the node's namespaces",
-                f"remove {field} (or set it to false)",
+            out.append(
+                Finding(
+                    "no-host-namespaces",
+                    f"{path}.{field}",
+                    f"{field} shares the node's namespaces",
+                    f"remove {field} (or set it to false)",
+                )
             )
     pod_sc = spec.get("securityContext") or {}
     for name, sc_path, sc in _contexts(pod):
         if sc.get("privileged"):
-            yield Finding(
-                "no-privileged",
-                f"{sc_path}.privileged",
-                f"privileged containers are not allowed in zone {zone}",
-                "set privileged: false",
+            out.append(
+                Finding(
+                    "no-privileged",
+                    f"{sc_path}.privileged",
+                    f"privileged containers are not allowed in zone {zone}",
+                    "set privileged: false",
+                )
             )
         if (sc.get("windowsOptions") or {}).get("hostProcess"):
-            yield Finding(
-                "no-host-process",
-                f"{sc_path}.windowsOptions.hostProcess",
-                "Windows HostProcess containers run on the host",
-                "remove windowsOptions.hostProcess",
+            out.append(
+                Finding(
+                    "no-host-process",
+                    f"{sc_path}.windowsOptions.hostProcess",
+                    "Windows HostProcess containers run on the host",
+                    "remove windowsOptions.hostProcess",
+                )
             )
         if sc.get("procMount") not in (None, "Default"):
-            yield Finding(
-                "proc-mount",
-                f"{sc_path}.procMount",
-                f"procMount {sc['procMount']} unmasks /proc",
-                "remove procMount or set it to Default",
+            out.append(
+                Finding(
+                    "proc-mount",
+                    f"{sc_path}.procMount",
+                    f"procMount {sc['procMount']} unmasks /proc",
+                    "remove procMount or set it to Default",
+                )
             )
         added = set((sc.get("capabilities") or {}).get("add") or ()) - BASELINE_CAPABILITIES
         if added:
-            yield Finding(
-                "drop-capabilities",
-                f"{sc_path}.capabilities.add",
-                f"{name} adds capabilities beyond the baseline: {', '.join(sorted(added))}",
-                "remove them from capabilities.add",
+            out.append(
+                Finding(
+                    "drop-capabilities",
+                    f"{sc_path}.capabilities.add",
+                    f"{name} adds capabilities beyond the baseline: {', '.join(sorted(added))}",
+                    "remove them from capabilities.add",
+                )
             )
-    yield from _selinux_apparmor_seccomp(pod, pod_sc)
+    _selinux_apparmor_seccomp(pod, pod_sc, out)
     for index, volume in enumerate(_list(spec, "volumes")):
         if isinstance(volume, dict) and "hostPath" in volume:
-            yield Finding(
-                "no-host-path",
-                f"{path}.volumes[{index}].hostPath",
-                f"hostPath volume {volume.get('name')!r} exposes the node's filesystem",
-                "use a persistentVolumeClaim, configMap, secret or emptyDir volume",
+            out.append(
+                Finding(
+                    "no-host-path",
+                    f"{path}.volumes[{index}].hostPath",
+                    f"hostPath volume {volume.get('name')!r} exposes the node's filesystem",
+                    "use a persistentVolumeClaim, configMap, secret or emptyDir volume",
+                )
             )
     for c_path, container in containers(pod):
         for index, port in enumerate(container.get("ports") or ()):
             if isinstance(port, dict) and port.get("hostPort"):
-                yield Finding(
-                    "no-host-ports",
-                    f"{c_path}.ports[{index}].hostPort",
-                    f"hostPort {port['hostPort']} binds a node port",
-                    "remove hostPort; use a Service",
+                out.append(
+                    Finding(
+                        "no-host-ports",
+                        f"{c_path}.ports[{index}].hostPort",
+                        f"hostPort {port['hostPort']} binds a node port",
+                        "remove hostPort; use a Service",
+                    )
                 )
     for index, sysctl in enumerate(pod_sc.get("sysctls") or ()):
         if isinstance(sysctl, dict) and sysctl.get("name") not in SAFE_SYSCTLS:
-            yield Finding(
-                "safe-sysctls",
-                f"{path}.securityContext.sysctls[{index}].name",
-                f"sysctl {sysctl.get('name')} is not namespaced-safe",
-                "remove the sysctl",
+            out.append(
+                Finding(
+                    "safe-sysctls",
+                    f"{path}.securityContext.sysctls[{index}].name",
+                    f"sysctl {sysctl.get('name')} is not namespaced-safe",
+                    "remove the sysctl",
+                )
             )
 
 
-def _contexts(pod: PodSpec) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(container name, path to its securityContext, the securityContext) for every container."""
-    for c_path, container in containers(pod):
-        yield str(container.get("name", c_path)), f"{c_path}.securityContext", container.get("securityContext") or {}
+def _contexts(pod: PodSpec) -> list[tuple[str, str, dict[str, Any]]]:
+    """(container name, path to its securityContext, the securityContext) for every container; once per pod."""
+    if pod._contexts is None:
+        pod._contexts = [
+            (str(container.get("name", c_path)), f"{c_path}.securityContext", container.get("securityContext") or {})
+            for c_path, container in containers(pod)
+        ]
+    return pod._contexts
 
 
-def _selinux_apparmor_seccomp(pod: PodSpec, pod_sc: dict[str, Any]) -> Iterator[Finding]:
+def _selinux_apparmor_seccomp(pod: PodSpec, pod_sc: dict[str, Any], out: list[Finding]) -> None:
     scopes = [(f"{pod.path}.securityContext", pod_sc)] + [(p, sc) for _, p, sc in _contexts(pod)]
     for sc_path, sc in scopes:
         selinux = sc.get("seLinuxOptions") or {}
         if selinux.get("type", "") not in SELINUX_TYPES:
-            yield Finding(
-                "selinux-options",
-                f"{sc_path}.seLinuxOptions.type",
-                f"SELinux type {selinux['type']} is not a container type",
-                "remove seLinuxOptions.type",
+            out.append(
+                Finding(
+                    "selinux-options",
+                    f"{sc_path}.seLinuxOptions.type",
+                    f"SELinux type {selinux['type']} is not a container type",
+                    "remove seLinuxOptions.type",
+                )
             )
         for field in ("user", "role"):
             if selinux.get(field):
-                yield Finding(
-                    "selinux-options",
-                    f"{sc_path}.seLinuxOptions.{field}",
-                    f"custom SELinux {field} {selinux[field]}",
-                    f"remove seLinuxOptions.{field}",
+                out.append(
+                    Finding(
+                        "selinux-options",
+                        f"{sc_path}.seLinuxOptions.{field}",
+                        f"custom SELinux {field} {selinux[field]}",
+                        f"remove seLinuxOptions.{field}",
+                    )
                 )
         if (sc.get("appArmorProfile") or {}).get("type") == "Unconfined":
-            yield Finding(
-                "apparmor-profile",
-                f"{sc_path}.appArmorProfile.type",
-                "AppArmor is unconfined",
-                "use RuntimeDefault or Localhost",
+            out.append(
+                Finding(
+                    "apparmor-profile",
+                    f"{sc_path}.appArmorProfile.type",
+                    "AppArmor is unconfined",
+                    "use RuntimeDefault or Localhost",
+                )
             )
         if (sc.get("seccompProfile") or {}).get("type") == "Unconfined":
-            yield Finding(
-                "seccomp-profile",
-                f"{sc_path}.seccompProfile.type",
-                "seccomp is unconfined",
-                "set seccompProfile.type: RuntimeDefault",
+            out.append(
+                Finding(
+                    "seccomp-profile",
+                    f"{sc_path}.seccompProfile.type",
+                    "seccomp is unconfined",
+                    "set seccompProfile.type: RuntimeDefault",
+                )
             )
     for key, value in pod.annotations.items():
         if key.startswith("container.apparmor.security.beta.kubernetes.io/") and value == "unconfined":
-            yield Finding(
-                "apparmor-profile", f"metadata.annotations[{key}]", "AppArmor is unconfined", "use runtime/default"
+            out.append(
+                Finding(
+                    "apparmor-profile", f"metadata.annotations[{key}]", "AppArmor is unconfined", "use runtime/default"
+                )
             )
 
 
 # ---------------------------------------------------------------- Pod Security Standards: restricted
 
 
-def _restricted(pod: PodSpec) -> Iterator[Finding]:
+def _restricted(pod: PodSpec, out: list[Finding]) -> None:
     spec, path = pod.spec, pod.path
     pod_sc = spec.get("securityContext") or {}
     for index, volume in enumerate(spec.get("volumes") or ()):
         kinds = set(volume) - {"name", "hostPath"} if isinstance(volume, dict) else set()  # hostPath: no-host-path
         if kinds and not kinds <= RESTRICTED_VOLUMES:
-            yield Finding(
-                "volume-types",
-                f"{path}.volumes[{index}]",
-                f"volume type {', '.join(sorted(kinds - RESTRICTED_VOLUMES))} is not allowed",
-                "use configMap, secret, emptyDir, persistentVolumeClaim, projected, downwardAPI or csi",
+            out.append(
+                Finding(
+                    "volume-types",
+                    f"{path}.volumes[{index}]",
+                    f"volume type {', '.join(sorted(kinds - RESTRICTED_VOLUMES))} is not allowed",
+                    "use configMap, secret, emptyDir, persistentVolumeClaim, projected, downwardAPI or csi",
+                )
             )
     pod_non_root = pod_sc.get("runAsNonRoot")
     pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
     if pod_sc.get("runAsUser") == 0:
-        yield Finding(
-            "run-as-non-root",
-            f"{path}.securityContext.runAsUser",
-            "runs as root (UID 0)",
-            "set runAsUser to a UID above 0 (e.g. 10001)",
+        out.append(
+            Finding(
+                "run-as-non-root",
+                f"{path}.securityContext.runAsUser",
+                "runs as root (UID 0)",
+                "set runAsUser to a UID above 0 (e.g. 10001)",
+            )
         )
     for name, sc_path, sc in _contexts(pod):
         if sc.get("allowPrivilegeEscalation") is not False:
-            yield Finding(
-                "no-privilege-escalation",
-                f"{sc_path}.allowPrivilegeEscalation",
-                f"{name} may gain privileges",
-                "set allowPrivilegeEscalation: false",
+            out.append(
+                Finding(
+                    "no-privilege-escalation",
+                    f"{sc_path}.allowPrivilegeEscalation",
+                    f"{name} may gain privileges",
+                    "set allowPrivilegeEscalation: false",
+                )
             )
         if sc.get("runAsUser") == 0:
-            yield Finding(
-                "run-as-non-root",
-                f"{sc_path}.runAsUser",
-                f"{name} runs as root (UID 0)",
-                "set runAsUser to a UID above 0 (e.g. 10001)",
+            out.append(
+                Finding(
+                    "run-as-non-root",
+                    f"{sc_path}.runAsUser",
+                    f"{name} runs as root (UID 0)",
+                    "set runAsUser to a UID above 0 (e.g. 10001)",
+                )
             )
         elif sc.get("runAsNonRoot", pod_non_root) is not True:
-            yield Finding(
-                "run-as-non-root",
-                f"{sc_path}.runAsNonRoot",
-                f"{name} may run as root",
-                "set runAsNonRoot: true (pod or container securityContext)",
+            out.append(
+                Finding(
+                    "run-as-non-root",
+                    f"{sc_path}.runAsNonRoot",
+                    f"{name} may run as root",
+                    "set runAsNonRoot: true (pod or container securityContext)",
+                )
             )
         capabilities = sc.get("capabilities") or {}
         if "ALL" not in (capabilities.get("drop") or ()):
-            yield Finding(
-                "drop-capabilities",
-                f"{sc_path}.capabilities.drop",
-                f"{name} keeps default capabilities",
-                "set capabilities.drop: [ALL]",
+            out.append(
+                Finding(
+                    "drop-capabilities",
+                    f"{sc_path}.capabilities.drop",
+                    f"{name} keeps default capabilities",
+                    "set capabilities.drop: [ALL]",
+                )
             )
         # beyond-baseline additions were reported by the baseline checks already
         extra = (set(capabilities.get("add") or ()) & BASELINE_CAPABILITIES) - {"NET_BIND_SERVICE"}
         if extra:
-            yield Finding(
-                "drop-capabilities",
-                f"{sc_path}.capabilities.add",
-                f"{name} adds {', '.join(sorted(extra))}",
-                "add at most NET_BIND_SERVICE",
+            out.append(
+                Finding(
+                    "drop-capabilities",
+                    f"{sc_path}.capabilities.add",
+                    f"{name} adds {', '.join(sorted(extra))}",
+                    "add at most NET_BIND_SERVICE",
+                )
             )
         if (sc.get("seccompProfile") or {}).get("type", pod_seccomp) not in ("RuntimeDefault", "Localhost"):
-            yield Finding(
-                "seccomp-profile",
-                f"{sc_path}.seccompProfile",
-                f"{name} runs without a seccomp profile",
-                "set seccompProfile.type: RuntimeDefault (pod or container securityContext)",
+            out.append(
+                Finding(
+                    "seccomp-profile",
+                    f"{sc_path}.seccompProfile",
+                    f"{name} runs without a seccomp profile",
+                    "set seccompProfile.type: RuntimeDefault (pod or container securityContext)",
+                )
             )
 
 
 # ---------------------------------------------------------------- iotsec
 
 
-def _iotsec(pod: PodSpec, ctx: Context) -> Iterator[Finding]:
+def _iotsec(pod: PodSpec, ctx: Context, out: list[Finding]) -> None:
     spec, path = pod.spec, pod.path
     if spec.get("automountServiceAccountToken") is not False and spec.get("serviceAccountName") in (
         None,
         "",
         "default",
     ):
-        yield Finding(
-            "no-default-token",
-            f"{path}.serviceAccountName",
-            "the default service account's token is mounted into every container",
-            "set serviceAccountName to the application's account, or automountServiceAccountToken: false",
+        out.append(
+            Finding(
+                "no-default-token",
+                f"{path}.serviceAccountName",
+                "the default service account's token is mounted into every container",
+                "set serviceAccountName to the application's account, or automountServiceAccountToken: false",
+            )
         )
     levels = ctx.domain.security_levels
     level = pod.labels.get(LEVEL_LABEL)
     if levels is not None and level is not None and level not in levels:
-        yield Finding(
-            "security-level",
-            f"metadata.labels[{LEVEL_LABEL}]",
-            f"security level {level!r} is not declared by domain {ctx.domain.name} (pods with it reach nothing)",
-            f"use one of: {', '.join(levels)}",
+        out.append(
+            Finding(
+                "security-level",
+                f"metadata.labels[{LEVEL_LABEL}]",
+                f"security level {level!r} is not declared by domain {ctx.domain.name} (pods with it reach nothing)",
+                f"use one of: {', '.join(levels)}",
+            )
         )
-    yield from _weak_algorithms("metadata.annotations", pod.annotations)
+    _weak_algorithms("metadata.annotations", pod.annotations, out)
     for c_path, container in containers(pod):
-        yield from _container(c_path, container, ctx, ephemeral=".ephemeralContainers[" in c_path)
+        _container(c_path, container, ctx, ".ephemeralContainers[" in c_path, out)
 
 
-def _container(path: str, container: dict[str, Any], ctx: Context, ephemeral: bool) -> Iterator[Finding]:
+def _container(path: str, container: dict[str, Any], ctx: Context, ephemeral: bool, out: list[Finding]) -> None:
     name = container.get("name", path)
-    yield from _image(path, str(container.get("image") or ""), ctx)
+    _image(path, str(container.get("image") or ""), ctx, out)
     sc = container.get("securityContext") or {}
     if sc.get("readOnlyRootFilesystem") is not True:
-        yield Finding(
-            "read-only-root-fs",
-            f"{path}.securityContext.readOnlyRootFilesystem",
-            f"{name} can write to its root filesystem",
-            "set readOnlyRootFilesystem: true and mount an emptyDir where it must write",
+        out.append(
+            Finding(
+                "read-only-root-fs",
+                f"{path}.securityContext.readOnlyRootFilesystem",
+                f"{name} can write to its root filesystem",
+                "set readOnlyRootFilesystem: true and mount an emptyDir where it must write",
+            )
         )
     if not ephemeral:
         limits = (container.get("resources") or {}).get("limits") or {}
         missing = [r for r in ("cpu", "memory") if r not in limits]
         if missing:
-            yield Finding(
-                "resource-limits",
-                f"{path}.resources.limits",
-                f"{name} has no {' or '.join(missing)} limit",
-                f"set resources.limits.{missing[0]}",
+            out.append(
+                Finding(
+                    "resource-limits",
+                    f"{path}.resources.limits",
+                    f"{name} has no {' or '.join(missing)} limit",
+                    f"set resources.limits.{missing[0]}",
+                )
             )
     allowed = ctx.domain.allowed_ports
     for index, port in enumerate(container.get("ports") or ()):
@@ -365,32 +419,38 @@ def _container(path: str, container: dict[str, Any], ctx: Context, ephemeral: bo
             continue
         number, protocol = port.get("containerPort"), port.get("protocol", "TCP")
         if not any(r.protocol == protocol and r.start <= (number or 0) <= r.end for r in allowed):
-            yield Finding(
-                "allowed-ports",
-                f"{path}.ports[{index}].containerPort",
-                f"port {number}/{protocol} is not allowed in domain {ctx.domain.name}",
-                f"use one of {', '.join(str(r) for r in allowed)} or add it to the domain's allowedPorts",
+            out.append(
+                Finding(
+                    "allowed-ports",
+                    f"{path}.ports[{index}].containerPort",
+                    f"port {number}/{protocol} is not allowed in domain {ctx.domain.name}",
+                    f"use one of {', '.join(str(r) for r in allowed)} or add it to the domain's allowedPorts",
+                )
             )
-    yield from _env(path, container.get("env"))
-    yield from _literal_args(path, container)
+    _env(path, container.get("env"), out)
+    _literal_args(path, container, out)
 
 
-def _image(path: str, image: str, ctx: Context) -> Iterator[Finding]:
+def _image(path: str, image: str, ctx: Context, out: list[Finding]) -> None:
     ref = parse_image(image)
     if ref.digest is None and ref.tag in (None, "latest"):
-        yield Finding(
-            "image-pinned",
-            f"{path}.image",
-            f"image {image!r} is {'tagged latest' if ref.tag else 'not tagged'}: it changes under you",
-            "pin the image by digest (image@sha256:...) or an immutable version tag",
+        out.append(
+            Finding(
+                "image-pinned",
+                f"{path}.image",
+                f"image {image!r} is {'tagged latest' if ref.tag else 'not tagged'}: it changes under you",
+                "pin the image by digest (image@sha256:...) or an immutable version tag",
+            )
         )
     registries = ctx.domain.allowed_registries
     if registries is not None and not any(ref.from_registry(r) for r in registries):
-        yield Finding(
-            "allowed-registry",
-            f"{path}.image",
-            f"image {image!r} comes from {ref.registry}, not from an allowed registry",
-            f"pull from {', '.join(registries)}",
+        out.append(
+            Finding(
+                "allowed-registry",
+                f"{path}.image",
+                f"image {image!r} comes from {ref.registry}, not from an allowed registry",
+                f"pull from {', '.join(registries)}",
+            )
         )
 
 
@@ -406,39 +466,47 @@ def _algorithm_key(key: str) -> bool:
     return bool(ALGORITHM_KEY.search(key))
 
 
-def _env(path: str, env: Any) -> Iterator[Finding]:
+def _env(path: str, env: Any, out: list[Finding]) -> None:
     """Literal secrets and weak algorithms in a container's environment, in one pass."""
     if env is None:
         return
     if not isinstance(env, list):
         raise TypeError("env must be a list")
     for index, entry in enumerate(env):
-        if not isinstance(entry, dict) or not isinstance(entry.get("value"), str):
+        value = entry.get("value") if type(entry) is dict else None
+        if type(value) is not str:
             continue  # valueFrom and malformed entries carry no literal
-        name, value = str(entry.get("name", "")), entry["value"]
-        secret, algorithm = _env_name(name)
+        name = entry.get("name")
+        secret, algorithm = _env_name(name if type(name) is str else str(name))
+        if not (secret or algorithm):
+            continue  # the common case: an ordinary setting
+        name = str(name)
         if secret and _looks_secret(value):
-            yield Finding(
-                "no-literal-secrets",
-                f"{path}.env[{index}].value",
-                f"{name} holds a literal secret",
-                "use valueFrom.secretKeyRef",
+            out.append(
+                Finding(
+                    "no-literal-secrets",
+                    f"{path}.env[{index}].value",
+                    f"{name} holds a literal secret",
+                    "use valueFrom.secretKeyRef",
+                )
             )
         if algorithm and WEAK_ALGORITHM.search(value):
-            yield _weak(f"{path}.env[{name}]", name, value)
+            out.append(_weak(f"{path}.env[{name}]", name, value))
 
 
-def _literal_args(path: str, container: dict[str, Any]) -> Iterator[Finding]:
+def _literal_args(path: str, container: dict[str, Any], out: list[Finding]) -> None:
     for field in ("command", "args"):
         for index, arg in enumerate(_list(container, field)):
             text = str(arg)
             match = SECRET_FLAG.match(text) if text.startswith("-") else None
             if match and _looks_secret(match.group("value")):
-                yield Finding(
-                    "no-literal-secrets",
-                    f"{path}.{field}[{index}]",
-                    f"--{match.group('name')} passes a literal secret on the command line",
-                    "read it from a mounted Secret file or an env var from secretKeyRef",
+                out.append(
+                    Finding(
+                        "no-literal-secrets",
+                        f"{path}.{field}[{index}]",
+                        f"--{match.group('name')} passes a literal secret on the command line",
+                        "read it from a mounted Secret file or an env var from secretKeyRef",
+                    )
                 )
 
 
@@ -449,10 +517,10 @@ def _looks_secret(value: Any) -> bool:
     return not (text.startswith(("/", "./", "$(", "${")) or text.lower() in ("true", "false", "none", "null"))
 
 
-def _weak_algorithms(path: str, values: dict[str, str]) -> Iterator[Finding]:
+def _weak_algorithms(path: str, values: dict[str, str], out: list[Finding]) -> None:
     for key, value in values.items():
         if _algorithm_key(key) and WEAK_ALGORITHM.search(str(value)):
-            yield _weak(f"{path}[{key}]", key, value)
+            out.append(_weak(f"{path}[{key}]", key, value))
 
 
 def _weak(path: str, key: str, value: Any) -> Finding:

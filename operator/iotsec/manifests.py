@@ -87,8 +87,16 @@ def _read(path: Path) -> str:
         raise ManifestError(f"{path}: cannot read: {exc}") from None
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Never writes anchors and aliases (&id001): shared sub-objects are spelled out, as kubectl users expect."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def dump_yaml(objects: Iterable[Any]) -> str:
     """Multi-document YAML in a stable, diff-friendly form (field order kept)."""
     return "".join(
-        "---\n" + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=120) for obj in objects
+        "---\n" + yaml.dump(obj, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False, width=120)
+        for obj in objects
     )

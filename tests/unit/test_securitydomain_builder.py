@@ -302,3 +302,45 @@ def test_custom_dns_settings():
     dns = next(p for p in plan.policies if p["metadata"]["name"] == "iotsec-core-dns")
     peer = dns["spec"]["egress"][0]["to"][0]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "openshift-dns"}
+
+
+@pytest.mark.parametrize("isolation", [True, False])
+def test_tenants_of_one_domain_cannot_reach_each_other_but_both_reach_the_platform(isolation):
+    core = domain(
+        "core",
+        zone="core",
+        namespaceSelector={"matchLabels": {"zone": "core"}},
+        intraDomainTraffic="domain",
+        securityLevelIsolation=isolation,
+        allow=[{"name": "from-edge", "from": [{"domain": "edge"}], "ports": [{"port": 9092}]}],
+    )
+    edge = domain(
+        "edge",
+        zone="access",
+        namespaces=["edge-platform", "edge-acme", "edge-globex"],
+        egress=[{"name": "to-core", "to": [{"domain": "core"}], "ports": [{"port": 9092}]}],
+    )
+    namespaces = {
+        "platform": {"zone": "core"},
+        "acme-a": {"zone": "core", "iotsec.io/tenant": "acme"},
+        "acme-b": {"zone": "core", "iotsec.io/tenant": "acme"},
+        "globex": {"zone": "core", "iotsec.io/tenant": "globex"},
+        "edge-platform": {},
+        "edge-acme": {"iotsec.io/tenant": "acme"},
+        "edge-globex": {"iotsec.io/tenant": "globex"},
+    }
+    _, policies, ns = build([core, edge], namespaces)
+    level = {"iotsec.io/security-level": "standard"} if isolation else {}
+
+    def pod(namespace: str) -> Pod:
+        return Pod(namespace, dict(level))
+
+    assert can_connect(policies, ns, pod("acme-a"), pod("acme-b"), 80), "a tenant's namespaces talk to each other"
+    assert not can_connect(policies, ns, pod("acme-a"), pod("globex"), 80), "never to another tenant"
+    assert not can_connect(policies, ns, pod("globex"), pod("acme-a"), 80)
+    assert can_connect(policies, ns, pod("acme-a"), pod("platform"), 80), "tenants reach the platform"
+    assert can_connect(policies, ns, pod("platform"), pod("globex"), 80), "and the platform reaches them"
+    # explicit rules from another domain respect tenants too
+    assert can_connect(policies, ns, Pod("edge-acme"), pod("acme-a"), 9092)
+    assert can_connect(policies, ns, Pod("edge-platform"), pod("globex"), 9092)
+    assert not can_connect(policies, ns, Pod("edge-globex"), pod("acme-a"), 9092)

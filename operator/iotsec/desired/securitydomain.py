@@ -23,6 +23,7 @@ KIND = "SecurityDomain"
 DOMAIN_LABEL = "iotsec.io/domain"
 ZONE_LABEL = "iotsec.io/zone"
 LEVEL_LABEL = "iotsec.io/security-level"
+TENANT_LABEL = "iotsec.io/tenant"
 PSA_PREFIX = "pod-security.kubernetes.io"
 PRIVATE_RANGES = {
     4: ("10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"),
@@ -163,7 +164,8 @@ def plan_from(domain: Domain, analysis: Analysis) -> DomainPlan:
     policies: list[dict[str, Any]] = []
     dropped: list[str] = []
     for namespace in members:
-        built, skipped = network_policies(domain, namespace, analysis.settings)
+        tenant = analysis.namespaces[namespace].labels.get(TENANT_LABEL)
+        built, skipped = network_policies(domain, namespace, analysis.settings, tenant)
         policies += built
         dropped += skipped
     known = {d.name for d in analysis.domains}
@@ -236,12 +238,16 @@ def namespace_labels(domain: Domain) -> dict[str, str]:
 
 
 def network_policies(
-    domain: Domain, namespace: str, settings: NetworkSettings | None = None
+    domain: Domain, namespace: str, settings: NetworkSettings | None = None, tenant: str | None = None
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The NetworkPolicies of one member namespace, and the rules left out because nothing they name remains."""
+    """The NetworkPolicies of one member namespace, and the rules left out because nothing they name remains.
+
+    In a tenant's namespace every domain peer means "the domain's platform namespaces and this tenant's own":
+    NetworkPolicies can only add, so isolation between tenants of one domain is built into each allow.
+    """
     settings = settings or NetworkSettings()
     spec = domain.spec
-    build = _PolicyFactory(domain.name, namespace)
+    build = _PolicyFactory(domain.name, namespace, tenant)
     policies = [
         build(
             "default-deny",
@@ -276,7 +282,7 @@ def _rule_policy(
     build: _PolicyFactory, prefix: str, rule: IngressRule | EgressRule, deny_cidrs: list[str] | None
 ) -> dict[str, Any] | None:
     """The policy of one allow (prefix in) or egress (prefix out) rule; None when no peer survives denyCIDRs."""
-    peers = [p for peer in rule.peers if (p := _peer(peer, deny_cidrs))]
+    peers = [p for peer in rule.peers for p in _peer(peer, deny_cidrs, build.tenant)]
     if not peers:  # an empty peer list would mean "everyone" to Kubernetes
         return None
     controls = [C_MUTUAL, C_PORTS, *_peer_controls(rule.peers, deny_cidrs)]
@@ -292,8 +298,8 @@ def _rule_policy(
 
 
 class _PolicyFactory:
-    def __init__(self, domain: str, namespace: str):
-        self.domain, self.namespace = domain, namespace
+    def __init__(self, domain: str, namespace: str, tenant: str | None = None):
+        self.domain, self.namespace, self.tenant = domain, namespace, tenant
 
     def __call__(
         self,
@@ -341,17 +347,17 @@ def _intra_policies(build: _PolicyFactory, domain: Domain) -> list[dict[str, Any
     mode = domain.spec.intra_domain_traffic
     if mode == "none":
         return []
-    scope = {"namespaceSelector": {"matchLabels": {DOMAIN_LABEL: domain.name}}} if mode == "domain" else {}
+    scopes = _domain_namespaces(domain.name, build.tenant) if mode == "domain" else [{}]
     description = f"Traffic inside the {'domain' if mode == 'domain' else 'namespace'}"
     if not domain.spec.security_level_isolation:
-        peer = {**scope, "podSelector": {}}
+        peers = [{**scope, "podSelector": {}} for scope in scopes]
         return [
             build(
                 "intra",
                 [C_SEGMENT],
                 {},
-                ingress=[{"from": [peer]}],
-                egress=[{"to": [peer]}],
+                ingress=[{"from": peers}],
+                egress=[{"to": peers}],
                 description=f"{description}.",
             )
         ]
@@ -359,28 +365,42 @@ def _intra_policies(build: _PolicyFactory, domain: Domain) -> list[dict[str, Any
     groups.append(("unlabelled", {"matchExpressions": [{"key": LEVEL_LABEL, "operator": "DoesNotExist"}]}))
     policies = []
     for level, pods in groups:
-        peer = {**scope, "podSelector": pods}
+        peers = [{**scope, "podSelector": pods} for scope in scopes]
         policies.append(
             build(
                 f"intra-{level}",
                 [C_SEGMENT],
                 pods,
-                ingress=[{"from": [peer]}],
-                egress=[{"to": [peer]}],
+                ingress=[{"from": peers}],
+                egress=[{"to": peers}],
                 description=f"{description}, between pods of security level {level} only.",
             )
         )
     return policies
 
 
-def _peer(peer: Peer, deny_cidrs: list[str] | None) -> dict[str, Any] | None:
+def _peer(peer: Peer, deny_cidrs: list[str] | None, tenant: str | None) -> list[dict[str, Any]]:
+    """The NetworkPolicy peers for one rule peer (none when the deny list swallows a CIDR)."""
     if peer.domain:
-        selected: dict[str, Any] = {"namespaceSelector": {"matchLabels": {DOMAIN_LABEL: peer.domain}}}
-        if peer.pod_selector is not None:
-            selected["podSelector"] = selectors.manifest(peer.pod_selector)
-        return selected
+        pods = {"podSelector": selectors.manifest(peer.pod_selector)} if peer.pod_selector is not None else {}
+        return [{**scope, **pods} for scope in _domain_namespaces(peer.domain, tenant)]
     block = _ip_block(peer.cidr or "", peer.except_ or [], deny_cidrs or [])
-    return {"ipBlock": block} if block else None
+    return [{"ipBlock": block}] if block else []
+
+
+def _domain_namespaces(domain: str, tenant: str | None) -> list[dict[str, Any]]:
+    """A domain's namespaces as seen from a namespace of `tenant`: platform ones and the tenant's own only."""
+    if tenant is None:
+        return [{"namespaceSelector": {"matchLabels": {DOMAIN_LABEL: domain}}}]
+    return [
+        {
+            "namespaceSelector": {
+                "matchLabels": {DOMAIN_LABEL: domain},
+                "matchExpressions": [{"key": TENANT_LABEL, "operator": "DoesNotExist"}],
+            }
+        },
+        {"namespaceSelector": {"matchLabels": {DOMAIN_LABEL: domain, TENANT_LABEL: tenant}}},
+    ]
 
 
 def _ip_block(cidr: str, excepts: Iterable[str], deny_cidrs: Iterable[str]) -> dict[str, Any] | None:

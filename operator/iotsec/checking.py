@@ -9,6 +9,7 @@ from typing import Any
 
 from iotsec.api.validation import InvalidResourceError, Problem, is_iotsec, parse_resource
 from iotsec.desired.securitydomain import Domain
+from iotsec.desired.tenant import storage_class_name
 from iotsec.manifests import Document
 from iotsec.policy.context import Snapshot, trusted_groups_from
 from iotsec.policy.engine import decide
@@ -116,7 +117,11 @@ def _created(obj: dict[str, Any]) -> str:
 def _tenant_storage_classes(spec: Any) -> set[str]:
     """The shared encrypted StorageClass a tenant names (its own class arrives with the tenant reconciler)."""
     storage = getattr(spec, "storage", None)
-    return {storage.storage_class_name} if storage and storage.storage_class_name else set()
+    if storage is None:
+        return set()
+    if storage.provisioner:
+        return {storage_class_name(spec.tenant_id)}  # the per-tenant class the reconciler creates
+    return {storage.storage_class_name} if storage.storage_class_name else set()
 
 
 def _escalates(role: dict[str, Any]) -> bool:

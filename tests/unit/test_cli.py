@@ -136,12 +136,24 @@ def test_render_prints_valid_kubernetes_objects_deterministically(capsys):
     assert capsys.readouterr().out == first.out, "byte-identical on every run"
     docs = list(yaml.safe_load_all(first.out))
     kinds = {d["kind"] for d in docs}
-    assert kinds == {"Namespace", "NetworkPolicy"}
+    assert kinds == {
+        "Namespace",
+        "NetworkPolicy",
+        "ResourceQuota",
+        "LimitRange",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "Secret",
+        "ConfigMap",
+        "StorageClass",
+    }
     import kubernetes_validate
 
     for doc in docs:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
-    assert "TenantIsolation: not rendered yet" in first.err
+    assert "BackupPolicy: not rendered yet" in first.err
+    assert "Secrets are rendered with placeholders" in first.err
 
 
 def test_render_resolves_selectors_from_namespace_objects(capsys):

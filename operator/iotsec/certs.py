@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -40,7 +40,7 @@ class KeyPair:
     """A PEM certificate and its unencrypted PKCS#8 PEM private key."""
 
     cert_pem: str
-    key_pem: str
+    key_pem: str = field(repr=False)
 
 
 # --- private helpers -------------------------------------------------------------------------------------------------

@@ -304,3 +304,11 @@ def test_deleting_the_domain_removes_its_policies_and_labels_but_not_the_namespa
     labels = core.read_namespace(namespaces[3]).metadata.labels or {}
     assert "iotsec.io/domain" not in labels
     assert not any(k.startswith("pod-security.kubernetes.io/") for k in labels)
+
+
+def test_changes_are_announced_as_normal_events(core, core_domain):
+    def reconciled() -> bool:
+        events = core.list_event_for_all_namespaces(field_selector=f"involvedObject.name={core_domain}").items
+        return any(e.type == "Normal" and e.reason == "Reconciled" for e in events)
+
+    eventually(reconciled, what="a Normal Reconciled event")

@@ -290,7 +290,7 @@ def _announce(body: dict[str, Any], plan: builder.DomainPlan, applied: Applied, 
             f"joined: {', '.join(applied.labelled)}" if applied.labelled else "",
             f"left: {', '.join(applied.unlabelled)}" if applied.unlabelled else "",
         ]
-        kopf.info(body, reason="Reconciled", message="; ".join(p for p in parts if p))
+        kopf.event(body, type="Normal", reason="Reconciled", message="; ".join(p for p in parts if p))
     if not status_changed:
         return
     for problem in [*plan.conflicts, *(f"missing peer domain {p}" for p in plan.missing_peers)]:

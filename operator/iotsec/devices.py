@@ -1,0 +1,635 @@
+"""Device identities of a tenant: its device CA, device certificates, verification and revocation (pure).
+
+X.1369 asks for a unique device id bound to manufacturer, type and model, a unique key per device bound to that id,
+device authentication, no weak keys or hashes, privileges by device class and revocation. Here:
+
+- each tenant has a device CA (`new_device_ca`, kept and rotated by `ensure_device_ca`); CAs sign with SHA-256, or
+  SHA-384 for P-384; keys are EC P-256/P-384 or RSA 3072/4096 bits;
+- `issue_device_certificate` makes a fresh key per call and a certificate whose subject names the device id
+  (CN and serialNumber), manufacturer (O), device class (OU), tenant (OU ``tenant=<id>``) and model (title), with the
+  device class's key usages (the certificate profile) and a ``urn:iotsec:<tenant>:device:<id>`` SAN URI;
+- `verify_device` authenticates a device certificate against the tenant's CA bundle and, optionally, CRLs;
+- `build_crl` / `revoked_serials` write and read revocation lists.
+
+Everything is a function of its arguments: times are passed in, nothing reads files, sockets or the cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import cast
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from iotsec.certs import (
+    CLOCK_SKEW,
+    KEY_CA_BUNDLE,
+    KEY_CA_CERT,
+    KEY_CA_KEY,
+    KEY_PREVIOUS_CA_CERT,
+    KeyPair,
+    _cert_pem,
+    _fmt,
+    _is_ca,
+    _issued_by,
+    _load_cert,
+    _utc,
+    _within_validity,
+    ca_bundle,
+    certs_in_bundle,
+    needs_rotation,
+    not_after,
+)
+
+CA_ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096")
+"""Key algorithms of a device CA (`DeviceCA.key_algorithm`)."""
+
+DEVICE_ALGORITHMS = ("ecdsa-p256", "ed25519", "rsa-3072", "rsa-4096")
+"""Key algorithms of a device (`DeviceClass.key_algorithm`)."""
+
+CA_COMMON_NAME_PREFIX = "iotsec device CA "
+"""A tenant's device CA has the subject CN ``iotsec device CA <tenant id>``."""
+
+DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+TENANT_ID_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")  # TenantIsolationSpec.tenant_id
+
+_NAME_MAX = 64  # RFC 5280 upper bounds of CN, O, OU, title and serialNumber
+_TENANT_OU_PREFIX = "tenant="
+
+_KEY_USAGES = {
+    "digitalSignature": "digital_signature",
+    "keyEncipherment": "key_encipherment",
+    "keyAgreement": "key_agreement",
+    "dataEncipherment": "data_encipherment",
+}
+_EXTENDED_KEY_USAGES = {"clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH, "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH}
+# Key usages a key type must not carry: RFC 8813 (keyEncipherment/dataEncipherment are not for id-ecPublicKey),
+# RFC 8410 (Ed25519 keys only sign), RSA keys cannot do key agreement.
+_FORBIDDEN_KEY_USAGES = {
+    "ecdsa": {"keyEncipherment", "dataEncipherment"},
+    "ed25519": {"keyEncipherment", "keyAgreement", "dataEncipherment"},
+    "rsa": {"keyAgreement"},
+}
+# RFC 5280 4.2.1.12: key usages consistent with each extended key usage.
+_EKU_NEEDS_ONE_OF = {
+    "clientAuth": {"digitalSignature", "keyAgreement"},
+    "serverAuth": {"digitalSignature", "keyEncipherment", "keyAgreement"},
+}
+
+_CRL_BLOCK = re.compile(r"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+
+_CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+_DeviceKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+# --- private helpers -------------------------------------------------------------------------------------------------
+
+
+def _new_key(algorithm: str, allowed: tuple[str, ...], what: str) -> _DeviceKey:
+    if algorithm not in allowed:
+        raise ValueError(f"unsupported {what} key algorithm {algorithm!r} (supported: {', '.join(allowed)})")
+    if algorithm == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "ecdsa-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if algorithm == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm.removeprefix("rsa-")))
+
+
+def _algorithm_of(key: object) -> str | None:
+    """The API name of a (public or private) key's algorithm, None for anything this module does not issue."""
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        return {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384"}.get(key.curve.name)
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+        return f"rsa-{key.key_size}" if key.key_size in (3072, 4096) else None
+    if isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
+        return "ed25519"
+    return None
+
+
+def _family(algorithm: str) -> str:
+    return "ecdsa" if algorithm.startswith("ecdsa-") else "rsa" if algorithm.startswith("rsa-") else algorithm
+
+
+def _signature_hash(ca_key: _CAKey) -> hashes.HashAlgorithm:
+    if isinstance(ca_key, ec.EllipticCurvePrivateKey) and ca_key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def _key_pem(key: _DeviceKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+
+
+def _load_ca_key(key_pem: str) -> _CAKey:
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode("ascii"), password=None)
+    except (TypeError, UnsupportedAlgorithm) as e:  # TypeError: encrypted key
+        raise ValueError(f"not an unencrypted PEM private key: {e}") from e
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) or _algorithm_of(key) not in CA_ALGORITHMS:
+        raise ValueError(f"not a device CA key ({', '.join(CA_ALGORITHMS)})")
+    return key
+
+
+def _spki(key: object) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+
+
+def _ca_key_matches(ca: KeyPair) -> bool:
+    return _spki(_load_cert(ca.cert_pem).public_key()) == _spki(_load_ca_key(ca.key_pem).public_key())
+
+
+def _check_tenant_id(tenant_id: str) -> None:
+    if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.fullmatch(tenant_id):
+        raise ValueError(
+            f"invalid tenant id {tenant_id!r}: 1-40 lowercase letters, digits and '-', starting and ending alphanumeric"
+        )
+
+
+def _check_device_id(device_id: str) -> None:
+    if not isinstance(device_id, str) or not DEVICE_ID_PATTERN.fullmatch(device_id):
+        raise ValueError(f"invalid device id {device_id!r}: 1-64 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'")
+
+
+def _check_name_part(what: str, value: str) -> None:
+    if not isinstance(value, str) or not value.strip() or len(value) > _NAME_MAX:
+        raise ValueError(f"{what} must be a non-blank string of at most {_NAME_MAX} characters, got {value!r}")
+
+
+def _check_positive(what: str, delta: timedelta) -> None:
+    if delta <= timedelta(0):
+        raise ValueError(f"{what} must be positive, got {delta}")
+
+
+def _ca_subject(tenant_id: str, organization: str | None) -> x509.Name:
+    attributes = []
+    if organization is not None:
+        _check_name_part("organization", organization)
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    attributes += [
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, _TENANT_OU_PREFIX + tenant_id),
+        x509.NameAttribute(NameOID.SERIAL_NUMBER, tenant_id),
+        x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME_PREFIX + tenant_id),
+    ]
+    return x509.Name(attributes)
+
+
+def _serial_number_attribute(device_id: str) -> x509.NameAttribute:
+    """The subject serialNumber: PrintableString as X.520 defines it, which lacks '_'.
+
+    cryptography writes a serialNumber as PrintableString whatever its characters, and then cannot read back a
+    certificate whose serialNumber holds '_' (allowed in device ids); such an id is written as UTF8String instead.
+    """
+    if "_" in device_id:
+        return x509.NameAttribute(NameOID.SERIAL_NUMBER, device_id, _type=_ASN1Type.UTF8String)
+    return x509.NameAttribute(NameOID.SERIAL_NUMBER, device_id)
+
+
+def _tenant_of(name: x509.Name) -> str | None:
+    for attribute in name.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME):
+        value = attribute.value
+        if isinstance(value, str) and value.startswith(_TENANT_OU_PREFIX):
+            return value.removeprefix(_TENANT_OU_PREFIX)
+    return None
+
+
+def _can_sign_certs(ca: x509.Certificate) -> bool:
+    if not _is_ca(ca):
+        return False
+    try:
+        return ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    except x509.ExtensionNotFound:
+        return True
+
+
+def _crl_can_be_signed_by(ca: x509.Certificate) -> bool:
+    try:
+        return ca.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign
+    except x509.ExtensionNotFound:
+        return True
+
+
+def _load_crls(crl_pem: str) -> list[x509.CertificateRevocationList]:
+    blocks = _CRL_BLOCK.findall(crl_pem)
+    if not blocks:
+        raise ValueError("not a PEM X.509 CRL")
+    return [x509.load_pem_x509_crl(block.encode("ascii")) for block in blocks]
+
+
+def _aki(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
+
+
+def _signing_ca(ca: KeyPair, now: datetime) -> tuple[x509.Certificate, _CAKey]:
+    """The CA certificate and key, checked to be a usable CA at `now` whose key matches its certificate."""
+    ca_cert = _load_cert(ca.cert_pem)
+    ca_key = _load_ca_key(ca.key_pem)
+    if _spki(ca_cert.public_key()) != _spki(ca_key.public_key()):
+        raise ValueError("the CA private key does not match the CA certificate")
+    if not _can_sign_certs(ca_cert):
+        raise ValueError("the CA certificate is not a CA that may sign certificates")
+    if not _within_validity(ca_cert, now):
+        raise ValueError(
+            f"the CA certificate is not valid at {_fmt(now)} "
+            f"({_fmt(ca_cert.not_valid_before_utc)} to {_fmt(ca_cert.not_valid_after_utc)})"
+        )
+    return ca_cert, ca_key
+
+
+# --- the device CA ---------------------------------------------------------------------------------------------------
+
+
+def new_device_ca(
+    tenant_id: str, algorithm: str, validity: timedelta, now: datetime, organization: str | None = None
+) -> KeyPair:
+    """A tenant's self-signed device CA that signs device certificates and CRLs only (path length 0)."""
+    now = _utc(now)
+    _check_tenant_id(tenant_id)
+    _check_positive("CA validity", validity)
+    subject = _ca_subject(tenant_id, organization)
+    key = cast(_CAKey, _new_key(algorithm, CA_ALGORITHMS, "device CA"))  # CA_ALGORITHMS are EC and RSA only
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, _signature_hash(key))
+    )
+    return KeyPair(cert_pem=_cert_pem(cert), key_pem=_key_pem(key))
+
+
+@dataclass(frozen=True)
+class DeviceCAState:
+    """What the operator keeps in a tenant's device CA Secret.
+
+    `previous_ca_cert_pem` holds the outgoing CA certificates (a PEM bundle, usually one) that are still valid, so
+    devices holding certificates from them keep verifying against `bundle()` until those CAs expire.
+    """
+
+    ca: KeyPair = field(repr=False)  # never put the private key into a repr (or a log line)
+    previous_ca_cert_pem: str | None
+
+    def bundle(self) -> str:
+        """The CAs a device certificate may chain to: the current one, then the previous ones."""
+        return ca_bundle(self.ca.cert_pem, *([self.previous_ca_cert_pem] if self.previous_ca_cert_pem else []))
+
+    def to_secret_data(self) -> dict[str, str]:
+        """Secret `stringData`-style values (the caller base64-encodes them for `data`)."""
+        data = {KEY_CA_CERT: self.ca.cert_pem, KEY_CA_KEY: self.ca.key_pem}
+        if self.previous_ca_cert_pem:
+            data[KEY_PREVIOUS_CA_CERT] = self.previous_ca_cert_pem
+        data[KEY_CA_BUNDLE] = self.bundle()
+        return data
+
+    @classmethod
+    def from_secret_data(cls, data: Mapping[str, str]) -> DeviceCAState:
+        """Inverse of `to_secret_data` (the bundle is derived, so it is not read); ValueError names a bad key."""
+        cert_pem = _secret_required(data, KEY_CA_CERT)
+        try:
+            cert = _load_cert(cert_pem)
+        except (ValueError, UnicodeError) as e:
+            raise ValueError(f"device CA secret data key {KEY_CA_CERT!r} is not a PEM certificate: {e}") from e
+        if not _can_sign_certs(cert):
+            raise ValueError(f"device CA secret data key {KEY_CA_CERT!r} is not a CA certificate")
+        key_pem = _secret_required(data, KEY_CA_KEY)
+        try:
+            key = _load_ca_key(key_pem)
+        except (ValueError, UnicodeError) as e:
+            raise ValueError(f"device CA secret data key {KEY_CA_KEY!r} is not a device CA private key: {e}") from e
+        if _spki(key.public_key()) != _spki(cert.public_key()):
+            raise ValueError(
+                f"device CA secret data key {KEY_CA_KEY!r} does not match the certificate in {KEY_CA_CERT!r}"
+            )
+        previous = _secret_value(data, KEY_PREVIOUS_CA_CERT)
+        if previous is not None:
+            try:
+                if not certs_in_bundle(previous):
+                    raise ValueError("no certificate in it")
+            except (ValueError, UnicodeError) as e:
+                raise ValueError(
+                    f"device CA secret data key {KEY_PREVIOUS_CA_CERT!r} is not a PEM certificate bundle: {e}"
+                ) from e
+        return cls(ca=KeyPair(cert_pem=cert_pem, key_pem=key_pem), previous_ca_cert_pem=previous)
+
+
+def _secret_value(data: Mapping[str, str], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"device CA secret data key {key!r} must be a string, got {type(value).__name__}")
+    return value if value.strip() else None
+
+
+def _secret_required(data: Mapping[str, str], key: str) -> str:
+    value = _secret_value(data, key)
+    if value is None:
+        raise ValueError(f"device CA secret data is missing key {key!r}")
+    return value
+
+
+def ensure_device_ca(
+    current: DeviceCAState | None,
+    tenant_id: str,
+    algorithm: str,
+    validity: timedelta,
+    rotate_before: timedelta,
+    now: datetime,
+    organization: str | None = None,
+) -> tuple[DeviceCAState, list[str]]:
+    """The desired device CA and why it differs from `current` (no reasons: `current` itself is returned).
+
+    Level-triggered: the CA is created when missing and replaced once `now >= notAfter - rotate_before`, when its
+    algorithm or subject (tenant, organization) differs from the spec, or when its key does not match. A replaced CA
+    that has not expired joins the previous CAs, which stay in the bundle until each expires, so certificates it
+    issued keep verifying; expired previous CAs are dropped.
+    """
+    now = _utc(now)
+    _check_tenant_id(tenant_id)
+    if algorithm not in CA_ALGORITHMS:
+        raise ValueError(f"unsupported device CA key algorithm {algorithm!r} (supported: {', '.join(CA_ALGORITHMS)})")
+    if rotate_before <= timedelta(0) or rotate_before >= validity:
+        raise ValueError(f"rotate_before ({rotate_before}) must be positive and shorter than validity ({validity})")
+    subject = _ca_subject(tenant_id, organization)
+
+    def create() -> KeyPair:
+        return new_device_ca(tenant_id, algorithm, validity, now, organization)
+
+    if current is None:
+        return DeviceCAState(ca=create(), previous_ca_cert_pem=None), [f"created the {algorithm} device CA"]
+
+    reasons: list[str] = []
+    kept: list[str] = []
+    for previous_pem in certs_in_bundle(current.previous_ca_cert_pem or ""):
+        if now > not_after(previous_pem):
+            reasons.append(f"dropped a previous CA from the bundle: it expired at {_fmt(not_after(previous_pem))}")
+        else:
+            kept.append(previous_pem)
+
+    ca_cert = _load_cert(current.ca.cert_pem)
+    have_algorithm = _algorithm_of(ca_cert.public_key())
+    problem = None
+    if needs_rotation(current.ca.cert_pem, now, rotate_before):
+        problem = f"it expires at {_fmt(ca_cert.not_valid_after_utc)}, within {rotate_before}"
+    elif have_algorithm != algorithm:
+        problem = f"its key algorithm {have_algorithm or 'unsupported'} differs from the requested {algorithm}"
+    elif ca_cert.subject != subject:
+        problem = f"its subject {ca_cert.subject.rfc4514_string()!r} differs from {subject.rfc4514_string()!r}"
+    elif ca_cert.not_valid_before_utc > now:
+        problem = f"it is not valid before {_fmt(ca_cert.not_valid_before_utc)}"
+    elif not _ca_key_matches(current.ca):
+        problem = "its private key does not match the certificate"
+
+    ca = current.ca
+    if problem is not None:
+        if now <= ca_cert.not_valid_after_utc:
+            kept.insert(0, current.ca.cert_pem)
+            reasons.append(f"rotated the device CA ({problem}); the old CA stays in the bundle until it expires")
+        else:
+            reasons.append(f"rotated the device CA ({problem}); the old CA has expired and is not kept")
+        ca = create()
+
+    if not reasons:
+        return current, []
+    return dataclasses.replace(current, ca=ca, previous_ca_cert_pem=ca_bundle(*kept) if kept else None), reasons
+
+
+# --- device certificates ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceCertificate:
+    """A device's certificate and its new, unencrypted PKCS#8 PEM private key (to hand to that device only)."""
+
+    cert_pem: str
+    key_pem: str = field(repr=False)
+    serial: int
+    device_id: str
+    not_after: datetime
+
+
+def device_urn(tenant_id: str, device_id: str) -> str:
+    """The SAN URI of a device certificate."""
+    return f"urn:iotsec:{tenant_id}:device:{device_id}"
+
+
+def _key_usage(
+    names: Sequence[str], extended: Sequence[str], key_algorithm: str
+) -> tuple[x509.KeyUsage, list[x509.ObjectIdentifier]]:
+    if isinstance(names, str) or isinstance(extended, str):
+        raise TypeError("key_usage and extended_key_usage must be sequences of strings, not a single string")
+    usages = set(names)
+    ekus = list(dict.fromkeys(extended))
+    if not usages:
+        raise ValueError("key_usage must name at least one key usage")
+    if not ekus:
+        raise ValueError("extended_key_usage must name at least one extended key usage")
+    if unknown := sorted(usages - _KEY_USAGES.keys()):
+        raise ValueError(f"unknown key usage {', '.join(unknown)} (known: {', '.join(_KEY_USAGES)})")
+    if unknown := sorted(set(ekus) - _EXTENDED_KEY_USAGES.keys()):
+        raise ValueError(f"unknown extended key usage {', '.join(unknown)} (known: {', '.join(_EXTENDED_KEY_USAGES)})")
+    if forbidden := sorted(usages & _FORBIDDEN_KEY_USAGES[_family(key_algorithm)]):
+        raise ValueError(f"key usage {', '.join(forbidden)} is not allowed for {key_algorithm} keys")
+    for eku in ekus:
+        if not usages & _EKU_NEEDS_ONE_OF[eku]:
+            raise ValueError(f"{eku} needs one of the key usages {', '.join(sorted(_EKU_NEEDS_ONE_OF[eku]))}")
+    flags = {attribute: name in usages for name, attribute in _KEY_USAGES.items()}
+    key_usage = x509.KeyUsage(
+        content_commitment=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False, **flags
+    )
+    return key_usage, [_EXTENDED_KEY_USAGES[eku] for eku in ekus]
+
+
+def issue_device_certificate(
+    ca: KeyPair,
+    tenant_id: str,
+    device_id: str,
+    device_class: str,
+    manufacturer: str,
+    model: str,
+    key_algorithm: str,
+    validity: timedelta,
+    key_usage: Sequence[str],
+    extended_key_usage: Sequence[str],
+    now: datetime,
+) -> DeviceCertificate:
+    """A certificate for a new key of `device_id`, with the device class's profile, signed by the tenant's CA.
+
+    The certificate never outlives the CA. ValueError for an invalid id or name part, a key algorithm or key usage that
+    is not allowed, or a CA that is not this tenant's, not valid at `now` or whose key does not match.
+    """
+    now = _utc(now)
+    _check_tenant_id(tenant_id)
+    _check_device_id(device_id)
+    _check_name_part("device_class", device_class)
+    _check_name_part("manufacturer", manufacturer)
+    _check_name_part("model", model)
+    _check_positive("device certificate validity", validity)
+    if key_algorithm not in DEVICE_ALGORITHMS:
+        raise ValueError(
+            f"unsupported device key algorithm {key_algorithm!r} (supported: {', '.join(DEVICE_ALGORITHMS)})"
+        )
+    usage, ekus = _key_usage(key_usage, extended_key_usage, key_algorithm)
+    ca_cert, ca_key = _signing_ca(ca, now)
+    if _tenant_of(ca_cert.subject) != tenant_id:
+        raise ValueError(f"the CA {ca_cert.subject.rfc4514_string()!r} is not the device CA of tenant {tenant_id!r}")
+
+    key = _new_key(key_algorithm, DEVICE_ALGORITHMS, "device")
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, manufacturer),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, device_class),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, _TENANT_OU_PREFIX + tenant_id),
+            x509.NameAttribute(NameOID.TITLE, model),
+            _serial_number_attribute(device_id),
+            x509.NameAttribute(NameOID.COMMON_NAME, device_id),
+        ]
+    )
+    serial = x509.random_serial_number()  # 159 random bits
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(max(now - CLOCK_SKEW, ca_cert.not_valid_before_utc))
+        .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(device_urn(tenant_id, device_id))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(_aki(ca_cert), critical=False)
+        .sign(ca_key, _signature_hash(ca_key))
+    )
+    return DeviceCertificate(
+        cert_pem=_cert_pem(cert),
+        key_pem=_key_pem(key),
+        serial=serial,
+        device_id=device_id,
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+def device_id_of(cert_pem: str) -> str:
+    """The device id (subject CN) of a device certificate; ValueError when it has none."""
+    names = _load_cert(cert_pem).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str):
+        raise ValueError("the certificate has no single subject common name")
+    return names[0].value
+
+
+# --- authentication and revocation -----------------------------------------------------------------------------------
+
+
+def verify_device(cert_pem: str, bundle_pem: str, now: datetime, crl_pem: str | None = None) -> bool:
+    """True if the device certificate is valid at `now`, not a CA, directly signed by a CA of the bundle that is valid
+    at `now`, and not revoked by a CRL of `crl_pem` (one or more PEM CRLs) signed by that CA.
+
+    CRLs signed by another key are ignored; a CRL past its nextUpdate still counts (revocation is permanent).
+    Malformed PEM raises ValueError.
+    """
+    now = _utc(now)
+    leaf = _load_cert(cert_pem)
+    crls = _load_crls(crl_pem) if crl_pem is not None and crl_pem.strip() else []
+    if not _within_validity(leaf, now) or _is_ca(leaf):
+        return False
+    for ca_pem in certs_in_bundle(bundle_pem):
+        ca = _load_cert(ca_pem)
+        if not (_can_sign_certs(ca) and _within_validity(ca, now) and _issued_by(leaf, ca)):
+            continue
+        for crl in crls:
+            if (
+                crl.issuer == ca.subject
+                and _crl_can_be_signed_by(ca)
+                and _crl_signed_by(crl, ca)
+                and crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
+            ):
+                return False
+        return True
+    return False
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    try:
+        return crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError, InvalidSignature):
+        return False
+
+
+def build_crl(
+    ca: KeyPair,
+    revoked: Mapping[int, datetime],
+    now: datetime,
+    next_update: timedelta = timedelta(days=7),
+    crl_number: int = 1,
+) -> str:
+    """A PEM CRL signed by `ca` listing the revoked serials (serial -> revocation time), with a CRL number."""
+    now = _utc(now)
+    _check_positive("next_update", next_update)
+    if not 0 <= crl_number < 2**159:
+        raise ValueError(f"crl_number must be a non-negative integer below 2**159, got {crl_number}")
+    ca_cert = _load_cert(ca.cert_pem)
+    ca_key = _load_ca_key(ca.key_pem)
+    if _spki(ca_cert.public_key()) != _spki(ca_key.public_key()):
+        raise ValueError("the CA private key does not match the CA certificate")
+    if not _crl_can_be_signed_by(ca_cert) or not _is_ca(ca_cert):
+        raise ValueError("the CA certificate may not sign CRLs")
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now)
+        .next_update(now + next_update)
+        .add_extension(x509.CRLNumber(crl_number), critical=False)
+        .add_extension(_aki(ca_cert), critical=False)
+    )
+    for serial in sorted(revoked):
+        if not isinstance(serial, int) or serial <= 0:
+            raise ValueError(f"a revoked serial number must be a positive integer, got {serial!r}")
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(_utc(revoked[serial])).build()
+        builder = builder.add_revoked_certificate(entry)
+    crl = builder.sign(ca_key, _signature_hash(ca_key))
+    return crl.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def revoked_serials(crl_pem: str) -> set[int]:
+    """The serial numbers revoked by the CRL(s) of `crl_pem` (signatures are not checked here)."""
+    return {entry.serial_number for crl in _load_crls(crl_pem) for entry in crl}

@@ -17,8 +17,9 @@ Everything is a function of its arguments: times are passed in, nothing reads fi
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import cast
@@ -633,3 +634,71 @@ def build_crl(
 def revoked_serials(crl_pem: str) -> set[int]:
     """The serial numbers revoked by the CRL(s) of `crl_pem` (signatures are not checked here)."""
     return {entry.serial_number for crl in _load_crls(crl_pem) for entry in crl}
+
+
+# ---------------------------------------------------------------- the registry of issued and revoked certificates
+
+
+REGISTRY = "iotsec-device-registry"  # a ConfigMap in the tenant's first namespace: serials are not secrets
+CRL_REFRESH = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Issued device certificates (serial → device id) and revocations (serial → when)."""
+
+    issued: Mapping[int, str]
+    revoked: Mapping[int, datetime]
+
+    @classmethod
+    def from_config_map_data(cls, data: Mapping[str, str] | None) -> Registry:
+        data = data or {}
+        issued = {int(k): v for k, v in json.loads(data.get("issued", "{}")).items()}
+        revoked = {int(k): _utc(datetime.fromisoformat(v)) for k, v in json.loads(data.get("revoked", "{}")).items()}
+        return cls(issued, revoked)
+
+    def to_config_map_data(self) -> dict[str, str]:
+        return {
+            "issued": json.dumps({str(k): v for k, v in sorted(self.issued.items())}, indent=1),
+            "revoked": json.dumps({str(k): v.isoformat() for k, v in sorted(self.revoked.items())}, indent=1),
+        }
+
+    def with_issued(self, serial: int, device_id: str) -> Registry:
+        return Registry({**self.issued, serial: device_id}, self.revoked)
+
+    def with_revoked(self, serials: Iterable[int], now: datetime) -> Registry:
+        return Registry(self.issued, {**self.revoked, **{s: now for s in serials if s not in self.revoked}})
+
+    def serials_of(self, device_id: str) -> list[int]:
+        return sorted(serial for serial, device in self.issued.items() if device == device_id)
+
+
+def trust_bundle(state: DeviceCAState, registry: Registry, current_crl: str | None, now: datetime) -> dict[str, str]:
+    """What brokers and ingresses mount: the CA bundle and the CRL of the current CA.
+
+    The CRL is re-signed only when the revocations change or it nears its next update, so a periodic
+    reconcile leaves the ConfigMap (and its resourceVersion) alone.
+    """
+    wanted = set(registry.revoked)
+    crl = current_crl if _crl_still_good(current_crl, state.ca, wanted, now) else None
+    if crl is None:
+        crl = build_crl(state.ca, registry.revoked, now, crl_number=len(wanted) + int(now.timestamp()))
+    return {"ca-bundle.crt": state.bundle(), "crl.pem": crl}
+
+
+def _crl_still_good(crl_pem: str | None, ca: KeyPair, wanted: set[int], now: datetime) -> bool:
+    if not crl_pem or "BEGIN X509 CRL" not in crl_pem:
+        return False
+    try:
+        crl = x509.load_pem_x509_crl(crl_pem.encode())
+    except ValueError:
+        return False
+    ca_cert = _load_cert(ca.cert_pem)
+    next_update = crl.next_update_utc
+    return (
+        crl.issuer == ca_cert.subject
+        and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+        and revoked_serials(crl_pem) == wanted
+        and next_update is not None
+        and next_update - now > CRL_REFRESH
+    )

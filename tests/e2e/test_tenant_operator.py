@@ -118,6 +118,12 @@ def test_the_quota_is_enforced_by_the_api_server(tenants, custom, core):
         "metadata": {"generateName": "q-"},
         "spec": {"containers": [{"name": "c", "image": "x"}], "automountServiceAccountToken": False},
     }
+    # the quota controller (kube-controller-manager) must have computed the quota's status first
+    eventually(
+        lambda: (core.read_namespaced_resource_quota("iotsec-tenant-quota", NS_B).status.hard or {}).get("pods"),
+        timeout=60,
+        what="quota status computed",
+    )
     for _ in range(3):
         core.create_namespaced_pod(NS_B, pod)  # the LimitRange fills in the limits the quota counts
     with pytest.raises(ApiException) as caught:
@@ -171,6 +177,21 @@ def test_a_rotation_request_replaces_the_key_at_once(tenants, custom, core):
     assert "previous-key" not in data, "a compromised key is not kept for an overlap"
 
 
+def test_device_ca_and_trust_bundle_are_published(tenants, custom, core):
+    from iotsec.devices import DeviceCAState
+
+    eventually(lambda: _status(custom, TENANT).get("deviceCANotAfter"), timeout=60, what="device CA issued")
+    data = {
+        k: base64.b64decode(v).decode() for k, v in core.read_namespaced_secret("iotsec-device-ca", NS_A).data.items()
+    }
+    state = DeviceCAState.from_secret_data(data)
+    for namespace in (NS_A, NS_B):
+        trust = core.read_namespaced_config_map("iotsec-device-trust", namespace).data
+        assert trust["ca-bundle.crt"] == state.bundle()
+        assert "BEGIN X509 CRL" in trust["crl.pem"]
+        assert "PRIVATE KEY" not in trust["ca-bundle.crt"]
+
+
 def test_deleting_with_retain_keeps_namespaces_and_keys(tenants, custom, core):
     eventually(lambda: _ready(custom, TENANT), timeout=60, what="tenant Ready")
     custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", TENANT)
@@ -186,6 +207,7 @@ def test_deleting_with_retain_keeps_namespaces_and_keys(tenants, custom, core):
     for namespace in (NS_A, NS_B):
         assert core.read_namespace(namespace).metadata.deletion_timestamp is None
     core.read_namespaced_secret("iotsec-app-meter-ingest-key", NS_A)
+
     def retained_event() -> bool:
         events = core.list_event_for_all_namespaces(field_selector=f"involvedObject.name={TENANT}").items
         return any(e.type == "Normal" and e.reason == "Retained" for e in events)

@@ -753,3 +753,33 @@ def test_mtls_refuses_a_revoked_device(tmp_path):
     assert isinstance(error, ssl.SSLError)
     assert "revoked" in str(error)
     assert mtls(tmp_path, kept, pair.cert_pem, crl_pem) == ("meter-ok", None)
+
+
+# ---------------------------------------------------------------- registry and trust bundle
+
+
+def test_registry_round_trip_and_lookups():
+    from iotsec.devices import Registry
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    registry = Registry({}, {}).with_issued(11, "meter-1").with_issued(12, "meter-1").with_revoked([11], now)
+    again = Registry.from_config_map_data(registry.to_config_map_data())
+    assert again == registry
+    assert again.serials_of("meter-1") == [11, 12]
+    assert again.with_revoked([11], now + timedelta(days=1)).revoked[11] == now, "the first revocation time stays"
+
+
+def test_trust_bundle_crl_is_stable_until_revocations_change():
+    from iotsec.devices import DeviceCAState, Registry, build_crl, revoked_serials, trust_bundle
+
+    now = datetime.now(UTC)
+    state = DeviceCAState(new_device_ca("acme", "ecdsa-p256", timedelta(days=365), now), None)
+    registry = Registry({1: "a", 2: "b"}, {})
+    first = trust_bundle(state, registry, None, now)
+    assert first["ca-bundle.crt"] == state.bundle()
+    assert revoked_serials(first["crl.pem"]) == set()
+    assert trust_bundle(state, registry, first["crl.pem"], now + timedelta(hours=1)) == first, "no churn"
+    revoked = trust_bundle(state, registry.with_revoked([2], now), first["crl.pem"], now + timedelta(hours=1))
+    assert revoked_serials(revoked["crl.pem"]) == {2}
+    stale = build_crl(state.ca, {}, now, next_update=timedelta(hours=12))
+    assert trust_bundle(state, registry, stale, now)["crl.pem"] != stale, "re-signed before it expires"

@@ -11,16 +11,18 @@ import base64
 import secrets
 import threading
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from iotsec import appkeys, conditions, metrics
+from iotsec import appkeys, conditions, devices, metrics
 from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.durations import parse_duration
 from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import InvalidResourceError, parse_resource
+from iotsec.certs import not_after
 from iotsec.desired import tenant as builder
 from iotsec.kube import ApiError, Kube, Owner
 from iotsec.runtime import CONFIG, kube
@@ -137,9 +139,13 @@ def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec) -> bo
     rotation_request = (body["metadata"].get("annotations") or {}).get(ROTATE_ANNOTATION)
     rotated: list[str] = []
     applications: list[dict[str, Any]] = []
-    for obj in plan.objects:
+    keys = _Keys(spec, now, rotation_request, applications)
+    ordered = sorted(plan.objects, key=lambda o: {"Namespace": 0, "Secret": 1}.get(o["kind"], 2))
+    for obj in ordered:  # namespaces first, keys before the trust bundles made from them
         if obj["kind"] == "Secret":
-            rotated += _apply_key_secret(api, obj, spec, now, rotation_request, applications)
+            rotated += _apply_key_secret(api, obj, keys)
+        elif obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == builder.DEVICE_TRUST:
+            api.apply(_with_trust(api, obj, keys, plan), owner)
         else:
             api.apply(obj, None if obj["kind"] in KEEP_UNOWNED else owner)
     keep = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in plan.objects}
@@ -148,40 +154,82 @@ def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec) -> bo
     if rotated:
         kopf.event(body, type="Normal", reason="KeysRotated", message="; ".join(rotated))
     domain_missing = api.get(API_VERSION, "SecurityDomain", spec.security_domain) is None
-    return _write_status(api, body, spec, plan, applications, rotated, domain_missing)
+    return _write_status(api, body, spec, plan, applications, rotated, domain_missing, keys.device_ca)
 
 
-def _apply_key_secret(
-    api: Kube,
-    obj: dict[str, Any],
-    spec: TenantIsolationSpec,
-    now: datetime,
-    request: str | None,
-    applications: list[dict[str, Any]],
-) -> list[str]:
+@dataclass
+class _Keys:
+    """What one reconciliation needs to fill key Secrets, and what it learns while doing so."""
+
+    spec: TenantIsolationSpec
+    now: datetime
+    request: str | None
+    applications: list[dict[str, Any]]
+    device_ca: devices.DeviceCAState | None = None
+
+
+def _apply_key_secret(api: Kube, obj: dict[str, Any], keys: _Keys) -> list[str]:
     """Fill a key Secret with real material, generated here and kept across rotations; return what changed."""
     metadata = obj["metadata"]
     existing = api.get("v1", "Secret", metadata["name"], metadata["namespace"])
     data = {k: base64.b64decode(v).decode() for k, v in ((existing or {}).get("data") or {}).items()}
     purpose = metadata["labels"].get("iotsec.io/key-purpose")
     if purpose == "app-key":
-        app = next(a for a in spec.applications or () if builder.key_secret_name(a.name) == metadata["name"])
-        ring = _ring(data)
-        desired, reasons = appkeys.ensure_key_ring(
-            ring, app.key_algorithm, parse_duration(app.key_rotation), parse_duration(app.key_overlap), now, request
-        )
-        applications.append(_application_status(app, spec, desired))
-        new_data = desired.to_secret_data() if reasons or not data else data
-        reasons = [f"{app.name}: {r}" for r in reasons]
-    elif purpose == "volume-key":
-        new_data, reasons = data or _volume_key(), [] if data else ["volume key created"]
+        new_data, reasons = _app_key(keys, metadata["name"], data)
+    elif purpose == "device-ca":
+        new_data, reasons = _device_ca(keys, data)
     else:
-        new_data, reasons = data, []  # the device CA is issued by its own reconciler step (devices module)
+        new_data, reasons = data or _volume_key(), [] if data else ["volume key created"]
     if existing is None or new_data != data:
         secret = {key: value for key, value in obj.items() if key != "stringData"}
         secret["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(new_data.items())}
         api.apply(secret)  # no owner reference: keys outlive the tenant object unless it is shredded
     return reasons
+
+
+def _app_key(keys: _Keys, secret_name: str, data: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    app = next(a for a in keys.spec.applications or () if builder.key_secret_name(a.name) == secret_name)
+    ring, reasons = appkeys.ensure_key_ring(
+        _ring(data),
+        app.key_algorithm,
+        parse_duration(app.key_rotation),
+        parse_duration(app.key_overlap),
+        keys.now,
+        keys.request,
+    )
+    keys.applications.append(_application_status(app, keys.spec, ring))
+    return (ring.to_secret_data() if reasons or not data else data), [f"{app.name}: {r}" for r in reasons]
+
+
+def _device_ca(keys: _Keys, data: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    settings = keys.spec.device_ca
+    try:
+        current = devices.DeviceCAState.from_secret_data(data) if data else None
+    except ValueError:
+        current = None  # damaged: issue a new CA rather than trust it
+    state, reasons = devices.ensure_device_ca(
+        current,
+        keys.spec.tenant_id,
+        settings.key_algorithm,
+        parse_duration(settings.validity),
+        parse_duration(settings.rotate_before),
+        keys.now,
+        settings.organization,
+    )
+    keys.device_ca = state
+    return (state.to_secret_data() if reasons or not data else data), [f"device CA: {r}" for r in reasons]
+
+
+def _with_trust(api: Kube, obj: dict[str, Any], keys: _Keys, plan: builder.TenantPlan) -> dict[str, Any]:
+    """The trust bundle ConfigMap with the CA bundle and a CRL of the registry's revocations."""
+    if keys.device_ca is None:
+        return obj
+    home = plan.namespaces[0]
+    registry_map = api.get("v1", "ConfigMap", devices.REGISTRY, home)
+    registry = devices.Registry.from_config_map_data((registry_map or {}).get("data"))
+    current = api.get("v1", "ConfigMap", builder.DEVICE_TRUST, obj["metadata"]["namespace"])
+    crl = ((current or {}).get("data") or {}).get("crl.pem")
+    return {**obj, "data": devices.trust_bundle(keys.device_ca, registry, crl, keys.now)}
 
 
 def _ring(data: dict[str, str]) -> appkeys.KeyRing | None:
@@ -225,6 +273,7 @@ def _write_status(
     applications: list[dict[str, Any]],
     rotated: list[str],
     domain_missing: bool,
+    device_ca: devices.DeviceCAState | None,
 ) -> bool:
     generation = body["metadata"].get("generation")
     if plan.conflicts:
@@ -243,6 +292,7 @@ def _write_status(
         "namespaces": plan.namespaces,
         "applications": sorted(applications, key=lambda a: a["name"]),
         "deviceCASecret": builder.DEVICE_CA_SECRET if plan.namespaces else None,
+        "deviceCANotAfter": _stamp(not_after(device_ca.ca.cert_pem)) if device_ca else None,
         "storageClass": plan.storage_class,
     }
     _status(api, body, found, {k: v for k, v in fields.items() if v is not None})

@@ -131,6 +131,23 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--timeout-seconds", type=int, default=5)
     config.set_defaults(handler=_webhook_config)
 
+    device = sub.add_parser("device", help="issue and revoke device certificates from a tenant's device CA")
+    device_sub = device.add_subparsers(dest="action", required=True, metavar="ACTION")
+    issue = device_sub.add_parser("issue", help="issue a certificate and key bound to a device id")
+    issue.add_argument("--tenant", required=True, help="TenantIsolation name")
+    issue.add_argument("--device-id", required=True)
+    issue.add_argument("--class", dest="device_class", required=True, help="a deviceClasses name of the tenant")
+    issue.add_argument("--manufacturer", required=True)
+    issue.add_argument("--model", required=True)
+    issue.add_argument("--out", type=Path, default=Path("."), help="folder for ID.crt, ID.key (0600), ca-bundle.crt")
+    issue.set_defaults(handler=_device_issue)
+    revoke = device_sub.add_parser("revoke", help="revoke a device's certificates (the CRL follows)")
+    revoke.add_argument("--tenant", required=True)
+    target = revoke.add_mutually_exclusive_group(required=True)
+    target.add_argument("--serial", type=int)
+    target.add_argument("--device-id")
+    revoke.set_defaults(handler=_device_revoke)
+
     for name, what in NOT_YET.items():
         stub = sub.add_parser(name, help=f"(not yet implemented) {what.split(' arrive')[0]}")
         stub.add_argument("args", nargs=argparse.REMAINDER)
@@ -327,6 +344,34 @@ def _webhook_config(args: argparse.Namespace) -> int:
         args.name, client_config(args.url, service), args.operator_namespace, args.exclude, args.timeout_seconds
     )
     sys.stdout.write(dump_yaml([manifest]))
+    return EXIT_OK
+
+
+def _device_issue(args: argparse.Namespace) -> int:
+    from iotsec import device_cli
+    from iotsec.kube import Kube
+
+    try:
+        issued = device_cli.issue(
+            Kube(), args.tenant, args.device_id, args.device_class, args.manufacturer, args.model, args.out
+        )
+    except (device_cli.DeviceError, ValueError) as exc:
+        print(f"iotsec device issue: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(json.dumps(issued, indent=2))
+    return EXIT_OK
+
+
+def _device_revoke(args: argparse.Namespace) -> int:
+    from iotsec import device_cli
+    from iotsec.kube import Kube
+
+    try:
+        serials = device_cli.revoke(Kube(), args.tenant, args.serial, args.device_id)
+    except device_cli.DeviceError as exc:
+        print(f"iotsec device revoke: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"revoked serials {', '.join(map(str, serials))}; the trust bundles' CRL follows")
     return EXIT_OK
 
 

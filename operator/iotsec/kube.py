@@ -192,20 +192,31 @@ class Kube:
         A merge patch, not apply: several iotsec owners may label one object (a namespace joins a domain and a
         tenant), and an apply by one would drop the labels the other applied under the same field manager.
         """
+        return self._patch_metadata("labels", api_version, kind, name, labels, namespace)
+
+    def annotate(
+        self, api_version: str, kind: str, name: str, annotations: dict[str, str | None], namespace: str | None = None
+    ) -> bool:
+        """Set (or remove) annotations, e.g. to ask the operator for something now; return whether it changed."""
+        return self._patch_metadata("annotations", api_version, kind, name, annotations, namespace)
+
+    def _patch_metadata(
+        self, field: str, api_version: str, kind: str, name: str, values: dict[str, str | None], namespace: str | None
+    ) -> bool:
         current = self.get(api_version, kind, name, namespace)
         if current is None:
-            raise ApiError(f"label {kind} {name}: not found", 404)
-        existing = current["metadata"].get("labels") or {}
-        changes = {k: v for k, v in labels.items() if existing.get(k) != v and not (v is None and k not in existing)}
+            raise ApiError(f"set {field} of {kind} {name}: not found", 404)
+        existing = current["metadata"].get(field) or {}
+        changes = {k: v for k, v in values.items() if existing.get(k) != v and not (v is None and k not in existing)}
         if not changes:
             return False
         resource = self._resource(api_version, kind)
         self._call(
-            f"label {kind} {name}",
+            f"set {field} of {kind} {name}",
             lambda: resource.patch(
                 name=name,
                 namespace=namespace,
-                body={"metadata": {"labels": changes}},
+                body={"metadata": {field: changes}},
                 content_type="application/merge-patch+json",
                 field_manager=FIELD_MANAGER,
             ),

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -38,6 +39,7 @@ def _tenant(name: str, tenant_id: str, namespaces: list[str], **extra: Any) -> d
         "applications": [
             {"name": "meter-ingest", "class": "ingest", "namespace": namespaces[0], "keyAlgorithm": "ed25519"}
         ],
+        "deviceClasses": [{"name": "meter", "keyAlgorithm": "ecdsa-p256", "validity": "30d"}],
         **extra,
     }
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TenantIsolation", "metadata": {"name": name}, "spec": spec}
@@ -190,6 +192,61 @@ def test_device_ca_and_trust_bundle_are_published(tenants, custom, core):
         assert trust["ca-bundle.crt"] == state.bundle()
         assert "BEGIN X509 CRL" in trust["crl.pem"]
         assert "PRIVATE KEY" not in trust["ca-bundle.crt"]
+
+
+def test_device_issue_and_revoke_through_the_cli(tenants, custom, core, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from iotsec.devices import device_id_of, revoked_serials, verify_device
+
+    eventually(lambda: _status(custom, TENANT).get("deviceCANotAfter"), timeout=60, what="device CA issued")
+    issued = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "iotsec",
+            "device",
+            "issue",
+            "--tenant",
+            TENANT,
+            "--device-id",
+            "meter-0001",
+            "--class",
+            "meter",
+            "--manufacturer",
+            "ACME",
+            "--model",
+            "SM-3",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(issued.stdout)
+    assert "PRIVATE KEY" not in issued.stdout + issued.stderr, "key material is never printed"
+    assert (tmp_path / "meter-0001.key").stat().st_mode & 0o777 == 0o600
+    certificate = (tmp_path / "meter-0001.crt").read_text()
+    assert device_id_of(certificate) == "meter-0001"
+    now = datetime.now(UTC)
+    trust = core.read_namespaced_config_map("iotsec-device-trust", NS_B).data
+    assert verify_device(certificate, trust["ca-bundle.crt"], now, trust["crl.pem"])
+    subprocess.run(
+        [sys.executable, "-m", "iotsec", "device", "revoke", "--tenant", TENANT, "--device-id", "meter-0001"],
+        check=True,
+        capture_output=True,
+    )
+
+    def revoked() -> bool:
+        crl = core.read_namespaced_config_map("iotsec-device-trust", NS_B).data["crl.pem"]
+        return result["serial"] in revoked_serials(crl)
+
+    eventually(revoked, timeout=30, what="serial in the CRL of every trust bundle")
+    trust = core.read_namespaced_config_map("iotsec-device-trust", NS_B).data
+    assert not verify_device(certificate, trust["ca-bundle.crt"], now, trust["crl.pem"])
 
 
 def test_deleting_with_retain_keeps_namespaces_and_keys(tenants, custom, core):

@@ -99,6 +99,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 15
     settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
+    # a deleted object keeps its finalizer until its resync timer has stopped: look every second, not minute
+    settings.background.cancellation_polling = 1.0
     if CONFIG.metrics_port:
         start_http_server(CONFIG.metrics_port, CONFIG.metrics_host)
         log.info("metrics on http://%s:%d/metrics", CONFIG.metrics_host, CONFIG.metrics_port)

@@ -249,6 +249,47 @@ def test_device_issue_and_revoke_through_the_cli(tenants, custom, core, tmp_path
     assert not verify_device(certificate, trust["ca-bundle.crt"], now, trust["crl.pem"])
 
 
+def test_no_key_material_in_the_operator_log(tenants, custom, core, operator):
+    eventually(lambda: _status(custom, TENANT).get("deviceCANotAfter"), timeout=60, what="keys issued")
+    log = operator.log_path.read_text(errors="replace")
+    material = []
+    for name in ("iotsec-app-meter-ingest-key", "iotsec-device-ca"):
+        data = core.read_namespaced_secret(name, NS_A).data
+        for key in ("key", "previous-key", "ca.key"):
+            if key in data:
+                material.append(base64.b64decode(data[key]).decode())
+    assert material
+    for secret in material:
+        body = "".join(line for line in secret.splitlines() if "-----" not in line)
+        assert body[:40] not in log, "key material appeared in the operator's log"
+        assert base64.b64encode(secret.encode()).decode()[:40] not in log
+
+
+def test_shred_destroys_the_tenant_namespaces_and_their_keys_on_purpose(operator, custom, core):
+    name, namespace = f"s{SUFFIX}", f"s{SUFFIX}-a"
+    custom.create_cluster_custom_object(
+        GROUP, VERSION, "tenantisolations", _tenant(name, name, [namespace], deletionPolicy="Shred")
+    )
+    eventually(lambda: _ready(custom, name), timeout=60, what="shred tenant Ready")
+    core.read_namespaced_secret("iotsec-app-meter-ingest-key", namespace)
+    custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", name)
+
+    def namespace_gone() -> bool:
+        try:
+            core.read_namespace(namespace)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    eventually(namespace_gone, timeout=120, what="tenant namespace shredded")
+
+    def shredded_event() -> bool:
+        events = core.list_event_for_all_namespaces(field_selector=f"involvedObject.name={name}").items
+        return any(e.type == "Warning" and e.reason == "Shredded" for e in events)
+
+    eventually(shredded_event, timeout=30, what="a Shredded warning event")
+
+
 def test_deleting_with_retain_keeps_namespaces_and_keys(tenants, custom, core):
     eventually(lambda: _ready(custom, TENANT), timeout=60, what="tenant Ready")
     custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", TENANT)

@@ -11,7 +11,7 @@ from iotsec.api.validation import InvalidResourceError, Problem, is_iotsec, pars
 from iotsec.desired.securitydomain import Domain
 from iotsec.desired.tenant import storage_class_name
 from iotsec.manifests import Document
-from iotsec.policy.context import Snapshot, trusted_groups_from
+from iotsec.policy.context import Snapshot, TenantStorage, trusted_groups_from
 from iotsec.policy.engine import decide
 from iotsec.policy.model import Decision
 
@@ -76,6 +76,7 @@ def snapshot_from_objects(
     domains, audit_specs = [], []
     namespaces: dict[str, dict[str, str]] = {}
     encrypted, default_class, escalating = set(), None, {"cluster-admin"}
+    tenants: dict[str, TenantStorage] = {}
     for obj in objects:
         kind, meta = obj.get("kind"), obj.get("metadata") or {}
         if is_iotsec(obj):
@@ -89,6 +90,7 @@ def snapshot_from_objects(
                 audit_specs.append(resource.spec)
             elif resource.kind == "TenantIsolation":
                 encrypted |= _tenant_storage_classes(resource.spec)
+                tenants.update({ns: t for ns, t in _tenant_storage(resource.spec).items() if ns not in tenants})
         elif kind == "Namespace" and not meta.get("deletionTimestamp"):
             namespaces[meta["name"]] = meta.get("labels") or {}
         elif kind == "StorageClass":
@@ -107,11 +109,21 @@ def snapshot_from_objects(
         escalating_cluster_roles=frozenset(escalating),
         unassigned_enforcement=unassigned,
         assume_named_namespaces_exist=assume_named_namespaces_exist,
+        tenants=tenants,
     )
 
 
 def _created(obj: dict[str, Any]) -> str:
     return (obj.get("metadata") or {}).get("creationTimestamp", "")
+
+
+def _tenant_storage(spec: Any) -> dict[str, TenantStorage]:
+    """Each tenant namespace's data classes (a tenant without a storage section declares none: anything goes)."""
+    storage = getattr(spec, "storage", None)
+    if storage is None:
+        return {}
+    policy = TenantStorage(spec.tenant_id, tuple(storage.data_classes), storage.default_data_class)
+    return dict.fromkeys(spec.namespaces, policy)
 
 
 def _tenant_storage_classes(spec: Any) -> set[str]:

@@ -134,7 +134,7 @@ def test_each_pod_rule_fires_exactly_on_its_violation(rule):
 
 
 def test_every_rule_has_a_test_case():
-    covered = set(VIOLATING) | set(OBJECT_CASES) | {"domain-membership", "ingress-tls-management"}
+    covered = set(VIOLATING) | set(OBJECT_CASES) | {"domain-membership", "ingress-tls-management", "data-class"}
     assert covered == set(RULES)
 
 
@@ -516,3 +516,34 @@ def test_random_objects_never_crash(obj):
 
 def test_examples_folder_has_readme_for_workloads():
     assert (Path(EXAMPLES) / "workloads" / "README.md").is_file()
+
+
+def test_a_tenants_data_classes_decide_what_its_claims_may_carry():
+    from iotsec.policy.context import TenantStorage
+
+    acme = TenantStorage("acme", ("internal", "confidential"), "confidential")
+    context = ctx(tenant=acme)
+    claim = _obj(
+        "PersistentVolumeClaim",
+        {"storageClassName": "encrypted-ssd"},
+        metadata={"labels": {"iotsec.io/data-class": "public"}},
+    )
+    assert rules_of(claim, context) == {"data-class"}
+    unlabelled = _obj("PersistentVolumeClaim", {"storageClassName": "standard"})
+    assert rules_of(unlabelled, context) == {"encrypted-storage"}, "unlabelled counts as the tenant's default"
+    assert rules_of(_obj("PersistentVolumeClaim", {"storageClassName": "encrypted-ssd"}), context) == set()
+    assert rules_of(unlabelled, ctx()) == set(), "outside a tenant an unlabelled claim is unclassified"
+
+
+def test_check_maps_tenant_namespaces_to_their_data_classes():
+    report = check(load_documents([EXAMPLES / "platform"]), NOW)
+    assert report.invalid == []
+    from iotsec.checking import snapshot_from_objects
+
+    snapshot = snapshot_from_objects(
+        [d.obj for d in load_documents([EXAMPLES / "platform"])], assume_named_namespaces_exist=True
+    )
+    tenant = snapshot.context("acme-meters", NOW).tenant
+    assert tenant is not None
+    assert tenant.data_classes == ("internal", "confidential", "secret")
+    assert tenant.default_data_class == "confidential"

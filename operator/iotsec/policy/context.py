@@ -48,6 +48,15 @@ class DomainPolicy:
 
 
 @dataclass(frozen=True)
+class TenantStorage:
+    """Which data classes a tenant's volumes may carry, and what an unlabelled claim counts as (X1369-9.2.4-1)."""
+
+    tenant: str
+    data_classes: tuple[str, ...]
+    default_data_class: str | None
+
+
+@dataclass(frozen=True)
 class Context:
     domain: DomainPolicy
     now: datetime
@@ -55,6 +64,7 @@ class Context:
     encrypted_storage_classes: frozenset[str] = frozenset()
     default_storage_class: str | None = None
     escalating_cluster_roles: frozenset[str] = frozenset({"cluster-admin"})
+    tenant: TenantStorage | None = None
 
 
 @dataclass
@@ -67,6 +77,7 @@ class Snapshot:
     encrypted_storage_classes: frozenset[str] = frozenset()
     default_storage_class: str | None = None
     escalating_cluster_roles: frozenset[str] = frozenset({"cluster-admin"})
+    tenants: Mapping[str, TenantStorage] = field(default_factory=dict)  # namespace -> its tenant's data classes
     unassigned_enforcement: str = "enforce"
     assume_named_namespaces_exist: bool = False
 
@@ -93,6 +104,7 @@ class Snapshot:
             encrypted_storage_classes=self.encrypted_storage_classes,
             default_storage_class=self.default_storage_class,
             escalating_cluster_roles=self.escalating_cluster_roles,
+            tenant=self.tenants.get(namespace) if namespace else None,
         )
 
 

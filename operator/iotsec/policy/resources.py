@@ -96,7 +96,18 @@ def _ingress(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
 
 def _claim(claim: dict[str, Any], prefix: str, ctx: Context, out: list[Finding]) -> None:
     metadata = claim.get("metadata") or {}
-    data_class = (metadata.get("labels") or {}).get(DATA_CLASS) or (metadata.get("annotations") or {}).get(DATA_CLASS)
+    labelled = (metadata.get("labels") or {}).get(DATA_CLASS) or (metadata.get("annotations") or {}).get(DATA_CLASS)
+    tenant = ctx.tenant
+    data_class = labelled or (tenant.default_data_class if tenant else None)
+    if tenant and data_class and data_class not in tenant.data_classes:
+        out.append(
+            Finding(
+                "data-class",
+                f"{prefix}metadata.labels[{DATA_CLASS}]",
+                f"data class {data_class} is not one of tenant {tenant.tenant}'s ({', '.join(tenant.data_classes)})",
+                f"label the claim {DATA_CLASS} with one of {', '.join(tenant.data_classes)}",
+            )
+        )
     if data_class not in ENCRYPTED_CLASSES:
         return
     named = (claim.get("spec") or {}).get("storageClassName")

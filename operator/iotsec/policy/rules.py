@@ -70,6 +70,7 @@ RULES: dict[str, Rule] = {
         Rule("ingress-tls-management", "X1369-9.3.1-2", "high", "management endpoints over HTTPS only"),
         Rule("ingress-rate-limit", "X1369-9.5.3-1", "medium", "interface-zone Ingress is rate limited"),
         Rule("encrypted-storage", "X1369-9.2.4-1", "high", "confidential and secret data on encrypted storage"),
+        Rule("data-class", "X1369-9.2.4-1", "medium", "only the data classes the tenant declares"),
         Rule("no-keys-in-configmap", "X1369-9.2.4-2", "critical", "private keys only in Secrets"),
         Rule(
             "trusted-admin-binding",

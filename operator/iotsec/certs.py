@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -140,15 +141,19 @@ def _fmt(moment: datetime) -> str:
 # --- issuing ---------------------------------------------------------------------------------------------------------
 
 
-def new_ca(common_name: str, now: datetime, validity: timedelta = timedelta(days=3650)) -> KeyPair:
-    """A self-signed CA that can sign leaf certificates only (path length 0)."""
-    now = _utc(now)
-    key = _new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
+def self_signed_ca(
+    subject: x509.Name,
+    key: Any,
+    now: datetime,
+    validity: timedelta,
+    signature_hash: hashes.HashAlgorithm,
+    digital_signature: bool,
+) -> x509.Certificate:
+    """A self-signed CA certificate that signs leaves and CRLs only (path length 0), shared by every iotsec CA."""
+    return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
@@ -156,7 +161,7 @@ def new_ca(common_name: str, now: datetime, validity: timedelta = timedelta(days
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True,
+                digital_signature=digital_signature,
                 content_commitment=False,
                 key_encipherment=False,
                 data_encipherment=False,
@@ -169,8 +174,16 @@ def new_ca(common_name: str, now: datetime, validity: timedelta = timedelta(days
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(key, signature_hash)
     )
+
+
+def new_ca(common_name: str, now: datetime, validity: timedelta = timedelta(days=3650)) -> KeyPair:
+    """A self-signed CA that can sign leaf certificates only (path length 0)."""
+    now = _utc(now)
+    key = _new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = self_signed_ca(name, key, now, validity, hashes.SHA256(), digital_signature=True)
     return KeyPair(cert_pem=_cert_pem(cert), key_pem=_key_pem(key))
 
 

@@ -49,6 +49,7 @@ from iotsec.certs import (
     certs_in_bundle,
     needs_rotation,
     not_after,
+    self_signed_ca,
 )
 
 CA_ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096")
@@ -265,32 +266,7 @@ def new_device_ca(
     _check_positive("CA validity", validity)
     subject = _ca_subject(tenant_id, organization)
     key = cast(_CAKey, _new_key(algorithm, CA_ALGORITHMS, "device CA"))  # CA_ALGORITHMS are EC and RSA only
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, _signature_hash(key))
-    )
+    cert = self_signed_ca(subject, key, now, validity, _signature_hash(key), digital_signature=False)
     return KeyPair(cert_pem=_cert_pem(cert), key_pem=_key_pem(key))
 
 

@@ -20,6 +20,7 @@ from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.desired import securitydomain as builder
 from iotsec.desired.meta import OWNER_KIND, OWNER_NAME
+from iotsec.handlers.wiring import level_triggered
 from iotsec.kube import ApiError, Kube, Owner
 from iotsec.runtime import CONFIG, kube
 
@@ -47,19 +48,6 @@ class Applied:
 
 
 # ---------------------------------------------------------------- triggers
-
-
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-def on_change(name: str, **_: Any) -> None:
-    reconcile(name)
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
-def on_resync(name: str, **_: Any) -> None:
-    """Periodic drift correction: restores edited or deleted children, converges on missing peers."""
-    reconcile(name)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -295,3 +283,6 @@ def _announce(body: dict[str, Any], plan: builder.DomainPlan, applied: Applied, 
         return
     for problem in [*plan.conflicts, *(f"missing peer domain {p}" for p in plan.missing_peers)]:
         kopf.warn(body, reason="Conflict" if "claimed" in problem else "PeerDomainMissing", message=problem)
+
+
+level_triggered(PLURAL, reconcile)

@@ -24,6 +24,7 @@ from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.certs import not_after
 from iotsec.desired import tenant as builder
+from iotsec.handlers.wiring import level_triggered
 from iotsec.kube import ApiError, Kube, Owner
 from iotsec.runtime import CONFIG, kube
 
@@ -41,19 +42,6 @@ PRUNABLE = (
 )
 KEEP_UNOWNED = ("Namespace", "Secret")
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-
-
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-def on_change(name: str, **_: Any) -> None:
-    reconcile(name)
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
-def on_resync(name: str, **_: Any) -> None:
-    """Key rotation is due by the clock, not by an event; drift is corrected on the way."""
-    reconcile(name)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -315,3 +303,6 @@ def _reject(api: Kube, body: dict[str, Any], exc: InvalidResourceError) -> None:
     _status(api, body, [ready], {"observedGeneration": body["metadata"].get("generation")})
     kopf.warn(body, reason="InvalidSpec", message=message)
     raise kopf.PermanentError(f"invalid spec: {message}")
+
+
+level_triggered(PLURAL, reconcile)

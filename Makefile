@@ -6,10 +6,11 @@ STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: demo test lint unit e2e crds bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/install_helm.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python tools/install_helm.py $(BIN)
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## demo: the main job on the bundled example platform, no cluster needed
@@ -40,9 +41,10 @@ unit: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/pytest -m e2e tests/e2e
 
-## crds: regenerate crds/ and the chart's copy from the API models
+## crds: regenerate crds/, the chart's copy and the chart's RBAC rules from the code
 crds: $(STAMP)
 	$(BIN)/iotsec crds --write crds --write charts/iotsec-operator/crds
+	$(BIN)/iotsec rbac --write charts/iotsec-operator/files
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

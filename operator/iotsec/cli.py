@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     hook.add_argument("--port", type=int, default=8443)
     hook.add_argument("--tls-cert-file", type=Path, help="serving certificate (reloaded when it changes)")
     hook.add_argument("--tls-key-file", type=Path, help="its private key")
-    hook.add_argument("--tls-secret", metavar="NAMESPACE/NAME", help="read the pair from this Secret via the API")
+    hook.add_argument("--tls-secret-ref", metavar="NAMESPACE/NAME", help="read the pair from this Secret via the API")
     hook.add_argument(
         "--context",
         nargs="+",
@@ -147,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--serial", type=int)
     target.add_argument("--device-id")
     revoke.set_defaults(handler=_device_revoke)
+
+    rbac = sub.add_parser("rbac", help="write or check the chart's RBAC rules (from the table in iotsec/rbac.py)")
+    rbac.add_argument("--write", metavar="DIR", help="write operator-rules.yaml and webhook-rules.yaml into DIR")
+    rbac.add_argument("--check", metavar="DIR", help="exit 1 if DIR's rule files differ from the table")
+    rbac.set_defaults(handler=_rbac)
 
     for name, what in NOT_YET.items():
         stub = sub.add_parser(name, help=f"(not yet implemented) {what.split(' arrive')[0]}")
@@ -290,8 +295,8 @@ def _webhook(args: argparse.Namespace) -> int:
     from iotsec.webhook.server import ReloadingTLS, StaticSnapshot, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if bool(args.tls_secret) == bool(args.tls_cert_file and args.tls_key_file):
-        print("iotsec webhook: give --tls-cert-file and --tls-key-file, or --tls-secret", file=sys.stderr)
+    if bool(args.tls_secret_ref) == bool(args.tls_cert_file and args.tls_key_file):
+        print("iotsec webhook: give --tls-cert-file and --tls-key-file, or --tls-secret-ref", file=sys.stderr)
         return EXIT_USAGE
     tasks = []
     if args.context:
@@ -306,11 +311,11 @@ def _webhook(args: argparse.Namespace) -> int:
         from iotsec.webhook.cluster import ClusterSnapshot
 
         source = ClusterSnapshot(Kube(), args.refresh_seconds, args.unassigned)
-    if args.tls_secret:
+    if args.tls_secret_ref:
         from iotsec.kube import Kube
         from iotsec.webhook.cluster import SecretFiles
 
-        namespace, _, name = args.tls_secret.partition("/")
+        namespace, _, name = args.tls_secret_ref.partition("/")
         files = SecretFiles(Kube(), namespace, name, Path(tempfile.mkdtemp(prefix="iotsec-webhook-tls-")))
         files.sync()
         cert_file, key_file = files.cert_file, files.key_file
@@ -372,6 +377,27 @@ def _device_revoke(args: argparse.Namespace) -> int:
         print(f"iotsec device revoke: {exc}", file=sys.stderr)
         return EXIT_INVALID
     print(f"revoked serials {', '.join(map(str, serials))}; the trust bundles' CRL follows")
+    return EXIT_OK
+
+
+def _rbac(args: argparse.Namespace) -> int:
+    from iotsec import rbac
+
+    files = {"operator-rules.yaml": rbac.rules_file(rbac.OPERATOR), "webhook-rules.yaml": rbac.rules_file(rbac.WEBHOOK)}
+    if args.write:
+        for name, text in files.items():
+            (Path(args.write) / name).write_text(text, encoding="utf-8")
+    if args.check:
+        stale = [
+            name
+            for name, text in files.items()
+            if not (Path(args.check) / name).is_file() or (Path(args.check) / name).read_text() != text
+        ]
+        for name in stale:
+            print(f"{Path(args.check) / name}: differs from operator/iotsec/rbac.py (run make crds)", file=sys.stderr)
+        return EXIT_INVALID if stale else EXIT_OK
+    if not args.write:
+        sys.stdout.write("".join(files.values()))
     return EXIT_OK
 
 

@@ -60,7 +60,7 @@ class Config:
             metrics_port=int(env.get("IOTSEC_METRICS_PORT", defaults.metrics_port)),
             dns_namespace=env.get("IOTSEC_DNS_NAMESPACE", defaults.dns_namespace),
             dns_pod_labels=_labels(env.get("IOTSEC_DNS_POD_LABELS", "")) or defaults.dns_pod_labels,
-            webhook_secret=env.get("IOTSEC_WEBHOOK_SECRET", defaults.webhook_secret),
+            webhook_secret=env.get("IOTSEC_WEBHOOK_SECRET_NAME", defaults.webhook_secret),
             webhook_namespace=env.get("IOTSEC_WEBHOOK_NAMESPACE", defaults.webhook_namespace),
             webhook_service=env.get("IOTSEC_WEBHOOK_SERVICE", defaults.webhook_service),
             webhook_configuration=env.get("IOTSEC_WEBHOOK_CONFIGURATION", defaults.webhook_configuration),

@@ -99,7 +99,7 @@ class WebhookProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--tls-secret",
+            "--tls-secret-ref",
             self.tls_secret,
             "--refresh-seconds",
             "1",

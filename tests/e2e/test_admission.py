@@ -96,7 +96,7 @@ def _gone(custom: client.CustomObjectsApi, args: tuple[str, ...]) -> bool:
 def operator(platform, tmp_path_factory) -> Iterator[Operator]:
     running = Operator(tmp_path_factory.mktemp("admission") / "operator.log")
     running.start(
-        IOTSEC_WEBHOOK_SECRET=SECRET,
+        IOTSEC_WEBHOOK_SECRET_NAME=SECRET,
         IOTSEC_WEBHOOK_NAMESPACE=SYSTEM,
         IOTSEC_WEBHOOK_CONFIGURATION=CONFIGURATION,
         IOTSEC_WEBHOOK_EXTRA_DNS="localhost",

@@ -1,0 +1,221 @@
+"""The Helm chart, rendered and linted by the real helm binary, checked against upstream schemas and our tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from iotsec import rbac
+from iotsec.desired.webhook import client_config, validating_webhook_configuration
+from tests.conftest import ROOT
+
+CHART = ROOT / "charts" / "iotsec-operator"
+NON_DEFAULT = {
+    "image": {
+        "repository": "registry.example.com/iotsec/iotsec",
+        "tag": "0.1.0",
+        "pullPolicy": "Always",
+        "digest": "sha256:" + "a" * 64,
+    },
+    "certificates": {"provider": "cert-manager", "certManagerSecret": "iotsec-tls"},
+    "webhook": {"replicas": 3, "excludedNamespaces": ["monitoring"], "unassigned": "warn"},
+    "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    "networkPolicy": {"enabled": False},
+}
+
+
+def _helm() -> str:
+    found = shutil.which("helm") or str(Path(sys.executable).parent / "helm")
+    if not Path(found).is_file():
+        pytest.fail("no helm binary: `make test` installs it (tools/install_helm.py)", pytrace=False)
+    return found
+
+
+def helm(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [_helm(), *args]
+    if values is not None and tmp is not None:
+        path = tmp / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        command += ["-f", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def render(tmp: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    result = helm("template", "iotsec", str(CHART), "--namespace", "iotsec-system", values=values, tmp=tmp)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+@pytest.mark.parametrize("values", [None, NON_DEFAULT], ids=["defaults", "non-default"])
+def test_helm_lint_strict(tmp_path, values):
+    result = helm("lint", "--strict", str(CHART), values=values, tmp=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", [None, NON_DEFAULT], ids=["defaults", "non-default"])
+def test_every_rendered_object_is_valid_kubernetes(tmp_path, values):
+    docs = render(tmp_path, values)
+    version = kubernetes_validate.latest_version()
+    checked = 0
+    for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # prometheus-operator kinds are not in the upstream Kubernetes schema
+        kubernetes_validate.validate(doc, version, strict=True)
+        checked += 1
+    assert checked >= 15
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"webhook": {"replicas": 1}}, "minimum"),
+        ({"webhook": {"timeoutSeconds": 30}}, "maximum"),
+        ({"webhook": {"unassigned": "block"}}, "unassigned"),
+        ({"image": {"repository": "r", "tag": "t", "pullPolicy": "Sometimes"}}, "pullPolicy"),
+        ({"operatr": {}}, "operatr"),
+        ({"metrics": {"port": "8001"}}, "port"),
+    ],
+)
+def test_invalid_values_are_rejected_by_the_schema(tmp_path, values, message):
+    result = helm("template", "iotsec", str(CHART), values=values, tmp=tmp_path)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize("name", ["iotsec-operator", "iotsec-webhook"])
+def test_both_pods_meet_the_restricted_pod_security_standard(tmp_path, name):
+    pod = one(render(tmp_path), "Deployment", name)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] >= 10000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+        assert set(container["resources"]["requests"]) == {"cpu", "memory"}
+    from iotsec.policy.context import Context, DomainPolicy
+    from iotsec.policy.engine import decide
+
+    deployment = one(render(tmp_path), "Deployment", name)
+    verdict = decide(deployment, Context(DomainPolicy("support", "support"), now=__import__("datetime").datetime.now()))
+    assert [v.rule for v in verdict.violations] == [], "iotsec's own pods pass iotsec's admission"
+
+
+def test_one_reconciler_and_a_highly_available_webhook(tmp_path):
+    docs = render(tmp_path)
+    operator = one(docs, "Deployment", "iotsec-operator")["spec"]
+    assert operator["replicas"] == 1
+    assert operator["strategy"] == {"type": "Recreate"}
+    webhook = one(docs, "Deployment", "iotsec-webhook")["spec"]
+    assert webhook["replicas"] >= 2
+    assert webhook["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert one(docs, "PodDisruptionBudget", "iotsec-webhook")["spec"]["minAvailable"] == 1
+
+
+def _rules(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return one(docs, "ClusterRole", name)["rules"]
+
+
+def test_cluster_roles_grant_exactly_the_table(tmp_path):
+    docs = render(tmp_path)
+    assert _rules(docs, "iotsec-operator") == rbac.cluster_role_rules(rbac.OPERATOR)
+    assert _rules(docs, "iotsec-webhook") == rbac.cluster_role_rules(rbac.WEBHOOK)
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "iotsec", "rbac", "--check", str(CHART / "files")], check=False
+        ).returncode
+        == 0
+    ), "regenerate with make crds"
+
+
+def test_no_wildcards_and_no_escalation_beyond_what_the_table_explains(tmp_path):
+    docs = render(tmp_path)
+    for role in (d for d in docs if d["kind"] in ("ClusterRole", "Role")):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role["metadata"]["name"]
+            assert "impersonate" not in rule["verbs"]
+            if {"escalate", "bind"} & set(rule["verbs"]):
+                assert rule["resources"] == ["roles"], "only namespaced Roles, for tenant classes"
+        secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+        assert not any("list" in r["verbs"] or "watch" in r["verbs"] for r in secret_rules), "Secrets by name only"
+    (webhook_patch,) = [
+        r for r in _rules(docs, "iotsec-operator") if "validatingwebhookconfigurations" in r["resources"]
+    ]
+    assert webhook_patch["resourceNames"] == ["iotsec"], "it may edit its own webhook configuration only"
+    tls = one(docs, "Role", "iotsec-webhook-tls")["rules"]
+    assert tls == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["iotsec-webhook-tls"]}
+    ]
+
+
+def test_every_permission_has_a_reason():
+    assert all(len(p.reason) > 20 for p in rbac.OPERATOR + rbac.WEBHOOK)
+
+
+def test_the_shipped_webhook_configuration_is_the_builders(tmp_path):
+    shipped = one(
+        render(tmp_path, {"webhook": {"excludedNamespaces": ["monitoring"]}}),
+        "ValidatingWebhookConfiguration",
+        "iotsec",
+    )
+    built = validating_webhook_configuration(
+        "iotsec", client_config(service=("iotsec-system", "iotsec-webhook", 443)), "iotsec-system", ["monitoring"]
+    )
+    assert json.loads(json.dumps(shipped["webhooks"])) == built["webhooks"]
+
+
+def test_cert_manager_mode_hands_the_ca_bundle_to_cert_manager(tmp_path):
+    docs = render(tmp_path, NON_DEFAULT)
+    configuration = one(docs, "ValidatingWebhookConfiguration", "iotsec")
+    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "iotsec-system/iotsec-tls"
+    env = {
+        e["name"]: e["value"]
+        for e in one(docs, "Deployment", "iotsec-operator")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["IOTSEC_WEBHOOK_SECRET_NAME"] == "", "the operator leaves certificates to cert-manager"
+    assert (
+        "--tls-secret-ref=iotsec-system/iotsec-tls"
+        in one(docs, "Deployment", "iotsec-webhook")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+
+def test_chart_crds_are_the_generated_ones():
+    for path in (ROOT / "crds").glob("*.yaml"):
+        assert (CHART / "crds" / path.name).read_text() == path.read_text()
+
+
+def test_dashboard_is_valid_json_and_notes_explain_the_install(tmp_path):
+    docs = render(tmp_path)
+    dashboard = json.loads(one(docs, "ConfigMap", "iotsec-dashboard")["data"]["iotsec.json"])
+    assert {p["title"] for p in dashboard["panels"]} >= {"Violations by X.1369 control", "Admission latency p99"}
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    assert "kubectl replace -f crds/" in notes
+
+
+def test_dockerfile_runs_as_a_non_root_user_on_a_pinned_base():
+    text = (ROOT / "Dockerfile").read_text().splitlines()
+    bases = [line.split()[1] for line in text if line.startswith("FROM ")]
+    assert all("@sha256:" in base or base.split(":")[-1][0].isdigit() for base in bases if base != "scratch"), bases
+    users = [line.split()[1] for line in text if line.startswith("USER ")]
+    assert users, "the final stage sets a USER"
+    assert users[-1].split(":")[0].isdigit()
+    assert int(users[-1].split(":")[0]) >= 10000
+    final = "\n".join(text[max(i for i, line in enumerate(text) if line.startswith("FROM ")) :])
+    assert "restic" in final, "backups need restic in the final image"
+    assert "gcc" not in final, "no compilers in the final image"
+    assert "build-essential" not in final, "no compilers in the final image"

@@ -152,7 +152,7 @@ def test_render_prints_valid_kubernetes_objects_deterministically(capsys):
 
     for doc in docs:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
-    assert "BackupPolicy: not rendered yet" in first.err
+    assert "AuditPolicy: not rendered yet" in first.err
     assert "Secrets are rendered with placeholders" in first.err
 
 

@@ -1,0 +1,251 @@
+"""BackupPolicy → the repository password Secret, the runner's configuration and the CronJobs that run it.
+
+Pure. The password is a placeholder here (the reconciler generates it once and keeps it, also after the policy is
+deleted unless `deletionPolicy: Delete`). Jobs run the iotsec image's `iotsec backup …` as a non-root user under
+the restricted Pod Security Standard, mount the selected claims read-only, never run two at once, and write a
+machine-readable result to their termination message, which the reconciler reads back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from iotsec.api.backuppolicy import BackupPolicySpec
+from iotsec.desired.meta import owned_metadata
+from iotsec.desired.tenant import PLACEHOLDER
+
+KIND = "BackupPolicy"
+JOB_LABEL = "iotsec.io/backup-job"  # backup | verify | drill
+CONFIG_MOUNT = "/etc/iotsec-backup"
+DATA_MOUNT = "/data"
+SCRATCH_MOUNT = "/scratch"
+C_BACKUP = "X1369-9.2-1"
+C_COMPLETE = "X1369-9.2.4-4"
+C_ARCHIVE = "X1369-9.2.4-5"
+C_INTEGRITY = "X1369-9.2.4-3"
+C_KEYS = "X1369-9.2.4-2"
+C_OFFSITE = "X1369-9.6.6-1"
+C_DRILL = "X1369-9.6.1-2"
+C_RESTORE = "X1369-9.6.6-2"
+
+
+@dataclass(frozen=True)
+class Image:
+    reference: str = "registry.example.com/iotsec/iotsec:0.1.0"
+    pull_policy: str = "IfNotPresent"
+
+
+@dataclass
+class BackupPlan:
+    policy: str
+    namespace: str
+    claims: list[str]
+    password_secret: str
+    password_key: str
+    generate_password: bool
+    objects: list[dict[str, Any]] = field(default_factory=list)
+
+
+def password_secret_name(policy: str) -> str:
+    return f"iotsec-backup-{policy}-password"
+
+
+def plan_backup(
+    name: str, namespace: str, spec: BackupPolicySpec, claims: Sequence[str], image: Image | None = None
+) -> BackupPlan:
+    """Everything one policy needs. `claims`: the PVC names its names and selector resolve to."""
+    image = image or Image()
+    ref = spec.encryption.password_secret_ref
+    plan = BackupPlan(
+        policy=name,
+        namespace=namespace,
+        claims=sorted(set(claims)),
+        password_secret=ref.name if ref else password_secret_name(name),
+        password_key=ref.key if ref else "password",
+        generate_password=ref is None,
+    )
+    meta = _Meta(name, namespace)
+    if plan.generate_password:
+        plan.objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": meta(plan.password_secret, [C_KEYS], {"iotsec.io/key-purpose": "backup-password"}),
+                "stringData": {"password": PLACEHOLDER},
+            }
+        )
+    plan.objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": meta(f"iotsec-backup-{name}", [C_BACKUP]),
+            "automountServiceAccountToken": False,
+        }
+    )  # the jobs need no API access
+    plan.objects.append(_config(meta, name, spec, plan))
+    plan.objects.append(
+        _cron_job(meta, "backup", spec.schedule, spec, plan, image, [C_BACKUP, C_COMPLETE, C_ARCHIVE, C_OFFSITE])
+    )
+    if spec.verification.enabled:
+        plan.objects.append(_cron_job(meta, "verify", spec.verification.schedule, spec, plan, image, [C_INTEGRITY]))
+    if spec.restore_drill.enabled:
+        plan.objects.append(
+            _cron_job(meta, "drill", spec.restore_drill.schedule, spec, plan, image, [C_DRILL, C_RESTORE])
+        )
+    return plan
+
+
+@dataclass(frozen=True)
+class _Meta:
+    owner: str
+    namespace: str
+
+    def __call__(self, name: str, controls: list[str], labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return owned_metadata(
+            name, self.namespace, owner_kind=KIND, owner_name=self.owner, controls=controls, labels=labels
+        )
+
+
+def runner_config(name: str, spec: BackupPolicySpec, claims: Sequence[str]) -> dict[str, Any]:
+    """What `iotsec backup` reads: sources, targets (no credentials: those come from the environment), retention."""
+    retention = spec.retention
+    return {
+        "policy": name,
+        "paths": [f"{DATA_MOUNT}/{claim}" for claim in sorted(set(claims))],
+        "targets": [{"name": t.name, "repository": t.repository, "role": t.role} for t in spec.targets],
+        "retention": {
+            "keep_last": retention.keep_last,
+            "keep_hourly": retention.keep_hourly,
+            "keep_daily": retention.keep_daily,
+            "keep_weekly": retention.keep_weekly,
+            "keep_monthly": retention.keep_monthly,
+            "keep_yearly": retention.keep_yearly,
+        },
+        "tags": [f"policy={name}"],
+        "read_data_subset": spec.verification.read_data_subset,
+        "destination": SCRATCH_MOUNT,
+    }
+
+
+def _config(meta: _Meta, name: str, spec: BackupPolicySpec, plan: BackupPlan) -> dict[str, Any]:
+    config = json.dumps(runner_config(name, spec, plan.claims), indent=2, sort_keys=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(f"iotsec-backup-{name}", [C_BACKUP]),
+        "data": {"config.json": config},
+    }
+
+
+def _cron_job(
+    meta: _Meta,
+    job: str,
+    schedule: str,
+    spec: BackupPolicySpec,
+    plan: BackupPlan,
+    image: Image,
+    controls: list[str],
+) -> dict[str, Any]:
+    labels = {JOB_LABEL: job}
+    template = {
+        "metadata": {"labels": {**meta("", controls, labels)["labels"]}},
+        "spec": {
+            "backoffLimit": 0,  # a failed backup is reported, not retried into a storm
+            "activeDeadlineSeconds": 6 * 3600,
+            "template": {
+                "metadata": {
+                    "labels": {**meta("", controls, labels)["labels"], "iotsec.io/security-level": "standard"}
+                },
+                "spec": _pod(job, spec, plan, image),
+            },
+        },
+    }
+    cron: dict[str, Any] = {
+        "schedule": schedule,
+        "concurrencyPolicy": "Forbid",
+        "suspend": spec.suspend,
+        "startingDeadlineSeconds": 3600,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": template,
+    }
+    if spec.time_zone:
+        cron["timeZone"] = spec.time_zone
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": meta(f"iotsec-{job}-{plan.policy}", controls, labels),
+        "spec": cron,
+    }
+
+
+def _pod(job: str, spec: BackupPolicySpec, plan: BackupPlan, image: Image) -> dict[str, Any]:
+    mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": f"iotsec-backup-{plan.policy}"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+    ]
+    if job == "backup":
+        for index, claim in enumerate(plan.claims):
+            volumes.append({"name": f"data-{index}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+            mounts.append({"name": f"data-{index}", "mountPath": f"{DATA_MOUNT}/{claim}", "readOnly": True})
+    if job == "drill":
+        scratch = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}
+        if spec.restore_drill.storage_class_name:
+            scratch["storageClassName"] = spec.restore_drill.storage_class_name
+        volumes.append({"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": scratch}}})
+        mounts.append({"name": "scratch", "mountPath": SCRATCH_MOUNT})
+    env = [
+        {
+            "name": "RESTIC_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": plan.password_secret, "key": plan.password_key}},
+        },
+        {"name": "RESTIC_CACHE_DIR", "value": "/tmp/restic-cache"},
+    ]
+    env_from = [{"secretRef": {"name": t.credentials_secret}} for t in spec.targets if t.credentials_secret]
+    container: dict[str, Any] = {
+        "name": job,
+        "image": image.reference,
+        "imagePullPolicy": image.pull_policy,
+        "args": [
+            "backup",
+            "run" if job == "backup" else job,
+            "--config",
+            f"{CONFIG_MOUNT}/config.json",
+            "--result",
+            "/dev/termination-log",
+        ],
+        "env": env,
+        "volumeMounts": mounts,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "serviceAccountName": f"iotsec-backup-{plan.policy}",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }

@@ -1,0 +1,113 @@
+"""The BackupPolicy builder: password Secret, runner configuration, backup/verify/drill CronJobs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+
+import kubernetes_validate
+import pytest
+
+from iotsec.api.backuppolicy import BackupPolicySpec
+from iotsec.desired.backup import PLACEHOLDER, plan_backup, runner_config
+from iotsec.policy.context import Context, DomainPolicy
+from iotsec.policy.engine import decide
+from tests.conftest import load_examples
+
+POLICIES = {d["metadata"]["name"]: d for d in load_examples() if d["kind"] == "BackupPolicy"}
+
+
+def spec(name: str = "timeseries", **changes) -> BackupPolicySpec:
+    body = copy.deepcopy(POLICIES[name]["spec"])
+    body.update(changes)
+    return BackupPolicySpec.model_validate(body)
+
+
+def plan(**changes):
+    return plan_backup("timeseries", "iot-processing", spec(**changes), ["tsdb-0", "tsdb-1"])
+
+
+def cron(p, job: str) -> dict:
+    return next(o for o in p.objects if o["kind"] == "CronJob" and o["metadata"]["name"] == f"iotsec-{job}-timeseries")
+
+
+def test_every_object_is_valid_kubernetes():
+    version = kubernetes_validate.latest_version()
+    for obj in plan().objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_backup_verify_and_drill_jobs(tmp_path):
+    p = plan()
+    assert {o["metadata"]["name"] for o in p.objects if o["kind"] == "CronJob"} == {
+        "iotsec-backup-timeseries",
+        "iotsec-verify-timeseries",
+        "iotsec-drill-timeseries",
+    }
+    backup = cron(p, "backup")["spec"]
+    assert backup["schedule"] == "0 2 * * *"
+    assert backup["timeZone"] == "Europe/Berlin"
+    assert backup["concurrencyPolicy"] == "Forbid"
+    assert backup["suspend"] is False
+    assert cron(p, "verify")["spec"]["schedule"] == "30 4 * * 0"
+    assert cron(p, "drill")["spec"]["schedule"] == "0 6 1 * *"
+
+
+def test_claims_are_mounted_read_only_and_the_password_comes_from_the_secret():
+    pod = cron(plan(), "backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert [c["persistentVolumeClaim"] for c in claims] == [
+        {"claimName": "tsdb-0", "readOnly": True},
+        {"claimName": "tsdb-1", "readOnly": True},
+    ]
+    container = pod["containers"][0]
+    assert all(m["readOnly"] for m in container["volumeMounts"] if m["mountPath"].startswith("/data/"))
+    password = next(e for e in container["env"] if e["name"] == "RESTIC_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "iotsec-backup-timeseries-password", "key": "password"}
+    assert {"secretRef": {"name": "backup-s3-credentials"}} in container["envFrom"]
+    assert container["args"][:2] == ["backup", "run"]
+    assert container["terminationMessagePolicy"] == "File"
+
+
+@pytest.mark.parametrize("job", ["backup", "verify", "drill"])
+def test_jobs_pass_iotsecs_own_admission(job):
+    cron_job = cron(plan(), job)
+    decision = decide(cron_job, Context(DomainPolicy("support", "support"), datetime.now(UTC)))
+    assert [v.line() for v in decision.violations] == []
+
+
+def test_suspend_and_a_brought_password():
+    p = plan(suspend=True, encryption={"passwordSecretRef": {"name": "vault-restic", "key": "pw"}})
+    assert all(o["spec"]["suspend"] for o in p.objects if o["kind"] == "CronJob")
+    assert not any(o["kind"] == "Secret" for o in p.objects), "no generated password when one is brought"
+    env = cron(p, "backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[0]["valueFrom"]["secretKeyRef"] == {"name": "vault-restic", "key": "pw"}
+
+
+def test_generated_password_is_only_a_placeholder_offline():
+    (secret,) = [o for o in plan().objects if o["kind"] == "Secret"]
+    assert secret["stringData"] == {"password": PLACEHOLDER}
+    assert "ownerReferences" not in secret["metadata"]
+
+
+def test_runner_configuration():
+    config = runner_config("timeseries", spec(), ["tsdb-1", "tsdb-0", "tsdb-0"])
+    assert config["paths"] == ["/data/tsdb-0", "/data/tsdb-1"]
+    assert config["targets"] == [
+        {
+            "name": "primary",
+            "repository": "s3:s3.eu-central-1.amazonaws.com/example-iot-backups/timeseries",
+            "role": "primary",
+        },
+        {"name": "offsite", "repository": "b2:example-iot-offsite:timeseries", "role": "offsite"},
+    ]
+    assert config["retention"]["keep_daily"] == 14
+    assert config["read_data_subset"] == "10%"
+    ((configmap),) = [o for o in plan().objects if o["kind"] == "ConfigMap"]
+    assert json.loads(configmap["data"]["config.json"])["tags"] == ["policy=timeseries"]
+
+
+def test_disabled_verification_and_drill_create_no_jobs():
+    p = plan(verification={"enabled": False}, restoreDrill={"enabled": False})
+    assert [o["metadata"]["name"] for o in p.objects if o["kind"] == "CronJob"] == ["iotsec-backup-timeseries"]

@@ -147,6 +147,7 @@ def test_render_prints_valid_kubernetes_objects_deterministically(capsys):
         "Secret",
         "ConfigMap",
         "StorageClass",
+        "CronJob",
     }
     import kubernetes_validate
 

@@ -95,6 +95,24 @@ OPERATOR: tuple[Permission, ...] = (
         "per-tenant encrypted StorageClasses",
     ),
     Permission(
+        ("batch",),
+        ("cronjobs",),
+        ("get", "list", "create", "patch", "delete"),
+        "backup, verify and restore-drill schedules; pruned when disabled",
+    ),
+    Permission(
+        ("batch",),
+        ("jobs",),
+        ("get", "list", "watch"),
+        "outcomes of the backup Jobs the CronJobs start (the operator never runs them itself)",
+    ),
+    Permission(
+        ("",),
+        ("pods", "persistentvolumeclaims"),
+        ("list",),
+        "the runner's result in a backup pod's termination message; claims a policy selects",
+    ),
+    Permission(
         ("admissionregistration.k8s.io",),
         ("validatingwebhookconfigurations",),
         ("get", "patch"),

@@ -11,14 +11,17 @@ from iotsec.api.common import GROUP, VERSION
 from iotsec.runtime import CONFIG
 
 
-def level_triggered(plural: str, reconcile: Callable[[str], None]) -> None:
+def level_triggered(plural: str, reconcile: Callable[..., None], namespaced: bool = False) -> None:
     """Reconcile on create, update and resume, and on a resync timer (drift, clock-driven key rotation).
 
     Every trigger recomputes the whole desired state from the cluster as it is, so each is safe to repeat.
     """
 
-    def reconcile_now(name: str, **_: Any) -> None:
-        reconcile(name)
+    def reconcile_now(name: str, namespace: str | None = None, **_: Any) -> None:
+        if namespaced:
+            reconcile(name, namespace)
+        else:
+            reconcile(name)
 
     for trigger in (kopf.on.resume, kopf.on.create, kopf.on.update):
         trigger(GROUP, VERSION, plural, id="reconcile")(reconcile_now)

@@ -1,0 +1,191 @@
+"""BackupPolicy on a real API server: password, configuration and schedules applied; Job outcomes in status."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from iotsec.api.backuppolicy import BackupPolicySpec
+from iotsec.desired.backup import plan_backup
+from tests.e2e.conftest import eventually
+from tests.e2e.processes import Operator
+
+SUFFIX = uuid.uuid4().hex[:5]
+NAMESPACE, POLICY = f"bk-{SUFFIX}", "tsdb"
+SPEC = {
+    "schedule": "0 2 * * *",
+    "pvcSelector": {"matchLabels": {"app": "tsdb"}},
+    "targets": [
+        {"name": "primary", "repository": "/backups/primary"},
+        {"name": "offsite", "role": "offsite", "repository": "sftp:backup@vault.example.net:/srv/tsdb"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def core(api_client) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="module")
+def policy(crds, api_client, core, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    core.create_namespace({"metadata": {"name": NAMESPACE, "labels": {"kubernetes.io/metadata.name": NAMESPACE}}})
+    core.create_namespaced_persistent_volume_claim(
+        NAMESPACE,
+        {
+            "metadata": {"name": "data", "labels": {"app": "tsdb"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+    operator = Operator(tmp_path_factory.mktemp("backup") / "operator.log")
+    operator.start()
+    custom = client.CustomObjectsApi(api_client)
+    body = {"apiVersion": "iotsec.io/v1alpha1", "kind": "BackupPolicy", "metadata": {"name": POLICY}, "spec": SPEC}
+    custom.create_namespaced_custom_object("iotsec.io", "v1alpha1", NAMESPACE, "backuppolicies", body)
+    yield custom.get_namespaced_custom_object("iotsec.io", "v1alpha1", NAMESPACE, "backuppolicies", POLICY)
+    custom.delete_namespaced_custom_object("iotsec.io", "v1alpha1", NAMESPACE, "backuppolicies", POLICY)
+    eventually(lambda: _gone(custom), timeout=30, what="policy deleted")
+    operator.stop()
+    core.delete_namespace(NAMESPACE)
+
+
+def _gone(custom) -> bool:
+    try:
+        custom.get_namespaced_custom_object("iotsec.io", "v1alpha1", NAMESPACE, "backuppolicies", POLICY)
+    except ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+def _status(api_client) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(api_client)
+    return (
+        custom.get_namespaced_custom_object("iotsec.io", "v1alpha1", NAMESPACE, "backuppolicies", POLICY).get("status")
+        or {}
+    )
+
+
+def _condition(api_client, kind: str) -> dict[str, Any]:
+    return next((c for c in _status(api_client).get("conditions", []) if c["type"] == kind), {})
+
+
+def _secret(core: client.CoreV1Api, name: str) -> Any:
+    try:
+        return core.read_namespaced_secret(name, NAMESPACE)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def test_password_configuration_and_account_are_applied(policy, core, api_client):
+    secret = eventually(lambda: _secret(core, f"iotsec-backup-{POLICY}-password"), timeout=60, what="password")
+    assert len(base64.b64decode(secret.data["password"])) >= 32
+    assert secret.metadata.owner_references is None, "the password outlives the policy"
+    config = json.loads(core.read_namespaced_config_map(f"iotsec-backup-{POLICY}", NAMESPACE).data["config.json"])
+    assert config["paths"] == ["/data/data"], "the selector found the claim"
+    assert [t["role"] for t in config["targets"]] == ["primary", "offsite"]
+    account = core.read_namespaced_service_account(f"iotsec-backup-{POLICY}", NAMESPACE)
+    assert account.automount_service_account_token is False
+
+
+def test_schedules_or_a_clear_reason_why_not(policy, api_client):
+    ready = eventually(lambda: _condition(api_client, "Ready"), timeout=60, what="Ready condition")
+    served = any(r.name == "cronjobs" for r in client.BatchV1Api(api_client).get_api_resources().resources)
+    if served:
+        assert ready["status"] == "True"
+        assert ready["reason"] == "Scheduled"
+    else:
+        assert ready["status"] == "False"
+        assert ready["reason"] == "CronJobUnsupported"
+        assert "batch/v1 CronJob" in ready["message"]
+
+
+def _job_from_the_schedule(name: str) -> dict[str, Any]:
+    """The Job the backup CronJob would create (1.20 cannot create one from a batch/v1 CronJob)."""
+    spec = BackupPolicySpec.model_validate(SPEC)
+    cron = next(o for o in plan_backup(POLICY, NAMESPACE, spec, ["data"]).objects if o["kind"] == "CronJob")
+    template = copy.deepcopy(cron["spec"]["jobTemplate"])
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {**template["metadata"], "name": name},
+        "spec": template["spec"],
+    }
+
+
+def _finish(batch: client.BatchV1Api, name: str, succeeded: bool, when: datetime) -> None:
+    """Mark a Job finished as a kubelet-less cluster never will. The job controller rewrites the status on its
+    first sync, so wait for that, then patch, and make sure the finished state stuck."""
+    eventually(
+        lambda: batch.read_namespaced_job(name, NAMESPACE).status.active,
+        timeout=30,
+        what="the job controller's first sync",
+    )
+    stamp = when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    condition = {
+        "type": "Complete" if succeeded else "Failed",
+        "status": "True",
+        "lastTransitionTime": stamp,
+        "lastProbeTime": stamp,
+        "reason": "Test" if succeeded else "BackoffLimitExceeded",
+    }
+    status: dict[str, Any] = {"conditions": [condition], "startTime": stamp, "active": 0}
+    status.update({"completionTime": stamp, "succeeded": 1} if succeeded else {"failed": 1})
+
+    def finished() -> bool:
+        job = batch.read_namespaced_job(name, NAMESPACE)
+        if not job.status.conditions:
+            batch.patch_namespaced_job_status(name, NAMESPACE, {"status": status})
+            return False
+        return True
+
+    eventually(finished, timeout=30, interval=1.0, what=f"Job {name} marked finished")
+
+
+def test_a_finished_job_lands_in_status(policy, api_client):
+    batch = client.BatchV1Api(api_client)
+    batch.create_namespaced_job(NAMESPACE, _job_from_the_schedule("backup-ok"))
+    done = datetime.now(UTC) - timedelta(minutes=5)
+    _finish(batch, "backup-ok", True, done)
+    condition = eventually(
+        lambda: (
+            _condition(api_client, "BackupSucceeded").get("status") == "True"
+            and _condition(api_client, "BackupSucceeded")
+        ),
+        timeout=60,
+        what="BackupSucceeded=True",
+    )
+    assert "backup-ok" in condition["message"]
+    assert _status(api_client)["lastSuccess"] == done.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def test_a_failed_job_turns_the_condition_false_with_an_event(policy, api_client, core):
+    batch = client.BatchV1Api(api_client)
+    batch.create_namespaced_job(NAMESPACE, _job_from_the_schedule("backup-failed"))
+    _finish(batch, "backup-failed", False, datetime.now(UTC))
+    condition = eventually(
+        lambda: (
+            _condition(api_client, "BackupSucceeded").get("status") == "False"
+            and _condition(api_client, "BackupSucceeded")
+        ),
+        timeout=60,
+        what="BackupSucceeded=False",
+    )
+    assert "backup-failed failed" in condition["message"]
+    assert _status(api_client)["lastSuccess"], "the last success is still reported"
+
+    def warned() -> bool:
+        events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={POLICY}").items
+        return any(e.type == "Warning" and e.reason == "BackupSucceededFailed" for e in events)
+
+    eventually(warned, timeout=30, what="a Warning event")

@@ -153,6 +153,18 @@ def _parser() -> argparse.ArgumentParser:
     rbac.add_argument("--check", metavar="DIR", help="exit 1 if DIR's rule files differ from the table")
     rbac.set_defaults(handler=_rbac)
 
+    restore = sub.add_parser(
+        "restore", help="restore a BackupPolicy's snapshot into a new (or, on request, existing) claim"
+    )
+    restore.add_argument("policy", help="BackupPolicy name")
+    restore.add_argument("-n", "--namespace", required=True)
+    restore.add_argument("--snapshot", default="latest", help="snapshot id (default: latest)")
+    restore.add_argument("--target-pvc", help="restore into this claim (default: a new claim POLICY-restore-TIME)")
+    restore.add_argument("--overwrite", action="store_true", help="allow restoring over an existing claim")
+    restore.add_argument("--size", default="10Gi", help="size of a new claim")
+    restore.add_argument("--storage-class", help="StorageClass of a new claim")
+    restore.set_defaults(handler=_restore)
+
     for name, what in NOT_YET.items():
         stub = sub.add_parser(name, help=f"(not yet implemented) {what.split(' arrive')[0]}")
         stub.add_argument("args", nargs=argparse.REMAINDER)
@@ -398,6 +410,28 @@ def _rbac(args: argparse.Namespace) -> int:
         return EXIT_INVALID if stale else EXIT_OK
     if not args.write:
         sys.stdout.write("".join(files.values()))
+    return EXIT_OK
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from iotsec import restore_cli
+    from iotsec.kube import Kube
+
+    try:
+        started = restore_cli.restore(
+            Kube(),
+            args.policy,
+            args.namespace,
+            args.snapshot,
+            args.target_pvc,
+            args.overwrite,
+            args.size,
+            args.storage_class,
+        )
+    except restore_cli.RestoreError as exc:
+        print(f"iotsec restore: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(json.dumps(started, indent=2))
     return EXIT_OK
 
 

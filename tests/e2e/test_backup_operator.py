@@ -189,3 +189,31 @@ def test_a_failed_job_turns_the_condition_false_with_an_event(policy, api_client
         return any(e.type == "Warning" and e.reason == "BackupSucceededFailed" for e in events)
 
     eventually(warned, timeout=30, what="a Warning event")
+
+
+def test_restore_into_a_new_claim_and_never_over_a_live_one_by_accident(policy, core, api_client):
+    import subprocess
+    import sys
+
+    def restore(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "iotsec", "restore", POLICY, "-n", NAMESPACE, *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    refused = restore("--target-pvc", "data")
+    assert refused.returncode == 1
+    assert "needs --overwrite" in refused.stderr
+    started = restore("--size", "2Gi")
+    assert started.returncode == 0, started.stderr
+    result = json.loads(started.stdout)
+    claim = core.read_namespaced_persistent_volume_claim(result["claim"], NAMESPACE)
+    assert claim.spec.resources.requests["storage"] == "2Gi"
+    job = client.BatchV1Api(api_client).read_namespaced_job(result["job"], NAMESPACE)
+    assert job.metadata.owner_references[0].name == POLICY
+    assert job.metadata.labels["iotsec.io/backup-job"] == "restore"
+    overwrite = restore("--target-pvc", "data", "--overwrite")
+    assert overwrite.returncode == 0, overwrite.stderr
+    assert json.loads(overwrite.stdout)["overwrite"] == "true"

@@ -111,3 +111,23 @@ def test_runner_configuration():
 def test_disabled_verification_and_drill_create_no_jobs():
     p = plan(verification={"enabled": False}, restoreDrill={"enabled": False})
     assert [o["metadata"]["name"] for o in p.objects if o["kind"] == "CronJob"] == ["iotsec-backup-timeseries"]
+
+
+def test_restore_job_writes_into_its_claim_and_is_valid():
+    from iotsec.desired.backup import restore_claim, restore_job
+
+    job = restore_job("timeseries", "iot-processing", spec(), "tsdb-restore", "4f2a9c", "iotsec-restore-x")
+    kubernetes_validate.validate(job, kubernetes_validate.latest_version(), strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "target", "persistentVolumeClaim": {"claimName": "tsdb-restore"}} in pod["volumes"]
+    args = pod["containers"][0]["args"]
+    assert args[:2] == ["backup", "restore"]
+    assert args[args.index("--snapshot") + 1] == "4f2a9c"
+    assert not any(
+        "persistentVolumeClaim" in v and v["persistentVolumeClaim"].get("readOnly") is False
+        for v in pod["volumes"]
+        if v["name"] != "target"
+    )
+    claim = restore_claim("tsdb-restore", "iot-processing", "20Gi", "encrypted-ssd")
+    kubernetes_validate.validate(claim, kubernetes_validate.latest_version(), strict=True)
+    assert claim["spec"]["storageClassName"] == "encrypted-ssd"

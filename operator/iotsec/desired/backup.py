@@ -249,3 +249,67 @@ def _pod(job: str, spec: BackupPolicySpec, plan: BackupPlan, image: Image) -> di
         "containers": [container],
         "volumes": volumes,
     }
+
+
+def restore_claim(name: str, namespace: str, size: str, storage_class: str | None) -> dict[str, Any]:
+    """A new claim to restore into (restoring into a new volume is the default: it destroys nothing)."""
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "iotsec", "iotsec.io/restored-from": "backup"},
+        },
+        "spec": spec,
+    }
+
+
+def restore_job(
+    policy: str,
+    namespace: str,
+    spec: BackupPolicySpec,
+    claim: str,
+    snapshot: str,
+    job_name: str,
+    image: Image | None = None,
+) -> dict[str, Any]:
+    """A one-off Job restoring `snapshot` of the policy's primary repository into `claim`."""
+    image = image or Image()
+    plan = BackupPlan(
+        policy, namespace, [], password_secret_name(policy), "password", spec.encryption.password_secret_ref is None
+    )
+    if spec.encryption.password_secret_ref:
+        plan.password_secret = spec.encryption.password_secret_ref.name
+        plan.password_key = spec.encryption.password_secret_ref.key
+    pod = _pod("restore", spec, plan, image)
+    pod["volumes"].append({"name": "target", "persistentVolumeClaim": {"claimName": claim}})
+    container = pod["containers"][0]
+    container["volumeMounts"].append({"name": "target", "mountPath": SCRATCH_MOUNT})
+    container["args"] = [
+        "backup",
+        "restore",
+        "--config",
+        f"{CONFIG_MOUNT}/config.json",
+        "--snapshot",
+        snapshot,
+        "--destination",
+        SCRATCH_MOUNT,
+        "--result",
+        "/dev/termination-log",
+    ]
+    meta = _Meta(policy, namespace)
+    labels = {JOB_LABEL: "restore"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta(job_name, [C_RESTORE], labels),
+        "spec": {
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": 7 * 86400,
+            "template": {"metadata": {"labels": meta("", [C_RESTORE], labels)["labels"]}, "spec": pod},
+        },
+    }

@@ -165,6 +165,16 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--storage-class", help="StorageClass of a new claim")
     restore.set_defaults(handler=_restore)
 
+    backup = sub.add_parser(
+        "backup",
+        help="run one restic operation of a BackupPolicy (what its Jobs run; also by hand)",
+        description="run: initialise missing repositories, back up, copy off-site, apply retention. "
+        "init|verify|restore|drill: that operation alone. Options as `python -m iotsec.backup.runner -h`.",
+    )
+    backup.add_argument("operation", choices=("run", "init", "verify", "restore", "drill"))
+    backup.add_argument("options", nargs=argparse.REMAINDER, help="--config CONFIG.json [--result FILE] ...")
+    backup.set_defaults(handler=_backup)
+
     for name, what in NOT_YET.items():
         stub = sub.add_parser(name, help=f"(not yet implemented) {what.split(' arrive')[0]}")
         stub.add_argument("args", nargs=argparse.REMAINDER)
@@ -411,6 +421,18 @@ def _rbac(args: argparse.Namespace) -> int:
     if not args.write:
         sys.stdout.write("".join(files.values()))
     return EXIT_OK
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from iotsec.backup import runner
+
+    if args.operation != "run":
+        return runner.main([args.operation, *args.options])
+    # A scheduled run initialises what is missing first (a no-op `restic cat config` once the repositories exist).
+    initialised = runner.main(["init", *args.options])
+    if initialised != runner.EXIT_OK:
+        return initialised
+    return runner.main(["backup", *args.options])
 
 
 def _restore(args: argparse.Namespace) -> int:

@@ -114,7 +114,7 @@ def runner_config(name: str, spec: BackupPolicySpec, claims: Sequence[str]) -> d
     """What `iotsec backup` reads: sources, targets (no credentials: those come from the environment), retention."""
     retention = spec.retention
     return {
-        "policy": name,
+        "host": name,
         "paths": [f"{DATA_MOUNT}/{claim}" for claim in sorted(set(claims))],
         "targets": [{"name": t.name, "repository": t.repository, "role": t.role} for t in spec.targets],
         "retention": {

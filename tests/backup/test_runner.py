@@ -736,3 +736,42 @@ def test_cli_without_a_password_or_with_a_bad_operation_exits_2(
     assert "RESTIC_PASSWORD" in capsys.readouterr().err
     assert main(["verify", "--config", config, "--password-file", str(tmp_path / "absent")]) == 2
     assert main(["explode", "--config", config]) == 2
+
+
+# -- the result as a termination message ---------------------------------------------------------------------------
+
+
+def test_a_result_with_many_long_errors_still_fits_a_termination_message_as_json():
+    errors = [f"target t{i}: cannot reach s3:bucket/{'x' * 900}" for i in range(40)]
+    targets = [
+        {"name": f"t{i}", "snapshot_id": f"{i:08x}", "files": 10, "bytes": 1, "error": "y" * 500} for i in range(30)
+    ]
+    result = Result("backup", False, "2026-11-27T02:00:00Z", "2026-11-27T02:01:00Z", 60.0, targets, errors)
+    message = result.to_message()
+    assert len(message.encode()) <= 4096
+    parsed = json.loads(message)
+    assert parsed["succeeded"] is False
+    assert parsed["operation"] == "backup"
+    assert parsed["errors"], "some errors must survive"
+    assert parsed["errors"][0].startswith("target t0: cannot reach")
+    assert [t["snapshot_id"] for t in parsed["targets"]] == [f"{i:08x}" for i in range(30)]
+
+
+def test_a_small_result_is_written_whole():
+    result = Result("verify", True, "a", "b", 1.5, [{"name": "primary", "error": None}], [], None)
+    assert json.loads(result.to_message()) == json.loads(result.to_json())
+
+
+def test_the_result_is_written_in_place_where_a_file_cannot_be_renamed_over(tmp_path, monkeypatch):
+    from iotsec.backup import runner as module
+
+    mounted = tmp_path / "termination-log"
+    mounted.write_text("")
+
+    def busy(source, destination):
+        raise OSError(16, "Device or resource busy")
+
+    monkeypatch.setattr(module.os, "replace", busy)
+    module._write(str(mounted), '{"succeeded":true}')
+    assert json.loads(mounted.read_text()) == {"succeeded": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["termination-log"]

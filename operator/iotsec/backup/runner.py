@@ -49,6 +49,7 @@ log = logging.getLogger("iotsec.backup")
 ROLES = ("primary", "offsite")
 OPERATIONS = ("init", "backup", "verify", "restore", "drill")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+MESSAGE_LIMIT = 4096  # bytes of a container's termination message the kubelet keeps
 RESTIC_INCOMPLETE = 3  # restic backup: snapshot created, but some source files could not be read
 SUBSET = re.compile(r"^([0-9]{1,3}(\.[0-9]+)?%|[0-9]+/[0-9]+)$")  # the BackupPolicy CRD's pattern
 GROUP_BY = "paths,tags"  # not host: a Job's host name is its pod name, different on every run
@@ -132,6 +133,32 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    def to_message(self, limit: int = MESSAGE_LIMIT) -> str:
+        """Compact JSON of at most ``limit`` bytes: the kubelet cuts a termination message at 4096 bytes, and a
+        cut message is no longer JSON. Long errors are shortened first, then per-target details dropped."""
+        body = asdict(self)
+        text = json.dumps(body, separators=(",", ":"))
+        if len(text.encode()) <= limit:
+            return text
+        errors = [_shorten(error, 300) for error in self.errors[:5]]
+        if len(self.errors) > 5:
+            errors.append(f"... and {len(self.errors) - 5} more error(s)")
+        body["errors"] = errors
+        text = json.dumps(body, separators=(",", ":"))
+        if len(text.encode()) <= limit:
+            return text
+        body["targets"] = [{"name": t.get("name"), "snapshot_id": t.get("snapshot_id")} for t in self.targets]
+        body["errors"] = [_shorten(error, 120) for error in errors]
+        text = json.dumps(body, separators=(",", ":"))
+        while len(text.encode()) > limit and body["errors"]:
+            body["errors"].pop()
+            text = json.dumps(body, separators=(",", ":"))
+        return text
+
+
+def _shorten(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
 
 
 @dataclass
@@ -944,13 +971,27 @@ def _run(operation: str, config: _Config, runner: Runner) -> Result:
 
 
 def _write(path: str | None, text: str) -> None:
+    """Replace ``path`` atomically, or write it in place when it is a file the kubelet mounted
+    (/dev/termination-log: its folder is not ours and a bind-mounted file cannot be renamed over)."""
     if not path:
+        return
+    if os.path.isfile(path) and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        _write_in_place(path, text)
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, encoding="utf-8") as handle:
         handle.write(text + "\n")
-    os.replace(handle.name, path)
+    try:
+        os.replace(handle.name, path)
+    except OSError:  # EBUSY: a bind mount
+        os.unlink(handle.name)
+        _write_in_place(path, text)
+
+
+def _write_in_place(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -995,12 +1036,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         stamp = _rfc3339(started)
         failed = Result(args.operation, False, stamp, _rfc3339(datetime.now(UTC)), 0.0, [], [message])
         with contextlib.suppress(OSError):
-            _write(args.result, failed.to_json())
+            _write(args.result, failed.to_message())
         return EXIT_CONFIG
 
     result = _run(args.operation, config, runner)
     try:
-        _write(args.result, result.to_json())
+        _write(args.result, result.to_message())
     except OSError as exc:
         result.succeeded = False
         result.errors.append(f"cannot write the result to {args.result}: {exc.strerror}")

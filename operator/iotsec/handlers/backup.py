@@ -208,6 +208,14 @@ def _result(api: Kube, namespace: str, job: str) -> dict[str, Any] | None:
     return None
 
 
+def _already_reported(body: dict[str, Any], condition_type: str, job: str) -> bool:
+    """One Warning per failed Job, not one per resync: the condition already names this Job's failure."""
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == condition_type:
+            return condition.get("status") == "False" and f"Job {job} failed" in condition.get("message", "")
+    return False
+
+
 def _write_status(
     api: Kube,
     body: dict[str, Any],
@@ -237,7 +245,7 @@ def _write_status(
                 CONTROLS_OF[kind],
             )
         )
-        if not outcome["succeeded"]:
+        if not outcome["succeeded"] and not _already_reported(body, condition_type, outcome["job"]):
             kopf.warn(body, reason=f"{condition_type}Failed", message=message + (f": {errors}" if errors else ""))
     backup = found.get("backup")
     if backup:

@@ -33,7 +33,7 @@ def operator_config(tmp_path: Path) -> dict:
             "verification": {"schedule": "0 4 * * 0", "readDataSubset": "100%"},
         }
     )
-    config = runner_config("telemetry", spec, ["sensor-data"])
+    config = runner_config("telemetry", "iot-fleet", spec, ["sensor-data"])
     assert config["paths"] == ["/data/sensor-data"]
     config["paths"] = [str(tmp_path / "data" / "sensor-data")]
     config["destination"] = str(tmp_path / "scratch")
@@ -78,7 +78,7 @@ def test_run_initialises_both_repositories_backs_up_and_copies_off_site(setup, t
     for repository in ("primary", "offsite"):
         [snapshot] = snapshots(tmp_path / repository)
         assert snapshot["hostname"] == "telemetry"
-        assert "policy=telemetry" in snapshot["tags"]
+        assert sorted(snapshot["tags"]) == ["namespace=iot-fleet", "policy=telemetry", "pvc=sensor-data"]
         assert snapshot["paths"] == [str(data)]
 
     # A second run finds the repositories and adds one snapshot each.

@@ -92,8 +92,10 @@ def test_generated_password_is_only_a_placeholder_offline():
 
 
 def test_runner_configuration():
-    config = runner_config("timeseries", spec(), ["tsdb-1", "tsdb-0", "tsdb-0"])
+    config = runner_config("timeseries", "iot-processing", spec(), ["tsdb-1", "tsdb-0", "tsdb-0"])
     assert config["paths"] == ["/data/tsdb-0", "/data/tsdb-1"]
+    assert config["snapshot_tags"] == ["pvc=tsdb-0", "pvc=tsdb-1"]
+    assert config["host"] == "timeseries"
     assert config["targets"] == [
         {
             "name": "primary",
@@ -105,7 +107,7 @@ def test_runner_configuration():
     assert config["retention"]["keep_daily"] == 14
     assert config["read_data_subset"] == "10%"
     ((configmap),) = [o for o in plan().objects if o["kind"] == "ConfigMap"]
-    assert json.loads(configmap["data"]["config.json"])["tags"] == ["policy=timeseries"]
+    assert json.loads(configmap["data"]["config.json"])["tags"] == ["policy=timeseries", "namespace=iot-processing"]
 
 
 def test_disabled_verification_and_drill_create_no_jobs():

@@ -233,12 +233,15 @@ class Runner:
         *,
         host: str | None = None,
         cache_dir: str | None = None,
+        snapshot_tags: Sequence[str] = (),
     ) -> None:
+        """``tags`` select this policy's snapshots (listing, retention); ``snapshot_tags`` are only recorded on new
+        snapshots, as they may change from run to run (the claims a selector matches) without orphaning old ones."""
         if not password:
             raise ValueError("the repository password is empty")
-        if isinstance(tags, str):
+        if isinstance(tags, str) or isinstance(snapshot_tags, str):
             raise TypeError("tags must be a sequence of strings, not a string")
-        for tag in tags:
+        for tag in (*tags, *snapshot_tags):
             if not tag or "," in tag or tag != tag.strip():
                 raise ValueError(f"invalid tag {tag!r}: tags are non-empty, without commas or outer blanks")
         if timeout <= 0:
@@ -247,6 +250,7 @@ class Runner:
         self.restic = restic
         self.timeout = timeout
         self.tags = tuple(tags)
+        self.snapshot_tags = tuple(snapshot_tags)
         self.host = host
         self.cache_dir = cache_dir
         self._secrets: set[str] = {password}
@@ -417,7 +421,7 @@ class Runner:
     ) -> str | None:
         entry = out.entry(primary.name)
         args = ["backup", "--json", "--quiet"]
-        for tag in self.tags:
+        for tag in (*self.tags, *self.snapshot_tags):
             args += ["--tag", tag]
         if self.host:
             args += ["--host", self.host]
@@ -793,6 +797,7 @@ class _Config:
     paths: list[str] = field(default_factory=list)
     retention: Retention = field(default_factory=Retention)
     tags: list[str] = field(default_factory=list)
+    snapshot_tags: list[str] = field(default_factory=list)
     host: str | None = None
     expect_data: bool = True
     pre_hook: list[str] | None = None
@@ -880,6 +885,8 @@ def _load_config(path: str, operation: str, overrides: dict[str, str] | None = N
         config.paths = strings("paths", data["paths"])
     if "tags" in data:
         config.tags = strings("tags", data["tags"])
+    if "snapshot_tags" in data:
+        config.snapshot_tags = strings("snapshot_tags", data["snapshot_tags"])
     for key in ("pre_hook", "post_hook"):
         if data.get(key) is not None:
             setattr(config, key, strings(key, data[key]))
@@ -1025,6 +1032,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 restic=config.restic,
                 timeout=config.timeout,
                 tags=config.tags,
+                snapshot_tags=config.snapshot_tags,
                 host=config.host,
                 cache_dir=config.cache_dir,
             )

@@ -110,7 +110,7 @@ class _Meta:
         )
 
 
-def runner_config(name: str, spec: BackupPolicySpec, claims: Sequence[str]) -> dict[str, Any]:
+def runner_config(name: str, namespace: str, spec: BackupPolicySpec, claims: Sequence[str]) -> dict[str, Any]:
     """What `iotsec backup` reads: sources, targets (no credentials: those come from the environment), retention."""
     retention = spec.retention
     return {
@@ -125,14 +125,15 @@ def runner_config(name: str, spec: BackupPolicySpec, claims: Sequence[str]) -> d
             "keep_monthly": retention.keep_monthly,
             "keep_yearly": retention.keep_yearly,
         },
-        "tags": [f"policy={name}"],
+        "tags": [f"policy={name}", f"namespace={namespace}"],
+        "snapshot_tags": [f"pvc={claim}" for claim in sorted(set(claims))],
         "read_data_subset": spec.verification.read_data_subset,
         "destination": SCRATCH_MOUNT,
     }
 
 
 def _config(meta: _Meta, name: str, spec: BackupPolicySpec, plan: BackupPlan) -> dict[str, Any]:
-    config = json.dumps(runner_config(name, spec, plan.claims), indent=2, sort_keys=True)
+    config = json.dumps(runner_config(name, plan.namespace, spec, plan.claims), indent=2, sort_keys=True)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from time import monotonic
@@ -369,7 +370,12 @@ class Runner:
         self._remember(*targets)
         for target in targets:
             entry = out.entry(target.name)
-            listing = self._snapshots(target, out)
+            # The listing runs beside the check (lock-free, read-only): each restic process spends ~0.5 s deriving
+            # the key, which otherwise doubles the time of a small verify.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                listed = pool.submit(self._snapshots, target, out, lock=False)
+                done = self._restic(target, "check", f"--read-data-subset={read_data_subset}")
+                listing = listed.result()
             if listing is None:
                 continue
             entry["snapshots"] = len(listing)
@@ -378,7 +384,6 @@ class Runner:
                 continue
             newest = _newest(listing)
             entry["snapshot_id"] = newest.get("id")
-            done = self._restic(target, "check", f"--read-data-subset={read_data_subset}")
             if not done.ok:
                 out.fail(f"integrity check failed, {done.reason()}", target.name)
             else:
@@ -562,9 +567,9 @@ class Runner:
             out.restore_seconds,
         )
 
-    def _snapshots(self, target: Target, out: _Outcome) -> list[dict] | None:
+    def _snapshots(self, target: Target, out: _Outcome, lock: bool = True) -> list[dict] | None:
         """This policy's snapshots (its tags, and its host if set)."""
-        args = ["snapshots", "--json", *self._tag_filter()]
+        args = ["snapshots", "--json", *([] if lock else ["--no-lock"]), *self._tag_filter()]
         if self.host:
             args += ["--host", self.host]
         done = self._restic(target, *args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 
 from iotsec.api.backuppolicy import BackupPolicySpec
@@ -28,7 +29,8 @@ def restore(
     if body is None:
         raise RestoreError(f"BackupPolicy {namespace}/{policy} not found")
     spec: BackupPolicySpec = parse_resource(body).spec  # type: ignore[assignment]
-    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    # Random suffix: two restores within one second must not meet on one (immutable) Job.
+    stamp = f"{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
     claim = target or f"{policy}-restore-{stamp}"
     existing = kube.get("v1", "PersistentVolumeClaim", claim, namespace)
     if existing is not None and not overwrite:

@@ -217,3 +217,68 @@ def test_restore_into_a_new_claim_and_never_over_a_live_one_by_accident(policy, 
     overwrite = restore("--target-pvc", "data", "--overwrite")
     assert overwrite.returncode == 0, overwrite.stderr
     assert json.loads(overwrite.stdout)["overwrite"] == "true"
+
+
+def test_a_drill_result_from_the_termination_message_lands_in_status(policy, api_client, core):
+    """The runner's JSON in the drill pod's termination message gives RestoreVerified and the measured RTO. No kubelet
+    here: the test writes the pod status a kubelet would, and the job controller completes the Job from it."""
+    spec = BackupPolicySpec.model_validate({**SPEC, "restoreDrill": {"enabled": True}})
+    cron = next(
+        o
+        for o in plan_backup(POLICY, NAMESPACE, spec, ["data"]).objects
+        if o["kind"] == "CronJob" and o["metadata"]["name"] == f"iotsec-drill-{POLICY}"
+    )
+    template = copy.deepcopy(cron["spec"]["jobTemplate"])
+    # 1.20 drops generic ephemeral volumes (beta from 1.21, like batch/v1 CronJob): the scratch becomes an emptyDir.
+    volumes = template["spec"]["template"]["spec"]["volumes"]
+    scratch = next(v for v in volumes if v["name"] == "scratch")
+    assert "volumeClaimTemplate" in scratch.pop("ephemeral")
+    scratch["emptyDir"] = {}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {**template["metadata"], "name": "drill-ok"}}
+    job["spec"] = template["spec"]
+    batch = client.BatchV1Api(api_client)
+    batch.create_namespaced_job(NAMESPACE, job)
+    pod = eventually(
+        lambda: next(iter(core.list_namespaced_pod(NAMESPACE, label_selector="job-name=drill-ok").items), None),
+        timeout=30,
+        what="the job controller's pod",
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    stamp = now.isoformat().replace("+00:00", "Z")
+    result = {
+        "operation": "drill",
+        "succeeded": True,
+        "started": stamp,
+        "finished": stamp,
+        "duration_seconds": 42.5,
+        "targets": [{"name": "primary", "snapshot_id": "1a2b3c4d", "files": 20003, "bytes": 249400000}],
+        "errors": [],
+        "restore_seconds": 37.25,
+    }
+    container = pod.spec.containers[0]
+    terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(result, separators=(",", ":"))}
+    terminated.update({"startedAt": stamp, "finishedAt": stamp})
+    status = {
+        "phase": "Succeeded",
+        "containerStatuses": [
+            {
+                "name": container.name,
+                "image": container.image,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": terminated},
+            }
+        ],
+    }
+    core.patch_namespaced_pod_status(pod.metadata.name, NAMESPACE, {"status": status})
+    condition = eventually(
+        lambda: (
+            _condition(api_client, "RestoreVerified").get("status") == "True"
+            and _condition(api_client, "RestoreVerified")
+        ),
+        timeout=90,
+        what="RestoreVerified=True",
+    )
+    assert "drill-ok" in condition["message"]
+    assert _status(api_client)["lastRestoreSeconds"] == 37.25

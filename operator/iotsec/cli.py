@@ -159,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("policy", help="BackupPolicy name")
     restore.add_argument("-n", "--namespace", required=True)
     restore.add_argument("--snapshot", default="latest", help="snapshot id (default: latest)")
+    restore.add_argument("--claim", help="the backed-up claim whose files to restore (default: --target-pvc)")
     restore.add_argument("--target-pvc", help="restore into this claim (default: a new claim POLICY-restore-TIME)")
     restore.add_argument("--overwrite", action="store_true", help="allow restoring over an existing claim")
     restore.add_argument("--size", default="10Gi", help="size of a new claim")
@@ -449,6 +450,7 @@ def _restore(args: argparse.Namespace) -> int:
             args.overwrite,
             args.size,
             args.storage_class,
+            args.claim,
         )
     except restore_cli.RestoreError as exc:
         print(f"iotsec restore: {exc}", file=sys.stderr)

@@ -24,7 +24,11 @@ def restore(
     overwrite: bool,
     size: str,
     storage_class: str | None,
+    source: str | None = None,
 ) -> dict[str, str]:
+    source = source or target
+    if source is None:
+        raise RestoreError("name the backed-up claim to restore with --claim (its files go to the new claim's root)")
     body = kube.get("iotsec.io/v1alpha1", "BackupPolicy", policy, namespace)
     if body is None:
         raise RestoreError(f"BackupPolicy {namespace}/{policy} not found")
@@ -40,11 +44,14 @@ def restore(
         )
     if existing is None:
         kube.apply(builder.restore_claim(claim, namespace, size, storage_class))
-    job = builder.restore_job(policy, namespace, spec, claim, snapshot, f"iotsec-restore-{policy}-{stamp}")
+    job = builder.restore_job(
+        policy, namespace, spec, claim, snapshot, f"iotsec-restore-{policy}-{stamp}", source_claim=source
+    )
     kube.apply(job, Owner.of(body))
     return {
         "job": job["metadata"]["name"],
         "claim": claim,
         "snapshot": snapshot,
+        "source": source,
         "overwrite": str(existing is not None).lower(),
     }

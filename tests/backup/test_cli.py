@@ -123,3 +123,28 @@ def test_a_config_with_an_unknown_key_is_refused_before_restic_runs(setup, tmp_p
     assert cli.main(["backup", "run", "--config", str(config), "--result", str(result)]) == 2
     assert "unknown key(s) retension" in json.loads(result.read_text())["errors"][0]
     assert not (tmp_path / "primary").exists()
+
+
+def test_one_claim_restores_to_the_root_of_the_volume_mounted_where_the_job_mounts_it(setup, tmp_path):
+    """The restore Job's layout: an empty folder as destination, the claim mounted at DEST/<source path>."""
+    config, data = setup
+    other = tmp_path / "data" / "gateway-state"
+    other.mkdir()
+    (other / "sessions.db").write_bytes(b"\x00" * 4096)
+    body = json.loads(config.read_text())
+    body["paths"].append(str(other))
+    config.write_text(json.dumps(body))
+    assert cli.main(["backup", "run", "--config", str(config)]) == 0
+
+    destination = tmp_path / "restore-root"
+    claim = destination / data.relative_to("/")  # what the kubelet mounts there
+    claim.mkdir(parents=True)
+    result = tmp_path / "result.json"
+    argv = ["--config", str(config), "--destination", str(destination), "--include", str(data), "--result", str(result)]
+    assert cli.main(["backup", "restore", *argv]) == 0, result.read_text()
+    assert contents(claim) == contents(data)
+    assert not (destination / other.relative_to("/")).exists(), "another claim's files were restored"
+
+    missing = tmp_path / "data" / "no-such-claim"
+    assert cli.main(["backup", "restore", *argv[:4], "--include", str(missing), "--result", str(result)]) == 1
+    assert f"holds no {missing}" in json.loads(result.read_text())["errors"][0]

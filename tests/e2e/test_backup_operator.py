@@ -206,12 +206,18 @@ def test_restore_into_a_new_claim_and_never_over_a_live_one_by_accident(policy, 
     refused = restore("--target-pvc", "data")
     assert refused.returncode == 1
     assert "needs --overwrite" in refused.stderr
-    started = restore("--size", "2Gi")
+    unnamed = restore("--size", "2Gi")
+    assert unnamed.returncode == 1
+    assert "--claim" in unnamed.stderr
+    started = restore("--claim", "data", "--size", "2Gi")
     assert started.returncode == 0, started.stderr
     result = json.loads(started.stdout)
     claim = core.read_namespaced_persistent_volume_claim(result["claim"], NAMESPACE)
     assert claim.spec.resources.requests["storage"] == "2Gi"
     job = client.BatchV1Api(api_client).read_namespaced_job(result["job"], NAMESPACE)
+    mounts = {m.name: m.mount_path for m in job.spec.template.spec.containers[0].volume_mounts}
+    assert mounts["target"] == "/restore/data/data"
+    assert job.spec.template.spec.volumes[-2].persistent_volume_claim.claim_name == result["claim"]
     assert job.metadata.owner_references[0].name == POLICY
     assert job.metadata.labels["iotsec.io/backup-job"] == "restore"
     overwrite = restore("--target-pvc", "data", "--overwrite")

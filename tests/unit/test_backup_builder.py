@@ -118,13 +118,23 @@ def test_disabled_verification_and_drill_create_no_jobs():
 def test_restore_job_writes_into_its_claim_and_is_valid():
     from iotsec.desired.backup import restore_claim, restore_job
 
-    job = restore_job("timeseries", "iot-processing", spec(), "tsdb-restore", "4f2a9c", "iotsec-restore-x")
+    job = restore_job(
+        "timeseries", "iot-processing", spec(), "tsdb-restore", "4f2a9c", "iotsec-restore-x", source_claim="tsdb-0"
+    )
     kubernetes_validate.validate(job, kubernetes_validate.latest_version(), strict=True)
     pod = job["spec"]["template"]["spec"]
     assert {"name": "target", "persistentVolumeClaim": {"claimName": "tsdb-restore"}} in pod["volumes"]
     args = pod["containers"][0]["args"]
     assert args[:2] == ["backup", "restore"]
     assert args[args.index("--snapshot") + 1] == "4f2a9c"
+    # The claim sits where the snapshot has tsdb-0's files, under the destination: they land at its root.
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    destination, include = args[args.index("--destination") + 1], args[args.index("--include") + 1]
+    assert include == "/data/tsdb-0"
+    assert mounts["target"] == destination + include
+    assert mounts["restore-root"] == destination
+    same = restore_job("timeseries", "iot-processing", spec(), "tsdb-0", "latest", "iotsec-restore-y")
+    assert same["spec"]["template"]["spec"]["containers"][0]["args"][-3] == "/data/tsdb-0"
     assert not any(
         "persistentVolumeClaim" in v and v["persistentVolumeClaim"].get("readOnly") is False
         for v in pod["volumes"]

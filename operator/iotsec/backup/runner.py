@@ -390,13 +390,14 @@ class Runner:
                 log.info("target %s: check of %s of the data found no errors", target.name, read_data_subset)
         return out.result()
 
-    def restore(self, target: Target, destination: str, snapshot: str = "latest") -> Result:
+    def restore(self, target: Target, destination: str, snapshot: str = "latest", include: str | None = None) -> Result:
         """Restore ``snapshot`` (default: the newest of this policy) into ``destination`` with restic --verify,
         then check every file of the snapshot is there with its size. As restic 0.14 does, a snapshot of /data/x
-        lands in DESTINATION/data/x; files already in ``destination`` are overwritten, other files are kept."""
+        lands in DESTINATION/data/x; files already in ``destination`` are overwritten, other files are kept.
+        ``include`` (e.g. /data/x) restores only that path and its parent folders."""
         out = _Outcome("restore", self._redact)
         self._remember(target)
-        self._restore(target, destination, snapshot, exact=False, out=out)
+        self._restore(target, destination, snapshot, exact=False, out=out, include=include)
         return out.result()
 
     def drill(self, target: Target, scratch: str, keep: bool = False) -> Result:
@@ -529,12 +530,19 @@ class Runner:
         log.info("target %s: copied snapshot %s as %s", offsite.name, snapshot["id"][:8], copied["id"][:8])
         return listing
 
-    def _restore(self, target: Target, destination: str, snapshot: str, *, exact: bool, out: _Outcome) -> None:
+    def _restore(
+        self, target: Target, destination: str, snapshot: str, *, exact: bool, out: _Outcome, include: str | None = None
+    ) -> None:
         entry = out.entry(target.name)
         listed = self._ls(target, snapshot, out)
         if listed is None:
             return
         chosen, nodes = listed
+        if include:
+            nodes = _within(nodes, include)
+            if not any(path == include.rstrip("/") for path in nodes):
+                out.fail(f"snapshot {chosen['id'][:8]} holds no {include}", target.name)
+                return
         entry["snapshot_id"] = chosen["id"]
         entry["files"] = sum(1 for node in nodes.values() if node.get("type") == "file")
         entry["bytes"] = sum(node.get("size", 0) for node in nodes.values() if node.get("type") == "file")
@@ -544,7 +552,8 @@ class Runner:
             out.fail(f"cannot create destination {destination}: {exc.strerror}", target.name)
             return
         clock = monotonic()
-        done = self._restic(target, "restore", chosen["id"], "--target", destination, "--verify")
+        only = ["--include", include] if include else []
+        done = self._restic(target, "restore", chosen["id"], "--target", destination, "--verify", *only)
         out.restore_seconds = max(round(monotonic() - clock, 3), 0.001)
         if not done.ok:
             out.fail(f"restore of {chosen['id'][:8]} failed, {done.reason()}", target.name)
@@ -717,6 +726,17 @@ def _backup_messages(done: _Done) -> tuple[dict | None, list[str]]:
     return summary, unread
 
 
+def _within(nodes: Mapping[str, dict], include: str) -> dict[str, dict]:
+    """The entries `restic restore --include PATH` writes: PATH, everything under it, and its parent folders."""
+    include = "/" + include.strip("/")
+    parents = {include.rsplit("/", depth)[0] or "/" for depth in range(1, include.count("/"))}
+    return {
+        path: node
+        for path, node in nodes.items()
+        if path == include or path.startswith(include + "/") or path in parents
+    }
+
+
 def _compare(nodes: Mapping[str, dict], root: str, *, exact: bool) -> list[str]:
     """Differences between a snapshot's file list and a restored tree (type and size of every entry)."""
     problems = []
@@ -811,6 +831,7 @@ class _Config:
     destination: str | None = None
     scratch: str | None = None
     snapshot: str = "latest"
+    include: str | None = None
     target: str | None = None
     timeout: float = 3600
     cache_dir: str | None = None
@@ -895,7 +916,17 @@ def _load_config(path: str, operation: str, overrides: dict[str, str] | None = N
     for key in ("pre_hook", "post_hook"):
         if data.get(key) is not None:
             setattr(config, key, strings(key, data[key]))
-    for key in ("host", "destination", "scratch", "snapshot", "target", "cache_dir", "restic", "read_data_subset"):
+    for key in (
+        "host",
+        "destination",
+        "scratch",
+        "snapshot",
+        "target",
+        "include",
+        "cache_dir",
+        "restic",
+        "read_data_subset",
+    ):
         if data.get(key) is not None:
             setattr(config, key, text(key, data[key]))
     if "expect_data" in data:
@@ -976,7 +1007,7 @@ def _run(operation: str, config: _Config, runner: Runner) -> Result:
     assert config.target is not None
     if operation == "restore":
         assert config.destination is not None
-        return runner.restore(targets[config.target], config.destination, config.snapshot)
+        return runner.restore(targets[config.target], config.destination, config.snapshot, config.include)
     scratch = config.scratch or config.destination
     assert scratch is not None
     return runner.drill(targets[config.target], scratch)
@@ -1017,6 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--password-file", metavar="FILE", help="repository password (default: $RESTIC_PASSWORD)")
     parser.add_argument("--snapshot", help="restore: the snapshot id (default: the config's, else latest)")
     parser.add_argument("--destination", metavar="DIR", help="restore: the folder to restore into")
+    parser.add_argument("--include", metavar="PATH", help="restore: only this path of the snapshot, e.g. /data/CLAIM")
     parser.add_argument("--target", help="restore/drill: the target to read from (default: the primary)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every restic command")
     try:
@@ -1028,7 +1060,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = datetime.now(UTC)
     try:
-        overrides = {"snapshot": args.snapshot, "destination": args.destination, "target": args.target}
+        overrides = {
+            "snapshot": args.snapshot,
+            "destination": args.destination,
+            "target": args.target,
+            "include": args.include,
+        }
         config = _load_config(args.config, args.operation, overrides)
         password = _read_password(args.password_file)
         try:

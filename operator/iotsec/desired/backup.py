@@ -22,6 +22,7 @@ JOB_LABEL = "iotsec.io/backup-job"  # backup | verify | drill
 CONFIG_MOUNT = "/etc/iotsec-backup"
 DATA_MOUNT = "/data"
 SCRATCH_MOUNT = "/scratch"
+RESTORE_ROOT = "/restore"
 C_BACKUP = "X1369-9.2-1"
 C_COMPLETE = "X1369-9.2.4-4"
 C_ARCHIVE = "X1369-9.2.4-5"
@@ -277,8 +278,12 @@ def restore_job(
     snapshot: str,
     job_name: str,
     image: Image | None = None,
+    source_claim: str | None = None,
 ) -> dict[str, Any]:
-    """A one-off Job restoring `snapshot` of the policy's primary repository into `claim`."""
+    """A one-off Job restoring `source_claim`'s files (default: `claim`'s) from `snapshot` of the policy's primary
+    repository to the root of `claim`: the claim is mounted where the snapshot has the source, /data/<source>,
+    under an empty folder, so restic writes into it and nothing else lands on it."""
+    source = source_claim or claim
     image = image or Image()
     plan = BackupPlan(
         policy, namespace, [], password_secret_name(policy), "password", spec.encryption.password_secret_ref is None
@@ -288,8 +293,10 @@ def restore_job(
         plan.password_key = spec.encryption.password_secret_ref.key
     pod = _pod("restore", spec, plan, image)
     pod["volumes"].append({"name": "target", "persistentVolumeClaim": {"claimName": claim}})
+    pod["volumes"].append({"name": "restore-root", "emptyDir": {"sizeLimit": "16Mi"}})
     container = pod["containers"][0]
-    container["volumeMounts"].append({"name": "target", "mountPath": SCRATCH_MOUNT})
+    container["volumeMounts"].append({"name": "restore-root", "mountPath": RESTORE_ROOT})
+    container["volumeMounts"].append({"name": "target", "mountPath": f"{RESTORE_ROOT}{DATA_MOUNT}/{source}"})
     container["args"] = [
         "backup",
         "restore",
@@ -298,7 +305,9 @@ def restore_job(
         "--snapshot",
         snapshot,
         "--destination",
-        SCRATCH_MOUNT,
+        RESTORE_ROOT,
+        "--include",
+        f"{DATA_MOUNT}/{source}",
         "--result",
         "/dev/termination-log",
     ]

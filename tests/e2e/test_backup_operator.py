@@ -244,11 +244,6 @@ def test_a_drill_result_from_the_termination_message_lands_in_status(policy, api
     job["spec"] = template["spec"]
     batch = client.BatchV1Api(api_client)
     batch.create_namespaced_job(NAMESPACE, job)
-    pod = eventually(
-        lambda: next(iter(core.list_namespaced_pod(NAMESPACE, label_selector="job-name=drill-ok").items), None),
-        timeout=30,
-        what="the job controller's pod",
-    )
     now = datetime.now(UTC).replace(microsecond=0)
     stamp = now.isoformat().replace("+00:00", "Z")
     result = {
@@ -261,23 +256,7 @@ def test_a_drill_result_from_the_termination_message_lands_in_status(policy, api
         "errors": [],
         "restore_seconds": 37.25,
     }
-    container = pod.spec.containers[0]
-    terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(result, separators=(",", ":"))}
-    terminated.update({"startedAt": stamp, "finishedAt": stamp})
-    status = {
-        "phase": "Succeeded",
-        "containerStatuses": [
-            {
-                "name": container.name,
-                "image": container.image,
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "state": {"terminated": terminated},
-            }
-        ],
-    }
-    core.patch_namespaced_pod_status(pod.metadata.name, NAMESPACE, {"status": status})
+    _terminate_like_a_kubelet(core, "drill-ok", result)
     condition = eventually(
         lambda: (
             _condition(api_client, "RestoreVerified").get("status") == "True"
@@ -288,3 +267,44 @@ def test_a_drill_result_from_the_termination_message_lands_in_status(policy, api
     )
     assert "drill-ok" in condition["message"]
     assert _status(api_client)["lastRestoreSeconds"] == 37.25
+
+
+def _terminate_like_a_kubelet(core: client.CoreV1Api, job: str, result: dict[str, Any]) -> None:
+    """Write the status a kubelet writes when the Job's container exits 0 with the runner's result as its
+    termination message; the job controller then completes the Job."""
+    pod = eventually(
+        lambda: next(iter(core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={job}").items), None),
+        timeout=30,
+        what="the job controller's pod",
+    )
+    stamp = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    container = pod.spec.containers[0]
+    terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(result, separators=(",", ":"))}
+    terminated.update({"startedAt": stamp, "finishedAt": stamp})
+    state = {"name": container.name, "image": container.image, "imageID": "", "ready": False, "restartCount": 0}
+    state["state"] = {"terminated": terminated}
+    status = {"phase": "Succeeded", "containerStatuses": [state]}
+    core.patch_namespaced_pod_status(pod.metadata.name, NAMESPACE, {"status": status})
+
+
+def test_a_backup_result_gives_duration_and_per_target_figures(policy, api_client, core):
+    batch = client.BatchV1Api(api_client)
+    batch.create_namespaced_job(NAMESPACE, _job_from_the_schedule("backup-measured"))
+    stamp = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    targets = [
+        {"name": "primary", "snapshot_id": "5e6f7a8b", "files": 120, "bytes": 7340032, "snapshots": 3},
+        {"name": "offsite", "snapshot_id": "5e6f7a8b", "files": 120, "bytes": 7340032, "snapshots": 3},
+    ]
+    result = {"operation": "backup", "succeeded": True, "started": stamp, "finished": stamp}
+    result.update({"duration_seconds": 12.75, "targets": targets, "errors": [], "restore_seconds": None})
+    _terminate_like_a_kubelet(core, "backup-measured", result)
+
+    def measured() -> dict[str, Any] | None:
+        status = _status(api_client)
+        return status if status.get("lastDurationSeconds") == 12.75 else None
+
+    status = eventually(measured, timeout=90, what="lastDurationSeconds from the runner's result")
+    assert {t["name"]: (t["snapshots"], t["bytes"]) for t in status["targets"]} == {
+        "primary": (3, 7340032),
+        "offsite": (3, 7340032),
+    }

@@ -158,6 +158,9 @@ class BackupPolicyStatus(Status):
     last_run: datetime | None = None
     last_success: datetime | None = None
     last_verified: datetime | None = None
+    last_duration_seconds: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="How long the last backup run took, from the runner's result."
+    )
     last_restore_seconds: Annotated[float, Field(ge=0)] | None = Field(
         default=None, description="Measured duration of the last restore drill (RTO evidence)."
     )

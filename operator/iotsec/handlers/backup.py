@@ -262,6 +262,7 @@ def _write_status(
         duration = (backup.get("result") or {}).get("duration_seconds")
         if duration is not None:
             DURATION.labels(namespace, name).set(float(duration))
+            fields["lastDurationSeconds"] = float(duration)
     if found.get("verify", {}).get("succeeded"):
         fields["lastVerified"] = found["verify"]["time"]
     restore = (found.get("drill", {}).get("result") or {}).get("restore_seconds")

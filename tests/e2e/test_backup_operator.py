@@ -308,3 +308,26 @@ def test_a_backup_result_gives_duration_and_per_target_figures(policy, api_clien
         "primary": (3, 7340032),
         "offsite": (3, 7340032),
     }
+
+
+def test_an_object_the_server_refuses_turns_into_ready_false_with_the_servers_reason(policy, api_client, core):
+    """A name the server takes for the policy but not for our label values (over 63 characters): no crash loop,
+    a condition and an event that say what the server said."""
+    custom = client.CustomObjectsApi(api_client)
+    name = "telemetry-" + "x" * 60
+    body = {"apiVersion": "iotsec.io/v1alpha1", "kind": "BackupPolicy", "metadata": {"name": name}, "spec": SPEC}
+    custom.create_namespaced_custom_object("iotsec.io", "v1alpha1", NAMESPACE, "backuppolicies", body)
+
+    def refused() -> dict[str, Any] | None:
+        found = custom.get_namespaced_custom_object("iotsec.io", "v1alpha1", NAMESPACE, "backuppolicies", name)
+        ready = next((c for c in (found.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), None)
+        return ready if ready and ready["reason"] == "ApplyFailed" else None
+
+    try:
+        ready = eventually(refused, timeout=60, what="Ready=False ApplyFailed")
+        assert ready["status"] == "False"
+        assert "63" in ready["message"]
+        events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}").items
+        assert any(e.type == "Warning" and e.reason == "ApplyFailed" for e in events)
+    finally:
+        custom.delete_namespaced_custom_object("iotsec.io", "v1alpha1", NAMESPACE, "backuppolicies", name)

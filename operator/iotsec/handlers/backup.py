@@ -100,6 +100,7 @@ def reconcile(name: str, namespace: str | None) -> None:
         except ApiError as exc:
             if exc.transient:
                 raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
+            _not_ready(api, body, "ApplyFailed", str(exc))
             raise kopf.PermanentError(str(exc)) from None
         ready = _write_status(api, body, spec, scheduled, found)
         metrics.RESOURCE_READY.labels(KIND, f"{namespace}/{name}").set(1 if ready else 0)
@@ -281,15 +282,20 @@ def _epoch(stamp: str) -> float:
 
 def _reject(api: Kube, body: dict[str, Any], exc: InvalidResourceError) -> None:
     message = "; ".join(str(p) for p in exc.problems)
+    _not_ready(api, body, "InvalidSpec", message)
+    raise kopf.PermanentError(f"invalid spec: {message}")
+
+
+def _not_ready(api: Kube, body: dict[str, Any], reason: str, message: str) -> None:
+    """Ready=False with the reason and a Warning event: what a user reads first when nothing happens."""
     generation = body["metadata"].get("generation")
-    entry = conditions.condition("Ready", False, "InvalidSpec", message, generation)
+    entry = conditions.condition("Ready", False, reason, message, generation)
     status = {
         "observedGeneration": generation,
         "conditions": conditions.merge_conditions((body.get("status") or {}).get("conditions"), [entry]),
     }
     api.patch_status(API_VERSION, KIND, body["metadata"]["name"], status, body["metadata"]["namespace"])
-    kopf.warn(body, reason="InvalidSpec", message=message)
-    raise kopf.PermanentError(f"invalid spec: {message}")
+    kopf.warn(body, reason=reason, message=message)
 
 
 level_triggered(PLURAL, reconcile, namespaced=True)

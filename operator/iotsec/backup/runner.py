@@ -625,16 +625,7 @@ class Runner:
         env = {key: value for key, value in os.environ.items() if key not in _SECRET_ENV}
         log.info("running %s: %s", label, self._redact(shlex.join(argv)))
         try:
-            proc = subprocess.run(
-                list(argv),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=self.timeout,
-                check=False,
-            )
+            proc = self._spawn(list(argv), env)
         except subprocess.TimeoutExpired:
             out.fail(f"{label} {argv[0]} did not finish within {self.timeout:g} s")
             return False
@@ -660,21 +651,25 @@ class Runner:
         env["RESTIC_PASSWORD"] = self._password
         log.debug("target %s: %s", target.name, self._redact(shlex.join(argv)))
         try:
-            proc = subprocess.run(
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=self.timeout,
-                check=False,
-            )
+            proc = self._spawn(argv, env)
         except subprocess.TimeoutExpired:
             return _Done(argv, None, "", f"restic {args[0]} did not finish within {self.timeout:g} s")
         except OSError as exc:
             return _Done(argv, None, "", f"cannot run {self.restic}: {exc.strerror}")
         return _Done(argv, proc.returncode, proc.stdout, self._redact(proc.stderr))
+
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        """Run to completion without a terminal or stdin, within the timeout; raises TimeoutExpired or OSError."""
+        return subprocess.run(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=self.timeout,
+            check=False,
+        )
 
     def _tag_filter(self) -> list[str]:
         return ["--tag", ",".join(self.tags)] if self.tags else []

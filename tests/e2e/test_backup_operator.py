@@ -78,6 +78,16 @@ def _condition(api_client, kind: str) -> dict[str, Any]:
     return next((c for c in _status(api_client).get("conditions", []) if c["type"] == kind), {})
 
 
+def _eventually_condition(api_client, kind: str, status: str, timeout: float) -> dict[str, Any]:
+    """Wait until condition `kind` has `status`; return it."""
+
+    def reached() -> dict[str, Any] | None:
+        condition = _condition(api_client, kind)
+        return condition if condition.get("status") == status else None
+
+    return eventually(reached, timeout=timeout, what=f"{kind}={status}")
+
+
 def _secret(core: client.CoreV1Api, name: str) -> Any:
     try:
         return core.read_namespaced_secret(name, NAMESPACE)
@@ -110,10 +120,14 @@ def test_schedules_or_a_clear_reason_why_not(policy, api_client):
         assert "batch/v1 CronJob" in ready["message"]
 
 
-def _job_from_the_schedule(name: str) -> dict[str, Any]:
-    """The Job the backup CronJob would create (1.20 cannot create one from a batch/v1 CronJob)."""
-    spec = BackupPolicySpec.model_validate(SPEC)
-    cron = next(o for o in plan_backup(POLICY, NAMESPACE, spec, ["data"]).objects if o["kind"] == "CronJob")
+def _job_from_the_schedule(name: str, schedule: str = "backup", spec: dict[str, Any] = SPEC) -> dict[str, Any]:
+    """The Job the `schedule` CronJob would create (1.20 cannot create one from a batch/v1 CronJob)."""
+    policy = BackupPolicySpec.model_validate(spec)
+    cron = next(
+        o
+        for o in plan_backup(POLICY, NAMESPACE, policy, ["data"]).objects
+        if o["kind"] == "CronJob" and o["metadata"]["name"] == f"iotsec-{schedule}-{POLICY}"
+    )
     template = copy.deepcopy(cron["spec"]["jobTemplate"])
     return {
         "apiVersion": "batch/v1",
@@ -157,14 +171,7 @@ def test_a_finished_job_lands_in_status(policy, api_client):
     batch.create_namespaced_job(NAMESPACE, _job_from_the_schedule("backup-ok"))
     done = datetime.now(UTC) - timedelta(minutes=5)
     _finish(batch, "backup-ok", True, done)
-    condition = eventually(
-        lambda: (
-            _condition(api_client, "BackupSucceeded").get("status") == "True"
-            and _condition(api_client, "BackupSucceeded")
-        ),
-        timeout=60,
-        what="BackupSucceeded=True",
-    )
+    condition = _eventually_condition(api_client, "BackupSucceeded", "True", timeout=60)
     assert "backup-ok" in condition["message"]
     assert _status(api_client)["lastSuccess"] == done.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -173,14 +180,7 @@ def test_a_failed_job_turns_the_condition_false_with_an_event(policy, api_client
     batch = client.BatchV1Api(api_client)
     batch.create_namespaced_job(NAMESPACE, _job_from_the_schedule("backup-failed"))
     _finish(batch, "backup-failed", False, datetime.now(UTC))
-    condition = eventually(
-        lambda: (
-            _condition(api_client, "BackupSucceeded").get("status") == "False"
-            and _condition(api_client, "BackupSucceeded")
-        ),
-        timeout=60,
-        what="BackupSucceeded=False",
-    )
+    condition = _eventually_condition(api_client, "BackupSucceeded", "False", timeout=60)
     assert "backup-failed failed" in condition["message"]
     assert _status(api_client)["lastSuccess"], "the last success is still reported"
 
@@ -228,20 +228,11 @@ def test_restore_into_a_new_claim_and_never_over_a_live_one_by_accident(policy, 
 def test_a_drill_result_from_the_termination_message_lands_in_status(policy, api_client, core):
     """The runner's JSON in the drill pod's termination message gives RestoreVerified and the measured RTO. No kubelet
     here: the test writes the pod status a kubelet would, and the job controller completes the Job from it."""
-    spec = BackupPolicySpec.model_validate({**SPEC, "restoreDrill": {"enabled": True}})
-    cron = next(
-        o
-        for o in plan_backup(POLICY, NAMESPACE, spec, ["data"]).objects
-        if o["kind"] == "CronJob" and o["metadata"]["name"] == f"iotsec-drill-{POLICY}"
-    )
-    template = copy.deepcopy(cron["spec"]["jobTemplate"])
+    job = _job_from_the_schedule("drill-ok", "drill", {**SPEC, "restoreDrill": {"enabled": True}})
     # 1.20 drops generic ephemeral volumes (beta from 1.21, like batch/v1 CronJob): the scratch becomes an emptyDir.
-    volumes = template["spec"]["template"]["spec"]["volumes"]
-    scratch = next(v for v in volumes if v["name"] == "scratch")
+    scratch = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "scratch")
     assert "volumeClaimTemplate" in scratch.pop("ephemeral")
     scratch["emptyDir"] = {}
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {**template["metadata"], "name": "drill-ok"}}
-    job["spec"] = template["spec"]
     batch = client.BatchV1Api(api_client)
     batch.create_namespaced_job(NAMESPACE, job)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -257,14 +248,7 @@ def test_a_drill_result_from_the_termination_message_lands_in_status(policy, api
         "restore_seconds": 37.25,
     }
     _terminate_like_a_kubelet(core, "drill-ok", result)
-    condition = eventually(
-        lambda: (
-            _condition(api_client, "RestoreVerified").get("status") == "True"
-            and _condition(api_client, "RestoreVerified")
-        ),
-        timeout=90,
-        what="RestoreVerified=True",
-    )
+    condition = _eventually_condition(api_client, "RestoreVerified", "True", timeout=90)
     assert "drill-ok" in condition["message"]
     assert _status(api_client)["lastRestoreSeconds"] == 37.25
 

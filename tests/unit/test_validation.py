@@ -520,6 +520,14 @@ INVALID = [
         "spec.anomalyRules[0].window",
         "zero",
     ),
+    (
+        "AuditPolicy",
+        "platform-audit",
+        "spec.anomalyRules[0].type",
+        "UnexpectedSource",
+        "spec.anomalyRules[0].allowedCIDRs",
+        "an UnexpectedSource rule names the allowedCIDRs requests may come from",
+    ),
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from iotsec.api.common import (
+    CIDR,
     SET_LIST,
     Duration,
     GroupName,
@@ -38,6 +39,7 @@ AnomalyType = Literal[
     "AdmissionDenials",
     "RequestRate",
     "AuditConfigChange",
+    "UnexpectedSource",
 ]
 Severity = Literal["info", "warning", "critical"]
 Verb = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^([a-z]+|\*)$")]
@@ -87,6 +89,15 @@ class SinkStorage(Model):
     segment_max_age: Duration = Field(default="1h", description="Seal a segment after this long even if small.")
 
 
+class Canary(Model):
+    """A write the sink must see within a deadline, or the pipeline is broken (X1369-9.6.4-2, kubernetes#111208)."""
+
+    interval: Duration = Field(default="1m", description="How often the canary ConfigMap is written.")
+    deadline: Duration = Field(
+        default="2m", description="AuditPipelineBroken when a canary write has not reached the sink by then."
+    )
+
+
 class Sink(Model):
     """iotsec's audit webhook sink (X1369-9.6.4-4, -6)."""
 
@@ -98,18 +109,50 @@ class Sink(Model):
     retention: Duration = Field(
         default="400d", description="Delete sealed segments older than this, once exported or backed up (-5)."
     )
+    canary: Canary = Field(default=Canary())
 
 
 class AnomalyRule(Model):
-    """A pattern over audit events that raises an alert in real time (X1369-9.6.4-7, X1369-9.1.1.1-5)."""
+    """A pattern over audit events that raises an alert in real time (X1369-9.6.4-7, X1369-9.1.1.1-5).
+
+    AuthFailures counts 401/403 responses; SecretAccess counts reads of Secrets by users outside
+    `allowedGroups`; PrivilegeGrant (RBAC writes) and ExecIntoPod (exec, attach, port-forward) count acts by
+    subjects outside the trusted admin groups; UnexpectedSource counts requests from outside `allowedCIDRs`;
+    AdmissionDenials counts requests iotsec's webhook denied; RequestRate counts every request;
+    AuditConfigChange counts writes to AuditPolicies and webhook configurations.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            cel(
+                "self.type != 'UnexpectedSource' || (has(self.allowedCIDRs) && size(self.allowedCIDRs) > 0)",
+                "an UnexpectedSource rule names the allowedCIDRs requests may come from",
+                ".allowedCIDRs",
+            )
+        )
+    )
 
     name: Name
     type: AnomalyType
-    threshold: Annotated[int, Field(ge=1, le=1_000_000)] = Field(description="Events within window that trigger.")
+    threshold: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1, description="Events within window that trigger."
+    )
     window: Duration = Field(default="5m")
     group_by: Literal["user", "sourceIP", "none"] = Field(default="user")
     severity: Severity = "warning"
     description: Text | None = None
+    allowed_groups: list[GroupName] | None = Field(
+        default=None,
+        max_length=32,
+        description="SecretAccess: groups whose Secret reads are expected (besides trustedAdminGroups).",
+        json_schema_extra=SET_LIST,
+    )
+    allowed_cidrs: list[CIDR] | None = Field(
+        default=None,
+        max_length=32,
+        description="UnexpectedSource: source ranges requests are expected from.",
+        json_schema_extra=SET_LIST,
+    )
 
 
 class AuditPolicySpec(Model):
@@ -144,10 +187,34 @@ class AuditPolicySpec(Model):
     )
 
 
+class AnomalyHit(Model):
+    """One anomaly rule firing for one subject."""
+
+    rule: Name
+    type: AnomalyType
+    subject: Annotated[str, Field(max_length=512)] = Field(description="The user, source IP or '*' it fired for.")
+    count: Annotated[int, Field(ge=0)] = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    severity: Severity = "warning"
+
+
 class AuditPolicyStatus(Status):
+    policy_config_map: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="namespace/name of the ConfigMap holding the rendered audit Policy."
+    )
+    records: Annotated[int, Field(ge=0)] = 0
     segments: Annotated[int, Field(ge=0)] = 0
     bytes_used: Annotated[int, Field(ge=0)] = 0
+    bytes_limit: Annotated[int, Field(ge=0)] = 0
     percent_used: Annotated[float, Field(ge=0, le=100)] = 0.0
     last_sealed_segment: Annotated[str, Field(max_length=253)] | None = None
     last_sealed: datetime | None = None
     chain_head: Annotated[str, Field(max_length=128)] | None = None
+    last_export: datetime | None = None
+    last_verified: datetime | None = None
+    last_canary_seen: datetime | None = None
+    refused_batches: Annotated[int, Field(ge=0)] = 0
+    anomalies: list[AnomalyHit] = Field(
+        default_factory=list, max_length=32, description="The most recent anomaly hits (newest first)."
+    )

@@ -1,0 +1,125 @@
+"""The record and seal formats of the audit chain, shared by the store (writes) and verify (reads).
+
+A record is one line: `<sha256 hex of the JSON> <canonical JSON>\n`. The JSON carries `seq` (1, 2, …
+across all segments), `prev` (the previous record's hash; 64 zeros for the first) and the payload. Hashing
+the stored bytes, not a re-serialisation, makes verification a straight read and lets it say which record
+changed: an edited record no longer matches its own hash, a rewritten one no longer matches its successor's
+`prev`.
+
+A seal is a JSON file beside a closed segment, signed with Ed25519 over its canonical JSON without the
+signature: the record range, the hash before the first record, the head hash, the file's digest and times.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+GENESIS = "0" * 64
+SEGMENTS = "segments"
+RECORD_SUFFIX = ".jsonl"
+SEAL_SUFFIX = ".seal.json"
+PUBLIC_KEY = "signing.pub"
+TOMBSTONE = "pruned.json"
+BUNDLE = "bundle.json"
+EXPORTS = "exports.json"
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def record_line(seq: int, prev: str, time: str, source: str, event: Any) -> tuple[bytes, str]:
+    """The stored line of one record and its hash."""
+    body = canonical({"seq": seq, "prev": prev, "time": time, "source": source, "event": event})
+    hashed = digest(body)
+    return hashed.encode() + b" " + body + b"\n", hashed
+
+
+def split_line(line: bytes) -> tuple[str, bytes]:
+    """(recorded hash, JSON bytes) of a stored line; ValueError when it has not that shape."""
+    hashed, sep, body = line.rstrip(b"\n").partition(b" ")
+    if not sep or len(hashed) != 64:
+        raise ValueError("not a '<hash> <json>' record line")
+    return hashed.decode("ascii", "replace"), body
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return digest(raw)[:16]
+
+
+def sign(body: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+    signature = base64.b64encode(key.sign(canonical(body))).decode()
+    return {**body, "signature": signature}
+
+
+def signature_valid(sealed: dict[str, Any], public: Ed25519PublicKey) -> bool:
+    body = {k: v for k, v in sealed.items() if k != "signature"}
+    try:
+        public.verify(base64.b64decode(sealed.get("signature", "")), canonical(body))
+    except Exception:  # InvalidSignature, or a signature that is not base64 at all
+        return False
+    return True
+
+
+def public_pem(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def load_or_create_private_key(path: Path) -> Ed25519PrivateKey:
+    """The sink's signing key (PKCS#8 PEM); created with mode 0600 when the file does not exist."""
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 private key")
+        return key
+    key = Ed25519PrivateKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.touch(mode=0o600)
+    path.write_bytes(pem)
+    return key
+
+
+def seal_path(segment: Path) -> Path:
+    return segment.with_name(segment.name.removesuffix(RECORD_SUFFIX) + SEAL_SUFFIX)
+
+
+def segment_files(root: Path) -> list[Path]:
+    folder = root / SEGMENTS
+    return sorted(folder.glob("*" + RECORD_SUFFIX)) if folder.is_dir() else []
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

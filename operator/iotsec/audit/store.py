@@ -1,0 +1,332 @@
+"""The audit store: records appended to segment files in a hash chain, each closed segment signed.
+
+Never loses what it accepted and never drops silently (X1369-9.6.4-2): a batch is written and fsynced before
+`append` returns, a batch that would pass the limit is refused whole with `StoreFullError` (the sink answers 503
+and the API server keeps it in its buffer and retries), and a write the disk refuses midway is rolled back
+to the last whole record. Retention deletes only sealed segments that were exported or backed up, and leaves
+a signed tombstone so verification knows where the remaining chain starts (X1369-9.6.4-5).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from iotsec.audit import chain
+
+log = logging.getLogger(__name__)
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class StoreFullError(Exception):
+    """A batch was refused because it would pass the store's limit; nothing of it was written."""
+
+
+@dataclass(frozen=True)
+class Appended:
+    records: int
+    first_seq: int
+    last_seq: int
+    head: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    bytes_used: int
+    bytes_limit: int
+    records: int
+    segments: int
+    head: str
+    last_sealed: dict[str, Any] | None
+
+    @property
+    def percent(self) -> float:
+        return round(min(100.0, 100.0 * self.bytes_used / self.bytes_limit), 2) if self.bytes_limit else 0.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditStore:
+    """One directory of segments. Not thread-safe: the sink serialises calls."""
+
+    def __init__(
+        self,
+        root: Path,
+        key: Ed25519PrivateKey,
+        *,
+        limit_bytes: int,
+        segment_bytes: int = 64 * 2**20,
+        segment_max_age: timedelta = timedelta(hours=1),
+        reserve_bytes: int = 64 * 1024,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.root = root
+        self._key = key
+        self.limit_bytes = limit_bytes
+        self.segment_bytes = segment_bytes
+        self.segment_max_age = segment_max_age
+        self.reserve_bytes = reserve_bytes
+        self._clock = clock
+        (root / chain.SEGMENTS).mkdir(parents=True, exist_ok=True)
+        self._write_public_key()
+        self._recover()
+
+    # ------------------------------------------------------------------ state
+    def _write_public_key(self) -> None:
+        pem = chain.public_pem(self._key.public_key())
+        path = self.root / chain.PUBLIC_KEY
+        if not path.exists() or path.read_bytes() != pem:
+            path.write_bytes(pem)
+
+    def _recover(self) -> None:
+        """Find the head and the open segment; cut a record half-written by a crash."""
+        self.bytes_used = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        self.segment_count = len(chain.segment_files(self.root))
+        self.records = 0
+        self.head, self.next_seq = chain.GENESIS, 1
+        self.last_sealed: dict[str, Any] | None = None
+        tombstone = chain.read_json(self.root / chain.TOMBSTONE)
+        if tombstone:
+            self.head, self.next_seq = tombstone["head"], tombstone["lastSeq"] + 1
+        for segment in chain.segment_files(self.root):
+            sealed = chain.read_json(chain.seal_path(segment))
+            if sealed:
+                self.head, self.next_seq = sealed["head"], sealed["lastSeq"] + 1
+                self.records += sealed["records"]
+                self.last_sealed = sealed
+        self._open: Path | None = None
+        self._open_records = 0
+        self._open_started: datetime | None = None
+        self._open_first_time: str | None = None
+        files = chain.segment_files(self.root)
+        if files and not chain.seal_path(files[-1]).exists():
+            self._resume(files[-1])
+
+    def _resume(self, segment: Path) -> None:
+        data = segment.read_bytes()
+        whole = data[: data.rfind(b"\n") + 1]
+        if len(whole) != len(data):
+            log.warning(
+                "audit store: cutting %d bytes of a half-written record from %s", len(data) - len(whole), segment
+            )
+            with segment.open("r+b") as handle:
+                handle.truncate(len(whole))
+            self.bytes_used -= len(data) - len(whole)
+        lines = whole.splitlines()
+        self._open = segment
+        self._open_records = len(lines)
+        self._open_started = datetime.fromtimestamp(segment.stat().st_ctime, UTC)
+        if lines:
+            first = json.loads(chain.split_line(lines[0])[1])
+            last_hash, last_body = chain.split_line(lines[-1])
+            last = json.loads(last_body)
+            self._open_first_time = first["time"]
+            self.head, self.next_seq = last_hash, last["seq"] + 1
+            self.records += len(lines)
+
+    def usage(self) -> Usage:
+        return Usage(self.bytes_used, self.capacity(), self.records, self.segment_count, self.head, self.last_sealed)
+
+    def capacity(self) -> int:
+        """The configured limit, or less when the volume itself has less room left."""
+        free = shutil.disk_usage(self.root).free
+        return min(self.limit_bytes, self.bytes_used + free)
+
+    # ------------------------------------------------------------------ writing
+    def append(self, events: Sequence[Any], source: str = "apiserver") -> Appended:
+        """Append events as records; all or nothing, durable when it returns."""
+        if not events:
+            return Appended(0, self.next_seq, self.next_seq - 1, self.head)
+        self.seal_if_due()
+        moment = chain.timestamp(self._clock())
+        lines, head, seq = [], self.head, self.next_seq
+        for event in events:
+            line, head = chain.record_line(seq, head, moment, source, event)
+            lines.append(line)
+            seq += 1
+        payload = b"".join(lines)
+        self._ensure_room(len(payload))
+        self._write(payload)
+        first = self.next_seq
+        self.head, self.next_seq = head, seq
+        self.records += len(lines)
+        self._open_records += len(lines)
+        self._open_first_time = self._open_first_time or moment
+        if self._open is not None and self._open.stat().st_size >= self.segment_bytes:
+            self.seal()
+        return Appended(len(lines), first, seq - 1, head)
+
+    def _ensure_room(self, size: int) -> None:
+        needed = size + self.reserve_bytes
+        capacity = self.capacity()
+        if self.bytes_used + needed > capacity:
+            raise StoreFullError(
+                f"audit store holds {self.bytes_used} of {capacity} bytes; a batch of {size} bytes "
+                f"(plus {self.reserve_bytes} reserved for seals) does not fit"
+            )
+
+    def _write(self, payload: bytes) -> None:
+        segment = self._open or self._new_segment()
+        before = segment.stat().st_size
+        try:
+            with segment.open("ab") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            with segment.open("r+b") as handle:
+                handle.truncate(before)
+            if exc.errno in FULL_ERRNOS:
+                raise StoreFullError(
+                    f"the volume refused the write ({os.strerror(exc.errno)}); batch not stored"
+                ) from exc
+            raise
+        self.bytes_used += len(payload)
+
+    def _new_segment(self) -> Path:
+        number = 1
+        files = chain.segment_files(self.root)
+        if files:
+            number = int(files[-1].name.removesuffix(chain.RECORD_SUFFIX)) + 1
+        segment = self.root / chain.SEGMENTS / f"{number:010d}{chain.RECORD_SUFFIX}"
+        segment.touch()
+        self._open, self._open_records = segment, 0
+        self._open_started, self._open_first_time = self._clock(), None
+        self.segment_count += 1
+        return segment
+
+    # ------------------------------------------------------------------ sealing
+    def seal_if_due(self) -> dict[str, Any] | None:
+        if self._open is None or not self._open_records or self._open_started is None:
+            return None
+        if self._clock() - self._open_started < self.segment_max_age:
+            return None
+        return self.seal()
+
+    def seal(self) -> dict[str, Any] | None:
+        """Close the open segment with a signed seal; None when there is nothing to seal."""
+        segment = self._open
+        if segment is None or not self._open_records:
+            return None
+        data = segment.read_bytes()
+        lines = data.splitlines()
+        first = json.loads(chain.split_line(lines[0])[1])
+        last = json.loads(chain.split_line(lines[-1])[1])
+        body = {
+            "segment": segment.name,
+            "firstSeq": first["seq"],
+            "lastSeq": last["seq"],
+            "records": len(lines),
+            "prevHead": first["prev"],
+            "head": self.head,
+            "sha256": chain.digest(data),
+            "firstTime": first["time"],
+            "lastTime": last["time"],
+            "sealedAt": chain.timestamp(self._clock()),
+            "keyID": chain.key_id(self._key.public_key()),
+        }
+        sealed = chain.sign(body, self._key)
+        path = chain.seal_path(segment)
+        encoded = json.dumps(sealed, indent=1, sort_keys=True).encode()
+        path.write_bytes(encoded)
+        self.bytes_used += len(encoded)
+        self._open, self._open_records, self._open_started, self._open_first_time = None, 0, None, None
+        self.last_sealed = sealed
+        return sealed
+
+    # ------------------------------------------------------------------ retention
+    def sealed_segments(self) -> list[dict[str, Any]]:
+        seals = (chain.read_json(chain.seal_path(p)) for p in chain.segment_files(self.root))
+        return [s for s in seals if s]
+
+    def exported(self) -> set[str]:
+        return exported(self.root)
+
+    def expired(self, retention: timedelta, backed_up_before: datetime | None) -> list[dict[str, Any]]:
+        """Sealed segments past retention that are safe to delete: a prefix of the chain, all exported or
+        backed up. The first one that is not safe stops the prefix, so the chain never gets a hole."""
+        cutoff = self._clock() - retention
+        exported = self.exported()
+        deletable = []
+        for sealed in self.sealed_segments():
+            sealed_at = chain.parse_time(sealed["sealedAt"])
+            safe = sealed["segment"] in exported or (backed_up_before is not None and sealed_at <= backed_up_before)
+            if sealed_at > cutoff or not safe:
+                break
+            deletable.append(sealed)
+        return deletable
+
+    def apply_retention(self, retention: timedelta, backed_up_before: datetime | None) -> list[str]:
+        deletable = self.expired(retention, backed_up_before)
+        if not deletable:
+            return []
+        last = deletable[-1]
+        tombstone = chain.sign(
+            {
+                "lastSeq": last["lastSeq"],
+                "head": last["head"],
+                "segments": [s["segment"] for s in deletable],
+                "prunedAt": chain.timestamp(self._clock()),
+                "keyID": chain.key_id(self._key.public_key()),
+            },
+            self._key,
+        )
+        (self.root / chain.TOMBSTONE).write_text(json.dumps(tombstone, indent=1, sort_keys=True))
+        for sealed in deletable:
+            segment = self.root / chain.SEGMENTS / sealed["segment"]
+            for path in (segment, chain.seal_path(segment)):
+                self.bytes_used -= path.stat().st_size
+                path.unlink()
+            self.segment_count -= 1
+            self.records -= sealed["records"]
+        return [s["segment"] for s in deletable]
+
+
+def exported(root: Path) -> set[str]:
+    return set((chain.read_json(root / chain.EXPORTS) or {}).get("segments", []))
+
+
+def mark_exported(root: Path, segments: Sequence[str]) -> None:
+    """Record segments as exported, so retention may delete them."""
+    marked = sorted(exported(root) | set(segments))
+    (root / chain.EXPORTS).write_text(json.dumps({"segments": marked}, indent=1))
+
+
+def export_bundle(root: Path, out: Path, since: datetime | None, until: datetime | None) -> list[str]:
+    """Copy the sealed segments overlapping [since, until] with their seals and the public key into `out`."""
+    chosen = []
+    for segment in chain.segment_files(root):
+        sealed = chain.read_json(chain.seal_path(segment))
+        if not sealed:
+            continue
+        if since and chain.parse_time(sealed["lastTime"]) < since:
+            continue
+        if until and chain.parse_time(sealed["firstTime"]) > until:
+            continue
+        chosen.append(segment)
+    (out / chain.SEGMENTS).mkdir(parents=True, exist_ok=True)
+    for segment in chosen:
+        shutil.copy2(segment, out / chain.SEGMENTS / segment.name)
+        shutil.copy2(chain.seal_path(segment), out / chain.SEGMENTS / chain.seal_path(segment).name)
+    shutil.copy2(root / chain.PUBLIC_KEY, out / chain.PUBLIC_KEY)
+    manifest = {
+        "exportedAt": chain.timestamp(datetime.now(UTC)),
+        "since": chain.timestamp(since) if since else None,
+        "until": chain.timestamp(until) if until else None,
+        "segments": [s.name for s in chosen],
+    }
+    (out / chain.BUNDLE).write_text(json.dumps(manifest, indent=1))
+    mark_exported(root, manifest["segments"])
+    return [s.name for s in chosen]

@@ -1,0 +1,217 @@
+"""Verify an audit store or an exported bundle: every record's hash, every link, every seal (X1369-9.6.4-4).
+
+The first break is reported precisely: which segment, which record (seq and line), and what differs. The
+trusted public key should come from the caller (`--public-key`); the copy inside the folder only proves the
+folder is consistent with itself, and the report says which of the two was used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from iotsec.audit import chain
+
+
+@dataclass(frozen=True)
+class Break:
+    segment: str
+    what: str
+    seq: int | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.segment
+        if self.seq is not None:
+            where += f" record seq {self.seq}"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        return f"{where}: {self.what}"
+
+
+@dataclass
+class Report:
+    key_id: str
+    key_source: str
+    records: int = 0
+    segments: int = 0
+    sealed: int = 0
+    head: str = chain.GENESIS
+    first_seq: int | None = None
+    broken: Break | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "keyID": self.key_id,
+            "keySource": self.key_source,
+            "records": self.records,
+            "segments": self.segments,
+            "sealed": self.sealed,
+            "firstSeq": self.first_seq,
+            "head": self.head,
+            "break": str(self.broken) if self.broken else None,
+            "notes": self.notes,
+        }
+
+
+class _BrokenError(Exception):
+    def __init__(self, found: Break) -> None:
+        self.found = found
+
+
+def verify(root: Path, public_key: Ed25519PublicKey | None = None) -> Report:
+    """Check the folder from its anchor to its head; stops at the first break."""
+    if public_key is None:
+        public_key, source = chain.load_public_key(root / chain.PUBLIC_KEY), f"{chain.PUBLIC_KEY} in the folder"
+    else:
+        source = "given by the caller"
+    report = _Walk(root, public_key, Report(chain.key_id(public_key), source))
+    try:
+        report.run()
+    except _BrokenError as broken:
+        report.report.broken = broken.found
+    return report.report
+
+
+class _Walk:
+    def __init__(self, root: Path, key: Ed25519PublicKey, report: Report) -> None:
+        self.root, self.key, self.report = root, key, report
+        self.prev, self.seq = chain.GENESIS, 1
+
+    def run(self) -> None:
+        files = chain.segment_files(self.root)
+        self._anchor(files)
+        for index, segment in enumerate(files):
+            sealed = chain.read_json(chain.seal_path(segment))
+            if sealed is None and index < len(files) - 1:
+                raise _BrokenError(Break(segment.name, "no seal, but later segments exist: its seal was removed"))
+            self._segment(segment, sealed)
+        if not files:
+            self.report.notes.append("no segments")
+
+    def _anchor(self, files: list[Path]) -> None:
+        """Where the chain starts: genesis, a retention tombstone, or the first seal of an export."""
+        tombstone = chain.read_json(self.root / chain.TOMBSTONE)
+        if tombstone is not None:
+            if not chain.signature_valid(tombstone, self.key):
+                raise _BrokenError(Break(chain.TOMBSTONE, "retention tombstone signature does not verify"))
+            self.prev, self.seq = tombstone["head"], tombstone["lastSeq"] + 1
+            self.report.notes.append(f"records up to seq {tombstone['lastSeq']} were deleted by retention")
+        first = chain.read_json(chain.seal_path(files[0])) if files and tombstone is None else None
+        if first and first.get("firstSeq", 1) != 1 and (self.root / chain.BUNDLE).exists():
+            if not chain.signature_valid(first, self.key):
+                raise _BrokenError(Break(files[0].name, self._bad_signature(first)))
+            self.prev, self.seq = first["prevHead"], first["firstSeq"]
+            self.report.notes.append(f"exported bundle starting at seq {first['firstSeq']}")
+        self.report.first_seq = self.seq
+
+    def _segment(self, segment: Path, sealed: dict[str, Any] | None) -> None:
+        name = segment.name
+        self.report.segments += 1
+        if sealed is not None:
+            self._check_seal_start(name, sealed)
+        data = segment.read_bytes()
+        count, start_seq = 0, self.seq
+        for number, line in _lines(data):
+            self._record(name, number, line)
+            count += 1
+        if sealed is None:
+            self.report.notes.append(f"{name} is open (not sealed yet): chain checked, no signature")
+            return
+        self._check_seal_end(name, sealed, data, count, start_seq)
+        self.report.sealed += 1
+
+    def _check_seal_start(self, name: str, sealed: dict[str, Any]) -> None:
+        if sealed.get("segment") != name:
+            raise _BrokenError(Break(name, f"seal belongs to segment {sealed.get('segment')!r}: seals were swapped"))
+        if not chain.signature_valid(sealed, self.key):
+            raise _BrokenError(Break(name, self._bad_signature(sealed)))
+        if sealed["firstSeq"] != self.seq:
+            missing = f"records {self.seq}..{sealed['firstSeq'] - 1}" if sealed["firstSeq"] > self.seq else "records"
+            raise _BrokenError(
+                Break(name, f"starts at seq {sealed['firstSeq']}, expected {self.seq}: {missing} are missing or reused")
+            )
+        if sealed["prevHead"] != self.prev:
+            raise _BrokenError(
+                Break(
+                    name, f"seal links to head {sealed['prevHead'][:16]}…, the chain so far ends at {self.prev[:16]}…"
+                )
+            )
+
+    def _bad_signature(self, sealed: dict[str, Any]) -> str:
+        claimed = sealed.get("keyID", "?")
+        if claimed != self.report.key_id:
+            return f"seal is signed by key {claimed}, not the store key {self.report.key_id}: segment was replaced"
+        return f"seal signature does not verify with key {self.report.key_id}: seal was edited"
+
+    def _record(self, name: str, number: int, line: bytes) -> None:
+        if not line.endswith(b"\n"):
+            raise _BrokenError(Break(name, "last record is cut off (truncated mid-record)", self.seq, number))
+        try:
+            recorded, body = chain.split_line(line)
+            record = json.loads(body)
+            seq, prev = record["seq"], record["prev"]
+        except (ValueError, KeyError, TypeError):
+            raise _BrokenError(Break(name, "not a record (edited or corrupted)", self.seq, number)) from None
+        if seq != self.seq:
+            raise _BrokenError(
+                Break(
+                    name,
+                    f"holds seq {seq} where seq {self.seq} belongs: records were deleted, inserted or reordered",
+                    self.seq,
+                    number,
+                )
+            )
+        if chain.digest(body) != recorded:
+            raise _BrokenError(
+                Break(name, "content does not match its recorded hash: the record was edited", seq, number)
+            )
+        if prev != self.prev:
+            raise _BrokenError(
+                Break(
+                    name,
+                    f"prev {prev[:16]}… differs from the hash of seq {seq - 1} ({self.prev[:16]}…): "
+                    f"seq {seq - 1} was rewritten",
+                    seq,
+                    number,
+                )
+            )
+        self.prev, self.seq = recorded, seq + 1
+        self.report.records += 1
+        self.report.head = recorded
+
+    def _check_seal_end(self, name: str, sealed: dict[str, Any], data: bytes, count: int, start: int) -> None:
+        if count != sealed["records"]:
+            last = start + count - 1
+            raise _BrokenError(
+                Break(
+                    name,
+                    f"seal covers seq {sealed['firstSeq']}..{sealed['lastSeq']} ({sealed['records']} records), "
+                    f"the file holds {count} (up to seq {last}): truncated, seq {last + 1}.. are missing",
+                )
+            )
+        if sealed["head"] != self.prev:
+            raise _BrokenError(Break(name, "last record's hash differs from the sealed head", self.seq - 1, count))
+        if chain.digest(data) != sealed["sha256"]:
+            raise _BrokenError(Break(name, "file digest differs from the seal (bytes outside the records changed)"))
+
+
+def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    start, number = 0, 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end + 1
+        number += 1
+        yield number, data[start:end]
+        start = end

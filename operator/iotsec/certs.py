@@ -195,23 +195,38 @@ def new_serving_cert(
     validity: timedelta = timedelta(days=365),
 ) -> KeyPair:
     """A TLS server certificate for the given names, signed by `ca`; it never outlives the CA."""
-    now = _utc(now)
     dns, ips = _names(dns_names, ip_addresses)
+    common_name = dns[0] if dns else str(ips[0])
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns] + [x509.IPAddress(ip) for ip in ips]
+    return _leaf(ca, common_name, sans, ExtendedKeyUsageOID.SERVER_AUTH, now, validity)
+
+
+def new_client_cert(ca: KeyPair, common_name: str, now: datetime, validity: timedelta = timedelta(days=365)) -> KeyPair:
+    """A TLS client certificate (clientAuth) for `common_name`, signed by `ca`; it never outlives the CA."""
+    return _leaf(ca, common_name, [], ExtendedKeyUsageOID.CLIENT_AUTH, now, validity)
+
+
+def _leaf(
+    ca: KeyPair,
+    common_name: str,
+    sans: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    now: datetime,
+    validity: timedelta,
+) -> KeyPair:
+    now = _utc(now)
     ca_cert = _load_cert(ca.cert_pem)
     ca_key = _load_key(ca.key_pem)
     key = _new_key()
-
-    common_name = dns[0] if dns else str(ips[0])
     # A subject must not carry an over-long CN; an empty subject is allowed when the SAN is critical (RFC 5280 4.2.1.6).
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if len(common_name) <= _CN_MAX else [])
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns] + [x509.IPAddress(ip) for ip in ips]
     try:
         ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
 
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
@@ -219,8 +234,11 @@ def new_serving_cert(
         .serial_number(x509.random_serial_number())
         .not_valid_before(max(now - CLOCK_SKEW, ca_cert.not_valid_before_utc))
         .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=len(subject) == 0)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=len(subject) == 0)
+    cert = (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -235,7 +253,7 @@ def new_serving_cert(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(aki, critical=False)
         .sign(ca_key, hashes.SHA256())

@@ -1,0 +1,317 @@
+"""The audit sink: an HTTPS endpoint for the API server's audit webhook (`iotsec audit serve`).
+
+POST /audit takes an `audit.k8s.io/v1` EventList from an authenticated caller (client certificate checked by
+TLS, or a bearer token; X1369-9.6.4-6), appends it to the store durably and answers 200 only then. A batch
+that does not fit gets 503 with Retry-After, so the API server keeps it buffered and retries: the sink
+never drops silently (X1369-9.6.4-2). A body that is not an EventList gets 400 with the reason. Every
+stored event passes the anomaly rules (X1369-9.6.4-7) and the canary check (AuditPipelineBroken).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Counter, Gauge, Histogram
+
+from iotsec.audit.anomaly import AnomalyDetector, AnomalyHit
+from iotsec.audit.store import AuditStore, StoreFullError
+
+log = logging.getLogger("iotsec.audit")
+
+MAX_BODY_BYTES = 16 * 2**20  # above the API server's default truncate-max-batch-size (10 MiB)
+RETRY_AFTER_SECONDS = 10
+EVENT_LIST = ("audit.k8s.io/v1", "EventList")
+
+BATCHES = Counter(
+    "iotsec_audit_batches_total", "Audit batches by outcome (stored, refused, invalid, unauthenticated).", ["outcome"]
+)
+EVENTS = Counter("iotsec_audit_events_total", "Audit events stored in the chain.")
+INGEST = Histogram(
+    "iotsec_audit_ingest_duration_seconds",
+    "Time to store one batch (hash, write, fsync).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+STORE_BYTES = Gauge("iotsec_audit_store_bytes", "Bytes the audit store uses.")
+STORE_LIMIT = Gauge("iotsec_audit_store_limit_bytes", "Bytes the audit store may use.")
+STORE_RECORDS = Gauge("iotsec_audit_records", "Records in the audit chain.")
+STORAGE_NEARLY_FULL = Gauge("iotsec_audit_storage_nearly_full", "1 when the audit store passed its warning level.")
+ANOMALIES = Counter("iotsec_audit_anomalies_total", "Anomaly rule hits over the audit stream.", ["rule"])
+CANARY_AGE = Gauge("iotsec_audit_canary_lag_seconds", "Seconds from the last canary write to its arrival.")
+
+
+class BadBatchError(ValueError):
+    """The body is not an audit.k8s.io/v1 EventList."""
+
+
+def parse_event_list(body: bytes) -> list[dict[str, Any]]:
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise BadBatchError(f"body is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadBatchError("body is not a JSON object")
+    found = (document.get("apiVersion"), document.get("kind"))
+    if found != EVENT_LIST:
+        raise BadBatchError(f"expected apiVersion audit.k8s.io/v1 kind EventList, got {found[0]!r} {found[1]!r}")
+    items = document.get("items")
+    if not isinstance(items, list):
+        raise BadBatchError("items must be a list of audit events")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("auditID"), str) or "stage" not in item:
+            raise BadBatchError(f"items[{index}] is not an audit event (needs auditID and stage)")
+    return items
+
+
+@dataclass(frozen=True)
+class Canary:
+    namespace: str
+    name: str
+    deadline: timedelta
+
+
+@dataclass
+class SinkState:
+    """What the sink reports into the AuditPolicy status."""
+
+    bytes_used: int = 0
+    bytes_limit: int = 0
+    percent_used: float = 0.0
+    records: int = 0
+    segments: int = 0
+    head: str = ""
+    last_sealed: dict[str, Any] | None = None
+    refused_batches: int = 0
+    canary_written: datetime | None = None
+    canary_nonce: str | None = None
+    canary_seen: datetime | None = None
+    hits: deque[AnomalyHit] = field(default_factory=lambda: deque(maxlen=32))
+
+
+class Sink:
+    """Ingest logic without HTTP: store, anomaly rules, canary. Calls are serialised by one lock."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        detector: AnomalyDetector,
+        *,
+        warn_at_percent: int = 80,
+        canary: Canary | None = None,
+        on_hits: Callable[[list[AnomalyHit]], None] = lambda hits: None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store, self.detector, self.canary = store, detector, canary
+        self.warn_at_percent = warn_at_percent
+        self.on_hits = on_hits
+        self.clock = clock
+        self.state = SinkState()
+        self._lock = asyncio.Lock()
+        self.refresh()
+
+    async def ingest(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON answer) for one POSTed batch."""
+        try:
+            events = parse_event_list(body)
+        except BadBatchError as exc:
+            BATCHES.labels("invalid").inc()
+            return 400, _status(400, "BadRequest", str(exc))
+        started = time.perf_counter()
+        async with self._lock:
+            try:
+                appended = await asyncio.to_thread(self.store.append, events)
+            except StoreFullError as exc:
+                self.state.refused_batches += 1
+                BATCHES.labels("refused").inc()
+                log.warning("audit batch of %d events refused: %s", len(events), exc)
+                self.refresh()
+                return 503, _status(503, "ServiceUnavailable", f"audit store full, retry later: {exc}")
+            self._watch(events)
+            self.refresh()
+        INGEST.observe(time.perf_counter() - started)
+        BATCHES.labels("stored").inc()
+        EVENTS.inc(appended.records)
+        return 200, {"stored": appended.records, "lastSeq": appended.last_seq, "head": appended.head}
+
+    def _watch(self, events: list[dict[str, Any]]) -> None:
+        hits = [hit for event in events for hit in self.detector.observe(event)]
+        for event in events:
+            self._check_canary(event)
+        if hits:
+            for hit in hits:
+                ANOMALIES.labels(hit.rule).inc()
+                self.state.hits.appendleft(hit)
+                log.warning("anomaly %s: %s", hit.rule, hit.message)
+            self.on_hits(hits)
+
+    def _check_canary(self, event: dict[str, Any]) -> None:
+        if self.canary is None or self.state.canary_nonce is None:
+            return
+        ref = event.get("objectRef") or {}
+        if (ref.get("resource"), ref.get("namespace"), ref.get("name")) != (
+            "configmaps",
+            self.canary.namespace,
+            self.canary.name,
+        ):
+            return
+        data = (event.get("requestObject") or {}).get("data") or {}
+        if data.get("nonce") == self.state.canary_nonce:
+            self.state.canary_seen = self.clock()
+            if self.state.canary_written:
+                CANARY_AGE.set((self.state.canary_seen - self.state.canary_written).total_seconds())
+
+    def canary_written(self, nonce: str) -> None:
+        self.state.canary_nonce, self.state.canary_written = nonce, self.clock()
+
+    def pipeline_broken(self) -> str | None:
+        """Why the pipeline is broken (a canary overdue), or None."""
+        state = self.state
+        if self.canary is None or state.canary_written is None:
+            return None
+        if state.canary_seen is not None and state.canary_seen >= state.canary_written:
+            return None
+        overdue = self.clock() - state.canary_written
+        if overdue <= self.canary.deadline:
+            return None
+        return (
+            f"canary written {int(overdue.total_seconds())}s ago to configmap "
+            f"{self.canary.namespace}/{self.canary.name} has not reached the sink (deadline "
+            f"{int(self.canary.deadline.total_seconds())}s): the API server's audit webhook is not delivering"
+        )
+
+    def nearly_full(self) -> bool:
+        return self.state.percent_used >= self.warn_at_percent
+
+    def refresh(self) -> None:
+        usage = self.store.usage()
+        state = self.state
+        state.bytes_used, state.bytes_limit, state.percent_used = usage.bytes_used, usage.bytes_limit, usage.percent
+        state.records, state.segments, state.head = usage.records, usage.segments, usage.head
+        state.last_sealed = usage.last_sealed
+        STORE_BYTES.set(usage.bytes_used)
+        STORE_LIMIT.set(usage.bytes_limit)
+        STORE_RECORDS.set(usage.records)
+        STORAGE_NEARLY_FULL.set(1 if self.nearly_full() else 0)
+
+    async def housekeeping(self) -> None:
+        """Seal a segment that is old enough; refresh the figures."""
+        async with self._lock:
+            await asyncio.to_thread(self.store.seal_if_due)
+            self.refresh()
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """clientCertificate: TLS has verified the caller's certificate against the client CA; bearerToken: compared
+    in constant time."""
+
+    mode: str
+    token: str | None = None
+
+    def allows(self, request: web.Request) -> bool:
+        if self.mode == "clientCertificate":
+            return bool(request.transport and request.transport.get_extra_info("peercert"))
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        return bool(self.token) and scheme.lower() == "bearer" and hmac.compare_digest(presented, self.token or "")
+
+
+def make_app(sink: Sink, auth: Authentication) -> web.Application:
+    async def receive(request: web.Request) -> web.Response:
+        if not auth.allows(request):
+            BATCHES.labels("unauthenticated").inc()
+            return _json(401, _status(401, "Unauthorized", f"authenticate with a {auth.mode}"))
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            BATCHES.labels("invalid").inc()
+            return _json(400, _status(400, "BadRequest", f"body exceeds {MAX_BODY_BYTES} bytes"))
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            BATCHES.labels("invalid").inc()
+            return _json(400, _status(400, "BadRequest", f"body exceeds {MAX_BODY_BYTES} bytes"))
+        status, answer = await sink.ingest(body)
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+        return _json(status, answer, headers)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        full = sink.state.percent_used >= 100
+        return web.Response(text="store full" if full else "ok", status=503 if full else 200)
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.add_routes([web.post("/audit", receive), web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    return app
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
+
+
+def server_tls(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
+    """TLS 1.2+; with a client CA, callers must present a certificate it signed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+async def serve(
+    sink: Sink,
+    auth: Authentication,
+    *,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext,
+    housekeeping_seconds: float = 10.0,
+    background: list[Callable[[], Any]] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until `stop` is set; every `housekeeping_seconds` seal what is due and run `background` tasks."""
+    runner = web.AppRunner(make_app(sink, auth), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, ssl_context=tls).start()
+    log.info("audit sink listening on https://%s:%d/audit (%s)", host, port, auth.mode)
+    stop = stop or asyncio.Event()
+    try:
+        while not stop.is_set():
+            await sink.housekeeping()
+            for task in background or ():
+                try:
+                    await asyncio.to_thread(task)
+                except Exception:  # a failing status write or canary must not stop ingestion
+                    log.exception("audit sink background task failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), housekeeping_seconds)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,276 @@
+"""The audit sink as the API server meets it: real HTTPS, real EventList batches, client certs or tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import REGISTRY
+
+from iotsec import certs
+from iotsec.api.auditpolicy import AnomalyRule
+from iotsec.audit.anomaly import AnomalyDetector
+from iotsec.audit.sink import Authentication, Canary, Sink, serve, server_tls
+from iotsec.audit.store import AuditStore
+from iotsec.audit.verify import verify
+from tests.webhook.test_webhook import _free_port
+
+KEY = Ed25519PrivateKey.generate()
+TOKEN = "s3cr3t-token-for-tests"
+BRUTE_FORCE = AnomalyRule.model_validate(
+    {"name": "brute-force", "type": "AuthFailures", "threshold": 3, "window": "5m", "groupBy": "sourceIP"}
+)
+
+
+def audit_event(n: int, *, code: int = 200, ip: str = "10.0.0.5", **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": f"a-{n}",
+        "stage": "ResponseComplete",
+        "requestURI": "/api/v1/namespaces/default/configmaps",
+        "verb": "create",
+        "user": {"username": "alice", "groups": ["platform:sre"]},
+        "sourceIPs": [ip],
+        "objectRef": {"resource": "configmaps", "namespace": "default", "name": f"cm-{n}", "apiVersion": "v1"},
+        "responseStatus": {"metadata": {}, "code": code},
+        "requestReceivedTimestamp": "2026-11-28T01:00:00.000000Z",
+        "stageTimestamp": f"2026-11-28T01:00:{n % 60:02d}.000000Z",
+        **extra,
+    }
+
+
+def event_list(*events: dict[str, Any]) -> bytes:
+    return json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": list(events)}).encode()
+
+
+class RunningSink:
+    def __init__(self, folder: Path, mode: str, limit_bytes: int = 8 * 2**20):
+        self.folder, self.port, self.mode = folder, _free_port(), mode
+        now = datetime.now(UTC)
+        self.ca = certs.new_ca("sink-ca", now)
+        serving = certs.new_serving_cert(self.ca, ["localhost"], ["127.0.0.1"], now)
+        self.client_ca = certs.new_ca("apiserver-client-ca", now)
+        self.client = certs.new_client_cert(self.client_ca, "kube-apiserver", now)
+        for name, text in {
+            "ca.crt": self.ca.cert_pem,
+            "tls.crt": serving.cert_pem,
+            "tls.key": serving.key_pem,
+            "client-ca.crt": self.client_ca.cert_pem,
+            "client.crt": self.client.cert_pem,
+            "client.key": self.client.key_pem,
+        }.items():
+            (folder / name).write_text(text)
+        self.hits: list[Any] = []
+        self.store = AuditStore(folder / "store", KEY, limit_bytes=limit_bytes, reserve_bytes=4096)
+        self.sink = Sink(
+            self.store,
+            AnomalyDetector([BRUTE_FORCE], ["system:masters"]),
+            warn_at_percent=50,
+            canary=Canary("iotsec-system", "iotsec-audit-canary", timedelta(seconds=60)),
+            on_hits=self.hits.extend,
+        )
+        client_ca = folder / "client-ca.crt" if mode == "clientCertificate" else None
+        self.tls = server_tls(folder / "tls.crt", folder / "tls.key", client_ca)
+        self.auth = Authentication(mode, TOKEN if mode == "bearerToken" else None)
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(
+            serve(self.sink, self.auth, host="127.0.0.1", port=self.port, tls=self.tls, stop=self.stop)
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                self.request("GET", "/healthz")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("sink did not start")
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(timeout=10)
+
+    def context(self, with_client_cert: bool = True) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.folder / "ca.crt"))
+        if with_client_cert:
+            context.load_cert_chain(self.folder / "client.crt", self.folder / "client.key")
+        return context
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None, **kw: Any
+    ) -> tuple[int, dict[str, str], Any]:
+        connection = http.client.HTTPSConnection("localhost", self.port, context=self.context(**kw), timeout=10)
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        raw = response.read()
+        try:
+            answer: Any = json.loads(raw)
+        except ValueError:
+            answer = raw.decode()
+        return response.status, dict(response.headers), answer
+
+    def post(self, body: bytes, **kw: Any) -> tuple[int, dict[str, str], Any]:
+        headers = {"Authorization": f"Bearer {TOKEN}"} if self.mode == "bearerToken" else {}
+        headers.update(kw.pop("headers", {}))
+        return self.request("POST", "/audit", body, headers, **kw)
+
+
+@pytest.fixture
+def cert_sink(tmp_path) -> Iterator[RunningSink]:
+    running = RunningSink(tmp_path, "clientCertificate")
+    running.start()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def token_sink(tmp_path) -> Iterator[RunningSink]:
+    running = RunningSink(tmp_path, "bearerToken")
+    running.start()
+    yield running
+    running.close()
+
+
+def test_a_real_batch_is_stored_in_the_verified_chain(cert_sink):
+    status, _, answer = cert_sink.post(event_list(*(audit_event(n) for n in range(5))))
+    assert status == 200
+    assert answer["stored"] == 5
+    assert answer["lastSeq"] == 5
+    cert_sink.store.seal()
+    report = verify(cert_sink.folder / "store", KEY.public_key())
+    assert report.ok
+    assert report.records == 5
+    assert report.head == answer["head"]
+    stored = [
+        json.loads(line.split(b" ", 1)[1])
+        for line in next((cert_sink.folder / "store").rglob("*.jsonl")).read_bytes().splitlines()
+    ]
+    assert [r["event"]["auditID"] for r in stored] == [f"a-{n}" for n in range(5)]
+
+
+def test_a_caller_without_a_client_certificate_is_refused_by_tls(cert_sink):
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        cert_sink.post(event_list(audit_event(1)), with_client_cert=False)
+    assert cert_sink.store.records == 0
+
+
+def test_a_client_certificate_from_another_ca_is_refused(cert_sink, tmp_path):
+    rogue_ca = certs.new_ca("rogue", datetime.now(UTC))
+    rogue = certs.new_client_cert(rogue_ca, "kube-apiserver", datetime.now(UTC))
+    (tmp_path / "client.crt").write_text(rogue.cert_pem)
+    (tmp_path / "client.key").write_text(rogue.key_pem)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        cert_sink.post(event_list(audit_event(1)))
+    assert cert_sink.store.records == 0
+
+
+def test_bearer_token_callers_are_checked(token_sink):
+    assert token_sink.post(event_list(audit_event(1)))[0] == 200
+    status, _, answer = token_sink.post(event_list(audit_event(2)), headers={"Authorization": "Bearer wrong"})
+    assert status == 401
+    assert answer["reason"] == "Unauthorized"
+    status, _, _ = token_sink.request("POST", "/audit", event_list(audit_event(3)))
+    assert status == 401
+    assert token_sink.store.records == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1beta1", "items": []}).encode(), "v1beta1"),
+        (json.dumps({"kind": "AdmissionReview", "apiVersion": "audit.k8s.io/v1"}).encode(), "AdmissionReview"),
+        (json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": {}}).encode(), "items must be"),
+        (event_list({"stage": "ResponseComplete"}), "items[0] is not an audit event"),
+        (event_list(audit_event(1), "text"), "items[1] is not an audit event"),
+    ],
+)
+def test_malformed_bodies_get_400_with_the_reason_and_store_nothing(cert_sink, body, reason):
+    status, _, answer = cert_sink.post(body)
+    assert status == 400
+    assert reason in answer["message"]
+    assert cert_sink.store.records == 0
+
+
+def test_a_full_store_answers_503_with_retry_after_and_keeps_what_it_accepted(tmp_path):
+    running = RunningSink(tmp_path, "bearerToken", limit_bytes=64 * 1024)
+    running.start()
+    try:
+        accepted, refused = 0, None
+        for n in range(500):
+            status, headers, answer = running.post(event_list(*(audit_event(n * 4 + i) for i in range(4))))
+            if status != 200:
+                refused = (status, headers, answer)
+                break
+            accepted += 4
+        assert refused is not None
+        status, headers, answer = refused
+        assert status == 503
+        assert headers["Retry-After"] == "10"
+        assert "audit store full" in answer["message"]
+        assert running.sink.state.refused_batches == 1
+        assert running.sink.nearly_full()
+        report = verify(tmp_path / "store", KEY.public_key())
+        assert report.ok
+        assert report.records == accepted
+    finally:
+        running.close()
+
+
+def test_metrics_count_batches_by_outcome(token_sink):
+    def sample(outcome: str) -> float:
+        return REGISTRY.get_sample_value("iotsec_audit_batches_total", {"outcome": outcome}) or 0.0
+
+    before = {o: sample(o) for o in ("stored", "invalid", "unauthenticated")}
+    token_sink.post(event_list(audit_event(1)))
+    token_sink.post(b"nope")
+    token_sink.post(event_list(audit_event(2)), headers={"Authorization": "Bearer x"})
+    assert {o: sample(o) - before[o] for o in before} == {"stored": 1, "invalid": 1, "unauthenticated": 1}
+    assert REGISTRY.get_sample_value("iotsec_audit_records") == 1
+
+
+def test_anomalies_fire_on_the_stream(token_sink):
+    failures = [audit_event(n, code=401, ip="203.0.113.9") for n in range(3)]
+    quiet = [audit_event(10 + n, code=401, ip=f"198.51.100.{n}") for n in range(3)]
+    before = REGISTRY.get_sample_value("iotsec_audit_anomalies_total", {"rule": "brute-force"}) or 0.0
+    assert token_sink.post(event_list(*quiet))[0] == 200
+    assert token_sink.hits == []
+    assert token_sink.post(event_list(*failures))[0] == 200
+    assert [(h.rule, h.subject, h.count) for h in token_sink.hits] == [("brute-force", "203.0.113.9", 3)]
+    assert REGISTRY.get_sample_value("iotsec_audit_anomalies_total", {"rule": "brute-force"}) == before + 1
+    assert next(iter(token_sink.sink.state.hits)).control == "X1369-9.1.1.1-5"
+
+
+def test_the_canary_is_seen_when_its_write_arrives(token_sink):
+    sink = token_sink.sink
+    sink.canary_written("nonce-1")
+    sink.state.canary_written -= timedelta(seconds=120)
+    assert "has not reached the sink" in sink.pipeline_broken()
+    other = audit_event(1, requestObject={"data": {"nonce": "nonce-0"}})
+    other["objectRef"] = {"resource": "configmaps", "namespace": "iotsec-system", "name": "iotsec-audit-canary"}
+    token_sink.post(event_list(other))
+    assert sink.pipeline_broken() is not None  # an old nonce does not count
+    canary = {**other, "auditID": "c-1", "requestObject": {"data": {"nonce": "nonce-1"}}}
+    token_sink.post(event_list(canary))
+    assert sink.pipeline_broken() is None
+    assert sink.state.canary_seen is not None

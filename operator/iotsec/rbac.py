@@ -108,9 +108,28 @@ OPERATOR: tuple[Permission, ...] = (
     ),
     Permission(
         ("",),
-        ("pods", "persistentvolumeclaims"),
+        ("pods",),
         ("list",),
-        "the runner's result in a backup pod's termination message; claims a policy selects",
+        "the runner's result in a backup pod's termination message",
+    ),
+    Permission(
+        ("",),
+        ("persistentvolumeclaims",),
+        ("get", "list", "create", "patch"),
+        "claims a BackupPolicy selects; the audit store claim is created and resized, never deleted: the audit "
+        "trail outlives its AuditPolicy",
+    ),
+    Permission(
+        ("apps",),
+        ("deployments",),
+        ("get", "list", "create", "patch", "delete"),
+        "one audit sink Deployment per AuditPolicy; pruned when the policy no longer wants it",
+    ),
+    Permission(
+        ("",),
+        ("services",),
+        ("get", "list", "create", "patch", "delete"),
+        "the audit sink's Service the API server's audit webhook posts to; pruned like the Deployment",
     ),
     Permission(
         ("admissionregistration.k8s.io",),
@@ -135,6 +154,51 @@ WEBHOOK: tuple[Permission, ...] = (
         ("clusterroles",),
         ("list",),
         "which ClusterRoles escalate, for the trusted-admin-binding rule",
+    ),
+)
+
+
+# The audit sink (`iotsec audit serve`, one Deployment per AuditPolicy in the release namespace): a ClusterRole for
+# its cluster-scoped AuditPolicy and the events about it, a Role in the release namespace for the rest.
+AUDIT_SINK: tuple[Permission, ...] = (
+    Permission(
+        ("iotsec.io",),
+        ("auditpolicies",),
+        ("get",),
+        "the sink reads its AuditPolicy each tick: storage limits, retention, canary timing, anomaly rules",
+    ),
+    Permission(
+        ("iotsec.io",),
+        ("backuppolicies",),
+        ("get",),
+        "the referenced BackupPolicy's last success: only backed-up segments fall to retention",
+    ),
+    Permission(
+        ("iotsec.io",),
+        ("auditpolicies/status",),
+        ("patch",),
+        "store figures, anomaly hits and the AuditPipelineBroken and Storage* conditions",
+    ),
+    Permission(
+        ("", "events.k8s.io"),
+        ("events",),
+        ("create", "patch"),
+        "Warning events for anomalies, a broken pipeline and a filling store",
+    ),
+)
+
+AUDIT_SINK_NAMESPACE: tuple[Permission, ...] = (
+    Permission(
+        ("",),
+        ("configmaps",),
+        ("get", "patch"),
+        "write the nonce of the pipeline canary ConfigMap the operator created (server-side apply)",
+    ),
+    Permission(
+        ("",),
+        ("secrets",),
+        ("get", "create", "patch"),
+        "the sink's segment-signing key: created once (server-side apply), read at start, by name only: never list",
     ),
 )
 

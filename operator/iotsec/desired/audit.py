@@ -1,0 +1,428 @@
+"""AuditPolicy → the rendered audit Policy, the pipeline canary, the audit store and iotsec's sink that writes it.
+
+Pure: no API calls. Everything lives in the operator's namespace (an AuditPolicy is cluster-scoped):
+
+* ConfigMap `iotsec-audit-policy-<name>`: the API server's audit Policy (`iotsec.audit.policy.policy_configmap`;
+  installing it on the control-plane nodes is described there);
+* ConfigMap `iotsec-audit-canary-<name>`: the pipeline canary. The sink writes `data.nonce` every canary interval
+  (field manager `iotsec-audit-sink`) and must see the write arrive as an audit event before the deadline, or it
+  reports AuditPipelineBroken. The operator's desired object carries no `data` at all, so its server-side apply
+  owns only the metadata and never resets the nonce the sink wrote;
+* PersistentVolumeClaim `iotsec-audit-store-<name>`: the hash-chained, signed store (X1369-9.6.4-2, -4). The
+  reconciler applies it without an owner reference and never prunes it: deleting the AuditPolicy must not take
+  the audit trail with it (delete the claim by hand once its segments are exported);
+* Deployment and Service `iotsec-audit-sink-<name>`: one sink replica (strategy Recreate: one writer per store)
+  serving `POST /audit` over TLS on 8443 (Service port 443) and metrics on 9090, under the restricted Pod
+  Security Standard, as the chart's sink ServiceAccount (it reads its AuditPolicy, writes its status, the canary,
+  events and its signing key);
+* NetworkPolicy `iotsec-audit-sink-<name>`: ingress to 8443 from anywhere (the API server is outside the pod
+  network), to 9090 from the operator's namespace only; egress to the API server and cluster DNS; nothing else.
+
+Secrets the operator does NOT create (the user or cert-manager provides them, in the operator's namespace):
+
+* `iotsec-audit-sink-tls-<name>` (type kubernetes.io/tls: `tls.crt`, `tls.key`): the sink's serving certificate,
+  valid for the name the API server's webhook kubeconfig uses (e.g. `iotsec-audit-sink-<name>.<ns>.svc`, or the
+  Service's ClusterIP when the control plane cannot resolve cluster DNS);
+* `iotsec-audit-client-<name>`: with `authentication: clientCertificate`, key `ca.crt`, the CA that signed the API
+  server's client certificate; with `bearerToken`, key `token`, the token the API server presents.
+
+The sink creates `iotsec-audit-signing-<name>` (its Ed25519 segment-signing key) itself on first start.
+The pod waits (ContainerCreating) until the two Secrets above exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from iotsec import conditions
+from iotsec.api.auditpolicy import AuditPolicySpec
+from iotsec.api.common import NamespacedObjectRef
+from iotsec.audit.policy import policy_configmap
+from iotsec.desired.meta import OWNER_KIND, OWNER_NAME, owned_metadata
+from iotsec.desired.securitydomain import NetworkSettings
+
+KIND = "AuditPolicy"
+COMPONENT = "app.kubernetes.io/component"
+SINK_COMPONENT = "audit-sink"
+SINK_FIELD_MANAGER = "iotsec-audit-sink"
+DNS_LABEL_MAX = 63
+DNS_SUBDOMAIN_MAX = 253
+
+STORE_MOUNT = "/var/lib/iotsec-audit"
+TLS_MOUNT = "/etc/iotsec/audit-tls"
+CLIENT_CA_MOUNT = "/etc/iotsec/audit-client-ca"
+TOKEN_MOUNT = "/etc/iotsec/audit-token"
+SINK_PORT = 8443
+METRICS_PORT = 9090
+SERVICE_PORT = 443
+API_SERVER_PORTS = (443, 6443)
+SINK_UID = 10001
+
+C_ADMIN_ACTIVITY = "X1369-9.6.4-1"
+C_NOT_LOST = "X1369-9.6.4-2"
+C_BACKED_UP = "X1369-9.6.4-3"
+C_PROTECTED = "X1369-9.6.4-4"
+C_RETENTION = "X1369-9.6.4-5"
+C_TLS = "X1369-9.6.4-6"
+C_MONITORING = "X1369-9.6.4-7"
+
+# Conditions the sink writes into the AuditPolicy status; the operator keeps them and derives Ready from them.
+PIPELINE_BROKEN = "AuditPipelineBroken"
+STORAGE_NEARLY_FULL = "StorageNearlyFull"
+STORAGE_FULL = "StorageFull"
+APPLIED = "Applied"
+BACKED_UP = "BackedUp"
+READY = "Ready"
+
+
+# --- names ------------------------------------------------------------------------------------------------------
+
+
+def bounded_name(prefix: str, name: str, limit: int = DNS_SUBDOMAIN_MAX) -> str:
+    """`prefix + name`, made to fit `limit`. With the DNS-label limit (63) dots become dashes as well, since
+    Services and pod hostnames are labels. Whenever the result is not the plain concatenation, it ends in 8 hex
+    digits of the full name's SHA-256, so two policies never share an object name."""
+    full = f"{prefix}{name}"
+    shaped = full.replace(".", "-") if limit <= DNS_LABEL_MAX else full
+    if shaped == full and len(full) <= limit:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{shaped[: limit - len(digest) - 1].rstrip('-.')}-{digest}"
+
+
+def canary_name(name: str) -> str:
+    return bounded_name("iotsec-audit-canary-", name)
+
+
+def store_claim_name(name: str) -> str:
+    return bounded_name("iotsec-audit-store-", name)
+
+
+def sink_name(name: str) -> str:
+    """The Deployment, Service and NetworkPolicy name: a DNS label (Service names and pod hostnames are)."""
+    return bounded_name("iotsec-audit-sink-", name, DNS_LABEL_MAX)
+
+
+def tls_secret_name(name: str) -> str:
+    return bounded_name("iotsec-audit-sink-tls-", name)
+
+
+def client_secret_name(name: str) -> str:
+    return bounded_name("iotsec-audit-client-", name)
+
+
+def signing_secret_name(name: str) -> str:
+    return bounded_name("iotsec-audit-signing-", name)
+
+
+def sink_selector(name: str) -> dict[str, str]:
+    """The sink pods' identifying labels (Deployment selector, Service selector, NetworkPolicy podSelector)."""
+    return {OWNER_KIND: KIND, OWNER_NAME: name, COMPONENT: SINK_COMPONENT}
+
+
+# --- the objects ------------------------------------------------------------------------------------------------
+
+
+def desired_objects(
+    name: str,
+    spec: AuditPolicySpec,
+    *,
+    namespace: str,
+    image: str,
+    operator_users: Sequence[str],
+    sink_service_account: str,
+    network: NetworkSettings | None = None,
+    image_pull_policy: str = "IfNotPresent",
+) -> list[dict[str, Any]]:
+    """Every object one AuditPolicy needs, in apply order (the Deployment last), all in `namespace`.
+
+    Raises ValueError when the policy cannot be rendered (a rule kube-apiserver would refuse, or a name longer
+    than 63 characters, which cannot be the value of the owner label every object carries)."""
+    if len(name) > DNS_LABEL_MAX:
+        raise ValueError(
+            f"AuditPolicy name {name!r} is {len(name)} characters long; at most {DNS_LABEL_MAX} fit the "
+            f"{OWNER_NAME} label its objects carry"
+        )
+    if not image:
+        raise ValueError("the sink needs an image reference")
+    network = network or NetworkSettings()
+    policy = policy_configmap(
+        name, spec, namespace=namespace, operator_users=operator_users, canary=(namespace, canary_name(name))
+    )
+    return [
+        policy,
+        _canary(name, namespace),
+        _store_claim(name, spec, namespace),
+        _service(name, namespace),
+        _network_policy(name, namespace, network),
+        _deployment(name, spec, namespace, image, image_pull_policy, sink_service_account),
+    ]
+
+
+def _meta(name: str, object_name: str, namespace: str, controls: Iterable[str], **extra: Any) -> dict[str, Any]:
+    return owned_metadata(object_name, namespace, owner_kind=KIND, owner_name=name, controls=controls, **extra)
+
+
+def _canary(name: str, namespace: str) -> dict[str, Any]:
+    """No `data`: the sink owns data.nonce (see the module docstring)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(
+            name,
+            canary_name(name),
+            namespace,
+            [C_NOT_LOST],
+            labels={COMPONENT: "audit-canary"},
+            annotations={"iotsec.io/written-by": SINK_FIELD_MANAGER},
+        ),
+    }
+
+
+def _store_claim(name: str, spec: AuditPolicySpec, namespace: str) -> dict[str, Any]:
+    storage = spec.sink.storage
+    claim: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "volumeMode": "Filesystem",
+        "resources": {"requests": {"storage": storage.size}},
+    }
+    if storage.storage_class_name:
+        claim["storageClassName"] = storage.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(
+            name,
+            store_claim_name(name),
+            namespace,
+            [C_NOT_LOST, C_PROTECTED, C_BACKED_UP],
+            labels={COMPONENT: "audit-store"},
+        ),
+        "spec": claim,
+    }
+
+
+def _service(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, sink_name(name), namespace, [C_TLS], labels={COMPONENT: SINK_COMPONENT}),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": sink_selector(name),
+            "ports": [
+                {"name": "https", "port": SERVICE_PORT, "targetPort": "https", "protocol": "TCP"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def _network_policy(name: str, namespace: str, network: NetworkSettings) -> dict[str, Any]:
+    dns_ports = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(name, sink_name(name), namespace, [C_TLS, C_PROTECTED], labels={COMPONENT: SINK_COMPONENT}),
+        "spec": {
+            "podSelector": {"matchLabels": sink_selector(name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                # the API server calls from the node network: no pod or namespace selector can name it
+                {"ports": [{"port": SINK_PORT, "protocol": "TCP"}]},
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}],
+                    "ports": [{"port": METRICS_PORT, "protocol": "TCP"}],
+                },
+            ],
+            "egress": [
+                # status, canary, events and the signing key: the API server's addresses are cluster-specific
+                {"ports": [{"port": port, "protocol": "TCP"} for port in API_SERVER_PORTS]},
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": network.dns_namespace}
+                            },
+                            "podSelector": {"matchLabels": dict(network.dns_pod_labels)},
+                        }
+                    ],
+                    "ports": dns_ports,
+                },
+            ],
+        },
+    }
+
+
+def sink_args(name: str, spec: AuditPolicySpec, namespace: str) -> list[str]:
+    """The sink container's arguments (the image's entrypoint is `iotsec`)."""
+    args = [
+        "audit",
+        "serve",
+        "--audit-policy",
+        name,
+        "--namespace",
+        namespace,
+        "--store",
+        STORE_MOUNT,
+        "--signing-key-secret",
+        signing_secret_name(name),
+        "--tls-cert",
+        f"{TLS_MOUNT}/tls.crt",
+        "--tls-key",
+        f"{TLS_MOUNT}/tls.key",
+    ]
+    if spec.sink.authentication == "clientCertificate":
+        args += ["--client-ca", f"{CLIENT_CA_MOUNT}/ca.crt"]
+    else:
+        args += ["--token-file", f"{TOKEN_MOUNT}/token"]
+    return [*args, "--port", str(SINK_PORT), "--metrics-port", str(METRICS_PORT)]
+
+
+def _deployment(
+    name: str, spec: AuditPolicySpec, namespace: str, image: str, pull_policy: str, service_account: str
+) -> dict[str, Any]:
+    client_ca = spec.sink.authentication == "clientCertificate"
+    client_key, client_mount = ("ca.crt", CLIENT_CA_MOUNT) if client_ca else ("token", TOKEN_MOUNT)
+    read_only = 0o440  # root:fsGroup, readable by the sink's group only
+    volumes = [
+        {"name": "store", "persistentVolumeClaim": {"claimName": store_claim_name(name)}},
+        {
+            "name": "tls",
+            "secret": {
+                "secretName": tls_secret_name(name),
+                "defaultMode": read_only,
+                "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+            },
+        },
+        {
+            "name": "client",
+            "secret": {
+                "secretName": client_secret_name(name),
+                "defaultMode": read_only,
+                "items": [{"key": client_key, "path": client_key}],
+            },
+        },
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi", "medium": "Memory"}},
+    ]
+    mounts = [
+        {"name": "store", "mountPath": STORE_MOUNT},
+        {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True},
+        {"name": "client", "mountPath": client_mount, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    probe = {"scheme": "HTTPS", "port": "https"}
+    container = {
+        "name": "sink",
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "args": sink_args(name, spec, namespace),
+        "ports": [
+            {"name": "https", "containerPort": SINK_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", **probe},
+            "periodSeconds": 20,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5, "timeoutSeconds": 5},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    labels = {**sink_selector(name), "iotsec.io/security-level": "standard"}
+    controls = [C_ADMIN_ACTIVITY, C_NOT_LOST, C_PROTECTED, C_RETENTION, C_TLS, C_MONITORING]
+    pod = {
+        "serviceAccountName": service_account,
+        "automountServiceAccountToken": True,  # it reads its AuditPolicy and writes status, canary and events
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,  # finish the batch being written and fsync
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SINK_UID,
+            "runAsGroup": SINK_UID,
+            "fsGroup": SINK_UID,  # the store volume is writable by the sink
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(name, sink_name(name), namespace, controls, labels={COMPONENT: SINK_COMPONENT}),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},  # one writer per store: never two pods on the volume
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": sink_selector(name)},
+            "template": {
+                "metadata": {"labels": {**_meta(name, "", namespace, controls)["labels"], **labels}},
+                "spec": pod,
+            },
+        },
+    }
+
+
+# --- status -----------------------------------------------------------------------------------------------------
+
+
+def ready_condition(found: Sequence[Mapping[str, Any]] | None, generation: int | None) -> dict[str, Any]:
+    """Ready from the other conditions: True (Recording) only when the objects are applied, the sink has reported,
+    the pipeline delivers and the store takes writes. Otherwise False with the first reason that fails: the
+    Applied reason (InvalidSpec, ApplyFailed), AuditPipelineBroken, StorageFull, then AwaitingSink while the sink
+    has not reported at all."""
+    controls = [C_ADMIN_ACTIVITY, C_NOT_LOST]
+    applied = conditions.find(found, APPLIED)
+    broken = conditions.find(found, PIPELINE_BROKEN)
+    full = conditions.find(found, STORAGE_FULL)
+    if applied is None or applied.get("status") != "True":
+        reason = (applied or {}).get("reason") or "NotApplied"
+        message = (applied or {}).get("message") or "the sink's objects have not been applied yet"
+        return conditions.condition(READY, False, reason, message, generation, controls)
+    for failing in (broken, full):
+        if failing is not None and failing.get("status") == "True":
+            return conditions.condition(READY, False, failing["type"], failing.get("message", ""), generation, controls)
+    if broken is None:
+        return conditions.condition(
+            READY, False, "AwaitingSink", "no report from the audit sink yet", generation, controls
+        )
+    return conditions.condition(
+        READY, True, "Recording", "the audit pipeline delivers and the store takes writes", generation, controls
+    )
+
+
+def backup_ref(spec: AuditPolicySpec, namespace: str) -> tuple[str, str] | None:
+    """(namespace, name) of the BackupPolicy the spec names; a reference without a namespace means the operator's,
+    where the store lives. That policy should select the claim `store_claim_name(name)`; the reconciler checks only
+    that it exists, not what it selects."""
+    ref: NamespacedObjectRef | None = spec.backup_policy_ref
+    if ref is None:
+        return None
+    return (ref.namespace or namespace, ref.name)
+
+
+def backed_up_condition(ref: tuple[str, str], found: bool, generation: int | None) -> dict[str, Any]:
+    where = f"BackupPolicy {ref[0]}/{ref[1]}"
+    if found:
+        return conditions.condition(BACKED_UP, True, "BackupPolicyFound", f"{where} exists", generation, [C_BACKED_UP])
+    return conditions.condition(
+        BACKED_UP,
+        False,
+        "BackupPolicyMissing",
+        f"{where} does not exist: the audit store is not backed up",
+        generation,
+        [C_BACKED_UP],
+    )

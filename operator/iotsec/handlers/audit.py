@@ -1,0 +1,190 @@
+"""kopf wiring for AuditPolicy: parse → build (pure) → apply → prune → status.
+
+The objects (iotsec.desired.audit) live in the operator's namespace. The store claim gets no owner reference and
+is never pruned: deleting the AuditPolicy must not delete the audit trail. The sink reports into the same status
+(AuditPipelineBroken, StorageNearlyFull, StorageFull and the store figures); the operator keeps those conditions
+and derives Ready from them with `ready_condition`.
+
+Settings not (yet) in `runtime.Config`, from the environment the chart sets:
+IOTSEC_IMAGE (the sink's image; the operator's own), IOTSEC_AUDIT_SINK_SERVICE_ACCOUNT (the chart's sink
+ServiceAccount) and IOTSEC_OPERATOR_USERS (comma-separated usernames whose writes the policy records at
+RequestResponse; default: the chart's operator ServiceAccount).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from typing import Any
+
+import kopf
+
+from iotsec import conditions, metrics
+from iotsec.api.auditpolicy import AuditPolicySpec
+from iotsec.api.common import API_VERSION, GROUP, VERSION
+from iotsec.api.validation import parse_resource
+from iotsec.audit.policy import policy_configmap_name
+from iotsec.desired import audit as builder
+from iotsec.desired.backup import Image
+from iotsec.handlers.wiring import level_triggered
+from iotsec.kube import ApiError, Kube, Owner
+from iotsec.runtime import CONFIG, kube
+
+KIND = builder.KIND
+PLURAL = "auditpolicies"
+PRUNABLE = (
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+)
+KEEP_UNOWNED = ("PersistentVolumeClaim",)  # the audit store outlives its policy
+APPLIED_CONTROLS = [builder.C_ADMIN_ACTIVITY, builder.C_NOT_LOST, builder.C_TLS]
+_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def _namespace() -> str:
+    return CONFIG.webhook_namespace  # the release namespace: the operator, webhook and sinks all live there
+
+
+def _image() -> str:
+    return os.environ.get("IOTSEC_IMAGE") or Image().reference
+
+
+def _sink_service_account() -> str:
+    return os.environ.get("IOTSEC_AUDIT_SINK_SERVICE_ACCOUNT") or "iotsec-audit-sink"
+
+
+def _operator_users() -> list[str]:
+    users = [u.strip() for u in os.environ.get("IOTSEC_OPERATOR_USERS", "").split(",") if u.strip()]
+    return users or [f"system:serviceaccount:{_namespace()}:iotsec-operator"]
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def on_delete(name: str, body: kopf.Body, **_: Any) -> None:
+    kopf.event(
+        body,
+        type="Normal",
+        reason="Retained",
+        message=f"policy deleted; the audit store claim {_namespace()}/{builder.store_claim_name(name)} is kept "
+        "with every record: delete it by hand once its segments are exported",
+    )
+    metrics.forget(KIND, name)
+
+
+def reconcile(name: str) -> None:
+    api = kube()
+    with _locks[name], metrics.reconciling(KIND) as outcome:
+        body = api.get(API_VERSION, KIND, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            outcome.succeeded()
+            return
+        namespace = _namespace()
+        try:
+            spec: AuditPolicySpec = parse_resource(body).spec  # type: ignore[assignment]
+            objects = builder.desired_objects(
+                name,
+                spec,
+                namespace=namespace,
+                image=_image(),
+                operator_users=_operator_users(),
+                sink_service_account=_sink_service_account(),
+                network=CONFIG.network,
+            )
+        except ValueError as exc:  # InvalidResourceError, or a policy kube-apiserver would refuse to load
+            outcome.invalid()
+            _failed(api, body, "InvalidSpec", str(exc))
+            raise kopf.PermanentError(f"invalid spec: {exc}") from None
+        try:
+            _apply(api, body, objects)
+            ref = builder.backup_ref(spec, namespace)
+            backup_found = ref is not None and api.get(API_VERSION, "BackupPolicy", ref[1], ref[0]) is not None
+            policy_map = f"{namespace}/{policy_configmap_name(name)}"
+            ready = _write_status(api, body, policy_map, ref, backup_found)
+        except ApiError as exc:
+            if exc.transient:  # also a 409: the sink wrote the status since it was read
+                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
+            _failed(api, body, "ApplyFailed", str(exc))
+            raise kopf.PermanentError(str(exc)) from None
+        metrics.RESOURCE_READY.labels(KIND, name).set(1 if ready else 0)
+        outcome.succeeded()
+
+
+def _apply(api: Kube, body: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    name, owner = body["metadata"]["name"], Owner.of(body)  # cluster-scoped: it may own namespaced children
+    for obj in objects:
+        api.apply(obj, None if obj["kind"] in KEEP_UNOWNED else owner)
+    for api_version, kind in PRUNABLE:
+        keep = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == kind}
+        pruned = api.prune(api_version, kind, KIND, name, keep)
+        if pruned:
+            metrics.OBJECTS_PRUNED.labels(kind).inc(len(pruned))
+    for kind in ("ConfigMap", "Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim"):
+        metrics.MANAGED_OBJECTS.labels(KIND, name, kind).set(sum(1 for o in objects if o["kind"] == kind))
+
+
+def _write_status(
+    api: Kube, body: dict[str, Any], policy_map: str, ref: tuple[str, str] | None, backup_found: bool
+) -> bool:
+    generation = body["metadata"].get("generation")
+    previous = list((body.get("status") or {}).get("conditions") or [])
+    entries = [
+        conditions.condition(
+            builder.APPLIED, True, "Applied", _applied_message(policy_map), generation, APPLIED_CONTROLS
+        )
+    ]
+    if ref is not None:
+        backed_up = builder.backed_up_condition(ref, backup_found, generation)
+        entries.append(backed_up)
+        before = conditions.find(previous, builder.BACKED_UP) or {}
+        if not backup_found and (before.get("status"), before.get("reason")) != ("False", "BackupPolicyMissing"):
+            kopf.warn(body, reason="BackupPolicyMissing", message=backed_up["message"])
+    else:
+        previous = [c for c in previous if c.get("type") != builder.BACKED_UP]
+    ready = _status(api, body, previous, entries, {"policyConfigMap": policy_map})
+    return ready["status"] == "True"
+
+
+def _applied_message(policy_map: str) -> str:
+    return f"policy ConfigMap {policy_map}, canary, store claim and sink applied"
+
+
+def _failed(api: Kube, body: dict[str, Any], reason: str, message: str) -> None:
+    """Applied=False (and so Ready=False) with the reason, and a Warning event."""
+    generation = body["metadata"].get("generation")
+    entry = conditions.condition(builder.APPLIED, False, reason, message, generation, APPLIED_CONTROLS)
+    _status(api, body, list((body.get("status") or {}).get("conditions") or []), [entry], {})
+    kopf.warn(body, reason=reason, message=message)
+
+
+def _status(
+    api: Kube,
+    body: dict[str, Any],
+    previous: list[dict[str, Any]],
+    entries: list[dict[str, Any]],
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    """Merge `entries` and Ready into the status (the sink's conditions stay); write only what changed."""
+    generation = body["metadata"].get("generation")
+    ready = builder.ready_condition(conditions.merge_conditions(previous, entries), generation)
+    status = {
+        "observedGeneration": generation,
+        **fields,
+        "conditions": conditions.merge_conditions(previous, [*entries, ready]),
+    }
+    current = body.get("status") or {}
+    if not all(current.get(k) == v for k, v in status.items()):
+        # with the resourceVersion read: the sink writes the same conditions list, so a concurrent write of its
+        # fails this one with 409 (a transient error: retried) instead of being overwritten with stale conditions
+        api.patch_status(
+            API_VERSION,
+            KIND,
+            body["metadata"]["name"],
+            status,
+            resource_version=body["metadata"].get("resourceVersion"),
+        )
+    return ready
+
+
+level_triggered(PLURAL, reconcile)

@@ -1,0 +1,490 @@
+"""The AuditPolicy builder: policy and canary ConfigMaps, store claim, sink Deployment, Service, NetworkPolicy;
+Ready from the conditions; the sink's RBAC files."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from iotsec import conditions, rbac
+from iotsec.api.auditpolicy import AuditPolicySpec
+from iotsec.audit.policy import POLICY_KEY, policy_configmap_name
+from iotsec.desired import audit as builder
+from iotsec.desired.meta import CONTROLS, MANAGED_BY, OWNER_KIND, OWNER_NAME
+from iotsec.desired.securitydomain import NetworkSettings
+from iotsec.policy.context import Context, DomainPolicy
+from iotsec.policy.engine import decide
+from tests.conftest import ROOT, load_examples
+
+EXAMPLE = next(d for d in load_examples() if d["kind"] == "AuditPolicy")
+NAME = EXAMPLE["metadata"]["name"]
+NAMESPACE = "iotsec-system"
+IMAGE = "registry.example.com/iotsec/iotsec@sha256:" + "b" * 64
+OPERATOR = "system:serviceaccount:iotsec-system:iotsec-operator"
+
+
+def spec(**sink: Any) -> AuditPolicySpec:
+    body = copy.deepcopy(EXAMPLE["spec"])
+    body["sink"].update(sink)
+    return AuditPolicySpec.model_validate(body)
+
+
+def build(name: str = NAME, **sink: Any) -> list[dict[str, Any]]:
+    return builder.desired_objects(
+        name,
+        spec(**sink),
+        namespace=NAMESPACE,
+        image=IMAGE,
+        operator_users=[OPERATOR],
+        sink_service_account="iotsec-audit-sink",
+    )
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"]))
+
+
+def pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objects, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_every_object_is_valid_kubernetes():
+    version = kubernetes_validate.latest_version()
+    for authentication in ("clientCertificate", "bearerToken"):
+        objects = build(authentication=authentication)
+        assert [o["kind"] for o in objects] == [
+            "ConfigMap",
+            "ConfigMap",
+            "PersistentVolumeClaim",
+            "Service",
+            "NetworkPolicy",
+            "Deployment",
+        ], "the Deployment last: what it mounts exists first"
+        for obj in objects:
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_names_and_owner_metadata():
+    objects = build()
+    assert {(o["kind"], o["metadata"]["name"]) for o in objects} == {
+        ("ConfigMap", "iotsec-audit-policy-platform-audit"),
+        ("ConfigMap", "iotsec-audit-canary-platform-audit"),
+        ("PersistentVolumeClaim", "iotsec-audit-store-platform-audit"),
+        ("Service", "iotsec-audit-sink-platform-audit"),
+        ("NetworkPolicy", "iotsec-audit-sink-platform-audit"),
+        ("Deployment", "iotsec-audit-sink-platform-audit"),
+    }
+    for obj in objects:
+        meta = obj["metadata"]
+        assert meta["namespace"] == NAMESPACE
+        assert meta["labels"][MANAGED_BY] == "iotsec"
+        assert (meta["labels"][OWNER_KIND], meta["labels"][OWNER_NAME]) == ("AuditPolicy", NAME)
+        assert meta["annotations"][CONTROLS].startswith("X1369-9.")
+    template = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert template[OWNER_NAME] == NAME
+
+
+def test_policy_configmap_records_the_canary_and_the_operator():
+    policy_map = one(build(), "ConfigMap", policy_configmap_name(NAME))
+    rendered = yaml.safe_load(policy_map["data"][POLICY_KEY])
+    assert rendered["rules"][0] == {
+        "level": "Request",
+        "namespaces": [NAMESPACE],
+        "resources": [{"group": "", "resources": ["configmaps"], "resourceNames": [builder.canary_name(NAME)]}],
+    }
+    assert any(r.get("users") == [OPERATOR] and r["level"] == "RequestResponse" for r in rendered["rules"])
+
+
+def test_the_canary_configmap_leaves_its_data_to_the_sink():
+    canary = one(build(), "ConfigMap", builder.canary_name(NAME))
+    assert "data" not in canary, "the operator's apply must not reset the nonce the sink writes"
+    assert "binaryData" not in canary
+
+
+def test_store_claim_size_and_class():
+    claim = one(build(), "PersistentVolumeClaim")["spec"]
+    assert claim["accessModes"] == ["ReadWriteOnce"]
+    assert claim["resources"]["requests"]["storage"] == "50Gi"
+    assert claim["storageClassName"] == "encrypted-ssd"
+    default = one(build(storage={"size": "5Gi"}), "PersistentVolumeClaim")["spec"]
+    assert default["resources"]["requests"]["storage"] == "5Gi"
+    assert "storageClassName" not in default, "no class named: the cluster default"
+
+
+@pytest.mark.parametrize(
+    ("authentication", "flag", "path", "key"),
+    [
+        ("clientCertificate", "--client-ca", "/etc/iotsec/audit-client-ca/ca.crt", "ca.crt"),
+        ("bearerToken", "--token-file", "/etc/iotsec/audit-token/token", "token"),
+    ],
+)
+def test_sink_arguments_and_secrets_per_authentication(authentication, flag, path, key):
+    objects = build(authentication=authentication)
+    spec_ = pod(objects)
+    (container,) = spec_["containers"]
+    args = container["args"]
+    assert args[:2] == ["audit", "serve"]
+    pairs = dict(zip(args[2::2], args[3::2], strict=True))
+    assert pairs == {
+        "--audit-policy": NAME,
+        "--namespace": NAMESPACE,
+        "--store": "/var/lib/iotsec-audit",
+        "--signing-key-secret": f"iotsec-audit-signing-{NAME}",
+        "--tls-cert": "/etc/iotsec/audit-tls/tls.crt",
+        "--tls-key": "/etc/iotsec/audit-tls/tls.key",
+        flag: path,
+        "--port": "8443",
+        "--metrics-port": "9090",
+    }
+    other = "--token-file" if flag == "--client-ca" else "--client-ca"
+    assert other not in args
+    volumes = {v["name"]: v for v in spec_["volumes"]}
+    assert volumes["store"]["persistentVolumeClaim"] == {"claimName": f"iotsec-audit-store-{NAME}"}
+    assert volumes["tls"]["secret"]["secretName"] == f"iotsec-audit-sink-tls-{NAME}"
+    assert volumes["client"]["secret"]["secretName"] == f"iotsec-audit-client-{NAME}"
+    assert volumes["client"]["secret"]["items"] == [{"key": key, "path": key}]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert path.startswith(mounts["client"]["mountPath"] + "/")
+    assert mounts["tls"]["readOnly"]
+    assert mounts["client"]["readOnly"]
+    assert mounts["store"]["mountPath"] == "/var/lib/iotsec-audit"
+
+
+def test_one_sink_per_store_with_restricted_security():
+    objects = build()
+    deployment = one(objects, "Deployment")["spec"]
+    assert deployment["replicas"] == 1
+    assert deployment["strategy"] == {"type": "Recreate"}
+    assert deployment["selector"]["matchLabels"].items() <= deployment["template"]["metadata"]["labels"].items()
+    spec_ = pod(objects)
+    assert spec_["serviceAccountName"] == "iotsec-audit-sink"
+    assert spec_["automountServiceAccountToken"] is True
+    security = spec_["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] >= 10000
+    assert security["fsGroup"] == security["runAsGroup"], "the store volume is writable by the sink"
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec_["containers"]
+    assert container["image"] == IMAGE
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsNonRoot"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert set(container["resources"]["requests"]) == set(container["resources"]["limits"]) == {"cpu", "memory"}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        assert container[probe]["httpGet"] == {"path": path, "scheme": "HTTPS", "port": "https"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"https": 8443, "metrics": 9090}
+
+
+def test_the_sink_passes_iotsecs_own_admission():
+    decision = decide(one(build(), "Deployment"), Context(DomainPolicy("support", "support"), datetime.now(UTC)))
+    assert [v.line() for v in decision.violations] == []
+
+
+def test_service_and_network_policy():
+    objects = build()
+    service = one(objects, "Service")["spec"]
+    assert {(p["name"], p["port"], p["targetPort"]) for p in service["ports"]} == {
+        ("https", 443, "https"),
+        ("metrics", 9090, "metrics"),
+    }
+    assert service["selector"] == builder.sink_selector(NAME)
+    policy = one(objects, "NetworkPolicy")["spec"]
+    assert policy["podSelector"] == {"matchLabels": builder.sink_selector(NAME)}
+    assert policy["policyTypes"] == ["Ingress", "Egress"], "everything not listed is denied"
+    webhook, metrics = policy["ingress"]
+    assert webhook == {"ports": [{"port": 8443, "protocol": "TCP"}]}, "the API server calls from outside the pods"
+    assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}}]
+    assert metrics["ports"] == [{"port": 9090, "protocol": "TCP"}]
+    api, dns = policy["egress"]
+    assert {p["port"] for p in api["ports"]} == {443, 6443}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+
+
+def test_dns_settings_reach_the_network_policy():
+    network = NetworkSettings(dns_namespace="dns", dns_pod_labels={"app": "coredns"})
+    objects = builder.desired_objects(
+        NAME, spec(), namespace=NAMESPACE, image=IMAGE, operator_users=(), sink_service_account="sa", network=network
+    )
+    (to,) = one(objects, "NetworkPolicy")["spec"]["egress"][1]["to"]
+    assert to == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dns"}},
+        "podSelector": {"matchLabels": {"app": "coredns"}},
+    }
+
+
+def test_long_and_dotted_names_fit_dns_labels():
+    long_name = "a" * 63
+    objects = build(long_name)
+    version = kubernetes_validate.latest_version()
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+    sink = builder.sink_name(long_name)
+    assert len(sink) <= 63
+    assert sink.startswith("iotsec-audit-sink-aaa")
+    assert one(objects, "Service")["metadata"]["name"] == sink
+    assert one(objects, "Deployment")["metadata"]["name"] == sink
+    assert builder.store_claim_name(long_name) == f"iotsec-audit-store-{long_name}", "subdomains keep the full name"
+    assert builder.sink_name("b" * 63) != sink
+    dotted = builder.sink_name("audit.prod")
+    assert "." not in dotted
+    assert len(dotted) <= 63
+    assert dotted != builder.sink_name("audit-prod"), "a dot and a dash never yield the same Service"
+    assert builder.sink_name("audit-prod") == "iotsec-audit-sink-audit-prod"
+    for obj in build("audit.prod"):
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_names_longer_than_a_label_value_are_refused():
+    with pytest.raises(ValueError, match="at most 63"):
+        build("a" * 64)
+
+
+def test_bounded_name_is_stable_and_bounded():
+    name = builder.bounded_name("prefix-", "x" * 300)
+    assert len(name) == 253
+    assert name == builder.bounded_name("prefix-", "x" * 300)
+    assert builder.bounded_name("prefix-", "short") == "prefix-short"
+
+
+# --- Ready ----------------------------------------------------------------------------------------------------
+
+
+def cond(type_: str, status: bool, reason: str = "Reason", message: str = "") -> dict[str, Any]:
+    return conditions.condition(type_, status, reason, message or f"{type_} {status}", 3)
+
+
+APPLIED = cond("Applied", True, "Applied")
+HEALTHY = cond("AuditPipelineBroken", False, "CanaryArrived")
+
+
+@pytest.mark.parametrize(
+    ("found", "status", "reason"),
+    [
+        ([APPLIED, HEALTHY], "True", "Recording"),
+        ([APPLIED, HEALTHY, cond("StorageFull", False), cond("StorageNearlyFull", True)], "True", "Recording"),
+        ([APPLIED], "False", "AwaitingSink"),
+        ([], "False", "NotApplied"),
+        ([cond("Applied", False, "InvalidSpec"), HEALTHY], "False", "InvalidSpec"),
+        ([cond("Applied", False, "ApplyFailed"), cond("AuditPipelineBroken", True)], "False", "ApplyFailed"),
+        ([APPLIED, cond("AuditPipelineBroken", True, "CanaryMissing")], "False", "AuditPipelineBroken"),
+        ([APPLIED, cond("AuditPipelineBroken", True), cond("StorageFull", True)], "False", "AuditPipelineBroken"),
+        ([APPLIED, HEALTHY, cond("StorageFull", True, "RefusingBatches")], "False", "StorageFull"),
+        ([APPLIED, cond("StorageFull", True)], "False", "StorageFull"),
+    ],
+)
+def test_ready_condition_truth_table(found, status, reason):
+    ready = builder.ready_condition(found, 7)
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", status, reason)
+    assert ready["observedGeneration"] == 7
+
+
+def test_ready_messages():
+    assert builder.ready_condition([APPLIED], 1)["message"] == "no report from the audit sink yet"
+    broken = cond("AuditPipelineBroken", True, "CanaryMissing", "canary written 300s ago …")
+    assert builder.ready_condition([APPLIED, broken], 1)["message"] == "canary written 300s ago …"
+    failed = cond("Applied", False, "ApplyFailed", "422 Unprocessable")
+    assert builder.ready_condition([failed], 1)["message"] == "422 Unprocessable"
+
+
+def test_backup_reference_and_condition():
+    assert builder.backup_ref(spec(), "elsewhere") == ("iotsec-system", "audit-store")
+    body = copy.deepcopy(EXAMPLE["spec"])
+    body["backupPolicyRef"] = {"name": "audit-store"}
+    assert builder.backup_ref(AuditPolicySpec.model_validate(body), NAMESPACE) == (NAMESPACE, "audit-store")
+    del body["backupPolicyRef"]
+    assert builder.backup_ref(AuditPolicySpec.model_validate(body), NAMESPACE) is None
+    missing = builder.backed_up_condition(("ns", "b"), False, 2)
+    assert (missing["type"], missing["status"], missing["reason"]) == ("BackedUp", "False", "BackupPolicyMissing")
+    assert missing["controls"] == ["X1369-9.6.4-3"]
+    found = builder.backed_up_condition(("ns", "b"), True, 2)
+    assert (found["status"], found["reason"]) == ("True", "BackupPolicyFound")
+
+
+# --- the sink's RBAC ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "filename"),
+    [("AUDIT_SINK", "audit-sink-rules.yaml"), ("AUDIT_SINK_NAMESPACE", "audit-sink-namespace-rules.yaml")],
+)
+def test_sink_rule_files_are_the_table(table, filename):
+    permissions = getattr(rbac, table)
+    shipped = ROOT / "charts" / "iotsec-operator" / "files" / filename
+    assert shipped.read_text() == rbac.rules_file(permissions), "regenerate the chart's sink rule files"
+    assert all(len(p.reason) > 20 for p in permissions)
+    for permission in permissions:
+        if "secrets" in permission.resources:
+            assert not {"list", "watch"} & set(permission.verbs), "Secrets by name only"
+
+
+def test_the_operator_may_manage_the_sink_objects_but_never_delete_the_store():
+    def verbs(group: str, resource: str) -> set[str]:
+        return {v for p in rbac.OPERATOR if group in p.api_groups and resource in p.resources for v in p.verbs}
+
+    assert {"get", "create", "patch", "delete"} <= verbs("apps", "deployments")
+    assert {"get", "create", "patch", "delete"} <= verbs("", "services")
+    assert {"get", "create", "patch", "delete"} <= verbs("", "configmaps")
+    assert {"get", "create", "patch", "delete"} <= verbs("networking.k8s.io", "networkpolicies")
+    assert {"get", "create", "patch"} <= verbs("", "persistentvolumeclaims")
+    assert "delete" not in verbs("", "persistentvolumeclaims"), "the audit trail outlives its policy"
+    assert "get" in verbs("iotsec.io", "backuppolicies")
+
+
+# --- the reconciler, against a fake API ---------------------------------------------------------------------
+
+
+class FakeKube:
+    def __init__(self, body: dict[str, Any], backup_exists: bool = True, fail: Any = None) -> None:
+        self.body, self.backup_exists, self.fail = body, backup_exists, fail
+        self.applied: list[tuple[dict[str, Any], Any]] = []
+        self.pruned: list[tuple[str, set]] = []
+        self.statuses: list[dict[str, Any]] = []
+
+    def get(self, api_version, kind, name, namespace=None):
+        if kind == "AuditPolicy":
+            return copy.deepcopy(self.body)
+        if kind == "BackupPolicy":
+            return {"metadata": {"name": name, "namespace": namespace}} if self.backup_exists else None
+        raise AssertionError(kind)
+
+    def apply(self, obj, owner=None):
+        if self.fail is not None:
+            raise self.fail
+        self.applied.append((obj, owner))
+        return obj
+
+    def prune(self, api_version, kind, owner_kind, owner_name, keep):
+        self.pruned.append((kind, set(keep)))
+        return []
+
+    def patch_status(self, api_version, kind, name, status, namespace=None, **_):
+        self.statuses.append(status)
+        self.body["status"] = {**(self.body.get("status") or {}), **status}
+
+
+@pytest.fixture
+def reconciler(monkeypatch):
+    from iotsec.handlers import audit as handler
+
+    warnings: list[tuple[str, str]] = []
+    monkeypatch.setattr(handler.kopf, "warn", lambda body, reason, message: warnings.append((reason, message)))
+
+    def run(api: FakeKube) -> list[tuple[str, str]]:
+        monkeypatch.setattr(handler, "kube", lambda: api)
+        handler.reconcile(NAME)
+        return warnings
+
+    return run
+
+
+def resource(**status: Any) -> dict[str, Any]:
+    body = copy.deepcopy(EXAMPLE)
+    body["metadata"].update(uid="u-1", generation=4)
+    if status:
+        body["status"] = status
+    return body
+
+
+def by_type(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_reconcile_applies_prunes_and_awaits_the_sink(reconciler):
+    api = FakeKube(resource())
+    assert reconciler(api) == []
+    kinds = {obj["kind"]: owner for obj, owner in api.applied}
+    assert kinds["PersistentVolumeClaim"] is None, "the store claim has no owner: deleting the policy keeps it"
+    assert kinds["Deployment"] is not None
+    assert kinds["Deployment"].kind == "AuditPolicy"
+    assert "PersistentVolumeClaim" not in {kind for kind, _ in api.pruned}
+    assert {kind for kind, _ in api.pruned} == {"ConfigMap", "Service", "Deployment", "NetworkPolicy"}
+    (status,) = api.statuses
+    assert status["policyConfigMap"] == f"iotsec-system/iotsec-audit-policy-{NAME}"
+    assert status["observedGeneration"] == 4
+    found = by_type(status)
+    assert (found["Applied"]["status"], found["Applied"]["reason"]) == ("True", "Applied")
+    assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("False", "AwaitingSink")
+    assert (found["BackedUp"]["status"], found["BackedUp"]["reason"]) == ("True", "BackupPolicyFound")
+    reconciler(api)
+    assert len(api.statuses) == 1, "an unchanged status is not written again"
+
+
+def test_reconcile_keeps_the_sinks_conditions_and_becomes_ready(reconciler):
+    sink = [
+        {**HEALTHY, "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        {**cond("StorageNearlyFull", True, "AboveWarningLevel"), "lastTransitionTime": "2026-01-01T00:00:00Z"},
+    ]
+    api = FakeKube(resource(conditions=sink, records=12))
+    reconciler(api)
+    found = by_type(api.statuses[-1])
+    assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("True", "Recording")
+    assert found["AuditPipelineBroken"] == sink[0]
+    assert found["StorageNearlyFull"] == sink[1]
+    assert api.body["status"]["records"] == 12
+
+
+def test_a_missing_backup_policy_warns_once(reconciler):
+    api = FakeKube(resource(), backup_exists=False)
+    warnings = reconciler(api)
+    found = by_type(api.statuses[-1])
+    assert (found["BackedUp"]["status"], found["BackedUp"]["reason"]) == ("False", "BackupPolicyMissing")
+    assert found["Applied"]["status"] == "True"
+    assert [reason for reason, _ in warnings] == ["BackupPolicyMissing"]
+    reconciler(api)
+    assert len(warnings) == 1
+
+
+def test_a_refused_object_is_apply_failed(reconciler):
+    import kopf
+
+    from iotsec.kube import ApiError
+
+    api = FakeKube(resource(), fail=ApiError("apply Deployment: 422 Unprocessable", 422))
+    with pytest.raises(kopf.PermanentError):
+        reconciler(api)
+    found = by_type(api.statuses[-1])
+    assert (found["Applied"]["status"], found["Applied"]["reason"]) == ("False", "ApplyFailed")
+    assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("False", "ApplyFailed")
+    api = FakeKube(resource(), fail=ApiError("apply: 503", 503))
+    with pytest.raises(kopf.TemporaryError):
+        reconciler(api)
+    assert api.statuses == []
+
+
+def test_an_invalid_spec_is_reported(reconciler):
+    import kopf
+
+    body = resource()
+    body["spec"]["sink"]["storage"]["warnAtPercent"] = 150
+    api = FakeKube(body)
+    with pytest.raises(kopf.PermanentError):
+        reconciler(api)
+    found = by_type(api.statuses[-1])
+    assert (found["Applied"]["reason"], found["Ready"]["reason"]) == ("InvalidSpec", "InvalidSpec")
+    assert api.applied == []
+
+
+def test_a_concurrent_sink_write_retries_instead_of_overwriting(reconciler, monkeypatch):
+    import kopf
+
+    from iotsec.kube import ApiError
+
+    api = FakeKube(resource())
+    api.body["metadata"]["resourceVersion"] = "41"
+    seen: list[Any] = []
+
+    def conflict(api_version, kind, name, status, namespace=None, resource_version=None):
+        seen.append(resource_version)
+        raise ApiError("write status of AuditPolicy: 409 Conflict", 409)
+
+    monkeypatch.setattr(api, "patch_status", conflict)
+    with pytest.raises(kopf.TemporaryError):
+        reconciler(api)
+    assert seen == ["41"], "the status write carries the resourceVersion it read"

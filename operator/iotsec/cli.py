@@ -176,6 +176,10 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("options", nargs=argparse.REMAINDER, help="--config CONFIG.json [--result FILE] ...")
     backup.set_defaults(handler=_backup)
 
+    from iotsec import audit_cli
+
+    audit_cli.register(sub)
+
     for name, what in NOT_YET.items():
         stub = sub.add_parser(name, help=f"(not yet implemented) {what.split(' arrive')[0]}")
         stub.add_argument("args", nargs=argparse.REMAINDER)
@@ -406,7 +410,12 @@ def _device_revoke(args: argparse.Namespace) -> int:
 def _rbac(args: argparse.Namespace) -> int:
     from iotsec import rbac
 
-    files = {"operator-rules.yaml": rbac.rules_file(rbac.OPERATOR), "webhook-rules.yaml": rbac.rules_file(rbac.WEBHOOK)}
+    files = {
+        "operator-rules.yaml": rbac.rules_file(rbac.OPERATOR),
+        "webhook-rules.yaml": rbac.rules_file(rbac.WEBHOOK),
+        "audit-sink-rules.yaml": rbac.rules_file(rbac.AUDIT_SINK),
+        "audit-sink-namespace-rules.yaml": rbac.rules_file(rbac.AUDIT_SINK_NAMESPACE),
+    }
     if args.write:
         for name, text in files.items():
             (Path(args.write) / name).write_text(text, encoding="utf-8")

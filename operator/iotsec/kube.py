@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import urllib3
@@ -123,8 +124,9 @@ def default_api_client() -> k8s_client.ApiClient:
 
 
 class Kube:
-    def __init__(self, api_client: k8s_client.ApiClient | None = None):
+    def __init__(self, api_client: k8s_client.ApiClient | None = None, field_manager: str = FIELD_MANAGER):
         self._api_client = api_client or default_api_client()
+        self.field_manager = field_manager
         self._dynamic: DynamicClient | None = None
         self._throttle = _Throttle()
 
@@ -171,7 +173,7 @@ class Kube:
     # ---------------------------------------------------------------- writing
 
     def apply(self, obj: dict[str, Any], owner: Owner | None = None) -> dict[str, Any]:
-        """Server-side apply `obj` as field manager iotsec, forcing conflicts on fields iotsec owns."""
+        """Server-side apply `obj` as this client's field manager, forcing conflicts on fields it owns."""
         body = dict(obj)
         metadata = dict(body["metadata"])
         if owner is not None and owner.may_own(metadata.get("namespace")):
@@ -181,7 +183,7 @@ class Kube:
         name = f"apply {body['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
         return self._call(
             name,
-            lambda: resource.server_side_apply(body=body, field_manager=FIELD_MANAGER, force_conflicts=True),
+            lambda: resource.server_side_apply(body=body, field_manager=self.field_manager, force_conflicts=True),
         ).to_dict()
 
     def patch_labels(
@@ -218,25 +220,62 @@ class Kube:
                 namespace=namespace,
                 body={"metadata": {field: changes}},
                 content_type="application/merge-patch+json",
-                field_manager=FIELD_MANAGER,
+                field_manager=self.field_manager,
             ),
         )
         return True
 
     def patch_status(
-        self, api_version: str, kind: str, name: str, status: dict[str, Any], namespace: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        status: dict[str, Any],
+        namespace: str | None = None,
+        resource_version: str | None = None,
     ) -> None:
+        """Merge-patch the status; with `resource_version`, a concurrent writer makes it fail with 409."""
         resource = self._resource(api_version, kind)
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         self._call(
             f"write status of {kind} {name}",
             lambda: resource.status.patch(
                 name=name,
                 namespace=namespace,
-                body={"status": status},
+                body=body,
                 content_type="application/merge-patch+json",
-                field_manager=FIELD_MANAGER,
+                field_manager=self.field_manager,
             ),
         )
+
+    def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `involved`; cluster-scoped objects get theirs in the default namespace."""
+        meta = involved["metadata"]
+        namespace = meta.get("namespace") or "default"
+        moment = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "uid": meta.get("uid"),
+                **({"namespace": meta["namespace"]} if meta.get("namespace") else {}),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self.field_manager},
+            "firstTimestamp": moment,
+            "lastTimestamp": moment,
+            "count": 1,
+        }
+        resource = self._resource("v1", "Event")
+        self._call(f"post event {reason}", lambda: resource.create(body=event, namespace=namespace))
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         resource = self._resource(api_version, kind)

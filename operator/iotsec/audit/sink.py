@@ -94,8 +94,8 @@ class SinkState:
     head: str = ""
     last_sealed: dict[str, Any] | None = None
     refused_batches: int = 0
-    canary_written: datetime | None = None
-    canary_nonce: str | None = None
+    refusing: bool = False
+    pending_canaries: dict[str, datetime] = field(default_factory=dict)  # nonce -> written, oldest first
     canary_seen: datetime | None = None
     hits: deque[AnomalyHit] = field(default_factory=lambda: deque(maxlen=32))
 
@@ -118,6 +118,8 @@ class Sink:
         self.on_hits = on_hits
         self.clock = clock
         self.state = SinkState()
+        self.retention: timedelta | None = None
+        self.backed_up_before: datetime | None = None
         self._lock = asyncio.Lock()
         self.refresh()
 
@@ -134,10 +136,12 @@ class Sink:
                 appended = await asyncio.to_thread(self.store.append, events)
             except StoreFullError as exc:
                 self.state.refused_batches += 1
+                self.state.refusing = True
                 BATCHES.labels("refused").inc()
                 log.warning("audit batch of %d events refused: %s", len(events), exc)
                 self.refresh()
                 return 503, _status(503, "ServiceUnavailable", f"audit store full, retry later: {exc}")
+            self.state.refusing = False
             self._watch(events)
             self.refresh()
         INGEST.observe(time.perf_counter() - started)
@@ -157,7 +161,7 @@ class Sink:
             self.on_hits(hits)
 
     def _check_canary(self, event: dict[str, Any]) -> None:
-        if self.canary is None or self.state.canary_nonce is None:
+        if self.canary is None or not self.state.pending_canaries:
             return
         ref = event.get("objectRef") or {}
         if (ref.get("resource"), ref.get("namespace"), ref.get("name")) != (
@@ -167,22 +171,28 @@ class Sink:
         ):
             return
         data = (event.get("requestObject") or {}).get("data") or {}
-        if data.get("nonce") == self.state.canary_nonce:
-            self.state.canary_seen = self.clock()
-            if self.state.canary_written:
-                CANARY_AGE.set((self.state.canary_seen - self.state.canary_written).total_seconds())
+        pending = self.state.pending_canaries
+        written = pending.get(data.get("nonce", ""))
+        if written is None:
+            return
+        self.state.canary_seen = self.clock()
+        CANARY_AGE.set((self.state.canary_seen - written).total_seconds())
+        for nonce in [n for n, at in pending.items() if at <= written]:  # it and every older one arrived or never will
+            del pending[nonce]
 
     def canary_written(self, nonce: str) -> None:
-        self.state.canary_nonce, self.state.canary_written = nonce, self.clock()
+        """A canary write was made; until it arrives, the oldest unanswered one is what the deadline measures."""
+        pending = self.state.pending_canaries
+        pending[nonce] = self.clock()
+        while len(pending) > 1000:
+            del pending[next(iter(pending))]
 
     def pipeline_broken(self) -> str | None:
         """Why the pipeline is broken (a canary overdue), or None."""
-        state = self.state
-        if self.canary is None or state.canary_written is None:
+        pending = self.state.pending_canaries
+        if self.canary is None or not pending:
             return None
-        if state.canary_seen is not None and state.canary_seen >= state.canary_written:
-            return None
-        overdue = self.clock() - state.canary_written
+        overdue = self.clock() - next(iter(pending.values()))
         if overdue <= self.canary.deadline:
             return None
         return (
@@ -206,9 +216,13 @@ class Sink:
         STORAGE_NEARLY_FULL.set(1 if self.nearly_full() else 0)
 
     async def housekeeping(self) -> None:
-        """Seal a segment that is old enough; refresh the figures."""
+        """Seal a segment that is old enough, apply retention, refresh the figures."""
         async with self._lock:
             await asyncio.to_thread(self.store.seal_if_due)
+            if self.retention is not None:
+                deleted = await asyncio.to_thread(self.store.apply_retention, self.retention, self.backed_up_before)
+                if deleted:
+                    log.info("retention deleted %d exported or backed-up segments: %s", len(deleted), deleted)
             self.refresh()
 
 
@@ -276,13 +290,17 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 
 def server_tls(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
-    """TLS 1.2+; with a client CA, callers must present a certificate it signed."""
+    """TLS 1.2+; with a client CA, a presented certificate must be one it signed.
+
+    CERT_OPTIONAL, not REQUIRED: the kubelet's HTTPS probes present none; `Authentication` then answers 401
+    to any /audit request without a verified certificate.
+    """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     if client_ca is not None:
         context.load_verify_locations(client_ca)
-        context.verify_mode = ssl.CERT_REQUIRED
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 

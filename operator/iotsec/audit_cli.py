@@ -1,0 +1,306 @@
+"""`iotsec audit …`: render the API server's audit configuration, run the sink, export and verify the trail."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("iotsec.audit")
+
+
+def register(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="audit policy, sink, export and verification (X.1369 §9.6.4)")
+    commands = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
+    _register_policy(commands)
+    _register_serve(commands)
+    _register_export(commands)
+    _register_verify(commands)
+
+
+# ---------------------------------------------------------------------------------------------- policy
+
+
+def _register_policy(commands: Any) -> None:
+    policy = commands.add_parser(
+        "policy",
+        help="print the audit Policy an AuditPolicy renders, the kube-apiserver flags and the webhook kubeconfig",
+    )
+    policy.add_argument("file", type=Path, help="a YAML file holding the AuditPolicy (the first one is used)")
+    policy.add_argument("--operator-user", action="append", default=[], help="iotsec's own identity (repeatable)")
+    policy.add_argument("--canary", metavar="NAMESPACE/NAME", help="the canary ConfigMap recorded at Request level")
+    policy.add_argument("--flags", action="store_true", help="print the kube-apiserver flags instead")
+    policy.add_argument("--policy-path", default="/etc/kubernetes/audit/policy.yaml")
+    policy.add_argument("--webhook-config-path", default="/etc/kubernetes/audit/webhook.kubeconfig")
+    policy.add_argument("--webhook-kubeconfig", action="store_true", help="print the audit webhook kubeconfig")
+    policy.add_argument("--server", help="the sink's URL, e.g. https://10.96.0.50/audit")
+    policy.add_argument("--ca-file", type=Path, help="CA that signed the sink's serving certificate")
+    policy.add_argument("--client-cert", type=Path, help="client certificate the API server presents")
+    policy.add_argument("--client-key", type=Path)
+    policy.add_argument("--token-file", type=Path, help="bearer token the API server presents")
+    policy.set_defaults(handler=_policy)
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from iotsec.audit import policy as rendering
+    from iotsec.manifests import dump_yaml
+
+    if args.flags:
+        for flag in rendering.apiserver_flags(
+            policy_path=args.policy_path, webhook_config_path=args.webhook_config_path
+        ):
+            print(flag)
+        return EXIT_OK
+    if args.webhook_kubeconfig:
+        return _webhook_kubeconfig(args)
+    spec = _spec_from_file(args.file)
+    if spec is None:
+        return EXIT_USAGE
+    canary = tuple(args.canary.split("/", 1)) if args.canary else None
+    rendered = rendering.render_policy(spec, operator_users=args.operator_user, canary=canary)  # type: ignore[arg-type]
+    sys.stdout.write(dump_yaml([rendered]))
+    return EXIT_OK
+
+
+def _webhook_kubeconfig(args: argparse.Namespace) -> int:
+    from iotsec.audit import policy as rendering
+    from iotsec.manifests import dump_yaml
+
+    if not args.server or not args.ca_file:
+        print("iotsec audit policy --webhook-kubeconfig needs --server and --ca-file", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = rendering.webhook_kubeconfig(
+            server=args.server,
+            ca_pem=args.ca_file.read_bytes(),
+            client_cert_pem=args.client_cert.read_bytes() if args.client_cert else None,
+            client_key_pem=args.client_key.read_bytes() if args.client_key else None,
+            token=args.token_file.read_text().strip() if args.token_file else None,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"iotsec audit policy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(dump_yaml([config]))
+    return EXIT_OK
+
+
+def _spec_from_file(path: Path) -> Any:
+    from iotsec.api.validation import InvalidResourceError, parse_resource
+    from iotsec.manifests import load_documents
+
+    for document in load_documents([path]):
+        if document.obj.get("kind") == "AuditPolicy":
+            try:
+                return parse_resource(document.obj).spec
+            except InvalidResourceError as exc:
+                print(f"iotsec audit: {path}: invalid AuditPolicy: {exc}", file=sys.stderr)
+                return None
+    print(f"iotsec audit: {path} holds no AuditPolicy", file=sys.stderr)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- serve
+
+
+def _register_serve(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the audit sink (HTTPS endpoint of the API server's audit webhook)")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audit-policy", metavar="NAME", help="read the AuditPolicy from the cluster and report to it")
+    source.add_argument("--spec", type=Path, help="read the AuditPolicy from a file (no cluster)")
+    serve.add_argument("--namespace", default="iotsec-system", help="where the canary and the signing key live")
+    serve.add_argument("--store", type=Path, required=True, help="the audit store folder (a persistent volume)")
+    key = serve.add_mutually_exclusive_group(required=True)
+    key.add_argument("--signing-key", type=Path, help="Ed25519 key file (created when missing)")
+    key.add_argument("--signing-key-secret", metavar="NAME", help="Secret in --namespace holding the key")
+    serve.add_argument("--tls-cert", type=Path, required=True)
+    serve.add_argument("--tls-key", type=Path, required=True)
+    auth = serve.add_mutually_exclusive_group(required=True)
+    auth.add_argument("--client-ca", type=Path, help="callers must present a certificate this CA signed")
+    auth.add_argument("--token-file", type=Path, help="callers must present this bearer token")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (0: off)")
+    serve.add_argument("--limit-bytes", type=int, help="override the store limit from the spec (tests, migrations)")
+    serve.add_argument("--housekeeping-seconds", type=float, default=10.0)
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from iotsec.api.durations import parse_duration
+    from iotsec.api.quantities import quantity_bytes
+    from iotsec.audit import chain
+    from iotsec.audit.anomaly import AnomalyDetector
+    from iotsec.audit.sink import Authentication, Canary, Sink, serve, server_tls
+    from iotsec.audit.store import AuditStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kube = publisher = None
+    if args.audit_policy:
+        from iotsec.audit_publisher import SINK_FIELD_MANAGER
+        from iotsec.kube import Kube
+
+        kube = Kube(field_manager=SINK_FIELD_MANAGER)
+        spec = _spec_from_cluster(kube, args.audit_policy)
+    else:
+        spec = _spec_from_file(args.spec)
+    if spec is None:
+        return EXIT_USAGE
+    if args.signing_key_secret:
+        from iotsec.audit_publisher import signing_key_from_secret
+
+        key = signing_key_from_secret(kube, args.namespace, args.signing_key_secret)  # type: ignore[arg-type]
+    else:
+        key = chain.load_or_create_private_key(args.signing_key)
+    storage = spec.sink.storage
+    store = AuditStore(
+        args.store,
+        key,
+        limit_bytes=args.limit_bytes or quantity_bytes(storage.size),
+        segment_bytes=quantity_bytes(storage.segment_size),
+        segment_max_age=parse_duration(storage.segment_max_age),
+    )
+    canary = None
+    if args.audit_policy:
+        canary = Canary(args.namespace, canary_name(args.audit_policy), parse_duration(spec.sink.canary.deadline))
+    sink = Sink(
+        store,
+        AnomalyDetector(spec.anomaly_rules or [], spec.trusted_admin_groups),
+        warn_at_percent=storage.warn_at_percent,
+        canary=canary,
+    )
+    sink.retention = parse_duration(spec.sink.retention)
+    background = []
+    if kube is not None:
+        from iotsec.audit_publisher import Publisher
+
+        publisher = Publisher(kube, args.audit_policy, args.namespace, sink)
+        sink.on_hits = publisher.queue_hits
+        background.append(publisher.tick)
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    if args.client_ca:
+        auth, tls = Authentication("clientCertificate"), server_tls(args.tls_cert, args.tls_key, args.client_ca)
+    else:
+        token = args.token_file.read_text().strip()
+        auth, tls = Authentication("bearerToken", token), server_tls(args.tls_cert, args.tls_key, None)
+    log.info("audit store %s: key %s, %d records", args.store, chain.key_id(key.public_key()), store.records)
+    asyncio.run(
+        serve(
+            sink,
+            auth,
+            host=args.host,
+            port=args.port,
+            tls=tls,
+            housekeeping_seconds=args.housekeeping_seconds,
+            background=background,
+        )
+    )
+    return EXIT_OK
+
+
+def canary_name(policy: str) -> str:
+    from iotsec.desired.audit import canary_name as name_of
+
+    return name_of(policy)
+
+
+def _spec_from_cluster(kube: Any, name: str) -> Any:
+    from iotsec.api.common import API_VERSION
+    from iotsec.api.validation import InvalidResourceError, parse_resource
+
+    body = kube.get(API_VERSION, "AuditPolicy", name)
+    if body is None:
+        print(f"iotsec audit serve: AuditPolicy {name} not found", file=sys.stderr)
+        return None
+    try:
+        return parse_resource(body).spec
+    except InvalidResourceError as exc:
+        print(f"iotsec audit serve: AuditPolicy {name} is invalid: {exc}", file=sys.stderr)
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- export / verify
+
+
+def _register_export(commands: Any) -> None:
+    export = commands.add_parser("export", help="write a verifiable bundle of sealed segments (X1369-9.6.4-5)")
+    export.add_argument("--store", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True, help="bundle folder to create (must not exist)")
+    export.add_argument("--since", type=_moment, help="RFC 3339 time, a date, or a duration ago such as 7d")
+    export.add_argument("--until", type=_moment, help="RFC 3339 time, a date, or a duration ago")
+    export.set_defaults(handler=_export)
+
+
+def _moment(text: str) -> datetime:
+    from iotsec.api.durations import parse_duration
+
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a time (2026-11-01T00:00:00Z), a date nor a duration"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from iotsec.audit.store import export_bundle
+
+    if args.out.exists():
+        print(f"iotsec audit export: {args.out} exists; name a new folder", file=sys.stderr)
+        return EXIT_USAGE
+    if not (args.store / "signing.pub").exists():
+        print(f"iotsec audit export: {args.store} is not an audit store (no signing.pub)", file=sys.stderr)
+        return EXIT_USAGE
+    names = export_bundle(args.store, args.out, args.since, args.until)
+    print(f"exported {len(names)} sealed segments to {args.out} (marked exported in {args.store})")
+    return EXIT_OK
+
+
+def _register_verify(commands: Any) -> None:
+    verify = commands.add_parser("verify", help="check every hash and signature of a store or bundle")
+    verify.add_argument("path", type=Path, help="an audit store folder or an exported bundle")
+    verify.add_argument("--public-key", type=Path, help="the trusted key (default: the copy in the folder)")
+    verify.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    verify.set_defaults(handler=_verify)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from iotsec.audit.chain import PUBLIC_KEY, load_public_key
+    from iotsec.audit.verify import verify
+
+    try:
+        trusted = load_public_key(args.public_key) if args.public_key else None
+        if trusted is None and not (args.path / PUBLIC_KEY).exists():
+            raise ValueError(f"{args.path} has no {PUBLIC_KEY}; pass --public-key")
+        report = verify(args.path, trusted)
+    except (OSError, ValueError) as exc:
+        print(f"iotsec audit verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output == "json":
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(_verify_text(report))
+    return EXIT_OK if report.ok else EXIT_BROKEN
+
+
+def _verify_text(report: Any) -> str:
+    lines = [
+        f"key {report.key_id} ({report.key_source})",
+        f"{report.records} records in {report.segments} segments ({report.sealed} sealed), head {report.head[:16]}…",
+        *report.notes,
+    ]
+    lines.append(f"BROKEN: {report.broken}" if report.broken else "OK: every hash, link and signature verifies")
+    return "\n".join(lines)

@@ -1,0 +1,206 @@
+"""The sink's side of the cluster: signing key, canary writes, AuditPolicy status, anomaly events, retention.
+
+Everything goes through `Kube` with field manager `iotsec-audit-sink`, so the sink's writes (canary nonce,
+status fields it owns) never fight the operator's. The status patch carries the resourceVersion it read: a
+concurrent operator write makes it fail with 409 and the next tick writes again.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from iotsec import conditions
+from iotsec.api.auditpolicy import AuditPolicySpec
+from iotsec.api.common import API_VERSION
+from iotsec.api.durations import parse_duration
+from iotsec.audit.anomaly import AnomalyHit
+from iotsec.audit.sink import Sink
+from iotsec.desired.audit import ready_condition
+from iotsec.kube import ApiError, Kube
+
+log = logging.getLogger("iotsec.audit")
+SINK_FIELD_MANAGER = "iotsec-audit-sink"
+KEY_FIELD = "ed25519.key"
+STATUS_CONTROLS = {
+    "AuditPipelineBroken": ["X1369-9.6.4-2"],
+    "StorageNearlyFull": ["X1369-9.6.4-2"],
+    "StorageFull": ["X1369-9.6.4-2"],
+}
+
+
+def signing_key_from_secret(kube: Kube, namespace: str, name: str) -> Ed25519PrivateKey:
+    """The store's signing key, kept only in a Secret (created on first start) and in memory."""
+    secret = kube.get("v1", "Secret", name, namespace)
+    if secret is not None:
+        pem = base64.b64decode((secret.get("data") or {}).get(KEY_FIELD, ""))
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"Secret {namespace}/{name} key {KEY_FIELD} is not an Ed25519 private key")
+        return key
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/part-of": "iotsec", "app.kubernetes.io/managed-by": SINK_FIELD_MANAGER},
+            },
+            "type": "Opaque",
+            "data": {KEY_FIELD: base64.b64encode(pem).decode()},
+        }
+    )
+    log.info("created the audit signing key in Secret %s/%s", namespace, name)
+    return key
+
+
+def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: int | None) -> dict[str, Any]:
+    """The AuditPolicy status fields the sink owns, with its conditions and the Ready they imply (pure)."""
+    state = sink.state
+    broken = sink.pipeline_broken()
+    own = [
+        _pipeline_condition(sink, broken, generation),
+        conditions.condition(
+            "StorageNearlyFull",
+            sink.nearly_full(),
+            "AboveWarningLevel" if sink.nearly_full() else "BelowWarningLevel",
+            f"audit store at {state.percent_used}% of {state.bytes_limit} bytes (warning at {sink.warn_at_percent}%)",
+            generation,
+            STATUS_CONTROLS["StorageNearlyFull"],
+        ),
+        conditions.condition(
+            "StorageFull",
+            state.refusing,
+            "RefusingBatches" if state.refusing else "Accepting",
+            (
+                "the last batch did not fit: the API server is buffering and retrying; export or enlarge the store"
+                if state.refusing
+                else f"{state.refused_batches} batches refused so far, none lost"
+            ),
+            generation,
+            STATUS_CONTROLS["StorageFull"],
+        ),
+    ]
+    merged = conditions.merge_conditions(previous, own)
+    merged = conditions.merge_conditions(merged, [ready_condition(merged, generation)])
+    sealed = state.last_sealed or {}
+    return {
+        "records": state.records,
+        "segments": state.segments,
+        "bytesUsed": state.bytes_used,
+        "bytesLimit": state.bytes_limit,
+        "percentUsed": state.percent_used,
+        "chainHead": state.head or None,
+        "lastSealedSegment": sealed.get("segment"),
+        "lastSealed": sealed.get("sealedAt"),
+        "lastCanarySeen": _iso(state.canary_seen),
+        "refusedBatches": state.refused_batches,
+        "anomalies": [_hit_entry(hit) for hit in list(state.hits)[:32]],
+        "conditions": merged,
+    }
+
+
+def _pipeline_condition(sink: Sink, broken: str | None, generation: int | None) -> dict[str, Any]:
+    if broken:
+        return conditions.condition("AuditPipelineBroken", True, "CanaryMissing", broken, generation, ["X1369-9.6.4-2"])
+    seen = sink.state.canary_seen
+    message = f"last canary arrived {_iso(seen)}" if seen else "awaiting the first canary"
+    reason = "CanaryArrived" if seen else "CanaryPending"
+    return conditions.condition("AuditPipelineBroken", False, reason, message, generation, ["X1369-9.6.4-2"])
+
+
+def _hit_entry(hit: AnomalyHit) -> dict[str, Any]:
+    return {
+        "rule": hit.rule,
+        "type": hit.type,
+        "subject": hit.subject[:512],
+        "count": hit.count,
+        "firstSeen": _iso(hit.first_seen),
+        "lastSeen": _iso(hit.last_seen),
+        "severity": hit.severity,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z") if moment else None
+
+
+class Publisher:
+    """Runs on the sink's housekeeping tick (in a worker thread)."""
+
+    def __init__(self, kube: Kube, policy: str, namespace: str, sink: Sink) -> None:
+        self.kube, self.policy, self.namespace, self.sink = kube, policy, namespace, sink
+        self.pending_hits: deque[AnomalyHit] = deque(maxlen=1000)
+        self._canary_due = datetime.min.replace(tzinfo=UTC)
+
+    def queue_hits(self, hits: list[AnomalyHit]) -> None:
+        self.pending_hits.extend(hits)
+
+    def tick(self) -> None:
+        body = self.kube.get(API_VERSION, "AuditPolicy", self.policy)
+        if body is None:
+            log.warning("AuditPolicy %s not found; nothing to report to", self.policy)
+            return
+        spec = AuditPolicySpec.model_validate(body.get("spec") or {})
+        self._write_canary_if_due(spec)
+        self._post_hits(body)
+        self._backed_up_before(spec)
+        self._publish(body)
+
+    def _write_canary_if_due(self, spec: AuditPolicySpec) -> None:
+        if self.sink.canary is None or datetime.now(UTC) < self._canary_due:
+            return
+        nonce = secrets.token_hex(12)
+        self.sink.canary_written(nonce)
+        self.kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": self.sink.canary.name, "namespace": self.sink.canary.namespace},
+                "data": {"nonce": nonce, "writtenAt": _iso(datetime.now(UTC)) or ""},
+            }
+        )
+        self._canary_due = datetime.now(UTC) + parse_duration(spec.sink.canary.interval)
+
+    def _post_hits(self, body: dict[str, Any]) -> None:
+        while self.pending_hits:
+            hit = self.pending_hits.popleft()
+            kind = "Warning" if hit.severity != "info" else "Normal"
+            self.kube.post_event(body, kind, f"Anomaly{hit.type}", hit.message)
+
+    def _backed_up_before(self, spec: AuditPolicySpec) -> None:
+        """Segments sealed before the referenced BackupPolicy's last success are backed up (X1369-9.6.4-3)."""
+        ref = spec.backup_policy_ref
+        if ref is None:
+            self.sink.backed_up_before = None
+            return
+        policy = self.kube.get(API_VERSION, "BackupPolicy", ref.name, ref.namespace or self.namespace)
+        success = ((policy or {}).get("status") or {}).get("lastSuccess")
+        self.sink.backed_up_before = datetime.fromisoformat(success.replace("Z", "+00:00")) if success else None
+
+    def _publish(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        status = body.get("status") or {}
+        patch = sink_status(self.sink, status.get("conditions"), meta.get("generation"))
+        try:
+            self.kube.patch_status(
+                API_VERSION, "AuditPolicy", self.policy, patch, resource_version=meta.get("resourceVersion")
+            )
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            log.info("AuditPolicy %s changed while reporting; reporting again next tick", self.policy)
+
+
+def retention_of(spec: AuditPolicySpec) -> timedelta:
+    return parse_duration(spec.sink.retention)

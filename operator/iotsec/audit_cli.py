@@ -128,6 +128,7 @@ def _register_serve(commands: Any) -> None:
     serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (0: off)")
     serve.add_argument("--limit-bytes", type=int, help="override the store limit from the spec (tests, migrations)")
     serve.add_argument("--housekeeping-seconds", type=float, default=10.0)
+    serve.add_argument("--verify-every", default="6h", help="verify the sealed segments in place this often")
     serve.set_defaults(handler=_serve)
 
 
@@ -177,6 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
         canary=canary,
     )
     sink.retention = parse_duration(spec.sink.retention)
+    sink.verify_every = parse_duration(args.verify_every)
     background = []
     if kube is not None:
         from iotsec.audit_publisher import Publisher

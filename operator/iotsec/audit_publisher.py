@@ -22,6 +22,7 @@ from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.api.common import API_VERSION
 from iotsec.api.durations import parse_duration
 from iotsec.audit.anomaly import AnomalyHit
+from iotsec.audit.chain import EXPORTS
 from iotsec.audit.sink import Sink
 from iotsec.desired.audit import ready_condition
 from iotsec.kube import ApiError, Kube
@@ -91,6 +92,19 @@ def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: i
             STATUS_CONTROLS["StorageFull"],
         ),
     ]
+    if state.last_verified is not None:
+        own.append(
+            conditions.condition(
+                "ChainIntact",
+                state.chain_break is None,
+                "Verified" if state.chain_break is None else "ChainBroken",
+                f"sealed segments verified {_iso(state.last_verified)}"
+                if state.chain_break is None
+                else f"verification found a break: {state.chain_break}",
+                generation,
+                ["X1369-9.6.4-4"],
+            )
+        )
     merged = conditions.merge_conditions(previous, own)
     merged = conditions.merge_conditions(merged, [ready_condition(merged, generation)])
     sealed = state.last_sealed or {}
@@ -104,6 +118,8 @@ def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: i
         "lastSealedSegment": sealed.get("segment"),
         "lastSealed": sealed.get("sealedAt"),
         "lastCanarySeen": _iso(state.canary_seen),
+        "lastVerified": _iso(state.last_verified),
+        "lastExport": _iso(_last_export(sink)),
         "refusedBatches": state.refused_batches,
         "anomalies": [_hit_entry(hit) for hit in list(state.hits)[:32]],
         "conditions": merged,
@@ -117,6 +133,11 @@ def _pipeline_condition(sink: Sink, broken: str | None, generation: int | None) 
     message = f"last canary arrived {_iso(seen)}" if seen else "awaiting the first canary"
     reason = "CanaryArrived" if seen else "CanaryPending"
     return conditions.condition("AuditPipelineBroken", False, reason, message, generation, ["X1369-9.6.4-2"])
+
+
+def _last_export(sink: Sink) -> datetime | None:
+    path = sink.store.root / EXPORTS
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC) if path.exists() else None
 
 
 def _hit_entry(hit: AnomalyHit) -> dict[str, Any]:
@@ -142,6 +163,7 @@ class Publisher:
         self.kube, self.policy, self.namespace, self.sink = kube, policy, namespace, sink
         self.pending_hits: deque[AnomalyHit] = deque(maxlen=1000)
         self._canary_due = datetime.min.replace(tzinfo=UTC)
+        self._reported_break: str | None = None
 
     def queue_hits(self, hits: list[AnomalyHit]) -> None:
         self.pending_hits.extend(hits)
@@ -154,6 +176,7 @@ class Publisher:
         spec = AuditPolicySpec.model_validate(body.get("spec") or {})
         self._write_canary_if_due(spec)
         self._post_hits(body)
+        self._post_chain_break(body)
         self._backed_up_before(spec)
         self._publish(body)
 
@@ -177,6 +200,12 @@ class Publisher:
             hit = self.pending_hits.popleft()
             kind = "Warning" if hit.severity != "info" else "Normal"
             self.kube.post_event(body, kind, f"Anomaly{hit.type}", hit.message)
+
+    def _post_chain_break(self, body: dict[str, Any]) -> None:
+        found = self.sink.state.chain_break
+        if found and found != self._reported_break:
+            self.kube.post_event(body, "Warning", "ChainBroken", f"audit chain verification failed: {found}")
+        self._reported_break = found
 
     def _backed_up_before(self, spec: AuditPolicySpec) -> None:
         """Segments sealed before the referenced BackupPolicy's last success are backed up (X1369-9.6.4-3)."""

@@ -278,3 +278,47 @@ def test_the_canary_is_seen_when_its_write_arrives(token_sink):
     assert sink.pipeline_broken() is None
     assert list(sink.state.pending_canaries) == ["nonce-2"]
     assert sink.state.canary_seen is not None
+
+
+def test_the_sink_verifies_its_sealed_segments_and_reports_a_break(token_sink):
+    from iotsec.audit.chain import segment_files
+    from iotsec.audit_publisher import sink_status
+
+    token_sink.post(event_list(*(audit_event(n) for n in range(6))))
+    token_sink.store.seal()
+    sink = token_sink.sink
+    asyncio.run(sink.verify_sealed())
+    assert sink.state.chain_break is None
+    assert REGISTRY.get_sample_value("iotsec_audit_chain_intact") == 1
+    intact = {c["type"]: c for c in sink_status(sink, [], 3)["conditions"]}
+    assert intact["ChainIntact"]["status"] == "True"
+
+    segment = segment_files(token_sink.folder / "store")[0]
+    segment.write_bytes(segment.read_bytes().replace(b"cm-3", b"cm-9", 1))
+    asyncio.run(sink.verify_sealed())
+    assert "seq 4 (line 4): content does not match its recorded hash" in sink.state.chain_break
+    assert REGISTRY.get_sample_value("iotsec_audit_chain_intact") == 0
+    status = sink_status(sink, [{"type": "Applied", "status": "True", "reason": "Applied", "message": ""}], 3)
+    found = {c["type"]: c for c in status["conditions"]}
+    assert found["ChainIntact"]["status"] == "False"
+    assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("False", "ChainBroken")
+    assert status["lastVerified"]
+
+
+def test_sink_status_reports_storage_and_keeps_the_operators_conditions(tmp_path):
+    from iotsec.audit_publisher import sink_status
+
+    store = AuditStore(tmp_path, KEY, limit_bytes=150_000, reserve_bytes=1024)
+    sink = Sink(store, AnomalyDetector([], ["system:masters"]), warn_at_percent=50)
+    store.append([audit_event(n) for n in range(120)])
+    sink.refresh()
+    applied = {"type": "Applied", "status": "True", "reason": "Applied", "message": "ok", "lastTransitionTime": "x"}
+    status = sink_status(sink, [applied], 2)
+    found = {c["type"]: c for c in status["conditions"]}
+    assert found["Applied"] == applied
+    assert found["StorageNearlyFull"]["status"] == "True"
+    assert status["percentUsed"] >= 50
+    assert status["records"] == 120
+    assert status["bytesLimit"] == 150_000
+    assert found["AuditPipelineBroken"]["reason"] == "CanaryPending"
+    assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("True", "Recording")

@@ -28,6 +28,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from iotsec.audit.anomaly import AnomalyDetector, AnomalyHit
 from iotsec.audit.store import AuditStore, StoreFullError
+from iotsec.audit.verify import verify
 
 log = logging.getLogger("iotsec.audit")
 
@@ -49,6 +50,7 @@ STORE_LIMIT = Gauge("iotsec_audit_store_limit_bytes", "Bytes the audit store may
 STORE_RECORDS = Gauge("iotsec_audit_records", "Records in the audit chain.")
 STORAGE_NEARLY_FULL = Gauge("iotsec_audit_storage_nearly_full", "1 when the audit store passed its warning level.")
 ANOMALIES = Counter("iotsec_audit_anomalies_total", "Anomaly rule hits over the audit stream.", ["rule"])
+CHAIN_INTACT = Gauge("iotsec_audit_chain_intact", "0 when the sink's own verification found a break, else 1.")
 CANARY_AGE = Gauge("iotsec_audit_canary_lag_seconds", "Seconds from the last canary write to its arrival.")
 
 
@@ -95,6 +97,8 @@ class SinkState:
     last_sealed: dict[str, Any] | None = None
     refused_batches: int = 0
     refusing: bool = False
+    last_verified: datetime | None = None
+    chain_break: str | None = None
     pending_canaries: dict[str, datetime] = field(default_factory=dict)  # nonce -> written, oldest first
     canary_seen: datetime | None = None
     hits: deque[AnomalyHit] = field(default_factory=lambda: deque(maxlen=32))
@@ -119,6 +123,7 @@ class Sink:
         self.clock = clock
         self.state = SinkState()
         self.retention: timedelta | None = None
+        self.verify_every: timedelta | None = None
         self.backed_up_before: datetime | None = None
         self._lock = asyncio.Lock()
         self.refresh()
@@ -216,7 +221,7 @@ class Sink:
         STORAGE_NEARLY_FULL.set(1 if self.nearly_full() else 0)
 
     async def housekeeping(self) -> None:
-        """Seal a segment that is old enough, apply retention, refresh the figures."""
+        """Seal a segment that is old enough, apply retention, refresh the figures, verify the chain when due."""
         async with self._lock:
             await asyncio.to_thread(self.store.seal_if_due)
             if self.retention is not None:
@@ -224,6 +229,19 @@ class Sink:
                 if deleted:
                     log.info("retention deleted %d exported or backed-up segments: %s", len(deleted), deleted)
             self.refresh()
+        if self.verify_every is not None and (
+            self.state.last_verified is None or self.clock() - self.state.last_verified >= self.verify_every
+        ):
+            await self.verify_sealed()
+
+    async def verify_sealed(self) -> None:
+        """Verify the sealed segments in place (X1369-9.6.4-4), without holding up ingestion."""
+        report = await asyncio.to_thread(verify, self.store.root, self.store.public_key, True)
+        self.state.last_verified = self.clock()
+        self.state.chain_break = str(report.broken) if report.broken else None
+        CHAIN_INTACT.set(0 if report.broken else 1)
+        if report.broken:
+            log.error("audit chain verification failed: %s", report.broken)
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:

@@ -10,12 +10,13 @@ a signed tombstone so verification knows where the remaining chain starts (X1369
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,38 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class _Open:
+    """The segment being written: what its seal will say, kept up to date so sealing reads nothing back."""
+
+    path: Path
+    started: datetime
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+    records: int = 0
+    first_seq: int = 0
+    prev_head: str = chain.GENESIS
+    first_time: str = ""
+    last_time: str = ""
+
+    def add(self, payload: bytes, records: int, first_seq: int, prev_head: str, moment: str) -> None:
+        if not self.records:
+            self.first_seq, self.prev_head, self.first_time = first_seq, prev_head, moment
+        self.digest.update(payload)
+        self.size += len(payload)
+        self.records += records
+        self.last_time = moment
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new or renamed file's directory entry durable, not only its bytes."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class AuditStore:
     """One directory of segments. Not thread-safe: the sink serialises calls."""
 
@@ -83,6 +116,10 @@ class AuditStore:
         self._write_public_key()
         self._recover()
 
+    @property
+    def public_key(self) -> Any:
+        return self._key.public_key()
+
     # ------------------------------------------------------------------ state
     def _write_public_key(self) -> None:
         pem = chain.public_pem(self._key.public_key())
@@ -106,10 +143,7 @@ class AuditStore:
                 self.head, self.next_seq = sealed["head"], sealed["lastSeq"] + 1
                 self.records += sealed["records"]
                 self.last_sealed = sealed
-        self._open: Path | None = None
-        self._open_records = 0
-        self._open_started: datetime | None = None
-        self._open_first_time: str | None = None
+        self._open: _Open | None = None
         files = chain.segment_files(self.root)
         if files and not chain.seal_path(files[-1]).exists():
             self._resume(files[-1])
@@ -125,14 +159,13 @@ class AuditStore:
                 handle.truncate(len(whole))
             self.bytes_used -= len(data) - len(whole)
         lines = whole.splitlines()
-        self._open = segment
-        self._open_records = len(lines)
-        self._open_started = datetime.fromtimestamp(segment.stat().st_ctime, UTC)
+        self._open = _Open(segment, datetime.fromtimestamp(segment.stat().st_mtime, UTC))
         if lines:
             first = json.loads(chain.split_line(lines[0])[1])
             last_hash, last_body = chain.split_line(lines[-1])
             last = json.loads(last_body)
-            self._open_first_time = first["time"]
+            self._open.add(whole, len(lines), first["seq"], first["prev"], first["time"])
+            self._open.last_time = last["time"]
             self.head, self.next_seq = last_hash, last["seq"] + 1
             self.records += len(lines)
 
@@ -158,13 +191,12 @@ class AuditStore:
             seq += 1
         payload = b"".join(lines)
         self._ensure_room(len(payload))
-        self._write(payload)
+        segment = self._write(payload)
         first = self.next_seq
+        segment.add(payload, len(lines), first, self.head, moment)
         self.head, self.next_seq = head, seq
         self.records += len(lines)
-        self._open_records += len(lines)
-        self._open_first_time = self._open_first_time or moment
-        if self._open is not None and self._open.stat().st_size >= self.segment_bytes:
+        if segment.size >= self.segment_bytes:
             self.seal()
         return Appended(len(lines), first, seq - 1, head)
 
@@ -177,16 +209,16 @@ class AuditStore:
                 f"(plus {self.reserve_bytes} reserved for seals) does not fit"
             )
 
-    def _write(self, payload: bytes) -> None:
+    def _write(self, payload: bytes) -> _Open:
         segment = self._open or self._new_segment()
-        before = segment.stat().st_size
+        before = segment.size
         try:
-            with segment.open("ab") as handle:
+            with segment.path.open("ab") as handle:
                 handle.write(payload)
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
-            with segment.open("r+b") as handle:
+            with segment.path.open("r+b") as handle:
                 handle.truncate(before)
             if exc.errno in FULL_ERRNOS:
                 raise StoreFullError(
@@ -194,55 +226,52 @@ class AuditStore:
                 ) from exc
             raise
         self.bytes_used += len(payload)
+        return segment
 
-    def _new_segment(self) -> Path:
+    def _new_segment(self) -> _Open:
         number = 1
         files = chain.segment_files(self.root)
         if files:
             number = int(files[-1].name.removesuffix(chain.RECORD_SUFFIX)) + 1
         segment = self.root / chain.SEGMENTS / f"{number:010d}{chain.RECORD_SUFFIX}"
         segment.touch()
-        self._open, self._open_records = segment, 0
-        self._open_started, self._open_first_time = self._clock(), None
+        _fsync_dir(segment.parent)
+        self._open = _Open(segment, self._clock())
         self.segment_count += 1
-        return segment
+        return self._open
 
     # ------------------------------------------------------------------ sealing
     def seal_if_due(self) -> dict[str, Any] | None:
-        if self._open is None or not self._open_records or self._open_started is None:
+        if self._open is None or not self._open.records:
             return None
-        if self._clock() - self._open_started < self.segment_max_age:
+        if self._clock() - self._open.started < self.segment_max_age:
             return None
         return self.seal()
 
     def seal(self) -> dict[str, Any] | None:
         """Close the open segment with a signed seal; None when there is nothing to seal."""
         segment = self._open
-        if segment is None or not self._open_records:
+        if segment is None or not segment.records:
             return None
-        data = segment.read_bytes()
-        lines = data.splitlines()
-        first = json.loads(chain.split_line(lines[0])[1])
-        last = json.loads(chain.split_line(lines[-1])[1])
         body = {
-            "segment": segment.name,
-            "firstSeq": first["seq"],
-            "lastSeq": last["seq"],
-            "records": len(lines),
-            "prevHead": first["prev"],
+            "segment": segment.path.name,
+            "firstSeq": segment.first_seq,
+            "lastSeq": segment.first_seq + segment.records - 1,
+            "records": segment.records,
+            "prevHead": segment.prev_head,
             "head": self.head,
-            "sha256": chain.digest(data),
-            "firstTime": first["time"],
-            "lastTime": last["time"],
+            "sha256": segment.digest.hexdigest(),
+            "firstTime": segment.first_time,
+            "lastTime": segment.last_time,
             "sealedAt": chain.timestamp(self._clock()),
             "keyID": chain.key_id(self._key.public_key()),
         }
         sealed = chain.sign(body, self._key)
-        path = chain.seal_path(segment)
+        path = chain.seal_path(segment.path)
         encoded = json.dumps(sealed, indent=1, sort_keys=True).encode()
-        path.write_bytes(encoded)
+        _durable_write(path, encoded)
         self.bytes_used += len(encoded)
-        self._open, self._open_records, self._open_started, self._open_first_time = None, 0, None, None
+        self._open = None
         self.last_sealed = sealed
         return sealed
 
@@ -283,7 +312,7 @@ class AuditStore:
             },
             self._key,
         )
-        (self.root / chain.TOMBSTONE).write_text(json.dumps(tombstone, indent=1, sort_keys=True))
+        _durable_write(self.root / chain.TOMBSTONE, json.dumps(tombstone, indent=1, sort_keys=True).encode())
         for sealed in deletable:
             segment = self.root / chain.SEGMENTS / sealed["segment"]
             for path in (segment, chain.seal_path(segment)):
@@ -294,6 +323,17 @@ class AuditStore:
         return [s["segment"] for s in deletable]
 
 
+def _durable_write(path: Path, data: bytes) -> None:
+    """Write to a temporary name, fsync, rename, fsync the folder: the file is whole or absent after a crash."""
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+    _fsync_dir(path.parent)
+
+
 def exported(root: Path) -> set[str]:
     return set((chain.read_json(root / chain.EXPORTS) or {}).get("segments", []))
 
@@ -301,7 +341,7 @@ def exported(root: Path) -> set[str]:
 def mark_exported(root: Path, segments: Sequence[str]) -> None:
     """Record segments as exported, so retention may delete them."""
     marked = sorted(exported(root) | set(segments))
-    (root / chain.EXPORTS).write_text(json.dumps({"segments": marked}, indent=1))
+    _durable_write(root / chain.EXPORTS, json.dumps({"segments": marked}, indent=1).encode())
 
 
 def export_bundle(root: Path, out: Path, since: datetime | None, until: datetime | None) -> list[str]:

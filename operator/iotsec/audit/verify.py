@@ -70,13 +70,17 @@ class _BrokenError(Exception):
         self.found = found
 
 
-def verify(root: Path, public_key: Ed25519PublicKey | None = None) -> Report:
-    """Check the folder from its anchor to its head; stops at the first break."""
+def verify(root: Path, public_key: Ed25519PublicKey | None = None, sealed_only: bool = False) -> Report:
+    """Check the folder from its anchor to its head; stops at the first break.
+
+    `sealed_only` skips a trailing open segment: the sink verifies itself that way while it keeps writing (the
+    open segment's digest is computed from what the sink wrote, so tampering with it shows at its seal).
+    """
     if public_key is None:
         public_key, source = chain.load_public_key(root / chain.PUBLIC_KEY), f"{chain.PUBLIC_KEY} in the folder"
     else:
         source = "given by the caller"
-    report = _Walk(root, public_key, Report(chain.key_id(public_key), source))
+    report = _Walk(root, public_key, Report(chain.key_id(public_key), source), sealed_only)
     try:
         report.run()
     except _BrokenError as broken:
@@ -85,8 +89,8 @@ def verify(root: Path, public_key: Ed25519PublicKey | None = None) -> Report:
 
 
 class _Walk:
-    def __init__(self, root: Path, key: Ed25519PublicKey, report: Report) -> None:
-        self.root, self.key, self.report = root, key, report
+    def __init__(self, root: Path, key: Ed25519PublicKey, report: Report, sealed_only: bool = False) -> None:
+        self.root, self.key, self.report, self.sealed_only = root, key, report, sealed_only
         self.prev, self.seq = chain.GENESIS, 1
 
     def run(self) -> None:
@@ -96,6 +100,9 @@ class _Walk:
             sealed = chain.read_json(chain.seal_path(segment))
             if sealed is None and index < len(files) - 1:
                 raise _BrokenError(Break(segment.name, "no seal, but later segments exist: its seal was removed"))
+            if sealed is None and self.sealed_only:
+                self.report.notes.append(f"{segment.name} is open: skipped")
+                break
             self._segment(segment, sealed)
         if not files:
             self.report.notes.append("no segments")

@@ -72,6 +72,7 @@ C_MONITORING = "X1369-9.6.4-7"
 PIPELINE_BROKEN = "AuditPipelineBroken"
 STORAGE_NEARLY_FULL = "StorageNearlyFull"
 STORAGE_FULL = "StorageFull"
+CHAIN_INTACT = "ChainIntact"
 APPLIED = "Applied"
 BACKED_UP = "BackedUp"
 READY = "Ready"
@@ -381,13 +382,16 @@ def _deployment(
 
 def ready_condition(found: Sequence[Mapping[str, Any]] | None, generation: int | None) -> dict[str, Any]:
     """Ready from the other conditions: True (Recording) only when the objects are applied, the sink has reported,
-    the pipeline delivers and the store takes writes. Otherwise False with the first reason that fails: the
-    Applied reason (InvalidSpec, ApplyFailed), AuditPipelineBroken, StorageFull, then AwaitingSink while the sink
-    has not reported at all."""
+    the pipeline delivers and the store takes writes. Otherwise False with the first reason that fails:
+    ChainBroken (the sink's own verification found tampering), the Applied reason (InvalidSpec, ApplyFailed),
+    AuditPipelineBroken, StorageFull, then AwaitingSink while the sink has not reported at all."""
     controls = [C_ADMIN_ACTIVITY, C_NOT_LOST]
     applied = conditions.find(found, APPLIED)
     broken = conditions.find(found, PIPELINE_BROKEN)
     full = conditions.find(found, STORAGE_FULL)
+    intact = conditions.find(found, CHAIN_INTACT)
+    if intact is not None and intact.get("status") == "False":
+        return conditions.condition(READY, False, "ChainBroken", intact.get("message", ""), generation, [C_PROTECTED])
     if applied is None or applied.get("status") != "True":
         reason = (applied or {}).get("reason") or "NotApplied"
         message = (applied or {}).get("message") or "the sink's objects have not been applied yet"

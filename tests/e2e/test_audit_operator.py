@@ -1,0 +1,132 @@
+"""AuditPolicy on a real API server: the operator applies the policy, canary, store claim and sink, keeps the
+sink's conditions, derives Ready from them, and never lets the audit trail go with the policy."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from iotsec.audit.policy import level_for
+from iotsec.desired import audit as builder
+from tests.e2e.conftest import eventually
+from tests.e2e.processes import Operator
+
+SUFFIX = uuid.uuid4().hex[:5]
+NAMESPACE, POLICY = f"iotsec-audit-{SUFFIX}", f"trail-{SUFFIX}"
+GROUP, VERSION, PLURAL = "iotsec.io", "v1alpha1", "auditpolicies"
+SPEC = {
+    "rules": [{"level": "RequestResponse", "resources": [{"group": "apps", "resources": ["deployments"]}]}],
+    "sink": {"authentication": "bearerToken", "storage": {"size": "2Gi"}},
+    "backupPolicyRef": {"name": "audit-store"},
+    "trustedAdminGroups": ["platform:sre"],
+}
+
+
+@pytest.fixture(scope="module")
+def core(api_client) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="module")
+def custom(api_client) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client)
+
+
+@pytest.fixture(scope="module")
+def policy(crds, core, custom, tmp_path_factory) -> Iterator[None]:
+    core.create_namespace({"metadata": {"name": NAMESPACE, "labels": {"kubernetes.io/metadata.name": NAMESPACE}}})
+    operator = Operator(tmp_path_factory.mktemp("audit-operator") / "operator.log")
+    operator.start(
+        IOTSEC_WEBHOOK_NAMESPACE=NAMESPACE,
+        IOTSEC_IMAGE="registry.example.com/iotsec/iotsec@sha256:" + "a" * 64,
+        IOTSEC_OPERATOR_USERS="system:serviceaccount:iotsec-system:iotsec-operator",
+    )
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AuditPolicy", "metadata": {"name": POLICY}, "spec": SPEC}
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+    yield
+    try:
+        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, POLICY)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    operator.stop()
+
+
+def _status(custom) -> dict[str, Any]:
+    return custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, POLICY).get("status") or {}
+
+
+def _conditions(custom) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in _status(custom).get("conditions", [])}
+
+
+def test_the_policy_configmap_renders_the_spec(policy, core):
+    name = f"iotsec-audit-policy-{POLICY}"
+    config_map = eventually(lambda: core.read_namespaced_config_map(name, NAMESPACE), what="policy ConfigMap")
+    rendered = yaml.safe_load(config_map.data["policy.yaml"])
+    assert rendered["kind"] == "Policy"
+    assert level_for(rendered, user="bob", verb="patch", group="apps", resource="deployments") == "RequestResponse"
+    assert level_for(rendered, user="bob", verb="get", resource="secrets") == "Metadata"
+    canary = builder.canary_name(POLICY)
+    assert level_for(rendered, user="x", verb="patch", resource="configmaps", namespace=NAMESPACE, name=canary) == (
+        "Request"
+    )
+
+
+def test_sink_objects_are_applied_and_the_store_is_not_owned(policy, core, api_client):
+    apps = client.AppsV1Api(api_client)
+    deployment = eventually(
+        lambda: apps.read_namespaced_deployment(builder.sink_name(POLICY), NAMESPACE), what="sink Deployment"
+    )
+    args = deployment.spec.template.spec.containers[0].args
+    assert "--token-file" in args
+    assert deployment.spec.strategy.type == "Recreate"
+    assert deployment.metadata.owner_references[0].kind == "AuditPolicy"
+    claim = core.read_namespaced_persistent_volume_claim(builder.store_claim_name(POLICY), NAMESPACE)
+    assert claim.spec.resources.requests["storage"] == "2Gi"
+    assert not claim.metadata.owner_references  # deleting the policy must not take the audit trail with it
+    assert core.read_namespaced_service(builder.sink_name(POLICY), NAMESPACE)
+    canary = core.read_namespaced_config_map(builder.canary_name(POLICY), NAMESPACE)
+    assert not canary.data  # the sink owns the nonce; the operator applies only the metadata
+
+
+def test_status_waits_for_the_sink_and_flags_the_missing_backup_policy(policy, custom):
+    def reported() -> dict[str, dict[str, Any]]:
+        found = _conditions(custom)
+        assert found.get("Applied", {}).get("status") == "True", found
+        return found
+
+    found = eventually(reported, what="Applied condition")
+    assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("False", "AwaitingSink")
+    assert (found["BackedUp"]["status"], found["BackedUp"]["reason"]) == ("False", "BackupPolicyMissing")
+    assert _status(custom)["policyConfigMap"] == f"{NAMESPACE}/iotsec-audit-policy-{POLICY}"
+
+
+def test_the_sinks_conditions_are_kept_and_make_it_ready(policy, custom):
+    eventually(lambda: "Applied" in _conditions(custom), what="Applied condition")
+    current = list(_conditions(custom).values())
+    sink_report = {
+        "type": "AuditPipelineBroken",
+        "status": "False",
+        "reason": "CanaryArrived",
+        "message": "last canary arrived",
+        "lastTransitionTime": "2026-11-28T00:00:00Z",
+    }
+    status = {"records": 42, "conditions": [c for c in current if c["type"] != "AuditPipelineBroken"] + [sink_report]}
+    custom.patch_cluster_custom_object_status(GROUP, VERSION, PLURAL, POLICY, {"status": status})
+    custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, POLICY, {"spec": {"sink": {"retention": "500d"}}})
+
+    def recording() -> dict[str, dict[str, Any]]:
+        found = _conditions(custom)
+        assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("True", "Recording"), found
+        return found
+
+    found = eventually(recording, what="Ready once the sink reports")
+    assert found["AuditPipelineBroken"]["reason"] == "CanaryArrived"
+    assert _status(custom)["records"] == 42

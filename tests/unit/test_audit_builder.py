@@ -300,11 +300,26 @@ def test_backup_reference_and_condition():
     assert builder.backup_ref(AuditPolicySpec.model_validate(body), NAMESPACE) == (NAMESPACE, "audit-store")
     del body["backupPolicyRef"]
     assert builder.backup_ref(AuditPolicySpec.model_validate(body), NAMESPACE) is None
-    missing = builder.backed_up_condition(("ns", "b"), False, 2)
+    claim = builder.store_claim_name("trail")
+    missing = builder.backed_up_condition(("ns", "b"), None, claim, 2)
     assert (missing["type"], missing["status"], missing["reason"]) == ("BackedUp", "False", "BackupPolicyMissing")
     assert missing["controls"] == ["X1369-9.6.4-3"]
-    found = builder.backed_up_condition(("ns", "b"), True, 2)
+    named = {"metadata": {"namespace": "ns"}, "spec": {"pvcNames": [claim]}}
+    found = builder.backed_up_condition(("ns", "b"), named, claim, 2)
     assert (found["status"], found["reason"]) == ("True", "BackupPolicyFound")
+    other = {"metadata": {"namespace": "ns"}, "spec": {"pvcNames": ["tsdb-0"]}}
+    unselected = builder.backed_up_condition(("ns", "b"), other, claim, 2)
+    assert (unselected["status"], unselected["reason"]) == ("False", "StoreNotSelected")
+    assert claim in unselected["message"]
+    by_label = {"metadata": {"namespace": "ns"}, "spec": {"pvcSelector": {"matchLabels": {"a": "b"}}}}
+    assert builder.backed_up_condition(("ns", "b"), by_label, claim, 2)["status"] == "True"
+
+
+def test_the_example_backup_policy_backs_up_the_example_audit_store():
+    backups = [d for d in yaml.safe_load_all((ROOT / "examples" / "platform" / "30-backups.yaml").read_text()) if d]
+    store = next(d for d in backups if d["metadata"]["name"] == "audit-store")
+    claim = builder.store_claim_name(EXAMPLE["metadata"]["name"])
+    assert builder.backed_up_condition(("iotsec-system", "audit-store"), store, claim, 1)["status"] == "True"
 
 
 # --- the sink's RBAC ------------------------------------------------------------------------------------------
@@ -351,7 +366,8 @@ class FakeKube:
         if kind == "AuditPolicy":
             return copy.deepcopy(self.body)
         if kind == "BackupPolicy":
-            return {"metadata": {"name": name, "namespace": namespace}} if self.backup_exists else None
+            spec = {"pvcNames": [builder.store_claim_name(NAME)]}
+            return {"metadata": {"name": name, "namespace": namespace}, "spec": spec} if self.backup_exists else None
         raise AssertionError(kind)
 
     def apply(self, obj, owner=None):

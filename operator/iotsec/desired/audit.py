@@ -418,15 +418,23 @@ def backup_ref(spec: AuditPolicySpec, namespace: str) -> tuple[str, str] | None:
     return (ref.namespace or namespace, ref.name)
 
 
-def backed_up_condition(ref: tuple[str, str], found: bool, generation: int | None) -> dict[str, Any]:
+def backed_up_condition(
+    ref: tuple[str, str], policy: Mapping[str, Any] | None, claim: str, generation: int | None
+) -> dict[str, Any]:
+    """BackedUp: the referenced BackupPolicy exists and names the store claim (or selects claims by label)."""
     where = f"BackupPolicy {ref[0]}/{ref[1]}"
-    if found:
-        return conditions.condition(BACKED_UP, True, "BackupPolicyFound", f"{where} exists", generation, [C_BACKED_UP])
-    return conditions.condition(
-        BACKED_UP,
-        False,
-        "BackupPolicyMissing",
-        f"{where} does not exist: the audit store is not backed up",
-        generation,
-        [C_BACKED_UP],
-    )
+    if policy is None:
+        status, reason, message = (
+            False,
+            "BackupPolicyMissing",
+            f"{where} does not exist: the audit store is not backed up",
+        )
+    elif claim in ((policy.get("spec") or {}).get("pvcNames") or []):
+        status, reason, message = True, "BackupPolicyFound", f"{where} backs up the store claim {claim}"
+    elif (policy.get("spec") or {}).get("pvcSelector"):
+        status, reason = True, "BackupPolicyFound"
+        message = f"{where} selects claims by label: make sure it matches the store claim {claim}"
+    else:
+        status, reason = False, "StoreNotSelected"
+        message = f"{where} does not name the store claim {claim} in pvcNames: the audit store is not backed up"
+    return conditions.condition(BACKED_UP, status, reason, message, generation, [C_BACKED_UP])

@@ -99,9 +99,9 @@ def reconcile(name: str) -> None:
         try:
             _apply(api, body, objects)
             ref = builder.backup_ref(spec, namespace)
-            backup_found = ref is not None and api.get(API_VERSION, "BackupPolicy", ref[1], ref[0]) is not None
+            backup_policy = api.get(API_VERSION, "BackupPolicy", ref[1], ref[0]) if ref is not None else None
             policy_map = f"{namespace}/{policy_configmap_name(name)}"
-            ready = _write_status(api, body, policy_map, ref, backup_found)
+            ready = _write_status(api, body, policy_map, ref, backup_policy)
         except ApiError as exc:
             if exc.transient:  # also a 409: the sink wrote the status since it was read
                 raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
@@ -125,7 +125,11 @@ def _apply(api: Kube, body: dict[str, Any], objects: list[dict[str, Any]]) -> No
 
 
 def _write_status(
-    api: Kube, body: dict[str, Any], policy_map: str, ref: tuple[str, str] | None, backup_found: bool
+    api: Kube,
+    body: dict[str, Any],
+    policy_map: str,
+    ref: tuple[str, str] | None,
+    backup_policy: dict[str, Any] | None,
 ) -> bool:
     generation = body["metadata"].get("generation")
     previous = list((body.get("status") or {}).get("conditions") or [])
@@ -135,10 +139,14 @@ def _write_status(
         )
     ]
     if ref is not None:
-        backed_up = builder.backed_up_condition(ref, backup_found, generation)
+        claim = builder.store_claim_name(body["metadata"]["name"])
+        backed_up = builder.backed_up_condition(ref, backup_policy, claim, generation)
         entries.append(backed_up)
         before = conditions.find(previous, builder.BACKED_UP) or {}
-        if not backup_found and (before.get("status"), before.get("reason")) != ("False", "BackupPolicyMissing"):
+        if backed_up["status"] == "False" and (before.get("status"), before.get("reason")) != (
+            "False",
+            backed_up["reason"],
+        ):
             kopf.warn(body, reason="BackupPolicyMissing", message=backed_up["message"])
     else:
         previous = [c for c in previous if c.get("type") != builder.BACKED_UP]

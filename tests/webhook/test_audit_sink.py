@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from iotsec import certs
@@ -322,3 +324,61 @@ def test_sink_status_reports_storage_and_keeps_the_operators_conditions(tmp_path
     assert status["bytesLimit"] == 150_000
     assert found["AuditPipelineBroken"]["reason"] == "CanaryPending"
     assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("True", "Recording")
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+_shaped_events = st.fixed_dictionaries(
+    {"auditID": st.text(max_size=8), "stage": _json_values},
+    optional=dict.fromkeys(
+        (
+            "verb",
+            "user",
+            "impersonatedUser",
+            "sourceIPs",
+            "objectRef",
+            "responseStatus",
+            "annotations",
+            "stageTimestamp",
+            "requestReceivedTimestamp",
+            "requestObject",
+        ),
+        _json_values,
+    ),
+)
+_bodies = st.one_of(
+    st.lists(_shaped_events, max_size=3).map(
+        lambda items: json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}).encode()
+    ),
+    st.binary(max_size=200),
+    _json_values.map(lambda v: json.dumps(v).encode()),
+    st.lists(_json_values, max_size=3).map(
+        lambda items: json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}).encode()
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_bodies)
+def test_any_body_is_stored_or_refused_with_400_never_an_error(tmp_path_factory, body):
+    store = AuditStore(tmp_path_factory.mktemp("fuzz"), KEY, limit_bytes=2**20)
+    sink = Sink(store, AnomalyDetector([BRUTE_FORCE], ["system:masters"]))
+    status, answer = asyncio.run(sink.ingest(body))
+    assert status in (200, 400), answer
+    assert store.records == (answer["stored"] if status == 200 else 0)
+
+
+def test_a_failing_anomaly_rule_never_fails_a_stored_batch(tmp_path, monkeypatch):
+    sink = Sink(AuditStore(tmp_path, KEY, limit_bytes=2**20), AnomalyDetector([BRUTE_FORCE], []))
+
+    def explode(event):
+        raise RuntimeError("rule bug")
+
+    monkeypatch.setattr(sink.detector, "observe", explode)
+    before = REGISTRY.get_sample_value("iotsec_audit_watch_errors_total") or 0.0
+    status, answer = asyncio.run(sink.ingest(event_list(audit_event(1), audit_event(2))))
+    assert (status, answer["stored"]) == (200, 2)  # a 5xx after storing would make the API server send it twice
+    assert REGISTRY.get_sample_value("iotsec_audit_watch_errors_total") == before + 1

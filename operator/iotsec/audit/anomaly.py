@@ -113,7 +113,7 @@ class AnomalyDetector:
     def observe(self, event: Mapping[str, Any]) -> list[AnomalyHit]:
         """The hits this event triggers (usually none)."""
         stage = event.get("stage")
-        if stage is not None and stage not in COUNTED_STAGES:
+        if stage is not None and (not isinstance(stage, str) or stage not in COUNTED_STAGES):
             return []
         parsed = self._parse(event)
         if parsed is None:
@@ -152,22 +152,31 @@ def _timestamp(event: Mapping[str, Any]) -> datetime | None:
     return None
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """The value when it is an object; anything else (a malformed field) reads as empty, never as a crash."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    return tuple(str(item) for item in value if isinstance(item, str | int | float)) if isinstance(value, list) else ()
+
+
 def _event(event: Mapping[str, Any], time: datetime) -> _Event:
-    user = event.get("impersonatedUser") or event.get("user") or {}
-    ref = event.get("objectRef") or {}
-    code = (event.get("responseStatus") or {}).get("code")
+    user = _mapping(event.get("impersonatedUser")) or _mapping(event.get("user"))
+    ref = _mapping(event.get("objectRef"))
+    code = _mapping(event.get("responseStatus")).get("code")
     return _Event(
         time=time,
         audit_id=str(event.get("auditID") or ""),
         username=str(user.get("username") or "-"),
-        groups=frozenset(user.get("groups") or ()),
+        groups=frozenset(_texts(user.get("groups"))),
         verb=str(event.get("verb") or ""),
         resource=str(ref.get("resource") or ""),
         subresource=str(ref.get("subresource") or ""),
         api_group=str(ref.get("apiGroup") or ""),
         code=code if isinstance(code, int) else None,
-        source_ips=tuple(str(ip) for ip in event.get("sourceIPs") or ()),
-        annotations=event.get("annotations") or {},
+        source_ips=_texts(event.get("sourceIPs")),
+        annotations=_mapping(event.get("annotations")),
     )
 
 

@@ -50,6 +50,7 @@ STORE_LIMIT = Gauge("iotsec_audit_store_limit_bytes", "Bytes the audit store may
 STORE_RECORDS = Gauge("iotsec_audit_records", "Records in the audit chain.")
 STORAGE_NEARLY_FULL = Gauge("iotsec_audit_storage_nearly_full", "1 when the audit store passed its warning level.")
 ANOMALIES = Counter("iotsec_audit_anomalies_total", "Anomaly rule hits over the audit stream.", ["rule"])
+WATCH_ERRORS = Counter("iotsec_audit_watch_errors_total", "Stored batches the anomaly rules could not evaluate.")
 CHAIN_INTACT = Gauge("iotsec_audit_chain_intact", "0 when the sink's own verification found a break, else 1.")
 CANARY_AGE = Gauge("iotsec_audit_canary_lag_seconds", "Seconds from the last canary write to its arrival.")
 
@@ -155,9 +156,15 @@ class Sink:
         return 200, {"stored": appended.records, "lastSeq": appended.last_seq, "head": appended.head}
 
     def _watch(self, events: list[dict[str, Any]]) -> None:
-        hits = [hit for event in events for hit in self.detector.observe(event)]
-        for event in events:
-            self._check_canary(event)
+        """Anomaly rules and canary over stored events; a failure here must never fail a stored batch."""
+        try:
+            hits = [hit for event in events for hit in self.detector.observe(event)]
+            for event in events:
+                self._check_canary(event)
+        except Exception:  # the batch is already durable: a 5xx now would make the API server send it twice
+            log.exception("anomaly rules or canary check failed on a stored batch")
+            WATCH_ERRORS.inc()
+            return
         if hits:
             for hit in hits:
                 ANOMALIES.labels(hit.rule).inc()
@@ -168,16 +175,16 @@ class Sink:
     def _check_canary(self, event: dict[str, Any]) -> None:
         if self.canary is None or not self.state.pending_canaries:
             return
-        ref = event.get("objectRef") or {}
+        ref = _mapping(event.get("objectRef"))
         if (ref.get("resource"), ref.get("namespace"), ref.get("name")) != (
             "configmaps",
             self.canary.namespace,
             self.canary.name,
         ):
             return
-        data = (event.get("requestObject") or {}).get("data") or {}
+        nonce = _mapping(_mapping(event.get("requestObject")).get("data")).get("nonce")
         pending = self.state.pending_canaries
-        written = pending.get(data.get("nonce", ""))
+        written = pending.get(nonce) if isinstance(nonce, str) else None
         if written is None:
             return
         self.state.canary_seen = self.clock()
@@ -242,6 +249,10 @@ class Sink:
         CHAIN_INTACT.set(0 if report.broken else 1)
         if report.broken:
             log.error("audit chain verification failed: %s", report.broken)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:

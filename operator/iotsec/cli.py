@@ -412,6 +412,7 @@ def _rbac(args: argparse.Namespace) -> int:
 
     files = {
         "operator-rules.yaml": rbac.rules_file(rbac.OPERATOR),
+        "operator-namespace-rules.yaml": rbac.rules_file(rbac.OPERATOR_NAMESPACE),
         "webhook-rules.yaml": rbac.rules_file(rbac.WEBHOOK),
         "audit-sink-rules.yaml": rbac.rules_file(rbac.AUDIT_SINK),
         "audit-sink-namespace-rules.yaml": rbac.rules_file(rbac.AUDIT_SINK_NAMESPACE),

@@ -294,14 +294,17 @@ class Kube:
         owner_kind: str,
         owner_name: str,
         keep: Iterable[tuple[str | None, str]],
+        namespace: str | None = None,
     ) -> list[tuple[str | None, str]]:
-        """Delete the owner's children of one kind that are not in `keep` (pairs of namespace, name).
+        """Delete the owner's children of one kind that are not in `keep` (pairs of namespace, name), in one
+        namespace when given (what a namespaced Role allows), else cluster-wide.
 
         Only objects labelled as iotsec's and as this owner's are candidates: nothing else is ever deleted.
         """
         wanted = set(keep)
         removed = []
-        for item in self.list(api_version, kind, label_selector=owner_selector(owner_kind, owner_name)):
+        selector = owner_selector(owner_kind, owner_name)
+        for item in self.list(api_version, kind, namespace=namespace, label_selector=selector):
             meta = item["metadata"]
             labels = meta.get("labels") or {}
             ours = labels.get(MANAGED_BY) == MANAGER and labels.get(OWNER_KIND) == owner_kind

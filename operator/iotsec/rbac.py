@@ -120,6 +120,17 @@ OPERATOR: tuple[Permission, ...] = (
         "trail outlives its AuditPolicy",
     ),
     Permission(
+        ("admissionregistration.k8s.io",),
+        ("validatingwebhookconfigurations",),
+        ("get", "patch"),
+        "inject the CA bundle into iotsec's own configuration only",
+        (WEBHOOK_CONFIGURATION,),
+    ),
+)
+
+# The operator in its own (the release) namespace only: the audit sinks it runs there.
+OPERATOR_NAMESPACE: tuple[Permission, ...] = (
+    Permission(
         ("apps",),
         ("deployments",),
         ("get", "list", "create", "patch", "delete"),
@@ -130,13 +141,6 @@ OPERATOR: tuple[Permission, ...] = (
         ("services",),
         ("get", "list", "create", "patch", "delete"),
         "the audit sink's Service the API server's audit webhook posts to; pruned like the Deployment",
-    ),
-    Permission(
-        ("admissionregistration.k8s.io",),
-        ("validatingwebhookconfigurations",),
-        ("get", "patch"),
-        "inject the CA bundle into iotsec's own configuration only",
-        (WEBHOOK_CONFIGURATION,),
     ),
 )
 

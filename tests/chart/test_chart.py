@@ -135,6 +135,10 @@ def test_cluster_roles_grant_exactly_the_table(tmp_path):
     docs = render(tmp_path)
     assert _rules(docs, "iotsec-operator") == rbac.cluster_role_rules(rbac.OPERATOR)
     assert _rules(docs, "iotsec-webhook") == rbac.cluster_role_rules(rbac.WEBHOOK)
+    assert _rules(docs, "iotsec-audit-sink") == rbac.cluster_role_rules(rbac.AUDIT_SINK)
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    assert roles["iotsec-operator"]["rules"] == rbac.cluster_role_rules(rbac.OPERATOR_NAMESPACE)
+    assert roles["iotsec-audit-sink"]["rules"] == rbac.cluster_role_rules(rbac.AUDIT_SINK_NAMESPACE)
     assert (
         subprocess.run(
             [sys.executable, "-m", "iotsec", "rbac", "--check", str(CHART / "files")], check=False

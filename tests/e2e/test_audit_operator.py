@@ -58,6 +58,20 @@ def policy(crds, core, custom, tmp_path_factory) -> Iterator[None]:
     operator.stop()
 
 
+def _present(read):
+    """For `eventually`: the object, or None while the API answers 404."""
+
+    def attempt():
+        try:
+            return read()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    return attempt
+
+
 def _status(custom) -> dict[str, Any]:
     return custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, POLICY).get("status") or {}
 
@@ -68,7 +82,7 @@ def _conditions(custom) -> dict[str, dict[str, Any]]:
 
 def test_the_policy_configmap_renders_the_spec(policy, core):
     name = f"iotsec-audit-policy-{POLICY}"
-    config_map = eventually(lambda: core.read_namespaced_config_map(name, NAMESPACE), what="policy ConfigMap")
+    config_map = eventually(_present(lambda: core.read_namespaced_config_map(name, NAMESPACE)), what="policy ConfigMap")
     rendered = yaml.safe_load(config_map.data["policy.yaml"])
     assert rendered["kind"] == "Policy"
     assert level_for(rendered, user="bob", verb="patch", group="apps", resource="deployments") == "RequestResponse"
@@ -82,7 +96,8 @@ def test_the_policy_configmap_renders_the_spec(policy, core):
 def test_sink_objects_are_applied_and_the_store_is_not_owned(policy, core, api_client):
     apps = client.AppsV1Api(api_client)
     deployment = eventually(
-        lambda: apps.read_namespaced_deployment(builder.sink_name(POLICY), NAMESPACE), what="sink Deployment"
+        _present(lambda: apps.read_namespaced_deployment(builder.sink_name(POLICY), NAMESPACE)),
+        what="sink Deployment",
     )
     args = deployment.spec.template.spec.containers[0].args
     assert "--token-file" in args

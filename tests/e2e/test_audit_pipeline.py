@@ -170,7 +170,7 @@ def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 def test_admin_actions_with_kubectl_land_in_the_verified_chain(audited):
     kubectl("delete", "clusterrolebinding", "e2e-audit-view", "--ignore-not-found")  # a rerun on a kept etcd
     kubectl("-n", WORK_NAMESPACE, "delete", "secret,configmap", "e2e-secret", "e2e-cm", "--ignore-not-found")
-    kubectl("create", "clusterrolebinding", "e2e-audit-view", "--clusterrole=view", "--user=bob")
+    kubectl("create", "clusterrolebinding", "e2e-audit-view", "--clusterrole=view", "--user=e2e-audit-bob")
     kubectl("-n", WORK_NAMESPACE, "create", "secret", "generic", "e2e-secret", f"--from-literal=k={SECRET_VALUE}")
     kubectl("-n", WORK_NAMESPACE, "get", "secret", "e2e-secret", "-o", "name")
     kubectl("-n", WORK_NAMESPACE, "create", "configmap", "e2e-cm", "--from-literal=a=b")
@@ -196,7 +196,8 @@ def test_admin_actions_with_kubectl_land_in_the_verified_chain(audited):
     binding = found["create clusterrolebindings/e2e-audit-view"]
     assert binding["level"] == "RequestResponse"
     assert binding["user"]["username"] == "admin"
-    assert binding["requestObject"]["subjects"][0]["name"] == "bob"
+    assert binding["requestObject"]["subjects"][0]["name"] == "e2e-audit-bob"
+    kubectl("delete", "clusterrolebinding", "e2e-audit-view")  # a cluster-wide grant must not outlive the test
     for verb in ("create", "get"):
         secret = found[f"{verb} secrets/e2e-secret"]
         assert secret["level"] == "Metadata"

@@ -185,6 +185,13 @@ def test_the_operator_does_its_job_with_exactly_the_chart_permissions(operator_k
             },
         },
     )
+    audit = f"rbac-audit-{SUFFIX}"
+    custom.create_cluster_custom_object(
+        "iotsec.io",
+        "v1alpha1",
+        "auditpolicies",
+        {"apiVersion": "iotsec.io/v1alpha1", "kind": "AuditPolicy", "metadata": {"name": audit}, "spec": {}},
+    )
     running = Operator(tmp_path / "operator.log")
     running.start(
         KUBECONFIG=str(operator_kubeconfig),
@@ -201,13 +208,21 @@ def test_the_operator_does_its_job_with_exactly_the_chart_permissions(operator_k
 
         eventually(lambda: ready("tenantisolations", tenant), timeout=90, what="tenant Ready under the chart's RBAC")
         eventually(lambda: ready("securitydomains", domain), timeout=60, what="domain Ready under the chart's RBAC")
+
+        def applied() -> bool:
+            status = custom.get_cluster_custom_object("iotsec.io", "v1alpha1", "auditpolicies", audit).get("status")
+            return any(c["type"] == "Applied" and c["status"] == "True" for c in (status or {}).get("conditions", []))
+
+        eventually(
+            applied, timeout=60, what="AuditPolicy applied (sink in the release namespace) under the chart's RBAC"
+        )
         core.read_namespaced_secret("iotsec-app-svc-key", f"{tenant}-a")
         core.read_namespaced_secret(f"{RELEASE}-webhook-tls", NAMESPACE)
         forbidden = [line for line in running.log().splitlines() if " 403 " in line or "Forbidden" in line]
         assert forbidden == [], "\n".join(forbidden[:5])
     finally:
         running.stop()
-        for plural, name in (("tenantisolations", tenant), ("securitydomains", domain)):
+        for plural, name in (("tenantisolations", tenant), ("securitydomains", domain), ("auditpolicies", audit)):
             with contextlib.suppress(ApiException):
                 custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", plural, name)
 

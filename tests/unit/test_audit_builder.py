@@ -341,7 +341,11 @@ def test_sink_rule_files_are_the_table(table, filename):
 
 def test_the_operator_may_manage_the_sink_objects_but_never_delete_the_store():
     def verbs(group: str, resource: str) -> set[str]:
-        return {v for p in rbac.OPERATOR if group in p.api_groups and resource in p.resources for v in p.verbs}
+        table = rbac.OPERATOR + rbac.OPERATOR_NAMESPACE
+        return {v for p in table if group in p.api_groups and resource in p.resources for v in p.verbs}
+
+    cluster_wide = {r for p in rbac.OPERATOR for r in p.resources}
+    assert not {"deployments", "services"} & cluster_wide, "sinks run in the release namespace only"
 
     assert {"get", "create", "patch", "delete"} <= verbs("apps", "deployments")
     assert {"get", "create", "patch", "delete"} <= verbs("", "services")
@@ -376,7 +380,8 @@ class FakeKube:
         self.applied.append((obj, owner))
         return obj
 
-    def prune(self, api_version, kind, owner_kind, owner_name, keep):
+    def prune(self, api_version, kind, owner_kind, owner_name, keep, namespace=None):
+        assert namespace == NAMESPACE, "a namespaced Role allows listing the release namespace only"
         self.pruned.append((kind, set(keep)))
         return []
 

@@ -117,7 +117,7 @@ def _apply(api: Kube, body: dict[str, Any], objects: list[dict[str, Any]]) -> No
         api.apply(obj, None if obj["kind"] in KEEP_UNOWNED else owner)
     for api_version, kind in PRUNABLE:
         keep = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == kind}
-        pruned = api.prune(api_version, kind, KIND, name, keep)
+        pruned = api.prune(api_version, kind, KIND, name, keep, namespace=_namespace())
         if pruned:
             metrics.OBJECTS_PRUNED.labels(kind).inc(len(pruned))
     for kind in ("ConfigMap", "Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim"):

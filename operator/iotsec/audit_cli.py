@@ -160,30 +160,18 @@ def _serve(args: argparse.Namespace) -> int:
         key = signing_key_from_secret(kube, args.namespace, args.signing_key_secret)  # type: ignore[arg-type]
     else:
         key = chain.load_or_create_private_key(args.signing_key)
-    storage = spec.sink.storage
-    store = AuditStore(
-        args.store,
-        key,
-        limit_bytes=args.limit_bytes or quantity_bytes(storage.size),
-        segment_bytes=quantity_bytes(storage.segment_size),
-        segment_max_age=parse_duration(storage.segment_max_age),
-    )
+    store = AuditStore(args.store, key, limit_bytes=args.limit_bytes or quantity_bytes(spec.sink.storage.size))
     canary = None
     if args.audit_policy:
         canary = Canary(args.namespace, canary_name(args.audit_policy), parse_duration(spec.sink.canary.deadline))
-    sink = Sink(
-        store,
-        AnomalyDetector(spec.anomaly_rules or [], spec.trusted_admin_groups),
-        warn_at_percent=storage.warn_at_percent,
-        canary=canary,
-    )
-    sink.retention = parse_duration(spec.sink.retention)
+    sink = Sink(store, AnomalyDetector([], []), canary=canary)
+    sink.configure(spec, args.limit_bytes)
     sink.verify_every = parse_duration(args.verify_every)
     background = []
     if kube is not None:
         from iotsec.audit_publisher import Publisher
 
-        publisher = Publisher(kube, args.audit_policy, args.namespace, sink)
+        publisher = Publisher(kube, args.audit_policy, args.namespace, sink, args.limit_bytes)
         sink.on_hits = publisher.queue_hits
         background.append(publisher.tick)
     if args.metrics_port:

@@ -159,8 +159,10 @@ def _iso(moment: datetime | None) -> str | None:
 class Publisher:
     """Runs on the sink's housekeeping tick (in a worker thread)."""
 
-    def __init__(self, kube: Kube, policy: str, namespace: str, sink: Sink) -> None:
+    def __init__(self, kube: Kube, policy: str, namespace: str, sink: Sink, limit_override: int | None = None) -> None:
         self.kube, self.policy, self.namespace, self.sink = kube, policy, namespace, sink
+        self.limit_override = limit_override
+        self._generation: int | None = None
         self.pending_hits: deque[AnomalyHit] = deque(maxlen=1000)
         self._canary_due = datetime.min.replace(tzinfo=UTC)
         self._reported_break: str | None = None
@@ -174,6 +176,13 @@ class Publisher:
             log.warning("AuditPolicy %s not found; nothing to report to", self.policy)
             return
         spec = AuditPolicySpec.model_validate(body.get("spec") or {})
+        generation = body["metadata"].get("generation")
+        if self._generation is not None and generation != self._generation:
+            self.sink.configure(spec, self.limit_override)
+            log.info(
+                "AuditPolicy %s changed (generation %s): settings and anomaly rules reloaded", self.policy, generation
+            )
+        self._generation = generation
         self._write_canary_if_due(spec)
         self._post_hits(body)
         self._post_chain_break(body)

@@ -382,3 +382,23 @@ def test_a_failing_anomaly_rule_never_fails_a_stored_batch(tmp_path, monkeypatch
     status, answer = asyncio.run(sink.ingest(event_list(audit_event(1), audit_event(2))))
     assert (status, answer["stored"]) == (200, 2)  # a 5xx after storing would make the API server send it twice
     assert REGISTRY.get_sample_value("iotsec_audit_watch_errors_total") == before + 1
+
+
+def test_a_changed_spec_is_taken_without_a_restart(tmp_path):
+    from iotsec.api.auditpolicy import AuditPolicySpec
+
+    sink = Sink(AuditStore(tmp_path, KEY, limit_bytes=2**20), AnomalyDetector([], []), warn_at_percent=80)
+    denied = [audit_event(n, code=401, ip="203.0.113.1") for n in range(3)]
+    assert asyncio.run(sink.ingest(event_list(*denied)))[0] == 200
+    assert list(sink.state.hits) == []
+    spec = AuditPolicySpec.model_validate(
+        {
+            "sink": {"storage": {"size": "5Mi", "warnAtPercent": 60, "segmentSize": "1Mi"}, "retention": "30d"},
+            "anomalyRules": [{"name": "bf", "type": "AuthFailures", "threshold": 2, "groupBy": "sourceIP"}],
+        }
+    )
+    sink.configure(spec)
+    assert (sink.store.limit_bytes, sink.store.segment_bytes, sink.warn_at_percent) == (5 * 2**20, 2**20, 60)
+    assert sink.retention == timedelta(days=30)
+    assert asyncio.run(sink.ingest(event_list(*denied[:2])))[0] == 200
+    assert [(h.rule, h.subject) for h in sink.state.hits] == [("bf", "203.0.113.1")]

@@ -18,7 +18,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
+from iotsec.api.auditpolicy import AuditPolicySpec
+from iotsec.api.durations import parse_duration
+from iotsec.api.quantities import quantity_bytes
 from iotsec.audit.anomaly import AnomalyDetector, AnomalyHit
 from iotsec.audit.store import AuditStore, StoreFullError
 from iotsec.audit.verify import verify
@@ -154,6 +157,20 @@ class Sink:
         BATCHES.labels("stored").inc()
         EVENTS.inc(appended.records)
         return 200, {"stored": appended.records, "lastSeq": appended.last_seq, "head": appended.head}
+
+    def configure(self, spec: AuditPolicySpec, limit_override: int | None = None) -> None:
+        """Take a (changed) AuditPolicy spec without a restart: limits, sealing, retention, canary, anomaly rules.
+
+        Plain attribute assignments, so ingestion running meanwhile sees either the old or the new settings."""
+        storage = spec.sink.storage
+        self.store.limit_bytes = limit_override or quantity_bytes(storage.size)
+        self.store.segment_bytes = quantity_bytes(storage.segment_size)
+        self.store.segment_max_age = parse_duration(storage.segment_max_age)
+        self.warn_at_percent = storage.warn_at_percent
+        self.retention = parse_duration(spec.sink.retention)
+        if self.canary is not None:
+            self.canary = replace(self.canary, deadline=parse_duration(spec.sink.canary.deadline))
+        self.detector = AnomalyDetector(spec.anomaly_rules or [], spec.trusted_admin_groups)
 
     def _watch(self, events: list[dict[str, Any]]) -> None:
         """Anomaly rules and canary over stored events; a failure here must never fail a stored batch."""

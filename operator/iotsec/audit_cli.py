@@ -143,13 +143,13 @@ def _serve(args: argparse.Namespace) -> int:
     from iotsec.audit.store import AuditStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kube = publisher = None
+    kube = publisher = generation = None
     if args.audit_policy:
         from iotsec.audit_publisher import SINK_FIELD_MANAGER
         from iotsec.kube import Kube
 
         kube = Kube(field_manager=SINK_FIELD_MANAGER)
-        spec = _spec_from_cluster(kube, args.audit_policy)
+        spec, generation = _spec_from_cluster(kube, args.audit_policy)
     else:
         spec = _spec_from_file(args.spec)
     if spec is None:
@@ -171,7 +171,8 @@ def _serve(args: argparse.Namespace) -> int:
     if kube is not None:
         from iotsec.audit_publisher import Publisher
 
-        publisher = Publisher(kube, args.audit_policy, args.namespace, sink, args.limit_bytes)
+        publisher = Publisher(kube, args.audit_policy, args.namespace, sink, args.limit_bytes, generation)
+        _check_published_head(kube, args.audit_policy, sink)
         sink.on_hits = publisher.queue_hits
         background.append(publisher.tick)
     if args.metrics_port:
@@ -202,19 +203,28 @@ def canary_name(policy: str) -> str:
     return name_of(policy)
 
 
-def _spec_from_cluster(kube: Any, name: str) -> Any:
+def _spec_from_cluster(kube: Any, name: str) -> tuple[Any, int | None]:
     from iotsec.api.common import API_VERSION
     from iotsec.api.validation import InvalidResourceError, parse_resource
 
     body = kube.get(API_VERSION, "AuditPolicy", name)
     if body is None:
         print(f"iotsec audit serve: AuditPolicy {name} not found", file=sys.stderr)
-        return None
+        return None, None
     try:
-        return parse_resource(body).spec
+        return parse_resource(body).spec, body["metadata"].get("generation")
     except InvalidResourceError as exc:
         print(f"iotsec audit serve: AuditPolicy {name} is invalid: {exc}", file=sys.stderr)
-        return None
+        return None, None
+
+
+def _check_published_head(kube: Any, name: str, sink: Any) -> None:
+    from iotsec.api.common import API_VERSION
+
+    status = (kube.get(API_VERSION, "AuditPolicy", name) or {}).get("status") or {}
+    seq, head = status.get("chainHeadSeq"), status.get("chainHead")
+    if isinstance(seq, int) and seq > 0 and isinstance(head, str):
+        sink.check_published_head(seq, head)
 
 
 # ---------------------------------------------------------------------------------------------- export / verify
@@ -263,6 +273,9 @@ def _register_verify(commands: Any) -> None:
     verify = commands.add_parser("verify", help="check every hash and signature of a store or bundle")
     verify.add_argument("path", type=Path, help="an audit store folder or an exported bundle")
     verify.add_argument("--public-key", type=Path, help="the trusted key (default: the copy in the folder)")
+    verify.add_argument("--bundle", action="store_true", help="PATH is an export (it may start after seq 1)")
+    verify.add_argument("--expect-seq", type=int, help="status.chainHeadSeq: catches records cut off the end")
+    verify.add_argument("--expect-head", help="status.chainHead: the hash the record at --expect-seq must have")
     verify.add_argument("-o", "--output", choices=("text", "json"), default="text")
     verify.set_defaults(handler=_verify)
 
@@ -275,7 +288,10 @@ def _verify(args: argparse.Namespace) -> int:
         trusted = load_public_key(args.public_key) if args.public_key else None
         if trusted is None and not (args.path / PUBLIC_KEY).exists():
             raise ValueError(f"{args.path} has no {PUBLIC_KEY}; pass --public-key")
-        report = verify(args.path, trusted)
+        if (args.expect_seq is None) != (args.expect_head is None):
+            raise ValueError("--expect-seq and --expect-head go together")
+        expect = (args.expect_seq, args.expect_head) if args.expect_seq is not None else None
+        report = verify(args.path, trusted, bundle=args.bundle, expect=expect)
     except (OSError, ValueError) as exc:
         print(f"iotsec audit verify: {exc}", file=sys.stderr)
         return EXIT_USAGE

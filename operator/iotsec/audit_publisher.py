@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from iotsec.api.durations import parse_duration
 from iotsec.audit.anomaly import AnomalyHit
 from iotsec.audit.chain import EXPORTS
 from iotsec.audit.sink import Sink
-from iotsec.desired.audit import ready_condition
+from iotsec.desired.audit import ready_condition, store_claim_name
 from iotsec.kube import ApiError, Kube
 
 log = logging.getLogger("iotsec.audit")
@@ -115,6 +116,7 @@ def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: i
         "bytesLimit": state.bytes_limit,
         "percentUsed": state.percent_used,
         "chainHead": state.head or None,
+        "chainHeadSeq": state.head_seq,
         "lastSealedSegment": sealed.get("segment"),
         "lastSealed": sealed.get("sealedAt"),
         "lastCanarySeen": _iso(state.canary_seen),
@@ -159,10 +161,22 @@ def _iso(moment: datetime | None) -> str | None:
 class Publisher:
     """Runs on the sink's housekeeping tick (in a worker thread)."""
 
-    def __init__(self, kube: Kube, policy: str, namespace: str, sink: Sink, limit_override: int | None = None) -> None:
+    REPUBLISH_SECONDS = 60.0
+
+    def __init__(
+        self,
+        kube: Kube,
+        policy: str,
+        namespace: str,
+        sink: Sink,
+        limit_override: int | None = None,
+        generation: int | None = None,
+    ) -> None:
         self.kube, self.policy, self.namespace, self.sink = kube, policy, namespace, sink
         self.limit_override = limit_override
-        self._generation: int | None = None
+        self._generation = generation  # of the spec the sink was configured with at start
+        self._published: tuple[Any, ...] | None = None
+        self._published_at = 0.0
         self.pending_hits: deque[AnomalyHit] = deque(maxlen=1000)
         self._canary_due = datetime.min.replace(tzinfo=UTC)
         self._reported_break: str | None = None
@@ -177,7 +191,7 @@ class Publisher:
             return
         spec = AuditPolicySpec.model_validate(body.get("spec") or {})
         generation = body["metadata"].get("generation")
-        if self._generation is not None and generation != self._generation:
+        if generation != self._generation:
             self.sink.configure(spec, self.limit_override)
             log.info(
                 "AuditPolicy %s changed (generation %s): settings and anomaly rules reloaded", self.policy, generation
@@ -217,19 +231,29 @@ class Publisher:
         self._reported_break = found
 
     def _backed_up_before(self, spec: AuditPolicySpec) -> None:
-        """Segments sealed before the referenced BackupPolicy's last success are backed up (X1369-9.6.4-3)."""
+        """Segments sealed before the referenced BackupPolicy's last successful run started are backed up
+        (X1369-9.6.4-3), and only if that policy names the store claim."""
         ref = spec.backup_policy_ref
-        if ref is None:
-            self.sink.backed_up_before = None
-            return
-        policy = self.kube.get(API_VERSION, "BackupPolicy", ref.name, ref.namespace or self.namespace)
-        success = ((policy or {}).get("status") or {}).get("lastSuccess")
-        self.sink.backed_up_before = datetime.fromisoformat(success.replace("Z", "+00:00")) if success else None
+        policy = None
+        if ref is not None:
+            policy = self.kube.get(API_VERSION, "BackupPolicy", ref.name, ref.namespace or self.namespace)
+        self.sink.backed_up_before = backed_up_before(policy, store_claim_name(self.policy))
 
     def _publish(self, body: dict[str, Any]) -> None:
+        """Write when something an operator acts on changed, else at most once a minute: each status write is
+        itself an audited iotsec.io write, so writing every tick would feed the chain it reports on."""
         meta = body["metadata"]
         status = body.get("status") or {}
         patch = sink_status(self.sink, status.get("conditions"), meta.get("generation"))
+        meaningful = (
+            tuple((c["type"], c["status"], c["reason"]) for c in patch["conditions"]),
+            tuple((a["rule"], a["subject"], a["lastSeen"]) for a in patch["anomalies"]),
+            patch["refusedBatches"],
+            patch["lastVerified"],
+            patch["lastExport"],
+        )
+        if meaningful == self._published and time.monotonic() - self._published_at < self.REPUBLISH_SECONDS:
+            return
         try:
             self.kube.patch_status(
                 API_VERSION, "AuditPolicy", self.policy, patch, resource_version=meta.get("resourceVersion")
@@ -238,7 +262,17 @@ class Publisher:
             if exc.status != 409:
                 raise
             log.info("AuditPolicy %s changed while reporting; reporting again next tick", self.policy)
+            return
+        self._published, self._published_at = meaningful, time.monotonic()
 
 
-def retention_of(spec: AuditPolicySpec) -> timedelta:
-    return parse_duration(spec.sink.retention)
+def backed_up_before(policy: dict[str, Any] | None, claim: str) -> datetime | None:
+    """When the last successful backup of the store claim started, or None (pure): nothing counts as backed
+    up unless the policy names the claim and reports both its last success and how long that run took."""
+    if policy is None or claim not in ((policy.get("spec") or {}).get("pvcNames") or []):
+        return None
+    status = policy.get("status") or {}
+    success, duration = status.get("lastSuccess"), status.get("lastDurationSeconds")
+    if not success or duration is None:
+        return None
+    return datetime.fromisoformat(success.replace("Z", "+00:00")) - timedelta(seconds=float(duration))

@@ -378,13 +378,111 @@ def test_an_export_bundle_verifies_on_its_own_and_marks_segments_exported(tmp_pa
     out = tmp_path / "bundle"
     names = export_bundle(tmp_path / "store", out, since, until)
     assert names == [seals[1]["segment"], seals[2]["segment"]]
-    report = verify(out, KEY.public_key())
+    report = verify(out, KEY.public_key(), bundle=True)
     assert report.ok
     assert report.records == 20
     assert report.first_seq == 11
     assert store.exported() == set(names)
-    os.remove(out / chain.SEGMENTS / names[0])
-    os.remove(out / chain.SEGMENTS / chain.seal_path(Path(names[0])).name)
-    assert verify(out, KEY.public_key()).ok  # a bundle of one segment is still a valid export
-    (out / chain.BUNDLE).unlink()
-    assert "missing" in verify(out, KEY.public_key()).broken.what  # without the manifest it is a store with a hole
+    assert "starts at seq 11, expected 1" in verify(out, KEY.public_key()).broken.what  # not a store
+
+
+def test_a_bundle_missing_a_listed_segment_is_detected(tmp_path):
+    clock = Clock()
+    filled(tmp_path / "store", clock, batches=4)
+    out = tmp_path / "bundle"
+    names = export_bundle(tmp_path / "store", out, None, None)
+    os.remove(out / chain.SEGMENTS / names[-1])
+    os.remove(out / chain.SEGMENTS / chain.seal_path(Path(names[-1])).name)
+    broken = verify(out, KEY.public_key(), bundle=True).broken
+    assert broken.segment == chain.BUNDLE
+    assert f"missing ['{names[-1]}']" in broken.what
+
+
+def test_a_bundle_file_dropped_into_a_store_does_not_hide_deleted_segments(tmp_path):
+    filled(tmp_path)
+    first = segment(tmp_path, 1)
+    chain.seal_path(first).unlink()
+    first.unlink()
+    (tmp_path / chain.BUNDLE).write_text("{}")
+    assert "starts at seq 11, expected 1" in verify(tmp_path, KEY.public_key()).broken.what
+
+
+def test_cutting_off_the_newest_records_is_caught_against_the_published_head(tmp_path):
+    store = filled(tmp_path)
+    store.append([event(30), event(31)])
+    published = (store.next_seq - 1, store.head)  # what the sink wrote into the AuditPolicy status
+    newest = segment(tmp_path, 3)
+    chain.seal_path(newest).unlink()
+    newest.unlink()
+    segment(tmp_path, 3).unlink()  # the open segment too: the chain now ends cleanly at seq 20
+    assert verify(tmp_path, KEY.public_key()).ok  # a chain alone cannot see its tail cut off
+    broken = verify(tmp_path, KEY.public_key(), expect=published).broken
+    assert "the chain ends at seq 20 but seq 32 was published: records 21..32 were cut off" in broken.what
+
+
+def test_an_open_segment_rewritten_while_the_sink_was_down_is_caught_against_the_published_head(tmp_path):
+    store = filled(tmp_path, batches=1)
+    store.append([event(n) for n in range(10, 15)])
+    published = (store.next_seq - 1, store.head)
+    open_segment = segment(tmp_path, 2)
+    lines, prev = [], store.sealed_segments()[0]["head"]
+    for seq in range(11, 16):
+        line, prev = chain.record_line(seq, prev, "2026-11-01T00:00:00.000000Z", "apiserver", event(seq, verb="get"))
+        lines.append(line)
+    open_segment.write_bytes(b"".join(lines))
+    AuditStore(tmp_path, KEY, limit_bytes=2**20).seal()  # a restarted sink signs what it finds
+    assert verify(tmp_path, KEY.public_key()).ok
+    broken = verify(tmp_path, KEY.public_key(), expect=published).broken
+    assert "seq 15 hashes to" in broken.what
+    assert "was published" in broken.what
+
+
+def test_a_retention_run_interrupted_after_its_tombstone_is_finished_on_restart(tmp_path):
+    clock = Clock()
+    filled(tmp_path, clock, batches=3)
+    clock.advance(days=500)
+    mark_exported(tmp_path, [segment(tmp_path, 1).name, segment(tmp_path, 2).name])
+    doomed = [segment(tmp_path, 1), segment(tmp_path, 2)]
+    kept = {p: p.read_bytes() for p in doomed + [chain.seal_path(p) for p in doomed]}
+    AuditStore(tmp_path, KEY, limit_bytes=2**20, clock=clock).apply_retention(timedelta(days=400), None)
+    for path, data in kept.items():  # as if the crash came before the deletions
+        path.write_bytes(data)
+    assert verify(tmp_path, KEY.public_key()).ok
+    again = AuditStore(tmp_path, KEY, limit_bytes=2**20, clock=clock)
+    assert [p.name for p in chain.segment_files(tmp_path)] == [segment(tmp_path, 1).name]
+    assert again.records == 10
+
+
+def test_retention_stops_at_a_seal_it_cannot_trust(tmp_path):
+    clock = Clock()
+    store = filled(tmp_path, clock, batches=3)
+    clock.advance(days=500)
+    mark_exported(tmp_path, [p.name for p in chain.segment_files(tmp_path)])
+    path = chain.seal_path(segment(tmp_path, 2))
+    forged = json.loads(path.read_text())
+    forged["lastSeq"] = 30
+    path.write_text(json.dumps(forged))
+    first = segment(tmp_path, 1).name
+    assert store.apply_retention(timedelta(days=400), None) == [first]
+
+
+def test_export_marks_nothing_when_the_copy_does_not_verify(tmp_path):
+    clock = Clock()
+    filled(tmp_path / "store", clock, batches=2)
+    seg = segment(tmp_path / "store", 2)
+    seg.write_bytes(seg.read_bytes().replace(b"alice", b"mallo", 1))
+    with pytest.raises(ValueError, match="does not verify"):
+        export_bundle(tmp_path / "store", tmp_path / "bundle", None, None)
+    assert AuditStore(tmp_path / "store", KEY, limit_bytes=2**20).exported() == set()
+
+
+def test_a_record_with_fields_of_the_wrong_type_is_a_break_not_a_crash(tmp_path):
+    filled(tmp_path, batches=1)
+    seg = segment(tmp_path, 1)
+    lines = _lines(seg)
+    body = chain.canonical({"seq": 1, "prev": 5, "time": "x", "source": "apiserver", "event": {}})
+    lines[0] = chain.digest(body).encode() + b" " + body + b"\n"
+    seg.write_bytes(b"".join(lines))
+    broken = verify(tmp_path, KEY.public_key()).broken
+    assert (broken.seq, broken.line) == (1, 1)
+    assert "not a record" in broken.what

@@ -402,3 +402,99 @@ def test_a_changed_spec_is_taken_without_a_restart(tmp_path):
     assert sink.retention == timedelta(days=30)
     assert asyncio.run(sink.ingest(event_list(*denied[:2])))[0] == 200
     assert [(h.rule, h.subject) for h in sink.state.hits] == [("bf", "203.0.113.1")]
+
+
+def test_odd_credentials_and_deep_nesting_get_401_and_400_not_500(token_sink):
+    status, _, _ = token_sink.post(event_list(audit_event(1)), headers={"Authorization": "Bearer tokén"})
+    assert status == 401
+    deep = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, _, answer = token_sink.post(deep)
+    assert status == 400
+    assert "nested too deeply" in answer["message"]
+
+
+def test_only_a_backup_that_names_the_store_claim_and_started_before_the_seal_counts():
+    from iotsec.audit_publisher import backed_up_before
+
+    claim = "iotsec-audit-store-trail"
+    status = {"lastSuccess": "2026-11-28T03:00:00Z", "lastDurationSeconds": 600.0}
+    named = {"spec": {"pvcNames": [claim]}, "status": status}
+    assert backed_up_before(named, claim) == datetime(2026, 11, 28, 2, 50, tzinfo=UTC)  # when that run started
+    assert backed_up_before({"spec": {"pvcNames": ["tsdb-0"]}, "status": status}, claim) is None
+    assert backed_up_before({"spec": {"pvcSelector": {"matchLabels": {"a": "b"}}}, "status": status}, claim) is None
+    assert (
+        backed_up_before({"spec": {"pvcNames": [claim]}, "status": {"lastSuccess": "2026-11-28T03:00:00Z"}}, claim)
+        is None
+    )
+    assert backed_up_before(None, claim) is None
+
+
+class StatusKube:
+    """Just enough of the adapter for the Publisher: one AuditPolicy, its status patches and events."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.body = {"apiVersion": "iotsec.io/v1alpha1", "kind": "AuditPolicy", "spec": spec}
+        self.body["metadata"] = {"name": "trail", "generation": 1, "resourceVersion": "1"}
+        self.patches: list[dict[str, Any]] = []
+        self.applied: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    def get(self, api_version, kind, name, namespace=None):
+        return json.loads(json.dumps(self.body)) if kind == "AuditPolicy" else None
+
+    def apply(self, obj, owner=None):
+        self.applied.append(obj)
+        return obj
+
+    def patch_status(self, api_version, kind, name, status, namespace=None, resource_version=None):
+        self.patches.append(status)
+        self.body["status"] = status
+
+    def post_event(self, involved, type_, reason, message):
+        self.events.append((type_, reason, message))
+
+
+def test_the_publisher_writes_on_change_not_every_tick_and_reloads_a_changed_spec(tmp_path):
+    from iotsec.audit_publisher import Publisher
+
+    kube = StatusKube({"sink": {"canary": {"interval": "1h"}}})
+    sink = Sink(
+        AuditStore(tmp_path, KEY, limit_bytes=2**20),
+        AnomalyDetector([], []),
+        canary=Canary("iotsec-system", "iotsec-audit-canary-trail", timedelta(minutes=2)),
+    )
+    publisher = Publisher(kube, "trail", "iotsec-system", sink, generation=1)
+    sink.on_hits = publisher.queue_hits
+    publisher.tick()
+    assert len(kube.applied) == 1  # the canary, with a fresh nonce
+    assert kube.applied[0]["data"]["nonce"] in sink.state.pending_canaries
+    publisher.tick()
+    publisher.tick()
+    assert len(kube.patches) == 1, "nothing an operator acts on changed: no new status write"
+    kube.body["spec"] = {"anomalyRules": [{"name": "bf", "type": "AuthFailures", "threshold": 1}]}
+    kube.body["metadata"]["generation"] = 2
+    publisher.tick()
+    assert [state.rule.name for state in sink.detector._states] == ["bf"]
+    asyncio.run(sink.ingest(event_list(audit_event(1, code=401))))
+    publisher.tick()
+    assert len(kube.patches) == 2
+    assert kube.patches[-1]["anomalies"][0]["rule"] == "bf"
+    assert kube.events[-1][1] == "AnomalyAuthFailures"
+
+
+def test_a_restart_finds_records_cut_off_while_the_sink_was_down(tmp_path):
+    from iotsec.audit.chain import seal_path, segment_files
+
+    store = AuditStore(tmp_path, KEY, limit_bytes=2**20)
+    store.append([audit_event(n) for n in range(5)])
+    store.seal()
+    store.append([audit_event(n) for n in range(5, 8)])
+    published = (store.next_seq - 1, store.head)
+    newest = segment_files(tmp_path)[-1]
+    newest.unlink()
+    assert not seal_path(newest).exists()
+    restarted = Sink(AuditStore(tmp_path, KEY, limit_bytes=2**20), AnomalyDetector([], []))
+    restarted.check_published_head(*published)
+    assert "records 6..8 were cut off" in restarted.state.chain_break
+    asyncio.run(restarted.verify_sealed())
+    assert restarted.state.chain_break is not None, "a later clean check of the sealed part does not clear it"

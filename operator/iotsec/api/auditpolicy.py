@@ -211,6 +211,11 @@ class AuditPolicyStatus(Status):
     last_sealed_segment: Annotated[str, Field(max_length=253)] | None = None
     last_sealed: datetime | None = None
     chain_head: Annotated[str, Field(max_length=128)] | None = None
+    chain_head_seq: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="The seq chainHead belongs to: kept outside the store volume, so `iotsec audit verify "
+        "--expect-seq/--expect-head` and the sink at start can tell newest records were cut off (X1369-9.6.4-4).",
+    )
     last_export: datetime | None = None
     last_verified: datetime | None = None
     last_canary_seen: datetime | None = None

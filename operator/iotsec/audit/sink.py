@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -67,6 +68,8 @@ def parse_event_list(body: bytes) -> list[dict[str, Any]]:
         document = json.loads(body)
     except ValueError as exc:
         raise BadBatchError(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadBatchError("body is nested too deeply to be an audit EventList") from None
     if not isinstance(document, dict):
         raise BadBatchError("body is not a JSON object")
     found = (document.get("apiVersion"), document.get("kind"))
@@ -98,6 +101,8 @@ class SinkState:
     records: int = 0
     segments: int = 0
     head: str = ""
+    head_seq: int = 0
+    startup_break: str | None = None
     last_sealed: dict[str, Any] | None = None
     refused_batches: int = 0
     refusing: bool = False
@@ -130,6 +135,7 @@ class Sink:
         self.verify_every: timedelta | None = None
         self.backed_up_before: datetime | None = None
         self._lock = asyncio.Lock()
+        self._shared = threading.Lock()  # canary and detector state, also touched from the publisher's thread
         self.refresh()
 
     async def ingest(self, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -170,14 +176,17 @@ class Sink:
         self.retention = parse_duration(spec.sink.retention)
         if self.canary is not None:
             self.canary = replace(self.canary, deadline=parse_duration(spec.sink.canary.deadline))
-        self.detector = AnomalyDetector(spec.anomaly_rules or [], spec.trusted_admin_groups)
+        detector = AnomalyDetector(spec.anomaly_rules or [], spec.trusted_admin_groups)
+        with self._shared:
+            self.detector = detector
 
     def _watch(self, events: list[dict[str, Any]]) -> None:
         """Anomaly rules and canary over stored events; a failure here must never fail a stored batch."""
         try:
-            hits = [hit for event in events for hit in self.detector.observe(event)]
-            for event in events:
-                self._check_canary(event)
+            with self._shared:
+                hits = [hit for event in events for hit in self.detector.observe(event)]
+                for event in events:
+                    self._check_canary(event)
         except Exception:  # the batch is already durable: a 5xx now would make the API server send it twice
             log.exception("anomaly rules or canary check failed on a stored batch")
             WATCH_ERRORS.inc()
@@ -211,17 +220,19 @@ class Sink:
 
     def canary_written(self, nonce: str) -> None:
         """A canary write was made; until it arrives, the oldest unanswered one is what the deadline measures."""
-        pending = self.state.pending_canaries
-        pending[nonce] = self.clock()
-        while len(pending) > 1000:
-            del pending[next(iter(pending))]
+        with self._shared:
+            pending = self.state.pending_canaries
+            pending[nonce] = self.clock()
+            while len(pending) > 1000:
+                del pending[next(iter(pending))]
 
     def pipeline_broken(self) -> str | None:
         """Why the pipeline is broken (a canary overdue), or None."""
-        pending = self.state.pending_canaries
-        if self.canary is None or not pending:
+        with self._shared:
+            oldest = next(iter(self.state.pending_canaries.values()), None)
+        if self.canary is None or oldest is None:
             return None
-        overdue = self.clock() - next(iter(pending.values()))
+        overdue = self.clock() - oldest
         if overdue <= self.canary.deadline:
             return None
         return (
@@ -238,6 +249,7 @@ class Sink:
         state = self.state
         state.bytes_used, state.bytes_limit, state.percent_used = usage.bytes_used, usage.bytes_limit, usage.percent
         state.records, state.segments, state.head = usage.records, usage.segments, usage.head
+        state.head_seq = usage.head_seq
         state.last_sealed = usage.last_sealed
         STORE_BYTES.set(usage.bytes_used)
         STORE_LIMIT.set(usage.bytes_limit)
@@ -258,12 +270,24 @@ class Sink:
         ):
             await self.verify_sealed()
 
+    def check_published_head(self, seq: int, head: str) -> None:
+        """At start, before serving: the chain must still reach the (seq, head) the sink published last time;
+        records cut off or rewritten while it was down leave ChainIntact False until an operator looks."""
+        report = verify(self.store.root, self.store.public_key, expect=(seq, head))
+        self.state.last_verified = self.clock()
+        if report.broken:
+            self.state.startup_break = self.state.chain_break = f"{report.broken} (checked at start)"
+            CHAIN_INTACT.set(0)
+            log.error("audit chain does not reach the head published before the restart: %s", report.broken)
+        else:
+            CHAIN_INTACT.set(1)
+
     async def verify_sealed(self) -> None:
         """Verify the sealed segments in place (X1369-9.6.4-4), without holding up ingestion."""
         report = await asyncio.to_thread(verify, self.store.root, self.store.public_key, True)
         self.state.last_verified = self.clock()
-        self.state.chain_break = str(report.broken) if report.broken else None
-        CHAIN_INTACT.set(0 if report.broken else 1)
+        self.state.chain_break = str(report.broken) if report.broken else self.state.startup_break
+        CHAIN_INTACT.set(0 if self.state.chain_break else 1)
         if report.broken:
             log.error("audit chain verification failed: %s", report.broken)
 
@@ -299,7 +323,12 @@ class Authentication:
             return bool(request.transport and request.transport.get_extra_info("peercert"))
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
-        return bool(self.token) and scheme.lower() == "bearer" and hmac.compare_digest(presented, self.token or "")
+        expected = (self.token or "").encode()
+        return (
+            bool(self.token)
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected)
+        )
 
 
 def make_app(sink: Sink, auth: Authentication) -> web.Application:
@@ -369,7 +398,10 @@ async def serve(
     stop = stop or asyncio.Event()
     try:
         while not stop.is_set():
-            await sink.housekeeping()
+            try:
+                await sink.housekeeping()
+            except Exception:  # a seal, retention or verification that fails must not stop ingestion
+                log.exception("audit sink housekeeping failed; retried at the next tick")
             for task in background or ():
                 try:
                     await asyncio.to_thread(task)

@@ -49,6 +49,7 @@ class Usage:
     segments: int
     head: str
     last_sealed: dict[str, Any] | None
+    head_seq: int = 0
 
     @property
     def percent(self) -> float:
@@ -128,15 +129,19 @@ class AuditStore:
             path.write_bytes(pem)
 
     def _recover(self) -> None:
-        """Find the head and the open segment; cut a record half-written by a crash."""
-        self.bytes_used = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-        self.segment_count = len(chain.segment_files(self.root))
+        """Find the head and the open segment; cut a record half-written by a crash; finish a retention run a
+        crash interrupted (its tombstone was written, some of its segments not yet deleted)."""
+        for leftover in self.root.rglob("*.tmp"):
+            leftover.unlink()
         self.records = 0
         self.head, self.next_seq = chain.GENESIS, 1
         self.last_sealed: dict[str, Any] | None = None
         tombstone = chain.read_json(self.root / chain.TOMBSTONE)
         if tombstone:
             self.head, self.next_seq = tombstone["head"], tombstone["lastSeq"] + 1
+            self._delete_covered(tombstone["lastSeq"])
+        self._recount()
+        self.segment_count = len(chain.segment_files(self.root))
         for segment in chain.segment_files(self.root):
             sealed = chain.read_json(chain.seal_path(segment))
             if sealed:
@@ -147,6 +152,17 @@ class AuditStore:
         files = chain.segment_files(self.root)
         if files and not chain.seal_path(files[-1]).exists():
             self._resume(files[-1])
+
+    def _recount(self) -> None:
+        self.bytes_used = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    def _delete_covered(self, last_seq: int) -> None:
+        for segment in chain.segment_files(self.root):
+            sealed = chain.read_json(chain.seal_path(segment))
+            if sealed and sealed.get("lastSeq", last_seq + 1) <= last_seq:
+                log.info("audit store: finishing an interrupted retention run: deleting %s", segment.name)
+                segment.unlink()
+                chain.seal_path(segment).unlink()
 
     def _resume(self, segment: Path) -> None:
         data = segment.read_bytes()
@@ -159,18 +175,27 @@ class AuditStore:
                 handle.truncate(len(whole))
             self.bytes_used -= len(data) - len(whole)
         lines = whole.splitlines()
-        self._open = _Open(segment, datetime.fromtimestamp(segment.stat().st_mtime, UTC))
+        self._open = _Open(segment, self._clock())
         if lines:
             first = json.loads(chain.split_line(lines[0])[1])
             last_hash, last_body = chain.split_line(lines[-1])
             last = json.loads(last_body)
             self._open.add(whole, len(lines), first["seq"], first["prev"], first["time"])
             self._open.last_time = last["time"]
+            self._open.started = chain.parse_time(first["time"])  # a restart must not postpone the seal
             self.head, self.next_seq = last_hash, last["seq"] + 1
             self.records += len(lines)
 
     def usage(self) -> Usage:
-        return Usage(self.bytes_used, self.capacity(), self.records, self.segment_count, self.head, self.last_sealed)
+        return Usage(
+            self.bytes_used,
+            self.capacity(),
+            self.records,
+            self.segment_count,
+            self.head,
+            self.last_sealed,
+            self.next_seq - 1,
+        )
 
     def capacity(self) -> int:
         """The configured limit, or less when the volume itself has less room left."""
@@ -197,8 +222,16 @@ class AuditStore:
         self.head, self.next_seq = head, seq
         self.records += len(lines)
         if segment.size >= self.segment_bytes:
-            self.seal()
+            self._seal_after_append()
         return Appended(len(lines), first, seq - 1, head)
+
+    def _seal_after_append(self) -> None:
+        """The batch is already durable: a seal that fails now is retried by housekeeping, not reported as a
+        failed batch (which the API server would send again, duplicating records)."""
+        try:
+            self.seal()
+        except OSError as exc:
+            log.error("audit store: sealing %s failed (%s); retried at the next housekeeping", self._open, exc)
 
     def _ensure_room(self, size: int) -> None:
         needed = size + self.reserve_bytes
@@ -244,7 +277,8 @@ class AuditStore:
     def seal_if_due(self) -> dict[str, Any] | None:
         if self._open is None or not self._open.records:
             return None
-        if self._clock() - self._open.started < self.segment_max_age:
+        too_big = self._open.size >= self.segment_bytes  # a seal that failed after an append
+        if not too_big and self._clock() - self._open.started < self.segment_max_age:
             return None
         return self.seal()
 
@@ -289,7 +323,11 @@ class AuditStore:
         cutoff = self._clock() - retention
         exported = self.exported()
         deletable = []
-        for sealed in self.sealed_segments():
+        public = self._key.public_key()
+        for segment in chain.segment_files(self.root):
+            sealed = chain.read_json(chain.seal_path(segment))
+            if sealed is None or sealed.get("segment") != segment.name or not chain.signature_valid(sealed, public):
+                break  # an open, unreadable or forged seal: nothing at or after it is deleted
             sealed_at = chain.parse_time(sealed["sealedAt"])
             safe = sealed["segment"] in exported or (backed_up_before is not None and sealed_at <= backed_up_before)
             if sealed_at > cutoff or not safe:
@@ -313,13 +351,10 @@ class AuditStore:
             self._key,
         )
         _durable_write(self.root / chain.TOMBSTONE, json.dumps(tombstone, indent=1, sort_keys=True).encode())
-        for sealed in deletable:
-            segment = self.root / chain.SEGMENTS / sealed["segment"]
-            for path in (segment, chain.seal_path(segment)):
-                self.bytes_used -= path.stat().st_size
-                path.unlink()
-            self.segment_count -= 1
-            self.records -= sealed["records"]
+        self._delete_covered(last["lastSeq"])
+        self.segment_count -= len(deletable)
+        self.records -= sum(s["records"] for s in deletable)
+        self._recount()
         return [s["segment"] for s in deletable]
 
 
@@ -345,7 +380,10 @@ def mark_exported(root: Path, segments: Sequence[str]) -> None:
 
 
 def export_bundle(root: Path, out: Path, since: datetime | None, until: datetime | None) -> list[str]:
-    """Copy the sealed segments overlapping [since, until] with their seals and the public key into `out`."""
+    """Copy the sealed segments overlapping [since, until] with their seals and the public key into `out`; mark
+    them exported (so retention may delete them) only once the copy is on disk and verifies as a bundle."""
+    from iotsec.audit.verify import verify
+
     chosen = []
     for segment in chain.segment_files(root):
         sealed = chain.read_json(chain.seal_path(segment))
@@ -358,15 +396,22 @@ def export_bundle(root: Path, out: Path, since: datetime | None, until: datetime
         chosen.append(segment)
     (out / chain.SEGMENTS).mkdir(parents=True, exist_ok=True)
     for segment in chosen:
-        shutil.copy2(segment, out / chain.SEGMENTS / segment.name)
-        shutil.copy2(chain.seal_path(segment), out / chain.SEGMENTS / chain.seal_path(segment).name)
-    shutil.copy2(root / chain.PUBLIC_KEY, out / chain.PUBLIC_KEY)
+        for source in (segment, chain.seal_path(segment)):
+            _durable_write(out / chain.SEGMENTS / source.name, source.read_bytes())
+    _durable_write(out / chain.PUBLIC_KEY, (root / chain.PUBLIC_KEY).read_bytes())
+    seals = [chain.read_json(chain.seal_path(s)) or {} for s in chosen]
     manifest = {
         "exportedAt": chain.timestamp(datetime.now(UTC)),
+        "firstSeq": seals[0].get("firstSeq") if seals else None,
+        "lastSeq": seals[-1].get("lastSeq") if seals else None,
+        "head": seals[-1].get("head") if seals else None,
         "since": chain.timestamp(since) if since else None,
         "until": chain.timestamp(until) if until else None,
         "segments": [s.name for s in chosen],
     }
-    (out / chain.BUNDLE).write_text(json.dumps(manifest, indent=1))
+    _durable_write(out / chain.BUNDLE, json.dumps(manifest, indent=1).encode())
+    report = verify(out, chain.load_public_key(root / chain.PUBLIC_KEY), bundle=True)
+    if not report.ok:
+        raise ValueError(f"the exported bundle does not verify ({report.broken}); nothing marked exported")
     mark_exported(root, manifest["segments"])
     return [s.name for s in chosen]

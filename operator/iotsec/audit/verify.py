@@ -70,33 +70,59 @@ class _BrokenError(Exception):
         self.found = found
 
 
-def verify(root: Path, public_key: Ed25519PublicKey | None = None, sealed_only: bool = False) -> Report:
+def verify(
+    root: Path,
+    public_key: Ed25519PublicKey | None = None,
+    sealed_only: bool = False,
+    *,
+    bundle: bool = False,
+    expect: tuple[int, str] | None = None,
+) -> Report:
     """Check the folder from its anchor to its head; stops at the first break.
 
-    `sealed_only` skips a trailing open segment: the sink verifies itself that way while it keeps writing (the
-    open segment's digest is computed from what the sink wrote, so tampering with it shows at its seal).
+    A store starts at seq 1 or at its signed retention tombstone; only with `bundle` may it start at its first
+    seal's range (an export), and then the bundle's manifest must list exactly the segments found. A chain
+    cannot tell on its own that its newest records were cut off: `expect` = (seq, head hash) published
+    elsewhere (the AuditPolicy status) closes that gap. `sealed_only` skips a trailing open segment (the sink
+    verifying itself while it writes).
     """
     if public_key is None:
         public_key, source = chain.load_public_key(root / chain.PUBLIC_KEY), f"{chain.PUBLIC_KEY} in the folder"
     else:
         source = "given by the caller"
-    report = _Walk(root, public_key, Report(chain.key_id(public_key), source), sealed_only)
+    walk = _Walk(root, public_key, Report(chain.key_id(public_key), source), sealed_only, bundle, expect)
     try:
-        report.run()
+        walk.run()
     except _BrokenError as broken:
-        report.report.broken = broken.found
-    return report.report
+        walk.report.broken = broken.found
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:  # a field of the wrong shape
+        walk.report.broken = Break(walk.current, f"cannot be read as audit chain data ({type(exc).__name__}: {exc})")
+    return walk.report
 
 
 class _Walk:
-    def __init__(self, root: Path, key: Ed25519PublicKey, report: Report, sealed_only: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        key: Ed25519PublicKey,
+        report: Report,
+        sealed_only: bool = False,
+        bundle: bool = False,
+        expect: tuple[int, str] | None = None,
+    ) -> None:
         self.root, self.key, self.report, self.sealed_only = root, key, report, sealed_only
+        self.bundle, self.expect = bundle, expect
         self.prev, self.seq = chain.GENESIS, 1
+        self.current = root.name
+        self.covered = 0  # the seq a retention tombstone covers (its segments may survive an interrupted run)
+        self.expected_hash: str | None = None
 
     def run(self) -> None:
         files = chain.segment_files(self.root)
         self._anchor(files)
+        files = [f for f in files if not self._covered(f)]
         for index, segment in enumerate(files):
+            self.current = segment.name
             sealed = chain.read_json(chain.seal_path(segment))
             if sealed is None and index < len(files) - 1:
                 raise _BrokenError(Break(segment.name, "no seal, but later segments exist: its seal was removed"))
@@ -106,6 +132,46 @@ class _Walk:
             self._segment(segment, sealed)
         if not files:
             self.report.notes.append("no segments")
+        if self.bundle:
+            self._check_manifest(files)
+        if self.expect is not None:
+            self._check_expected()
+
+    def _covered(self, segment: Path) -> bool:
+        sealed = chain.read_json(chain.seal_path(segment))
+        if self.covered and sealed and isinstance(sealed.get("lastSeq"), int) and sealed["lastSeq"] <= self.covered:
+            self.report.notes.append(f"{segment.name} is covered by the retention tombstone (deletion unfinished)")
+            return True
+        return False
+
+    def _check_manifest(self, files: list[Path]) -> None:
+        manifest = chain.read_json(self.root / chain.BUNDLE)
+        if manifest is None:
+            raise _BrokenError(Break(chain.BUNDLE, "missing or unreadable: this is not an exported bundle"))
+        listed, found = list(manifest.get("segments") or []), [f.name for f in files]
+        if listed != found:
+            missing = sorted(set(listed) - set(found))
+            raise _BrokenError(Break(chain.BUNDLE, f"lists {listed}, the bundle holds {found}: missing {missing}"))
+        if files and (manifest.get("lastSeq"), manifest.get("head")) != (self.seq - 1, self.prev):
+            raise _BrokenError(
+                Break(chain.BUNDLE, f"says it ends at seq {manifest.get('lastSeq')}, the chain ends at {self.seq - 1}")
+            )
+        self.report.notes.append("bundle.json is not signed: compare its range with the export you asked for")
+
+    def _check_expected(self) -> None:
+        seq, head = self.expect  # type: ignore[misc]
+        if self.seq - 1 < seq:
+            raise _BrokenError(
+                Break(
+                    self.current,
+                    f"the chain ends at seq {self.seq - 1} but seq {seq} was published: "
+                    f"records {self.seq}..{seq} were cut off",
+                )
+            )
+        if self.expected_hash is not None and self.expected_hash != head:
+            raise _BrokenError(
+                Break(self.current, f"seq {seq} hashes to {self.expected_hash[:16]}…, {head[:16]}… was published")
+            )
 
     def _anchor(self, files: list[Path]) -> None:
         """Where the chain starts: genesis, a retention tombstone, or the first seal of an export."""
@@ -114,9 +180,10 @@ class _Walk:
             if not chain.signature_valid(tombstone, self.key):
                 raise _BrokenError(Break(chain.TOMBSTONE, "retention tombstone signature does not verify"))
             self.prev, self.seq = tombstone["head"], tombstone["lastSeq"] + 1
+            self.covered = tombstone["lastSeq"]
             self.report.notes.append(f"records up to seq {tombstone['lastSeq']} were deleted by retention")
         first = chain.read_json(chain.seal_path(files[0])) if files and tombstone is None else None
-        if first and first.get("firstSeq", 1) != 1 and (self.root / chain.BUNDLE).exists():
+        if first and self.bundle:
             if not chain.signature_valid(first, self.key):
                 raise _BrokenError(Break(files[0].name, self._bad_signature(first)))
             self.prev, self.seq = first["prevHead"], first["firstSeq"]
@@ -169,6 +236,8 @@ class _Walk:
             recorded, body = chain.split_line(line)
             record = json.loads(body)
             seq, prev = record["seq"], record["prev"]
+            if not isinstance(seq, int) or not isinstance(prev, str):
+                raise TypeError("seq and prev have the wrong types")
         except (ValueError, KeyError, TypeError):
             raise _BrokenError(Break(name, "not a record (edited or corrupted)", self.seq, number)) from None
         if seq != self.seq:
@@ -194,6 +263,8 @@ class _Walk:
                     number,
                 )
             )
+        if self.expect is not None and seq == self.expect[0]:
+            self.expected_hash = recorded
         self.prev, self.seq = recorded, seq + 1
         self.report.records += 1
         self.report.head = recorded

@@ -200,6 +200,7 @@ class Publisher:
         self._write_canary_if_due(spec)
         self._post_hits(body)
         self._post_chain_break(body)
+        self._post_retention(body)
         self._backed_up_before(spec)
         self._publish(body)
 
@@ -223,6 +224,14 @@ class Publisher:
             hit = self.pending_hits.popleft()
             kind = "Warning" if hit.severity != "info" else "Normal"
             self.kube.post_event(body, kind, f"Anomaly{hit.type}", hit.message)
+
+    def _post_retention(self, body: dict[str, Any]) -> None:
+        deleted = []
+        while self.sink.state.retention_deleted:
+            deleted.append(self.sink.state.retention_deleted.popleft())
+        if deleted:
+            message = f"retention deleted {len(deleted)} exported or backed-up segments: {', '.join(deleted)}"
+            self.kube.post_event(body, "Normal", "RetentionDeleted", message)
 
     def _post_chain_break(self, body: dict[str, Any]) -> None:
         found = self.sink.state.chain_break

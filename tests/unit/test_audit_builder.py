@@ -509,3 +509,20 @@ def test_a_concurrent_sink_write_retries_instead_of_overwriting(reconciler, monk
     with pytest.raises(kopf.TemporaryError):
         reconciler(api)
     assert seen == ["41"], "the status write carries the resourceVersion it read"
+
+
+def test_a_sink_that_stopped_reporting_is_flagged_by_the_operator():
+    from datetime import timedelta
+
+    spec = AuditPolicySpec.model_validate({"sink": {"canary": {"interval": "1m", "deadline": "2m"}}})
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    body = {"metadata": {"generation": 3}, "status": {}}
+    assert builder.silent_sink(body, spec, now) is None  # never reported: Ready says AwaitingSink instead
+    body["status"]["lastCanarySeen"] = (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    assert builder.silent_sink(body, spec, now) is None  # within interval + deadline + margin (6 min)
+    body["status"]["lastCanarySeen"] = (now - timedelta(minutes=7)).isoformat().replace("+00:00", "Z")
+    silent = builder.silent_sink(body, spec, now)
+    assert (silent["type"], silent["status"], silent["reason"]) == ("AuditPipelineBroken", "True", "SinkSilent")
+    assert "420s ago" in silent["message"]
+    ready = builder.ready_condition([{"type": "Applied", "status": "True"}, silent], 3)
+    assert (ready["status"], ready["reason"]) == ("False", "AuditPipelineBroken")

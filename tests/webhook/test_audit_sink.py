@@ -498,3 +498,24 @@ def test_a_restart_finds_records_cut_off_while_the_sink_was_down(tmp_path):
     assert "records 6..8 were cut off" in restarted.state.chain_break
     asyncio.run(restarted.verify_sealed())
     assert restarted.state.chain_break is not None, "a later clean check of the sealed part does not clear it"
+
+
+def test_retention_deletions_are_announced_as_events(tmp_path):
+    from iotsec.audit.chain import segment_files
+    from iotsec.audit.store import mark_exported
+    from iotsec.audit_publisher import Publisher
+
+    clock_now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    store = AuditStore(tmp_path, KEY, limit_bytes=2**20, clock=lambda: clock_now[0])
+    store.append([audit_event(1)])
+    store.seal()
+    store.append([audit_event(2)])
+    mark_exported(tmp_path, [segment_files(tmp_path)[0].name])
+    clock_now[0] += timedelta(days=500)
+    sink = Sink(store, AnomalyDetector([], []), clock=lambda: clock_now[0])
+    sink.retention = timedelta(days=400)
+    asyncio.run(sink.housekeeping())
+    kube = StatusKube({})
+    Publisher(kube, "trail", "iotsec-system", sink, generation=1).tick()
+    assert [(t, r) for t, r, _ in kube.events] == [("Normal", "RetentionDeleted")]
+    assert "0000000001.jsonl" in kube.events[0][2]

@@ -103,6 +103,7 @@ class SinkState:
     head: str = ""
     head_seq: int = 0
     startup_break: str | None = None
+    retention_deleted: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
     last_sealed: dict[str, Any] | None = None
     refused_batches: int = 0
     refusing: bool = False
@@ -264,6 +265,7 @@ class Sink:
                 deleted = await asyncio.to_thread(self.store.apply_retention, self.retention, self.backed_up_before)
                 if deleted:
                     log.info("retention deleted %d exported or backed-up segments: %s", len(deleted), deleted)
+                    self.state.retention_deleted.extend(deleted)
             self.refresh()
         if self.verify_every is not None and (
             self.state.last_verified is None or self.clock() - self.state.last_verified >= self.verify_every

@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from iotsec import conditions
 from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.api.common import NamespacedObjectRef
+from iotsec.api.durations import parse_duration
 from iotsec.audit.policy import policy_configmap
 from iotsec.desired.meta import OWNER_KIND, OWNER_NAME, owned_metadata
 from iotsec.desired.securitydomain import NetworkSettings
@@ -406,6 +408,28 @@ def ready_condition(found: Sequence[Mapping[str, Any]] | None, generation: int |
     return conditions.condition(
         READY, True, "Recording", "the audit pipeline delivers and the store takes writes", generation, controls
     )
+
+
+SILENCE_MARGIN = timedelta(minutes=3)  # the sink's status cadence (1 min) plus slack
+
+
+def silent_sink(body: Mapping[str, Any], spec: AuditPolicySpec, now: datetime) -> dict[str, Any] | None:
+    """AuditPipelineBroken=True (SinkSilent) when the sink has reported before but its last canary is older
+    than interval + deadline + margin: a dead sink cannot say so itself. None while it is on time."""
+    status = body.get("status") or {}
+    seen = status.get("lastCanarySeen")
+    if not seen:
+        return None
+    limit = parse_duration(spec.sink.canary.interval) + parse_duration(spec.sink.canary.deadline) + SILENCE_MARGIN
+    age = now - datetime.fromisoformat(seen.replace("Z", "+00:00"))
+    if age <= limit:
+        return None
+    message = (
+        f"the audit sink last reported a canary {int(age.total_seconds())}s ago (limit {int(limit.total_seconds())}s):"
+        f" it is down or cannot reach the API server"
+    )
+    generation = body.get("metadata", {}).get("generation")
+    return conditions.condition(PIPELINE_BROKEN, True, "SinkSilent", message, generation, [C_NOT_LOST])
 
 
 def backup_ref(spec: AuditPolicySpec, namespace: str) -> tuple[str, str] | None:

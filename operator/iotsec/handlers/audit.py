@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -101,7 +102,7 @@ def reconcile(name: str) -> None:
             ref = builder.backup_ref(spec, namespace)
             backup_policy = api.get(API_VERSION, "BackupPolicy", ref[1], ref[0]) if ref is not None else None
             policy_map = f"{namespace}/{policy_configmap_name(name)}"
-            ready = _write_status(api, body, policy_map, ref, backup_policy)
+            ready = _write_status(api, body, policy_map, ref, backup_policy, builder.silent_sink(body, spec, _now()))
         except ApiError as exc:
             if exc.transient:  # also a 409: the sink wrote the status since it was read
                 raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
@@ -130,6 +131,7 @@ def _write_status(
     policy_map: str,
     ref: tuple[str, str] | None,
     backup_policy: dict[str, Any] | None,
+    silent: dict[str, Any] | None = None,
 ) -> bool:
     generation = body["metadata"].get("generation")
     previous = list((body.get("status") or {}).get("conditions") or [])
@@ -150,8 +152,14 @@ def _write_status(
             kopf.warn(body, reason="BackupPolicyMissing", message=backed_up["message"])
     else:
         previous = [c for c in previous if c.get("type") != builder.BACKED_UP]
+    if silent is not None:
+        entries.append(silent)
     ready = _status(api, body, previous, entries, {"policyConfigMap": policy_map})
     return ready["status"] == "True"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _applied_message(policy_map: str) -> str:

@@ -15,7 +15,6 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from iotsec import conditions
@@ -23,7 +22,7 @@ from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.api.common import API_VERSION
 from iotsec.api.durations import parse_duration
 from iotsec.audit.anomaly import AnomalyHit
-from iotsec.audit.chain import EXPORTS
+from iotsec.audit.chain import EXPORTS, private_key_from_pem, private_pem
 from iotsec.audit.sink import Sink
 from iotsec.desired.audit import ready_condition, store_claim_name
 from iotsec.kube import ApiError, Kube
@@ -43,12 +42,9 @@ def signing_key_from_secret(kube: Kube, namespace: str, name: str) -> Ed25519Pri
     secret = kube.get("v1", "Secret", name, namespace)
     if secret is not None:
         pem = base64.b64decode((secret.get("data") or {}).get(KEY_FIELD, ""))
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"Secret {namespace}/{name} key {KEY_FIELD} is not an Ed25519 private key")
-        return key
+        return private_key_from_pem(pem, f"Secret {namespace}/{name} key {KEY_FIELD}")
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = private_pem(key)
     kube.apply(
         {
             "apiVersion": "v1",

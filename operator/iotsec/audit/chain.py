@@ -93,18 +93,27 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
+def private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def private_key_from_pem(pem: bytes, where: str) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{where} is not an Ed25519 private key")
+    return key
+
+
 def load_or_create_private_key(path: Path) -> Ed25519PrivateKey:
     """The sink's signing key (PKCS#8 PEM); created with mode 0600 when the file does not exist."""
     if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} is not an Ed25519 private key")
-        return key
+        return private_key_from_pem(path.read_bytes(), str(path))
     key = Ed25519PrivateKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     path.touch(mode=0o600)
-    path.write_bytes(pem)
+    path.write_bytes(private_pem(key))
     return key
 
 

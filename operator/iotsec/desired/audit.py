@@ -42,7 +42,7 @@ from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.api.common import NamespacedObjectRef
 from iotsec.api.durations import parse_duration
 from iotsec.audit.policy import policy_configmap
-from iotsec.desired.meta import OWNER_KIND, OWNER_NAME, owned_metadata
+from iotsec.desired.meta import OWNER_KIND, OWNER_NAME, owned_metadata, restricted_container_security
 from iotsec.desired.securitydomain import NetworkSettings
 
 KIND = "AuditPolicy"
@@ -334,14 +334,7 @@ def _deployment(
         },
         "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5, "timeoutSeconds": 5},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_container_security(),
         "volumeMounts": mounts,
     }
     labels = {**sink_selector(name), "iotsec.io/security-level": "standard"}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iotsec.api.backuppolicy import BackupPolicySpec
-from iotsec.desired.meta import owned_metadata
+from iotsec.desired.meta import owned_metadata, restricted_container_security
 from iotsec.desired.tenant import PLACEHOLDER
 
 KIND = "BackupPolicy"
@@ -226,14 +226,7 @@ def _pod(job: str, spec: BackupPolicySpec, plan: BackupPlan, image: Image) -> di
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_container_security(),
     }
     if env_from:
         container["envFrom"] = env_from

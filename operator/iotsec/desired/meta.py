@@ -37,3 +37,15 @@ def owned_metadata(
     metadata["labels"] = {**owner_labels(owner_kind, owner_name), **(labels or {})}
     metadata["annotations"] = {CONTROLS: ",".join(sorted(set(controls))), **(annotations or {})}
     return metadata
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """A container securityContext that passes the Pod Security `restricted` level (a fresh dict each call)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }

@@ -49,9 +49,10 @@ from iotsec.api.quantities import quantity_bytes
 from iotsec.api.validation import parse_resource
 from iotsec.audit import chain
 from iotsec.audit.anomaly import AnomalyDetector
-from iotsec.audit.sink import Authentication, Sink, serve, server_tls
+from iotsec.audit.sink import Authentication, Sink, serve
 from iotsec.audit.store import AuditStore
 from iotsec.audit.verify import verify
+from iotsec.tls import ReloadingTLS
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "examples" / "platform" / "40-audit.yaml"
@@ -519,7 +520,7 @@ class RunningSink:
             warn_at_percent=storage.warn_at_percent,
             on_hits=self.hits.extend,
         )
-        self.tls = server_tls(folder / "tls.crt", folder / "tls.key", None)
+        self.tls = ReloadingTLS(folder / "tls.crt", folder / "tls.key")
         self.loop = asyncio.new_event_loop()
         self.stop = asyncio.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

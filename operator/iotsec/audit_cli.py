@@ -139,8 +139,9 @@ def _serve(args: argparse.Namespace) -> int:
     from iotsec.api.quantities import quantity_bytes
     from iotsec.audit import chain
     from iotsec.audit.anomaly import AnomalyDetector
-    from iotsec.audit.sink import Authentication, Canary, Sink, serve, server_tls
+    from iotsec.audit.sink import Authentication, Canary, Sink, serve
     from iotsec.audit.store import AuditStore
+    from iotsec.tls import ReloadingTLS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kube = publisher = generation = None
@@ -178,10 +179,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port)
     if args.client_ca:
-        auth, tls = Authentication("clientCertificate"), server_tls(args.tls_cert, args.tls_key, args.client_ca)
+        auth, tls = Authentication("clientCertificate"), ReloadingTLS(args.tls_cert, args.tls_key, args.client_ca)
     else:
         token = args.token_file.read_text().strip()
-        auth, tls = Authentication("bearerToken", token), server_tls(args.tls_cert, args.tls_key, None)
+        auth, tls = Authentication("bearerToken", token), ReloadingTLS(args.tls_cert, args.tls_key)
     log.info("audit store %s: key %s, %d records", args.store, chain.key_id(key.public_key()), store.records)
     asyncio.run(
         serve(

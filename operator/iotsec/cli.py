@@ -319,7 +319,8 @@ def _webhook(args: argparse.Namespace) -> int:
 
     from prometheus_client import start_http_server
 
-    from iotsec.webhook.server import ReloadingTLS, StaticSnapshot, serve
+    from iotsec.tls import ReloadingTLS
+    from iotsec.webhook.server import StaticSnapshot, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if bool(args.tls_secret_ref) == bool(args.tls_cert_file and args.tls_key_file):

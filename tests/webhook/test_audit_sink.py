@@ -22,9 +22,10 @@ from prometheus_client import REGISTRY
 from iotsec import certs
 from iotsec.api.auditpolicy import AnomalyRule
 from iotsec.audit.anomaly import AnomalyDetector
-from iotsec.audit.sink import Authentication, Canary, Sink, serve, server_tls
+from iotsec.audit.sink import Authentication, Canary, Sink, serve
 from iotsec.audit.store import AuditStore
 from iotsec.audit.verify import verify
+from iotsec.tls import ReloadingTLS
 from tests.webhook.test_webhook import _free_port
 
 KEY = Ed25519PrivateKey.generate()
@@ -84,7 +85,7 @@ class RunningSink:
             on_hits=self.hits.extend,
         )
         client_ca = folder / "client-ca.crt" if mode == "clientCertificate" else None
-        self.tls = server_tls(folder / "tls.crt", folder / "tls.key", client_ca)
+        self.tls = ReloadingTLS(folder / "tls.crt", folder / "tls.key", client_ca)
         self.auth = Authentication(mode, TOKEN if mode == "bearerToken" else None)
         self.loop = asyncio.new_event_loop()
         self.stop = asyncio.Event()

@@ -24,8 +24,9 @@ from prometheus_client import REGISTRY
 from iotsec import certs
 from iotsec.checking import snapshot_from_objects
 from iotsec.manifests import load_documents
+from iotsec.tls import ReloadingTLS
 from iotsec.webhook.review import MAX_BODY_BYTES, review
-from iotsec.webhook.server import ReloadingTLS, StaticSnapshot, serve
+from iotsec.webhook.server import StaticSnapshot, serve
 from tests.conftest import EXAMPLES
 
 SNAPSHOT = snapshot_from_objects(

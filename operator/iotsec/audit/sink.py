@@ -14,14 +14,12 @@ import contextlib
 import hmac
 import json
 import logging
-import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +31,7 @@ from iotsec.api.quantities import quantity_bytes
 from iotsec.audit.anomaly import AnomalyDetector, AnomalyHit
 from iotsec.audit.store import AuditStore, StoreFullError
 from iotsec.audit.verify import verify
+from iotsec.tls import ReloadingTLS
 
 log = logging.getLogger("iotsec.audit")
 
@@ -366,28 +365,13 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
 
 
-def server_tls(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
-    """TLS 1.2+; with a client CA, a presented certificate must be one it signed.
-
-    CERT_OPTIONAL, not REQUIRED: the kubelet's HTTPS probes present none; `Authentication` then answers 401
-    to any /audit request without a verified certificate.
-    """
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    if client_ca is not None:
-        context.load_verify_locations(client_ca)
-        context.verify_mode = ssl.CERT_OPTIONAL
-    return context
-
-
 async def serve(
     sink: Sink,
     auth: Authentication,
     *,
     host: str,
     port: int,
-    tls: ssl.SSLContext,
+    tls: ReloadingTLS,
     housekeeping_seconds: float = 10.0,
     background: list[Callable[[], Any]] | None = None,
     stop: asyncio.Event | None = None,
@@ -395,13 +379,14 @@ async def serve(
     """Serve until `stop` is set; every `housekeeping_seconds` seal what is due and run `background` tasks."""
     runner = web.AppRunner(make_app(sink, auth), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, ssl_context=tls).start()
+    await web.TCPSite(runner, host, port, ssl_context=tls.context).start()
     log.info("audit sink listening on https://%s:%d/audit (%s)", host, port, auth.mode)
     stop = stop or asyncio.Event()
     try:
         while not stop.is_set():
             try:
                 await sink.housekeeping()
+                tls.reload()  # a renewed serving certificate or client CA: new handshakes use it
             except Exception:  # a seal, retention or verification that fails must not stop ingestion
                 log.exception("audit sink housekeeping failed; retried at the next tick")
             for task in background or ():

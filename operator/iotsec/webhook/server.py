@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from iotsec.policy.context import Snapshot
+from iotsec.tls import ReloadingTLS
 from iotsec.webhook.review import MAX_BODY_BYTES, Outcome, review
 
 log = logging.getLogger("iotsec.webhook")
@@ -54,41 +52,6 @@ class StaticSnapshot(SnapshotSource):
     @property
     def current(self) -> Snapshot | None:  # type: ignore[override]
         return self.snapshot
-
-
-class ReloadingTLS:
-    """An SSLContext whose certificate follows the files: new handshakes use the new pair."""
-
-    def __init__(self, cert_file: Path, key_file: Path):
-        self.cert_file, self.key_file = cert_file, key_file
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._loaded = ""
-        self.reload()
-
-    def _digest(self) -> str:
-        return hashlib.sha256(self.cert_file.read_bytes() + self.key_file.read_bytes()).hexdigest()
-
-    def reload(self) -> bool:
-        """Load the pair if it changed; keep serving the old one if the new one is unreadable or half-written."""
-        try:
-            digest = self._digest()
-            if digest == self._loaded:
-                return False
-            self.context.load_cert_chain(self.cert_file, self.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            if not self._loaded:
-                raise
-            log.warning("keeping the current certificate: cannot load %s: %s", self.cert_file, exc)
-            return False
-        self._loaded = digest
-        log.info("serving certificate loaded from %s", self.cert_file)
-        return True
-
-    async def watch(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.reload()
 
 
 def make_app(source: SnapshotSource, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> web.Application:

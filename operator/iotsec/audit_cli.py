@@ -32,7 +32,14 @@ def _register_policy(commands: Any) -> None:
         "policy",
         help="print the audit Policy an AuditPolicy renders, the kube-apiserver flags and the webhook kubeconfig",
     )
-    policy.add_argument("file", type=Path, help="a YAML file holding the AuditPolicy (the first one is used)")
+    policy.add_argument("file", type=Path, nargs="?", help="a YAML file holding the AuditPolicy (the first one)")
+    policy.add_argument(
+        "--from-cluster",
+        metavar="NAME",
+        help="read what the operator made for AuditPolicy NAME: its policy ConfigMap, or with --webhook-kubeconfig "
+        "the sink's CA, address and the API server's client credentials",
+    )
+    policy.add_argument("--namespace", default="iotsec-system", help="the release namespace (with --from-cluster)")
     policy.add_argument("--operator-user", action="append", default=[], help="iotsec's own identity (repeatable)")
     policy.add_argument("--canary", metavar="NAMESPACE/NAME", help="the canary ConfigMap recorded at Request level")
     policy.add_argument("--flags", action="store_true", help="print the kube-apiserver flags instead")
@@ -59,6 +66,11 @@ def _policy(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.webhook_kubeconfig:
         return _webhook_kubeconfig(args)
+    if args.from_cluster:
+        return _policy_from_cluster(args.from_cluster, args.namespace)
+    if args.file is None:
+        print("iotsec audit policy: name a FILE or --from-cluster NAME", file=sys.stderr)
+        return EXIT_USAGE
     spec = _spec_from_file(args.file)
     if spec is None:
         return EXIT_USAGE
@@ -72,22 +84,71 @@ def _webhook_kubeconfig(args: argparse.Namespace) -> int:
     from iotsec.audit import policy as rendering
     from iotsec.manifests import dump_yaml
 
-    if not args.server or not args.ca_file:
-        print("iotsec audit policy --webhook-kubeconfig needs --server and --ca-file", file=sys.stderr)
-        return EXIT_USAGE
     try:
-        config = rendering.webhook_kubeconfig(
-            server=args.server,
-            ca_pem=args.ca_file.read_bytes(),
-            client_cert_pem=args.client_cert.read_bytes() if args.client_cert else None,
-            client_key_pem=args.client_key.read_bytes() if args.client_key else None,
-            token=args.token_file.read_text().strip() if args.token_file else None,
-        )
+        if args.from_cluster:
+            parts = _credentials_from_cluster(args.from_cluster, args.namespace, args.server)
+        elif not args.server or not args.ca_file:
+            raise ValueError("--webhook-kubeconfig needs --server and --ca-file, or --from-cluster NAME")
+        else:
+            parts = {
+                "server": args.server,
+                "ca_pem": args.ca_file.read_bytes(),
+                "client_cert_pem": args.client_cert.read_bytes() if args.client_cert else None,
+                "client_key_pem": args.client_key.read_bytes() if args.client_key else None,
+                "token": args.token_file.read_text().strip() if args.token_file else None,
+            }
+        config = rendering.webhook_kubeconfig(**parts)
     except (OSError, ValueError) as exc:
         print(f"iotsec audit policy: {exc}", file=sys.stderr)
         return EXIT_USAGE
     sys.stdout.write(dump_yaml([config]))
     return EXIT_OK
+
+
+def _policy_from_cluster(name: str, namespace: str) -> int:
+    from iotsec.audit.policy import POLICY_KEY, policy_configmap_name
+    from iotsec.kube import Kube
+
+    config_map = Kube().get("v1", "ConfigMap", policy_configmap_name(name), namespace)
+    if config_map is None:
+        print(f"iotsec audit policy: no ConfigMap {namespace}/{policy_configmap_name(name)}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(config_map["data"][POLICY_KEY])
+    return EXIT_OK
+
+
+def _credentials_from_cluster(name: str, namespace: str, server: str | None) -> dict[str, Any]:
+    """What the API server needs to reach AuditPolicy NAME's sink, from the Secrets and Service the operator keeps."""
+    import base64
+
+    from iotsec.desired import audit as builder
+    from iotsec.kube import Kube
+
+    kube = Kube()
+
+    def secret(secret_name: str) -> dict[str, str]:
+        found = kube.get("v1", "Secret", secret_name, namespace)
+        if found is None:
+            raise ValueError(f"no Secret {namespace}/{secret_name}: is the operator running, and the policy applied?")
+        return {k: base64.b64decode(v).decode() for k, v in (found.get("data") or {}).items()}
+
+    if server is None:
+        service = kube.get("v1", "Service", builder.sink_name(name), namespace) or {}
+        cluster_ip = (service.get("spec") or {}).get("clusterIP")
+        if not cluster_ip:
+            raise ValueError(f"no Service {namespace}/{builder.sink_name(name)} with a cluster IP; pass --server")
+        server = f"https://{cluster_ip}:{builder.SERVICE_PORT}/audit"
+    tls, client = secret(builder.tls_secret_name(name)), secret(builder.client_secret_name(name))
+    bundle = tls.get("ca-bundle.crt") or tls.get("ca.crt")
+    if not bundle:
+        raise ValueError(f"Secret {namespace}/{builder.tls_secret_name(name)} holds no CA (ca-bundle.crt or ca.crt)")
+    return {
+        "server": server,
+        "ca_pem": bundle.encode(),
+        "client_cert_pem": client["client.crt"].encode() if "client.crt" in client else None,
+        "client_key_pem": client["client.key"].encode() if "client.key" in client else None,
+        "token": client.get("token"),
+    }
 
 
 def _spec_from_file(path: Path) -> Any:

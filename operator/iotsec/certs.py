@@ -466,3 +466,59 @@ def ensure_webhook_tls(
     if not reasons:
         return current, []
     return dataclasses.replace(current, previous_ca_cert_pem=previous, serving=serving), reasons
+
+
+# --- a client identity (the API server calling the audit sink) ------------------------------------------------------
+
+KEY_CLIENT_CERT = "client.crt"
+KEY_CLIENT_KEY = "client.key"
+
+
+@dataclass(frozen=True)
+class ClientAuth:
+    """A client CA (whose certificate the server trusts) and one client certificate it issued."""
+
+    ca: KeyPair
+    client: KeyPair
+
+    def to_secret_data(self) -> dict[str, str]:
+        return {
+            KEY_CA_CERT: self.ca.cert_pem,
+            KEY_CA_KEY: self.ca.key_pem,
+            KEY_CLIENT_CERT: self.client.cert_pem,
+            KEY_CLIENT_KEY: self.client.key_pem,
+        }
+
+    @classmethod
+    def from_secret_data(cls, data: Mapping[str, str]) -> ClientAuth:
+        return cls(
+            ca=KeyPair(cert_pem=_secret_cert(data, KEY_CA_CERT), key_pem=_secret_key(data, KEY_CA_KEY)),
+            client=KeyPair(cert_pem=_secret_cert(data, KEY_CLIENT_CERT), key_pem=_secret_key(data, KEY_CLIENT_KEY)),
+        )
+
+
+def ensure_client_auth(
+    current: ClientAuth | None,
+    common_name: str,
+    now: datetime,
+    ca_validity: timedelta = timedelta(days=3650),
+    ca_renew_before: timedelta = timedelta(days=365),
+    client_validity: timedelta = timedelta(days=365),
+    client_renew_before: timedelta = timedelta(days=30),
+) -> tuple[ClientAuth, list[str]]:
+    """The client CA and certificate to keep, and why they differ from `current` (no reasons: unchanged).
+
+    A new client CA also means a new client certificate; a client certificate close to expiry, or not issued by
+    the current CA, is reissued from it."""
+    now = _utc(now)
+    if current is None or needs_rotation(current.ca.cert_pem, now, ca_renew_before):
+        ca = new_ca(f"{common_name}-client-ca", now, ca_validity)
+        why = "created client CA and certificate" if current is None else "client CA close to expiry: replaced"
+        return ClientAuth(ca, new_client_cert(ca, common_name, now, client_validity)), [why]
+    if needs_rotation(current.client.cert_pem, now, client_renew_before) or not verify_chain(
+        current.client.cert_pem, current.ca.cert_pem, now
+    ):
+        return ClientAuth(current.ca, new_client_cert(current.ca, common_name, now, client_validity)), [
+            "client certificate close to expiry or not from the current CA: reissued"
+        ]
+    return current, []

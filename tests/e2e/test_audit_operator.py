@@ -145,3 +145,31 @@ def test_the_sinks_conditions_are_kept_and_make_it_ready(policy, custom):
     found = eventually(recording, what="Ready once the sink reports")
     assert found["AuditPipelineBroken"]["reason"] == "CanaryArrived"
     assert _status(custom)["records"] == 42
+
+
+def test_the_operator_issues_the_sink_credentials_and_the_cli_writes_the_api_servers_kubeconfig(policy, core):
+    import base64
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    from iotsec import certs
+
+    tls_name, client_name = builder.tls_secret_name(POLICY), builder.client_secret_name(POLICY)
+    tls = eventually(_present(lambda: core.read_namespaced_secret(tls_name, NAMESPACE)), what="sink TLS Secret")
+    client = eventually(_present(lambda: core.read_namespaced_secret(client_name, NAMESPACE)), what="client Secret")
+    tls_data = {k: base64.b64decode(v).decode() for k, v in tls.data.items()}
+    token = base64.b64decode(client.data["token"]).decode()
+    cluster_ip = core.read_namespaced_service(builder.sink_name(POLICY), NAMESPACE).spec.cluster_ip
+    done = subprocess.run(
+        [sys.executable, "-m", "iotsec", "audit", "policy", "--from-cluster", POLICY, "--namespace", NAMESPACE,
+         "--webhook-kubeconfig"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    cluster = config["clusters"][0]["cluster"]
+    assert cluster["server"] == f"https://{cluster_ip}:443/audit"
+    ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
+    assert certs.verify_chain(tls_data["tls.crt"], ca, datetime.now(UTC))  # the API server will trust the sink
+    assert config["users"][0]["user"]["token"] == token

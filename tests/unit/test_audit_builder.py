@@ -372,6 +372,14 @@ class FakeKube:
         if kind == "BackupPolicy":
             spec = {"pvcNames": [builder.store_claim_name(NAME)]}
             return {"metadata": {"name": name, "namespace": namespace}, "spec": spec} if self.backup_exists else None
+        if kind in ("Secret", "Service"):
+            found = [o for o, _ in self.applied if o["kind"] == kind and o["metadata"]["name"] == name]
+            if not found:
+                return None
+            obj = copy.deepcopy(found[-1])
+            if kind == "Service":
+                obj["spec"]["clusterIP"] = "10.96.0.50"  # assigned by the API server
+            return obj
         raise AssertionError(kind)
 
     def apply(self, obj, owner=None):
@@ -396,6 +404,7 @@ def reconciler(monkeypatch):
 
     warnings: list[tuple[str, str]] = []
     monkeypatch.setattr(handler.kopf, "warn", lambda body, reason, message: warnings.append((reason, message)))
+    monkeypatch.setattr(handler.kopf, "event", lambda body, type, reason, message: None)
 
     def run(api: FakeKube) -> list[tuple[str, str]]:
         monkeypatch.setattr(handler, "kube", lambda: api)
@@ -526,3 +535,79 @@ def test_a_sink_that_stopped_reporting_is_flagged_by_the_operator():
     assert "420s ago" in silent["message"]
     ready = builder.ready_condition([{"type": "Applied", "status": "True"}, silent], 3)
     assert (ready["status"], ready["reason"]) == ("False", "AuditPipelineBroken")
+
+
+def _secret_data(api: FakeKube, name: str) -> dict[str, str]:
+    import base64
+
+    secret = api.get("v1", "Secret", name, NAMESPACE)
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_reconcile_issues_the_sink_certificate_and_the_api_servers_client_identity(reconciler):
+    from cryptography import x509
+
+    from iotsec import certs
+
+    api = FakeKube(resource())  # the example authenticates the API server by client certificate
+    reconciler(api)
+    tls = _secret_data(api, builder.tls_secret_name(NAME))
+    cert = x509.load_pem_x509_certificate(tls["tls.crt"].encode())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    service = builder.sink_name(NAME)
+    assert f"{service}.{NAMESPACE}.svc" in sans.get_values_for_type(x509.DNSName)
+    assert "10.96.0.50" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]  # https://<clusterIP>/audit
+    now = datetime.now(UTC)
+    assert certs.verify_chain(tls["tls.crt"], tls["ca-bundle.crt"], now)
+    client = _secret_data(api, builder.client_secret_name(NAME))
+    assert certs.verify_chain(client["client.crt"], client["ca.crt"], now)  # the sink's --client-ca trusts it
+    secrets_applied = sum(1 for obj, _ in api.applied if obj["kind"] == "Secret")
+    assert secrets_applied == 2
+    reconciler(api)
+    assert sum(1 for obj, _ in api.applied if obj["kind"] == "Secret") == 2, "valid credentials are kept as they are"
+
+
+def test_credentials_the_user_provides_are_never_touched(reconciler):
+    api = FakeKube(resource())
+    user_secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": builder.tls_secret_name(NAME)}}
+    api.applied.append(({**user_secret, "data": {"tls.crt": "dXNlcg=="}}, None))  # from cert-manager, say
+    reconciler(api)
+    tls_writes = [
+        o for o, _ in api.applied if o["kind"] == "Secret" and o["metadata"]["name"] == user_secret["metadata"]["name"]
+    ]
+    assert len(tls_writes) == 1
+
+
+def test_a_bearer_token_is_created_once_and_a_changed_mode_replaces_the_credentials(reconciler):
+    body = resource()
+    body["spec"]["sink"]["authentication"] = "bearerToken"
+    api = FakeKube(body)
+    reconciler(api)
+    token = _secret_data(api, builder.client_secret_name(NAME))["token"]
+    assert len(token) >= 32
+    reconciler(api)
+    assert _secret_data(api, builder.client_secret_name(NAME))["token"] == token
+    api.body["spec"]["sink"]["authentication"] = "clientCertificate"
+    warnings = reconciler(api)
+    assert set(_secret_data(api, builder.client_secret_name(NAME))) == {"ca.crt", "ca.key", "client.crt", "client.key"}
+    assert any(reason == "SinkClientCredentials" and "--from-cluster" in message for reason, message in warnings)
+
+
+def test_client_credentials_are_kept_renewed_and_replaced_with_their_ca():
+    from datetime import timedelta
+
+    from iotsec import certs
+
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    first, reasons = certs.ensure_client_auth(None, "kube-apiserver", now)
+    assert reasons == ["created client CA and certificate"]
+    assert certs.ensure_client_auth(first, "kube-apiserver", now + timedelta(days=300)) == (first, [])
+    renewed, reasons = certs.ensure_client_auth(first, "kube-apiserver", now + timedelta(days=340))
+    assert renewed.ca == first.ca
+    assert renewed.client != first.client
+    assert "reissued" in reasons[0]
+    assert certs.verify_chain(renewed.client.cert_pem, first.ca.cert_pem, now + timedelta(days=340))
+    replaced, reasons = certs.ensure_client_auth(first, "kube-apiserver", now + timedelta(days=3300))
+    assert replaced.ca != first.ca
+    assert "client CA close to expiry" in reasons[0]
+    assert certs.ClientAuth.from_secret_data(first.to_secret_data()) == first

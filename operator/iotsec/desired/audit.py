@@ -18,20 +18,23 @@ Pure: no API calls. Everything lives in the operator's namespace (an AuditPolicy
 * NetworkPolicy `iotsec-audit-sink-<name>`: ingress to 8443 from anywhere (the API server is outside the pod
   network), to 9090 from the operator's namespace only; egress to the API server and cluster DNS; nothing else.
 
-Secrets the operator does NOT create (the user or cert-manager provides them, in the operator's namespace):
+Credentials (`credential_secret`), kept by the reconciler unless the user provides them (a Secret without
+iotsec's owner labels, e.g. from cert-manager, is never touched):
 
-* `iotsec-audit-sink-tls-<name>` (type kubernetes.io/tls: `tls.crt`, `tls.key`): the sink's serving certificate,
-  valid for the name the API server's webhook kubeconfig uses (e.g. `iotsec-audit-sink-<name>.<ns>.svc`, or the
-  Service's ClusterIP when the control plane cannot resolve cluster DNS);
-* `iotsec-audit-client-<name>`: with `authentication: clientCertificate`, key `ca.crt`, the CA that signed the API
-  server's client certificate; with `bearerToken`, key `token`, the token the API server presents.
+* `iotsec-audit-sink-tls-<name>` (`tls.crt`, `tls.key`, `ca.crt`, `ca-bundle.crt`): the sink's serving
+  certificate for the Service's DNS names and its ClusterIP (a control plane that cannot resolve cluster DNS
+  posts to `https://<clusterIP>/audit`), renewed 30 days before expiry; the sink reloads it without a restart;
+* `iotsec-audit-client-<name>`: with `authentication: clientCertificate`, the client CA (`ca.crt`, `ca.key`, the
+  sink's `--client-ca`) and the API server's client certificate (`client.crt`, `client.key`); with `bearerToken`,
+  `token`. `iotsec audit policy --from-cluster <name> --webhook-kubeconfig` writes the API server's kubeconfig
+  from them.
 
 The sink creates `iotsec-audit-signing-<name>` (its Ed25519 segment-signing key) itself on first start.
-The pod waits (ContainerCreating) until the two Secrets above exist.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -114,6 +117,23 @@ def tls_secret_name(name: str) -> str:
 
 def client_secret_name(name: str) -> str:
     return bounded_name("iotsec-audit-client-", name)
+
+
+def credential_secret(name: str, secret_name: str, namespace: str, data: Mapping[str, str]) -> dict[str, Any]:
+    """A Secret of sink credentials the operator keeps (serving TLS, the API server's client identity or token).
+    The owner labels mark it as the operator's: a Secret without them was provided by the user and is left alone."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(name, secret_name, namespace, [C_TLS, C_PROTECTED]),
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in sorted(data.items())},
+    }
+
+
+def service_dns_names(name: str, namespace: str) -> list[str]:
+    service = sink_name(name)
+    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
 
 
 def signing_secret_name(name: str) -> str:

@@ -13,7 +13,10 @@ RequestResponse; default: the chart's operator ServiceAccount).
 
 from __future__ import annotations
 
+import base64
+import logging
 import os
+import secrets
 import threading
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -21,17 +24,19 @@ from typing import Any
 
 import kopf
 
-from iotsec import conditions, metrics
+from iotsec import certs, conditions, metrics
 from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.validation import parse_resource
 from iotsec.audit.policy import policy_configmap_name
 from iotsec.desired import audit as builder
 from iotsec.desired.backup import Image
+from iotsec.desired.meta import OWNER_KIND, OWNER_NAME
 from iotsec.handlers.wiring import level_triggered
 from iotsec.kube import ApiError, Kube, Owner
 from iotsec.runtime import CONFIG, kube
 
+log = logging.getLogger("iotsec.audit")
 KIND = builder.KIND
 PLURAL = "auditpolicies"
 PRUNABLE = (
@@ -99,6 +104,7 @@ def reconcile(name: str) -> None:
             raise kopf.PermanentError(f"invalid spec: {exc}") from None
         try:
             _apply(api, body, objects)
+            _ensure_credentials(api, body, spec, namespace)
             ref = builder.backup_ref(spec, namespace)
             backup_policy = api.get(API_VERSION, "BackupPolicy", ref[1], ref[0]) if ref is not None else None
             policy_map = f"{namespace}/{policy_configmap_name(name)}"
@@ -123,6 +129,77 @@ def _apply(api: Kube, body: dict[str, Any], objects: list[dict[str, Any]]) -> No
             metrics.OBJECTS_PRUNED.labels(kind).inc(len(pruned))
     for kind in ("ConfigMap", "Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim"):
         metrics.MANAGED_OBJECTS.labels(KIND, name, kind).set(sum(1 for o in objects if o["kind"] == kind))
+
+
+def _ensure_credentials(api: Kube, body: dict[str, Any], spec: AuditPolicySpec, namespace: str) -> None:
+    """The sink's serving certificate and the API server's client identity (or token), unless the user provides
+    them: a Secret without iotsec's owner labels is theirs (cert-manager, say) and is never touched."""
+    name, now = body["metadata"]["name"], _now()
+    secret_name = builder.tls_secret_name(name)
+    existing = api.get("v1", "Secret", secret_name, namespace)
+    if _ours_or_absent(existing, name):
+        service = api.get("v1", "Service", builder.sink_name(name), namespace) or {}
+        cluster_ip = (service.get("spec") or {}).get("clusterIP")
+        ips = [cluster_ip] if cluster_ip and cluster_ip != "None" else []
+        current = _decoded(existing, certs.WebhookTLS.from_secret_data)
+        desired, reasons = certs.ensure_webhook_tls(current, builder.service_dns_names(name, namespace), ips, now)
+        if reasons:
+            data = desired.to_secret_data()
+            api.apply(builder.credential_secret(name, secret_name, namespace, data), Owner.of(body))
+            kopf.event(body, type="Normal", reason="SinkCertificate", message="; ".join(reasons))
+    client_name = builder.client_secret_name(name)
+    existing = api.get("v1", "Secret", client_name, namespace)
+    if not _ours_or_absent(existing, name):
+        return
+    data, reasons = _client_credentials(existing, spec.sink.authentication, now)
+    if reasons:
+        api.apply(builder.credential_secret(name, client_name, namespace, data), Owner.of(body))
+        if existing is None:
+            kopf.event(body, type="Normal", reason="SinkClientCredentials", message="; ".join(reasons))
+        else:
+            kopf.warn(
+                body,
+                reason="SinkClientCredentials",
+                message=f"{'; '.join(reasons)}: give the API server the new webhook kubeconfig "
+                f"(iotsec audit policy --from-cluster {name} --webhook-kubeconfig)",
+            )
+
+
+def _client_credentials(
+    existing: dict[str, Any] | None, authentication: str, now: datetime
+) -> tuple[dict[str, str], list[str]]:
+    if authentication == "clientCertificate":
+        current = _decoded(existing, certs.ClientAuth.from_secret_data)
+        desired, reasons = certs.ensure_client_auth(current, "kube-apiserver", now)
+        return desired.to_secret_data(), reasons
+    token = _secret_strings(existing).get("token", "")
+    if len(token) >= 32:
+        return {"token": token}, []
+    return {"token": secrets.token_urlsafe(32)}, ["created the bearer token the API server presents"]
+
+
+def _ours_or_absent(secret: dict[str, Any] | None, name: str) -> bool:
+    labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
+    return secret is None or (labels.get(OWNER_KIND) == KIND and labels.get(OWNER_NAME) == name)
+
+
+def _secret_strings(secret: dict[str, Any] | None) -> dict[str, str]:
+    try:
+        return {k: base64.b64decode(v).decode() for k, v in ((secret or {}).get("data") or {}).items()}
+    except (ValueError, UnicodeError):
+        return {}
+
+
+def _decoded(secret: dict[str, Any] | None, parse: Any) -> Any:
+    """The credentials in an operator-kept Secret, or None: a damaged one is replaced, never trusted."""
+    data = _secret_strings(secret)
+    if not data:
+        return None
+    try:
+        return parse(data)
+    except ValueError as exc:
+        log.warning("audit sink credentials unusable, issuing new ones: %s", exc)
+        return None
 
 
 def _write_status(

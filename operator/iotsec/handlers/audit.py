@@ -17,8 +17,6 @@ import base64
 import logging
 import os
 import secrets
-import threading
-from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +30,7 @@ from iotsec.audit.policy import policy_configmap_name
 from iotsec.desired import audit as builder
 from iotsec.desired.backup import Image
 from iotsec.desired.meta import OWNER_KIND, OWNER_NAME
-from iotsec.handlers.wiring import level_triggered
+from iotsec.handlers.wiring import level_triggered, live_resource
 from iotsec.kube import ApiError, Kube, Owner
 from iotsec.runtime import CONFIG, kube
 
@@ -47,7 +45,6 @@ PRUNABLE = (
 )
 KEEP_UNOWNED = ("PersistentVolumeClaim",)  # the audit store outlives its policy
 APPLIED_CONTROLS = [builder.C_ADMIN_ACTIVITY, builder.C_NOT_LOST, builder.C_TLS]
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def _namespace() -> str:
@@ -81,10 +78,8 @@ def on_delete(name: str, body: kopf.Body, **_: Any) -> None:
 
 def reconcile(name: str) -> None:
     api = kube()
-    with _locks[name], metrics.reconciling(KIND) as outcome:
-        body = api.get(API_VERSION, KIND, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            outcome.succeeded()
+    with live_resource(api, KIND, name) as (body, outcome):
+        if body is None:
             return
         namespace = _namespace()
         try:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import threading
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +22,7 @@ from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.desired import backup as builder
 from iotsec.desired import selectors
 from iotsec.desired.meta import OWNER_KIND, OWNER_NAME
-from iotsec.handlers.wiring import level_triggered
+from iotsec.handlers.wiring import level_triggered, live_resource
 from iotsec.kube import ApiError, Kube, Owner
 from iotsec.runtime import CONFIG, kube
 
@@ -47,7 +45,6 @@ FAILURES = Counter(
     "iotsec_backup_failures_total", "Failed backup, verify and drill Jobs.", ["namespace", "policy", "job"]
 )
 _counted: set[str] = set()
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
 
 @kopf.on.delete("iotsec.io", "v1alpha1", PLURAL)
@@ -84,10 +81,8 @@ def on_job(type: str | None, labels: dict[str, str], namespace: str, **_: Any) -
 def reconcile(name: str, namespace: str | None) -> None:
     api = kube()
     assert namespace is not None
-    with _locks[(namespace, name)], metrics.reconciling(KIND) as outcome:
-        body = api.get(API_VERSION, KIND, name, namespace)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            outcome.succeeded()
+    with live_resource(api, KIND, name, namespace) as (body, outcome):
+        if body is None:
             return
         try:
             spec: BackupPolicySpec = parse_resource(body).spec  # type: ignore[assignment]

@@ -7,8 +7,6 @@ domain from the cluster as it is, so running it twice or after a restart changes
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +18,7 @@ from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.desired import securitydomain as builder
 from iotsec.desired.meta import OWNER_KIND, OWNER_NAME
-from iotsec.handlers.wiring import level_triggered
+from iotsec.handlers.wiring import level_triggered, live_resource, resource_lock
 from iotsec.kube import ApiError, Kube, Owner
 from iotsec.runtime import CONFIG, kube
 
@@ -32,7 +30,6 @@ OUR_LABELS = (
     builder.ZONE_LABEL,
     *(f"{builder.PSA_PREFIX}/{m}{v}" for m in ("enforce", "warn", "audit") for v in ("", "-version")),
 )
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 @dataclass
@@ -54,7 +51,7 @@ class Applied:
 def on_delete(name: str, **_: Any) -> None:
     """Remove everything the domain wrote; deleting a domain never touches the namespaces themselves."""
     api = kube()
-    with _locks[name]:
+    with resource_lock(KIND, name):
         api.prune(*NETPOL, KIND, name, keep=())
         _unlabel(api, name, keep=set())
     metrics.forget(KIND, name)
@@ -90,10 +87,8 @@ def _domains_concerned(namespace: str, labels: Mapping[str, str]) -> set[str]:
 
 def reconcile(name: str) -> None:
     api = kube()
-    with _locks[name], metrics.reconciling(KIND) as outcome:
-        body = api.get(API_VERSION, KIND, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            outcome.succeeded()
+    with live_resource(api, KIND, name) as (body, outcome):
+        if body is None:
             return
         try:
             domain = _domain(body)

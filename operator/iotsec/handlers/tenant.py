@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import threading
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +22,7 @@ from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.certs import not_after
 from iotsec.desired import tenant as builder
-from iotsec.handlers.wiring import level_triggered
+from iotsec.handlers.wiring import level_triggered, live_resource
 from iotsec.kube import ApiError, Kube, Owner
 from iotsec.runtime import CONFIG, kube
 
@@ -41,7 +39,6 @@ PRUNABLE = (
     ("storage.k8s.io/v1", "StorageClass"),
 )
 KEEP_UNOWNED = ("Namespace", "Secret")
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -85,10 +82,8 @@ def _tenant_of(api: Kube, namespace: str) -> str | None:
 
 def reconcile(name: str) -> None:
     api = kube()
-    with _locks[name], metrics.reconciling(KIND) as outcome:
-        body = api.get(API_VERSION, KIND, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            outcome.succeeded()
+    with live_resource(api, KIND, name) as (body, outcome):
+        if body is None:
             return
         try:
             spec: TenantIsolationSpec = parse_resource(body).spec  # type: ignore[assignment]

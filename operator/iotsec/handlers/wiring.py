@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import kopf
 
-from iotsec.api.common import GROUP, VERSION
+from iotsec import metrics
+from iotsec.api.common import API_VERSION, GROUP, VERSION
+from iotsec.kube import Kube
 from iotsec.runtime import CONFIG
+
+_locks: defaultdict[tuple[str, str | None, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+def resource_lock(kind: str, name: str, namespace: str | None = None) -> threading.Lock:
+    """One lock per custom resource: its reconcile and delete handlers never run at once."""
+    return _locks[(kind, namespace, name)]
+
+
+@contextmanager
+def live_resource(
+    api: Kube, kind: str, name: str, namespace: str | None = None
+) -> Iterator[tuple[dict[str, Any] | None, metrics.Outcome]]:
+    """The skeleton of every reconcile: hold the resource's lock, count the outcome, read the resource.
+
+    Yields (body, outcome); body is None when the resource is gone or being deleted (counted as a success)."""
+    with resource_lock(kind, name, namespace), metrics.reconciling(kind) as outcome:
+        body = api.get(API_VERSION, kind, name, namespace)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            outcome.succeeded()
+            body = None
+        yield body, outcome
 
 
 def level_triggered(plural: str, reconcile: Callable[..., None], namespaced: bool = False) -> None:

@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from iotsec import secretdata
+
 HMAC_SHA256 = "hmac-sha256"
 ED25519 = "ed25519"
 ALGORITHMS = (HMAC_SHA256, ED25519)
@@ -37,6 +39,9 @@ KEY_PREVIOUS_SECRET = "previous-key"
 KEY_PREVIOUS_PUBLIC = "previous-public.pem"
 KEY_PREVIOUS_RETIRES = "previous-retires"
 KEY_ROTATION_REQUEST = "rotation-request"
+
+
+APP_KEY = "application key"  # how errors about its Secret name it
 
 
 # --- private helpers -------------------------------------------------------------------------------------------------
@@ -250,7 +255,7 @@ class KeyRing:
             KEY_PREVIOUS_PUBLIC,
             KEY_PREVIOUS_RETIRES,
         )
-        if any(_value(data, key) is not None for key in previous_keys):
+        if any(secretdata.optional(data, key, APP_KEY) is not None for key in previous_keys):
             previous = _read_key(data, *previous_keys[:5])
             retires = _time(data, KEY_PREVIOUS_RETIRES)
             if previous.key_id == current.key_id:
@@ -259,7 +264,7 @@ class KeyRing:
             current=current,
             previous=previous,
             previous_retires=retires,
-            rotation_request=_value(data, KEY_ROTATION_REQUEST),
+            rotation_request=secretdata.optional(data, KEY_ROTATION_REQUEST, APP_KEY),
         )
 
     def age(self, now: datetime) -> timedelta:
@@ -278,25 +283,8 @@ def _key_data(key: AppKey, algorithm: str, key_id: str, created: str, secret: st
     return data
 
 
-def _value(data: Mapping[str, str], key: str) -> str | None:
-    """The value under `key`, or None when absent or blank."""
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"application key secret data key {key!r} must be a string, got {type(value).__name__}")
-    return value if value.strip() else None
-
-
-def _required(data: Mapping[str, str], key: str) -> str:
-    value = _value(data, key)
-    if value is None:
-        raise ValueError(f"application key secret data is missing key {key!r}")
-    return value
-
-
 def _time(data: Mapping[str, str], key: str) -> datetime:
-    value = _required(data, key)
+    value = secretdata.required(data, key, APP_KEY)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -310,13 +298,13 @@ def _read_key(
     data: Mapping[str, str], algorithm_key: str, id_key: str, created_key: str, secret_key: str, public_key: str
 ) -> AppKey:
     where = "application key secret data key"
-    algorithm = _required(data, algorithm_key)
+    algorithm = secretdata.required(data, algorithm_key, APP_KEY)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"{where} {algorithm_key!r} is {algorithm!r}, expected one of {', '.join(ALGORITHMS)}")
-    key_id = _required(data, id_key)
+    key_id = secretdata.required(data, id_key, APP_KEY)
     created = _time(data, created_key)
-    secret = _required(data, secret_key)
-    public = _value(data, public_key)
+    secret = secretdata.required(data, secret_key, APP_KEY)
+    public = secretdata.optional(data, public_key, APP_KEY)
     if algorithm == HMAC_SHA256 and public is not None:
         raise ValueError(f"{where} {public_key!r} is unexpected: {algorithm} keys have no public key")
     if algorithm == ED25519 and public is None:

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from iotsec import secretdata
+
 CLOCK_SKEW = timedelta(minutes=5)
 """How far notBefore is backdated, so a peer whose clock is slightly behind still accepts a fresh certificate."""
 
@@ -342,46 +344,32 @@ class WebhookTLS:
     @classmethod
     def from_secret_data(cls, data: Mapping[str, str]) -> WebhookTLS:
         """Inverse of `to_secret_data` (the bundle is derived, so it is not read); ValueError names a bad key."""
-        has_previous = _secret_value(data, KEY_PREVIOUS_CA_CERT) is not None
+        what = "webhook TLS"
+        has_previous = secretdata.optional(data, KEY_PREVIOUS_CA_CERT, what) is not None
         return cls(
-            ca=KeyPair(cert_pem=_secret_cert(data, KEY_CA_CERT), key_pem=_secret_key(data, KEY_CA_KEY)),
-            previous_ca_cert_pem=_secret_cert(data, KEY_PREVIOUS_CA_CERT) if has_previous else None,
-            serving=KeyPair(cert_pem=_secret_cert(data, KEY_TLS_CERT), key_pem=_secret_key(data, KEY_TLS_KEY)),
+            ca=KeyPair(cert_pem=_secret_cert(data, KEY_CA_CERT, what), key_pem=_secret_key(data, KEY_CA_KEY, what)),
+            previous_ca_cert_pem=_secret_cert(data, KEY_PREVIOUS_CA_CERT, what) if has_previous else None,
+            serving=KeyPair(
+                cert_pem=_secret_cert(data, KEY_TLS_CERT, what), key_pem=_secret_key(data, KEY_TLS_KEY, what)
+            ),
         )
 
 
-def _secret_value(data: Mapping[str, str], key: str) -> str | None:
-    """The value under `key`, or None when absent or blank."""
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"webhook TLS secret data key {key!r} must be a string, got {type(value).__name__}")
-    return value if value.strip() else None
-
-
-def _secret_required(data: Mapping[str, str], key: str) -> str:
-    value = _secret_value(data, key)
-    if value is None:
-        raise ValueError(f"webhook TLS secret data is missing key {key!r}")
-    return value
-
-
-def _secret_cert(data: Mapping[str, str], key: str) -> str:
-    value = _secret_required(data, key)
+def _secret_cert(data: Mapping[str, str], key: str, what: str) -> str:
+    value = secretdata.required(data, key, what)
     try:
         _load_cert(value)
     except (ValueError, UnicodeError) as e:
-        raise ValueError(f"webhook TLS secret data key {key!r} is not a PEM certificate: {e}") from e
+        raise ValueError(f"{what} secret data key {key!r} is not a PEM certificate: {e}") from e
     return value
 
 
-def _secret_key(data: Mapping[str, str], key: str) -> str:
-    value = _secret_required(data, key)
+def _secret_key(data: Mapping[str, str], key: str, what: str) -> str:
+    value = secretdata.required(data, key, what)
     try:
         _load_key(value)
     except (ValueError, TypeError, UnicodeError) as e:
-        raise ValueError(f"webhook TLS secret data key {key!r} is not an unencrypted PEM EC private key: {e}") from e
+        raise ValueError(f"{what} secret data key {key!r} is not an unencrypted PEM EC private key: {e}") from e
     return value
 
 
@@ -491,9 +479,12 @@ class ClientAuth:
 
     @classmethod
     def from_secret_data(cls, data: Mapping[str, str]) -> ClientAuth:
+        what = "audit client credentials"
         return cls(
-            ca=KeyPair(cert_pem=_secret_cert(data, KEY_CA_CERT), key_pem=_secret_key(data, KEY_CA_KEY)),
-            client=KeyPair(cert_pem=_secret_cert(data, KEY_CLIENT_CERT), key_pem=_secret_key(data, KEY_CLIENT_KEY)),
+            ca=KeyPair(cert_pem=_secret_cert(data, KEY_CA_CERT, what), key_pem=_secret_key(data, KEY_CA_KEY, what)),
+            client=KeyPair(
+                cert_pem=_secret_cert(data, KEY_CLIENT_CERT, what), key_pem=_secret_key(data, KEY_CLIENT_KEY, what)
+            ),
         )
 
 

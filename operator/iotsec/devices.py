@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from iotsec import secretdata
 from iotsec.certs import (
     CLOCK_SKEW,
     KEY_CA_BUNDLE,
@@ -91,6 +92,8 @@ _CRL_BLOCK = re.compile(r"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re
 
 _CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 _DeviceKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+DEVICE_CA = "device CA"  # how errors about its Secret name it
 
 
 # --- private helpers -------------------------------------------------------------------------------------------------
@@ -296,14 +299,14 @@ class DeviceCAState:
     @classmethod
     def from_secret_data(cls, data: Mapping[str, str]) -> DeviceCAState:
         """Inverse of `to_secret_data` (the bundle is derived, so it is not read); ValueError names a bad key."""
-        cert_pem = _secret_required(data, KEY_CA_CERT)
+        cert_pem = secretdata.required(data, KEY_CA_CERT, DEVICE_CA)
         try:
             cert = _load_cert(cert_pem)
         except (ValueError, UnicodeError) as e:
             raise ValueError(f"device CA secret data key {KEY_CA_CERT!r} is not a PEM certificate: {e}") from e
         if not _can_sign_certs(cert):
             raise ValueError(f"device CA secret data key {KEY_CA_CERT!r} is not a CA certificate")
-        key_pem = _secret_required(data, KEY_CA_KEY)
+        key_pem = secretdata.required(data, KEY_CA_KEY, DEVICE_CA)
         try:
             key = _load_ca_key(key_pem)
         except (ValueError, UnicodeError) as e:
@@ -312,7 +315,7 @@ class DeviceCAState:
             raise ValueError(
                 f"device CA secret data key {KEY_CA_KEY!r} does not match the certificate in {KEY_CA_CERT!r}"
             )
-        previous = _secret_value(data, KEY_PREVIOUS_CA_CERT)
+        previous = secretdata.optional(data, KEY_PREVIOUS_CA_CERT, DEVICE_CA)
         if previous is not None:
             try:
                 if not certs_in_bundle(previous):
@@ -322,22 +325,6 @@ class DeviceCAState:
                     f"device CA secret data key {KEY_PREVIOUS_CA_CERT!r} is not a PEM certificate bundle: {e}"
                 ) from e
         return cls(ca=KeyPair(cert_pem=cert_pem, key_pem=key_pem), previous_ca_cert_pem=previous)
-
-
-def _secret_value(data: Mapping[str, str], key: str) -> str | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"device CA secret data key {key!r} must be a string, got {type(value).__name__}")
-    return value if value.strip() else None
-
-
-def _secret_required(data: Mapping[str, str], key: str) -> str:
-    value = _secret_value(data, key)
-    if value is None:
-        raise ValueError(f"device CA secret data is missing key {key!r}")
-    return value
 
 
 def ensure_device_ca(

@@ -64,7 +64,7 @@ def signing_key_from_secret(kube: Kube, namespace: str, name: str) -> Ed25519Pri
 
 def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: int | None) -> dict[str, Any]:
     """The AuditPolicy status fields the sink owns, with its conditions and the Ready they imply (pure)."""
-    state = sink.state
+    state, usage = sink.state, sink.usage
     broken = sink.pipeline_broken()
     own = [
         _pipeline_condition(sink, broken, generation),
@@ -72,7 +72,7 @@ def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: i
             "StorageNearlyFull",
             sink.nearly_full(),
             "AboveWarningLevel" if sink.nearly_full() else "BelowWarningLevel",
-            f"audit store at {state.percent_used}% of {state.bytes_limit} bytes (warning at {sink.warn_at_percent}%)",
+            f"audit store at {usage.percent}% of {usage.bytes_limit} bytes (warning at {sink.warn_at_percent}%)",
             generation,
             STATUS_CONTROLS["StorageNearlyFull"],
         ),
@@ -104,15 +104,15 @@ def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: i
         )
     merged = conditions.merge_conditions(previous, own)
     merged = conditions.merge_conditions(merged, [ready_condition(merged, generation)])
-    sealed = state.last_sealed or {}
+    sealed = usage.last_sealed or {}
     return {
-        "records": state.records,
-        "segments": state.segments,
-        "bytesUsed": state.bytes_used,
-        "bytesLimit": state.bytes_limit,
-        "percentUsed": state.percent_used,
-        "chainHead": state.head or None,
-        "chainHeadSeq": state.head_seq,
+        "records": usage.records,
+        "segments": usage.segments,
+        "bytesUsed": usage.bytes_used,
+        "bytesLimit": usage.bytes_limit,
+        "percentUsed": usage.percent,
+        "chainHead": usage.head or None,
+        "chainHeadSeq": usage.head_seq,
         "lastSealedSegment": sealed.get("segment"),
         "lastSealed": sealed.get("sealedAt"),
         "lastCanarySeen": _iso(state.canary_seen),

@@ -92,18 +92,10 @@ class Canary:
 
 @dataclass
 class SinkState:
-    """What the sink reports into the AuditPolicy status."""
+    """What the sink observed beyond the store's figures (`Sink.usage`), for the AuditPolicy status."""
 
-    bytes_used: int = 0
-    bytes_limit: int = 0
-    percent_used: float = 0.0
-    records: int = 0
-    segments: int = 0
-    head: str = ""
-    head_seq: int = 0
     startup_break: str | None = None
     retention_deleted: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
-    last_sealed: dict[str, Any] | None = None
     refused_batches: int = 0
     refusing: bool = False
     last_verified: datetime | None = None
@@ -242,15 +234,10 @@ class Sink:
         )
 
     def nearly_full(self) -> bool:
-        return self.state.percent_used >= self.warn_at_percent
+        return self.usage.percent >= self.warn_at_percent
 
     def refresh(self) -> None:
-        usage = self.store.usage()
-        state = self.state
-        state.bytes_used, state.bytes_limit, state.percent_used = usage.bytes_used, usage.bytes_limit, usage.percent
-        state.records, state.segments, state.head = usage.records, usage.segments, usage.head
-        state.head_seq = usage.head_seq
-        state.last_sealed = usage.last_sealed
+        self.usage = usage = self.store.usage()
         STORE_BYTES.set(usage.bytes_used)
         STORE_LIMIT.set(usage.bytes_limit)
         STORE_RECORDS.set(usage.records)
@@ -353,7 +340,7 @@ def make_app(sink: Sink, auth: Authentication) -> web.Application:
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
-        full = sink.state.percent_used >= 100
+        full = sink.usage.percent >= 100
         return web.Response(text="store full" if full else "ok", status=503 if full else 200)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)

@@ -119,8 +119,7 @@ def _policy_from_cluster(name: str, namespace: str) -> int:
 
 def _credentials_from_cluster(name: str, namespace: str, server: str | None) -> dict[str, Any]:
     """What the API server needs to reach AuditPolicy NAME's sink, from the Secrets and Service the operator keeps."""
-    import base64
-
+    from iotsec import secretdata
     from iotsec.desired import audit as builder
     from iotsec.kube import Kube
 
@@ -130,7 +129,7 @@ def _credentials_from_cluster(name: str, namespace: str, server: str | None) -> 
         found = kube.get("v1", "Secret", secret_name, namespace)
         if found is None:
             raise ValueError(f"no Secret {namespace}/{secret_name}: is the operator running, and the policy applied?")
-        return {k: base64.b64decode(v).decode() for k, v in (found.get("data") or {}).items()}
+        return secretdata.decode(found)
 
     if server is None:
         service = kube.get("v1", "Service", builder.sink_name(name), namespace) or {}
@@ -202,6 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
     from iotsec.audit.anomaly import AnomalyDetector
     from iotsec.audit.sink import Authentication, Canary, Sink, serve
     from iotsec.audit.store import AuditStore
+    from iotsec.desired.audit import canary_name
     from iotsec.tls import ReloadingTLS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -257,12 +257,6 @@ def _serve(args: argparse.Namespace) -> int:
         )
     )
     return EXIT_OK
-
-
-def canary_name(policy: str) -> str:
-    from iotsec.desired.audit import canary_name as name_of
-
-    return name_of(policy)
 
 
 def _spec_from_cluster(kube: Any, name: str) -> tuple[Any, int | None]:

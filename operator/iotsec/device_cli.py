@@ -8,13 +8,12 @@ namespace's trust bundle (this command asks it to do so at once).
 
 from __future__ import annotations
 
-import base64
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from iotsec import devices
+from iotsec import devices, secretdata
 from iotsec.api.durations import parse_duration
 from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import parse_resource
@@ -38,7 +37,7 @@ def _tenant(kube: Kube, name: str) -> tuple[TenantIsolationSpec, str]:
 
 def _ca(kube: Kube, home: str) -> devices.DeviceCAState:
     secret = kube.get("v1", "Secret", builder.DEVICE_CA_SECRET, home)
-    data = {k: base64.b64decode(v).decode() for k, v in ((secret or {}).get("data") or {}).items()}
+    data = secretdata.decode(secret)
     if not data:
         raise DeviceError(f"the operator has not issued the device CA in {home} yet")
     return devices.DeviceCAState.from_secret_data(data)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
+from typing import Any
 
 
 def optional(data: Mapping[str, str], key: str, what: str) -> str | None:
@@ -20,3 +22,8 @@ def required(data: Mapping[str, str], key: str, what: str) -> str:
     if value is None:
         raise ValueError(f"{what} secret data is missing key {key!r}")
     return value
+
+
+def decode(secret: Mapping[str, Any] | None) -> dict[str, str]:
+    """A Secret's `data`, base64-decoded to text; {} for no Secret. ValueError when a value is not base64 UTF-8."""
+    return {key: base64.b64decode(value).decode() for key, value in ((secret or {}).get("data") or {}).items()}

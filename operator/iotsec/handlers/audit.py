@@ -13,7 +13,6 @@ RequestResponse; default: the chart's operator ServiceAccount).
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import secrets
@@ -22,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from iotsec import certs, conditions, metrics
+from iotsec import certs, conditions, metrics, secretdata
 from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.validation import parse_resource
@@ -180,7 +179,7 @@ def _ours_or_absent(secret: dict[str, Any] | None, name: str) -> bool:
 
 def _secret_strings(secret: dict[str, Any] | None) -> dict[str, str]:
     try:
-        return {k: base64.b64decode(v).decode() for k, v in ((secret or {}).get("data") or {}).items()}
+        return secretdata.decode(secret)
     except (ValueError, UnicodeError):
         return {}
 

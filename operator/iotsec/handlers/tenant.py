@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from iotsec import appkeys, conditions, devices, metrics
+from iotsec import appkeys, conditions, devices, metrics, secretdata
 from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.durations import parse_duration
 from iotsec.api.tenantisolation import TenantIsolationSpec
@@ -155,7 +155,7 @@ def _apply_key_secret(api: Kube, obj: dict[str, Any], keys: _Keys) -> list[str]:
     """Fill a key Secret with real material, generated here and kept across rotations; return what changed."""
     metadata = obj["metadata"]
     existing = api.get("v1", "Secret", metadata["name"], metadata["namespace"])
-    data = {k: base64.b64decode(v).decode() for k, v in ((existing or {}).get("data") or {}).items()}
+    data = secretdata.decode(existing)
     purpose = metadata["labels"].get("iotsec.io/key-purpose")
     if purpose == "app-key":
         new_data, reasons = _app_key(keys, metadata["name"], data)

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from iotsec import certs
+from iotsec import certs, secretdata
 from iotsec.desired.webhook import ca_bundle_patch, tls_secret
 from iotsec.kube import ApiError, Kube
 from iotsec.runtime import CONFIG, kube
@@ -46,8 +46,7 @@ def _read(secret: dict[str, Any] | None) -> certs.WebhookTLS | None:
     if not secret or not secret.get("data"):
         return None
     try:
-        data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-        return certs.WebhookTLS.from_secret_data(data)
+        return certs.WebhookTLS.from_secret_data(secretdata.decode(secret))
     except ValueError as exc:  # a damaged Secret is replaced, never trusted
         log.warning("webhook TLS Secret is unusable, issuing new material: %s", exc)
         return None

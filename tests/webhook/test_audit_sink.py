@@ -520,3 +520,27 @@ def test_retention_deletions_are_announced_as_events(tmp_path):
     Publisher(kube, "trail", "iotsec-system", sink, generation=1).tick()
     assert [(t, r) for t, r, _ in kube.events] == [("Normal", "RetentionDeleted")]
     assert "0000000001.jsonl" in kube.events[0][2]
+
+
+def test_a_restart_finds_a_record_rewritten_while_the_sink_was_down(tmp_path):
+    from iotsec.audit import chain
+
+    store = AuditStore(tmp_path, KEY, limit_bytes=2**20)
+    store.append([audit_event(n) for n in range(4)])
+    store.seal()
+    store.append([audit_event(n) for n in range(4, 7)])
+    published = (store.next_seq - 1, store.head)
+    open_segment = chain.segment_files(tmp_path)[-1]
+    lines, prev = [], store.sealed_segments()[0]["head"]
+    for seq in range(5, 8):
+        line, prev = chain.record_line(seq, prev, "2026-11-28T00:00:00.000000Z", "apiserver", audit_event(seq))
+        lines.append(line)
+    open_segment.write_bytes(b"".join(lines))
+    restarted = Sink(AuditStore(tmp_path, KEY, limit_bytes=2**20), AnomalyDetector([], []))
+    restarted.check_published_head(*published)
+    assert restarted.state.chain_break.startswith("seq 7 hashes to ")
+    assert restarted.state.chain_break.endswith("was published (checked at start)")
+    intact = Sink(AuditStore(tmp_path / "other", KEY, limit_bytes=2**20), AnomalyDetector([], []))
+    intact.store.append([audit_event(1), audit_event(2)])
+    intact.check_published_head(2, intact.store.head)
+    assert intact.state.chain_break is None

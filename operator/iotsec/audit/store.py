@@ -309,6 +309,22 @@ class AuditStore:
         self.last_sealed = sealed
         return sealed
 
+    def hash_at(self, seq: int) -> str | None:
+        """The recorded hash of record `seq`, reading only the segment whose seal (or open tail) holds it; None
+        when no segment holds it (deleted by retention) or it cannot be read."""
+        for segment in chain.segment_files(self.root):
+            sealed = chain.read_json(chain.seal_path(segment))
+            if sealed and not sealed.get("firstSeq", 0) <= seq <= sealed.get("lastSeq", -1):
+                continue
+            for line in segment.read_bytes().splitlines():
+                try:
+                    recorded, body = chain.split_line(line)
+                    if json.loads(body).get("seq") == seq:
+                        return recorded
+                except (ValueError, AttributeError):
+                    return None
+        return None
+
     # ------------------------------------------------------------------ retention
     def sealed_segments(self) -> list[dict[str, Any]]:
         seals = (chain.read_json(chain.seal_path(p)) for p in chain.segment_files(self.root))

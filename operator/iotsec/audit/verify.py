@@ -65,6 +65,18 @@ class Report:
         }
 
 
+def published_head_differs(last_seq: int, hash_at_seq: str | None, seq: int, head: str) -> str | None:
+    """What is wrong when a chain ending at `last_seq`, whose record `seq` hashes to `hash_at_seq` (None: not
+    held any more, e.g. retention), does not reach the (seq, head) published outside the store; None if it does."""
+    if last_seq < seq:
+        return (
+            f"the chain ends at seq {last_seq} but seq {seq} was published: records {last_seq + 1}..{seq} were cut off"
+        )
+    if hash_at_seq is not None and hash_at_seq != head:
+        return f"seq {seq} hashes to {hash_at_seq[:16]}…, {head[:16]}… was published"
+    return None
+
+
 class _BrokenError(Exception):
     def __init__(self, found: Break) -> None:
         self.found = found
@@ -160,18 +172,9 @@ class _Walk:
 
     def _check_expected(self) -> None:
         seq, head = self.expect  # type: ignore[misc]
-        if self.seq - 1 < seq:
-            raise _BrokenError(
-                Break(
-                    self.current,
-                    f"the chain ends at seq {self.seq - 1} but seq {seq} was published: "
-                    f"records {self.seq}..{seq} were cut off",
-                )
-            )
-        if self.expected_hash is not None and self.expected_hash != head:
-            raise _BrokenError(
-                Break(self.current, f"seq {seq} hashes to {self.expected_hash[:16]}…, {head[:16]}… was published")
-            )
+        differs = published_head_differs(self.seq - 1, self.expected_hash, seq, head)
+        if differs:
+            raise _BrokenError(Break(self.current, differs))
 
     def _anchor(self, files: list[Path]) -> None:
         """Where the chain starts: genesis, a retention tombstone, or the first seal of an export."""

@@ -24,17 +24,13 @@ from iotsec.api.durations import parse_duration
 from iotsec.audit.anomaly import AnomalyHit
 from iotsec.audit.chain import EXPORTS, private_key_from_pem, private_pem
 from iotsec.audit.sink import Sink
+from iotsec.desired import audit
 from iotsec.desired.audit import ready_condition, store_claim_name
 from iotsec.kube import ApiError, Kube
 
 log = logging.getLogger("iotsec.audit")
 SINK_FIELD_MANAGER = "iotsec-audit-sink"
 KEY_FIELD = "ed25519.key"
-STATUS_CONTROLS = {
-    "AuditPipelineBroken": ["X1369-9.6.4-2"],
-    "StorageNearlyFull": ["X1369-9.6.4-2"],
-    "StorageFull": ["X1369-9.6.4-2"],
-}
 
 
 def signing_key_from_secret(kube: Kube, namespace: str, name: str) -> Ed25519PrivateKey:
@@ -69,15 +65,15 @@ def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: i
     own = [
         _pipeline_condition(sink, broken, generation),
         conditions.condition(
-            "StorageNearlyFull",
+            audit.STORAGE_NEARLY_FULL,
             sink.nearly_full(),
             "AboveWarningLevel" if sink.nearly_full() else "BelowWarningLevel",
             f"audit store at {usage.percent}% of {usage.bytes_limit} bytes (warning at {sink.warn_at_percent}%)",
             generation,
-            STATUS_CONTROLS["StorageNearlyFull"],
+            [audit.C_NOT_LOST],
         ),
         conditions.condition(
-            "StorageFull",
+            audit.STORAGE_FULL,
             state.refusing,
             "RefusingBatches" if state.refusing else "Accepting",
             (
@@ -86,20 +82,20 @@ def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: i
                 else f"{state.refused_batches} batches refused so far, none lost"
             ),
             generation,
-            STATUS_CONTROLS["StorageFull"],
+            [audit.C_NOT_LOST],
         ),
     ]
     if state.last_verified is not None:
         own.append(
             conditions.condition(
-                "ChainIntact",
+                audit.CHAIN_INTACT,
                 state.chain_break is None,
                 "Verified" if state.chain_break is None else "ChainBroken",
                 f"sealed segments verified {_iso(state.last_verified)}"
                 if state.chain_break is None
                 else f"verification found a break: {state.chain_break}",
                 generation,
-                ["X1369-9.6.4-4"],
+                [audit.C_PROTECTED],
             )
         )
     merged = conditions.merge_conditions(previous, own)
@@ -126,11 +122,13 @@ def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: i
 
 def _pipeline_condition(sink: Sink, broken: str | None, generation: int | None) -> dict[str, Any]:
     if broken:
-        return conditions.condition("AuditPipelineBroken", True, "CanaryMissing", broken, generation, ["X1369-9.6.4-2"])
+        return conditions.condition(
+            audit.PIPELINE_BROKEN, True, "CanaryMissing", broken, generation, [audit.C_NOT_LOST]
+        )
     seen = sink.state.canary_seen
     message = f"last canary arrived {_iso(seen)}" if seen else "awaiting the first canary"
     reason = "CanaryArrived" if seen else "CanaryPending"
-    return conditions.condition("AuditPipelineBroken", False, reason, message, generation, ["X1369-9.6.4-2"])
+    return conditions.condition(audit.PIPELINE_BROKEN, False, reason, message, generation, [audit.C_NOT_LOST])
 
 
 def _last_export(sink: Sink) -> datetime | None:

@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from iotsec.desired.platform import Platform
 from iotsec.desired.securitydomain import NetworkSettings
 from iotsec.kube import Kube
 
@@ -45,6 +46,8 @@ class Config:
     webhook_extra_dns: tuple[str, ...] = ()
     webhook_extra_ips: tuple[str, ...] = ()
     webhook_tls_check_seconds: float = 3600.0
+    release: str = "iotsec"  # the Helm release name: prefix of the ClusterRoles the chart ships
+    operator_service_account: str = "iotsec-operator"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -69,7 +72,14 @@ class Config:
             webhook_tls_check_seconds=float(
                 env.get("IOTSEC_WEBHOOK_TLS_CHECK_SECONDS", defaults.webhook_tls_check_seconds)
             ),
+            release=env.get("IOTSEC_RELEASE", defaults.release),
+            operator_service_account=env.get("IOTSEC_OPERATOR_SERVICE_ACCOUNT", defaults.operator_service_account),
         )
+
+    @property
+    def platform(self) -> Platform:
+        """The release namespace (where the webhook, sinks and platform keys live) and the chart's names."""
+        return Platform(self.webhook_namespace, self.release, self.operator_service_account)
 
     @property
     def network(self) -> NetworkSettings:

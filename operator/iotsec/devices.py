@@ -9,7 +9,9 @@ device authentication, no weak keys or hashes, privileges by device class and re
   (CN and serialNumber), manufacturer (O), device class (OU), tenant (OU ``tenant=<id>``) and model (title), with the
   device class's key usages (the certificate profile) and a ``urn:iotsec:<tenant>:device:<id>`` SAN URI;
 - `verify_device` authenticates a device certificate against the tenant's CA bundle and, optionally, CRLs;
-- `build_crl` / `revoked_serials` write and read revocation lists.
+- `build_crl` / `revoked_serials` write and read revocation lists; `trust_bundle` publishes the CA bundle with one
+  CRL per CA in it (an outgoing CA keeps its key, and signs its CRL, until it expires);
+- `Registry` records issued certificates and revocations.
 
 Everything is a function of its arguments: times are passed in, nothing reads files, sockets or the cluster.
 """
@@ -48,6 +50,7 @@ from iotsec.certs import (
     _within_validity,
     ca_bundle,
     certs_in_bundle,
+    fingerprint,
     needs_rotation,
     not_after,
     self_signed_ca,
@@ -89,6 +92,10 @@ _EKU_NEEDS_ONE_OF = {
 }
 
 _CRL_BLOCK = re.compile(r"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+_KEY_BLOCK = re.compile(r"-----BEGIN ((?:[A-Z]+ )?)PRIVATE KEY-----.+?-----END \1PRIVATE KEY-----", re.DOTALL)
+
+KEY_PREVIOUS_CA_KEY = "previous-ca.key"
+"""The device CA Secret's key holding the outgoing CAs' private keys, kept to sign their CRLs until they expire."""
 
 _CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 _DeviceKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -279,26 +286,56 @@ class DeviceCAState:
 
     `previous_ca_cert_pem` holds the outgoing CA certificates (a PEM bundle, usually one) that are still valid, so
     devices holding certificates from them keep verifying against `bundle()` until those CAs expire.
+    `previous_ca_key_pem` holds their private keys (a PEM bundle, matched to the certificates by public key): an
+    outgoing CA must keep signing its own CRL until it expires, or revocations of its devices are lost and brokers
+    that check CRLs reject all of its devices. Secrets written before iotsec kept these keys have none: `crl_gaps`
+    names the CAs that therefore have no CRL.
     """
 
     ca: KeyPair = field(repr=False)  # never put the private key into a repr (or a log line)
     previous_ca_cert_pem: str | None
+    previous_ca_key_pem: str | None = field(default=None, repr=False)
 
     def bundle(self) -> str:
         """The CAs a device certificate may chain to: the current one, then the previous ones."""
         return ca_bundle(self.ca.cert_pem, *([self.previous_ca_cert_pem] if self.previous_ca_cert_pem else []))
+
+    def cas(self) -> list[tuple[str, str | None]]:
+        """Each CA of `bundle()`, current first, with its private key PEM (None: the key was not kept)."""
+        keys = _keys_by_spki(self.previous_ca_key_pem or "")
+        keys[_spki(_load_cert(self.ca.cert_pem).public_key())] = self.ca.key_pem
+        return [(pem, keys.get(_spki(_load_cert(pem).public_key()))) for pem in certs_in_bundle(self.bundle())]
+
+    def crl_gaps(self) -> list[str]:
+        """Why a CA of the bundle has no CRL: its key was discarded by an iotsec that did not keep outgoing CA keys.
+
+        Until such a CA expires, brokers that check CRLs reject every device it issued, `verify_device` with CRLs
+        does too, and its devices cannot be revoked; re-issue them from the current CA.
+        """
+        return [
+            f"the outgoing device CA {fingerprint(pem)[:16]} (valid until {_fmt(not_after(pem))}) has no private key "
+            "in the Secret (written by an older iotsec): no CRL can be signed for it, so brokers that check CRLs "
+            "reject its devices and revocations of them are not published; re-issue its devices from the current CA"
+            for pem, key in self.cas()
+            if key is None
+        ]
 
     def to_secret_data(self) -> dict[str, str]:
         """Secret `stringData`-style values (the caller base64-encodes them for `data`)."""
         data = {KEY_CA_CERT: self.ca.cert_pem, KEY_CA_KEY: self.ca.key_pem}
         if self.previous_ca_cert_pem:
             data[KEY_PREVIOUS_CA_CERT] = self.previous_ca_cert_pem
+        if self.previous_ca_key_pem:
+            data[KEY_PREVIOUS_CA_KEY] = self.previous_ca_key_pem
         data[KEY_CA_BUNDLE] = self.bundle()
         return data
 
     @classmethod
     def from_secret_data(cls, data: Mapping[str, str]) -> DeviceCAState:
-        """Inverse of `to_secret_data` (the bundle is derived, so it is not read); ValueError names a bad key."""
+        """Inverse of `to_secret_data` (the bundle is derived, so it is not read); ValueError names a bad key.
+
+        Data without `previous-ca.key` (as older iotsec wrote it) is read: its outgoing CAs have no key.
+        """
         cert_pem = secretdata.required(data, KEY_CA_CERT, DEVICE_CA)
         try:
             cert = _load_cert(cert_pem)
@@ -316,15 +353,55 @@ class DeviceCAState:
                 f"device CA secret data key {KEY_CA_KEY!r} does not match the certificate in {KEY_CA_CERT!r}"
             )
         previous = secretdata.optional(data, KEY_PREVIOUS_CA_CERT, DEVICE_CA)
+        previous_certs: list[str] = []
         if previous is not None:
             try:
-                if not certs_in_bundle(previous):
+                previous_certs = certs_in_bundle(previous)
+                if not previous_certs:
                     raise ValueError("no certificate in it")
             except (ValueError, UnicodeError) as e:
                 raise ValueError(
                     f"device CA secret data key {KEY_PREVIOUS_CA_CERT!r} is not a PEM certificate bundle: {e}"
                 ) from e
-        return cls(ca=KeyPair(cert_pem=cert_pem, key_pem=key_pem), previous_ca_cert_pem=previous)
+        previous_keys = secretdata.optional(data, KEY_PREVIOUS_CA_KEY, DEVICE_CA)
+        if previous_keys is not None:
+            _check_previous_keys(previous_keys, previous_certs)
+        return cls(
+            ca=KeyPair(cert_pem=cert_pem, key_pem=key_pem),
+            previous_ca_cert_pem=previous,
+            previous_ca_key_pem=previous_keys,
+        )
+
+
+def _keys_by_spki(keys_pem: str) -> dict[bytes, str]:
+    """The private keys of a PEM bundle, by the DER SubjectPublicKeyInfo of their public keys."""
+    out: dict[bytes, str] = {}
+    for match in _KEY_BLOCK.finditer(keys_pem):
+        block = match.group(0) + "\n"
+        out[_spki(_load_ca_key(block).public_key())] = block
+    return out
+
+
+def _check_previous_keys(keys_pem: str, previous_certs: list[str]) -> None:
+    what = f"device CA secret data key {KEY_PREVIOUS_CA_KEY!r}"
+    try:
+        keys = _keys_by_spki(keys_pem)
+    except (ValueError, UnicodeError) as e:
+        raise ValueError(f"{what} is not a bundle of device CA private keys: {e}") from e
+    if not keys:
+        raise ValueError(f"{what} holds no PEM private key")
+    known = {_spki(_load_cert(pem).public_key()) for pem in previous_certs}
+    if strays := len(keys.keys() - known):
+        raise ValueError(f"{what}: {strays} key(s) match no certificate in {KEY_PREVIOUS_CA_CERT!r}")
+
+
+def _previous(kept: Sequence[tuple[str, str | None]]) -> dict[str, str | None]:
+    """The `previous_ca_*` fields of a DeviceCAState holding the outgoing CAs `kept` (certificate, key or None)."""
+    keys = [key if key.endswith("\n") else key + "\n" for _, key in kept if key is not None]
+    return {
+        "previous_ca_cert_pem": ca_bundle(*(cert for cert, _ in kept)) if kept else None,
+        "previous_ca_key_pem": "".join(keys) or None,
+    }
 
 
 def ensure_device_ca(
@@ -358,15 +435,16 @@ def ensure_device_ca(
         return DeviceCAState(ca=create(), previous_ca_cert_pem=None), [f"created the {algorithm} device CA"]
 
     reasons: list[str] = []
-    kept: list[str] = []
-    for previous_pem in certs_in_bundle(current.previous_ca_cert_pem or ""):
+    kept: list[tuple[str, str | None]] = []
+    for previous_pem, previous_key in current.cas()[1:]:
         if now > not_after(previous_pem):
             reasons.append(f"dropped a previous CA from the bundle: it expired at {_fmt(not_after(previous_pem))}")
         else:
-            kept.append(previous_pem)
+            kept.append((previous_pem, previous_key))
 
     ca_cert = _load_cert(current.ca.cert_pem)
     have_algorithm = _algorithm_of(ca_cert.public_key())
+    key_matches = _key_matches_quietly(current.ca)
     problem = None
     if needs_rotation(current.ca.cert_pem, now, rotate_before):
         problem = f"it expires at {_fmt(ca_cert.not_valid_after_utc)}, within {rotate_before}"
@@ -376,21 +454,32 @@ def ensure_device_ca(
         problem = f"its subject {ca_cert.subject.rfc4514_string()!r} differs from {subject.rfc4514_string()!r}"
     elif ca_cert.not_valid_before_utc > now:
         problem = f"it is not valid before {_fmt(ca_cert.not_valid_before_utc)}"
-    elif not _ca_key_matches(current.ca):
+    elif not key_matches:
         problem = "its private key does not match the certificate"
 
     ca = current.ca
     if problem is not None:
         if now <= ca_cert.not_valid_after_utc:
-            kept.insert(0, current.ca.cert_pem)
-            reasons.append(f"rotated the device CA ({problem}); the old CA stays in the bundle until it expires")
+            # its key stays too (when it is its key): only that key can sign the CRL of the devices it issued
+            kept.insert(0, (current.ca.cert_pem, current.ca.key_pem if key_matches else None))
+            reasons.append(
+                f"rotated the device CA ({problem}); the old CA stays in the bundle, its key signing its CRL, "
+                "until it expires"
+            )
         else:
             reasons.append(f"rotated the device CA ({problem}); the old CA has expired and is not kept")
         ca = create()
 
     if not reasons:
         return current, []
-    return dataclasses.replace(current, ca=ca, previous_ca_cert_pem=ca_bundle(*kept) if kept else None), reasons
+    return dataclasses.replace(current, ca=ca, **_previous(kept)), reasons
+
+
+def _key_matches_quietly(ca: KeyPair) -> bool:
+    try:
+        return _ca_key_matches(ca)
+    except (ValueError, UnicodeError):
+        return False
 
 
 # --- device certificates ---------------------------------------------------------------------------------------------
@@ -526,30 +615,41 @@ def device_id_of(cert_pem: str) -> str:
 
 def verify_device(cert_pem: str, bundle_pem: str, now: datetime, crl_pem: str | None = None) -> bool:
     """True if the device certificate is valid at `now`, not a CA, directly signed by a CA of the bundle that is valid
-    at `now`, and not revoked by a CRL of `crl_pem` (one or more PEM CRLs) signed by that CA.
+    at `now`, and - when `crl_pem` is given (one or more PEM CRLs) - that CA has a CRL in it that is current at `now`
+    and no CRL of that CA revokes the certificate.
 
-    CRLs signed by another key are ignored; a CRL past its nextUpdate still counts (revocation is permanent).
-    Malformed PEM raises ValueError.
+    This is what `openssl verify -crl_check_all` decides: CRLs signed by another key (another CA of the same name
+    included) are ignored, so a missing or expired CRL of the issuing CA fails, and a revocation stays a revocation
+    whatever CRL is current. `crl_pem=None` skips revocation checks. Malformed PEM raises ValueError.
     """
     now = _utc(now)
     leaf = _load_cert(cert_pem)
     crls = _load_crls(crl_pem) if crl_pem is not None and crl_pem.strip() else []
     if not _within_validity(leaf, now) or _is_ca(leaf):
         return False
+    ca = _issuing_ca(leaf, bundle_pem, now)
+    if ca is None:
+        return False
+    if crl_pem is None:
+        return True
+    own = [crl for crl in crls if crl.issuer == ca.subject and _crl_can_be_signed_by(ca) and _crl_signed_by(crl, ca)]
+    if not any(_crl_current(crl, now) for crl in own):
+        return False
+    return all(crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is None for crl in own)
+
+
+def _issuing_ca(leaf: x509.Certificate, bundle_pem: str, now: datetime) -> x509.Certificate | None:
     for ca_pem in certs_in_bundle(bundle_pem):
         ca = _load_cert(ca_pem)
-        if not (_can_sign_certs(ca) and _within_validity(ca, now) and _issued_by(leaf, ca)):
-            continue
-        for crl in crls:
-            if (
-                crl.issuer == ca.subject
-                and _crl_can_be_signed_by(ca)
-                and _crl_signed_by(crl, ca)
-                and crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
-            ):
-                return False
-        return True
-    return False
+        if _can_sign_certs(ca) and _within_validity(ca, now) and _issued_by(leaf, ca):
+            return ca
+    return None
+
+
+def _crl_current(crl: x509.CertificateRevocationList, now: datetime) -> bool:
+    """Issued at or before `now` and not yet at its nextUpdate (OpenSSL treats nextUpdate itself as expired)."""
+    next_update = crl.next_update_utc
+    return crl.last_update_utc <= now and (next_update is None or now < next_update)
 
 
 def _crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
@@ -602,66 +702,152 @@ def revoked_serials(crl_pem: str) -> set[int]:
 # ---------------------------------------------------------------- the registry of issued and revoked certificates
 
 
-REGISTRY = "iotsec-device-registry"  # a ConfigMap in the tenant's first namespace: serials are not secrets
 CRL_REFRESH = timedelta(days=1)
+CRL_VALIDITY = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """What the registry knows about one issued certificate besides its device id (absent in older registries)."""
+
+    not_after: datetime
+    issuer: str  # SHA-256 fingerprint of the issuing CA certificate (lowercase hex)
+
+
+@dataclass(frozen=True)
+class DeviceEntry:
+    """One row of `Registry.entries`: an issued certificate and whether (since when) it is revoked."""
+
+    device_id: str | None  # None: revoked by serial, never recorded as issued
+    serial: int
+    not_after: datetime | None
+    issuer: str | None
+    revoked: datetime | None
 
 
 @dataclass(frozen=True)
 class Registry:
-    """Issued device certificates (serial → device id) and revocations (serial → when)."""
+    """Issued device certificates (serial → device id, and `details`) and revocations (serial → when).
+
+    Kept in a ConfigMap (serials are not secrets) under the keys `issued`, `revoked` and `details`; `issued` and
+    `revoked` keep the format older iotsec wrote and read, `details` is optional.
+    """
 
     issued: Mapping[int, str]
     revoked: Mapping[int, datetime]
+    details: Mapping[int, Issued] = field(default_factory=dict)
 
     @classmethod
     def from_config_map_data(cls, data: Mapping[str, str] | None) -> Registry:
         data = data or {}
         issued = {int(k): v for k, v in json.loads(data.get("issued", "{}")).items()}
         revoked = {int(k): _utc(datetime.fromisoformat(v)) for k, v in json.loads(data.get("revoked", "{}")).items()}
-        return cls(issued, revoked)
+        details = {
+            int(k): Issued(not_after=_utc(datetime.fromisoformat(v["notAfter"])), issuer=v["issuer"])
+            for k, v in json.loads(data.get("details", "{}")).items()
+        }
+        return cls(issued, revoked, details)
 
     def to_config_map_data(self) -> dict[str, str]:
-        return {
+        data = {
             "issued": json.dumps({str(k): v for k, v in sorted(self.issued.items())}, indent=1),
             "revoked": json.dumps({str(k): v.isoformat() for k, v in sorted(self.revoked.items())}, indent=1),
         }
+        if self.details:
+            data["details"] = json.dumps(
+                {
+                    str(k): {"notAfter": v.not_after.isoformat(), "issuer": v.issuer}
+                    for k, v in sorted(self.details.items())
+                },
+                indent=1,
+            )
+        return data
 
-    def with_issued(self, serial: int, device_id: str) -> Registry:
-        return Registry({**self.issued, serial: device_id}, self.revoked)
+    def with_issued(self, serial: int, device_id: str, details: Issued | None = None) -> Registry:
+        more = {serial: details} if details is not None else {}
+        return Registry({**self.issued, serial: device_id}, self.revoked, {**self.details, **more})
 
     def with_revoked(self, serials: Iterable[int], now: datetime) -> Registry:
-        return Registry(self.issued, {**self.revoked, **{s: now for s in serials if s not in self.revoked}})
+        revoked = {**self.revoked, **{s: now for s in serials if s not in self.revoked}}
+        return Registry(self.issued, revoked, self.details)
 
     def serials_of(self, device_id: str) -> list[int]:
         return sorted(serial for serial, device in self.issued.items() if device == device_id)
 
+    def entries(self) -> list[DeviceEntry]:
+        """Every issued or revoked serial, by device id then serial."""
+        rows = []
+        for serial in self.issued.keys() | self.revoked.keys():
+            details = self.details.get(serial)
+            rows.append(
+                DeviceEntry(
+                    device_id=self.issued.get(serial),
+                    serial=serial,
+                    not_after=details.not_after if details else None,
+                    issuer=details.issuer if details else None,
+                    revoked=self.revoked.get(serial),
+                )
+            )
+        return sorted(rows, key=lambda row: (row.device_id or "", row.serial))
+
+
+def issued_details(certificate: DeviceCertificate, ca_cert_pem: str) -> Issued:
+    """The registry details of a certificate just issued by the CA `ca_cert_pem`."""
+    return Issued(not_after=certificate.not_after, issuer=fingerprint(ca_cert_pem))
+
 
 def trust_bundle(state: DeviceCAState, registry: Registry, current_crl: str | None, now: datetime) -> dict[str, str]:
-    """What brokers and ingresses mount: the CA bundle and the CRL of the current CA.
+    """What brokers and ingresses mount: the CA bundle and, in `crl.pem`, one CRL per CA of the bundle.
 
-    The CRL is re-signed only when the revocations change or it nears its next update, so a periodic
-    reconcile leaves the ConfigMap (and its resourceVersion) alone.
+    Each CRL is signed by its own CA and lists every revoked serial of the registry (serials are random, so one of
+    another CA's devices revokes nothing here); `openssl verify -crl_check_all` and brokers checking CRLs need the
+    CRL of the CA that issued a device. A CA whose key was not kept (see `DeviceCAState.crl_gaps`) gets none.
+
+    A CRL of `current_crl` is kept while it lists exactly the revocations and is more than `CRL_REFRESH` from its
+    nextUpdate, so a periodic reconcile leaves the ConfigMap (and its resourceVersion) alone. New CRLs are dated
+    `CLOCK_SKEW` back, so a broker whose clock is slightly behind does not find them "not yet valid".
     """
+    now = _utc(now)
     wanted = set(registry.revoked)
-    crl = current_crl if _crl_still_good(current_crl, state.ca, wanted, now) else None
-    if crl is None:
-        crl = build_crl(state.ca, registry.revoked, now, crl_number=len(wanted) + int(now.timestamp()))
-    return {"ca-bundle.crt": state.bundle(), "crl.pem": crl}
+    found = _crl_blocks(current_crl)
+    blocks = []
+    for cert_pem, key_pem in state.cas():
+        if key_pem is None:
+            continue
+        ca_cert = _load_cert(cert_pem)
+        own = [(block, crl) for block, crl in found if crl.issuer == ca_cert.subject and _crl_signed_by(crl, ca_cert)]
+        block = next((block for block, crl in own if _crl_still_good(crl, wanted, now)), None)
+        if block is None:
+            number = max([_crl_number(crl) + 1 for _, crl in own] + [int(now.timestamp())])
+            ca = KeyPair(cert_pem=cert_pem, key_pem=key_pem)
+            block = build_crl(ca, registry.revoked, now - CLOCK_SKEW, CRL_VALIDITY, number).strip()
+        blocks.append(block)
+    return {"ca-bundle.crt": state.bundle(), "crl.pem": "\n".join(blocks) + "\n"}
 
 
-def _crl_still_good(crl_pem: str | None, ca: KeyPair, wanted: set[int], now: datetime) -> bool:
-    if not crl_pem or "BEGIN X509 CRL" not in crl_pem:
-        return False
+def _crl_blocks(crl_pem: str | None) -> list[tuple[str, x509.CertificateRevocationList]]:
+    """The readable CRLs of a PEM text, each with its PEM block (unreadable blocks are skipped: they get replaced)."""
+    out = []
+    for block in _CRL_BLOCK.findall(crl_pem or ""):
+        try:
+            out.append((block, x509.load_pem_x509_crl(block.encode("ascii"))))
+        except (ValueError, UnicodeError):
+            continue
+    return out
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int:
     try:
-        crl = x509.load_pem_x509_crl(crl_pem.encode())
-    except ValueError:
-        return False
-    ca_cert = _load_cert(ca.cert_pem)
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return 0
+
+
+def _crl_still_good(crl: x509.CertificateRevocationList, wanted: set[int], now: datetime) -> bool:
     next_update = crl.next_update_utc
     return (
-        crl.issuer == ca_cert.subject
-        and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
-        and revoked_serials(crl_pem) == wanted
+        {entry.serial_number for entry in crl} == wanted
+        and crl.last_update_utc <= now
         and next_update is not None
         and next_update - now > CRL_REFRESH
     )

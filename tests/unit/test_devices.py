@@ -540,8 +540,9 @@ def test_secret_data_round_trip():
 
     rotated, _ = ensure(state, NOW + timedelta(days=20))
     data = rotated.to_secret_data()
-    assert set(data) == {"ca.crt", "ca.key", "previous-ca.crt", "ca-bundle.crt"}
+    assert set(data) == {"ca.crt", "ca.key", "previous-ca.crt", "previous-ca.key", "ca-bundle.crt"}
     assert data["ca-bundle.crt"] == rotated.bundle()
+    assert data["previous-ca.key"] == state.ca.key_pem, "the outgoing CA's key is kept to sign its CRL"
     restored = DeviceCAState.from_secret_data(data)
     assert restored == rotated
     assert ensure(restored, NOW + timedelta(days=21)) == (restored, [])
@@ -620,7 +621,8 @@ def test_a_crl_not_signed_by_the_issuing_ca_is_ignored(ca):
     impostor = new_device_ca(TENANT, "ecdsa-p256", timedelta(days=1825), NOW, organization="ACME Utilities")
     forged = build_crl(impostor, {device.serial: NOW}, NOW)  # same issuer name, other key
     assert revoked_serials(forged) == {device.serial}
-    assert verify_device(device.cert_pem, ca.cert_pem, NOW, forged)
+    assert verify_device(device.cert_pem, ca.cert_pem, NOW, forged + build_crl(ca, {}, NOW))
+    assert not verify_device(device.cert_pem, ca.cert_pem, NOW, forged), "the issuing CA's own CRL is missing"
 
 
 def test_crls_of_several_cas_during_a_rotation():
@@ -636,9 +638,10 @@ def test_crls_of_several_cas_during_a_rotation():
     assert not verify_device(old_device.cert_pem, rotated.bundle(), moment, both)
     assert verify_device(new_device.cert_pem, rotated.bundle(), moment, both)
     # the old CA's CRL does not apply to the new CA's devices even if it lists the same serial
-    assert verify_device(
-        new_device.cert_pem, rotated.bundle(), moment, build_crl(state.ca, {new_device.serial: moment}, moment)
-    )
+    old_listing_new = build_crl(state.ca, {new_device.serial: moment}, moment)
+    assert verify_device(new_device.cert_pem, rotated.bundle(), moment, new_crl + old_listing_new)
+    # ... nor does it stand in for the new CA's CRL
+    assert not verify_device(new_device.cert_pem, rotated.bundle(), moment, old_listing_new)
 
 
 @pytest.mark.parametrize("serial", [0, -1])

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from iotsec.api.validation import InvalidResourceError, Problem, is_iotsec, parse_resource
+from iotsec.desired.platform import Platform
 from iotsec.desired.securitydomain import Domain
 from iotsec.desired.tenant import storage_class_name
 from iotsec.manifests import Document
@@ -69,7 +70,10 @@ CONTEXT_KINDS = ("Namespace", "StorageClass", "ClusterRole")
 
 
 def snapshot_from_objects(
-    objects: Iterable[dict[str, Any]], unassigned: str = "enforce", assume_named_namespaces_exist: bool = False
+    objects: Iterable[dict[str, Any]],
+    unassigned: str = "enforce",
+    assume_named_namespaces_exist: bool = False,
+    platform: Platform | None = None,
 ) -> Snapshot:
     """The policy context from SecurityDomains, AuditPolicies, TenantIsolations, Namespaces, StorageClasses and
     ClusterRoles, whether they come from files (iotsec check) or from the API server (the webhook)."""
@@ -77,6 +81,8 @@ def snapshot_from_objects(
     namespaces: dict[str, dict[str, str]] = {}
     encrypted, default_class, escalating = set(), None, {"cluster-admin"}
     tenants: dict[str, TenantStorage] = {}
+    tenant_namespaces: dict[str, str] = {}
+    backup_namespaces: set[str] = set()
     for obj in objects:
         kind, meta = obj.get("kind"), obj.get("metadata") or {}
         if is_iotsec(obj):
@@ -91,6 +97,10 @@ def snapshot_from_objects(
             elif resource.kind == "TenantIsolation":
                 encrypted |= _tenant_storage_classes(resource.spec)
                 tenants.update({ns: t for ns, t in _tenant_storage(resource.spec).items() if ns not in tenants})
+                for namespace in resource.spec.namespaces:  # type: ignore[attr-defined]
+                    tenant_namespaces.setdefault(namespace, resource.spec.tenant_id)  # type: ignore[attr-defined]
+            elif resource.kind == "BackupPolicy" and meta.get("namespace"):
+                backup_namespaces.add(meta["namespace"])
         elif kind == "Namespace" and not meta.get("deletionTimestamp"):
             namespaces[meta["name"]] = meta.get("labels") or {}
         elif kind == "StorageClass":
@@ -110,6 +120,9 @@ def snapshot_from_objects(
         unassigned_enforcement=unassigned,
         assume_named_namespaces_exist=assume_named_namespaces_exist,
         tenants=tenants,
+        tenant_namespaces=tenant_namespaces,
+        backup_namespaces=frozenset(backup_namespaces),
+        platform=platform or Platform(),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from iotsec.desired.meta import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME, owner_selector
+from iotsec.desired.platform import Platform, operator_grant
 
 FIELD_MANAGER = MANAGER
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
@@ -123,15 +125,104 @@ def default_api_client() -> k8s_client.ApiClient:
     return k8s_config.new_client_from_config()
 
 
+UNGRANTED_GROUPS = ("iotsec.io/", "events.k8s.io/")  # custom resources and events: cluster-wide rights
+
+
+class NamespaceGrants:
+    """The operator's rights inside a namespace come from a RoleBinding it creates there on first use.
+
+    Its cluster-wide role holds only `create rolebindings` and `bind` on the chart's ClusterRoles; the webhook's
+    fence (iotsec.policy.guard) refuses the binding outside the namespaces iotsec manages. Reserved namespaces
+    are never tried; the release namespace is covered by the chart's Role.
+    """
+
+    PROPAGATION_SECONDS = 5.0
+
+    def __init__(self, platform: Platform):
+        self.platform = platform
+        self._granted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def needed(self, api_version: str, kind: str, namespace: str | None) -> bool:
+        if not namespace or namespace == self.platform.namespace or self.platform.reserved(namespace):
+            return False
+        return kind != "Event" and not api_version.startswith(UNGRANTED_GROUPS)
+
+    def ensure(self, kube: Kube, namespace: str) -> None:
+        with self._lock:
+            if namespace in self._granted:
+                return
+            created = kube._create_grant(operator_grant(self.platform, namespace))
+            if created is None:
+                return  # the namespace does not exist (yet): nothing there to read or write
+            self._granted.add(namespace)
+        if created:
+            kube._await_access(namespace, self.PROPAGATION_SECONDS)
+
+    def forget(self, namespace: str) -> None:
+        with self._lock:
+            self._granted.discard(namespace)
+
+
 class Kube:
-    def __init__(self, api_client: k8s_client.ApiClient | None = None, field_manager: str = FIELD_MANAGER):
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient | None = None,
+        field_manager: str = FIELD_MANAGER,
+        grants: NamespaceGrants | None = None,
+    ):
         self._api_client = api_client or default_api_client()
         self.field_manager = field_manager
         self._dynamic: DynamicClient | None = None
         self._throttle = _Throttle()
+        self._grants = grants
 
     def _call(self, action: str, fn: Callable[[], T]) -> T:
         return _guarded(action, fn, self._throttle)
+
+    def _in(self, api_version: str, kind: str, namespace: str | None, action: str, fn: Callable[[], T]) -> T:
+        """A call inside `namespace`, with the operator's grant there first (and once more if it went missing)."""
+        grants = self._grants
+        if grants is None or not grants.needed(api_version, kind, namespace):
+            return self._call(action, fn)
+        assert namespace is not None
+        grants.ensure(self, namespace)
+        try:
+            return self._call(action, fn)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            grants.forget(namespace)  # the namespace or its grant was recreated or removed: bind again, once
+            grants.ensure(self, namespace)
+            return self._call(action, fn)
+
+    def _create_grant(self, binding: dict[str, Any]) -> bool | None:
+        """Create the grant RoleBinding: True when made now, False when it existed, None when its namespace is gone."""
+        namespace = binding["metadata"]["namespace"]
+        resource = self._resource("rbac.authorization.k8s.io/v1", "RoleBinding")
+        try:
+            self._call(
+                f"grant iotsec in namespace {namespace}", lambda: resource.create(body=binding, namespace=namespace)
+            )
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            if exc.status == 404:
+                return None
+            raise ApiError(f"iotsec may not work in namespace {namespace}: {exc}", exc.status) from None
+        log.info("granted iotsec's operator its namespace role in %s", namespace)
+        return True
+
+    def _await_access(self, namespace: str, seconds: float) -> None:
+        """RBAC takes a moment to see a new RoleBinding: wait until a self access review says it holds."""
+        api = k8s_client.AuthorizationV1Api(self._api_client)
+        review = {"spec": {"resourceAttributes": {"verb": "get", "resource": "secrets", "namespace": namespace}}}
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            answer = self._call("review own access", lambda: api.create_self_subject_access_review(review))
+            if answer.status.allowed:
+                return
+            time.sleep(0.1)
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -152,7 +243,9 @@ class Kube:
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         resource = self._resource(api_version, kind)
         try:
-            return self._call(f"get {kind} {name}", lambda: resource.get(name=name, namespace=namespace)).to_dict()
+            return self._in(
+                api_version, kind, namespace, f"get {kind} {name}", lambda: resource.get(name=name, namespace=namespace)
+            ).to_dict()
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -162,8 +255,12 @@ class Kube:
         self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         resource = self._resource(api_version, kind)
-        result = self._call(
-            f"list {kind}", lambda: resource.get(namespace=namespace, label_selector=label_selector)
+        result = self._in(
+            api_version,
+            kind,
+            namespace,
+            f"list {kind}",
+            lambda: resource.get(namespace=namespace, label_selector=label_selector),
         ).to_dict()
         for item in result.get("items", []):
             item.setdefault("apiVersion", api_version)
@@ -181,10 +278,26 @@ class Kube:
         body["metadata"] = metadata
         resource = self._resource(body["apiVersion"], body["kind"])
         name = f"apply {body['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
-        return self._call(
+        return self._in(
+            body["apiVersion"],
+            body["kind"],
+            metadata.get("namespace"),
             name,
             lambda: resource.server_side_apply(body=body, field_manager=self.field_manager, force_conflicts=True),
         ).to_dict()
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        """Create `obj` only if nothing of that name exists (False then): for keys, which are never overwritten."""
+        metadata = obj["metadata"]
+        resource = self._resource(obj["apiVersion"], obj["kind"])
+        name = f"create {obj['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
+        try:
+            self._call(name, lambda: resource.create(body=obj, namespace=metadata.get("namespace")))
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     def patch_labels(
         self, api_version: str, kind: str, name: str, labels: dict[str, str | None], namespace: str | None = None
@@ -213,7 +326,10 @@ class Kube:
         if not changes:
             return False
         resource = self._resource(api_version, kind)
-        self._call(
+        self._in(
+            api_version,
+            kind,
+            namespace,
             f"set {field} of {kind} {name}",
             lambda: resource.patch(
                 name=name,
@@ -280,7 +396,13 @@ class Kube:
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         resource = self._resource(api_version, kind)
         try:
-            self._call(f"delete {kind} {name}", lambda: resource.delete(name=name, namespace=namespace))
+            self._in(
+                api_version,
+                kind,
+                namespace,
+                f"delete {kind} {name}",
+                lambda: resource.delete(name=name, namespace=namespace),
+            )
         except ApiError as exc:
             if exc.status == 404:
                 return False

@@ -31,12 +31,18 @@ class Permission:
         return rule
 
 
+RELEASE = "{release}"  # stands for the Helm release name in resource names; the chart fills it in (tpl)
+CONFINED = "confined by the platform.iotsec.io webhook and, on servers >= 1.30, the chart's ValidatingAdmissionPolicy"
+READ = ("get", "list", "watch")
+WRITE = ("get", "list", "create", "patch", "delete")
+
 OPERATOR: tuple[Permission, ...] = (
     Permission(
         ("iotsec.io",),
         ("securitydomains", "tenantisolations", "backuppolicies", "auditpolicies"),
         ("get", "list", "watch", "patch"),
-        "watch the custom resources; patch for kopf's finalizer and progress annotations",
+        "watch the custom resources; patch for kopf's finalizer and progress annotations (a spec change by the "
+        f"operator is refused: {CONFINED})",
     ),
     Permission(
         ("iotsec.io",),
@@ -54,39 +60,51 @@ OPERATOR: tuple[Permission, ...] = (
         ("",),
         ("namespaces",),
         ("get", "list", "watch", "create", "patch", "delete"),
-        "domain membership and labels; tenant namespaces are created or adopted; Shred deletes them",
-    ),
-    Permission(
-        ("networking.k8s.io",),
-        ("networkpolicies",),
-        ("get", "list", "watch", "create", "patch", "delete"),
-        "the SecurityDomain policies: applied, watched for deletion, pruned",
+        "domain membership and tenant labels; tenant namespaces are created; Shred deletes those a tenant made. "
+        f"Never a reserved namespace, only iotsec's labels, delete only what a tenant made: {CONFINED}",
     ),
     Permission(("", "events.k8s.io"), ("events",), ("create", "patch"), "events on the custom resources"),
     Permission(
         ("",),
-        ("resourcequotas", "limitranges", "serviceaccounts", "configmaps"),
-        ("get", "list", "create", "patch", "delete"),
-        "tenant bounds, application identities, device trust bundles and registry; pruned when removed",
-    ),
-    Permission(
-        ("",),
-        ("secrets",),
-        ("get", "create", "patch", "delete"),
-        "key material (application keys, device CA, volume keys, webhook TLS) by name only: never list",
+        ("configmaps", "serviceaccounts", "resourcequotas", "limitranges", "persistentvolumeclaims", "pods"),
+        ("list", "watch"),
+        "read only: prune finds its children by label across namespaces; backup pods' termination messages; "
+        "writes come from the namespace grant below",
     ),
     Permission(
         ("rbac.authorization.k8s.io",),
         ("roles", "rolebindings"),
-        ("get", "list", "create", "patch", "delete"),
-        "tenant user and application classes",
+        ("list", "watch"),
+        "read only: prune finds the tenant classes' Roles and bindings by label across namespaces",
+    ),
+    Permission(
+        ("networking.k8s.io",),
+        ("networkpolicies",),
+        READ,
+        "read only: the SecurityDomain policies are watched for deletion and found for pruning",
+    ),
+    Permission(("batch",), ("cronjobs", "jobs"), READ, "read only: outcomes of the backup Jobs the CronJobs start"),
+    Permission(
+        ("rbac.authorization.k8s.io",),
+        ("rolebindings",),
+        ("create",),
+        "the first write in a namespace iotsec manages creates the operator's grant there (a RoleBinding to "
+        "<release>-operator-namespace); every other write comes through that grant. Only in managed namespaces, "
+        f"never a reserved one: {CONFINED}",
     ),
     Permission(
         ("rbac.authorization.k8s.io",),
-        ("roles",),
-        ("escalate", "bind"),
-        "class Roles carry rules the operator itself does not hold; the API schema refuses escalate, bind, "
-        "impersonate and * inside them, so no tenant can be given RBAC-editing rights",
+        ("clusterroles",),
+        ("bind",),
+        "bind exactly the ClusterRoles the chart ships: the operator's namespace grant and the built-in tenant "
+        "classes (which carry rules the operator does not hold). No escalate anywhere: a custom class Role can "
+        "grant only what the operator itself holds in that namespace",
+        (
+            f"{RELEASE}-operator-namespace",
+            f"{RELEASE}-tenant-admin",
+            f"{RELEASE}-tenant-operator",
+            f"{RELEASE}-tenant-viewer",
+        ),
     ),
     Permission(
         ("storage.k8s.io",),
@@ -95,40 +113,81 @@ OPERATOR: tuple[Permission, ...] = (
         "per-tenant encrypted StorageClasses",
     ),
     Permission(
-        ("batch",),
-        ("cronjobs",),
-        ("get", "list", "create", "patch", "delete"),
-        "backup, verify and restore-drill schedules; pruned when disabled",
-    ),
-    Permission(
-        ("batch",),
-        ("jobs",),
-        ("get", "list", "watch"),
-        "outcomes of the backup Jobs the CronJobs start (the operator never runs them itself)",
-    ),
-    Permission(
-        ("",),
-        ("pods",),
-        ("list",),
-        "the runner's result in a backup pod's termination message",
-    ),
-    Permission(
-        ("",),
-        ("persistentvolumeclaims",),
-        ("get", "list", "create", "patch"),
-        "claims a BackupPolicy selects; the audit store claim is created and resized, never deleted: the audit "
-        "trail outlives its AuditPolicy",
-    ),
-    Permission(
         ("admissionregistration.k8s.io",),
         ("validatingwebhookconfigurations",),
         ("get", "patch"),
         "inject the CA bundle into iotsec's own configuration only",
         (WEBHOOK_CONFIGURATION,),
     ),
+    Permission(
+        ("admissionregistration.k8s.io",),
+        ("validatingwebhookconfigurations",),
+        ("list", "watch"),
+        "watch iotsec's configuration to inject the CA bundle within seconds of its creation (list and watch "
+        "cannot be limited by name; read only)",
+    ),
 )
 
-# The operator in its own (the release) namespace only: the audit sinks it runs there.
+# The operator's rights inside each namespace it manages (tenant namespaces, domain members, BackupPolicy
+# namespaces): a ClusterRole the operator binds there with a RoleBinding, never cluster-wide.
+OPERATOR_NAMESPACED: tuple[Permission, ...] = (
+    Permission(
+        ("",),
+        ("secrets",),
+        ("get", "create", "patch", "delete"),
+        "application keys and backup passwords by name only: never list",
+    ),
+    Permission(
+        ("",),
+        ("configmaps", "serviceaccounts", "resourcequotas", "limitranges"),
+        WRITE,
+        "tenant bounds, application identities, device trust bundles, backup runner configuration; pruned",
+    ),
+    Permission(
+        ("rbac.authorization.k8s.io",),
+        ("roles", "rolebindings"),
+        WRITE,
+        "tenant user and application classes; pruned when removed",
+    ),
+    Permission(
+        ("networking.k8s.io",),
+        ("networkpolicies",),
+        WRITE,
+        "the SecurityDomain policies: applied, pruned",
+    ),
+    Permission(
+        ("batch",),
+        ("cronjobs",),
+        WRITE,
+        "backup, verify and restore-drill schedules; pruned when disabled",
+    ),
+    Permission(
+        ("",),
+        ("persistentvolumeclaims",),
+        ("get", "list", "create", "patch"),
+        "claims a BackupPolicy selects; never deleted",
+    ),
+    Permission(
+        ("", "apps", "batch", "networking.k8s.io"),
+        (
+            "pods",
+            "pods/log",
+            "services",
+            "endpoints",
+            "events",
+            "deployments",
+            "statefulsets",
+            "daemonsets",
+            "replicasets",
+            "jobs",
+        ),
+        READ,
+        "read only, so custom and application class Roles may delegate reading workloads (RBAC lets a Role "
+        "grant only what its creator holds; iotsec has no escalate)",
+    ),
+)
+
+# The operator in its own (the release) namespace only.
 OPERATOR_NAMESPACE: tuple[Permission, ...] = (
     Permission(
         ("apps",),
@@ -142,14 +201,41 @@ OPERATOR_NAMESPACE: tuple[Permission, ...] = (
         ("get", "list", "create", "patch", "delete"),
         "the audit sink's Service the API server's audit webhook posts to; pruned like the Deployment",
     ),
+    Permission(
+        ("",),
+        ("secrets",),
+        ("get", "create", "patch", "delete"),
+        "platform keys out of tenants' reach: device CAs, volume keys, webhook TLS, the audit sinks' keys and "
+        "credentials, by name only: never list",
+    ),
+    Permission(
+        ("",),
+        ("configmaps",),
+        WRITE,
+        "device registries, audit policy and canary ConfigMaps",
+    ),
+    Permission(
+        ("rbac.authorization.k8s.io",),
+        ("roles", "rolebindings"),
+        WRITE,
+        "each audit sink's grant to patch its own canary ConfigMap (by resourceName)",
+    ),
+    Permission(
+        ("",),
+        ("persistentvolumeclaims",),
+        ("get", "list", "create", "patch"),
+        "the audit store claim: created and resized, never deleted (the trail outlives its AuditPolicy)",
+    ),
 )
+
 
 WEBHOOK: tuple[Permission, ...] = (
     Permission(
         ("iotsec.io",),
-        ("securitydomains", "tenantisolations", "auditpolicies"),
+        ("securitydomains", "tenantisolations", "auditpolicies", "backuppolicies"),
         ("list",),
-        "the domains, tenants' data classes and trusted admin groups decisions depend on",
+        "the domains, tenants' data classes and trusted admin groups decisions depend on; where iotsec manages "
+        "(tenant, domain and BackupPolicy namespaces), for the operator's fence",
     ),
     Permission(("",), ("namespaces",), ("list",), "which domain each namespace belongs to"),
     Permission(("storage.k8s.io",), ("storageclasses",), ("list",), "which StorageClasses are encrypted"),
@@ -207,8 +293,35 @@ AUDIT_SINK_NAMESPACE: tuple[Permission, ...] = (
 )
 
 
-def cluster_role_rules(permissions: tuple[Permission, ...]) -> list[dict[str, Any]]:
-    return [p.rule() for p in permissions]
+def cluster_role_rules(permissions: tuple[Permission, ...], release: str = "iotsec") -> list[dict[str, Any]]:
+    """The rules as the chart renders them for a release of that name."""
+    rules = [p.rule() for p in permissions]
+    for rule in rules:
+        if "resourceNames" in rule:
+            rule["resourceNames"] = [n.replace(RELEASE, release) for n in rule["resourceNames"]]
+    return rules
+
+
+def tenant_class_rules() -> dict[str, list[dict[str, Any]]]:
+    """The built-in tenant user classes the chart ships as ClusterRoles (<release>-tenant-<privilege>)."""
+    from iotsec.desired.tenant import privilege_rules
+
+    return {privilege: privilege_rules(privilege) for privilege in ("admin", "operator", "viewer")}
+
+
+def rule_files() -> dict[str, str]:
+    """The chart's files/ folder: every generated rules file by name."""
+    files = {
+        "operator-rules.yaml": rules_file(OPERATOR),
+        "operator-namespaced-rules.yaml": rules_file(OPERATOR_NAMESPACED),
+        "operator-namespace-rules.yaml": rules_file(OPERATOR_NAMESPACE),
+        "webhook-rules.yaml": rules_file(WEBHOOK),
+        "audit-sink-rules.yaml": rules_file(AUDIT_SINK),
+        "audit-sink-namespace-rules.yaml": rules_file(AUDIT_SINK_NAMESPACE),
+    }
+    for privilege, rules in tenant_class_rules().items():
+        files[f"tenant-{privilege}-rules.yaml"] = _plain_rules_file(rules, f"tenant class {privilege}")
+    return files
 
 
 def rules_file(permissions: tuple[Permission, ...]) -> str:
@@ -220,7 +333,17 @@ def rules_file(permissions: tuple[Permission, ...]) -> str:
         lines.append(f"  resources: {_flow(permission.resources)}")
         lines.append(f"  verbs: {_flow(permission.verbs)}")
         if permission.resource_names:
-            lines.append(f"  resourceNames: {_flow(permission.resource_names)}")
+            names = tuple(n.replace(RELEASE, "{{ .Release.Name }}") for n in permission.resource_names)
+            lines.append(f"  resourceNames: {_flow(names)}")
+    return "\n".join(lines) + "\n"
+
+
+def _plain_rules_file(rules: list[dict[str, Any]], what: str) -> str:
+    lines = [f"# Generated by `iotsec rbac --write` from iotsec.desired.tenant.privilege_rules: {what}."]
+    for rule in rules:
+        lines.append(f"- apiGroups: {_flow(tuple(rule['apiGroups']))}")
+        lines.append(f"  resources: {_flow(tuple(rule['resources']))}")
+        lines.append(f"  verbs: {_flow(tuple(rule['verbs']))}")
     return "\n".join(lines) + "\n"
 
 

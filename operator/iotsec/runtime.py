@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 
 from iotsec.desired.platform import Platform
 from iotsec.desired.securitydomain import NetworkSettings
-from iotsec.kube import Kube
+from iotsec.kube import Kube, NamespaceGrants
 
 log = logging.getLogger("iotsec")
 
@@ -48,6 +48,7 @@ class Config:
     webhook_tls_check_seconds: float = 3600.0
     release: str = "iotsec"  # the Helm release name: prefix of the ClusterRoles the chart ships
     operator_service_account: str = "iotsec-operator"
+    namespace_grants: bool = True  # bind the chart's namespace role in each namespace before working there
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -74,6 +75,7 @@ class Config:
             ),
             release=env.get("IOTSEC_RELEASE", defaults.release),
             operator_service_account=env.get("IOTSEC_OPERATOR_SERVICE_ACCOUNT", defaults.operator_service_account),
+            namespace_grants=env.get("IOTSEC_NAMESPACE_GRANTS", "1") not in ("0", "false", "no"),
         )
 
     @property
@@ -92,7 +94,7 @@ CONFIG = Config.from_env()
 @cache
 def kube() -> Kube:
     """The process's API adapter (created on first use, after kopf has started)."""
-    return Kube()
+    return Kube(grants=NamespaceGrants(CONFIG.platform) if CONFIG.namespace_grants else None)
 
 
 @kopf.on.startup()

@@ -134,6 +134,9 @@ def _rules(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 def test_cluster_roles_grant_exactly_the_table(tmp_path):
     docs = render(tmp_path)
     assert _rules(docs, "iotsec-operator") == rbac.cluster_role_rules(rbac.OPERATOR)
+    assert _rules(docs, "iotsec-operator-namespace") == rbac.cluster_role_rules(rbac.OPERATOR_NAMESPACED)
+    for privilege, rules in rbac.tenant_class_rules().items():
+        assert _rules(docs, f"iotsec-tenant-{privilege}") == rules
     assert _rules(docs, "iotsec-webhook") == rbac.cluster_role_rules(rbac.WEBHOOK)
     assert _rules(docs, "iotsec-audit-sink") == rbac.cluster_role_rules(rbac.AUDIT_SINK)
     roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
@@ -153,12 +156,31 @@ def test_no_wildcards_and_no_escalation_beyond_what_the_table_explains(tmp_path)
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role["metadata"]["name"]
             assert "impersonate" not in rule["verbs"]
-            if {"escalate", "bind"} & set(rule["verbs"]):
-                assert rule["resources"] == ["roles"], "only namespaced Roles, for tenant classes"
+            assert "escalate" not in rule["verbs"], "no escalate anywhere: RBAC's own check stays in force"
+            if "bind" in rule["verbs"]:
+                assert rule["resources"] == ["clusterroles"]
+                assert rule["resourceNames"] == [
+                    "iotsec-operator-namespace",
+                    "iotsec-tenant-admin",
+                    "iotsec-tenant-operator",
+                    "iotsec-tenant-viewer",
+                ], "bind only the ClusterRoles the chart ships"
+            if role["metadata"]["name"].startswith("iotsec-tenant-"):
+                written = {
+                    r
+                    for rule in role["rules"]
+                    if set(rule["verbs"]) & {"create", "patch", "update", "delete"}
+                    for r in rule["resources"]
+                }
+                assert "networkpolicies" not in written, "tenants never write NetworkPolicies"
+        if role["metadata"]["name"].startswith("iotsec-tenant-"):
+            continue  # a tenant admin manages the Secrets in its own namespaces; iotsec reads them by name only
         secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
         assert not any("list" in r["verbs"] or "watch" in r["verbs"] for r in secret_rules), "Secrets by name only"
     (webhook_patch,) = [
-        r for r in _rules(docs, "iotsec-operator") if "validatingwebhookconfigurations" in r["resources"]
+        r
+        for r in _rules(docs, "iotsec-operator")
+        if "validatingwebhookconfigurations" in r["resources"] and "patch" in r["verbs"]
     ]
     assert webhook_patch["resourceNames"] == ["iotsec"], "it may edit its own webhook configuration only"
     tls = one(docs, "Role", "iotsec-webhook-tls")["rules"]
@@ -168,7 +190,35 @@ def test_no_wildcards_and_no_escalation_beyond_what_the_table_explains(tmp_path)
 
 
 def test_every_permission_has_a_reason():
-    assert all(len(p.reason) > 20 for p in rbac.OPERATOR + rbac.WEBHOOK)
+    assert all(len(p.reason) > 20 for p in rbac.OPERATOR + rbac.OPERATOR_NAMESPACED + rbac.WEBHOOK)
+
+
+def test_the_operator_writes_cluster_wide_only_what_its_fence_confines(tmp_path):
+    """Everything the operator may write in any namespace is RBAC it cannot widen, or is fenced by admission."""
+    writes = {"create", "update", "patch", "delete", "deletecollection", "bind", "escalate", "impersonate"}
+    cluster_wide = {
+        (group, resource, verb)
+        for rule in _rules(render(tmp_path), "iotsec-operator")
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in set(rule["verbs"]) & writes
+    }
+    fenced = {("rbac.authorization.k8s.io", "rolebindings", "create"), ("", "namespaces", "create")}
+    fenced |= {("", "namespaces", v) for v in ("patch", "delete")}
+    fenced |= {("rbac.authorization.k8s.io", "clusterroles", "bind")}  # by resourceNames, tested above
+    fenced |= {
+        ("iotsec.io", r, "patch") for r in ("securitydomains", "tenantisolations", "backuppolicies", "auditpolicies")
+    }
+    harmless = {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
+    harmless |= {
+        ("iotsec.io", f"{r}/status", "patch")
+        for r in ("securitydomains", "tenantisolations", "backuppolicies", "auditpolicies")
+    }
+    harmless |= {("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch")}  # resourceNames
+    harmless |= {("storage.k8s.io", "storageclasses", v) for v in ("create", "patch", "delete")}
+    assert cluster_wide - fenced - harmless == set(), "a cluster-wide write nobody confines"
+    secrets = [r for r in _rules(render(tmp_path), "iotsec-operator") if "secrets" in r["resources"]]
+    assert secrets == [], "no Secret is readable cluster-wide: only in the namespaces the operator was granted"
 
 
 def test_the_shipped_webhook_configuration_is_the_builders(tmp_path):

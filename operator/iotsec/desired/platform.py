@@ -7,6 +7,9 @@ defaults, which match a release named `iotsec` in `iotsec-system`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from iotsec.desired.meta import CONTROLS, owner_labels
 
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default")
 """Namespaces iotsec never adopts, labels, deletes or writes into (besides the release namespace)."""
@@ -29,6 +32,31 @@ class Platform:
     def reserved(self, namespace: str) -> bool:
         """System namespaces and the release namespace: never a tenant's, never adopted or shredded."""
         return namespace in RESERVED_NAMESPACES or namespace == self.namespace
+
+
+GRANT_OWNER_KIND = "Platform"
+
+
+def operator_grant(platform: Platform, namespace: str) -> dict[str, Any]:
+    """The RoleBinding that gives iotsec's operator its rights inside one namespace it manages."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": platform.cluster_role("operator"),
+            "namespace": namespace,
+            "labels": owner_labels(GRANT_OWNER_KIND, platform.prefix),
+            "annotations": {CONTROLS: "X1369-9.6.3-1"},
+        },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": platform.cluster_role("operator-namespace"),
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": platform.operator_service_account, "namespace": platform.namespace}
+        ],
+    }
 
 
 def device_ca_secret_name(tenant_id: str) -> str:

@@ -4,9 +4,10 @@ namespace selector) and the webhook's TLS Secret."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from iotsec import certs
 from iotsec.policy.workloads import POD_SPEC_PATHS
 
 NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server itself: a tenant cannot forge it
@@ -96,8 +97,42 @@ def validating_webhook_configuration(
                 "failurePolicy": "Ignore",
                 **common,
             },
+            {
+                # The operator's own fence (iotsec.policy.guard): every namespace, kube-system included, so it
+                # fails open like the bindings hook; the chart's ValidatingAdmissionPolicy holds it on servers
+                # that have one.
+                "name": "platform.iotsec.io",
+                "rules": PLATFORM_RULES,
+                "failurePolicy": "Ignore",
+                **common,
+            },
         ],
     }
+
+
+PLATFORM_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "apiVersions": ["*"],
+        "resources": ["rolebindings"],
+        "operations": ["CREATE", "UPDATE", "DELETE"],
+        "scope": "Namespaced",
+    },
+    {
+        "apiGroups": [""],
+        "apiVersions": ["*"],
+        "resources": ["namespaces"],
+        "operations": ["UPDATE", "DELETE"],
+        "scope": "Cluster",
+    },
+    {
+        "apiGroups": ["iotsec.io"],
+        "apiVersions": ["*"],
+        "resources": ["securitydomains", "tenantisolations", "backuppolicies", "auditpolicies"],
+        "operations": ["UPDATE"],
+        "scope": "*",
+    },
+]
 
 
 def ca_bundle_patch(name: str, webhook_names: Sequence[str], ca_bundle: str) -> dict[str, Any]:
@@ -109,6 +144,27 @@ def ca_bundle_patch(name: str, webhook_names: Sequence[str], ca_bundle: str) -> 
         "metadata": {"name": name},
         "webhooks": [{"name": webhook, "clientConfig": {"caBundle": encoded}} for webhook in webhook_names],
     }
+
+
+def validated_ca_bundle(pem: str, where: str) -> str:
+    """`pem` when it is a bundle of one or more PEM certificates; ValueError naming `where` otherwise: an empty or
+    garbled caBundle would make the API server refuse every call to the webhook."""
+    try:
+        found = certs.certs_in_bundle(pem)
+    except ValueError as exc:
+        raise ValueError(f"{where}: not a PEM CA bundle ({exc})") from None
+    if not found:
+        raise ValueError(f"{where}: holds no certificate")
+    return pem
+
+
+def secret_ca_bundle(data: Mapping[str, str], where: str) -> str:
+    """The CA bundle in a webhook TLS Secret's decoded data: `ca-bundle.crt` (with the previous CA during a
+    rotation), else `ca.crt` (a cert-manager Secret)."""
+    pem = data.get(certs.KEY_CA_BUNDLE) or data.get(certs.KEY_CA_CERT)
+    if not pem:
+        raise ValueError(f"{where} holds no CA ({certs.KEY_CA_BUNDLE} or {certs.KEY_CA_CERT})")
+    return validated_ca_bundle(pem, where)
 
 
 def tls_secret(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:

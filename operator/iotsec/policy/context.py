@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from iotsec.api.securitydomain import PolicyException, SecurityDomainSpec
+from iotsec.desired.platform import Platform
 from iotsec.desired.securitydomain import Domain, NamespaceInfo, NetworkSettings, PortRange, assign_namespaces
+from iotsec.policy.guard import Managed
 
 DEFAULT_TRUSTED_GROUPS = frozenset({"system:masters"})
 
@@ -80,6 +82,9 @@ class Snapshot:
     tenants: Mapping[str, TenantStorage] = field(default_factory=dict)  # namespace -> its tenant's data classes
     unassigned_enforcement: str = "enforce"
     assume_named_namespaces_exist: bool = False
+    tenant_namespaces: Mapping[str, str] = field(default_factory=dict)  # namespace -> tenant id that lists it
+    backup_namespaces: frozenset[str] = frozenset()
+    platform: Platform = field(default_factory=Platform)
 
     def __post_init__(self) -> None:
         infos = {name: NamespaceInfo(name, dict(labels)) for name, labels in self.namespaces.items()}
@@ -90,6 +95,7 @@ class Snapshot:
         owners, _ = assign_namespaces(self.domains, infos, NetworkSettings())
         by_name = {d.name: d for d in self.domains}
         self._policies = {ns: DomainPolicy.of(owner, by_name[owner].spec) for ns, owner in owners.items()}
+        self.managed = Managed(dict(self.tenant_namespaces), frozenset(self._policies), self.backup_namespaces)
 
     def domain_of(self, namespace: str | None) -> DomainPolicy:
         if namespace is None:

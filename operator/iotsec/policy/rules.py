@@ -78,6 +78,12 @@ RULES: dict[str, Rule] = {
             "critical",
             "cluster-admin and escalating roles only for trusted groups",
         ),
+        Rule(
+            "operator-confinement",
+            "X1369-9.6.3-1",
+            "critical",
+            "iotsec's own identity writes only where iotsec manages, never beyond its grant",
+        ),
         Rule("domain-membership", "X1369-9.4.1-1", "high", "every workload namespace belongs to a SecurityDomain"),
     )
 }

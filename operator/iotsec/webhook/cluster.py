@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from iotsec.checking import snapshot_from_objects
+from iotsec.desired.platform import Platform
 from iotsec.kube import ApiError, Kube
 from iotsec.policy.context import Snapshot
 from iotsec.webhook.server import SnapshotSource
@@ -18,6 +19,7 @@ SOURCES = (
     ("iotsec.io/v1alpha1", "SecurityDomain"),
     ("iotsec.io/v1alpha1", "AuditPolicy"),
     ("iotsec.io/v1alpha1", "TenantIsolation"),
+    ("iotsec.io/v1alpha1", "BackupPolicy"),
     ("v1", "Namespace"),
     ("storage.k8s.io/v1", "StorageClass"),
     ("rbac.authorization.k8s.io/v1", "ClusterRole"),
@@ -27,8 +29,11 @@ SOURCES = (
 class ClusterSnapshot(SnapshotSource):
     """Lists what the policy needs every `interval` seconds; keeps the last good snapshot when the API fails."""
 
-    def __init__(self, kube: Kube, interval: float = 10.0, unassigned: str = "enforce"):
+    def __init__(
+        self, kube: Kube, interval: float = 10.0, unassigned: str = "enforce", platform: Platform | None = None
+    ):
         self.kube, self.interval, self.unassigned = kube, interval, unassigned
+        self.platform = platform or Platform()
         self.current: Snapshot | None = None
         self._summary = ""
 
@@ -36,7 +41,7 @@ class ClusterSnapshot(SnapshotSource):
         objects: list[dict[str, Any]] = []
         for api_version, kind in SOURCES:
             objects += self.kube.list(api_version, kind)
-        return snapshot_from_objects(objects, self.unassigned)
+        return snapshot_from_objects(objects, self.unassigned, platform=self.platform)
 
     async def run(self) -> None:
         while True:

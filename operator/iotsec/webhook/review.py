@@ -12,7 +12,8 @@ import orjson
 
 from iotsec.policy.context import Snapshot
 from iotsec.policy.engine import MalformedObjectError, decide
-from iotsec.policy.model import Decision
+from iotsec.policy.guard import GUARDED_KINDS, confine_operator
+from iotsec.policy.model import Decision, Violation
 from iotsec.policy.workloads import POD_SPEC_PATHS
 
 API_VERSION = "admission.k8s.io/v1"
@@ -42,6 +43,7 @@ class AdmissionRequest:
     obj: Any
     dry_run: bool
     user: str
+    old: Any = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         obj,
         bool(request.get("dryRun")),
         str(user),
+        request.get("oldObject"),
     )
 
 
@@ -106,6 +109,11 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
     except ReviewError as exc:
         return Outcome(400, {"error": str(exc)})
     base = {"kind": request.kind, "operation": request.operation, "dry_run": request.dry_run}
+    if request.kind in GUARDED_KINDS and snapshot is not None:
+        confined = _confinement(request, snapshot)  # always enforced, whatever the domain's mode
+        if confined is not None:
+            body_out = _response(request.uid, False, message=confined.message, audit=_audit_annotations(confined))
+            return Outcome(200, body_out, verdict="denied", decision=confined, **base)
     if request.operation not in CHECKED_OPERATIONS or request.kind not in CHECKED_KINDS:
         return Outcome(200, _response(request.uid, True), verdict="skipped", **base)
     if snapshot is None:
@@ -127,6 +135,22 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
         audit=_audit_annotations(decision),
     )
     return Outcome(200, body_out, verdict=verdict, decision=decision, **base)
+
+
+def _confinement(request: AdmissionRequest, snapshot: Snapshot) -> Decision | None:
+    found = confine_operator(
+        request.user,
+        request.kind,
+        request.operation,
+        request.namespace,
+        request.obj,
+        request.old,
+        snapshot.platform,
+        snapshot.managed,
+    )
+    if not found:
+        return None
+    return Decision(False, "enforce", tuple(Violation.of(f) for f in found))
 
 
 def _response(

@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--operator-namespace", default="iotsec-system", help="never checked (nor kube-system)")
     config.add_argument("--exclude", nargs="*", default=[], metavar="NAMESPACE", help="more namespaces to leave out")
     config.add_argument("--timeout-seconds", type=int, default=5)
+    bundle = config.add_mutually_exclusive_group()
+    bundle.add_argument("--ca-bundle", type=Path, metavar="FILE", help="fill caBundle with this PEM CA bundle")
+    bundle.add_argument(
+        "--ca-from-secret",
+        metavar="NAMESPACE/NAME",
+        help="fill caBundle with the CA of the webhook TLS Secret the operator keeps (read through the API)",
+    )
     config.set_defaults(handler=_webhook_config)
 
     device = sub.add_parser("device", help="issue and revoke device certificates from a tenant's device CA")
@@ -373,11 +380,43 @@ def _webhook_config(args: argparse.Namespace) -> int:
         namespace, _, rest = args.service.partition("/")
         name, _, port = rest.partition(":")
         service = (namespace, name, int(port or 443))
+    try:
+        bundle = _webhook_ca_bundle(args.ca_bundle, args.ca_from_secret)
+    except (OSError, ValueError) as exc:
+        print(f"iotsec webhook-config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     manifest = validating_webhook_configuration(
-        args.name, client_config(args.url, service), args.operator_namespace, args.exclude, args.timeout_seconds
+        args.name,
+        client_config(args.url, service, bundle),
+        args.operator_namespace,
+        args.exclude,
+        args.timeout_seconds,
     )
     sys.stdout.write(dump_yaml([manifest]))
     return EXIT_OK
+
+
+def _webhook_ca_bundle(path: Path | None, secret_ref: str | None) -> str:
+    """The PEM bundle for caBundle: from a file, from the operator's webhook TLS Secret, or none ("")."""
+    from iotsec.desired.webhook import secret_ca_bundle, validated_ca_bundle
+
+    if path is not None:
+        return validated_ca_bundle(path.read_text(), str(path))
+    if not secret_ref:
+        return ""
+    from iotsec import secretdata
+    from iotsec.kube import ApiError, Kube
+
+    namespace, _, name = secret_ref.partition("/")
+    if not namespace or not name:
+        raise ValueError(f"--ca-from-secret takes NAMESPACE/NAME, got {secret_ref!r}")
+    try:
+        secret = Kube().get("v1", "Secret", name, namespace)
+    except ApiError as exc:
+        raise ValueError(str(exc)) from None
+    if secret is None:
+        raise ValueError(f"no Secret {namespace}/{name}")
+    return secret_ca_bundle(secretdata.decode(secret), f"Secret {namespace}/{name}")
 
 
 def _device_issue(args: argparse.Namespace) -> int:

@@ -25,6 +25,12 @@ RESOURCE_READY = Gauge(
     "iotsec_resource_ready", "1 when the custom resource's Ready condition is True, else 0.", ["kind", "name"]
 )
 OBJECTS_PRUNED = Counter("iotsec_objects_pruned_total", "Child objects deleted because no longer desired.", ["kind"])
+KEY_UNREADABLE = Gauge(
+    "iotsec_key_unreadable",
+    "1 while a key Secret iotsec keeps (webhook TLS, audit signing key) is unreadable or someone else's and is left "
+    "alone until a person annotates it iotsec.io/replace-unreadable=true; 0 once it reads again.",
+    ["secret"],
+)
 
 
 class Outcome:

@@ -8,12 +8,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from iotsec.api.tenantisolation import TenantIsolationSpec
+from iotsec.api.tenantisolation import SYSTEM_NAMESPACES, TenantIsolationSpec
+from iotsec.desired.platform import RESERVED_NAMESPACES, Platform
 from iotsec.desired.tenant import (
-    DEVICE_CA_SECRET,
     PLACEHOLDER,
     TENANT_LABEL,
-    VOLUME_KEY_SECRET,
     app_id,
     plan_tenant,
     privilege_rules,
@@ -63,6 +62,59 @@ def test_a_namespace_of_another_tenant_is_not_adopted():
     )
 
 
+def test_a_flipped_tenant_label_holds_what_the_tenant_has_there_and_moves_no_key(acme):
+    """Relabelling a namespace for another tenant must not let the operator prune the tenant's walls there."""
+    flipped = plan_tenant("acme-utilities", spec(), {"acme-meters": {TENANT_LABEL: "globex"}})
+    held = {(o["kind"], o["metadata"]["name"]) for o in flipped.held}
+    assert {("ResourceQuota", "iotsec-tenant-quota"), ("RoleBinding", "iotsec-user-operators")} <= held
+    assert ("ConfigMap", "iotsec-device-trust") in held
+    assert ("Secret", "iotsec-app-meter-ingest-key") in held
+    assert all(o["metadata"].get("namespace") == "acme-meters" for o in flipped.held)
+    assert {("acme-meters", "iotsec-tenant-quota"), ("acme-meters", "iotsec-user-operators")} <= flipped.keep
+    assert ("Namespace", "acme-meters") not in held, "its labels are not overwritten"
+    assert (flipped.device_ca, flipped.device_registry) == (acme.device_ca, acme.device_registry)
+
+
+def test_reserved_namespaces_are_never_adopted():
+    plan = plan_tenant("acme-utilities", spec(namespaces=["acme-meters", "kube-system", "iotsec-system"]), {})
+    assert plan.namespaces == ["acme-meters"]
+    assert plan.conflicts == [
+        "namespace iotsec-system is reserved for the platform and never adopted by a tenant",
+        "namespace kube-system is reserved for the platform and never adopted by a tenant",
+    ]
+    touched = {o["metadata"].get("namespace") or o["metadata"]["name"] for o in plan.objects + plan.held}
+    assert not touched & {"kube-system"}
+    assert all(o["kind"] != "Namespace" or o["metadata"]["name"] == "acme-meters" for o in plan.objects)
+    assert not [o for o in plan.objects if o["metadata"].get("namespace") == "iotsec-system" and o["kind"] != "Secret"]
+
+
+def test_the_schema_refuses_the_same_system_namespaces_the_platform_reserves():
+    assert set(SYSTEM_NAMESPACES) == set(RESERVED_NAMESPACES)
+
+
+def test_reordering_the_namespaces_changes_nothing(acme):
+    reordered = plan_tenant("acme-utilities", spec(namespaces=["acme-analytics", "acme-meters"]), {})
+    assert {yaml.safe_dump(o) for o in reordered.objects} == {yaml.safe_dump(o) for o in acme.objects}
+    assert (reordered.namespaces, reordered.device_ca, reordered.keep) == (acme.namespaces, acme.device_ca, acme.keep)
+
+
+def test_platform_keys_live_in_the_release_namespace_out_of_tenant_reach():
+    plan = plan_tenant("globex-fleet", spec("globex-fleet"), {}, Platform(namespace="platform-x"))
+    assert plan.device_ca == ("platform-x", "iotsec-device-ca-globex")
+    assert plan.volume_key == ("platform-x", "iotsec-volume-key-globex")
+    assert plan.device_registry == ("platform-x", "iotsec-device-registry-globex")
+    secrets = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects(plan, "Secret")}
+    assert {plan.device_ca, plan.volume_key} <= secrets
+    tenant_namespaces = set(spec("globex-fleet").namespaces)
+    assert not {ns for ns, name in secrets if "device-ca" in name or "volume-key" in name} & tenant_namespaces
+
+
+def test_a_recorded_key_home_is_kept_whatever_the_release_namespace_is_now():
+    plan = plan_tenant("globex-fleet", spec("globex-fleet"), {}, Platform(namespace="new-home"), key_namespace="old")
+    assert plan.device_ca == ("old", "iotsec-device-ca-globex")
+    assert plan.volume_key == ("old", "iotsec-volume-key-globex")
+
+
 def test_quota_and_limits_follow_the_spec_and_defaults(acme):
     quota = objects(acme, "ResourceQuota", "acme-meters")[0]["spec"]["hard"]
     assert quota["limits.cpu"] == "16"
@@ -82,6 +134,32 @@ def test_user_classes_become_roles_bound_to_their_groups(acme):
     assert roles["iotsec-user-auditors"]["rules"] == [
         {"apiGroups": [""], "resources": ["events", "pods"], "verbs": ["get", "list", "watch"]}
     ]
+    assert bindings["iotsec-user-auditors"]["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "iotsec-user-auditors",
+    }
+
+
+@pytest.mark.parametrize(("user_class", "privilege"), [("admins", "admin"), ("operators", "operator")])
+def test_built_in_classes_bind_the_charts_cluster_role_and_get_no_role(user_class, privilege):
+    plan = plan_tenant("acme-utilities", spec(), {}, Platform(prefix="rel"))
+    bindings = {o["metadata"]["name"]: o for o in objects(plan, "RoleBinding", "acme-meters")}
+    assert bindings[f"iotsec-user-{user_class}"]["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": f"rel-tenant-{privilege}",
+    }
+    assert f"iotsec-user-{user_class}" not in {o["metadata"]["name"] for o in objects(plan, "Role")}
+
+
+@pytest.mark.parametrize("privilege", ["viewer", "operator", "admin"])
+def test_no_class_may_write_network_policies(privilege):
+    """A tenant's allow-all NetworkPolicy would void the domain's default deny."""
+    for rule in privilege_rules(privilege):
+        if "networkpolicies" in rule["resources"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    assert any("networkpolicies" in r["resources"] for r in privilege_rules(privilege)), "but they may read them"
 
 
 @pytest.mark.parametrize(
@@ -123,7 +201,7 @@ def test_app_ids_are_unique_across_tenants():
 
 def test_key_material_is_never_rendered(acme):
     secrets = objects(acme, "Secret")
-    assert {s["metadata"]["name"] for s in secrets} >= {DEVICE_CA_SECRET, "iotsec-app-meter-ingest-key"}
+    assert {s["metadata"]["name"] for s in secrets} >= {"iotsec-device-ca-acme", "iotsec-app-meter-ingest-key"}
     for secret in secrets:
         assert secret["stringData"] == {"placeholder": PLACEHOLDER}
         assert "data" not in secret
@@ -143,8 +221,8 @@ def test_a_provisioner_gets_a_per_tenant_encrypted_storage_class_with_its_volume
     params = storage_class["parameters"]
     assert params["encrypted"] == "true"
     for stage in ("provisioner", "node-stage", "node-publish"):
-        assert params[f"csi.storage.k8s.io/{stage}-secret-name"] == VOLUME_KEY_SECRET
-        assert params[f"csi.storage.k8s.io/{stage}-secret-namespace"] == "globex-telematics"
+        assert params[f"csi.storage.k8s.io/{stage}-secret-name"] == "iotsec-volume-key-globex"
+        assert params[f"csi.storage.k8s.io/{stage}-secret-namespace"] == "iotsec-system", "the release namespace"
     assert plan.storage_class == "iotsec-globex-encrypted"
 
 

@@ -92,3 +92,89 @@ def test_ca_bundle_patch_owns_only_the_bundle():
     assert patch["webhooks"] == [
         {"name": "workloads.iotsec.io", "clientConfig": {"caBundle": base64.b64encode(b"PEM").decode()}}
     ]
+
+
+# --- `iotsec webhook-config` with the caBundle filled, for out-of-cluster runs -------------------------------------
+
+
+def _printed(capsys) -> dict:
+    import yaml
+
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def _bundles(config: dict) -> set[str]:
+    return {base64.b64decode(w["clientConfig"]["caBundle"]).decode() for w in config["webhooks"]}
+
+
+def _tls(now=None):
+    from datetime import UTC, datetime
+
+    from iotsec import certs
+
+    tls, _ = certs.ensure_webhook_tls(None, ["localhost"], ["127.0.0.1"], now or datetime.now(UTC))
+    return tls
+
+
+def test_webhook_config_fills_the_ca_bundle_from_a_file(tmp_path, capsys):
+    from iotsec.cli import main
+
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text(_tls().bundle())
+    assert main(["webhook-config", "--url", "https://127.0.0.1:9443/validate", "--ca-bundle", str(bundle)]) == 0
+    config = _printed(capsys)
+    assert _bundles(config) == {bundle.read_text()}, "every webhook trusts the CA"
+    assert config["webhooks"][0]["clientConfig"]["url"] == "https://127.0.0.1:9443/validate"
+
+
+@pytest.mark.parametrize("content", ["", "not a certificate\n", "-----BEGIN CERTIFICATE-----\nAAAA\n"])
+def test_webhook_config_refuses_a_bundle_that_would_fail_every_call(tmp_path, capsys, content):
+    from iotsec.cli import main
+
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text(content)
+    assert main(["webhook-config", "--url", "https://127.0.0.1:9443/validate", "--ca-bundle", str(bundle)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "ca.crt" in captured.err
+
+
+class _SecretReader:
+    def __init__(self, secrets: dict) -> None:
+        self.secrets, self.read = secrets, []
+
+    def __call__(self):
+        return self
+
+    def get(self, api_version, kind, name, namespace=None):
+        self.read.append((kind, namespace, name))
+        return self.secrets.get((namespace, name))
+
+
+def test_webhook_config_reads_the_ca_from_the_operators_secret(monkeypatch, capsys):
+    from iotsec import kube
+    from iotsec.cli import main
+
+    tls = _tls()
+    reader = _SecretReader(
+        {("iotsec-system", "iotsec-webhook-tls"): tls_secret("iotsec-system", "s", tls.to_secret_data())}
+    )
+    monkeypatch.setattr(kube, "Kube", reader)
+    argv = ["webhook-config", "--service", "iotsec-system/iotsec-webhook", "--ca-from-secret"]
+    assert main([*argv, "iotsec-system/iotsec-webhook-tls"]) == 0
+    assert reader.read == [("Secret", "iotsec-system", "iotsec-webhook-tls")]
+    assert _bundles(_printed(capsys)) == {tls.bundle()}
+    assert main([*argv, "iotsec-system/missing"]) == 2
+    assert "no Secret iotsec-system/missing" in capsys.readouterr().err
+    assert main([*argv, "no-slash"]) == 2
+
+
+def test_webhook_config_from_a_cert_manager_secret_takes_its_ca(monkeypatch, capsys):
+    from iotsec import kube
+    from iotsec.cli import main
+
+    tls = _tls()
+    data = {"ca.crt": tls.ca.cert_pem, "tls.crt": tls.serving.cert_pem, "tls.key": tls.serving.key_pem}
+    monkeypatch.setattr(kube, "Kube", _SecretReader({("ns", "cm"): tls_secret("ns", "cm", data)}))
+    assert main(["webhook-config", "--url", "https://127.0.0.1:1/validate", "--ca-from-secret", "ns/cm"]) == 0
+    assert _bundles(_printed(capsys)) == {tls.ca.cert_pem}

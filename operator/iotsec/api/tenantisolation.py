@@ -39,6 +39,9 @@ CAKeyAlgorithm = Literal["ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096"]
 KeyUsage = Literal["digitalSignature", "keyEncipherment", "keyAgreement", "dataEncipherment"]
 ExtKeyUsage = Literal["clientAuth", "serverAuth"]
 ESCALATING_VERBS = ("escalate", "bind", "impersonate", "*")
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default")
+"""Never a tenant's (desired.platform.RESERVED_NAMESPACES adds the release namespace, which the schema cannot know)."""
 VerbName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^([a-z]+|\*)$")]
 ApiGroup = Annotated[str, Field(max_length=253)]
 ResourceType = Annotated[str, Field(min_length=1, max_length=253)]
@@ -58,6 +61,13 @@ class PolicyRule(Model):
                 "!self.resources.exists(r, r == '*')",
                 "tenant rules name resources explicitly, never * (X1369-9.1.1.2-5)",
                 ".resources",
+            ),
+            cel(
+                "!(self.resources.exists(r, r == 'networkpolicies' || r.startsWith('networkpolicies/')) && "
+                f"self.verbs.exists(v, v in [{', '.join(repr(v) for v in WRITE_VERBS)}]))",
+                "tenant rules may read networkpolicies but never write them: an allow-all policy would void the "
+                "domain's default deny (X1369-9.2.1-1)",
+                ".verbs",
             ),
         )
     )
@@ -230,7 +240,16 @@ class TenantIsolationSpec(Model):
     display_name: ShortText | None = None
     security_domain: Name = Field(description="The SecurityDomain the tenant's namespaces join.")
     namespaces: list[Name] = Field(
-        min_length=1, max_length=64, description="Namespaces created or adopted.", json_schema_extra=SET_LIST
+        min_length=1,
+        max_length=64,
+        description="Namespaces created or adopted; never a system namespace or the platform's own.",
+        json_schema_extra=schema_extra(
+            cel(
+                f"!self.exists(n, n in [{', '.join(repr(n) for n in SYSTEM_NAMESPACES)}])",
+                "system namespaces (kube-system, kube-public, kube-node-lease, default) are never a tenant's",
+            ),
+            list_type="set",
+        ),
     )
     quota: Quota = Field(default=Quota())
     limits: ContainerLimits = Field(default=ContainerLimits())
@@ -267,6 +286,9 @@ class TenantIsolationSpec(Model):
             )
 
 
+ObjectRef = Annotated[str, Field(max_length=317)]  # <namespace>/<name>; no pattern: older values were bare names
+
+
 class ApplicationStatus(Model):
     model_config = ConfigDict(frozen=False)
 
@@ -283,6 +305,20 @@ class TenantIsolationStatus(Status):
     applications: list[ApplicationStatus] = Field(
         default_factory=list, max_length=256, json_schema_extra=map_list("name")
     )
-    device_ca_secret: ResourceName | None = None
+    device_ca_secret: ObjectRef | None = Field(
+        default=None, description="<namespace>/<name> of the device CA, recorded once and then kept."
+    )
     device_ca_not_after: datetime | None = None
+    volume_key_secret: ObjectRef | None = Field(
+        default=None, description="<namespace>/<name> of the volume key, recorded once and then kept."
+    )
+    device_registry: ObjectRef | None = Field(
+        default=None, description="<namespace>/<name> of the device registry ConfigMap."
+    )
+    created_namespaces: list[Name] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Namespaces the operator created (not adopted): the only ones Shred deletes.",
+        json_schema_extra=SET_LIST,
+    )
     storage_class: ResourceName | None = None

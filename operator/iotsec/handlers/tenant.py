@@ -2,14 +2,18 @@
 
 Namespaces and Secrets holding keys get no owner reference and are never pruned: deleting a tenant, or an
 application from its spec, must not take data or keys with it. Only `deletionPolicy: Shred` destroys them,
-on purpose, when the tenant is deleted.
+on purpose, when the tenant is deleted, and then only the namespaces the operator itself created.
+
+Keys are never replaced behind anyone's back: a key Secret that exists but cannot be read, or is not iotsec's
+for this tenant, is left as it is and reported (Ready=False, KeyUnreadable) until a person names it in the
+`iotsec.io/replace-unreadable-keys` annotation.
 """
 
 from __future__ import annotations
 
 import base64
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,13 +26,22 @@ from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.certs import not_after
 from iotsec.desired import tenant as builder
-from iotsec.handlers.wiring import level_triggered, live_resource
+from iotsec.desired.meta import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME
+from iotsec.desired.platform import (
+    Platform,
+    device_ca_secret_name,
+    device_registry_name,
+    volume_key_secret_name,
+)
+from iotsec.handlers.wiring import level_triggered, live_resource, resource_lock
 from iotsec.kube import ApiError, Kube, Owner
 from iotsec.runtime import CONFIG, kube
 
 KIND = builder.KIND
 PLURAL = "tenantisolations"
 ROTATE_ANNOTATION = "iotsec.io/rotate-keys"  # any new value rotates every application key at once
+CRL_ANNOTATION = "iotsec.io/crl-requested"  # set by `iotsec device revoke`: re-sign the CRLs now
+REPLACE_ANNOTATION = "iotsec.io/replace-unreadable-keys"  # <namespace>/<name>,...: a person allows a replacement
 PRUNABLE = (
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
@@ -39,37 +52,110 @@ PRUNABLE = (
     ("storage.k8s.io/v1", "StorageClass"),
 )
 KEEP_UNOWNED = ("Namespace", "Secret")
+IMMUTABLE = {  # fields the API server refuses to change: the object is deleted and created again instead
+    "RoleBinding": ("roleRef",),
+    "StorageClass": ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode"),
+}
+VOLUME_KEY_FIELDS = ("CRYPTO_KEY_VALUE", "encryptionPassphrase")
+
+
+def _ref(location: tuple[str, str]) -> str:
+    return f"{location[0]}/{location[1]}"
+
+
+# ---------------------------------------------------------------- delete
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def on_delete(name: str, body: kopf.Body, **_: Any) -> None:
     api = kube()
+    with resource_lock(KIND, name):
+        _delete(api, name, dict(body))
+
+
+def _delete(api: Kube, name: str, body: dict[str, Any]) -> None:
     spec = body.get("spec") or {}
-    namespaces = list(spec.get("namespaces") or ())
+    status = body.get("status") or {}
+    registry = status.get("deviceRegistry", "")
+    keep = [tuple(registry.split("/", 1))] if "/" in registry else []  # device records outlive the tenant object
     for api_version, kind in PRUNABLE:
-        api.prune(api_version, kind, KIND, name, keep=())
+        api.prune(api_version, kind, KIND, name, keep=keep)
     if spec.get("deletionPolicy") != "Shred":
+        namespaces = ", ".join(spec.get("namespaces") or ())
         kopf.event(
             body,
             type="Normal",
             reason="Retained",
-            message=f"tenant deleted; namespaces {', '.join(namespaces)}, their volumes and keys are kept",
+            message=f"tenant deleted; namespaces {namespaces}, their volumes and keys are kept",
         )
         metrics.forget(KIND, name)
         return
-    owned = [ns for ns in namespaces if _tenant_of(api, ns) == spec.get("tenantID")]
-    for namespace in owned:
+    platform, tenant_id = CONFIG.platform, spec.get("tenantID", "")
+    created = [
+        ns
+        for ns in status.get("createdNamespaces") or ()
+        if not platform.reserved(ns) and _tenant_of(api, ns) == tenant_id
+    ]
+    for namespace in created:
         api.delete("v1", "Namespace", namespace)
-    remaining = [ns for ns in owned if api.get("v1", "Namespace", ns) is not None]
+    remaining = [ns for ns in created if api.get("v1", "Namespace", ns) is not None]
     if remaining:
         raise kopf.TemporaryError(f"shredding: waiting for namespaces {', '.join(remaining)} to go", delay=5)
+    keys = [
+        ref
+        for ref, kind in _shreddable_keys(spec, status, created, platform)
+        if _delete_if_ours(api, kind, ref, name, tenant_id)
+    ]
     kopf.warn(
         body,
         reason="Shredded",
-        message=f"tenant deleted with deletionPolicy Shred: namespaces {', '.join(owned)} and every key in "
-        "them destroyed; retained volumes are unreadable without their keys",
+        message="tenant deleted with deletionPolicy Shred: "
+        f"namespaces created for it deleted ({', '.join(created) or 'none'}) with every key in them; "
+        f"keys destroyed: {', '.join(keys) or 'none'}; adopted namespaces kept; "
+        "retained volumes are unreadable without their keys",
     )
     metrics.forget(KIND, name)
+
+
+def _shreddable_keys(
+    spec: dict[str, Any], status: dict[str, Any], created: list[str], platform: Platform
+) -> list[tuple[str, str]]:
+    """(namespace/name, kind) of the tenant's keys outside the namespaces Shred deletes."""
+    tenant_id = spec.get("tenantID", "")
+    keys = [
+        (f"{app['namespace']}/{builder.key_secret_name(app['name'])}", "Secret")
+        for app in spec.get("applications") or ()
+        if app.get("namespace") not in created and not platform.reserved(app.get("namespace", ""))
+    ]
+    home = platform.namespace
+    recorded = {
+        "Secret:ca": status.get("deviceCASecret") or _ref((home, device_ca_secret_name(tenant_id))),
+        "Secret:volume": status.get("volumeKeySecret") or _ref((home, volume_key_secret_name(tenant_id))),
+        "ConfigMap:registry": status.get("deviceRegistry") or _ref((home, device_registry_name(tenant_id))),
+    }
+    keys += [(ref, what.split(":")[0]) for what, ref in recorded.items() if "/" in ref]
+    return keys
+
+
+def _delete_if_ours(api: Kube, kind: str, ref: str, owner: str, tenant_id: str) -> bool:
+    namespace, name = ref.split("/", 1)
+    found = api.get("v1", kind, name, namespace)
+    if found is None or not _ours(found, owner, tenant_id):
+        return False
+    return api.delete("v1", kind, name, namespace)
+
+
+def _owned(obj: dict[str, Any], owner: str) -> bool:
+    """Written by iotsec for this TenantIsolation: its owner labels."""
+    labels = obj["metadata"].get("labels") or {}
+    return labels.get(MANAGED_BY) == MANAGER and labels.get(OWNER_KIND) == KIND and labels.get(OWNER_NAME) == owner
+
+
+def _ours(obj: dict[str, Any], owner: str, tenant_id: str) -> bool:
+    """Written by iotsec for this tenant: its owner labels, or (the device registry the CLI writes) its tenant."""
+    labels = obj["metadata"].get("labels") or {}
+    by_tenant = labels.get(MANAGED_BY) == MANAGER and labels.get(builder.TENANT_LABEL) == tenant_id
+    return _owned(obj, owner) or (OWNER_KIND not in labels and by_tenant)
 
 
 def _tenant_of(api: Kube, namespace: str) -> str | None:
@@ -114,120 +200,221 @@ def reconcile(name: str) -> None:
         outcome.succeeded()
 
 
-def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec) -> bool:
-    name, now = body["metadata"]["name"], datetime.now(UTC)
-    labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in api.list("v1", "Namespace")}
-    plan = builder.plan_tenant(name, spec, labels)
-    owner = Owner.of(body)
-    rotation_request = (body["metadata"].get("annotations") or {}).get(ROTATE_ANNOTATION)
-    rotated: list[str] = []
-    applications: list[dict[str, Any]] = []
-    keys = _Keys(spec, now, rotation_request, applications)
-    ordered = sorted(plan.objects, key=lambda o: {"Namespace": 0, "Secret": 1}.get(o["kind"], 2))
-    for obj in ordered:  # namespaces first, keys before the trust bundles made from them
-        if obj["kind"] == "Secret":
-            rotated += _apply_key_secret(api, obj, keys)
-        elif obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == builder.DEVICE_TRUST:
-            api.apply(_with_trust(api, obj, keys, plan), owner)
-        else:
-            api.apply(obj, None if obj["kind"] in KEEP_UNOWNED else owner)
-    keep = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in plan.objects}
-    for api_version, kind in PRUNABLE:
-        api.prune(api_version, kind, KIND, name, keep=keep)
-    if rotated:
-        kopf.event(body, type="Normal", reason="KeysRotated", message="; ".join(rotated))
-    domain_missing = api.get(API_VERSION, "SecurityDomain", spec.security_domain) is None
-    return _write_status(api, body, spec, plan, applications, rotated, domain_missing, keys.device_ca)
-
-
 @dataclass
-class _Keys:
-    """What one reconciliation needs to fill key Secrets, and what it learns while doing so."""
+class _Run:
+    """One reconciliation: what it needs to fill key Secrets, and what it learns while doing so."""
 
+    api: Kube
+    body: dict[str, Any]
     spec: TenantIsolationSpec
     now: datetime
     request: str | None
-    applications: list[dict[str, Any]]
+    replaceable: set[str]
+    applications: list[dict[str, Any]] = field(default_factory=list)
     device_ca: devices.DeviceCAState | None = None
+    rotated: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    consumed: list[str] = field(default_factory=list)  # entries of the replace annotation honoured this time
+    created: list[str] = field(default_factory=list)
 
 
-def _apply_key_secret(api: Kube, obj: dict[str, Any], keys: _Keys) -> list[str]:
-    """Fill a key Secret with real material, generated here and kept across rotations; return what changed."""
+def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec) -> bool:
+    name = body["metadata"]["name"]
+    annotations = body["metadata"].get("annotations") or {}
+    status = body.get("status") or {}
+    existing = {ns["metadata"]["name"]: ns for ns in api.list("v1", "Namespace")}
+    labels = {ns: obj["metadata"].get("labels") or {} for ns, obj in existing.items()}
+    plan = builder.plan_tenant(name, spec, labels, CONFIG.platform, key_namespace=_recorded_home(status))
+    run = _Run(
+        api,
+        body,
+        spec,
+        datetime.now(UTC),
+        annotations.get(ROTATE_ANNOTATION),
+        {item.strip() for item in annotations.get(REPLACE_ANNOTATION, "").split(",") if item.strip()},
+        created=list(status.get("createdNamespaces") or ()),
+    )
+    if not status.get("deviceCASecret", "").count("/") or not status.get("deviceRegistry"):
+        _migrate_legacy(run, plan, status)
+    owner = Owner.of(body)
+    ordered = sorted(plan.objects, key=lambda o: {"Namespace": 0, "Secret": 1}.get(o["kind"], 2))
+    for obj in ordered:  # namespaces first, keys before the trust bundles made from them
+        if obj["kind"] == "Namespace":
+            _apply_namespace(run, obj, obj["metadata"]["name"] in existing)
+        elif obj["kind"] == "Secret":
+            _apply_key_secret(run, obj)
+        elif obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == builder.DEVICE_TRUST:
+            if run.device_ca is not None:  # without a readable CA the published bundle stays as it is
+                api.apply(_with_trust(run, obj, plan), owner)
+        else:
+            _apply_replacing_immutable(api, obj, None if obj["kind"] in KEEP_UNOWNED else owner)
+    for api_version, kind in PRUNABLE:
+        api.prune(api_version, kind, KIND, name, keep=plan.keep)
+    _report_keys(run)
+    domain_missing = api.get(API_VERSION, "SecurityDomain", spec.security_domain) is None
+    return _write_status(run, plan, domain_missing)
+
+
+def _recorded_home(status: dict[str, Any]) -> str | None:
+    """The namespace the platform keys were recorded in at creation: kept, whatever the release namespace is now."""
+    for key in ("deviceCASecret", "volumeKeySecret"):
+        recorded = status.get(key) or ""
+        if "/" in recorded:
+            return recorded.split("/", 1)[0]
+    return None
+
+
+def _apply_namespace(run: _Run, obj: dict[str, Any], existed: bool) -> None:
+    namespace = obj["metadata"]["name"]
+    run.api.apply(obj)
+    if not existed and namespace not in run.created:
+        # recorded at once: a namespace adopted later must never look created, nor a created one adopted
+        run.created.append(namespace)
+        run.api.patch_status(API_VERSION, KIND, run.body["metadata"]["name"], {"createdNamespaces": run.created})
+
+
+def _apply_replacing_immutable(api: Kube, obj: dict[str, Any], owner: Owner | None) -> None:
+    fields = IMMUTABLE.get(obj["kind"])
+    if fields:
+        meta = obj["metadata"]
+        current = api.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+        if current is not None and any(current.get(f) != obj.get(f) for f in fields if f in obj):
+            api.delete(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+    api.apply(obj, owner)
+
+
+# ---------------------------------------------------------------- keys
+
+
+def _apply_key_secret(run: _Run, obj: dict[str, Any]) -> None:
+    """Fill a key Secret with real material, generated here and kept across rotations; never overwrite an
+    unreadable or foreign one unless a person asked for it by name."""
     metadata = obj["metadata"]
-    existing = api.get("v1", "Secret", metadata["name"], metadata["namespace"])
-    data = secretdata.decode(existing)
-    purpose = metadata["labels"].get("iotsec.io/key-purpose")
+    ref = _ref((metadata["namespace"], metadata["name"]))
+    purpose = metadata["labels"][builder.KEY_PURPOSE_LABEL]
+    existing = run.api.get("v1", "Secret", metadata["name"], metadata["namespace"])
+    data, problem = _readable(run, existing, purpose)
+    if problem is not None:
+        if ref not in run.replaceable:
+            run.unreadable.append(f"Secret {ref} {problem}")
+            if purpose == "app-key":
+                run.applications.append(_app_status_unknown(run, metadata["name"]))
+            return
+        run.replaced.append(f"Secret {ref} ({problem})")
+        run.consumed.append(ref)
+        data = {}
     if purpose == "app-key":
-        new_data, reasons = _app_key(keys, metadata["name"], data)
+        new_data = _app_key(run, metadata["name"], data)
     elif purpose == "device-ca":
-        new_data, reasons = _device_ca(keys, data)
+        new_data = _device_ca(run, data)
     else:
-        new_data, reasons = data or _volume_key(), [] if data else ["volume key created"]
-    if existing is None or new_data != data:
+        new_data = data or _volume_key()
+        if not data:
+            run.rotated.append(f"volume key {ref} created")
+    if existing is None or problem is not None or new_data != data:
         secret = {key: value for key, value in obj.items() if key != "stringData"}
         secret["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(new_data.items())}
-        api.apply(secret)  # no owner reference: keys outlive the tenant object unless it is shredded
-    return reasons
+        run.api.apply(secret)  # no owner reference: keys outlive the tenant object unless it is shredded
 
 
-def _app_key(keys: _Keys, secret_name: str, data: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    app = next(a for a in keys.spec.applications or () if builder.key_secret_name(a.name) == secret_name)
+def _readable(run: _Run, existing: dict[str, Any] | None, purpose: str) -> tuple[dict[str, str], str | None]:
+    """The Secret's data and, when it must not be used, why (never quoting its content)."""
+    if existing is None:
+        return {}, None
+    if not _owned(existing, run.body["metadata"]["name"]):
+        return {}, f"is not iotsec's key of TenantIsolation {run.body['metadata']['name']} (its labels say otherwise)"
+    try:
+        data = secretdata.decode(existing)
+    except (ValueError, UnicodeError):
+        return {}, "holds data that is not base64-encoded UTF-8"
+    if not data:
+        return {}, "holds no data"
+    try:
+        _parse(purpose, data)
+    except ValueError as exc:
+        return {}, f"cannot be read: {exc}"
+    return data, None
+
+
+def _parse(purpose: str, data: dict[str, str]) -> None:
+    if purpose == "app-key":
+        appkeys.KeyRing.from_secret_data(data)
+    elif purpose == "device-ca":
+        devices.DeviceCAState.from_secret_data(data)
+    else:
+        missing = [key for key in VOLUME_KEY_FIELDS if not (data.get(key) or "").strip()]
+        if missing:
+            raise ValueError(f"volume key secret data is missing key {missing[0]!r}")
+        if len({data[key] for key in VOLUME_KEY_FIELDS}) != 1:
+            raise ValueError(f"volume key secret data keys {' and '.join(VOLUME_KEY_FIELDS)} differ")
+
+
+def _app_key(run: _Run, secret_name: str, data: dict[str, str]) -> dict[str, str]:
+    app = next(a for a in run.spec.applications or () if builder.key_secret_name(a.name) == secret_name)
     ring, reasons = appkeys.ensure_key_ring(
-        _ring(data),
+        appkeys.KeyRing.from_secret_data(data) if data else None,
         app.key_algorithm,
         parse_duration(app.key_rotation),
         parse_duration(app.key_overlap),
-        keys.now,
-        keys.request,
+        run.now,
+        run.request,
     )
-    keys.applications.append(_application_status(app, keys.spec, ring))
-    return (ring.to_secret_data() if reasons or not data else data), [f"{app.name}: {r}" for r in reasons]
+    run.applications.append(_application_status(app, run.spec, ring))
+    run.rotated += [f"{app.name}: {r}" for r in reasons]
+    return ring.to_secret_data() if reasons or not data else data
 
 
-def _device_ca(keys: _Keys, data: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    settings = keys.spec.device_ca
-    try:
-        current = devices.DeviceCAState.from_secret_data(data) if data else None
-    except ValueError:
-        current = None  # damaged: issue a new CA rather than trust it
+def _device_ca(run: _Run, data: dict[str, str]) -> dict[str, str]:
+    settings = run.spec.device_ca
     state, reasons = devices.ensure_device_ca(
-        current,
-        keys.spec.tenant_id,
+        devices.DeviceCAState.from_secret_data(data) if data else None,
+        run.spec.tenant_id,
         settings.key_algorithm,
         parse_duration(settings.validity),
         parse_duration(settings.rotate_before),
-        keys.now,
+        run.now,
         settings.organization,
     )
-    keys.device_ca = state
-    return (state.to_secret_data() if reasons or not data else data), [f"device CA: {r}" for r in reasons]
+    run.device_ca = state
+    run.rotated += [f"device CA: {r}" for r in reasons]
+    return state.to_secret_data() if reasons or not data else data
 
 
-def _with_trust(api: Kube, obj: dict[str, Any], keys: _Keys, plan: builder.TenantPlan) -> dict[str, Any]:
+def _with_trust(run: _Run, obj: dict[str, Any], plan: builder.TenantPlan) -> dict[str, Any]:
     """The trust bundle ConfigMap with the CA bundle and a CRL of the registry's revocations."""
-    if keys.device_ca is None:
-        return obj
-    home = plan.namespaces[0]
-    registry_map = api.get("v1", "ConfigMap", devices.REGISTRY, home)
+    assert run.device_ca is not None
+    home, registry_name = plan.device_registry
+    registry_map = run.api.get("v1", "ConfigMap", registry_name, home)
     registry = devices.Registry.from_config_map_data((registry_map or {}).get("data"))
-    current = api.get("v1", "ConfigMap", builder.DEVICE_TRUST, obj["metadata"]["namespace"])
+    current = run.api.get("v1", "ConfigMap", builder.DEVICE_TRUST, obj["metadata"]["namespace"])
     crl = ((current or {}).get("data") or {}).get("crl.pem")
-    return {**obj, "data": devices.trust_bundle(keys.device_ca, registry, crl, keys.now)}
-
-
-def _ring(data: dict[str, str]) -> appkeys.KeyRing | None:
-    if not data:
-        return None
-    try:
-        return appkeys.KeyRing.from_secret_data(data)
-    except ValueError:
-        return None  # damaged or foreign content: issue a fresh key rather than trust it
+    return {**obj, "data": devices.trust_bundle(run.device_ca, registry, crl, run.now)}
 
 
 def _volume_key() -> dict[str, str]:
     """A random 256-bit passphrase under the names Longhorn and Ceph-CSI read (README: storage)."""
     passphrase = secrets.token_urlsafe(32)
     return {"CRYPTO_KEY_VALUE": passphrase, "CRYPTO_KEY_PROVIDER": "secret", "encryptionPassphrase": passphrase}
+
+
+def _report_keys(run: _Run) -> None:
+    body = run.body
+    if run.rotated:
+        kopf.event(body, type="Normal", reason="KeysRotated", message="; ".join(run.rotated))
+    if run.unreadable:
+        kopf.warn(
+            body,
+            reason="KeyUnreadable",
+            message="; ".join(run.unreadable) + f" - left as it is; to replace it, list it in {REPLACE_ANNOTATION}",
+        )
+    if run.replaced:
+        kopf.warn(
+            body, reason="KeyReplaced", message="replaced on request: " + "; ".join(run.replaced) + " (new key issued)"
+        )
+        # a permission is used once: a key damaged again later is reported again, not silently replaced again
+        left = sorted(run.replaceable - set(run.consumed))
+        run.api.annotate(API_VERSION, KIND, body["metadata"]["name"], {REPLACE_ANNOTATION: ",".join(left) or None})
 
 
 def _application_status(app: Any, spec: TenantIsolationSpec, ring: appkeys.KeyRing) -> dict[str, Any]:
@@ -241,31 +428,95 @@ def _application_status(app: Any, spec: TenantIsolationSpec, ring: appkeys.KeyRi
     }
 
 
+def _app_status_unknown(run: _Run, secret_name: str) -> dict[str, Any]:
+    app = next(a for a in run.spec.applications or () if builder.key_secret_name(a.name) == secret_name)
+    return {
+        "name": app.name,
+        "appID": builder.app_id(run.spec.tenant_id, app.name),
+        "serviceAccount": app.name,
+        "keySecret": secret_name,
+    }
+
+
 def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------- migration from the tenant's first namespace
+
+
+def _migrate_legacy(run: _Run, plan: builder.TenantPlan, status: dict[str, Any]) -> None:
+    """Move the device CA, volume key and registry from where older iotsec kept them to the release namespace.
+
+    Copied, never regenerated; the old object is deleted once the copy is in place. The old volume key is kept:
+    volumes provisioned earlier name it in their PersistentVolume, which cannot be changed.
+    """
+    previous = list(status.get("namespaces") or ())[:1]
+    candidates = list(dict.fromkeys(previous + list(run.spec.namespaces)))
+    candidates = [ns for ns in candidates if not CONFIG.platform.reserved(ns)]
+    moves = [("Secret", builder.LEGACY_DEVICE_CA_SECRET, plan.device_ca, True)]
+    if plan.volume_key is not None:
+        moves.append(("Secret", builder.LEGACY_VOLUME_KEY_SECRET, plan.volume_key, False))
+    moves.append(("ConfigMap", builder.LEGACY_DEVICE_REGISTRY, plan.device_registry, True))
+    for kind, old_name, new, delete_old in moves:
+        for namespace in candidates:
+            old = run.api.get("v1", kind, old_name, namespace)
+            if old is not None and _ours(old, run.body["metadata"]["name"], run.spec.tenant_id):
+                _move(run, kind, old, new, delete_old)
+                break
+
+
+def _move(run: _Run, kind: str, old: dict[str, Any], new: tuple[str, str], delete_old: bool) -> None:
+    old_meta = old["metadata"]
+    old_ref, new_ref = _ref((old_meta["namespace"], old_meta["name"])), _ref(new)
+    current = run.api.get("v1", kind, new[1], new[0])
+    if current is None:
+        labels = {
+            k: v
+            for k, v in (old_meta.get("labels") or {}).items()
+            if k.startswith(("iotsec.io/", "app.kubernetes.io/"))
+        }
+        labels[builder.TENANT_LABEL] = run.spec.tenant_id
+        copy = {
+            "apiVersion": "v1",
+            "kind": kind,
+            "metadata": {"name": new[1], "namespace": new[0], "labels": labels},
+            "data": old.get("data") or {},
+        }
+        if kind == "Secret":
+            copy["type"] = old.get("type", "Opaque")
+        run.api.apply(copy)
+    elif (current.get("data") or {}) != (old.get("data") or {}):
+        return  # both exist and differ: nothing is deleted; the new home is used
+    if delete_old:
+        run.api.delete("v1", kind, old_meta["name"], old_meta["namespace"])
+        message = f"{kind} {old_ref} moved to {new_ref} (copied, not regenerated; the old one deleted)"
+    else:
+        message = (
+            f"{kind} {old_ref} copied to {new_ref} (not regenerated); the old one is kept because volumes "
+            "provisioned earlier name it: delete it once none does"
+        )
+    kopf.event(run.body, type="Normal", reason="KeyMigrated", message=message)
 
 
 # ---------------------------------------------------------------- status
 
 
-def _write_status(
-    api: Kube,
-    body: dict[str, Any],
-    spec: TenantIsolationSpec,
-    plan: builder.TenantPlan,
-    applications: list[dict[str, Any]],
-    rotated: list[str],
-    domain_missing: bool,
-    device_ca: devices.DeviceCAState | None,
-) -> bool:
+def _write_status(run: _Run, plan: builder.TenantPlan, domain_missing: bool) -> bool:
+    body, spec = run.body, run.spec
     generation = body["metadata"].get("generation")
-    if plan.conflicts:
+    if run.unreadable:
+        ready = (False, "KeyUnreadable", "; ".join(run.unreadable + plan.conflicts))
+    elif plan.conflicts:
         ready = (False, "Conflict", "; ".join(plan.conflicts))
     elif domain_missing:
         ready = (False, "DomainMissing", f"SecurityDomain {spec.security_domain} does not exist (yet)")
     else:
-        ready = (True, "Reconciled", f"{len(plan.namespaces)} namespaces, {len(applications)} applications")
-    keys = ("Rotated", "; ".join(rotated)) if rotated else ("KeysCurrent", f"{len(applications)} keys within period")
+        ready = (True, "Reconciled", f"{len(plan.namespaces)} namespaces, {len(run.applications)} applications")
+    if run.rotated:
+        keys = ("Rotated", "; ".join(run.rotated))
+    else:
+        keys = ("KeysCurrent", f"{len(run.applications)} keys within period")
     found = [
         conditions.condition("Ready", ready[0], ready[1], ready[2], generation, ["X1369-9.2.1-1"]),
         conditions.condition("KeysRotated", True, keys[0], keys[1], generation, ["X1369-9.1.1.2-4"]),
@@ -273,12 +524,18 @@ def _write_status(
     fields = {
         "observedGeneration": generation,
         "namespaces": plan.namespaces,
-        "applications": sorted(applications, key=lambda a: a["name"]),
-        "deviceCASecret": builder.DEVICE_CA_SECRET if plan.namespaces else None,
-        "deviceCANotAfter": _stamp(not_after(device_ca.ca.cert_pem)) if device_ca else None,
+        "createdNamespaces": run.created,
+        "applications": sorted(run.applications, key=lambda a: a["name"]),
+        "deviceCASecret": _ref(plan.device_ca),
+        "deviceCANotAfter": _stamp(not_after(run.device_ca.ca.cert_pem)) if run.device_ca else None,
+        "volumeKeySecret": _ref(plan.volume_key) if plan.volume_key else None,
+        "deviceRegistry": _ref(plan.device_registry),
         "storageClass": plan.storage_class,
     }
-    _status(api, body, found, {k: v for k, v in fields.items() if v is not None})
+    previous = body.get("status") or {}
+    if fields["deviceCANotAfter"] is None:
+        fields["deviceCANotAfter"] = previous.get("deviceCANotAfter")
+    _status(run.api, body, found, {k: v for k, v in fields.items() if v is not None})
     if plan.conflicts:
         kopf.warn(body, reason="Conflict", message="; ".join(plan.conflicts))
     return ready[0]
@@ -301,3 +558,14 @@ def _reject(api: Kube, body: dict[str, Any], exc: InvalidResourceError) -> None:
 
 
 level_triggered(PLURAL, reconcile)
+
+
+def _on_request(name: str, **_: Any) -> None:
+    reconcile(name)
+
+
+# kopf leaves annotations under its own storage prefix (iotsec.io/) out of the diff it reacts to, so a change of
+# these request annotations alone would wait for the resync timer: registering them as fields puts them back.
+for _annotation in (CRL_ANNOTATION, ROTATE_ANNOTATION, REPLACE_ANNOTATION):
+    _field = ("metadata", "annotations", _annotation)
+    kopf.on.field(GROUP, VERSION, PLURAL, id=f"request-{_annotation.split('/')[-1]}", field=_field)(_on_request)

@@ -1,26 +1,41 @@
 """The operator keeps the webhook's CA and serving certificate and the CA bundle the API server trusts.
 
-Level-triggered on a timer: read the Secret, let `certs.ensure_webhook_tls` decide, write only what changed.
-During a CA rotation the previous CA stays in the bundle, so clients holding either CA keep working.
+Level-triggered: read the Secret, let `certs.ensure_webhook_tls` decide, write only what changed. It runs at
+startup, whenever the ValidatingWebhookConfiguration is created or changed (a watch: a configuration installed
+after the operator started gets its bundle within seconds instead of failing every write closed until the next
+periodic check), and periodically for expiry.
+
+Order of writes: the CA bundle first, then the Secret. The API server trusts a new CA before the webhook can
+serve a certificate signed by it; during a CA rotation the previous CA stays in the bundle, so the certificate
+the webhook serves until it reloads the Secret keeps validating too.
+
+A Secret that exists but is unreadable, or is not labelled as iotsec's, is never overwritten (`keysecrets`): a
+Warning log line, a Warning event and iotsec_key_unreadable{secret} = 1, until a person annotates it
+`iotsec.io/replace-unreadable: "true"`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from iotsec import certs, secretdata
+from iotsec import certs, keysecrets, metrics, secretdata
+from iotsec.desired.meta import MANAGED_BY, MANAGER
 from iotsec.desired.webhook import ca_bundle_patch, tls_secret
 from iotsec.kube import ApiError, Kube
 from iotsec.runtime import CONFIG, kube
 
 log = logging.getLogger("iotsec.webhook-tls")
-WEBHOOK_NAMES = ("workloads.iotsec.io", "bindings.iotsec.io")
+CONFIGURATION_API = ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")
+_lock = threading.Lock()  # the periodic loop and a direct call never issue two CAs at once
+_reported: set[str] = set()  # unreadable Secrets whose Warning event is out: one event per episode, not per check
+_wake: asyncio.Event | None = None
 
 
 def service_names(service: str, namespace: str) -> list[str]:
@@ -28,60 +43,126 @@ def service_names(service: str, namespace: str) -> list[str]:
 
 
 def ensure_webhook_tls(api: Kube, now: datetime) -> list[str]:
-    """Make the Secret and the configuration's CA bundle right; return what changed (empty: nothing)."""
-    namespace, secret_name = CONFIG.webhook_namespace, CONFIG.webhook_secret
+    """Make the configuration's CA bundle and the Secret right, in that order; return what changed."""
+    with _lock:
+        return _ensure(api, now, CONFIG.webhook_namespace, CONFIG.webhook_secret)
+
+
+def _ensure(api: Kube, now: datetime, namespace: str, secret_name: str) -> list[str]:
     secret = api.get("v1", "Secret", secret_name, namespace)
-    current = _read(secret)
+    replace = secret is not None and keysecrets.replacement_requested(secret)
+    try:
+        current = None if replace else read_secret(secret)
+    except keysecrets.KeyUnreadableError as exc:
+        _unreadable(api, secret, namespace, secret_name, str(exc))
+        return []
+    _readable(namespace, secret_name)
     dns = [*service_names(CONFIG.webhook_service, namespace), *CONFIG.webhook_extra_dns]
     desired, reasons = certs.ensure_webhook_tls(current, dns, CONFIG.webhook_extra_ips, now)
+    changed = []
+    if _inject(api, desired.bundle()):  # before the Secret: never serve a certificate the API server cannot check
+        changed.append(f"CA bundle injected into ValidatingWebhookConfiguration {CONFIG.webhook_configuration}")
     if reasons:
+        if replace:
+            api.delete("v1", "Secret", secret_name, namespace)  # a foreign type or owner cannot be applied over
+            reasons.insert(0, f"replaced the unreadable Secret as its {keysecrets.REPLACE_UNREADABLE} annotation asks")
         api.apply(tls_secret(namespace, secret_name, desired.to_secret_data()))
         log.info("webhook TLS in %s/%s: %s", namespace, secret_name, "; ".join(reasons))
-    if _inject(api, desired.bundle()):
-        reasons.append(f"CA bundle injected into ValidatingWebhookConfiguration {CONFIG.webhook_configuration}")
-    return reasons
+    return changed + reasons
 
 
-def _read(secret: dict[str, Any] | None) -> certs.WebhookTLS | None:
-    if not secret or not secret.get("data"):
+def read_secret(secret: dict[str, Any] | None) -> certs.WebhookTLS | None:
+    """The material in the webhook's Secret; None when there is no Secret. KeyUnreadable when it exists but is
+    damaged or someone else's: such a Secret is reported, never overwritten."""
+    if secret is None:
         return None
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if labels.get(MANAGED_BY) != MANAGER:
+        raise keysecrets.KeyUnreadableError(f"it is not labelled {MANAGED_BY}={MANAGER}: someone else's Secret")
     try:
         return certs.WebhookTLS.from_secret_data(secretdata.decode(secret))
-    except ValueError as exc:  # a damaged Secret is replaced, never trusted
-        log.warning("webhook TLS Secret is unusable, issuing new material: %s", exc)
-        return None
+    except (ValueError, UnicodeError) as exc:
+        raise keysecrets.KeyUnreadableError(str(exc)) from None
+
+
+def _unreadable(api: Kube, secret: dict[str, Any] | None, namespace: str, name: str, why: str) -> None:
+    ref = keysecrets.secret_ref(namespace, name)
+    metrics.KEY_UNREADABLE.labels(ref).set(1)
+    message = f"webhook TLS Secret {ref} is unusable ({why}); {keysecrets.advice(namespace, name)}"
+    log.warning("%s", message)
+    if ref in _reported:
+        return
+    try:
+        api.post_event(_event_subject(api, secret), "Warning", keysecrets.REASON, message)
+    except ApiError as exc:
+        log.warning("could not post the KeyUnreadable event (the log line and the metric stand): %s", exc)
+        return
+    _reported.add(ref)
+
+
+def _event_subject(api: Kube, secret: dict[str, Any] | None) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration: its webhooks are what stops working when the certificate can no longer
+    be renewed, `kubectl describe validatingwebhookconfiguration` is where a person looks at a failing webhook, and
+    it exists however the operator runs (a Deployment of any name, or out of cluster). The Secret itself until
+    the configuration is installed."""
+    configuration = api.get(*CONFIGURATION_API, CONFIG.webhook_configuration)
+    return configuration or {"apiVersion": "v1", "kind": "Secret", **(secret or {})}
+
+
+def _readable(namespace: str, name: str) -> None:
+    ref = keysecrets.secret_ref(namespace, name)
+    metrics.KEY_UNREADABLE.labels(ref).set(0)
+    _reported.discard(ref)
 
 
 def _inject(api: Kube, bundle: str) -> bool:
+    """Put `bundle` into every webhook of iotsec's configuration (all call the same webhook server)."""
     name = CONFIG.webhook_configuration
-    configuration = api.get("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", name)
+    configuration = api.get(*CONFIGURATION_API, name)
     if configuration is None:
-        return False  # installed by the chart; until then there is nothing to inject into
-    encoded = base64.b64encode(bundle.encode()).decode()
-    present = [w["name"] for w in configuration.get("webhooks") or () if w["name"] in WEBHOOK_NAMES]
-    if all(
-        w.get("clientConfig", {}).get("caBundle") == encoded for w in configuration["webhooks"] if w["name"] in present
-    ):
+        return False  # installed by the chart; the watch injects as soon as it exists
+    webhooks = configuration.get("webhooks") or []
+    wanted = ca_bundle_patch(name, [w["name"] for w in webhooks], bundle)
+    have = {w["name"]: (w.get("clientConfig") or {}).get("caBundle") for w in webhooks}
+    if all(have[w["name"]] == w["clientConfig"]["caBundle"] for w in wanted["webhooks"]):
         return False
-    api.apply(ca_bundle_patch(name, present, bundle))
+    api.apply(wanted)
     return True
 
 
-async def _keep_current(interval: float) -> None:
+async def _check_now() -> bool:
+    """One check; False when the API failed (the loop then retries soon instead of after the full interval)."""
+    try:
+        changed = await asyncio.to_thread(ensure_webhook_tls, kube(), datetime.now(UTC))
+    except ApiError as exc:
+        log.warning("webhook TLS not checked this round: %s", exc)
+        return False
+    if changed:
+        log.info("webhook TLS: %s", "; ".join(changed))
+    return True
+
+
+async def keep_current(interval: float, wake: asyncio.Event) -> None:
+    """Check now, then after `interval`, or as soon as `wake` is set (the configuration changed)."""
     while True:
-        try:
-            changed = await asyncio.to_thread(ensure_webhook_tls, kube(), datetime.now(UTC))
-            if changed:
-                log.info("webhook TLS: %s", "; ".join(changed))
-        except ApiError as exc:
-            log.warning("webhook TLS not checked this round: %s", exc)
-        await asyncio.sleep(interval)
+        wake.clear()
+        healthy = await _check_now()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=interval if healthy else min(interval, CONFIG.retry_seconds))
+
+
+def configuration_changed(type: str | None, **_: Any) -> None:
+    """A watch event of iotsec's ValidatingWebhookConfiguration: check its bundle now."""
+    if type != "DELETED" and _wake is not None:
+        _wake.set()
 
 
 @kopf.on.startup()
 async def start_webhook_tls(memo: kopf.Memo, **_: Any) -> None:
+    global _wake
     if CONFIG.webhook_secret:
-        memo["webhook_tls"] = asyncio.create_task(_keep_current(CONFIG.webhook_tls_check_seconds))
+        _wake = asyncio.Event()
+        memo["webhook_tls"] = asyncio.create_task(keep_current(CONFIG.webhook_tls_check_seconds, _wake))
 
 
 @kopf.on.cleanup()
@@ -89,3 +170,13 @@ async def stop_webhook_tls(memo: kopf.Memo, **_: Any) -> None:
     task = memo.get("webhook_tls")
     if task:
         task.cancel()
+
+
+def _is_ours(name: str, **_: Any) -> bool:
+    return name == CONFIG.webhook_configuration
+
+
+if CONFIG.webhook_secret:  # with cert-manager the operator neither keeps the certificate nor watches the bundle
+    kopf.on.event("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", when=_is_ours)(
+        configuration_changed
+    )

@@ -1,0 +1,335 @@
+"""The TenantIsolation reconciler against an in-memory API: keys never replaced behind anyone's back, platform keys
+at a fixed home (and migrated there), conflicts that change nothing, Shred limited to what the tenant created."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+import kopf
+import pytest
+
+from iotsec import devices
+from iotsec.desired import tenant as builder
+from iotsec.desired.meta import owner_labels
+from iotsec.handlers import tenant as handler
+from iotsec.kube import ApiError
+from iotsec.runtime import CONFIG
+from tests.conftest import load_examples
+
+NAME = "acme-utilities"
+HOME = CONFIG.platform.namespace
+CA = f"{HOME}/iotsec-device-ca-acme"
+APP_KEY = "acme-meters/iotsec-app-meter-ingest-key"
+
+
+class FakeKube:
+    """Just enough of iotsec.kube.Kube: objects by (kind, namespace, name); apply replaces, like a forced apply."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+        self.deleted: list[tuple[str, str | None, str]] = []
+
+    def put(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        self.objects[(obj["kind"], meta.get("namespace"), meta["name"])] = copy.deepcopy(obj)
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        found = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None):
+        return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items() if k == kind and namespace in (None, ns)]
+
+    def apply(self, obj: dict[str, Any], owner: Any = None) -> dict[str, Any]:
+        key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        if obj["kind"] != "Namespace" and key[1] is not None and ("Namespace", None, key[1]) not in self.objects:
+            raise ApiError(f"namespace {key[1]} not found", 404)
+        merged = copy.deepcopy(obj)
+        if key in self.objects and obj["kind"] == "TenantIsolation":
+            merged["status"] = self.objects[key].get("status")
+        self.put(merged)
+        return merged
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        self.deleted.append((kind, namespace, name))
+        return self.objects.pop((kind, namespace, name), None) is not None
+
+    def prune(self, api_version, kind, owner_kind, owner_name, keep, namespace=None):
+        wanted = set(keep)
+        for (k, ns, name), obj in list(self.objects.items()):
+            labels = obj["metadata"].get("labels") or {}
+            ours = labels.get("iotsec.io/owner-kind") == owner_kind and labels.get("iotsec.io/owner-name") == owner_name
+            if k == kind and ours and (ns, name) not in wanted:
+                self.delete(api_version, k, name, ns)
+
+    def patch_status(self, api_version, kind, name, status, namespace=None, resource_version=None) -> None:
+        obj = self.objects[(kind, namespace, name)]
+        obj["status"] = {**(obj.get("status") or {}), **status}
+
+    def annotate(self, api_version, kind, name, annotations, namespace=None) -> bool:
+        meta = self.objects[(kind, namespace, name)]["metadata"]
+        current = meta.setdefault("annotations", {})
+        for key, value in annotations.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+        return True
+
+    # helpers for the tests
+    def secret(self, ref: str) -> dict[str, Any] | None:
+        namespace, name = ref.split("/")
+        return self.objects.get(("Secret", namespace, name))
+
+    def data(self, ref: str) -> dict[str, str]:
+        return {k: base64.b64decode(v).decode() for k, v in (self.secret(ref) or {})["data"].items()}
+
+    def tenant(self) -> dict[str, Any]:
+        return self.objects[("TenantIsolation", None, NAME)]
+
+    def ready(self) -> dict[str, Any]:
+        return next(c for c in self.tenant()["status"]["conditions"] if c["type"] == "Ready")
+
+
+@pytest.fixture
+def events(monkeypatch) -> list[tuple[str, str, str]]:
+    seen: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(kopf, "event", lambda body, *, type, reason, message: seen.append((type, reason, message)))
+    monkeypatch.setattr(kopf, "warn", lambda body, *, reason, message: seen.append(("Warning", reason, message)))
+    return seen
+
+
+def _example() -> dict[str, Any]:
+    doc = next(d for d in load_examples() if d["kind"] == "TenantIsolation" and d["metadata"]["name"] == NAME)
+    return copy.deepcopy(doc)
+
+
+@pytest.fixture
+def api(monkeypatch) -> FakeKube:
+    fake = FakeKube()
+    body = _example()
+    body["metadata"].update(uid="uid-1", generation=1)
+    fake.put(body)
+    fake.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": HOME}})
+    fake.put({"apiVersion": "iotsec.io/v1alpha1", "kind": "SecurityDomain", "metadata": {"name": "ingestion"}})
+    monkeypatch.setattr(handler, "kube", lambda: fake)
+    return fake
+
+
+def _set_spec(api: FakeKube, **changes: Any) -> None:
+    api.tenant()["spec"].update(changes)
+
+
+def _annotate(api: FakeKube, **annotations: str) -> None:
+    api.tenant()["metadata"].setdefault("annotations", {}).update(annotations)
+
+
+def _corrupt(api: FakeKube, ref: str, data: dict[str, str] | None = None, labels: dict[str, str] | None = None):
+    secret = api.secret(ref)
+    assert secret is not None
+    if data is not None:
+        secret["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    if labels is not None:
+        secret["metadata"]["labels"] = labels
+    return copy.deepcopy(secret)
+
+
+def test_a_new_tenant_gets_its_platform_keys_in_the_release_namespace_recorded_in_status(api, events):
+    handler.reconcile(NAME)
+    status = api.tenant()["status"]
+    assert status["deviceCASecret"] == CA
+    assert status["deviceRegistry"] == f"{HOME}/iotsec-device-registry-acme"
+    assert sorted(status["createdNamespaces"]) == ["acme-analytics", "acme-meters"]
+    devices.DeviceCAState.from_secret_data(api.data(CA))
+    assert api.secret("acme-meters/iotsec-device-ca") is None, "no CA in a tenant namespace"
+    assert api.ready()["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("ref", "damage"),
+    [
+        (APP_KEY, {"algorithm": "ed25519", "key": "not a key"}),
+        (CA, {"ca.crt": "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n", "ca.key": "x"}),
+    ],
+    ids=["app-key", "device-ca"],
+)
+def test_an_unreadable_key_is_reported_and_left_alone_until_a_person_names_it(api, events, ref, damage):
+    handler.reconcile(NAME)
+    before = _corrupt(api, ref, data=damage)
+    events.clear()
+    handler.reconcile(NAME)
+    assert api.secret(ref) == before, "neither rotated nor overwritten"
+    ready = api.ready()
+    assert (ready["status"], ready["reason"]) == ("False", "KeyUnreadable")
+    assert f"Secret {ref} cannot be read" in ready["message"]
+    assert "not a key" not in ready["message"], "never its content"
+    assert "nope" not in ready["message"], "never its content"
+    assert any(t == "Warning" and r == "KeyUnreadable" and ref in m for t, r, m in events)
+    assert api.objects[("ResourceQuota", "acme-analytics", "iotsec-tenant-quota")], "other objects still reconcile"
+
+    _annotate(api, **{handler.REPLACE_ANNOTATION: f"other/thing,{ref}"})
+    events.clear()
+    handler.reconcile(NAME)
+    assert api.secret(ref) != before
+    assert any(t == "Warning" and r == "KeyReplaced" and ref in m for t, r, m in events)
+    assert api.ready()["status"] == "True"
+    assert api.tenant()["metadata"]["annotations"][handler.REPLACE_ANNOTATION] == "other/thing", "used once"
+
+
+def test_an_unreadable_device_ca_leaves_the_published_trust_bundles_as_they_are(api, events):
+    handler.reconcile(NAME)
+    trust = api.objects[("ConfigMap", "acme-meters", builder.DEVICE_TRUST)]["data"]
+    _corrupt(api, CA, data={"ca.crt": "garbage"})
+    handler.reconcile(NAME)
+    assert api.objects[("ConfigMap", "acme-meters", builder.DEVICE_TRUST)]["data"] == trust
+    assert api.tenant()["status"]["deviceCANotAfter"], "the last known expiry is kept"
+
+
+def test_a_foreign_secret_under_a_key_name_is_not_taken_over(api, events):
+    handler.reconcile(NAME)
+    before = _corrupt(api, APP_KEY, labels={"app.kubernetes.io/managed-by": "someone-else"})
+    handler.reconcile(NAME)
+    assert api.secret(APP_KEY) == before
+    assert "is not iotsec's key of TenantIsolation acme-utilities" in api.ready()["message"]
+
+
+def test_an_unreadable_volume_key_is_reported_and_left_alone(api, events):
+    _set_spec(api, storage={"provisioner": "driver.longhorn.io", "parameters": {"encrypted": "true"}})
+    handler.reconcile(NAME)
+    ref = api.tenant()["status"]["volumeKeySecret"]
+    assert ref == f"{HOME}/iotsec-volume-key-acme"
+    storage_class = api.objects[("StorageClass", None, "iotsec-acme-encrypted")]
+    assert storage_class["parameters"]["csi.storage.k8s.io/node-stage-secret-namespace"] == HOME
+    before = _corrupt(api, ref, data={"CRYPTO_KEY_PROVIDER": "secret"})
+    handler.reconcile(NAME)
+    assert api.secret(ref) == before
+    assert api.ready()["reason"] == "KeyUnreadable"
+    assert "missing key 'CRYPTO_KEY_VALUE'" in api.ready()["message"]
+
+
+def test_a_flipped_tenant_label_is_a_conflict_that_prunes_nothing_and_issues_no_ca(api, events):
+    handler.reconcile(NAME)
+    ca = api.data(CA)
+    quota = api.objects[("ResourceQuota", "acme-meters", "iotsec-tenant-quota")]
+    namespace = api.objects[("Namespace", None, "acme-meters")]
+    namespace["metadata"]["labels"][builder.TENANT_LABEL] = "globex"
+    events.clear()
+    handler.reconcile(NAME)
+    assert (api.ready()["status"], api.ready()["reason"]) == ("False", "Conflict")
+    assert "acme-meters belongs to tenant globex" in api.ready()["message"]
+    assert any(t == "Warning" and r == "Conflict" for t, r, _ in events)
+    assert api.objects[("ResourceQuota", "acme-meters", "iotsec-tenant-quota")] == quota, "not pruned"
+    assert ("ConfigMap", "acme-meters", builder.DEVICE_TRUST) in api.objects
+    assert ("RoleBinding", "acme-meters", "iotsec-user-operators") in api.objects
+    assert api.objects[("Namespace", None, "acme-meters")]["metadata"]["labels"][builder.TENANT_LABEL] == "globex"
+    assert api.data(CA) == ca, "no new CA"
+    assert [s for s in api.objects if s[0] == "Secret" and "device-ca" in s[2]] == [("Secret", HOME, CA.split("/")[1])]
+
+
+def test_reordering_the_namespaces_changes_no_status_and_no_secret(api, events):
+    handler.reconcile(NAME)
+    status, objects = copy.deepcopy(api.tenant()["status"]), copy.deepcopy(api.objects)
+    _set_spec(api, namespaces=list(reversed(api.tenant()["spec"]["namespaces"])))
+    handler.reconcile(NAME)
+    after = api.tenant()["status"]
+    assert {k: v for k, v in after.items() if k != "conditions"} == {
+        k: v for k, v in status.items() if k != "conditions"
+    }
+    assert {k: v for k, v in api.objects.items() if k[0] == "Secret"} == {
+        k: v for k, v in objects.items() if k[0] == "Secret"
+    }
+
+
+def test_a_reserved_namespace_is_a_conflict_and_nothing_is_written_there(api, events):
+    api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})
+    _set_spec(api, namespaces=["acme-meters", "acme-analytics", HOME])
+    handler.reconcile(NAME)
+    assert api.ready()["reason"] == "Conflict"
+    assert f"namespace {HOME} is reserved" in api.ready()["message"]
+    assert not [k for k in api.objects if k[1] == HOME and k[0] not in ("Secret",)]
+    assert "iotsec.io/tenant" not in (api.objects[("Namespace", None, HOME)]["metadata"].get("labels") or {})
+
+
+def _legacy(api: FakeKube, kind: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+    obj = {
+        "apiVersion": "v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "acme-meters", "labels": owner_labels("TenantIsolation", NAME)},
+        "data": data,
+    }
+    api.put(obj)
+    return obj
+
+
+def test_keys_at_the_old_home_are_moved_never_regenerated(api, events):
+    api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-meters"}})
+    state, _ = devices.ensure_device_ca(None, "acme", "ecdsa-p256", *_ca_times())
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in state.to_secret_data().items()}
+    _legacy(api, "Secret", "iotsec-device-ca", encoded)
+    registry = _legacy(api, "ConfigMap", "iotsec-device-registry", {"issued": "{}"})
+    registry["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "iotsec", builder.TENANT_LABEL: "acme"}
+    api.put(registry)
+    api.tenant()["status"] = {"deviceCASecret": "iotsec-device-ca", "namespaces": ["acme-meters"]}
+    handler.reconcile(NAME)
+    assert api.secret(CA)["data"] == encoded, "copied, not regenerated"
+    assert api.secret("acme-meters/iotsec-device-ca") is None, "the old one is gone from tenant reach"
+    assert api.objects[("ConfigMap", HOME, "iotsec-device-registry-acme")]["data"] == {"issued": "{}"}
+    assert ("ConfigMap", "acme-meters", "iotsec-device-registry") not in api.objects
+    moved = [m for t, r, m in events if t == "Normal" and r == "KeyMigrated"]
+    assert any("acme-meters/iotsec-device-ca" in m and CA in m for m in moved)
+    assert api.tenant()["status"]["deviceCASecret"] == CA
+    assert api.tenant()["status"]["createdNamespaces"] == ["acme-analytics"], "acme-meters existed: adopted"
+
+
+def _ca_times():
+    from datetime import UTC, datetime, timedelta
+
+    return timedelta(days=1825), timedelta(days=180), datetime.now(UTC), "ACME Utilities"
+
+
+def test_revocation_and_rotation_requests_are_fields_kopf_reacts_to():
+    """kopf leaves iotsec.io/ annotations out of its diff; field handlers put these ones back."""
+    from kopf._core.intents.registries import get_default_registry
+
+    registry = get_default_registry()
+    fields = {tuple(h.field) for h in registry._changing.get_all_handlers() if h.field}
+    for annotation in (handler.CRL_ANNOTATION, handler.ROTATE_ANNOTATION, handler.REPLACE_ANNOTATION):
+        assert ("metadata", "annotations", annotation) in fields
+
+
+def _shred(api: FakeKube, events) -> str:
+    api.tenant()["spec"]["deletionPolicy"] = "Shred"
+    handler._delete(api, NAME, api.tenant())
+    return next(m for t, r, m in events if r == "Shredded")
+
+
+def test_shred_deletes_only_namespaces_it_created_and_the_tenants_keys(api, events):
+    api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "acme-meters", "labels": {"team": "pre-existing"}},
+        }
+    )
+    handler.reconcile(NAME)
+    assert api.tenant()["status"]["createdNamespaces"] == ["acme-analytics"]
+    message = _shred(api, events)
+    assert ("Namespace", None, "acme-analytics") not in api.objects
+    assert ("Namespace", None, "acme-meters") in api.objects, "adopted: kept"
+    assert api.secret(APP_KEY) is None, "the app key in the adopted namespace is destroyed"
+    assert api.secret(CA) is None
+    for named in ("acme-analytics", APP_KEY, CA):
+        assert named in message
+    assert ("Namespace", None, HOME) in api.objects
+
+
+def test_shred_never_deletes_an_adopted_system_namespace(api, events):
+    api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+    handler.reconcile(NAME)
+    api.tenant()["status"]["createdNamespaces"] += ["default"]  # as if recorded by a faulty version
+    api.objects[("Namespace", None, "default")]["metadata"]["labels"] = {builder.TENANT_LABEL: "acme"}
+    _shred(api, events)
+    assert ("Namespace", None, "default") in api.objects
+    assert ("Namespace", None, HOME) in api.objects

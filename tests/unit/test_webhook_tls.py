@@ -1,0 +1,299 @@
+"""The operator's webhook TLS keeping: the CA bundle before the certificate it validates, a watch on the
+configuration, and never a key Secret replaced behind anyone's back."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import dataclasses
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from iotsec import certs, keysecrets, secretdata
+from iotsec.desired.webhook import client_config, tls_secret, validating_webhook_configuration
+from iotsec.handlers import webhook_tls
+from iotsec.kube import ApiError
+
+NAMESPACE, SECRET, CONFIGURATION = "iotsec-system", "iotsec-webhook-tls", "iotsec"
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+VWC = "ValidatingWebhookConfiguration"
+
+
+def configuration() -> dict[str, Any]:
+    made = validating_webhook_configuration(
+        CONFIGURATION, client_config(service=(NAMESPACE, "iotsec-webhook", 443)), NAMESPACE
+    )
+    # every webhook of the configuration needs the bundle, whatever their number (the chart adds the operator's fence)
+    made["webhooks"].append({**copy.deepcopy(made["webhooks"][1]), "name": "extra.iotsec.io"})
+    return made
+
+
+class RecordingKube:
+    """The API as the handler sees it, recording every write and checking after each one that the certificate
+    the webhook serves (the Secret's) validates against the bundle the API server holds (the configuration's)."""
+
+    def __init__(self, with_configuration: bool = True) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        if with_configuration:
+            self.objects[(VWC, CONFIGURATION)] = configuration()
+        self.writes: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str, str, str]] = []
+        self.now = NOW
+
+    def get(self, api_version, kind, name, namespace=None):
+        found = self.objects.get((kind, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def apply(self, obj, owner=None):
+        key = (obj["kind"], obj["metadata"]["name"])
+        if obj["kind"] == VWC:
+            bundles = {w["name"]: w["clientConfig"]["caBundle"] for w in obj["webhooks"]}
+            for webhook in self.objects[key]["webhooks"]:
+                assert webhook["name"] in bundles, "the patch names every webhook of the configuration"
+                webhook["clientConfig"]["caBundle"] = bundles[webhook["name"]]
+        else:
+            merged = copy.deepcopy(self.objects.get(key) or {})
+            merged.update(copy.deepcopy(obj))
+            self.objects[key] = merged
+        self.writes.append(("apply", obj["kind"]))
+        self.assert_the_api_server_trusts_the_served_certificate()
+        return obj
+
+    def delete(self, api_version, kind, name, namespace=None):
+        self.writes.append(("delete", kind))
+        return self.objects.pop((kind, name), None) is not None
+
+    def post_event(self, involved, type_, reason, message):
+        self.events.append((involved["kind"], type_, reason, message))
+
+    def bundles(self) -> set[str]:
+        found = self.objects.get((VWC, CONFIGURATION))
+        return {w["clientConfig"].get("caBundle", "") for w in found["webhooks"]} if found else set()
+
+    def secret_data(self) -> dict[str, str]:
+        return secretdata.decode(self.objects[("Secret", SECRET)])
+
+    def assert_the_api_server_trusts_the_served_certificate(self) -> None:
+        if ("Secret", SECRET) not in self.objects or (VWC, CONFIGURATION) not in self.objects:
+            return
+        try:
+            webhook_tls.read_secret(self.objects[("Secret", SECRET)])
+        except keysecrets.KeyUnreadableError:
+            return  # a Secret iotsec does not keep: being replaced, as a person asked
+        served = self.secret_data()["tls.crt"]
+        for encoded in self.bundles():
+            bundle = base64.b64decode(encoded).decode()
+            assert certs.verify_chain(served, bundle, self.now), (
+                f"after {self.writes}: the webhook serves a certificate the API server cannot validate"
+            )
+
+
+@pytest.fixture(autouse=True)
+def settings(monkeypatch):
+    config = dataclasses.replace(
+        webhook_tls.CONFIG,
+        webhook_secret=SECRET,
+        webhook_namespace=NAMESPACE,
+        webhook_configuration=CONFIGURATION,
+        webhook_extra_dns=(),
+        webhook_extra_ips=(),
+    )
+    monkeypatch.setattr(webhook_tls, "CONFIG", config)
+    webhook_tls._reported.clear()
+
+
+def unreadable_gauge() -> float | None:
+    return REGISTRY.get_sample_value("iotsec_key_unreadable", {"secret": f"{NAMESPACE}/{SECRET}"})
+
+
+# --- order of writes ------------------------------------------------------------------------------------------
+
+
+def test_at_install_the_bundle_is_injected_before_the_certificate_is_published():
+    api = RecordingKube()
+    changed = webhook_tls.ensure_webhook_tls(api, NOW)
+    assert api.writes == [("apply", VWC), ("apply", "Secret")]
+    assert any("CA bundle injected" in reason for reason in changed)
+    (encoded,) = api.bundles()  # every webhook, the chart's third one included
+    assert base64.b64decode(encoded).decode() == api.secret_data()["ca-bundle.crt"]
+    assert webhook_tls.ensure_webhook_tls(api, NOW) == []
+    assert len(api.writes) == 2, "nothing rewritten when all is right"
+
+
+def test_a_ca_rotation_publishes_the_new_ca_before_a_certificate_it_signed():
+    api = RecordingKube()
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    first_ca = api.secret_data()["ca.crt"]
+    for step in range(1, 30):  # ten years of checks, each write checked by the recording adapter
+        old = api.secret_data()
+        api.now = NOW + timedelta(days=150 * step)
+        api.writes.clear()
+        changed = webhook_tls.ensure_webhook_tls(api, api.now)
+        if any("rotated CA" in reason for reason in changed):
+            break
+    else:
+        pytest.fail("the CA was never rotated")
+    assert api.writes == [("apply", VWC), ("apply", "Secret")]
+    assert api.secret_data()["ca.crt"] != first_ca
+    bundle = base64.b64decode(next(iter(api.bundles()))).decode()
+    assert certs.verify_chain(old["tls.crt"], bundle, api.now), "a webhook not yet reloaded still validates"
+
+
+def test_a_reissued_serving_certificate_leaves_the_bundle_alone():
+    api = RecordingKube()
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    api.now = certs.not_after(api.secret_data()["tls.crt"]) - timedelta(days=10)
+    api.writes.clear()
+    webhook_tls.ensure_webhook_tls(api, api.now)
+    assert api.writes == [("apply", "Secret")]
+
+
+def test_without_a_configuration_the_secret_is_kept_and_the_bundle_follows_it():
+    api = RecordingKube(with_configuration=False)
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    assert api.writes == [("apply", "Secret")]
+    api.objects[(VWC, CONFIGURATION)] = configuration()  # the chart installs it later
+    assert webhook_tls.ensure_webhook_tls(api, NOW) == [f"CA bundle injected into {VWC} {CONFIGURATION}"]
+    api.assert_the_api_server_trusts_the_served_certificate()
+
+
+def test_a_failed_injection_publishes_no_certificate():
+    api = RecordingKube()
+
+    def refused(obj, owner=None):
+        raise ApiError("apply ValidatingWebhookConfiguration: 403 Forbidden", 403)
+
+    api.apply = refused  # type: ignore[method-assign]
+    with pytest.raises(ApiError):
+        webhook_tls.ensure_webhook_tls(api, NOW)
+    assert ("Secret", SECRET) not in api.objects
+
+
+# --- the watch ------------------------------------------------------------------------------------------------
+
+
+def test_the_operator_watches_its_configuration_only_when_it_keeps_the_certificate():
+    probe = (
+        "import kopf, iotsec.handlers\n"
+        "hs = kopf.get_default_registry()._watching.get_all_handlers()\n"
+        "found = [h for h in hs if h.selector.any_name == 'validatingwebhookconfigurations']\n"
+        "print(len(found), all(h.when(name='iotsec') and not h.when(name='other') for h in found))\n"
+    )
+    env = {**os.environ, "IOTSEC_WEBHOOK_SECRET_NAME": SECRET, "IOTSEC_WEBHOOK_CONFIGURATION": "iotsec"}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1", "True"]
+    env["IOTSEC_WEBHOOK_SECRET_NAME"] = ""  # cert-manager keeps the certificate and injects the bundle
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "True"]
+
+
+async def test_a_configuration_event_wakes_the_periodic_check_at_once(monkeypatch):
+    checks: list[float] = []
+    checked = asyncio.Event()
+
+    def count(api, now):
+        checks.append(now.timestamp())
+        checked.set()
+        return []
+
+    monkeypatch.setattr(webhook_tls, "ensure_webhook_tls", count)
+    monkeypatch.setattr(webhook_tls, "kube", lambda: None)
+    wake = asyncio.Event()
+    monkeypatch.setattr(webhook_tls, "_wake", wake)
+    task = asyncio.create_task(webhook_tls.keep_current(3600.0, wake))
+    try:
+        await asyncio.wait_for(checked.wait(), timeout=5)
+        checked.clear()
+        webhook_tls.configuration_changed(type="DELETED")
+        webhook_tls.configuration_changed(type="ADDED")
+        await asyncio.wait_for(checked.wait(), timeout=5)  # not the hour the interval says
+        assert len(checks) == 2
+    finally:
+        task.cancel()
+
+
+async def test_a_failed_check_is_retried_soon(monkeypatch):
+    calls: list[int] = []
+    done = asyncio.Event()
+
+    def flaky(api, now):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ApiError("get Secret: cannot reach the API server")
+        done.set()
+        return []
+
+    monkeypatch.setattr(webhook_tls, "ensure_webhook_tls", flaky)
+    monkeypatch.setattr(webhook_tls, "kube", lambda: None)
+    monkeypatch.setattr(webhook_tls, "CONFIG", dataclasses.replace(webhook_tls.CONFIG, retry_seconds=0.05))
+    task = asyncio.create_task(webhook_tls.keep_current(3600.0, asyncio.Event()))
+    try:
+        await asyncio.wait_for(done.wait(), timeout=5)
+    finally:
+        task.cancel()
+
+
+# --- KeyUnreadable --------------------------------------------------------------------------------------------
+
+
+def _ours_damaged() -> dict[str, Any]:
+    secret = tls_secret(NAMESPACE, SECRET, {"tls.crt": "not a certificate", "tls.key": "x"})
+    secret["metadata"]["uid"] = "u-secret"
+    return secret
+
+
+def _foreign_but_valid() -> dict[str, Any]:
+    tls, _ = certs.ensure_webhook_tls(None, ["iotsec-webhook"], [], NOW)
+    secret = tls_secret(NAMESPACE, SECRET, tls.to_secret_data())
+    secret["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "someone-else"}
+    return secret
+
+
+@pytest.mark.parametrize(("make", "why"), [(_ours_damaged, "missing key"), (_foreign_but_valid, "someone else")])
+def test_an_unusable_secret_is_reported_never_overwritten(make, why):
+    api = RecordingKube()
+    before = make()
+    api.objects[("Secret", SECRET)] = copy.deepcopy(before)
+    assert webhook_tls.ensure_webhook_tls(api, NOW) == []
+    assert api.writes == [], "neither the Secret nor the bundle is touched"
+    assert api.objects[("Secret", SECRET)] == before
+    assert unreadable_gauge() == 1
+    ((kind, type_, reason, message),) = api.events
+    assert (kind, type_, reason) == (VWC, "Warning", "KeyUnreadable")
+    assert why in message
+    assert keysecrets.REPLACE_UNREADABLE in message
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    assert len(api.events) == 1, "one event per episode, not one per check"
+
+
+def test_without_a_configuration_the_warning_goes_on_the_secret():
+    api = RecordingKube(with_configuration=False)
+    api.objects[("Secret", SECRET)] = _ours_damaged()
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    assert [(kind, reason) for kind, _, reason, _ in api.events] == [("Secret", "KeyUnreadable")]
+
+
+def test_a_person_annotating_the_secret_has_it_replaced_bundle_first():
+    api = RecordingKube()
+    damaged = _foreign_but_valid()
+    api.objects[("Secret", SECRET)] = damaged
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    assert unreadable_gauge() == 1
+    damaged["metadata"]["annotations"] = {keysecrets.REPLACE_UNREADABLE: "true"}
+    changed = webhook_tls.ensure_webhook_tls(api, NOW)
+    assert api.writes == [("apply", VWC), ("delete", "Secret"), ("apply", "Secret")]
+    assert any(keysecrets.REPLACE_UNREADABLE in reason for reason in changed)
+    replaced = api.objects[("Secret", SECRET)]
+    assert "annotations" not in replaced["metadata"], "the next damage is reported again, not replaced"
+    assert webhook_tls.read_secret(replaced) is not None
+    assert unreadable_gauge() == 0
+    api.objects[("Secret", SECRET)] = _ours_damaged()
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    assert len(api.events) == 2, "a new episode is announced again"

@@ -6,6 +6,7 @@ defaults, which match a release named `iotsec` in `iotsec-system`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,16 @@ class Platform:
     namespace: str = "iotsec-system"  # the release namespace: platform keys (device CAs, volume keys) live here
     prefix: str = "iotsec"  # the release name: the chart's ClusterRoles are named <prefix>-<role>
     operator_service_account: str = "iotsec-operator"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Platform:
+        """The settings the chart gives every iotsec pod (IOTSEC_WEBHOOK_NAMESPACE, IOTSEC_RELEASE, ...)."""
+        defaults = cls()
+        return cls(
+            env.get("IOTSEC_WEBHOOK_NAMESPACE", defaults.namespace),
+            env.get("IOTSEC_RELEASE", defaults.prefix),
+            env.get("IOTSEC_OPERATOR_SERVICE_ACCOUNT", defaults.operator_service_account),
+        )
 
     def cluster_role(self, role: str) -> str:
         """A ClusterRole the chart ships, e.g. `tenant-admin` → `iotsec-tenant-admin`."""

@@ -166,6 +166,7 @@ def test_a_real_batch_is_stored_in_the_verified_chain(cert_sink):
     stored = [
         json.loads(line.split(b" ", 1)[1])
         for line in next((cert_sink.folder / "store").rglob("*.jsonl")).read_bytes().splitlines()
+        if not line.startswith(b"checkpoint ")
     ]
     assert [r["event"]["auditID"] for r in stored] == [f"a-{n}" for n in range(5)]
 
@@ -538,8 +539,9 @@ def test_a_restart_finds_a_record_rewritten_while_the_sink_was_down(tmp_path):
     open_segment.write_bytes(b"".join(lines))
     restarted = Sink(AuditStore(tmp_path, KEY, limit_bytes=2**20), AnomalyDetector([], []))
     restarted.check_published_head(*published)
-    assert restarted.state.chain_break.startswith("seq 7 hashes to ")
-    assert restarted.state.chain_break.endswith("was published (checked at start)")
+    # the rewrite carries no checkpoint, so the store cut it off as a never-acknowledged batch
+    assert restarted.state.chain_break.startswith("the chain ends at seq 4 but seq 7 was published")
+    assert restarted.state.chain_break.endswith("(checked at start)")
     intact = Sink(AuditStore(tmp_path / "other", KEY, limit_bytes=2**20), AnomalyDetector([], []))
     intact.store.append([audit_event(1), audit_event(2)])
     intact.check_published_head(2, intact.store.head)

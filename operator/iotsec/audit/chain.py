@@ -6,8 +6,14 @@ the stored bytes, not a re-serialisation, makes verification a straight read and
 changed: an edited record no longer matches its own hash, a rewritten one no longer matches its successor's
 `prev`.
 
+A checkpoint is one line, `checkpoint <canonical JSON>\n`, written after each accepted batch in the same write
+and fsync, signed like a seal: the segment, the batch's seq range, its head hash, the first 16 hex digits of
+each of its records' hashes (to name the first rewritten record, not for security: the signed head covers
+the whole chain) and the time. Records no checkpoint covers were never acknowledged to the caller.
+
 A seal is a JSON file beside a closed segment, signed with Ed25519 over its canonical JSON without the
-signature: the record range, the hash before the first record, the head hash, the file's digest and times.
+signature: the record range, the hash before the first record, the head hash, the file's digest and times,
+and the number of checkpoints in it (absent in segments sealed before checkpoints existed).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ PUBLIC_KEY = "signing.pub"
 TOMBSTONE = "pruned.json"
 BUNDLE = "bundle.json"
 EXPORTS = "exports.json"
+QUARANTINE = "quarantine"
+CHECKPOINT = b"checkpoint "
+MARK_DIGITS = 16
 
 
 def canonical(value: Any) -> bytes:
@@ -53,6 +62,34 @@ def split_line(line: bytes) -> tuple[str, bytes]:
     if not sep or len(hashed) != 64:
         raise ValueError("not a '<hash> <json>' record line")
     return hashed.decode("ascii", "replace"), body
+
+
+def checkpoint_line(
+    key: Ed25519PrivateKey, key_id_: str, segment: str, first_seq: int, hashes: list[str], time: str
+) -> bytes:
+    """The signed checkpoint line that follows a batch whose records hash to `hashes`."""
+    body = {
+        "segment": segment,
+        "firstSeq": first_seq,
+        "lastSeq": first_seq + len(hashes) - 1,
+        "head": hashes[-1],
+        "hashes": [hashed[:MARK_DIGITS] for hashed in hashes],
+        "time": time,
+        "keyID": key_id_,
+    }
+    return CHECKPOINT + canonical(sign(body, key)) + b"\n"
+
+
+def is_checkpoint(line: bytes) -> bool:
+    return line.startswith(CHECKPOINT)
+
+
+def parse_checkpoint(line: bytes) -> dict[str, Any]:
+    """The signed JSON of a checkpoint line; ValueError when it is not one."""
+    value = json.loads(line[len(CHECKPOINT) :])
+    if not isinstance(value, dict):
+        raise ValueError("a checkpoint is a JSON object")
+    return value
 
 
 def timestamp(moment: datetime) -> str:
@@ -132,3 +169,18 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def quarantined_files(root: Path) -> list[Path]:
+    """Segments the store set aside (forged or corrupt), kept for forensics, never deleted by the store."""
+    folder = root / QUARANTINE
+    return sorted(folder.glob("*" + RECORD_SUFFIX)) if folder.is_dir() else []
+
+
+def reason_path(quarantined: Path) -> Path:
+    return quarantined.with_name(quarantined.name.removesuffix(RECORD_SUFFIX) + ".reason.json")
+
+
+def segment_number(name: str) -> int:
+    """The number of a segment file name, also of a quarantined one (`0000000003-<time>.jsonl`)."""
+    return int(name.removesuffix(RECORD_SUFFIX).split("-", 1)[0])

@@ -5,10 +5,18 @@ Never loses what it accepted and never drops silently (X1369-9.6.4-2): a batch i
 and the API server keeps it in its buffer and retries), and a write the disk refuses midway is rolled back
 to the last whole record. Retention deletes only sealed segments that were exported or backed up, and leaves
 a signed tombstone so verification knows where the remaining chain starts (X1369-9.6.4-5).
+
+Each batch is followed, in the same write and fsync, by a checkpoint signed with the store's key, so records
+of the open segment are protected before it is sealed: at start (and before sealing) the open segment must end
+at a valid checkpoint. Records after the last one were never acknowledged and are cut off; records that
+disagree with a checkpoint, or corrupt ones it covers, were written without the key: the file is set aside in
+`quarantine/` (never deleted), the checkpoint-verified prefix continues in a new segment, and verify reports
+the break until someone removes the quarantined file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -24,8 +32,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from iotsec.audit import chain
+from iotsec.audit.scan import Entry, Fault, Scan, lines, scan_segment
 
 log = logging.getLogger(__name__)
+LEGACY = "written before checkpoints existed: sealed as found when the store was opened with checkpoints"
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -66,20 +76,24 @@ class _Open:
 
     path: Path
     started: datetime
+    start_seq: int = 1
+    start_prev: str = chain.GENESIS
     digest: Any = field(default_factory=hashlib.sha256)
     size: int = 0
     records: int = 0
+    checkpoints: int = 0
     first_seq: int = 0
     prev_head: str = chain.GENESIS
     first_time: str = ""
     last_time: str = ""
 
-    def add(self, payload: bytes, records: int, first_seq: int, prev_head: str, moment: str) -> None:
+    def add(self, payload: bytes, records: int, first_seq: int, moment: str, checkpoints: int = 1) -> None:
         if not self.records:
-            self.first_seq, self.prev_head, self.first_time = first_seq, prev_head, moment
+            self.first_seq, self.prev_head, self.first_time = first_seq, self.start_prev, moment
         self.digest.update(payload)
         self.size += len(payload)
         self.records += records
+        self.checkpoints += checkpoints
         self.last_time = moment
 
 
@@ -113,6 +127,9 @@ class AuditStore:
         self.segment_max_age = segment_max_age
         self.reserve_bytes = reserve_bytes
         self._clock = clock
+        self._key_id = chain.key_id(key.public_key())
+        self.on_quarantine: Callable[[str], None] | None = None  # told what was set aside, while running too
+        self.quarantined: str | None = None  # the last segment set aside, and why
         (root / chain.SEGMENTS).mkdir(parents=True, exist_ok=True)
         self._write_public_key()
         self._recover()
@@ -151,7 +168,7 @@ class AuditStore:
         self._open: _Open | None = None
         files = chain.segment_files(self.root)
         if files and not chain.seal_path(files[-1]).exists():
-            self._resume(files[-1])
+            self._resume(files[-1], self.next_seq, self.head, legacy_allowed=True)
 
     def _recount(self) -> None:
         self.bytes_used = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
@@ -164,27 +181,124 @@ class AuditStore:
                 segment.unlink()
                 chain.seal_path(segment).unlink()
 
-    def _resume(self, segment: Path) -> None:
-        data = segment.read_bytes()
-        whole = data[: data.rfind(b"\n") + 1]
-        if len(whole) != len(data):
+    def _resume(self, path: Path, start_seq: int, start_prev: str, *, legacy_allowed: bool) -> None:
+        """Take the open segment as the store left it: keep what checkpoints cover, cut a never-acknowledged
+        tail, set aside a forged or corrupt file; a segment from before checkpoints is sealed as unverified."""
+        data = path.read_bytes()
+        found = scan_segment(data, path.name, start_seq, start_prev, self.public_key)
+        self.head, self.next_seq, self._open = start_prev, start_seq, None
+        if legacy_allowed and not found.checkpoint_lines and not self._upgraded():
+            self._close_legacy(path, data, found)
+            return
+        fault = found.fault if found.fault_acknowledged else found.tail_fault()
+        if fault is not None:
+            self._set_aside(path, data, found, fault, found.covered)
+            return
+        self._cut(path, data, found.covered_bytes, found, "after the last checkpoint: a batch never acknowledged")
+        self._open = self._opened(
+            path, data[: found.covered_bytes], found.entries[: found.covered], found, found.checkpoints
+        )
+
+    def _upgraded(self) -> bool:
+        """Whether this store was written with checkpoints before: then an open segment without any is forged."""
+        sealed = self.last_sealed or {}
+        return "checkpoints" in sealed or "unverified" in sealed or bool(chain.quarantined_files(self.root))
+
+    def _cut(self, path: Path, data: bytes, keep: int, found: Scan, why: str) -> None:
+        if keep == len(data):
+            return
+        where = (
+            next((e.line for e in found.entries if e.end > keep), None) or (found.fault or found.torn or Fault("")).line
+        )
+        log.warning("audit store: %s: cutting %d bytes from line %s on, %s", path, len(data) - keep, where, why)
+        with path.open("r+b") as handle:
+            handle.truncate(keep)
+            os.fsync(handle.fileno())
+        self.bytes_used -= len(data) - keep
+
+    def _opened(self, path: Path, kept: bytes, entries: list[Entry], found: Scan, checkpoints: int) -> _Open:
+        """The open-segment state of a file holding `kept`: the records `entries` and `checkpoints`."""
+        segment = _Open(path, self._clock(), found.start_seq, found.start_prev)
+        if not entries:
+            return segment
+        segment.add(kept, len(entries), entries[0].seq, entries[0].time, checkpoints)
+        segment.last_time = entries[-1].time
+        with contextlib.suppress(ValueError):
+            segment.started = chain.parse_time(entries[0].time)  # a restart must not postpone the seal
+        self.head, self.next_seq = entries[-1].hash, entries[-1].seq + 1
+        self.records += len(entries)
+        return segment
+
+    def _close_legacy(self, path: Path, data: bytes, found: Scan) -> None:
+        """An open segment written before checkpoints: nothing proves who wrote it, so it is sealed marked
+        unverified (verify says so) and new records go to a new segment, checkpointed."""
+        if found.fault is not None:
+            self._set_aside(path, data, found, found.fault, len(found.entries), legacy=True)
+            return
+        self._cut(path, data, found.clean_bytes, found, "a half-written record")
+        self._open = self._opened(path, data[: found.clean_bytes], found.entries, found, 0)
+        if self._open.records:
             log.warning(
-                "audit store: cutting %d bytes of a half-written record from %s", len(data) - len(whole), segment
+                "audit store: %s was written before checkpoints (seq %d..%d): sealed as unverified, "
+                "new records go to a new segment",
+                path,
+                self._open.first_seq,
+                self.next_seq - 1,
             )
-            with segment.open("r+b") as handle:
-                handle.truncate(len(whole))
-            self.bytes_used -= len(data) - len(whole)
-        lines = whole.splitlines()
-        self._open = _Open(segment, self._clock())
-        if lines:
-            first = json.loads(chain.split_line(lines[0])[1])
-            last_hash, last_body = chain.split_line(lines[-1])
-            last = json.loads(last_body)
-            self._open.add(whole, len(lines), first["seq"], first["prev"], first["time"])
-            self._open.last_time = last["time"]
-            self._open.started = chain.parse_time(first["time"])  # a restart must not postpone the seal
-            self.head, self.next_seq = last_hash, last["seq"] + 1
-            self.records += len(lines)
+            self._sign_seal(self._open, LEGACY)
+
+    def _set_aside(self, path: Path, data: bytes, found: Scan, fault: Fault, keep: int, legacy: bool = False) -> None:
+        """Move a forged or corrupt open segment to quarantine/ and continue the chain after its first `keep`
+        records (verified by checkpoints, or for a segment from before checkpoints by the chain alone)."""
+        entries = found.entries[:keep]
+        target = self._next_segment_path()
+        stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = (
+            self.root / chain.QUARANTINE / f"{path.name.removesuffix(chain.RECORD_SUFFIX)}-{stamp}{chain.RECORD_SUFFIX}"
+        )
+        kept = b"".join(
+            line for _, _, line in lines(data[: entries[-1].end] if entries else b"") if not chain.is_checkpoint(line)
+        )
+        if entries and not legacy:
+            moment = chain.timestamp(self._clock())
+            kept += chain.checkpoint_line(
+                self._key, self._key_id, target.name, entries[0].seq, [e.hash for e in entries], moment
+            )
+        reason = {
+            "segment": path.name,
+            "seq": fault.seq,
+            "line": fault.line,
+            "what": fault.what,
+            "setAsideAt": chain.timestamp(self._clock()),
+            "continuedIn": target.name if entries else None,
+            "keptUpToSeq": entries[-1].seq if entries else found.start_seq - 1,
+        }
+        aside.parent.mkdir(exist_ok=True)
+        _durable_write(chain.reason_path(aside), json.dumps(reason, indent=1).encode())
+        path.replace(aside)
+        _fsync_dir(aside.parent)
+        _fsync_dir(path.parent)
+        self.segment_count -= 1
+        if entries:
+            _durable_write(target, kept)
+            self.segment_count += 1
+            self._open = self._opened(target, kept, entries, found, 0 if legacy else 1)
+        self._recount()
+        where = f"record seq {fault.seq}" if fault.seq is not None else "a checkpoint"
+        self.quarantined = f"{path.name} {where} (line {fault.line}): {fault.what}"
+        log.error(
+            "audit store: %s: %s (line %s): %s; kept seq ..%d, set the file aside as %s",
+            path,
+            where,
+            fault.line,
+            fault.what,
+            reason["keptUpToSeq"],
+            aside.relative_to(self.root),
+        )
+        if legacy and entries:
+            self._sign_seal(self._open, LEGACY)  # type: ignore[arg-type]
+        if self.on_quarantine is not None:
+            self.on_quarantine(self.quarantined)
 
     def usage(self) -> Usage:
         return Usage(
@@ -209,21 +323,24 @@ class AuditStore:
             return Appended(0, self.next_seq, self.next_seq - 1, self.head)
         self.seal_if_due()
         moment = chain.timestamp(self._clock())
-        lines, head, seq = [], self.head, self.next_seq
+        records, hashes, head, seq = [], [], self.head, self.next_seq
         for event in events:
             line, head = chain.record_line(seq, head, moment, source, event)
-            lines.append(line)
+            records.append(line)
+            hashes.append(head)
             seq += 1
-        payload = b"".join(lines)
+        name = self._open.path.name if self._open else self._next_segment_path().name
+        checkpoint = chain.checkpoint_line(self._key, self._key_id, name, self.next_seq, hashes, moment)
+        payload = b"".join(records) + checkpoint
         self._ensure_room(len(payload))
         segment = self._write(payload)
         first = self.next_seq
-        segment.add(payload, len(lines), first, self.head, moment)
+        segment.add(payload, len(records), first, moment)
         self.head, self.next_seq = head, seq
-        self.records += len(lines)
+        self.records += len(records)
         if segment.size >= self.segment_bytes:
             self._seal_after_append()
-        return Appended(len(lines), first, seq - 1, head)
+        return Appended(len(records), first, seq - 1, head)
 
     def _seal_after_append(self) -> None:
         """The batch is already durable: a seal that fails now is retried by housekeeping, not reported as a
@@ -261,15 +378,17 @@ class AuditStore:
         self.bytes_used += len(payload)
         return segment
 
+    def _next_segment_path(self) -> Path:
+        """After the newest segment, set-aside ones included, so a number never names two different files."""
+        taken = chain.segment_files(self.root) + chain.quarantined_files(self.root)
+        number = max((chain.segment_number(p.name) for p in taken), default=0) + 1
+        return self.root / chain.SEGMENTS / f"{number:010d}{chain.RECORD_SUFFIX}"
+
     def _new_segment(self) -> _Open:
-        number = 1
-        files = chain.segment_files(self.root)
-        if files:
-            number = int(files[-1].name.removesuffix(chain.RECORD_SUFFIX)) + 1
-        segment = self.root / chain.SEGMENTS / f"{number:010d}{chain.RECORD_SUFFIX}"
+        segment = self._next_segment_path()
         segment.touch()
         _fsync_dir(segment.parent)
-        self._open = _Open(segment, self._clock())
+        self._open = _Open(segment, self._clock(), self.next_seq, self.head)
         self.segment_count += 1
         return self._open
 
@@ -283,10 +402,26 @@ class AuditStore:
         return self.seal()
 
     def seal(self) -> dict[str, Any] | None:
-        """Close the open segment with a signed seal; None when there is nothing to seal."""
+        """Close the open segment with a signed seal; None when there is nothing to seal.
+
+        Signs only what the store wrote itself: a file that changed on disk since is read again like at start
+        (its forged part set aside, a never-acknowledged tail cut) before anything is sealed."""
         segment = self._open
         if segment is None or not segment.records:
             return None
+        if chain.digest(segment.path.read_bytes()) != segment.digest.hexdigest():
+            log.error(
+                "audit store: %s changed on disk since the store wrote it; checking it before sealing", segment.path
+            )
+            self.records -= segment.records
+            self._resume(segment.path, segment.start_seq, segment.start_prev, legacy_allowed=False)
+            self._recount()
+            segment = self._open
+            if segment is None or not segment.records:
+                return None
+        return self._sign_seal(segment)
+
+    def _sign_seal(self, segment: _Open, unverified: str | None = None) -> dict[str, Any]:
         body = {
             "segment": segment.path.name,
             "firstSeq": segment.first_seq,
@@ -298,8 +433,12 @@ class AuditStore:
             "firstTime": segment.first_time,
             "lastTime": segment.last_time,
             "sealedAt": chain.timestamp(self._clock()),
-            "keyID": chain.key_id(self._key.public_key()),
+            "keyID": self._key_id,
         }
+        if unverified:
+            body["unverified"] = unverified
+        else:
+            body["checkpoints"] = segment.checkpoints
         sealed = chain.sign(body, self._key)
         path = chain.seal_path(segment.path)
         encoded = json.dumps(sealed, indent=1, sort_keys=True).encode()
@@ -317,6 +456,8 @@ class AuditStore:
             if sealed and not sealed.get("firstSeq", 0) <= seq <= sealed.get("lastSeq", -1):
                 continue
             for line in segment.read_bytes().splitlines():
+                if chain.is_checkpoint(line):
+                    continue
                 try:
                     recorded, body = chain.split_line(line)
                     if json.loads(body).get("seq") == seq:

@@ -3,12 +3,16 @@
 The first break is reported precisely: which segment, which record (seq and line), and what differs. The
 trusted public key should come from the caller (`--public-key`); the copy inside the folder only proves the
 folder is consistent with itself, and the report says which of the two was used.
+
+Checkpoints are checked in every segment, the open one included: a record that differs from the checkpoint
+signed after its batch is a break (named by seq and line), records after the last checkpoint of the open
+segment are a note (a batch still being written, or cut short by a crash: the store cuts them at its next
+start) unless they cannot be one batch. A segment the store set aside in `quarantine/` is a break until it is
+removed. Segments written before checkpoints existed are listed as unverified, not broken.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from iotsec.audit import chain
+from iotsec.audit.scan import Fault, Scan, scan_segment
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class Report:
     first_seq: int | None = None
     broken: Break | None = None
     notes: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)  # segments written before checkpoints existed
 
     @property
     def ok(self) -> bool:
@@ -62,6 +68,7 @@ class Report:
             "head": self.head,
             "break": str(self.broken) if self.broken else None,
             "notes": self.notes,
+            "unverified": self.unverified,
         }
 
 
@@ -128,6 +135,7 @@ class _Walk:
         self.current = root.name
         self.covered = 0  # the seq a retention tombstone covers (its segments may survive an interrupted run)
         self.expected_hash: str | None = None
+        self.upgraded = bool(chain.quarantined_files(root))  # written with checkpoints at some point
 
     def run(self) -> None:
         files = chain.segment_files(self.root)
@@ -144,6 +152,7 @@ class _Walk:
             self._segment(segment, sealed)
         if not files:
             self.report.notes.append("no segments")
+        self._check_quarantine()
         if self.bundle:
             self._check_manifest(files)
         if self.expect is not None:
@@ -193,21 +202,103 @@ class _Walk:
             self.report.notes.append(f"exported bundle starting at seq {first['firstSeq']}")
         self.report.first_seq = self.seq
 
+    def _check_quarantine(self) -> None:
+        for aside in chain.quarantined_files(self.root):
+            reason = chain.read_json(chain.reason_path(aside)) or {}
+            where = f"{chain.QUARANTINE}/{aside.name}"
+            what = reason.get("what", "no reason file")
+            raise _BrokenError(
+                Break(
+                    str(reason.get("segment", where)),
+                    f"{what} (set aside by the sink as {where} at {reason.get('setAsideAt', '?')}; "
+                    f"the chain was kept up to seq {reason.get('keptUpToSeq', '?')}; remove the file once examined)",
+                    reason.get("seq") if isinstance(reason.get("seq"), int) else None,
+                    reason.get("line") if isinstance(reason.get("line"), int) else None,
+                )
+            )
+
     def _segment(self, segment: Path, sealed: dict[str, Any] | None) -> None:
         name = segment.name
         self.report.segments += 1
         if sealed is not None:
             self._check_seal_start(name, sealed)
         data = segment.read_bytes()
-        count, start_seq = 0, self.seq
-        for number, line in _lines(data):
-            self._record(name, number, line)
-            count += 1
+        start_seq = self.seq
+        found = scan_segment(data, name, self.seq, self.prev, self.key)
+        self._take(found)
+        legacy = self._legacy(sealed, found)
+        if found.fault is not None and (sealed is not None or legacy or found.fault_acknowledged):
+            raise _BrokenError(_break(name, found.fault))
+        if found.torn is not None and (sealed is not None or legacy):
+            raise _BrokenError(_break(name, found.torn))
         if sealed is None:
+            self._open_segment(name, found, legacy)
+            return
+        self._check_seal_end(name, sealed, data, len(found.entries), start_seq)
+        self._check_sealed_checkpoints(name, sealed, found)
+        self.report.sealed += 1
+        self.upgraded = self.upgraded or "checkpoints" in sealed or "unverified" in sealed
+
+    def _legacy(self, sealed: dict[str, Any] | None, found: Scan) -> bool:
+        """Written before checkpoints: a seal that does not count them, or an open segment of a store that
+        never had any (the store seals it as unverified at its next start)."""
+        if sealed is not None:
+            return "checkpoints" not in sealed
+        return not found.checkpoint_lines and not self.upgraded
+
+    def _take(self, found: Scan) -> None:
+        for entry in found.entries:
+            if self.expect is not None and entry.seq == self.expect[0]:
+                self.expected_hash = entry.hash
+        if found.entries:
+            self.prev, self.seq = found.entries[-1].hash, found.entries[-1].seq + 1
+            self.report.records += len(found.entries)
+            self.report.head = self.prev
+
+    def _open_segment(self, name: str, found: Scan, legacy: bool) -> None:
+        if legacy:
+            if found.entries:
+                self.report.unverified.append(
+                    f"{name} seq {found.entries[0].seq}..{found.entries[-1].seq}: open segment written before "
+                    "checkpoints; no signature covers it (the store seals it as unverified at its next start)"
+                )
             self.report.notes.append(f"{name} is open (not sealed yet): chain checked, no signature")
             return
-        self._check_seal_end(name, sealed, data, count, start_seq)
-        self.report.sealed += 1
+        fault = found.tail_fault()
+        if fault is not None:
+            raise _BrokenError(_break(name, fault))
+        tail = found.tail
+        rest = found.fault or found.torn
+        if tail or rest:
+            first = tail[0] if tail else rest
+            self.report.notes.append(
+                f"{name}: line {first.line} on (seq {first.seq}..) follows the last checkpoint: a batch being written "
+                "or cut short by a crash, never acknowledged; the store cuts it at its next start"
+                + (f" ({rest.what} at line {rest.line})" if rest else "")
+            )
+        self.report.notes.append(
+            f"{name} is open (not sealed yet): chain and {found.checkpoints} checkpoints checked, "
+            f"seq ..{found.entries[found.covered - 1].seq if found.covered else self.seq - 1} signed"
+        )
+
+    def _check_sealed_checkpoints(self, name: str, sealed: dict[str, Any], found: Scan) -> None:
+        if "unverified" in sealed:
+            first, last = sealed["firstSeq"], sealed["lastSeq"]
+            self.report.unverified.append(f"{name} seq {first}..{last}: {sealed['unverified']}")
+            return
+        if "checkpoints" not in sealed:
+            return  # sealed before checkpoints existed: the seal alone covers it
+        tail = found.tail
+        if tail:
+            raise _BrokenError(
+                Break(
+                    name, f"seq {tail[0].seq}..{tail[-1].seq} are covered by no checkpoint", tail[0].seq, tail[0].line
+                )
+            )
+        if found.checkpoints != sealed["checkpoints"]:
+            raise _BrokenError(
+                Break(name, f"the seal counts {sealed['checkpoints']} checkpoints, the file holds {found.checkpoints}")
+            )
 
     def _check_seal_start(self, name: str, sealed: dict[str, Any]) -> None:
         if sealed.get("segment") != name:
@@ -232,46 +323,6 @@ class _Walk:
             return f"seal is signed by key {claimed}, not the store key {self.report.key_id}: segment was replaced"
         return f"seal signature does not verify with key {self.report.key_id}: seal was edited"
 
-    def _record(self, name: str, number: int, line: bytes) -> None:
-        if not line.endswith(b"\n"):
-            raise _BrokenError(Break(name, "last record is cut off (truncated mid-record)", self.seq, number))
-        try:
-            recorded, body = chain.split_line(line)
-            record = json.loads(body)
-            seq, prev = record["seq"], record["prev"]
-            if not isinstance(seq, int) or not isinstance(prev, str):
-                raise TypeError("seq and prev have the wrong types")
-        except (ValueError, KeyError, TypeError):
-            raise _BrokenError(Break(name, "not a record (edited or corrupted)", self.seq, number)) from None
-        if seq != self.seq:
-            raise _BrokenError(
-                Break(
-                    name,
-                    f"holds seq {seq} where seq {self.seq} belongs: records were deleted, inserted or reordered",
-                    self.seq,
-                    number,
-                )
-            )
-        if chain.digest(body) != recorded:
-            raise _BrokenError(
-                Break(name, "content does not match its recorded hash: the record was edited", seq, number)
-            )
-        if prev != self.prev:
-            raise _BrokenError(
-                Break(
-                    name,
-                    f"prev {prev[:16]}… differs from the hash of seq {seq - 1} ({self.prev[:16]}…): "
-                    f"seq {seq - 1} was rewritten",
-                    seq,
-                    number,
-                )
-            )
-        if self.expect is not None and seq == self.expect[0]:
-            self.expected_hash = recorded
-        self.prev, self.seq = recorded, seq + 1
-        self.report.records += 1
-        self.report.head = recorded
-
     def _check_seal_end(self, name: str, sealed: dict[str, Any], data: bytes, count: int, start: int) -> None:
         if count != sealed["records"]:
             last = start + count - 1
@@ -288,11 +339,5 @@ class _Walk:
             raise _BrokenError(Break(name, "file digest differs from the seal (bytes outside the records changed)"))
 
 
-def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
-    start, number = 0, 0
-    while start < len(data):
-        end = data.find(b"\n", start)
-        end = len(data) if end < 0 else end + 1
-        number += 1
-        yield number, data[start:end]
-        start = end
+def _break(name: str, fault: Fault) -> Break:
+    return Break(name, fault.what, fault.seq, fault.line)

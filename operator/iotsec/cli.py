@@ -138,9 +138,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     config.set_defaults(handler=_webhook_config)
 
-    device = sub.add_parser("device", help="issue and revoke device certificates from a tenant's device CA")
+    device = sub.add_parser("device", help="issue, revoke and list device certificates of a tenant's device CA")
     device_sub = device.add_subparsers(dest="action", required=True, metavar="ACTION")
-    issue = device_sub.add_parser("issue", help="issue a certificate and key bound to a device id")
+    release = argparse.ArgumentParser(add_help=False)
+    release.add_argument(
+        "--namespace",
+        help="where the device CA Secret and registry are: the release namespace (default: where the tenant's "
+        "status records them, else iotsec-system)",
+    )
+    issue = device_sub.add_parser("issue", parents=[release], help="issue a certificate and key bound to a device id")
     issue.add_argument("--tenant", required=True, help="TenantIsolation name")
     issue.add_argument("--device-id", required=True)
     issue.add_argument("--class", dest="device_class", required=True, help="a deviceClasses name of the tenant")
@@ -148,12 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     issue.add_argument("--model", required=True)
     issue.add_argument("--out", type=Path, default=Path("."), help="folder for ID.crt, ID.key (0600), ca-bundle.crt")
     issue.set_defaults(handler=_device_issue)
-    revoke = device_sub.add_parser("revoke", help="revoke a device's certificates (the CRL follows)")
+    revoke = device_sub.add_parser("revoke", parents=[release], help="revoke a device's certificates (CRLs follow)")
     revoke.add_argument("--tenant", required=True)
     target = revoke.add_mutually_exclusive_group(required=True)
     target.add_argument("--serial", type=int)
     target.add_argument("--device-id")
     revoke.set_defaults(handler=_device_revoke)
+    listing = device_sub.add_parser("list", parents=[release], help="the tenant's issued and revoked certificates")
+    listing.add_argument("tenant", metavar="TENANT", help="TenantIsolation name")
+    listing.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    listing.set_defaults(handler=_device_list)
 
     rbac = sub.add_parser("rbac", help="write or check the chart's RBAC rules (from the table in iotsec/rbac.py)")
     rbac.add_argument("--write", metavar="DIR", help="write operator-rules.yaml and webhook-rules.yaml into DIR")
@@ -421,13 +431,20 @@ def _webhook_ca_bundle(path: Path | None, secret_ref: str | None) -> str:
 
 def _device_issue(args: argparse.Namespace) -> int:
     from iotsec import device_cli
-    from iotsec.kube import Kube
+    from iotsec.kube import ApiError, Kube
 
     try:
         issued = device_cli.issue(
-            Kube(), args.tenant, args.device_id, args.device_class, args.manufacturer, args.model, args.out
+            Kube(),
+            args.tenant,
+            args.device_id,
+            args.device_class,
+            args.manufacturer,
+            args.model,
+            args.out,
+            args.namespace,
         )
-    except (device_cli.DeviceError, ValueError) as exc:
+    except (device_cli.DeviceError, ValueError, ApiError) as exc:
         print(f"iotsec device issue: {exc}", file=sys.stderr)
         return EXIT_INVALID
     print(json.dumps(issued, indent=2))
@@ -436,14 +453,27 @@ def _device_issue(args: argparse.Namespace) -> int:
 
 def _device_revoke(args: argparse.Namespace) -> int:
     from iotsec import device_cli
-    from iotsec.kube import Kube
+    from iotsec.kube import ApiError, Kube
 
     try:
-        serials = device_cli.revoke(Kube(), args.tenant, args.serial, args.device_id)
-    except device_cli.DeviceError as exc:
+        serials = device_cli.revoke(Kube(), args.tenant, args.serial, args.device_id, args.namespace)
+    except (device_cli.DeviceError, ValueError, ApiError) as exc:
         print(f"iotsec device revoke: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    print(f"revoked serials {', '.join(map(str, serials))}; the trust bundles' CRL follows")
+    print(f"revoked serials {', '.join(map(str, serials))}; the trust bundles' CRLs follow")
+    return EXIT_OK
+
+
+def _device_list(args: argparse.Namespace) -> int:
+    from iotsec import device_cli
+    from iotsec.kube import ApiError, Kube
+
+    try:
+        rows = device_cli.list_devices(Kube(), args.tenant, args.namespace)
+    except (device_cli.DeviceError, ValueError, ApiError) as exc:
+        print(f"iotsec device list: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(json.dumps(rows, indent=2) + "\n" if args.output == "json" else device_cli.table(rows))
     return EXIT_OK
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,7 +120,15 @@ def webhook_kubeconfig(api_client, installed, tmp_path_factory) -> Path:
     [
         ("list", "secrets", "", None, None, False),
         ("list", "secrets", "", "kube-system", None, False),
-        ("get", "secrets", "", "kube-system", "anything", True),  # by name, as the table explains
+        ("get", "secrets", "", "kube-system", "anything", False),  # only where it was granted
+        ("get", "secrets", "", NAMESPACE, "anything", True),  # platform keys in the release namespace
+        ("escalate", "roles", "rbac.authorization.k8s.io", "kube-system", None, False),
+        ("create", "roles", "rbac.authorization.k8s.io", "kube-system", None, False),
+        ("create", "cronjobs", "batch", "kube-system", None, False),
+        ("patch", "configmaps", "", "kube-system", None, False),
+        ("create", "pods", "", "kube-system", None, False),
+        ("bind", "clusterroles", "rbac.authorization.k8s.io", None, "admin", False),
+        ("bind", "clusterroles", "rbac.authorization.k8s.io", None, f"{RELEASE}-operator-namespace", True),
         ("impersonate", "users", "", None, None, False),
         ("impersonate", "groups", "", None, None, False),
         ("escalate", "clusterroles", "rbac.authorization.k8s.io", None, None, False),
@@ -128,7 +138,7 @@ def webhook_kubeconfig(api_client, installed, tmp_path_factory) -> Path:
         ("patch", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "iotsec", True),
         ("delete", "pods", "", "kube-system", None, False),
         ("create", "deployments", "apps", "default", None, False),
-        ("create", "networkpolicies", "networking.k8s.io", "tenant-ns", None, True),
+        ("create", "networkpolicies", "networking.k8s.io", "tenant-ns", None, False),  # until granted there
     ],
 )
 def test_operator_permissions_are_the_table(operator_kubeconfig, verb, resource, group, namespace, name, allowed):
@@ -195,6 +205,8 @@ def test_the_operator_does_its_job_with_exactly_the_chart_permissions(operator_k
     running = Operator(tmp_path / "operator.log")
     running.start(
         KUBECONFIG=str(operator_kubeconfig),
+        IOTSEC_RELEASE=RELEASE,  # as the chart sets them: the grant binds <release>-operator-namespace
+        IOTSEC_OPERATOR_SERVICE_ACCOUNT=f"{RELEASE}-operator",
         IOTSEC_WEBHOOK_SECRET_NAME=f"{RELEASE}-webhook-tls",
         IOTSEC_WEBHOOK_NAMESPACE=NAMESPACE,
         IOTSEC_WEBHOOK_EXTRA_DNS="localhost",
@@ -250,3 +262,273 @@ def test_the_webhook_serves_with_exactly_the_chart_permissions(
         os.environ["KUBECONFIG"] = previous or ""
         process.stop()
     assert "Forbidden" not in (tmp_path / "webhook.log").read_text()
+
+
+# ---------------------------------------------------------------- escapes replayed as each identity
+
+ESCAPE = f"esc-{SUFFIX}"
+ACME, GLOBEX, UNMANAGED = f"{ESCAPE}-acme", f"{ESCAPE}-globex", f"{ESCAPE}-free"
+
+
+def _kubectl(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """kubectl; a write with --dry-run=server stands for a real one (RBAC, escalation checks, admission all run)."""
+    found = Path(sys.executable).parent / "kubectl"
+    if args[0] == "get":
+        args = tuple(a for a in args if a != "--dry-run=server")
+    command = [str(found) if found.is_file() else "kubectl", *args]
+    if kubeconfig is not None:
+        command += ["--kubeconfig", str(kubeconfig)]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def escape_ground(api_client, installed, tmp_path_factory) -> Iterator[Path]:
+    """Two tenants' namespaces (acme listed by a TenantIsolation), a namespace nobody manages, platform keys in
+    the release namespace, the tenant operator class bound as the operator binds it, and the webhook's fence
+    registered (platform.iotsec.io) with a url: client config."""
+    from iotsec import certs
+    from iotsec.desired.webhook import client_config, validating_webhook_configuration
+    from tests.e2e.processes import WebhookProcess
+
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+    rbac_api, admission = client.RbacAuthorizationV1Api(api_client), client.AdmissionregistrationV1Api(api_client)
+    for name in (ACME, GLOBEX, UNMANAGED):
+        core.create_namespace({"metadata": {"name": name}})
+    tenant = {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "TenantIsolation",
+        "metadata": {"name": ESCAPE},
+        "spec": {"tenantID": f"e{SUFFIX}", "securityDomain": "none", "namespaces": [ACME]},
+    }
+    custom.create_cluster_custom_object("iotsec.io", "v1alpha1", "tenantisolations", tenant)
+    for namespace, name in ((GLOBEX, "globex-app-key"), (NAMESPACE, "iotsec-device-ca-acme")):
+        core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": {"ca.key": "secret"}})
+    rbac_api.create_namespaced_role_binding(
+        ACME,
+        {
+            "metadata": {"name": "iotsec-user-ops"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": f"{RELEASE}-tenant-operator",
+            },
+            "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "acme:operators"}],
+        },
+    )
+    folder = tmp_path_factory.mktemp("fence")
+    tls, _ = certs.ensure_webhook_tls(
+        None, ["localhost"], ["127.0.0.1"], __import__("datetime").datetime.now(__import__("datetime").UTC)
+    )
+    core.create_namespaced_secret(
+        NAMESPACE,
+        {"metadata": {"name": "fence-tls"}, "type": "kubernetes.io/tls", "stringData": tls.to_secret_data()},
+    )
+    cafile = folder / "ca.crt"
+    cafile.write_text(tls.bundle())
+    process = WebhookProcess(folder / "webhook.log", f"{NAMESPACE}/fence-tls")
+    import os
+
+    saved = {
+        k: os.environ.get(k) for k in ("IOTSEC_WEBHOOK_NAMESPACE", "IOTSEC_RELEASE", "IOTSEC_OPERATOR_SERVICE_ACCOUNT")
+    }
+    os.environ.update(
+        IOTSEC_WEBHOOK_NAMESPACE=NAMESPACE,
+        IOTSEC_RELEASE=RELEASE,
+        IOTSEC_OPERATOR_SERVICE_ACCOUNT=f"{RELEASE}-operator",
+    )
+    configuration = validating_webhook_configuration(
+        f"fence-{SUFFIX}",
+        client_config(url=f"https://127.0.0.1:{process.port}/validate", ca_bundle=tls.bundle()),
+        NAMESPACE,
+    )
+    configuration["webhooks"] = [w for w in configuration["webhooks"] if w["name"] == "platform.iotsec.io"]
+    try:
+        process.start(cafile)
+        admission.create_validating_webhook_configuration(configuration)
+        eventually(lambda: process.ready(cafile), timeout=30, what="fence webhook ready")
+        time.sleep(2)  # the API server's webhook informer picks the configuration up asynchronously
+        yield folder
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        with contextlib.suppress(ApiException):
+            admission.delete_validating_webhook_configuration(f"fence-{SUFFIX}")
+        process.stop()
+        with contextlib.suppress(ApiException):
+            custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "tenantisolations", ESCAPE)
+        for name in (ACME, GLOBEX, UNMANAGED):
+            with contextlib.suppress(ApiException):
+                core.delete_namespace(name)
+
+
+def _refused(result: subprocess.CompletedProcess[str]) -> str:
+    """'rbac' when RBAC said no, 'fence' when the operator fence said no; fails when the request went through."""
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, f"went through: {text}"
+    if "X1369-9.6.3-1" in text and "operator-confinement" in text:
+        return "fence"
+    assert "forbidden" in text.lower(), text
+    return "rbac"
+
+
+def _operator_escapes(ns_admin: str) -> list[tuple[str, list[str], str]]:
+    operator = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-operator"
+    return [
+        (
+            "Role */*/* in kube-system",
+            ["create", "role", "x", "-n", "kube-system", "--verb=*", "--resource=*.*"],
+            "rbac",
+        ),
+        (
+            "RoleBinding to admin in kube-system",
+            ["create", "rolebinding", "x", "-n", "kube-system", "--clusterrole=admin", f"--user={operator}"],
+            "rbac",
+        ),
+        (
+            "RoleBinding to its namespace role in kube-system",
+            ["create", "rolebinding", "x", "-n", "kube-system", f"--clusterrole={ns_admin}", f"--user={operator}"],
+            "fence",
+        ),
+        (
+            "RoleBinding to its namespace role in a namespace nobody manages",
+            ["create", "rolebinding", "x", "-n", UNMANAGED, f"--clusterrole={ns_admin}", f"--user={operator}"],
+            "fence",
+        ),
+        (
+            "RoleBinding to its namespace role in the release namespace",
+            ["create", "rolebinding", "x", "-n", NAMESPACE, f"--clusterrole={ns_admin}", f"--user={operator}"],
+            "fence",
+        ),
+        (
+            "ClusterRoleBinding to cluster-admin",
+            ["create", "clusterrolebinding", f"x{SUFFIX}", "--clusterrole=cluster-admin", f"--user={operator}"],
+            "rbac",
+        ),
+        ("read a kube-system Secret", ["get", "secret", "x", "-n", "kube-system"], "rbac"),
+        ("read another tenant's key", ["get", "secret", "globex-app-key", "-n", GLOBEX], "rbac"),
+        ("list Secrets anywhere", ["get", "secrets", "-A"], "rbac"),
+        (
+            "CronJob in kube-system",
+            ["create", "cronjob", "x", "-n", "kube-system", "--image=busybox:1.35", "--schedule=* * * * *"],
+            "rbac",
+        ),
+        (
+            "patch a kube-system ConfigMap",
+            ["patch", "configmap", "x", "-n", "kube-system", "-p", '{"data":{"a":"b"}}'],
+            "rbac",
+        ),
+        ("label kube-system", ["label", "namespace", "kube-system", "iotsec.io/tenant=x"], "fence"),
+        ("claim a namespace for a tenant", ["label", "namespace", UNMANAGED, "iotsec.io/tenant=x"], "fence"),
+        ("relabel a namespace", ["label", "namespace", ACME, "team=mallory"], "fence"),
+        ("delete a namespace no tenant made", ["delete", "namespace", UNMANAGED], "fence"),
+        ("delete the release namespace", ["delete", "namespace", NAMESPACE], "fence"),
+        (
+            "widen a tenant's namespaces",
+            [
+                "patch",
+                "tenantisolation",
+                ESCAPE,
+                "--type=merge",
+                "-p",
+                json.dumps({"spec": {"namespaces": [ACME, UNMANAGED]}}),
+            ],
+            "fence",
+        ),
+    ]
+
+
+def test_the_operator_identity_cannot_escape(escape_ground, operator_kubeconfig):
+    answers = {}
+    for what, args, _ in _operator_escapes(f"{RELEASE}-operator-namespace"):
+        result = _kubectl(*args, "--dry-run=server", kubeconfig=operator_kubeconfig)
+        answers[what] = _refused(result)
+    expected = {what: by for what, _, by in _operator_escapes(f"{RELEASE}-operator-namespace")}
+    assert answers == expected
+    print("\n".join(f"operator: {what}: refused by {by}" for what, by in answers.items()))
+
+
+def test_the_fence_lets_the_operator_do_its_job(escape_ground, operator_kubeconfig):
+    """The positive control: in a namespace a TenantIsolation lists, the operator's grant goes through."""
+    operator = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-operator"
+    grant = [
+        "create",
+        "rolebinding",
+        "x",
+        "-n",
+        ACME,
+        f"--clusterrole={RELEASE}-operator-namespace",
+        f"--user={operator}",
+    ]
+    result = _kubectl(*grant, "--dry-run=server", kubeconfig=operator_kubeconfig)
+    assert result.returncode == 0, result.stderr
+    label = _kubectl(
+        "label", "namespace", ACME, f"iotsec.io/tenant=e{SUFFIX}", "--dry-run=server", kubeconfig=operator_kubeconfig
+    )
+    assert label.returncode == 0, label.stderr
+
+
+@pytest.mark.parametrize(
+    ("what", "args"),
+    [
+        ("create RoleBinding", ["create", "rolebinding", "x", "-n", "kube-system", "--clusterrole=admin", "--user=me"]),
+        ("read a Secret", ["get", "secret", "x", "-n", "kube-system"]),
+        ("read a platform key", ["get", "secret", "iotsec-device-ca-acme", "-n", NAMESPACE]),
+        ("CronJob", ["create", "cronjob", "x", "-n", "kube-system", "--image=busybox:1.35", "--schedule=* * * * *"]),
+        ("ConfigMap patch", ["patch", "configmap", "x", "-n", "kube-system", "-p", '{"data":{"a":"b"}}']),
+        ("delete a namespace", ["delete", "namespace", GLOBEX]),
+        ("NetworkPolicy", ["create", "-f", "-"]),
+    ],
+)
+def test_the_webhook_and_sink_identities_cannot_escape(
+    escape_ground, webhook_kubeconfig, api_client, tmp_path, what, args
+):
+    sink = _kubeconfig_for(api_client, f"{RELEASE}-audit-sink", tmp_path)
+    for kubeconfig in (webhook_kubeconfig, sink):
+        if args[-1] == "-":
+            result = _apply_allow_all(ACME, kubeconfig=kubeconfig)
+        else:
+            result = _kubectl(*args, "--dry-run=server", kubeconfig=kubeconfig)
+        assert _refused(result) == "rbac", (kubeconfig.name, what)
+
+
+def _apply_allow_all(namespace: str, *extra: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-all", "namespace": namespace},
+        "spec": {"podSelector": {}, "ingress": [{}], "egress": [{}], "policyTypes": ["Ingress", "Egress"]},
+    }
+    found = Path(sys.executable).parent / "kubectl"
+    command = [str(found) if found.is_file() else "kubectl", "apply", "--dry-run=server", "-f", "-", *extra]
+    if kubeconfig is not None:
+        command += ["--kubeconfig", str(kubeconfig)]
+    return subprocess.run(command, input=json.dumps(policy), capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_a_tenant_cannot_void_its_wall_or_read_platform_keys(escape_ground):
+    mallory = ("--as=mallory", "--as-group=acme:operators")
+    assert _kubectl("auth", "can-i", "create", "deployments", "-n", ACME, *mallory).stdout.strip() == "yes"
+    assert _refused(_apply_allow_all(ACME, *mallory)) == "rbac"
+    for verb in ("create", "patch", "delete"):
+        assert _kubectl("auth", "can-i", verb, "networkpolicies", "-n", ACME, *mallory).stdout.strip() == "no"
+    assert _refused(_kubectl("get", "secret", "iotsec-device-ca-acme", "-n", NAMESPACE, *mallory)) == "rbac"
+    assert _refused(_kubectl("get", "secret", "globex-app-key", "-n", GLOBEX, *mallory)) == "rbac"
+    assert (
+        _refused(
+            _kubectl(
+                "create",
+                "rolebinding",
+                "x",
+                "-n",
+                ACME,
+                "--clusterrole=admin",
+                "--user=mallory",
+                "--dry-run=server",
+                *mallory,
+            )
+        )
+        == "rbac"
+    )

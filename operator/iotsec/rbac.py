@@ -221,6 +221,12 @@ OPERATOR_NAMESPACE: tuple[Permission, ...] = (
         "each audit sink's grant to patch its own canary ConfigMap (by resourceName)",
     ),
     Permission(
+        ("networking.k8s.io",),
+        ("networkpolicies",),
+        WRITE,
+        "each audit sink's NetworkPolicy; pruned like the Deployment",
+    ),
+    Permission(
         ("",),
         ("persistentvolumeclaims",),
         ("get", "list", "create", "patch"),
@@ -249,7 +255,10 @@ WEBHOOK: tuple[Permission, ...] = (
 
 
 # The audit sink (`iotsec audit serve`, one Deployment per AuditPolicy in the release namespace): a ClusterRole for
-# its cluster-scoped AuditPolicy and the events about it, a Role in the release namespace for the rest.
+# its cluster-scoped AuditPolicy and the events about it. Nothing namespace-wide in the release namespace, where
+# the webhook's TLS key, the tenants' device CAs and the device registries live: its one namespaced right, get and
+# patch on its own canary ConfigMap by name, is a Role the operator creates per AuditPolicy (desired.audit), and
+# its signing key is a Secret volume the operator mounts read-only.
 AUDIT_SINK: tuple[Permission, ...] = (
     Permission(
         ("iotsec.io",),
@@ -277,20 +286,7 @@ AUDIT_SINK: tuple[Permission, ...] = (
     ),
 )
 
-AUDIT_SINK_NAMESPACE: tuple[Permission, ...] = (
-    Permission(
-        ("",),
-        ("configmaps",),
-        ("get", "patch"),
-        "write the nonce of the pipeline canary ConfigMap the operator created (server-side apply)",
-    ),
-    Permission(
-        ("",),
-        ("secrets",),
-        ("get", "create", "patch"),
-        "the sink's segment-signing key: created once (server-side apply), read at start, by name only: never list",
-    ),
-)
+AUDIT_SINK_NAMESPACE: tuple[Permission, ...] = ()
 
 
 def cluster_role_rules(permissions: tuple[Permission, ...], release: str = "iotsec") -> list[dict[str, Any]]:
@@ -349,3 +345,45 @@ def _plain_rules_file(rules: list[dict[str, Any]], what: str) -> str:
 
 def _flow(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+
+
+READ_VERBS = frozenset({"get", "list", "watch"})
+TABLES: tuple[tuple[str, str, tuple[Permission, ...]], ...] = (
+    ("operator", "cluster", OPERATOR),
+    ("operator", "each namespace iotsec manages (its own RoleBinding)", OPERATOR_NAMESPACED),
+    ("operator", "release namespace", OPERATOR_NAMESPACE),
+    ("webhook", "cluster", WEBHOOK),
+    ("audit sink", "cluster", AUDIT_SINK),
+    ("audit sink", "release namespace", AUDIT_SINK_NAMESPACE),
+)
+
+
+def _confinement(permission: Permission, scope: str) -> str:
+    if permission.resource_names:
+        return "only " + ", ".join(f"`{n.replace(RELEASE, '<release>')}`" for n in permission.resource_names)
+    if "confined by" in permission.reason:
+        return "the operator fence (webhook `platform.iotsec.io`; ValidatingAdmissionPolicy on >= 1.30)"
+    if set(permission.verbs) <= READ_VERBS:
+        return "read only"
+    if all(r.endswith("/status") for r in permission.resources):
+        return "the status subresource only"
+    if scope != "cluster":
+        return scope
+    return "—"
+
+
+def markdown_table() -> str:
+    """The README's RBAC table: every rule of every iotsec identity, why it is needed and what confines it."""
+    lines = [
+        "| identity | where | API groups | resources | verbs | why | confined by |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for identity, scope, permissions in TABLES:
+        for p in permissions:
+            groups = ", ".join(f"`{g or 'core'}`" for g in p.api_groups)
+            reason = p.reason.split(" (a spec change")[0].split(": confined by")[0].split(". Never a reserved")[0]
+            lines.append(
+                f"| {identity} | {scope} | {groups} | {', '.join(p.resources)} | {', '.join(p.verbs)} | "
+                f"{reason.replace('|', '/')} | {_confinement(p, scope)} |"
+            )
+    return "\n".join(lines) + "\n"

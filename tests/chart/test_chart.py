@@ -273,3 +273,13 @@ def test_dockerfile_runs_as_a_non_root_user_on_a_pinned_base():
     assert "restic" in final, "backups need restic in the final image"
     assert "gcc" not in final, "no compilers in the final image"
     assert "build-essential" not in final, "no compilers in the final image"
+
+
+def test_the_readme_rbac_table_is_the_table():
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- rbac-table:start -->\n", "<!-- rbac-table:end -->"
+    assert start in readme and end in readme
+    shown = readme.split(start, 1)[1].split(end, 1)[0]
+    assert shown == rbac.markdown_table(), (
+        "regenerate: python -c 'from iotsec import rbac; print(rbac.markdown_table(), end=\"\")'"
+    )

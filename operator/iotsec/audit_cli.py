@@ -169,6 +169,8 @@ def _spec_from_file(path: Path) -> Any:
 
 
 def _register_serve(commands: Any) -> None:
+    from iotsec import bounded
+
     serve = commands.add_parser("serve", help="run the audit sink (HTTPS endpoint of the API server's audit webhook)")
     source = serve.add_mutually_exclusive_group(required=True)
     source.add_argument("--audit-policy", metavar="NAME", help="read the AuditPolicy from the cluster and report to it")
@@ -189,12 +191,14 @@ def _register_serve(commands: Any) -> None:
     serve.add_argument("--limit-bytes", type=int, help="override the store limit from the spec (tests, migrations)")
     serve.add_argument("--housekeeping-seconds", type=float, default=10.0)
     serve.add_argument("--verify-every", default="6h", help="verify the sealed segments in place this often")
+    bounded.add_arguments(serve, bounded.SINK_BOUNDS)
     serve.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
+    from iotsec import bounded
     from iotsec.api.durations import parse_duration
     from iotsec.api.quantities import quantity_bytes
     from iotsec.audit import chain
@@ -255,6 +259,7 @@ def _serve(args: argparse.Namespace) -> int:
             tls=tls,
             housekeeping_seconds=args.housekeeping_seconds,
             background=background,
+            bounds=bounded.bounds_from_args(args),
         )
     )
     return EXIT_OK

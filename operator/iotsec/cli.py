@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from iotsec import __version__, checking, render
+from iotsec import __version__, bounded, checking, render
 from iotsec.api.crd import all_crds, crd_filename
 from iotsec.api.kinds import KINDS
 from iotsec.api.validation import is_iotsec, validate_resource
@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         default="enforce",
         help="mode for namespaces in no SecurityDomain",
     )
+    bounded.add_arguments(hook, bounded.WEBHOOK_BOUNDS)
     hook.set_defaults(handler=_webhook)
 
     config = sub.add_parser("webhook-config", help="print the ValidatingWebhookConfiguration iotsec ships")
@@ -373,7 +374,8 @@ def _webhook(args: argparse.Namespace) -> int:
     async def main_loop() -> None:
         background = [asyncio.create_task(task(args.refresh_seconds)) for task in tasks]
         try:
-            await serve(source, args.host, args.port, ReloadingTLS(cert_file, key_file), args.refresh_seconds)
+            tls = ReloadingTLS(cert_file, key_file)
+            await serve(source, args.host, args.port, tls, args.refresh_seconds, bounds=bounded.bounds_from_args(args))
         finally:
             for task in background:
                 task.cancel()

@@ -31,6 +31,8 @@ from iotsec.api.quantities import quantity_bytes
 from iotsec.audit.anomaly import AnomalyDetector, AnomalyHit
 from iotsec.audit.store import AuditStore, StoreFullError
 from iotsec.audit.verify import published_head_differs, verify
+from iotsec.bounded import SINK_BOUNDS, Bounds
+from iotsec.bounded import server as bounded
 from iotsec.tls import ReloadingTLS
 
 log = logging.getLogger("iotsec.audit")
@@ -362,11 +364,11 @@ async def serve(
     housekeeping_seconds: float = 10.0,
     background: list[Callable[[], Any]] | None = None,
     stop: asyncio.Event | None = None,
+    bounds: Bounds = SINK_BOUNDS,
 ) -> None:
-    """Serve until `stop` is set; every `housekeeping_seconds` seal what is due and run `background` tasks."""
-    runner = web.AppRunner(make_app(sink, auth), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, ssl_context=tls.context).start()
+    """Serve until `stop` is set, within `bounds` (deadlines and connection caps); every `housekeeping_seconds`
+    seal what is due and run `background` tasks."""
+    runner, _ = await bounded.start(make_app(sink, auth), "audit-sink", host, port, tls.context, bounds)
     log.info("audit sink listening on https://%s:%d/audit (%s)", host, port, auth.mode)
     stop = stop or asyncio.Event()
     try:

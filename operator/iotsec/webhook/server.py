@@ -14,6 +14,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
+from iotsec.bounded import WEBHOOK_BOUNDS, Bounds
+from iotsec.bounded import server as bounded
 from iotsec.policy.context import Snapshot
 from iotsec.tls import ReloadingTLS
 from iotsec.webhook.review import MAX_BODY_BYTES, Outcome, review
@@ -108,14 +110,12 @@ async def serve(
     tls: ReloadingTLS,
     reload_seconds: float = 10.0,
     stop: asyncio.Event | None = None,
+    bounds: Bounds = WEBHOOK_BOUNDS,
 ) -> None:
-    """Serve until `stop` is set (or forever)."""
+    """Serve until `stop` is set (or forever), within `bounds` (deadlines and connection caps)."""
     gc.collect()
     gc.freeze()  # start-up objects (models, schemas, clients) are permanent: keep collections off them
-    runner = web.AppRunner(make_app(source), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls.context, backlog=512)
-    await site.start()
+    runner, _ = await bounded.start(make_app(source), "webhook", host, port, tls.context, bounds)
     log.info("webhook listening on https://%s:%d/validate", host, port)
     tasks = [asyncio.create_task(source.run()), asyncio.create_task(tls.watch(reload_seconds))]
     try:

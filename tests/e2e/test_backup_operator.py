@@ -101,7 +101,14 @@ def test_password_configuration_and_account_are_applied(policy, core, api_client
     secret = eventually(lambda: _secret(core, f"iotsec-backup-{POLICY}-password"), timeout=60, what="password")
     assert len(base64.b64decode(secret.data["password"])) >= 32
     assert secret.metadata.owner_references is None, "the password outlives the policy"
-    config = json.loads(core.read_namespaced_config_map(f"iotsec-backup-{POLICY}", NAMESPACE).data["config.json"])
+    config_map = eventually(  # applied after the password: a slow API server shows the gap
+        lambda: (
+            core.list_namespaced_config_map(NAMESPACE, field_selector=f"metadata.name=iotsec-backup-{POLICY}").items
+        ),
+        timeout=30,
+        what="runner configuration",
+    )[0]
+    config = json.loads(config_map.data["config.json"])
     assert config["paths"] == ["/data/data"], "the selector found the claim"
     assert [t["role"] for t in config["targets"]] == ["primary", "offsite"]
     account = core.read_namespaced_service_account(f"iotsec-backup-{POLICY}", NAMESPACE)

@@ -178,8 +178,18 @@ def _register_serve(commands: Any) -> None:
     serve.add_argument("--namespace", default="iotsec-system", help="where the canary and the signing key live")
     serve.add_argument("--store", type=Path, required=True, help="the audit store folder (a persistent volume)")
     key = serve.add_mutually_exclusive_group(required=True)
-    key.add_argument("--signing-key", type=Path, help="Ed25519 key file (created when missing)")
-    key.add_argument("--signing-key-secret", metavar="NAME", help="Secret in --namespace holding the key")
+    key.add_argument(
+        "--signing-key", type=Path, help="Ed25519 key file (created when missing, unless --signing-key-readonly)"
+    )
+    key.add_argument(
+        "--signing-key-secret", metavar="NAME", help="read the key from this Secret in --namespace (never creates it)"
+    )
+    serve.add_argument(
+        "--signing-key-readonly",
+        action="store_true",
+        help="never create the key: a missing or unreadable file is an error (the operator mounts the key Secret "
+        "read-only; a sink never makes a replacement key of its own)",
+    )
     serve.add_argument("--tls-cert", type=Path, required=True)
     serve.add_argument("--tls-key", type=Path, required=True)
     auth = serve.add_mutually_exclusive_group(required=True)
@@ -220,12 +230,11 @@ def _serve(args: argparse.Namespace) -> int:
         spec = _spec_from_file(args.spec)
     if spec is None:
         return EXIT_USAGE
-    if args.signing_key_secret:
-        from iotsec.audit_publisher import signing_key_from_secret
-
-        key = signing_key_from_secret(kube, args.namespace, args.signing_key_secret)  # type: ignore[arg-type]
-    else:
-        key = chain.load_or_create_private_key(args.signing_key)
+    try:
+        key = _signing_key(args, kube)
+    except (OSError, ValueError) as exc:
+        print(f"iotsec audit serve: signing key {args.signing_key or args.signing_key_secret}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     store = AuditStore(args.store, key, limit_bytes=args.limit_bytes or quantity_bytes(spec.sink.storage.size))
     canary = None
     if args.audit_policy:
@@ -263,6 +272,22 @@ def _serve(args: argparse.Namespace) -> int:
         )
     )
     return EXIT_OK
+
+
+def _signing_key(args: argparse.Namespace, kube: Any) -> Any:
+    """The store's signing key: read from the Secret or the file; only a file may be created, and only when it is
+    missing and --signing-key-readonly is not given (local and development runs)."""
+    from iotsec.audit import chain
+
+    if args.signing_key_secret:
+        if kube is None:
+            raise ValueError("--signing-key-secret needs --audit-policy (it reads the Secret through the API)")
+        from iotsec.audit_publisher import signing_key_from_secret
+
+        return signing_key_from_secret(kube, args.namespace, args.signing_key_secret)
+    if args.signing_key_readonly:
+        return chain.private_key_from_pem(args.signing_key.read_bytes(), str(args.signing_key))
+    return chain.load_or_create_private_key(args.signing_key)
 
 
 def _spec_from_cluster(kube: Any, name: str) -> tuple[Any, int | None]:

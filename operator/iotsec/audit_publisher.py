@@ -1,4 +1,5 @@
-"""The sink's side of the cluster: signing key, canary writes, AuditPolicy status, anomaly events, retention.
+"""The sink's side of the cluster: canary writes, AuditPolicy status, anomaly events, retention (and, read only, the
+signing key Secret the operator made, for a sink run with API access to it).
 
 Everything goes through `Kube` with field manager `iotsec-audit-sink`, so the sink's writes (canary nonce,
 status fields it owns) never fight the operator's. The status patch carries the resourceVersion it read: a
@@ -7,7 +8,6 @@ concurrent operator write makes it fail with 409 and the next tick writes again.
 
 from __future__ import annotations
 
-import base64
 import logging
 import secrets
 import time
@@ -22,40 +22,26 @@ from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.api.common import API_VERSION
 from iotsec.api.durations import parse_duration
 from iotsec.audit.anomaly import AnomalyHit
-from iotsec.audit.chain import EXPORTS, private_key_from_pem, private_pem
+from iotsec.audit.chain import EXPORTS
 from iotsec.audit.sink import Sink
 from iotsec.desired import audit
 from iotsec.desired.audit import ready_condition, store_claim_name
+from iotsec.keysecrets import KeyUnreadableError
 from iotsec.kube import ApiError, Kube
 
 log = logging.getLogger("iotsec.audit")
 SINK_FIELD_MANAGER = "iotsec-audit-sink"
-KEY_FIELD = "ed25519.key"
 
 
 def signing_key_from_secret(kube: Kube, namespace: str, name: str) -> Ed25519PrivateKey:
-    """The store's signing key, kept only in a Secret (created on first start) and in memory."""
+    """The store's signing key from the Secret the operator created (for a sink run with API access to it).
+
+    Read only: a missing or unreadable Secret is a KeyUnreadableError, never a reason to make a key of its own."""
+    where = f"Secret {namespace}/{name}"
     secret = kube.get("v1", "Secret", name, namespace)
-    if secret is not None:
-        pem = base64.b64decode((secret.get("data") or {}).get(KEY_FIELD, ""))
-        return private_key_from_pem(pem, f"Secret {namespace}/{name} key {KEY_FIELD}")
-    key = Ed25519PrivateKey.generate()
-    pem = private_pem(key)
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {"app.kubernetes.io/part-of": "iotsec", "app.kubernetes.io/managed-by": SINK_FIELD_MANAGER},
-            },
-            "type": "Opaque",
-            "data": {KEY_FIELD: base64.b64encode(pem).decode()},
-        }
-    )
-    log.info("created the audit signing key in Secret %s/%s", namespace, name)
-    return key
+    if secret is None:
+        raise KeyUnreadableError(f"{where} does not exist: the operator creates it for the AuditPolicy")
+    return audit.signing_key(secret, where)
 
 
 def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: int | None) -> dict[str, Any]:

@@ -101,6 +101,12 @@ def test_sink_objects_are_applied_and_the_store_is_not_owned(policy, core, api_c
     )
     args = deployment.spec.template.spec.containers[0].args
     assert "--token-file" in args
+    assert "--signing-key-readonly" in args
+    assert "--signing-key-secret" not in args
+    volumes = {v.name: v for v in deployment.spec.template.spec.volumes}
+    assert volumes["signing-key"].secret.secret_name == builder.signing_secret_name(POLICY)
+    mounts = {m.name: m for m in deployment.spec.template.spec.containers[0].volume_mounts}
+    assert mounts["signing-key"].read_only
     assert deployment.spec.strategy.type == "Recreate"
     assert deployment.metadata.owner_references[0].kind == "AuditPolicy"
     claim = core.read_namespaced_persistent_volume_claim(builder.store_claim_name(POLICY), NAMESPACE)
@@ -173,3 +179,71 @@ def test_the_operator_issues_the_sink_credentials_and_the_cli_writes_the_api_ser
     ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
     assert certs.verify_chain(tls_data["tls.crt"], ca, datetime.now(UTC))  # the API server will trust the sink
     assert config["users"][0]["user"]["token"] == token
+
+
+def _sink_may(api_client, verb: str, resource: str, name: str | None = None) -> bool:
+    """What the API server's RBAC says the sink's ServiceAccount may do in the release namespace."""
+    attributes = {"verb": verb, "resource": resource, "namespace": NAMESPACE, **({"name": name} if name else {})}
+    review = client.AuthorizationV1Api(api_client).create_subject_access_review(
+        {"spec": {"user": f"system:serviceaccount:{NAMESPACE}:iotsec-audit-sink", "resourceAttributes": attributes}}
+    )
+    return bool(review.status.allowed)
+
+
+def test_the_operator_keeps_the_signing_key_and_the_sink_may_touch_only_its_canary(policy, core, api_client):
+    import base64
+
+    from iotsec.audit.chain import private_key_from_pem
+
+    key_name = builder.signing_secret_name(POLICY)
+    secret = eventually(_present(lambda: core.read_namespaced_secret(key_name, NAMESPACE)), what="signing key")
+    assert not secret.metadata.owner_references, "deleting the policy keeps the key with the store"
+    private_key_from_pem(base64.b64decode(secret.data["ed25519.key"]), "the operator's key")
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    role = eventually(
+        _present(lambda: rbac.read_namespaced_role(builder.canary_role_name(POLICY), NAMESPACE)), what="canary Role"
+    )
+    assert role.rules[0].resource_names == [builder.canary_name(POLICY)]
+    eventually(
+        lambda: _sink_may(api_client, "patch", "configmaps", builder.canary_name(POLICY)), what="the canary grant"
+    )
+    assert _sink_may(api_client, "get", "configmaps", builder.canary_name(POLICY))
+    assert not _sink_may(api_client, "patch", "configmaps", f"iotsec-device-registry-{SUFFIX}")
+    assert not _sink_may(api_client, "get", "secrets", key_name), "the key is a volume, not an API read"
+    assert not _sink_may(api_client, "get", "secrets", "iotsec-webhook-tls")
+    assert not _sink_may(api_client, "create", "secrets")
+    assert not _sink_may(api_client, "list", "secrets")
+
+
+def test_an_unreadable_signing_key_is_reported_and_kept_until_a_person_says_replace(policy, core, custom):
+    other = f"unreadable-{SUFFIX}"
+    key_name = builder.signing_secret_name(other)
+    damaged = {"ed25519.key": base64_text("not a key")}
+    core.create_namespaced_secret(NAMESPACE, {"metadata": {"name": key_name}, "data": damaged})
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AuditPolicy", "metadata": {"name": other}, "spec": SPEC}
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+    try:
+
+        def reported() -> dict[str, Any]:
+            status = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, other).get("status") or {}
+            found = {c["type"]: c for c in status.get("conditions", [])}
+            assert found.get("Ready", {}).get("reason") == "KeyUnreadable", found
+            return found
+
+        found = eventually(reported, what="Ready=False KeyUnreadable")
+        assert found["SigningKeyReadable"]["status"] == "False"
+        events = core.list_namespaced_event("default", field_selector=f"involvedObject.name={other}").items
+        assert any(e.reason == "KeyUnreadable" and e.type == "Warning" for e in events)
+        assert core.read_namespaced_secret(key_name, NAMESPACE).data == damaged, "never overwritten"
+        core.patch_namespaced_secret(
+            key_name, NAMESPACE, {"metadata": {"annotations": {"iotsec.io/replace-unreadable": "true"}}}
+        )
+        eventually(lambda: core.read_namespaced_secret(key_name, NAMESPACE).data != damaged, what="replaced on request")
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, other)
+
+
+def base64_text(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()

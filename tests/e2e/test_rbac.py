@@ -18,6 +18,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from iotsec.desired import audit as audit_builder
 from tests.conftest import ROOT
 from tests.e2e.conftest import eventually
 from tests.e2e.processes import Operator, WebhookProcess
@@ -136,6 +137,8 @@ def webhook_kubeconfig(api_client, installed, tmp_path_factory) -> Path:
         ("create", "clusterrolebindings", "rbac.authorization.k8s.io", None, None, False),
         ("patch", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "someone-elses", False),
         ("patch", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "iotsec", True),
+        ("watch", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, None, True),
+        ("delete", "validatingwebhookconfigurations", "admissionregistration.k8s.io", None, "iotsec", False),
         ("delete", "pods", "", "kube-system", None, False),
         ("create", "deployments", "apps", "default", None, False),
         ("create", "networkpolicies", "networking.k8s.io", "tenant-ns", None, False),  # until granted there
@@ -211,6 +214,7 @@ def test_the_operator_does_its_job_with_exactly_the_chart_permissions(operator_k
         IOTSEC_WEBHOOK_NAMESPACE=NAMESPACE,
         IOTSEC_WEBHOOK_EXTRA_DNS="localhost",
         IOTSEC_WEBHOOK_EXTRA_IPS="127.0.0.1",
+        IOTSEC_AUDIT_SINK_SERVICE_ACCOUNT=f"{RELEASE}-audit-sink",
     )
     try:
 
@@ -230,6 +234,13 @@ def test_the_operator_does_its_job_with_exactly_the_chart_permissions(operator_k
         )
         core.read_namespaced_secret("iotsec-app-svc-key", f"{tenant}-a")
         core.read_namespaced_secret(f"{RELEASE}-webhook-tls", NAMESPACE)
+        core.read_namespaced_secret(audit_builder.signing_secret_name(audit), NAMESPACE)  # the operator made it
+        sink = _kubeconfig_for(api_client, f"{RELEASE}-audit-sink", tmp_path)
+        canary = audit_builder.canary_name(audit)
+        assert _can(sink, "patch", "configmaps", "", NAMESPACE, canary), "the per-policy grant, made under the chart"
+        assert not _can(sink, "patch", "configmaps", "", NAMESPACE, f"iotsec-device-registry-{SUFFIX}")
+        assert not _can(sink, "get", "secrets", "", NAMESPACE, audit_builder.signing_secret_name(audit))
+        assert not _can(sink, "get", "secrets", "", NAMESPACE, f"{RELEASE}-webhook-tls")
         forbidden = [line for line in running.log().splitlines() if " 403 " in line or "Forbidden" in line]
         assert forbidden == [], "\n".join(forbidden[:5])
     finally:

@@ -63,8 +63,10 @@ def test_every_object_is_valid_kubernetes():
             "PersistentVolumeClaim",
             "Service",
             "NetworkPolicy",
+            "Role",
+            "RoleBinding",
             "Deployment",
-        ], "the Deployment last: what it mounts exists first"
+        ], "the Deployment last: what it mounts and the rights it uses exist first"
         for obj in objects:
             kubernetes_validate.validate(obj, version, strict=True)
 
@@ -77,6 +79,8 @@ def test_names_and_owner_metadata():
         ("PersistentVolumeClaim", "iotsec-audit-store-platform-audit"),
         ("Service", "iotsec-audit-sink-platform-audit"),
         ("NetworkPolicy", "iotsec-audit-sink-platform-audit"),
+        ("Role", "iotsec-audit-sink-canary-platform-audit"),
+        ("RoleBinding", "iotsec-audit-sink-canary-platform-audit"),
         ("Deployment", "iotsec-audit-sink-platform-audit"),
     }
     for obj in objects:
@@ -129,12 +133,14 @@ def test_sink_arguments_and_secrets_per_authentication(authentication, flag, pat
     (container,) = spec_["containers"]
     args = container["args"]
     assert args[:2] == ["audit", "serve"]
-    pairs = dict(zip(args[2::2], args[3::2], strict=True))
+    assert "--signing-key-readonly" in args, "the sink never makes a key of its own"
+    valued = [a for a in args[2:] if a != "--signing-key-readonly"]
+    pairs = dict(zip(valued[::2], valued[1::2], strict=True))
     assert pairs == {
         "--audit-policy": NAME,
         "--namespace": NAMESPACE,
         "--store": "/var/lib/iotsec-audit",
-        "--signing-key-secret": f"iotsec-audit-signing-{NAME}",
+        "--signing-key": "/etc/iotsec/audit-signing/ed25519.key",
         "--tls-cert": "/etc/iotsec/audit-tls/tls.crt",
         "--tls-key": "/etc/iotsec/audit-tls/tls.key",
         flag: path,
@@ -148,10 +154,17 @@ def test_sink_arguments_and_secrets_per_authentication(authentication, flag, pat
     assert volumes["tls"]["secret"]["secretName"] == f"iotsec-audit-sink-tls-{NAME}"
     assert volumes["client"]["secret"]["secretName"] == f"iotsec-audit-client-{NAME}"
     assert volumes["client"]["secret"]["items"] == [{"key": key, "path": key}]
+    assert volumes["signing-key"]["secret"] == {
+        "secretName": f"iotsec-audit-signing-{NAME}",
+        "defaultMode": 0o440,
+        "items": [{"key": "ed25519.key", "path": "ed25519.key"}],
+    }
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert path.startswith(mounts["client"]["mountPath"] + "/")
+    assert pairs["--signing-key"] == mounts["signing-key"]["mountPath"] + "/ed25519.key"
     assert mounts["tls"]["readOnly"]
     assert mounts["client"]["readOnly"]
+    assert mounts["signing-key"]["readOnly"]
     assert mounts["store"]["mountPath"] == "/var/lib/iotsec-audit"
 
 
@@ -180,6 +193,28 @@ def test_one_sink_per_store_with_restricted_security():
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert container[probe]["httpGet"] == {"path": path, "scheme": "HTTPS", "port": "https"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"https": 8443, "metrics": 9090}
+
+
+def test_the_sinks_one_namespaced_right_is_its_own_canary():
+    objects = build()
+    role = one(objects, "Role")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [builder.canary_name(NAME)],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    binding = one(objects, "RoleBinding")
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": builder.canary_role_name(NAME),
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "iotsec-audit-sink", "namespace": NAMESPACE}]
+    assert one(build("other"), "Role")["rules"][0]["resourceNames"] == [builder.canary_name("other")]
 
 
 def test_the_sink_passes_iotsecs_own_admission():
@@ -277,6 +312,8 @@ HEALTHY = cond("AuditPipelineBroken", False, "CanaryArrived")
         ([APPLIED, cond("AuditPipelineBroken", True), cond("StorageFull", True)], "False", "AuditPipelineBroken"),
         ([APPLIED, HEALTHY, cond("StorageFull", True, "RefusingBatches")], "False", "StorageFull"),
         ([APPLIED, cond("StorageFull", True)], "False", "StorageFull"),
+        ([APPLIED, HEALTHY, cond("SigningKeyReadable", False, "KeyUnreadable")], "False", "KeyUnreadable"),
+        ([APPLIED, HEALTHY, cond("SigningKeyReadable", True, "Readable")], "True", "Recording"),
     ],
 )
 def test_ready_condition_truth_table(found, status, reason):
@@ -339,6 +376,11 @@ def test_sink_rule_files_are_the_table(table, filename):
             assert not {"list", "watch"} & set(permission.verbs), "Secrets by name only"
 
 
+def test_the_sink_can_read_no_secret_and_write_no_configmap_of_the_release_namespace():
+    granted = {r for p in rbac.AUDIT_SINK + rbac.AUDIT_SINK_NAMESPACE for r in p.resources}
+    assert not {"secrets", "configmaps"} & granted, "its key is a volume; its canary grant is per policy, by name"
+
+
 def test_the_operator_may_manage_the_sink_objects_but_never_delete_the_store():
     def verbs(group: str, resource: str) -> set[str]:
         table = rbac.OPERATOR + rbac.OPERATOR_NAMESPACE
@@ -354,6 +396,9 @@ def test_the_operator_may_manage_the_sink_objects_but_never_delete_the_store():
     assert {"get", "create", "patch"} <= verbs("", "persistentvolumeclaims")
     assert "delete" not in verbs("", "persistentvolumeclaims"), "the audit trail outlives its policy"
     assert "get" in verbs("iotsec.io", "backuppolicies")
+    assert {"get", "create", "delete"} <= verbs("", "secrets"), "the signing key: created, replaced when asked"
+    assert {"get", "list", "create", "patch", "delete"} <= verbs("rbac.authorization.k8s.io", "roles")
+    assert {"get", "list", "create", "patch", "delete"} <= verbs("rbac.authorization.k8s.io", "rolebindings")
 
 
 # --- the reconciler, against a fake API ---------------------------------------------------------------------
@@ -363,6 +408,8 @@ class FakeKube:
     def __init__(self, body: dict[str, Any], backup_exists: bool = True, fail: Any = None) -> None:
         self.body, self.backup_exists, self.fail = body, backup_exists, fail
         self.applied: list[tuple[dict[str, Any], Any]] = []
+        self.created: list[dict[str, Any]] = []
+        self.deleted: list[tuple[str, str]] = []
         self.pruned: list[tuple[str, set]] = []
         self.statuses: list[dict[str, Any]] = []
 
@@ -373,7 +420,8 @@ class FakeKube:
             spec = {"pvcNames": [builder.store_claim_name(NAME)]}
             return {"metadata": {"name": name, "namespace": namespace}, "spec": spec} if self.backup_exists else None
         if kind in ("Secret", "Service"):
-            found = [o for o, _ in self.applied if o["kind"] == kind and o["metadata"]["name"] == name]
+            written = [o for o, _ in self.applied] + self.created
+            found = [o for o in written if o["kind"] == kind and o["metadata"]["name"] == name]
             if not found:
                 return None
             obj = copy.deepcopy(found[-1])
@@ -387,6 +435,21 @@ class FakeKube:
             raise self.fail
         self.applied.append((obj, owner))
         return obj
+
+    def create(self, obj):
+        if self.fail is not None:
+            raise self.fail
+        if self.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")):
+            return False
+        self.created.append(copy.deepcopy(obj))
+        return True
+
+    def delete(self, api_version, kind, name, namespace=None):
+        self.deleted.append((kind, name))
+        kept = [(o, w) for o, w in self.applied if (o["kind"], o["metadata"]["name"]) != (kind, name)]
+        self.applied[:] = kept
+        self.created[:] = [o for o in self.created if (o["kind"], o["metadata"]["name"]) != (kind, name)]
+        return True
 
     def prune(self, api_version, kind, owner_kind, owner_name, keep, namespace=None):
         assert namespace == NAMESPACE, "a namespaced Role allows listing the release namespace only"
@@ -434,7 +497,15 @@ def test_reconcile_applies_prunes_and_awaits_the_sink(reconciler):
     assert kinds["Deployment"] is not None
     assert kinds["Deployment"].kind == "AuditPolicy"
     assert "PersistentVolumeClaim" not in {kind for kind, _ in api.pruned}
-    assert {kind for kind, _ in api.pruned} == {"ConfigMap", "Service", "Deployment", "NetworkPolicy"}
+    assert {kind for kind, _ in api.pruned} == {
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "NetworkPolicy",
+        "Role",
+        "RoleBinding",
+    }
+    assert kinds["Role"] is not None, "the canary grant goes with its policy"
     (status,) = api.statuses
     assert status["policyConfigMap"] == f"iotsec-system/iotsec-audit-policy-{NAME}"
     assert status["observedGeneration"] == 4
@@ -442,6 +513,7 @@ def test_reconcile_applies_prunes_and_awaits_the_sink(reconciler):
     assert (found["Applied"]["status"], found["Applied"]["reason"]) == ("True", "Applied")
     assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("False", "AwaitingSink")
     assert (found["BackedUp"]["status"], found["BackedUp"]["reason"]) == ("True", "BackupPolicyFound")
+    assert (found["SigningKeyReadable"]["status"], found["SigningKeyReadable"]["reason"]) == ("True", "Readable")
     reconciler(api)
     assert len(api.statuses) == 1, "an unchanged status is not written again"
 
@@ -611,3 +683,102 @@ def test_client_credentials_are_kept_renewed_and_replaced_with_their_ca():
     assert replaced.ca != first.ca
     assert "client CA close to expiry" in reasons[0]
     assert certs.ClientAuth.from_secret_data(first.to_secret_data()) == first
+
+
+# --- the signing key: created by the operator once, never overwritten, never replaced unasked ------------------
+
+
+def _signing(api: FakeKube) -> list[dict[str, Any]]:
+    name = builder.signing_secret_name(NAME)
+    return [o for o in api.created if o["kind"] == "Secret" and o["metadata"]["name"] == name]
+
+
+def _key_gauge() -> float | None:
+    from prometheus_client import REGISTRY
+
+    ref = f"{NAMESPACE}/{builder.signing_secret_name(NAME)}"
+    return REGISTRY.get_sample_value("iotsec_key_unreadable", {"secret": ref})
+
+
+def test_the_operator_creates_the_signing_key_once_without_an_owner(reconciler):
+    from iotsec.audit.chain import private_key_from_pem
+
+    api = FakeKube(resource())
+    reconciler(api)
+    (secret,) = _signing(api)
+    labels = secret["metadata"]["labels"]
+    assert (labels[MANAGED_BY], labels[OWNER_KIND], labels[OWNER_NAME]) == ("iotsec", "AuditPolicy", NAME)
+    assert "ownerReferences" not in secret["metadata"], "deleting the policy keeps the key with the store"
+    import base64
+
+    private_key_from_pem(base64.b64decode(secret["data"]["ed25519.key"]), "the created key")
+    assert not [o for o, _ in api.applied if o["kind"] == "Secret" and o["metadata"] == secret["metadata"]]
+    reconciler(api)
+    assert len(_signing(api)) == 1, "created once: never applied, never overwritten"
+    assert _key_gauge() == 0
+
+
+def _existing_signing_key(api: FakeKube, data: dict[str, str], **metadata: Any) -> dict[str, Any]:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": builder.signing_secret_name(NAME), "namespace": NAMESPACE, **metadata},
+        "data": data,
+    }
+    api.created.append(secret)
+    return copy.deepcopy(secret)
+
+
+def test_a_key_an_earlier_sink_made_is_used_as_it_is(reconciler):
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from iotsec.audit.chain import private_pem
+
+    api = FakeKube(resource())
+    pem = base64.b64encode(private_pem(Ed25519PrivateKey.generate())).decode()
+    before = _existing_signing_key(
+        api, {"ed25519.key": pem}, labels={"app.kubernetes.io/managed-by": "iotsec-audit-sink"}
+    )
+    reconciler(api)
+    assert _signing(api) == [before]
+    assert by_type(api.statuses[-1])["SigningKeyReadable"]["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [({}, "missing key 'ed25519.key'"), ({"ed25519.key": "bm90IGEga2V5"}, "ed25519.key"), ({"ed25519.key": "%%%"}, "")],
+)
+def test_an_unreadable_signing_key_is_reported_never_replaced(reconciler, data, why):
+    api = FakeKube(resource())
+    before = _existing_signing_key(api, data, labels={OWNER_KIND: "AuditPolicy", OWNER_NAME: NAME})
+    warnings = reconciler(api)
+    assert _signing(api) == [before], "left exactly as it is"
+    assert api.deleted == []
+    found = by_type(api.statuses[-1])
+    key = found["SigningKeyReadable"]
+    assert (key["status"], key["reason"]) == ("False", "KeyUnreadable")
+    assert why in key["message"]
+    assert "iotsec.io/replace-unreadable=true" in key["message"]
+    assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("False", "KeyUnreadable")
+    assert [reason for reason, _ in warnings] == ["KeyUnreadable"]
+    assert _key_gauge() == 1
+    reconciler(api)
+    assert [reason for reason, _ in warnings] == ["KeyUnreadable"], "one Warning per episode"
+    assert _signing(api) == [before]
+
+
+def test_a_person_annotating_the_unreadable_key_has_it_replaced(reconciler):
+    api = FakeKube(resource())
+    _existing_signing_key(api, {"ed25519.key": "bm90IGEga2V5"}, annotations={"iotsec.io/replace-unreadable": "true"})
+    warnings = reconciler(api)
+    assert api.deleted == [("Secret", builder.signing_secret_name(NAME))]
+    (secret,) = _signing(api)
+    assert (
+        "annotations" not in secret["metadata"]
+        or "iotsec.io/replace-unreadable" not in secret["metadata"]["annotations"]
+    )
+    assert by_type(api.statuses[-1])["SigningKeyReadable"]["status"] == "True"
+    assert [reason for reason, _ in warnings] == ["SigningKeyReplaced"]
+    assert _key_gauge() == 0

@@ -546,3 +546,87 @@ def test_a_restart_finds_a_record_rewritten_while_the_sink_was_down(tmp_path):
     intact.store.append([audit_event(1), audit_event(2)])
     intact.check_published_head(2, intact.store.head)
     assert intact.state.chain_break is None
+
+
+# --- the signing key: the sink reads it, never makes one ----------------------------------------------------------
+
+
+class _ReadOnlyKube:
+    """An API that holds at most one Secret and fails the test on any write."""
+
+    def __init__(self, secret: dict[str, Any] | None) -> None:
+        self.secret = secret
+
+    def get(self, api_version, kind, name, namespace=None):
+        assert kind == "Secret"
+        return self.secret
+
+    def apply(self, *args, **kwargs):
+        raise AssertionError("the sink wrote to the cluster")
+
+    create = apply
+
+
+def test_the_sink_reads_the_key_secret_and_never_creates_one():
+    import base64
+
+    from iotsec.audit.chain import private_pem
+    from iotsec.audit_publisher import signing_key_from_secret
+    from iotsec.keysecrets import KeyUnreadableError
+
+    with pytest.raises(KeyUnreadableError, match="does not exist"):
+        signing_key_from_secret(_ReadOnlyKube(None), "ns", "key")  # type: ignore[arg-type]
+    damaged = {"metadata": {"name": "key"}, "data": {"ed25519.key": base64.b64encode(b"garbage").decode()}}
+    with pytest.raises(KeyUnreadableError, match=r"ed25519\.key"):
+        signing_key_from_secret(_ReadOnlyKube(damaged), "ns", "key")  # type: ignore[arg-type]
+    good = {"metadata": {"name": "key"}, "data": {"ed25519.key": base64.b64encode(private_pem(KEY)).decode()}}
+    found = signing_key_from_secret(_ReadOnlyKube(good), "ns", "key")  # type: ignore[arg-type]
+    assert found.public_key() == KEY.public_key()
+
+
+def _serve_argv(tmp_path: Path, key: Path, *extra: str) -> list[str]:
+    from tests.conftest import ROOT
+
+    (tmp_path / "token").write_text(TOKEN)
+    return [
+        "audit", "serve", "--spec", str(ROOT / "examples" / "platform" / "40-audit.yaml"),
+        "--store", str(tmp_path / "store"), "--signing-key", str(key), *extra,
+        "--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key"),
+        "--token-file", str(tmp_path / "token"), "--port", "0",
+    ]  # fmt: skip
+
+
+def test_a_read_only_key_that_is_missing_stops_the_sink_before_it_serves(tmp_path, capsys):
+    from iotsec.cli import main
+
+    key = tmp_path / "mounted" / "ed25519.key"
+    assert main(_serve_argv(tmp_path, key, "--signing-key-readonly")) == 2
+    assert "signing key" in capsys.readouterr().err
+    assert not key.exists(), "no replacement key of its own"
+    assert not (tmp_path / "store").exists(), "nothing stored, nothing served"
+
+
+def test_a_read_only_key_that_is_damaged_is_left_alone(tmp_path, capsys):
+    from iotsec.cli import main
+
+    key = tmp_path / "ed25519.key"
+    key.write_bytes(b"damaged")
+    for extra in (("--signing-key-readonly",), ()):  # without the flag too: an existing file is never replaced
+        assert main(_serve_argv(tmp_path, key, *extra)) == 2
+        assert key.read_bytes() == b"damaged"
+    assert "ed25519.key" in capsys.readouterr().err
+
+
+def test_local_runs_create_the_key_file_once(tmp_path):
+    import argparse
+    import stat
+
+    from iotsec.audit_cli import _signing_key
+
+    key = tmp_path / "dev" / "signing.key"
+    args = argparse.Namespace(signing_key=key, signing_key_secret=None, signing_key_readonly=False, namespace="ns")
+    made = _signing_key(args, None)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert _signing_key(args, None).public_key() == made.public_key()
+    args.signing_key_readonly = True
+    assert _signing_key(args, None).public_key() == made.public_key(), "a mounted key reads the same"

@@ -11,10 +11,13 @@ Pure: no API calls. Everything lives in the operator's namespace (an AuditPolicy
 * PersistentVolumeClaim `iotsec-audit-store-<name>`: the hash-chained, signed store (X1369-9.6.4-2, -4). The
   reconciler applies it without an owner reference and never prunes it: deleting the AuditPolicy must not take
   the audit trail with it (delete the claim by hand once its segments are exported);
+* Role and RoleBinding `iotsec-audit-sink-canary-<name>`: the one namespaced right the sink has, get and patch
+  on its own canary ConfigMap (`resourceNames`), bound to the chart's sink ServiceAccount and pruned with the
+  policy. The chart's sink ClusterRole holds the rest (its AuditPolicy and status, BackupPolicies, events); the
+  sink can read no Secret and write no other ConfigMap of the release namespace;
 * Deployment and Service `iotsec-audit-sink-<name>`: one sink replica (strategy Recreate: one writer per store)
   serving `POST /audit` over TLS on 8443 (Service port 443) and metrics on 9090, under the restricted Pod
-  Security Standard, as the chart's sink ServiceAccount (it reads its AuditPolicy, writes its status, the canary,
-  events and its signing key);
+  Security Standard, as the chart's sink ServiceAccount, its signing key mounted read-only;
 * NetworkPolicy `iotsec-audit-sink-<name>`: ingress to 8443 from anywhere (the API server is outside the pod
   network), to 9090 from the operator's namespace only; egress to the API server and cluster DNS; nothing else.
 
@@ -29,7 +32,12 @@ iotsec's owner labels, e.g. from cert-manager, is never touched):
   `token`. `iotsec audit policy --from-cluster <name> --webhook-kubeconfig` writes the API server's kubeconfig
   from them.
 
-The sink creates `iotsec-audit-signing-<name>` (its Ed25519 segment-signing key) itself on first start.
+The signing key `iotsec-audit-signing-<name>` (`ed25519.key`, the store's Ed25519 segment-signing key) is created
+by the reconciler, never by the sink: created once (create, never apply: an existing Secret is never overwritten),
+with iotsec's owner labels and without an owner reference, so deleting the AuditPolicy keeps it with the store. A
+key Secret that exists but does not hold a readable Ed25519 key is reported (Ready=False, reason KeyUnreadable)
+and replaced only once a person annotates it `iotsec.io/replace-unreadable: "true"`. The sink reads the mounted
+file with `--signing-key-readonly`: it never makes a key of its own.
 """
 
 from __future__ import annotations
@@ -40,10 +48,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from iotsec import conditions
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from iotsec import conditions, keysecrets, secretdata
 from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.api.common import NamespacedObjectRef
 from iotsec.api.durations import parse_duration
+from iotsec.audit.chain import private_key_from_pem
 from iotsec.audit.policy import policy_configmap
 from iotsec.desired.meta import OWNER_KIND, OWNER_NAME, owned_metadata, restricted_container_security
 from iotsec.desired.securitydomain import NetworkSettings
@@ -59,6 +70,8 @@ STORE_MOUNT = "/var/lib/iotsec-audit"
 TLS_MOUNT = "/etc/iotsec/audit-tls"
 CLIENT_CA_MOUNT = "/etc/iotsec/audit-client-ca"
 TOKEN_MOUNT = "/etc/iotsec/audit-token"
+SIGNING_MOUNT = "/etc/iotsec/audit-signing"
+SIGNING_KEY_FIELD = "ed25519.key"
 SINK_PORT = 8443
 METRICS_PORT = 9090
 SERVICE_PORT = 443
@@ -79,6 +92,7 @@ STORAGE_NEARLY_FULL = "StorageNearlyFull"
 STORAGE_FULL = "StorageFull"
 CHAIN_INTACT = "ChainIntact"
 APPLIED = "Applied"
+SIGNING_KEY = "SigningKeyReadable"
 BACKED_UP = "BackedUp"
 READY = "Ready"
 
@@ -140,6 +154,35 @@ def signing_secret_name(name: str) -> str:
     return bounded_name("iotsec-audit-signing-", name)
 
 
+def canary_role_name(name: str) -> str:
+    return bounded_name("iotsec-audit-sink-canary-", name)
+
+
+def signing_key_secret(name: str, namespace: str, pem: bytes) -> dict[str, Any]:
+    """The signing key Secret the reconciler creates once (no owner reference: it outlives the policy)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(
+            name, signing_secret_name(name), namespace, [C_PROTECTED], labels={COMPONENT: "audit-signing-key"}
+        ),
+        "data": {SIGNING_KEY_FIELD: base64.b64encode(pem).decode()},
+    }
+
+
+def signing_key(secret: Mapping[str, Any], where: str) -> Ed25519PrivateKey:
+    """The Ed25519 key in a signing key Secret; KeyUnreadableError saying why when there is none to read."""
+    try:
+        pem = secretdata.required(secretdata.decode(secret), SIGNING_KEY_FIELD, where)
+    except (ValueError, UnicodeError) as exc:
+        raise keysecrets.KeyUnreadableError(f"{where}: {exc}") from None
+    try:
+        return private_key_from_pem(pem.encode(), f"{where} key {SIGNING_KEY_FIELD}")
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise keysecrets.KeyUnreadableError(f"{where} key {SIGNING_KEY_FIELD}: {exc}") from None
+
+
 def sink_selector(name: str) -> dict[str, str]:
     """The sink pods' identifying labels (Deployment selector, Service selector, NetworkPolicy podSelector)."""
     return {OWNER_KIND: KIND, OWNER_NAME: name, COMPONENT: SINK_COMPONENT}
@@ -180,6 +223,8 @@ def desired_objects(
         _store_claim(name, spec, namespace),
         _service(name, namespace),
         _network_policy(name, namespace, network),
+        _canary_role(name, namespace),
+        _canary_role_binding(name, namespace, sink_service_account),
         _deployment(name, spec, namespace, image, image_pull_policy, sink_service_account),
     ]
 
@@ -201,6 +246,33 @@ def _canary(name: str, namespace: str) -> dict[str, Any]:
             labels={COMPONENT: "audit-canary"},
             annotations={"iotsec.io/written-by": SINK_FIELD_MANAGER},
         ),
+    }
+
+
+def _canary_role(name: str, namespace: str) -> dict[str, Any]:
+    """The sink's only right in the release namespace: its own canary ConfigMap, by name."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(name, canary_role_name(name), namespace, [C_NOT_LOST], labels={COMPONENT: SINK_COMPONENT}),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [canary_name(name)],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def _canary_role_binding(name: str, namespace: str, service_account: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(name, canary_role_name(name), namespace, [C_NOT_LOST], labels={COMPONENT: SINK_COMPONENT}),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": canary_role_name(name)},
+        "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
     }
 
 
@@ -261,7 +333,7 @@ def _network_policy(name: str, namespace: str, network: NetworkSettings) -> dict
                 },
             ],
             "egress": [
-                # status, canary, events and the signing key: the API server's addresses are cluster-specific
+                # status, canary and events: the API server's addresses are cluster-specific
                 {"ports": [{"port": port, "protocol": "TCP"} for port in API_SERVER_PORTS]},
                 {
                     "to": [
@@ -290,8 +362,9 @@ def sink_args(name: str, spec: AuditPolicySpec, namespace: str) -> list[str]:
         namespace,
         "--store",
         STORE_MOUNT,
-        "--signing-key-secret",
-        signing_secret_name(name),
+        "--signing-key",
+        f"{SIGNING_MOUNT}/{SIGNING_KEY_FIELD}",
+        "--signing-key-readonly",
         "--tls-cert",
         f"{TLS_MOUNT}/tls.crt",
         "--tls-key",
@@ -328,12 +401,21 @@ def _deployment(
                 "items": [{"key": client_key, "path": client_key}],
             },
         },
+        {
+            "name": "signing-key",
+            "secret": {
+                "secretName": signing_secret_name(name),
+                "defaultMode": read_only,
+                "items": [{"key": SIGNING_KEY_FIELD, "path": SIGNING_KEY_FIELD}],
+            },
+        },
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi", "medium": "Memory"}},
     ]
     mounts = [
         {"name": "store", "mountPath": STORE_MOUNT},
         {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True},
         {"name": "client", "mountPath": client_mount, "readOnly": True},
+        {"name": "signing-key", "mountPath": SIGNING_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     probe = {"scheme": "HTTPS", "port": "https"}
@@ -398,15 +480,20 @@ def _deployment(
 def ready_condition(found: Sequence[Mapping[str, Any]] | None, generation: int | None) -> dict[str, Any]:
     """Ready from the other conditions: True (Recording) only when the objects are applied, the sink has reported,
     the pipeline delivers and the store takes writes. Otherwise False with the first reason that fails:
-    ChainBroken (the sink's own verification found tampering), the Applied reason (InvalidSpec, ApplyFailed),
-    AuditPipelineBroken, StorageFull, then AwaitingSink while the sink has not reported at all."""
+    ChainBroken (the sink's own verification found tampering), KeyUnreadable (the signing key Secret holds no
+    readable key: the sink cannot sign), the Applied reason (InvalidSpec, ApplyFailed), AuditPipelineBroken,
+    StorageFull, then AwaitingSink while the sink has not reported at all."""
     controls = [C_ADMIN_ACTIVITY, C_NOT_LOST]
     applied = conditions.find(found, APPLIED)
+    key = conditions.find(found, SIGNING_KEY)
     broken = conditions.find(found, PIPELINE_BROKEN)
     full = conditions.find(found, STORAGE_FULL)
     intact = conditions.find(found, CHAIN_INTACT)
     if intact is not None and intact.get("status") == "False":
         return conditions.condition(READY, False, "ChainBroken", intact.get("message", ""), generation, [C_PROTECTED])
+    if key is not None and key.get("status") == "False":
+        reason = key.get("reason") or keysecrets.REASON
+        return conditions.condition(READY, False, reason, key.get("message", ""), generation, [C_PROTECTED])
     if applied is None or applied.get("status") != "True":
         reason = (applied or {}).get("reason") or "NotApplied"
         message = (applied or {}).get("message") or "the sink's objects have not been applied yet"

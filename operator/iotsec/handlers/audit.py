@@ -1,9 +1,9 @@
 """kopf wiring for AuditPolicy: parse → build (pure) → apply → prune → status.
 
-The objects (iotsec.desired.audit) live in the operator's namespace. The store claim gets no owner reference and
-is never pruned: deleting the AuditPolicy must not delete the audit trail. The sink reports into the same status
-(AuditPipelineBroken, StorageNearlyFull, StorageFull and the store figures); the operator keeps those conditions
-and derives Ready from them with `ready_condition`.
+The objects (iotsec.desired.audit) live in the operator's namespace. The store claim and the signing key Secret
+get no owner reference and are never pruned: deleting the AuditPolicy must not delete the audit trail or the key
+that signed it. The sink reports into the same status (AuditPipelineBroken, StorageNearlyFull, StorageFull and the
+store figures); the operator keeps those conditions and derives Ready from them with `ready_condition`.
 
 Settings not (yet) in `runtime.Config`, from the environment the chart sets:
 IOTSEC_IMAGE (the sink's image; the operator's own), IOTSEC_AUDIT_SINK_SERVICE_ACCOUNT (the chart's sink
@@ -13,6 +13,7 @@ RequestResponse; default: the chart's operator ServiceAccount).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -20,11 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from iotsec import certs, conditions, metrics, secretdata
+from iotsec import certs, conditions, keysecrets, metrics, secretdata
 from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.validation import parse_resource
+from iotsec.audit.chain import private_pem
 from iotsec.audit.policy import policy_configmap_name
 from iotsec.desired import audit as builder
 from iotsec.desired.backup import Image
@@ -41,6 +44,8 @@ PRUNABLE = (
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
 )
 KEEP_UNOWNED = ("PersistentVolumeClaim",)  # the audit store outlives its policy
 APPLIED_CONTROLS = [builder.C_ADMIN_ACTIVITY, builder.C_NOT_LOST, builder.C_TLS]
@@ -73,6 +78,8 @@ def on_delete(name: str, body: kopf.Body, **_: Any) -> None:
         "with every record: delete it by hand once its segments are exported",
     )
     metrics.forget(KIND, name)
+    with contextlib.suppress(KeyError):
+        metrics.KEY_UNREADABLE.remove(keysecrets.secret_ref(_namespace(), builder.signing_secret_name(name)))
 
 
 def reconcile(name: str) -> None:
@@ -97,12 +104,14 @@ def reconcile(name: str) -> None:
             _failed(api, body, "InvalidSpec", str(exc))
             raise kopf.PermanentError(f"invalid spec: {exc}") from None
         try:
+            signing = _ensure_signing_key(api, body, namespace)  # before the Deployment that mounts it
             _apply(api, body, objects)
             _ensure_credentials(api, body, spec, namespace)
             ref = builder.backup_ref(spec, namespace)
             backup_policy = api.get(API_VERSION, "BackupPolicy", ref[1], ref[0]) if ref is not None else None
             policy_map = f"{namespace}/{policy_configmap_name(name)}"
-            ready = _write_status(api, body, policy_map, ref, backup_policy, builder.silent_sink(body, spec, _now()))
+            silent = builder.silent_sink(body, spec, _now())
+            ready = _write_status(api, body, policy_map, ref, backup_policy, [signing, *([silent] if silent else [])])
         except ApiError as exc:
             if exc.transient:  # also a 409: the sink wrote the status since it was read
                 raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
@@ -121,8 +130,53 @@ def _apply(api: Kube, body: dict[str, Any], objects: list[dict[str, Any]]) -> No
         pruned = api.prune(api_version, kind, KIND, name, keep, namespace=_namespace())
         if pruned:
             metrics.OBJECTS_PRUNED.labels(kind).inc(len(pruned))
-    for kind in ("ConfigMap", "Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim"):
+    for kind in ("ConfigMap", "Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim", "Role", "RoleBinding"):
         metrics.MANAGED_OBJECTS.labels(KIND, name, kind).set(sum(1 for o in objects if o["kind"] == kind))
+
+
+def _ensure_signing_key(api: Kube, body: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The store's signing key Secret: created once, never overwritten, never owned (it outlives the policy).
+
+    Returns the SigningKeyReadable condition. A Secret that holds no readable Ed25519 key is left alone, with
+    Ready=False (KeyUnreadable), a Warning event and iotsec_key_unreadable=1, until a person annotates it
+    iotsec.io/replace-unreadable=true; a readable one is used as it is, whoever made it (the sinks of earlier
+    releases made their own)."""
+    name, generation = body["metadata"]["name"], body["metadata"].get("generation")
+    secret_name = builder.signing_secret_name(name)
+    ref = keysecrets.secret_ref(namespace, secret_name)
+    secret = api.get("v1", "Secret", secret_name, namespace)
+    if secret is not None and keysecrets.replacement_requested(secret):
+        api.delete("v1", "Secret", secret_name, namespace)
+        kopf.warn(
+            body,
+            reason="SigningKeyReplaced",
+            message=f"replaced the unreadable signing key {ref} as its {keysecrets.REPLACE_UNREADABLE} annotation "
+            "asks: segments sealed before verify only with the previous public key",
+        )
+        secret = None
+    if secret is None:
+        pem = private_pem(Ed25519PrivateKey.generate())
+        if api.create(builder.signing_key_secret(name, namespace, pem)):
+            kopf.event(body, type="Normal", reason="SigningKeyCreated", message=f"created the signing key {ref}")
+            secret = {"data": builder.signing_key_secret(name, namespace, pem)["data"]}
+        else:
+            secret = api.get("v1", "Secret", secret_name, namespace)  # made meanwhile by someone else: read theirs
+    try:
+        builder.signing_key(secret or {}, f"Secret {ref}")
+    except keysecrets.KeyUnreadableError as exc:
+        metrics.KEY_UNREADABLE.labels(ref).set(1)
+        message = f"the signing key Secret {ref} is unusable ({exc}); {keysecrets.advice(namespace, secret_name)}"
+        log.warning("AuditPolicy %s: %s", name, message)
+        before = conditions.find((body.get("status") or {}).get("conditions"), builder.SIGNING_KEY) or {}
+        if (before.get("status"), before.get("reason")) != ("False", keysecrets.REASON):
+            kopf.warn(body, reason=keysecrets.REASON, message=message)
+        return _signing_condition(False, keysecrets.REASON, message, generation)
+    metrics.KEY_UNREADABLE.labels(ref).set(0)
+    return _signing_condition(True, "Readable", f"the signing key in Secret {ref} is readable", generation)
+
+
+def _signing_condition(readable: bool, reason: str, message: str, generation: int | None) -> dict[str, Any]:
+    return conditions.condition(builder.SIGNING_KEY, readable, reason, message, generation, [builder.C_PROTECTED])
 
 
 def _ensure_credentials(api: Kube, body: dict[str, Any], spec: AuditPolicySpec, namespace: str) -> None:
@@ -202,7 +256,7 @@ def _write_status(
     policy_map: str,
     ref: tuple[str, str] | None,
     backup_policy: dict[str, Any] | None,
-    silent: dict[str, Any] | None = None,
+    extra: list[dict[str, Any]] | None = None,
 ) -> bool:
     generation = body["metadata"].get("generation")
     previous = list((body.get("status") or {}).get("conditions") or [])
@@ -223,8 +277,7 @@ def _write_status(
             kopf.warn(body, reason="BackupPolicyMissing", message=backed_up["message"])
     else:
         previous = [c for c in previous if c.get("type") != builder.BACKED_UP]
-    if silent is not None:
-        entries.append(silent)
+    entries.extend(extra or [])
     ready = _status(api, body, previous, entries, {"policyConfigMap": policy_map})
     return ready["status"] == "True"
 
@@ -234,7 +287,7 @@ def _now() -> datetime:
 
 
 def _applied_message(policy_map: str) -> str:
-    return f"policy ConfigMap {policy_map}, canary, store claim and sink applied"
+    return f"policy ConfigMap {policy_map}, canary and its grant, store claim and sink applied"
 
 
 def _failed(api: Kube, body: dict[str, Any], reason: str, message: str) -> None:

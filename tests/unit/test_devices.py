@@ -737,6 +737,25 @@ def test_mtls_device_authentication_during_a_ca_rotation(tmp_path, key_algorithm
     assert mtls(tmp_path, new_device, rotated.bundle()) == ("meter-new", None)
 
 
+def test_mtls_with_the_trust_bundles_crls_during_a_ca_rotation(tmp_path):
+    """A TLS server checking CRLs accepts good devices of both CAs and refuses a revoked device of the old one."""
+    from iotsec.devices import Registry, trust_bundle
+
+    now = datetime.now(UTC)
+    state, _ = ensure_device_ca(None, TENANT, "ecdsa-p256", timedelta(days=30), timedelta(days=20), now - 15 * DAY)
+    old_good = issue(state.ca, "meter-old", now=now - 15 * DAY)
+    old_lost = issue(state.ca, "meter-lost", now=now - 15 * DAY)
+    rotated, _ = ensure_device_ca(state, TENANT, "ecdsa-p256", timedelta(days=30), timedelta(days=20), now)
+    new_good = issue(rotated.ca, "meter-new", now=now)
+    registry = Registry({}, {}).with_revoked([old_lost.serial], now)
+    bundle = trust_bundle(rotated, registry, None, now)
+    assert mtls(tmp_path, old_good, bundle["ca-bundle.crt"], bundle["crl.pem"]) == ("meter-old", None)
+    assert mtls(tmp_path, new_good, bundle["ca-bundle.crt"], bundle["crl.pem"]) == ("meter-new", None)
+    peer, error = mtls(tmp_path, old_lost, bundle["ca-bundle.crt"], bundle["crl.pem"])
+    assert peer is None
+    assert "revoked" in str(error)
+
+
 def test_mtls_refuses_another_tenants_device(tmp_path):
     now = datetime.now(UTC)
     acme = new_device_ca(TENANT, "ecdsa-p256", timedelta(days=30), now)

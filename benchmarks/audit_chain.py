@@ -1,4 +1,5 @@
-"""Benchmark: the audit chain (hash chain, Ed25519 seals, fsync per batch) from the store to HTTPS and back.
+"""Benchmark: the audit chain (hash chain, a signed checkpoint and an fsync per batch, Ed25519 seals) from the
+store to HTTPS and back.
 
 Prints figures (not a test; it asserts only that every batch was stored and every chain verifies):
 1. store-level sustained ingest (AuditStore.append, hashing and signing on, fsync per batch) of realistic
@@ -6,11 +7,13 @@ Prints figures (not a test; it asserts only that every batch was stored and ever
    400 (the API server's --audit-webhook-batch-max-size) and 50, with 64 MiB segments (the default) and 4 MiB
    (many seals): events/s, MB/s, batches/s, per-batch latency p50/p99/max, seals and the latency of the batches
    that sealed. Event generation is excluded: the time is the time spent inside append (canonical JSON,
-   SHA-256, write, fsync, and the seal when a segment fills);
+   SHA-256, the batch's Ed25519 checkpoint, write, fsync, and the seal when a segment fills: the segment is
+   read back once to check it holds what the store wrote); B/record includes the checkpoint lines;
 2. end to end over real HTTPS: the sink (`serve`) in a thread with the anomaly rules of
    examples/platform/40-audit.yaml, bearer-token auth, and http.client keep-alive connections posting EventList
    batches from 1 and from 4 concurrent connections: events/s and per-batch latency p50/p99 (client side);
-3. verify(): records/s and MB/s over every store written above (segments still in the page cache: CPU-bound);
+3. verify(): records/s and MB/s over every store written above, every checkpoint and seal checked (segments
+   still in the page cache: CPU-bound);
 4. peak RSS of the process (client, server and stores all live in it).
 
 Run: .venv/bin/python benchmarks/audit_chain.py [--events 200000] [--batch 400 50] [--segment-mib 64 4]

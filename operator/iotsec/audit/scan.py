@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -28,15 +29,14 @@ class Fault:
     line: int | None = None
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple: one per record, built fast
     """One record that parsed and chained: where it is and what its checkpoint and the store need of it."""
 
     seq: int
     line: int
     hash: str
-    time: str
-    source: str
+    time: Any
+    source: Any
     end: int  # byte offset just after its line
 
 
@@ -145,7 +145,6 @@ class _Walker:
             recorded, body = chain.split_line(line)
             record = json.loads(body)
             seq, prev = record["seq"], record["prev"]
-            time, source = record.get("time", ""), record.get("source", "")
             if not isinstance(seq, int) or not isinstance(prev, str):
                 raise TypeError("seq and prev have the wrong types")
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -165,7 +164,7 @@ class _Walker:
                 seq,
                 number,
             )
-        self.scan.entries.append(Entry(seq, number, recorded, str(time), str(source), end))
+        self.scan.entries.append(Entry(seq, number, recorded, record.get("time"), record.get("source"), end))
         self.prev, self.seq = recorded, seq + 1
         return None
 

@@ -221,10 +221,10 @@ class AuditStore:
         segment = _Open(path, self._clock(), found.start_seq, found.start_prev)
         if not entries:
             return segment
-        segment.add(kept, len(entries), entries[0].seq, entries[0].time, checkpoints)
-        segment.last_time = entries[-1].time
+        segment.add(kept, len(entries), entries[0].seq, str(entries[0].time), checkpoints)
+        segment.last_time = str(entries[-1].time)
         with contextlib.suppress(ValueError):
-            segment.started = chain.parse_time(entries[0].time)  # a restart must not postpone the seal
+            segment.started = chain.parse_time(segment.first_time)  # a restart must not postpone the seal
         self.head, self.next_seq = entries[-1].hash, entries[-1].seq + 1
         self.records += len(entries)
         return segment

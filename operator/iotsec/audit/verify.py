@@ -247,9 +247,8 @@ class _Walk:
         return not found.checkpoint_lines and not self.upgraded
 
     def _take(self, found: Scan) -> None:
-        for entry in found.entries:
-            if self.expect is not None and entry.seq == self.expect[0]:
-                self.expected_hash = entry.hash
+        if self.expect is not None:
+            self.expected_hash = next((e.hash for e in found.entries if e.seq == self.expect[0]), self.expected_hash)
         if found.entries:
             self.prev, self.seq = found.entries[-1].hash, found.entries[-1].seq + 1
             self.report.records += len(found.entries)

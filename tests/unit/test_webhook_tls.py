@@ -211,8 +211,8 @@ async def test_a_configuration_event_wakes_the_periodic_check_at_once(monkeypatc
     try:
         await asyncio.wait_for(checked.wait(), timeout=5)
         checked.clear()
-        webhook_tls.configuration_changed(type="DELETED")
-        webhook_tls.configuration_changed(type="ADDED")
+        await webhook_tls.configuration_changed(type="DELETED")
+        await webhook_tls.configuration_changed(type="ADDED")
         await asyncio.wait_for(checked.wait(), timeout=5)  # not the hour the interval says
         assert len(checks) == 2
     finally:

@@ -151,8 +151,9 @@ async def keep_current(interval: float, wake: asyncio.Event) -> None:
             await asyncio.wait_for(wake.wait(), timeout=interval if healthy else min(interval, CONFIG.retry_seconds))
 
 
-def configuration_changed(type: str | None, **_: Any) -> None:
-    """A watch event of iotsec's ValidatingWebhookConfiguration: check its bundle now."""
+async def configuration_changed(type: str | None, **_: Any) -> None:
+    """A watch event of iotsec's ValidatingWebhookConfiguration: check its bundle now. A coroutine, so it runs at
+    once in the event loop instead of queueing behind every reconcile in kopf's thread pool."""
     if type != "DELETED" and _wake is not None:
         _wake.set()
 

@@ -156,6 +156,16 @@ def port_specs(specs: Iterable[Any]) -> Conns:
     return frozenset((s.protocol, p) for s in specs for p in range(s.port, (s.end_port or s.port) + 1))
 
 
+def allow_all(namespace: str) -> dict[str, Any]:
+    """The policy a careless or hostile tenant admin might add: everything in and out of the namespace."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-all", "namespace": namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{}], "egress": [{}]},
+    }
+
+
 def pod_manifest(name: str, pod: Pod) -> dict[str, Any]:
     """A Pod as a workload would have it; never created on a server, only analysed."""
     return {
@@ -298,6 +308,59 @@ class Topology:
     def declared_ports(self) -> Conns:
         rules = [r for spec in self.domains.values() for r in [*(spec.allow or ()), *(spec.egress or ())]]
         return union(frozenset({("UDP", 53), ("TCP", 53)}), *(port_specs(r.ports) for r in rules))
+
+    def domain_edges(self) -> dict[tuple[str, str], Conns]:
+        """Ports between two different domains from the specs alone: A's egress to B meets B's allow from A."""
+        edges = {}
+        for (a, spec_a), (b, spec_b) in itertools.permutations(self.domains.items(), 2):
+            out = [port_specs(r.ports) for r in spec_a.egress or () if any(p.domain == b for p in r.peers)]
+            into = [port_specs(r.ports) for r in spec_b.allow or () if any(p.domain == a for p in r.peers)]
+            if both := intersect(union(frozenset(), *out), union(frozenset(), *into)):
+                edges[(a, b)] = both
+        return edges
+
+    def cross_tenant(self, connectivity: dict[Pair, Conns]) -> list[Pair]:
+        """Connections between namespaces of two different tenants (either direction, any port)."""
+
+        def tenant(pod: str) -> str | None:
+            return self.tenant_of.get(pod.split("/")[0])
+
+        return sorted(p for p in connectivity if tenant(p[0]) and tenant(p[1]) and tenant(p[0]) != tenant(p[1]))
+
+    def cross_level_problems(self, pods: dict[str, Pod], connectivity: dict[Pair, Conns]) -> list[str]:
+        """Pods of different security levels meet only on the declared cross-domain ports, and every declared
+        port is open between the two domains' pods of different levels."""
+        edges, seen = self.domain_edges(), {}
+        problems = []
+        for (source, target), conns in connectivity.items():
+            a, b = pods[source], pods[target]
+            if a.labels.get(LEVEL_LABEL) == b.labels.get(LEVEL_LABEL) or self.dns in (a, b):
+                continue
+            pair = (self.member_of[a.namespace], self.member_of[b.namespace])
+            seen[pair] = union(seen.get(pair, frozenset()), conns)
+            if conns == ALL_CONNECTIONS or not conns <= edges.get(pair, frozenset()):
+                problems.append(
+                    f"{source} -> {target}: {describe(conns)} (declared {pair}: {describe(edges.get(pair, frozenset()))})"
+                )
+        problems += [
+            f"{a} -> {b}: declared {describe(ports)}, open {describe(seen.get((a, b), frozenset()))}"
+            for (a, b), ports in edges.items()
+            if seen.get((a, b)) != ports
+        ]
+        return problems
+
+    def dns_problems(self, pods: dict[str, Pod], connectivity: dict[Pair, Conns]) -> list[str]:
+        """Every member pod reaches the DNS pod on 53/UDP and 53/TCP only; the DNS pod reaches no member."""
+        (dns,) = [name for name, pod in pods.items() if pod == self.dns]
+        problems = []
+        for name, pod in pods.items():
+            if pod.namespace not in self.member_of:
+                continue
+            if (got := connectivity.get((name, dns), frozenset())) != {("UDP", 53), ("TCP", 53)}:
+                problems.append(f"{name} -> DNS: {describe(got)}")
+            if (dns, name) in connectivity:
+                problems.append(f"DNS -> {name}: {describe(connectivity[(dns, name)])}")
+        return problems
 
     def pods(self, unlabelled: bool = True) -> dict[str, Pod]:
         """In every member namespace one pod per declared security level, one with a level no domain declares

@@ -25,18 +25,14 @@ from iotsec.manifests import Document
 from tests.conftest import EXAMPLES, ROOT
 from tests.netpol import (
     ALL_CONNECTIONS,
-    Conns,
-    Pair,
     Pod,
     Topology,
+    allow_all,
     differences,
     evaluator_map,
-    intersect,
     namespace_manifest,
-    port_specs,
     restricted,
     run_nca,
-    union,
 )
 
 PLATFORM = EXAMPLES / "platform"
@@ -120,37 +116,6 @@ def analysed(tmp_path_factory):
     return policies, ns_labels, topology, pods, run_nca(policies, ns_labels, pods, workdir / "nca")
 
 
-def allow_all(namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "allow-all", "namespace": namespace},
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{}], "egress": [{}]},
-    }
-
-
-def cross_tenant(topology: Topology, connectivity: dict[Pair, Conns]) -> list[Pair]:
-    def tenant(pod: str) -> str | None:
-        return topology.tenant_of.get(pod.split("/")[0])
-
-    return sorted(p for p in connectivity if tenant(p[0]) and tenant(p[1]) and tenant(p[0]) != tenant(p[1]))
-
-
-def domain_edges(topology: Topology) -> dict[tuple[str, str], Conns]:
-    """Ports between two different domains, from the specs alone: A's egress to B meets B's allow from A."""
-    edges = {}
-    for (a, spec_a), (b, spec_b) in itertools.permutations(topology.domains.items(), 2):
-        out = union(
-            frozenset(), *(port_specs(r.ports) for r in spec_a.egress or () if any(p.domain == b for p in r.peers))
-        )
-        into = union(
-            frozenset(), *(port_specs(r.ports) for r in spec_b.allow or () if any(p.domain == a for p in r.peers))
-        )
-        if both := intersect(out, into):
-            edges[(a, b)] = both
-    return edges
-
-
 def test_the_example_has_two_tenants_and_three_levels(analysed):
     _, _, topology, pods, _ = analysed
     assert sorted(set(topology.tenant_of.values())) == ["acme", "globex"]
@@ -165,43 +130,18 @@ def test_nca_sees_exactly_the_declared_connectivity(analysed):
 
 def test_no_connection_between_the_tenants(analysed):
     _, _, topology, _, connectivity = analysed
-    assert cross_tenant(topology, connectivity) == []
+    assert topology.cross_tenant(connectivity) == []
 
 
 def test_levels_meet_only_on_the_declared_cross_domain_ports(analysed):
     _, _, topology, pods, connectivity = analysed
-    edges = domain_edges(topology)
-    assert edges, "the example declares cross-domain rules"
-    level = "iotsec.io/security-level"
-    for (source, target), conns in connectivity.items():
-        a, b = pods[source], pods[target]
-        if a.labels.get(level) == b.labels.get(level) or topology.dns in (a, b):
-            continue
-        pair = (topology.member_of[a.namespace], topology.member_of[b.namespace])
-        assert conns != ALL_CONNECTIONS, (source, target)
-        assert conns <= edges.get(pair, frozenset()), (source, target, conns)
-    # and every declared port is open between the two domains' pods of different levels
-    for (a, b), ports in edges.items():
-        seen = union(
-            frozenset(),
-            *(
-                conns
-                for (source, target), conns in connectivity.items()
-                if pods[source].labels.get(level) != pods[target].labels.get(level)
-                and topology.member_of.get(pods[source].namespace) == a
-                and topology.member_of.get(pods[target].namespace) == b
-            ),
-        )
-        assert seen == ports, f"{a} -> {b}"
+    assert topology.domain_edges(), "the example declares cross-domain rules"
+    assert topology.cross_level_problems(pods, connectivity) == []
 
 
 def test_dns_egress_as_declared(analysed):
     _, _, topology, pods, connectivity = analysed
-    dns = next(name for name, pod in pods.items() if pod == topology.dns)
-    for name, pod in pods.items():
-        if pod.namespace in topology.member_of:
-            assert connectivity.get((name, dns)) == {("UDP", 53), ("TCP", 53)}, name
-            assert (dns, name) not in connectivity, "nothing may connect into a member from the DNS pod"
+    assert topology.dns_problems(pods, connectivity) == []
 
 
 def probes(topology: Topology):
@@ -230,7 +170,7 @@ def test_negative_control_allow_all_on_both_tenants_opens_them_to_each_other(ana
     policies, ns_labels, topology, pods, _ = analysed
     opened = [*policies, allow_all("acme-meters"), allow_all("globex-telematics")]
     connectivity = run_nca(opened, ns_labels, pods, tmp_path)
-    leaks = cross_tenant(topology, connectivity)
+    leaks = topology.cross_tenant(connectivity)
     assert ("acme-meters/app-low", "globex-telematics/app-high") in leaks
     assert ("globex-telematics/app-high", "acme-meters/app-low") in leaks
     assert any("acme-meters" in line for line in differences(connectivity, topology.expected(pods)))
@@ -240,7 +180,7 @@ def test_one_tenants_allow_all_does_not_open_the_other_tenant(analysed, tmp_path
     """A connection needs the sender's egress and the receiver's ingress: the other tenant's policies still hold."""
     policies, ns_labels, topology, pods, _ = analysed
     connectivity = run_nca([*policies, allow_all("acme-meters")], ns_labels, pods, tmp_path)
-    assert cross_tenant(topology, connectivity) == []
+    assert topology.cross_tenant(connectivity) == []
     assert connectivity[("acme-meters/app-low", "acme-meters/app-high")] == ALL_CONNECTIONS, "the control did apply"
 
 
@@ -254,7 +194,7 @@ def test_a_single_render_pass_already_isolates_the_tenants(tmp_path):
     ns_labels = namespace_labels(list(yaml.safe_load_all((PLATFORM / NAMESPACES_FILE).read_text())), objects)
     topology = declared_topology(ns_labels)
     connectivity = run_nca(policies_of(objects), ns_labels, topology.pods(), tmp_path)
-    assert cross_tenant(topology, connectivity) == []
+    assert topology.cross_tenant(connectivity) == []
 
 
 @pytest.mark.xfail(

@@ -237,6 +237,25 @@ def test_a_torn_checkpoint_line_cuts_its_batch(tmp_path):
     assert store.next_seq == 14
 
 
+def test_garbage_after_the_last_checkpoint_is_a_write_never_acknowledged_and_is_cut(tmp_path, caplog):
+    """A power loss can leave zero-filled or stale blocks after the last checkpoint; no checkpoint vouches for
+    them, so no caller was told they were stored."""
+    clock = Clock()
+    store = with_open_batches(tmp_path, clock)
+    path = open_segment(tmp_path)
+    with path.open("ab") as handle:
+        handle.write(b"\x00" * 300 + b"\n")
+    report = verify(tmp_path, KEY.public_key())
+    assert report.ok
+    assert any("not a record (edited or corrupted) at line 13" in note for note in report.notes)
+    with caplog.at_level(logging.WARNING, logger="iotsec.audit.store"):
+        restarted = open_store(tmp_path, clock)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "cutting 301 bytes from line 13 on" in caplog.records[0].getMessage()
+    assert (restarted.next_seq, restarted.head) == (store.next_seq, store.head)
+    assert not chain.quarantined_files(tmp_path)
+
+
 # ---------------------------------------------------------------------------------------------- corrupt at start
 
 

@@ -284,13 +284,12 @@ class AuditStore:
             self.segment_count += 1
             self._open = self._opened(target, kept, entries, found, 0 if legacy else 1)
         self._recount()
-        where = f"record seq {fault.seq}" if fault.seq is not None else "a checkpoint"
-        self.quarantined = f"{path.name} {where} (line {fault.line}): {fault.what}"
+        where = f"record seq {fault.seq} (line {fault.line})" if fault.seq is not None else f"line {fault.line}"
+        self.quarantined = f"{path.name} {where}: {fault.what}"
         log.error(
-            "audit store: %s: %s (line %s): %s; kept seq ..%d, set the file aside as %s",
+            "audit store: %s %s: %s; kept seq ..%d, set the file aside as %s",
             path,
             where,
-            fault.line,
             fault.what,
             reason["keptUpToSeq"],
             aside.relative_to(self.root),

@@ -110,6 +110,15 @@ def test_a_rewritten_open_segment_is_named_by_verify_without_extra_flags(tmp_pat
     assert store.head != report.head
 
 
+def test_a_sealed_segment_rewritten_with_recomputed_hashes_is_named_at_the_record_by_its_checkpoint(tmp_path):
+    with_open_batches(tmp_path, Clock())
+    sealed = chain.segment_files(tmp_path)[0]
+    rewrite_from(sealed, 3)
+    broken = verify(tmp_path, KEY.public_key()).broken
+    assert (broken.segment, broken.seq, broken.line) == (sealed.name, 3, 3)
+    assert "differs from the record the checkpoint at line 5 signed" in broken.what
+
+
 def test_a_restarted_store_never_seals_a_forgery_and_continues_from_the_last_verified_record(tmp_path, caplog):
     clock = Clock()
     store = with_open_batches(tmp_path, clock)

@@ -408,7 +408,7 @@ class AuditStore:
         segment = self._open
         if segment is None or not segment.records:
             return None
-        if chain.digest(segment.path.read_bytes()) != segment.digest.hexdigest():
+        if _file_digest(segment.path) != segment.digest.hexdigest():
             log.error(
                 "audit store: %s changed on disk since the store wrote it; checking it before sealing", segment.path
             )
@@ -512,6 +512,11 @@ class AuditStore:
         self.records -= sum(s["records"] for s in deletable)
         self._recount()
         return [s["segment"] for s in deletable]
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _durable_write(path: Path, data: bytes) -> None:

@@ -166,9 +166,12 @@ def test_without_a_configuration_the_secret_is_kept_and_the_bundle_follows_it():
 
 def test_a_failed_injection_publishes_no_certificate():
     api = RecordingKube()
+    apply = api.apply
 
     def refused(obj, owner=None):
-        raise ApiError("apply ValidatingWebhookConfiguration: 403 Forbidden", 403)
+        if obj["kind"] == VWC:
+            raise ApiError("apply ValidatingWebhookConfiguration: 403 Forbidden", 403)
+        return apply(obj, owner)
 
     api.apply = refused  # type: ignore[method-assign]
     with pytest.raises(ApiError):

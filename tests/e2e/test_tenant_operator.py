@@ -1,4 +1,7 @@
-"""TenantIsolation on a real API server: what the operator creates, and what the cluster then enforces."""
+"""TenantIsolation on a real API server: what the operator creates, and what the cluster then enforces.
+
+The operator runs with its own release namespace (`RELEASE`), where the platform-held keys live; the chart's
+tenant ClusterRoles are created from `privilege_rules` as the chart makes them."""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ GROUP, VERSION = "iotsec.io", "v1alpha1"
 SUFFIX = uuid.uuid4().hex[:5]
 TENANT, OTHER = f"t{SUFFIX}", f"o{SUFFIX}"
 NS_A, NS_B, NS_OTHER = f"{TENANT}-a", f"{TENANT}-b", f"{OTHER}-a"
+RELEASE = "iotsec-system"  # the default: every operator on a shared test cluster agrees where platform keys live
+CA_SECRET = f"iotsec-device-ca-{TENANT}"
 
 
 def _tenant(name: str, tenant_id: str, namespaces: list[str], **extra: Any) -> dict[str, Any]:
@@ -56,9 +61,37 @@ def core(api_client) -> client.CoreV1Api:
 
 
 @pytest.fixture(scope="module")
-def operator(crds, tmp_path_factory) -> Iterator[Operator]:
+def release(core) -> str:
+    with contextlib.suppress(ApiException):  # 409: there already, and then left there
+        core.create_namespace({"metadata": {"name": RELEASE}})
+    return RELEASE
+
+
+@pytest.fixture(scope="module")
+def tenant_cluster_roles(api_client) -> Iterator[None]:
+    """The chart's iotsec-tenant-<privilege> ClusterRoles, made from the same rules (left alone if present)."""
+    from iotsec.desired.tenant import BUILT_IN_PRIVILEGES, privilege_rules
+
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    made = []
+    for privilege in BUILT_IN_PRIVILEGES:
+        role = {"metadata": {"name": f"iotsec-tenant-{privilege}"}, "rules": privilege_rules(privilege)}
+        try:
+            rbac.create_cluster_role(role)
+            made.append(role["metadata"]["name"])
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    yield
+    for name in made:
+        with contextlib.suppress(ApiException):
+            rbac.delete_cluster_role(name)
+
+
+@pytest.fixture(scope="module")
+def operator(crds, release, tenant_cluster_roles, tmp_path_factory) -> Iterator[Operator]:
     running = Operator(tmp_path_factory.mktemp("tenant") / "operator.log")
-    running.start()
+    running.start(IOTSEC_WEBHOOK_NAMESPACE=release)
     yield running
     running.stop()
 
@@ -88,6 +121,60 @@ def _ready(custom, name: str) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in _status(custom, name).get("conditions", []))
 
 
+def _condition(custom, name: str, type_: str = "Ready") -> dict[str, Any]:
+    return next((c for c in _status(custom, name).get("conditions", []) if c["type"] == type_), {})
+
+
+def _secret_data(core, name: str, namespace: str) -> dict[str, str]:
+    return {
+        k: base64.b64decode(v).decode() for k, v in (core.read_namespaced_secret(name, namespace).data or {}).items()
+    }
+
+
+def _events(core, name: str, reason: str, type_: str = "Warning") -> list[str]:
+    events = core.list_event_for_all_namespaces(field_selector=f"involvedObject.name={name}").items
+    return [e.message for e in events if e.type == type_ and e.reason == reason]
+
+
+def _ca_issued(custom, core, name: str) -> bool:
+    """The device CA at its home in the release namespace, recorded in status."""
+    secret = f"iotsec-device-ca-{name}"
+    if _status(custom, name).get("deviceCASecret") != f"{RELEASE}/{secret}":
+        return False
+    return not _gone(lambda: core.read_namespaced_secret(secret, RELEASE))
+
+
+def _gone(read) -> bool:
+    try:
+        read()
+    except ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+@contextlib.contextmanager
+def _own_tenant(custom, core, prefix: str, namespaces: list[str] | None = None, **extra: Any) -> Iterator[str]:
+    """A tenant of its own for a test that breaks things; deleted (Retain) and its namespaces removed after."""
+    name = f"{prefix}{SUFFIX}"
+    listed = namespaces or [f"{name}-a", f"{name}-b"]
+    custom.create_cluster_custom_object(GROUP, VERSION, "tenantisolations", _tenant(name, name, listed, **extra))
+    try:
+        eventually(lambda: _ca_issued(custom, core, name), timeout=60, what=f"device CA of {name} issued")
+        yield name
+    finally:
+        with contextlib.suppress(ApiException):
+            custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", name)
+        eventually(
+            lambda: _gone(lambda: custom.get_cluster_custom_object(GROUP, VERSION, "tenantisolations", name)),
+            timeout=30,
+            what=f"{name} deleted",
+        )
+        for namespace in listed:
+            if namespace != RELEASE:
+                with contextlib.suppress(ApiException):
+                    core.delete_namespace(namespace)
+
+
 def test_tenant_gets_namespaces_bounds_rbac_identities_and_keys(tenants, custom, core, api_client):
     eventually(lambda: _ready(custom, TENANT), timeout=60, what="tenant Ready")
     for namespace in (NS_A, NS_B):
@@ -96,11 +183,11 @@ def test_tenant_gets_namespaces_bounds_rbac_identities_and_keys(tenants, custom,
         assert core.read_namespaced_resource_quota("iotsec-tenant-quota", namespace).spec.hard["pods"] == "3"
         core.read_namespaced_limit_range("iotsec-tenant-limits", namespace)
     rbac = client.RbacAuthorizationV1Api(api_client)
-    assert {r.metadata.name for r in rbac.list_namespaced_role(NS_A).items} >= {
-        "iotsec-user-operators",
-        "iotsec-user-viewers",
-        "iotsec-app-class-ingest",
-    }
+    roles = {r.metadata.name for r in rbac.list_namespaced_role(NS_A).items}
+    assert "iotsec-app-class-ingest" in roles
+    assert not roles & {"iotsec-user-operators", "iotsec-user-viewers"}, "built-in classes get no Role of their own"
+    binding = rbac.read_namespaced_role_binding("iotsec-user-operators", NS_A)
+    assert (binding.role_ref.kind, binding.role_ref.name) == ("ClusterRole", "iotsec-tenant-operator")
     account = core.read_namespaced_service_account("meter-ingest", NS_A)
     assert account.metadata.labels["iotsec.io/app-id"] == f"{TENANT}.meter-ingest"
     secret = core.read_namespaced_secret("iotsec-app-meter-ingest-key", NS_A)
@@ -148,11 +235,19 @@ def test_users_get_their_class_privileges_and_nothing_in_other_tenants(tenants, 
     config_map = {"metadata": {"generateName": "cm-"}, "data": {"a": "b"}}
     operator.create_namespaced_config_map(NS_A, config_map)
     viewer.list_namespaced_config_map(NS_A)
+    allow_all = {
+        "metadata": {"name": "allow-all"},
+        "spec": {"podSelector": {}, "ingress": [{}], "egress": [{}], "policyTypes": ["Ingress", "Egress"]},
+    }
+    networking = client.NetworkingV1Api(operator.api_client)
+    networking.list_namespaced_network_policy(NS_A)
     for attempt in (
         lambda: viewer.create_namespaced_config_map(NS_A, config_map),
         lambda: operator.list_namespaced_secret(NS_A),
         lambda: operator.create_namespaced_config_map(NS_OTHER, config_map),
         lambda: viewer.list_namespaced_config_map(NS_OTHER),
+        lambda: networking.create_namespaced_network_policy(NS_A, allow_all),
+        lambda: operator.read_namespaced_secret(CA_SECRET, RELEASE),
     ):
         with pytest.raises(ApiException) as caught:
             attempt()
@@ -182,11 +277,12 @@ def test_a_rotation_request_replaces_the_key_at_once(tenants, custom, core):
 def test_device_ca_and_trust_bundle_are_published(tenants, custom, core):
     from iotsec.devices import DeviceCAState
 
-    eventually(lambda: _status(custom, TENANT).get("deviceCANotAfter"), timeout=60, what="device CA issued")
-    data = {
-        k: base64.b64decode(v).decode() for k, v in core.read_namespaced_secret("iotsec-device-ca", NS_A).data.items()
-    }
-    state = DeviceCAState.from_secret_data(data)
+    eventually(lambda: _ca_issued(custom, core, TENANT), timeout=60, what="device CA issued")
+    assert _status(custom, TENANT)["deviceCASecret"] == f"{RELEASE}/{CA_SECRET}"
+    state = DeviceCAState.from_secret_data(_secret_data(core, CA_SECRET, RELEASE))
+    for namespace in (NS_A, NS_B):
+        names = {s.metadata.name for s in core.list_namespaced_secret(namespace).items}
+        assert not {n for n in names if n.startswith("iotsec-device-ca")}, "no CA key within tenant reach"
     for namespace in (NS_A, NS_B):
         trust = core.read_namespaced_config_map("iotsec-device-trust", namespace).data
         assert trust["ca-bundle.crt"] == state.bundle()
@@ -201,7 +297,7 @@ def test_device_issue_and_revoke_through_the_cli(tenants, custom, core, tmp_path
 
     from iotsec.devices import device_id_of, revoked_serials, verify_device
 
-    eventually(lambda: _status(custom, TENANT).get("deviceCANotAfter"), timeout=60, what="device CA issued")
+    eventually(lambda: _ca_issued(custom, core, TENANT), timeout=60, what="device CA issued")
     issued = subprocess.run(
         [
             sys.executable,
@@ -221,6 +317,8 @@ def test_device_issue_and_revoke_through_the_cli(tenants, custom, core, tmp_path
             "SM-3",
             "--out",
             str(tmp_path),
+            "--namespace",
+            RELEASE,
         ],
         capture_output=True,
         text=True,
@@ -235,7 +333,19 @@ def test_device_issue_and_revoke_through_the_cli(tenants, custom, core, tmp_path
     trust = core.read_namespaced_config_map("iotsec-device-trust", NS_B).data
     assert verify_device(certificate, trust["ca-bundle.crt"], now, trust["crl.pem"])
     subprocess.run(
-        [sys.executable, "-m", "iotsec", "device", "revoke", "--tenant", TENANT, "--device-id", "meter-0001"],
+        [
+            sys.executable,
+            "-m",
+            "iotsec",
+            "device",
+            "revoke",
+            "--tenant",
+            TENANT,
+            "--device-id",
+            "meter-0001",
+            "--namespace",
+            RELEASE,
+        ],
         check=True,
         capture_output=True,
     )
@@ -250,11 +360,11 @@ def test_device_issue_and_revoke_through_the_cli(tenants, custom, core, tmp_path
 
 
 def test_no_key_material_in_the_operator_log(tenants, custom, core, operator):
-    eventually(lambda: _status(custom, TENANT).get("deviceCANotAfter"), timeout=60, what="keys issued")
+    eventually(lambda: _ca_issued(custom, core, TENANT), timeout=60, what="keys issued")
     log = operator.log_path.read_text(errors="replace")
     material = []
-    for name in ("iotsec-app-meter-ingest-key", "iotsec-device-ca"):
-        data = core.read_namespaced_secret(name, NS_A).data
+    for name, namespace in (("iotsec-app-meter-ingest-key", NS_A), (CA_SECRET, RELEASE)):
+        data = core.read_namespaced_secret(name, namespace).data
         for key in ("key", "previous-key", "ca.key"):
             if key in data:
                 material.append(base64.b64decode(data[key]).decode())
@@ -265,29 +375,118 @@ def test_no_key_material_in_the_operator_log(tenants, custom, core, operator):
         assert base64.b64encode(secret.encode()).decode()[:40] not in log
 
 
-def test_shred_destroys_the_tenant_namespaces_and_their_keys_on_purpose(operator, custom, core):
-    name, namespace = f"s{SUFFIX}", f"s{SUFFIX}-a"
-    custom.create_cluster_custom_object(
-        GROUP, VERSION, "tenantisolations", _tenant(name, name, [namespace], deletionPolicy="Shred")
-    )
-    eventually(lambda: _ready(custom, name), timeout=60, what="shred tenant Ready")
-    core.read_namespaced_secret("iotsec-app-meter-ingest-key", namespace)
-    custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", name)
+def test_shred_destroys_only_what_the_tenant_created_and_its_keys(operator, custom, core):
+    name = f"s{SUFFIX}"
+    created, adopted = f"{name}-a", f"{name}-adopted"
+    core.create_namespace({"metadata": {"name": adopted, "labels": {"team": "was-here-first"}}})
+    body = _tenant(name, name, [adopted, created], deletionPolicy="Shred")
+    custom.create_cluster_custom_object(GROUP, VERSION, "tenantisolations", body)
+    try:
+        eventually(lambda: _ready(custom, name), timeout=60, what="shred tenant Ready")
+        assert _status(custom, name)["createdNamespaces"] == [created]
+        core.read_namespaced_secret("iotsec-app-meter-ingest-key", adopted)  # the app lives in the adopted one
+        ca = f"iotsec-device-ca-{name}"
+        core.read_namespaced_secret(ca, RELEASE)
+        custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", name)
+        eventually(lambda: _gone(lambda: core.read_namespace(created)), timeout=120, what="created namespace shredded")
+        message = eventually(lambda: _events(core, name, "Shredded"), timeout=30, what="a Shredded warning")[-1]
+        assert core.read_namespace(adopted).metadata.deletion_timestamp is None, "an adopted namespace is kept"
+        assert _gone(lambda: core.read_namespaced_secret("iotsec-app-meter-ingest-key", adopted))
+        assert _gone(lambda: core.read_namespaced_secret(ca, RELEASE))
+        assert core.read_namespace(RELEASE).metadata.deletion_timestamp is None
+        for destroyed in (created, f"{adopted}/iotsec-app-meter-ingest-key", f"{RELEASE}/{ca}"):
+            assert destroyed in message
+    finally:
+        with contextlib.suppress(ApiException):
+            core.delete_namespace(adopted)
 
-    def namespace_gone() -> bool:
-        try:
-            core.read_namespace(namespace)
-        except ApiException as exc:
-            return exc.status == 404
-        return False
 
-    eventually(namespace_gone, timeout=120, what="tenant namespace shredded")
+def test_reordering_the_namespaces_changes_no_status_and_no_key(tenants, custom, core):
+    with _own_tenant(custom, core, "r") as name:
+        eventually(lambda: _ready(custom, name), timeout=60, what="tenant Ready")
+        ca = f"iotsec-device-ca-{name}"
 
-    def shredded_event() -> bool:
-        events = core.list_event_for_all_namespaces(field_selector=f"involvedObject.name={name}").items
-        return any(e.type == "Warning" and e.reason == "Shredded" for e in events)
+        def observed() -> tuple[dict[str, Any], str, str]:
+            status = {k: v for k, v in _status(custom, name).items() if k not in ("conditions", "observedGeneration")}
+            versions = (
+                core.read_namespaced_secret(ca, RELEASE).metadata.resource_version,
+                core.read_namespaced_secret("iotsec-app-meter-ingest-key", f"{name}-a").metadata.resource_version,
+            )
+            return status, *versions
 
-    eventually(shredded_event, timeout=30, what="a Shredded warning event")
+        before = observed()
+        generation = custom.patch_cluster_custom_object(
+            GROUP, VERSION, "tenantisolations", name, {"spec": {"namespaces": [f"{name}-b", f"{name}-a"]}}
+        )["metadata"]["generation"]
+        eventually(
+            lambda: _status(custom, name).get("observedGeneration") == generation, timeout=30, what="reorder seen"
+        )
+        assert observed() == before
+        assert _ready(custom, name)
+
+
+def test_a_flipped_tenant_label_is_a_conflict_that_changes_nothing_else(tenants, custom, core, api_client):
+    with _own_tenant(custom, core, "f") as name:
+        eventually(lambda: _ready(custom, name), timeout=60, what="tenant Ready")
+        ca = f"iotsec-device-ca-{name}"
+        ca_version = core.read_namespaced_secret(ca, RELEASE).metadata.resource_version
+        flipped = f"{name}-a"
+        core.patch_namespace(flipped, {"metadata": {"labels": {"iotsec.io/tenant": OTHER}}})
+        eventually(lambda: _condition(custom, name).get("reason") == "Conflict", timeout=30, what="Conflict")
+        assert f"namespace {flipped} belongs to tenant {OTHER}" in _condition(custom, name)["message"]
+        assert eventually(lambda: _events(core, name, "Conflict"), timeout=20, what="a Conflict warning")
+        # the status written with the Conflict comes after the prune of the same pass: nothing was pruned
+        rbac = client.RbacAuthorizationV1Api(api_client)
+        core.read_namespaced_resource_quota("iotsec-tenant-quota", flipped)
+        core.read_namespaced_config_map("iotsec-device-trust", flipped)
+        rbac.read_namespaced_role_binding("iotsec-user-operators", flipped)
+        rbac.read_namespaced_role("iotsec-app-class-ingest", flipped)
+        assert core.read_namespace(flipped).metadata.labels["iotsec.io/tenant"] == OTHER, "no label overwrite"
+        assert core.read_namespaced_secret(ca, RELEASE).metadata.resource_version == ca_version, "no new CA"
+        assert not [s for s in core.list_namespaced_secret(flipped).items if "device-ca" in s.metadata.name]
+
+
+def test_the_release_namespace_is_never_adopted(tenants, custom, core, api_client):
+    with _own_tenant(custom, core, "n", namespaces=[f"n{SUFFIX}-a", RELEASE]) as name:
+        eventually(lambda: _condition(custom, name).get("reason") == "Conflict", timeout=60, what="Conflict")
+        assert f"namespace {RELEASE} is reserved" in _condition(custom, name)["message"]
+        assert "iotsec.io/tenant" not in (core.read_namespace(RELEASE).metadata.labels or {})
+        assert _gone(lambda: core.read_namespaced_resource_quota("iotsec-tenant-quota", RELEASE))
+        rbac = client.RbacAuthorizationV1Api(api_client)
+        assert _gone(lambda: rbac.read_namespaced_role_binding("iotsec-user-operators", RELEASE))
+
+
+@pytest.mark.parametrize(
+    ("secret", "damage"),
+    [
+        ("iotsec-app-meter-ingest-key", {"key": "not a key"}),
+        ("iotsec-device-ca-{name}", {"ca.key": "not a key"}),
+    ],
+    ids=["app-key", "device-ca"],
+)
+def test_an_unreadable_key_is_left_alone_until_a_person_names_it(tenants, custom, core, secret, damage):
+    with _own_tenant(custom, core, "u") as name:
+        eventually(lambda: _ready(custom, name), timeout=60, what="tenant Ready")
+        namespace = RELEASE if "device-ca" in secret else f"{name}-a"
+        secret = secret.format(name=name)
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in damage.items()}
+        core.patch_namespaced_secret(secret, namespace, {"data": encoded})
+        damaged = _secret_data(core, secret, namespace)
+        ref = f"{namespace}/{secret}"
+        eventually(lambda: _condition(custom, name).get("reason") == "KeyUnreadable", timeout=30, what="KeyUnreadable")
+        assert f"Secret {ref}" in _condition(custom, name)["message"]
+        assert "not a key" not in _condition(custom, name)["message"]
+        assert eventually(lambda: _events(core, name, "KeyUnreadable"), timeout=20, what="a KeyUnreadable warning")
+        generation = _status(custom, name)["observedGeneration"]
+        custom.patch_cluster_custom_object(GROUP, VERSION, "tenantisolations", name, {"spec": {"quota": {"pods": 4}}})
+        eventually(lambda: _status(custom, name)["observedGeneration"] > generation, timeout=30, what="reconciled")
+        assert _secret_data(core, secret, namespace) == damaged, "neither rotated nor overwritten"
+
+        annotation = {"metadata": {"annotations": {"iotsec.io/replace-unreadable-keys": ref}}}
+        custom.patch_cluster_custom_object(GROUP, VERSION, "tenantisolations", name, annotation)
+        eventually(lambda: _ready(custom, name), timeout=30, what="Ready again after the replacement")
+        assert _secret_data(core, secret, namespace) != damaged
+        assert eventually(lambda: _events(core, name, "KeyReplaced"), timeout=20, what="a KeyReplaced warning")
 
 
 def test_deleting_with_retain_keeps_namespaces_and_keys(tenants, custom, core):

@@ -142,6 +142,9 @@ def test_a_new_tenant_gets_its_platform_keys_in_the_release_namespace_recorded_i
     assert status["deviceCASecret"] == CA
     assert status["deviceRegistry"] == f"{HOME}/iotsec-device-registry-acme"
     assert sorted(status["createdNamespaces"]) == ["acme-analytics", "acme-meters"]
+    assert (
+        api.objects[("Namespace", None, "acme-meters")]["metadata"]["annotations"][handler.CREATED_ANNOTATION] == NAME
+    )
     devices.DeviceCAState.from_secret_data(api.data(CA))
     assert api.secret("acme-meters/iotsec-device-ca") is None, "no CA in a tenant namespace"
     assert api.ready()["status"] == "True"
@@ -289,14 +292,24 @@ def _ca_times():
     return timedelta(days=1825), timedelta(days=180), datetime.now(UTC), "ACME Utilities"
 
 
-def test_revocation_and_rotation_requests_are_fields_kopf_reacts_to():
-    """kopf leaves iotsec.io/ annotations out of its diff; field handlers put these ones back."""
-    from kopf._core.intents.registries import get_default_registry
+def test_a_new_request_annotation_reconciles_at_once_and_nothing_else_does(monkeypatch):
+    """kopf leaves iotsec.io/ annotations out of its diff: the watch-event handler must see the requests."""
+    reconciled: list[str] = []
+    monkeypatch.setattr(handler, "reconcile", reconciled.append)
+    monkeypatch.setattr(handler, "_requests_seen", {})
 
-    registry = get_default_registry()
-    fields = {tuple(h.field) for h in registry._changing.get_all_handlers() if h.field}
-    for annotation in (handler.CRL_ANNOTATION, handler.ROTATE_ANNOTATION, handler.REPLACE_ANNOTATION):
-        assert ("metadata", "annotations", annotation) in fields
+    def event(annotations: dict[str, str], type_: str = "MODIFIED") -> None:
+        handler.on_request(name=NAME, body={"metadata": {"annotations": annotations}}, type=type_)
+
+    event({}, type_=None)  # the first listing: resume handles it
+    event({"iotsec.io/last-handled-configuration": "x"})
+    assert reconciled == []
+    event({handler.CRL_ANNOTATION: "2026-12-03T10:00:00Z"})
+    assert reconciled == [NAME]
+    event({handler.CRL_ANNOTATION: "2026-12-03T10:00:00Z", "other": "change"})
+    assert reconciled == [NAME], "the same request is not handled twice"
+    event({handler.CRL_ANNOTATION: "2026-12-03T10:00:00Z", handler.ROTATE_ANNOTATION: "leak-1"})
+    assert reconciled == [NAME, NAME]
 
 
 def _shred(api: FakeKube, events) -> str:
@@ -318,6 +331,7 @@ def test_shred_deletes_only_namespaces_it_created_and_the_tenants_keys(api, even
     message = _shred(api, events)
     assert ("Namespace", None, "acme-analytics") not in api.objects
     assert ("Namespace", None, "acme-meters") in api.objects, "adopted: kept"
+    assert handler.CREATED_ANNOTATION not in api.objects[("Namespace", None, "acme-meters")]["metadata"]["annotations"]
     assert api.secret(APP_KEY) is None, "the app key in the adopted namespace is destroyed"
     assert api.secret(CA) is None
     for named in ("acme-analytics", APP_KEY, CA):

@@ -42,6 +42,7 @@ PLURAL = "tenantisolations"
 ROTATE_ANNOTATION = "iotsec.io/rotate-keys"  # any new value rotates every application key at once
 CRL_ANNOTATION = "iotsec.io/crl-requested"  # set by `iotsec device revoke`: re-sign the CRLs now
 REPLACE_ANNOTATION = "iotsec.io/replace-unreadable-keys"  # <namespace>/<name>,...: a person allows a replacement
+CREATED_ANNOTATION = "iotsec.io/created-by"  # on namespaces the operator created: the TenantIsolation's name
 PRUNABLE = (
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
@@ -266,12 +267,17 @@ def _recorded_home(status: dict[str, Any]) -> str | None:
 
 
 def _apply_namespace(run: _Run, obj: dict[str, Any], existed: bool) -> None:
-    namespace = obj["metadata"]["name"]
+    """Status is the record of what was created; the annotation says so to whoever looks at the namespace."""
+    namespace, name = obj["metadata"]["name"], run.body["metadata"]["name"]
+    created = not existed or namespace in run.created
+    if created:
+        annotations = {**obj["metadata"].get("annotations", {}), CREATED_ANNOTATION: name}
+        obj = {**obj, "metadata": {**obj["metadata"], "annotations": annotations}}
     run.api.apply(obj)
-    if not existed and namespace not in run.created:
+    if created and namespace not in run.created:
         # recorded at once: a namespace adopted later must never look created, nor a created one adopted
         run.created.append(namespace)
-        run.api.patch_status(API_VERSION, KIND, run.body["metadata"]["name"], {"createdNamespaces": run.created})
+        run.api.patch_status(API_VERSION, KIND, name, {"createdNamespaces": run.created})
 
 
 def _apply_replacing_immutable(api: Kube, obj: dict[str, Any], owner: Owner | None) -> None:
@@ -560,12 +566,21 @@ def _reject(api: Kube, body: dict[str, Any], exc: InvalidResourceError) -> None:
 level_triggered(PLURAL, reconcile)
 
 
-def _on_request(name: str, **_: Any) -> None:
-    reconcile(name)
+# kopf leaves every annotation under its storage prefix (iotsec.io/, also that of these requests) out of the diff its
+# create/update handlers react to, so a request alone would wait for the resync timer. A watch-event handler sees
+# every change of the object instead; it reconciles when a request annotation took a value not handled yet.
+REQUEST_ANNOTATIONS = (CRL_ANNOTATION, ROTATE_ANNOTATION, REPLACE_ANNOTATION)
+_requests_seen: dict[str, tuple[str | None, ...]] = {}
 
 
-# kopf leaves annotations under its own storage prefix (iotsec.io/) out of the diff it reacts to, so a change of
-# these request annotations alone would wait for the resync timer: registering them as fields puts them back.
-for _annotation in (CRL_ANNOTATION, ROTATE_ANNOTATION, REPLACE_ANNOTATION):
-    _field = ("metadata", "annotations", _annotation)
-    kopf.on.field(GROUP, VERSION, PLURAL, id=f"request-{_annotation.split('/')[-1]}", field=_field)(_on_request)
+@kopf.on.event(GROUP, VERSION, PLURAL, id="requests")
+def on_request(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+    if type == "DELETED":
+        _requests_seen.pop(name, None)
+        return
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    requests = tuple(annotations.get(key) for key in REQUEST_ANNOTATIONS)
+    first_sight, previous = name not in _requests_seen, _requests_seen.get(name)
+    _requests_seen[name] = requests
+    if not first_sight and requests != previous:  # at first sight the resume or create handler reconciles
+        reconcile(name)

@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml tools/install_helm.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m venv $(VENV)/nca && $(VENV)/nca/bin/python -m pip install --quiet network-config-analyzer==2.1.0
 	$(BIN)/python tools/install_helm.py $(BIN)
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -181,10 +181,16 @@ def namespace_manifest(name: str, labels: dict[str, str]) -> dict[str, Any]:
 
 
 def nca_executable() -> str:
-    """nca from the dev extras, next to this interpreter (or on PATH)."""
-    beside = Path(sys.executable).parent / "nca"
-    found = str(beside) if beside.exists() else shutil.which("nca")
-    assert found, "network-config-analyzer is not installed: pip install -e '.[dev]'"
+    """network-config-analyzer's `nca`, from its own venv inside ours (`make` puts it there), else from PATH.
+
+    Its own venv because it pins PyYAML==6.0.2, which would hold the kubernetes client at 36.0.0, whose bearer
+    token never reaches the API server (every live test would run as system:anonymous).
+    """
+    for candidate in (Path(sys.prefix) / "nca" / "bin" / "nca", Path(sys.executable).parent / "nca"):
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nca")
+    assert found, "network-config-analyzer not found: `make` installs it into .venv/nca (see Makefile)"
     return found
 
 

@@ -256,7 +256,7 @@ def test_egress_to_a_cidr_is_reported_ready(platform, api_client):
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SecurityDomain", "metadata": {"name": name}, "spec": spec}
     custom.create_cluster_custom_object(GROUP, VERSION, PLURALS["SecurityDomain"], body)
     try:
-        eventually(lambda: _ready(custom, "SecurityDomain", name), timeout=20, what=f"SecurityDomain {name} Ready")
+        eventually(lambda: _ready(custom, "SecurityDomain", name), timeout=10, what=f"SecurityDomain {name} Ready")
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, PLURALS["SecurityDomain"], name)
         eventually(lambda: _gone(custom, "SecurityDomain", name), timeout=30, what=f"SecurityDomain {name} deleted")

@@ -155,12 +155,7 @@ def _ensure_signing_key(api: Kube, body: dict[str, Any], namespace: str) -> dict
         )
         secret = None
     if secret is None:
-        pem = private_pem(Ed25519PrivateKey.generate())
-        if api.create(builder.signing_key_secret(name, namespace, pem)):
-            kopf.event(body, type="Normal", reason="SigningKeyCreated", message=f"created the signing key {ref}")
-            secret = {"data": builder.signing_key_secret(name, namespace, pem)["data"]}
-        else:
-            secret = api.get("v1", "Secret", secret_name, namespace)  # made meanwhile by someone else: read theirs
+        secret = _create_signing_key(api, body, namespace)
     try:
         builder.signing_key(secret or {}, f"Secret {ref}")
     except keysecrets.KeyUnreadableError as exc:
@@ -173,6 +168,16 @@ def _ensure_signing_key(api: Kube, body: dict[str, Any], namespace: str) -> dict
         return _signing_condition(False, keysecrets.REASON, message, generation)
     metrics.KEY_UNREADABLE.labels(ref).set(0)
     return _signing_condition(True, "Readable", f"the signing key in Secret {ref} is readable", generation)
+
+
+def _create_signing_key(api: Kube, body: dict[str, Any], namespace: str) -> dict[str, Any] | None:
+    """A new key in a new Secret; the one someone else made meanwhile if there is one (create never overwrites)."""
+    name, secret_name = body["metadata"]["name"], builder.signing_secret_name(body["metadata"]["name"])
+    made = builder.signing_key_secret(name, namespace, private_pem(Ed25519PrivateKey.generate()))
+    if api.create(made):
+        kopf.event(body, type="Normal", reason="SigningKeyCreated", message=f"created the signing key {secret_name}")
+        return made
+    return api.get("v1", "Secret", secret_name, namespace)
 
 
 def _signing_condition(readable: bool, reason: str, message: str, generation: int | None) -> dict[str, Any]:

@@ -48,6 +48,9 @@ MiB = 2**20
 WEBHOOK_RSS_LIMIT = 256 * MiB  # the chart's memory limit of the webhook container
 SINK_RSS_LIMIT = 192 * MiB  # the bound this test sets for the sink (it has no chart limit of its own)
 RETURNED_WITHIN = 24 * MiB  # after the slow clients are gone, RSS is at most this much above where it started
+SETTLED_WITHIN = 8 * MiB  # what the figures wait for (at most 15 s), to report where RSS settles
+PARTIAL_BODY_DECLARED = 4 * MiB  # what a slow body announces (both servers take it)
+PARTIAL_BODY_SENT = MiB  # and sends before stalling: a slow body is also a big one
 KINDS = ("silent", "partial_handshake", "partial_headers", "partial_body")
 SOURCES = [f"127.0.0.{n}" for n in range(2, 10)]  # spread over addresses, as from many clients
 TOKEN = "bounded-test-token"
@@ -88,6 +91,7 @@ def bound_flags(bounds: Bounds) -> list[str]:
         f"--idle-timeout={bounds.idle_seconds}",
         f"--max-connections={bounds.max_connections}",
         f"--max-connections-per-client={bounds.max_per_client}",
+        f"--body-budget-bytes={bounds.body_budget_bytes}",
     ]
 
 
@@ -224,8 +228,10 @@ class ServerProcess:
         auth = f"Authorization: Bearer {TOKEN}\r\n" if self.kind != "webhook" else ""
         return f"POST {self.path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n".encode()
 
-    def slow_body_start(self) -> bytes:
-        return self.slow_headers() + b"Content-Length: 65536\r\n\r\n" + b'{"items": [' + b" " * 1000
+    def slow_body_start(self, sent: int = 1000) -> bytes:
+        """Headers announcing a body of PARTIAL_BODY_DECLARED bytes and the first `sent` of them."""
+        headers = self.slow_headers() + f"Content-Length: {PARTIAL_BODY_DECLARED}\r\n\r\n".encode()
+        return headers + b'{"items": [' + b" " * (sent - 11)
 
 
 JSON = {"Content-Type": "application/json"}
@@ -264,6 +270,17 @@ class SlowClient:
     reader: asyncio.StreamReader
     last_sent: float
     cut_after: float | None = None  # seconds from its last byte sent to the server closing it
+    watcher: asyncio.Task[None] | None = None
+
+    async def watch(self) -> None:
+        """Read until the server closes the connection, and note when it did."""
+        try:
+            while await self.reader.read(4096):
+                pass
+        except (OSError, ssl.SSLError):
+            pass
+        self.cut_after = time.monotonic() - self.last_sent
+        self.writer.close()
 
 
 @dataclass
@@ -289,8 +306,11 @@ async def open_slow(server: ServerProcess, kind: str, source: str) -> SlowClient
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", server.port, ssl=server.context(), server_hostname="localhost", local_addr=local
         )
-        writer.write(server.slow_headers() if kind == "partial_headers" else server.slow_body_start())
-        await writer.drain()
+        if kind == "partial_headers":
+            writer.write(server.slow_headers())
+            await writer.drain()
+        else:  # not drained: a server that stops reading leaves the rest in this side's buffers
+            writer.write(server.slow_body_start(PARTIAL_BODY_SENT))
     return SlowClient(kind, writer, reader, time.monotonic())
 
 
@@ -307,6 +327,7 @@ async def open_crowd(server: ServerProcess, count: int, parallel: int = 64) -> S
             except (OSError, TimeoutError, ssl.SSLError):
                 crowd.failed_to_open += 1
                 return
+            client.watcher = asyncio.create_task(client.watch())  # from now: a late look would see a late cut
             crowd.clients.append(client)
 
     await asyncio.gather(*(one(i) for i in range(count)))
@@ -314,18 +335,8 @@ async def open_crowd(server: ServerProcess, count: int, parallel: int = 64) -> S
 
 
 async def await_cuts(crowd: SlowCrowd, within: float) -> None:
-    """Wait (at most `within` seconds) for the server to close each client, and note when it did."""
-
-    async def one(client: SlowClient) -> None:
-        try:
-            while await client.reader.read(4096):
-                pass
-        except (OSError, ssl.SSLError):
-            pass
-        client.cut_after = time.monotonic() - client.last_sent
-        client.writer.close()
-
-    waits = [asyncio.create_task(one(client)) for client in crowd.clients]
+    """Wait (at most `within` seconds) for the server to close each client."""
+    waits = [client.watcher for client in crowd.clients if client.watcher is not None]
     await asyncio.wait(waits, timeout=within)
     for task in waits:
         task.cancel()
@@ -381,7 +392,7 @@ def run_scenario(server: ServerProcess, count: int = 1500, memory_bound: int = W
     figures.failed_to_open = figures.crowd.failed_to_open
     figures.rss_peak = server.peak_rss()
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and server.rss() > rss_before + RETURNED_WITHIN:
+    while time.monotonic() < deadline and server.rss() > rss_before + SETTLED_WITHIN:
         time.sleep(0.2)
     figures.rss_after = server.rss()
     figures.rejected = server.metrics()
@@ -424,7 +435,8 @@ def check_scenario(server: ServerProcess, limit: int) -> None:
     for kind in KINDS:
         times = figures.crowd.cut_after(kind)
         assert len(times) == 375, report
-        assert min(times) >= deadline[kind] - 1.0, report  # not before its deadline (the ramp-up takes a while)
+        # not before its deadline (this side notes its last send a little late: its loop is busy with 1,500)
+        assert min(times) >= deadline[kind] * 0.75, report
         assert max(times) <= deadline[kind] + 5.0, report
     for kind, reason in EXPECTED_REASON.items():
         wanted = sum(1 for k in KINDS if EXPECTED_REASON[k] == reason) * 375
@@ -496,6 +508,9 @@ class InProcess:
     def rejected(self, reason: str) -> float:
         labels = {"server": self.name, "reason": reason}
         return REGISTRY.get_sample_value("iotsec_http_connections_rejected_total", labels) or 0.0
+
+    def body_bytes_reserved(self) -> float | None:
+        return REGISTRY.get_sample_value("iotsec_http_body_bytes_reserved", {"server": self.name})
 
     def connect(self, source: str = "127.0.0.1") -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=5, source_address=(source, 0))
@@ -643,3 +658,49 @@ def test_open_connections_are_a_gauge(kind, tmp_path):
         while REGISTRY.get_sample_value("iotsec_http_connections_open", labels) != 0:
             assert time.monotonic() < deadline, REGISTRY.get_sample_value("iotsec_http_connections_open", labels)
             time.sleep(0.02)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_large_bodies_wait_for_the_body_budget_and_small_ones_do_not(kind, tmp_path):
+    """A stalled large body holds the budget: another large one waits until it is cut; a small one goes ahead."""
+    bounds = Bounds(body_budget_bytes=300_000, body_seconds=1.5, header_seconds=30)
+    with InProcess(kind, tmp_path, bounds) as server:
+        stalled = server.tls_connect("127.0.0.2")
+        stalled.sendall(server.files.slow_headers() + b"Content-Length: 200000\r\n\r\n" + b" " * 1000)
+        deadline = time.monotonic() + 5
+        while server.body_bytes_reserved() != 200_000:  # the stalled body holds the budget
+            assert time.monotonic() < deadline, server.body_bytes_reserved()
+            time.sleep(0.02)
+        waiting = server.tls_connect("127.0.0.3")
+        started = time.monotonic()
+        waiting.sendall(server.files.slow_headers() + b"Content-Length: 200000\r\n\r\n" + b" " * 200_000)
+        small_status, _ = server.files.real_request()
+        small_seconds = time.monotonic() - started
+        waiting.settimeout(10)
+        answer = waiting.recv(4096)
+        waited = time.monotonic() - started
+        assert small_status == 200
+        assert small_seconds < 1.0
+        assert answer.startswith(b"HTTP/1.1 ")
+        assert 0.9 <= waited < 5, waited  # answered only once the stalled body's deadline freed the budget
+        for sock in (stalled, waiting):
+            sock.close()
+
+
+def test_tls_layers_share_one_receive_buffer(tmp_path):
+    """asyncio gives each TLS connection a zero-filled 256 KiB receive buffer; here all share the listener's one
+    (this fails if a Python release renames the internals the sharing relies on)."""
+    from iotsec.bounded.server import TLS_READ_BYTES, Listener, _Guard, _TLSLayer
+
+    ServerProcess("webhook", tmp_path)  # writes the certificate pair
+    tls = ReloadingTLS(tmp_path / "tls.crt", tmp_path / "tls.key")
+
+    async def buffers() -> list[memoryview]:
+        listener = Listener("buffer-test", Bounds(), tls.context, asyncio.Protocol, 1024)
+        layers = [_TLSLayer(_Guard(listener), asyncio.Protocol()) for _ in range(2)]
+        return [listener.read_buffer, *(layer.get_buffer(-1) for layer in layers)]
+
+    shared, first, second = asyncio.run(buffers())
+    assert first.obj is shared.obj
+    assert second.obj is shared.obj
+    assert len(first) == TLS_READ_BYTES

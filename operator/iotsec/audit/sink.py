@@ -368,7 +368,7 @@ async def serve(
 ) -> None:
     """Serve until `stop` is set, within `bounds` (deadlines and connection caps); every `housekeeping_seconds`
     seal what is due and run `background` tasks."""
-    runner, _ = await bounded.start(make_app(sink, auth), "audit-sink", host, port, tls.context, bounds)
+    runner, _ = await bounded.start(make_app(sink, auth), "audit-sink", host, port, tls.context, bounds, MAX_BODY_BYTES)
     log.info("audit sink listening on https://%s:%d/audit (%s)", host, port, auth.mode)
     stop = stop or asyncio.Event()
     try:

@@ -10,7 +10,10 @@ connections (in all, and per source address) is capped, so slow or idle clients 
   and the handshake must end within `handshake_seconds` of the accept;
 - the request line and headers must arrive within `header_seconds` (counted from the handshake, or from the first
   byte after an idle keep-alive), the body within `body_seconds` of the headers;
-- a keep-alive connection may stay idle `idle_seconds` between requests.
+- a keep-alive connection may stay idle `idle_seconds` between requests;
+- request bodies larger than 64 KiB being read at once may add up to `body_budget_bytes`; a request whose declared
+  size does not fit waits (its body deadline running), its client held back by TCP flow control. A connection
+  whose body is not being read holds a few tens of KiB in buffers.
 
 Cuts and refusals are counted in `iotsec_http_connections_rejected_total{server,reason}`; open connections in
 `iotsec_http_connections_open{server}`. A client that goes away mid-handshake or mid-body is one log line, never
@@ -35,10 +38,12 @@ class Bounds:
     idle_seconds: float = 120.0  # above the API server's idle keep-alive (90 s), so the client closes first
     max_connections: int = 1000
     max_per_client: int = 250
+    body_budget_bytes: int = 32 * 2**20  # request bodies being read at once, over all connections
 
 
 WEBHOOK_BOUNDS = Bounds()  # the API server gives a webhook call at most 30 s
-SINK_BOUNDS = Bounds(body_seconds=30.0, max_connections=256, max_per_client=64)  # batches up to 16 MiB, few callers
+# batches of up to 16 MiB from few callers (the API servers), in a container with 512Mi
+SINK_BOUNDS = Bounds(body_seconds=30.0, max_connections=256, max_per_client=64, body_budget_bytes=64 * 2**20)
 
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: Bounds) -> None:
@@ -51,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Bounds) -> None:
         ("--idle-timeout", "idle_seconds", float, "seconds a keep-alive connection may stay idle"),
         ("--max-connections", "max_connections", int, "open connections; more are closed as they come"),
         ("--max-connections-per-client", "max_per_client", int, "open connections from one source address"),
+        ("--body-budget-bytes", "body_budget_bytes", int, "bytes of request bodies read at once; more wait"),
     ):
         default = getattr(defaults, field)
         metavar = "SECONDS" if kind is float else "COUNT"

@@ -30,11 +30,25 @@ REJECTED = Counter(
     ["server", "reason"],
 )
 OPEN = Gauge("iotsec_http_connections_open", "HTTPS connections open (accepted and not yet closed).", ["server"])
+BODY_BYTES = Gauge(
+    "iotsec_http_body_bytes_reserved", "Bytes of the body budget held by requests being read or handled.", ["server"]
+)
 
 GUARD_KEY = "iotsec.bounded.guard"  # the connection's guard, as transport extra info for the request middleware
 LOG_EVERY_SECONDS = 10.0
-TLS_READ_BYTES = 64 * 1024  # one socket read and one decrypted read; a TLS record is at most 16 KiB
+TLS_READ_BYTES = 32 * 1024  # one socket read and one decrypted read; a TLS record is at most 16 KiB
+# What a connection whose body is not being read may hold: decrypted in aiohttp (twice HTTP_READ_BYTES) and still
+# encrypted in the TLS layer; past that the client waits on TCP flow control, in kernel buffers.
+HTTP_READ_BYTES = 16 * 1024
+TLS_PENDING_BYTES = 32 * 1024
+# Bodies up to this size skip the body budget: no more than a connection's buffers hold anyway, and the API
+# server's usual admission reviews are this small, so slow large bodies cannot hold them up.
+UNBUDGETED_BODY_BYTES = 64 * 1024
 TRIM_AFTER_SECONDS = 2.0  # quiet time after a burst of closed connections before memory is handed back
+# glibc serves allocations above this from mmap and returns them on free. By default the threshold rises to the
+# largest block freed (up to 32 MiB), after which request bodies come from the heap and fragment it.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 128 * 1024
 TRIM_WHEN_CLOSED = 64  # connections closed since the last trim that make one worthwhile
 
 
@@ -65,6 +79,9 @@ class _Memory:
         name = ctypes.util.find_library("c")
         libc = ctypes.CDLL(name) if name else None
         self._malloc_trim = getattr(libc, "malloc_trim", None)
+        mallopt = getattr(libc, "mallopt", None)
+        if mallopt is not None:
+            mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
     def closed(self, loop: asyncio.AbstractEventLoop) -> None:
         self._closed_since_trim += 1
@@ -86,9 +103,15 @@ class Listener:
     """The shared state of one server: bounds, counts per source address, the TLS context, the HTTP handler."""
 
     def __init__(
-        self, name: str, bounds: Bounds, tls: ssl.SSLContext, make_handler: Callable[[], asyncio.Protocol]
+        self,
+        name: str,
+        bounds: Bounds,
+        tls: ssl.SSLContext,
+        make_handler: Callable[[], asyncio.Protocol],
+        max_body_bytes: int,
     ) -> None:
         self.name, self.bounds, self.tls, self.make_handler = name, bounds, tls, make_handler
+        self.bodies = _BodyBudget(name, bounds.body_budget_bytes, max_body_bytes)
         self.per_client: Tally[str] = Tally()
         self.guards: set[_Guard] = set()
         self.log = _Throttled()
@@ -124,7 +147,42 @@ class Listener:
 
     def close_all(self) -> None:
         for guard in list(self.guards):
+            guard.cut = True  # the server stops: nothing to report about the client
             guard.abort()
+
+
+class _BodyBudget:
+    """Bytes of request bodies read at once, over all connections: a request waits for its declared size (or the
+    largest body allowed, when it declares none) to fit. Many slow clients each sending part of a large body
+    cannot make the server hold all those parts; the waiting ones stay at TCP flow control."""
+
+    def __init__(self, name: str, limit: int, max_body_bytes: int) -> None:
+        self.limit, self.max_body_bytes = limit, max_body_bytes
+        self.used = 0
+        self._freed = asyncio.Condition()
+        self._gauge = BODY_BYTES.labels(name)
+        self._gauge.set(0)
+
+    def size_of(self, request: web.Request) -> int:
+        declared = request.content_length
+        if declared is None:
+            return self.max_body_bytes if request.body_exists else 0
+        if declared <= UNBUDGETED_BODY_BYTES or declared > self.max_body_bytes:  # small, or refused unread
+            return 0
+        return declared
+
+    async def take(self, size: int) -> int:
+        async with self._freed:
+            await self._freed.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+            self.used += size
+            self._gauge.set(self.used)
+        return size
+
+    async def give(self, size: int) -> None:
+        async with self._freed:
+            self.used -= size
+            self._gauge.set(self.used)
+            self._freed.notify_all()
 
 
 _REASON_TEXT = {
@@ -263,8 +321,10 @@ class _TLSLayer(sslproto.SSLProtocol):
             waiter,
             server_side=True,
             ssl_handshake_timeout=guard.listener.bounds.handshake_seconds * 2,  # ours comes first; this one is silent
+            ssl_shutdown_timeout=guard.listener.bounds.handshake_seconds,  # a peer that never answers close_notify
         )
-        self._ssl_buffer_view = guard.listener.read_buffer  # used only inside buffer_updated, which copies it out
+        # asyncio's internals (3.11-3.13): the buffer is only used inside buffer_updated, which copies it out at once
+        self._ssl_buffer_view = guard.listener.read_buffer
         self._ssl_buffer = self._ssl_buffer_view.obj
         self._extra[GUARD_KEY] = guard
 
@@ -290,6 +350,8 @@ class _Handshaking(asyncio.Protocol):
         self.guard = guard
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.set_read_buffer_limits(high=TLS_PENDING_BYTES)
         handler = self.guard.listener.make_handler()
         transport.set_protocol(handler)
         handler.connection_made(transport)
@@ -298,15 +360,26 @@ class _Handshaking(asyncio.Protocol):
 
 @web.middleware
 async def request_bounds(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-    """Times the body of a request and turns a client that goes away mid-request into one log line."""
+    """Times the body of a request, keeps bodies within the budget, and turns a client that goes away mid-request
+    into one log line."""
     guard = request.transport.get_extra_info(GUARD_KEY) if request.transport else None
     if guard is None:  # not served through a BoundedSite (tests with aiohttp's client)
         return await handler(request)
     guard.request_started()
     request.content.on_eof(guard.body_received)
+    bodies = guard.listener.bodies
+    try:
+        async with asyncio.timeout(guard.listener.bounds.body_seconds):  # the guard cuts the connection by then
+            reserved = await bodies.take(bodies.size_of(request))
+    except TimeoutError:
+        guard.request_finished()
+        return web.Response(status=503, text="busy")
     try:
         return await handler(request)
     except (ConnectionError, HttpProcessingError, ssl.SSLError) as exc:
+        # aiohttp keeps this exception on the request's payload; its traceback holds the frames of the body read,
+        # and so the part of the body read so far, in a reference cycle only a full collection would free
+        exc.__traceback__ = None
         if not guard.cut:
             guard.listener.log.info(
                 "client_gone",
@@ -319,6 +392,7 @@ async def request_bounds(request: web.Request, handler: Callable[[web.Request], 
             )
         return web.Response(status=400, text="connection lost")  # nobody reads it; aiohttp drops it quietly
     finally:
+        await bodies.give(reserved)
         guard.request_finished()
 
 
@@ -351,6 +425,7 @@ def runner_options(name: str, bounds: Bounds) -> dict[str, Any]:
         "keepalive_timeout": bounds.header_seconds
         + bounds.idle_seconds,  # a backstop: the guard's deadlines come first
         "lingering_time": min(10.0, bounds.body_seconds),
+        "read_bufsize": HTTP_READ_BYTES,
     }
 
 
@@ -365,13 +440,14 @@ class BoundedSite(BaseSite):
         port: int,
         tls: ssl.SSLContext,
         bounds: Bounds,
+        max_body_bytes: int,
         backlog: int = 512,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port = host, port
         server = runner.server
         assert server is not None
-        self.listener = Listener(name, bounds, tls, server)
+        self.listener = Listener(name, bounds, tls, server, max_body_bytes)
 
     @property
     def name(self) -> str:
@@ -390,12 +466,13 @@ class BoundedSite(BaseSite):
 
 
 async def start(
-    app: web.Application, name: str, host: str, port: int, tls: ssl.SSLContext, bounds: Bounds
+    app: web.Application, name: str, host: str, port: int, tls: ssl.SSLContext, bounds: Bounds, max_body_bytes: int
 ) -> tuple[web.AppRunner, BoundedSite]:
-    """Run `app` on a BoundedSite; the caller ends it with `await runner.cleanup()`."""
+    """Run `app` (which takes bodies up to `max_body_bytes`) on a BoundedSite; the caller ends it with
+    `await runner.cleanup()`."""
     app.middlewares.append(request_bounds)
     runner = web.AppRunner(app, **runner_options(name, bounds))
     await runner.setup()
-    site = BoundedSite(runner, name, host, port, tls, bounds)
+    site = BoundedSite(runner, name, host, port, tls, bounds, max_body_bytes)
     await site.start()
     return runner, site

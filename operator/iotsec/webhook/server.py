@@ -115,7 +115,7 @@ async def serve(
     """Serve until `stop` is set (or forever), within `bounds` (deadlines and connection caps)."""
     gc.collect()
     gc.freeze()  # start-up objects (models, schemas, clients) are permanent: keep collections off them
-    runner, _ = await bounded.start(make_app(source), "webhook", host, port, tls.context, bounds)
+    runner, _ = await bounded.start(make_app(source), "webhook", host, port, tls.context, bounds, MAX_BODY_BYTES)
     log.info("webhook listening on https://%s:%d/validate", host, port)
     tasks = [asyncio.create_task(source.run()), asyncio.create_task(tls.watch(reload_seconds))]
     try:

@@ -13,6 +13,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,6 +45,16 @@ EXAMPLE_RELEASE = "iotsec-system"
 RELEASE = f"iotsec-{SUFFIX}"  # platform-held keys (tenant device CAs) of this run
 DNS = Pod("kube-system", {"k8s-app": "kube-dns"})  # the operator's defaults; the test does not override them
 PLURALS = {"SecurityDomain": "securitydomains", "TenantIsolation": "tenantisolations"}
+CIDR_EGRESS = {  # a domain whose only rule is egress to a CIDR: test_egress_to_a_cidr_is_reported_ready
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "SecurityDomain",
+    "metadata": {"name": f"cidr-egress-{SUFFIX}"},
+    "spec": {
+        "zone": "support",
+        "namespaces": [f"cidr-egress-{SUFFIX}"],
+        "egress": [{"name": "offsite", "to": [{"cidr": "198.51.100.10/32"}], "ports": [{"port": 443}]}],
+    },
+}
 
 
 def example_platform() -> list[dict[str, Any]]:
@@ -119,7 +130,11 @@ def platform(crds, api_client, tmp_path_factory) -> Iterator[list[dict[str, Any]
     """
     docs = example_platform()
     core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
-    namespaces = [*_of_kind(docs, "Namespace"), {"metadata": {"name": RELEASE}}]
+    namespaces = [
+        *_of_kind(docs, "Namespace"),
+        {"metadata": {"name": RELEASE}},
+        {"metadata": {"name": f"cidr-egress-{SUFFIX}"}},
+    ]
     resources = [*_of_kind(docs, "TenantIsolation"), *_of_kind(docs, "SecurityDomain")]
     operator = Operator(tmp_path_factory.mktemp("isolation") / "operator.log")
     try:
@@ -137,13 +152,14 @@ def platform(crds, api_client, tmp_path_factory) -> Iterator[list[dict[str, Any]
                     timeout=60,
                     what=f"namespace {namespace} labelled for tenant {tenant['spec']['tenantID']}",
                 )
-        for domain in _of_kind(docs, "SecurityDomain"):
+        for domain in [*_of_kind(docs, "SecurityDomain"), CIDR_EGRESS]:
             custom.create_cluster_custom_object(GROUP, VERSION, PLURALS["SecurityDomain"], domain)
         for resource in resources:
             kind, name = resource["kind"], resource["metadata"]["name"]
             eventually(lambda k=kind, n=name: _ready(custom, k, n), timeout=60, what=f"{kind} {name} Ready")
         yield docs
     finally:
+        resources.append(CIDR_EGRESS)
         for resource in resources:
             with contextlib.suppress(ApiException):
                 custom.delete_cluster_custom_object(
@@ -178,19 +194,22 @@ def read_back(api_client, namespaces: list[str]) -> tuple[list[dict[str, Any]], 
     return policies, labels
 
 
-@pytest.fixture(scope="module")
-def applied(platform, api_client, tmp_path_factory) -> Applied:
-    namespaces = [d["metadata"]["name"] for d in _of_kind(platform, "Namespace")]
+def analyse(api_client, docs: list[dict[str, Any]], workdir: Path) -> Applied:
+    """Read the namespaces of `docs` back, derive what their domains and tenants declare, and run nca."""
+    namespaces = [d["metadata"]["name"] for d in _of_kind(docs, "Namespace")]
     policies, ns_labels = read_back(api_client, namespaces)
     domains = {
-        d["metadata"]["name"]: SecurityDomainSpec.model_validate(d["spec"])
-        for d in _of_kind(platform, "SecurityDomain")
+        d["metadata"]["name"]: SecurityDomainSpec.model_validate(d["spec"]) for d in _of_kind(docs, "SecurityDomain")
     }
-    tenants = [TenantIsolationSpec.model_validate(d["spec"]) for d in _of_kind(platform, "TenantIsolation")]
+    tenants = [TenantIsolationSpec.model_validate(d["spec"]) for d in _of_kind(docs, "TenantIsolation")]
     topology = Topology.declared(domains, tenants, ns_labels, DNS)
     pods = topology.pods(unlabelled=False)  # nca 2.1.0 misreads DoesNotExist peers: see the unit variant
-    connectivity = run_nca(policies, ns_labels, pods, tmp_path_factory.mktemp("nca-live"))
-    return Applied(policies, ns_labels, topology, pods, connectivity)
+    return Applied(policies, ns_labels, topology, pods, run_nca(policies, ns_labels, pods, workdir))
+
+
+@pytest.fixture(scope="module")
+def applied(platform, api_client, tmp_path_factory) -> Applied:
+    return analyse(api_client, platform, tmp_path_factory.mktemp("nca-live"))
 
 
 def test_the_operator_isolated_every_member_namespace(applied):
@@ -239,25 +258,63 @@ def test_negative_control_allow_all_in_both_tenants_is_reported(applied, tmp_pat
     assert differences(connectivity, applied.topology.expected(applied.pods))
 
 
+def test_a_tenant_onboarded_later_is_walled_off_once_its_namespace_is_labelled(platform, applied, api_client, tmp_path):
+    """A namespace that joins a domain before its TenantIsolation exists is a platform namespace (reachable
+    from every tenant, by design); once the tenant claims it, the operator re-plans the domain and walls it off."""
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+    (ingestion,) = {t["spec"]["securityDomain"] for t in _of_kind(platform, "TenantIsolation")}
+    tenant_namespace = sorted(applied.topology.tenant_of)[0]
+    namespace, tenant_id = f"initech-ops-{SUFFIX}", f"initech-{SUFFIX}"
+    joined = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": {"iotsec.io/security-domain": ingestion}},
+    }
+    tenant = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TenantIsolation",
+        "metadata": {"name": tenant_id},
+        "spec": {"tenantID": tenant_id, "securityDomain": ingestion, "namespaces": [namespace]},
+    }
+    core.create_namespace(joined)
+    try:
+
+        def member() -> bool:
+            status = (
+                custom.get_cluster_custom_object(GROUP, VERSION, PLURALS["SecurityDomain"], ingestion).get("status")
+                or {}
+            )
+            return namespace in status.get("memberNamespaces", [])
+
+        eventually(member, timeout=30, what=f"{namespace} a member of {ingestion}")
+        before = analyse(api_client, [*platform, joined], tmp_path / "before")
+        pair = (f"{tenant_namespace}/app-low", f"{namespace}/app-low")
+        assert pair in before.connectivity, "unclaimed, the namespace is the platform's: every tenant reaches it"
+        custom.create_cluster_custom_object(GROUP, VERSION, PLURALS["TenantIsolation"], tenant)
+        attempts = iter(range(1000))
+
+        def walled_off() -> bool:
+            after = analyse(api_client, [*platform, joined, tenant], tmp_path / f"after-{next(attempts)}")
+            assert after.topology.cross_tenant(after.connectivity) == []
+            assert differences(after.connectivity, after.topology.expected(after.pods)) == []
+            return True
+
+        eventually(walled_off, timeout=45, interval=1, what=f"tenant {tenant_id} walled off")
+    finally:
+        with contextlib.suppress(ApiException):
+            custom.delete_cluster_custom_object(GROUP, VERSION, PLURALS["TenantIsolation"], tenant_id)
+        eventually(lambda: _gone(custom, "TenantIsolation", tenant_id), timeout=30, what=f"tenant {tenant_id} deleted")
+        core.delete_namespace(namespace)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="status.reachability[].to is a Name in the CRD (api/securitydomain.py Reachability.to), so the edge "
     "'cidr:198.51.100.10/32' of an egress rule to a CIDR is refused (422) and the status never gets written",
 )
 def test_egress_to_a_cidr_is_reported_ready(platform, api_client):
-    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
-    name = f"cidr-egress-{SUFFIX}"
-    core.create_namespace({"metadata": {"name": name}})
-    spec = {
-        "zone": "support",
-        "namespaces": [name],
-        "egress": [{"name": "offsite", "to": [{"cidr": "198.51.100.10/32"}], "ports": [{"port": 443}]}],
-    }
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SecurityDomain", "metadata": {"name": name}, "spec": spec}
-    custom.create_cluster_custom_object(GROUP, VERSION, PLURALS["SecurityDomain"], body)
-    try:
-        eventually(lambda: _ready(custom, "SecurityDomain", name), timeout=10, what=f"SecurityDomain {name} Ready")
-    finally:
-        custom.delete_cluster_custom_object(GROUP, VERSION, PLURALS["SecurityDomain"], name)
-        eventually(lambda: _gone(custom, "SecurityDomain", name), timeout=30, what=f"SecurityDomain {name} deleted")
-        core.delete_namespace(name)
+    custom, networking = client.CustomObjectsApi(api_client), client.NetworkingV1Api(api_client)
+    name = CIDR_EGRESS["metadata"]["name"]
+    # the policies are applied before the status is written: once they are there, Ready is due at once
+    eventually(lambda: networking.list_namespaced_network_policy(name).items, timeout=60, what=f"{name} policies")
+    eventually(lambda: _ready(custom, "SecurityDomain", name), timeout=5, what=f"SecurityDomain {name} Ready")

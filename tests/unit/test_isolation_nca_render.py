@@ -31,6 +31,8 @@ from tests.netpol import (
     differences,
     evaluator_map,
     namespace_manifest,
+    parse_nca_connections,
+    parse_nca_connectivity,
     restricted,
     run_nca,
 )
@@ -231,3 +233,24 @@ def test_nca_reads_does_not_exist_in_a_peer_across_namespaces(tmp_path):
         ("a/u", "b/u"): ALL_CONNECTIONS,
         ("b/u", "a/u"): ALL_CONNECTIONS,
     }
+
+
+def test_nca_output_is_parsed_pair_by_pair_and_port_by_port():
+    text = "\n".join(
+        [
+            "a/x => b/y : {protocols:TCP,dst_ports:8000-8002,9090},{protocols:UDP,dst_ports:53}",
+            "a/x => kube-system/dns : {protocols:TCP, UDP,dst_ports:53}",
+            "b/y => a/x : All connections",
+            "0.0.0.0-9.255.255.255 => a/x : {protocols:TCP,dst_ports:8883}",
+            "a/x => a/x : All connections",
+        ]
+    )
+    parsed = parse_nca_connectivity(text, ["a/x", "b/y", "kube-system/dns"])
+    assert parsed == {
+        ("a/x", "b/y"): {("TCP", 8000), ("TCP", 8001), ("TCP", 8002), ("TCP", 9090), ("UDP", 53)},
+        ("a/x", "kube-system/dns"): {("TCP", 53), ("UDP", 53)},
+        ("b/y", "a/x"): ALL_CONNECTIONS,
+    }
+    assert parse_nca_connections("{protocols:TCP}") == {("TCP", port) for port in range(1, 65536)}
+    with pytest.raises(AssertionError):
+        parse_nca_connections("{protocols:all but TCP}")

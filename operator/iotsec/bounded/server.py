@@ -45,10 +45,6 @@ TLS_PENDING_BYTES = 32 * 1024
 # server's usual admission reviews are this small, so slow large bodies cannot hold them up.
 UNBUDGETED_BODY_BYTES = 64 * 1024
 TRIM_AFTER_SECONDS = 2.0  # quiet time after a burst of closed connections before memory is handed back
-# glibc serves allocations above this from mmap and returns them on free. By default the threshold rises to the
-# largest block freed (up to 32 MiB), after which request bodies come from the heap and fragment it.
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 128 * 1024
 TRIM_WHEN_CLOSED = 64  # connections closed since the last trim that make one worthwhile
 
 
@@ -79,9 +75,6 @@ class _Memory:
         name = ctypes.util.find_library("c")
         libc = ctypes.CDLL(name) if name else None
         self._malloc_trim = getattr(libc, "malloc_trim", None)
-        mallopt = getattr(libc, "mallopt", None)
-        if mallopt is not None:
-            mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
     def closed(self, loop: asyncio.AbstractEventLoop) -> None:
         self._closed_since_trim += 1

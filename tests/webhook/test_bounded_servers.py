@@ -704,3 +704,19 @@ def test_tls_layers_share_one_receive_buffer(tmp_path):
     assert first.obj is shared.obj
     assert second.obj is shared.obj
     assert len(first) == TLS_READ_BYTES
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_malformed_request_is_answered_400_and_one_log_line_without_traceback(kind, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    with InProcess(kind, tmp_path, Bounds()) as server:
+        caplog.clear()
+        sock = server.tls_connect()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nthis is not a header\r\n\r\n")
+        sock.settimeout(5)
+        assert sock.recv(4096).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+        sock.close()
+    lines = _lines_from(caplog)
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].exc_info is None
+    assert "Error handling request" in lines[0].getMessage()

@@ -390,7 +390,8 @@ async def request_bounds(request: web.Request, handler: Callable[[web.Request], 
 
 
 def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    text = " ".join(str(exc).split())[:200]  # a client's bytes may be in it: one line, and not too much of them
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _ClientErrorsInOneLine:

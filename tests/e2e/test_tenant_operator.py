@@ -9,7 +9,7 @@ import base64
 import contextlib
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -136,12 +136,20 @@ def _events(core, name: str, reason: str, type_: str = "Warning") -> list[str]:
     return [e.message for e in events if e.type == type_ and e.reason == reason]
 
 
+def _ca_home(custom, name: str) -> tuple[str, str]:
+    """Where status records the device CA: the release namespace of the operator that first reconciled the tenant
+    (on a shared test cluster another test's operator, with another release namespace, may have been first)."""
+    namespace, _, secret = (_status(custom, name).get("deviceCASecret") or "/").partition("/")
+    return namespace, secret
+
+
 def _ca_issued(custom, core, name: str) -> bool:
-    """The device CA at its home in the release namespace, recorded in status."""
-    secret = f"iotsec-device-ca-{name}"
-    if _status(custom, name).get("deviceCASecret") != f"{RELEASE}/{secret}":
+    """The device CA at a home out of tenant reach, recorded in status."""
+    namespace, secret = _ca_home(custom, name)
+    if secret != f"iotsec-device-ca-{name}":
         return False
-    return not _gone(lambda: core.read_namespaced_secret(secret, RELEASE))
+    assert "iotsec.io/tenant" not in (core.read_namespace(namespace).metadata.labels or {}), "in a tenant's reach"
+    return not _gone(lambda: core.read_namespaced_secret(secret, namespace))
 
 
 def _gone(read) -> bool:
@@ -278,8 +286,9 @@ def test_device_ca_and_trust_bundle_are_published(tenants, custom, core):
     from iotsec.devices import DeviceCAState
 
     eventually(lambda: _ca_issued(custom, core, TENANT), timeout=60, what="device CA issued")
-    assert _status(custom, TENANT)["deviceCASecret"] == f"{RELEASE}/{CA_SECRET}"
-    state = DeviceCAState.from_secret_data(_secret_data(core, CA_SECRET, RELEASE))
+    home, secret = _ca_home(custom, TENANT)
+    assert home not in (NS_A, NS_B), "a platform namespace, never one of the tenant's"
+    state = DeviceCAState.from_secret_data(_secret_data(core, secret, home))
     for namespace in (NS_A, NS_B):
         names = {s.metadata.name for s in core.list_namespaced_secret(namespace).items}
         assert not {n for n in names if n.startswith("iotsec-device-ca")}, "no CA key within tenant reach"
@@ -317,8 +326,6 @@ def test_device_issue_and_revoke_through_the_cli(tenants, custom, core, tmp_path
             "SM-3",
             "--out",
             str(tmp_path),
-            "--namespace",
-            RELEASE,
         ],
         capture_output=True,
         text=True,
@@ -343,8 +350,6 @@ def test_device_issue_and_revoke_through_the_cli(tenants, custom, core, tmp_path
             TENANT,
             "--device-id",
             "meter-0001",
-            "--namespace",
-            RELEASE,
         ],
         check=True,
         capture_output=True,
@@ -363,7 +368,7 @@ def test_no_key_material_in_the_operator_log(tenants, custom, core, operator):
     eventually(lambda: _ca_issued(custom, core, TENANT), timeout=60, what="keys issued")
     log = operator.log_path.read_text(errors="replace")
     material = []
-    for name, namespace in (("iotsec-app-meter-ingest-key", NS_A), (CA_SECRET, RELEASE)):
+    for name, namespace in (("iotsec-app-meter-ingest-key", NS_A), _ca_home(custom, TENANT)[::-1]):
         data = core.read_namespaced_secret(name, namespace).data
         for key in ("key", "previous-key", "ca.key"):
             if key in data:
@@ -385,16 +390,15 @@ def test_shred_destroys_only_what_the_tenant_created_and_its_keys(operator, cust
         eventually(lambda: _ready(custom, name), timeout=60, what="shred tenant Ready")
         assert _status(custom, name)["createdNamespaces"] == [created]
         core.read_namespaced_secret("iotsec-app-meter-ingest-key", adopted)  # the app lives in the adopted one
-        ca = f"iotsec-device-ca-{name}"
-        core.read_namespaced_secret(ca, RELEASE)
+        home, ca = eventually(lambda: _ca_issued(custom, core, name) and _ca_home(custom, name), what="CA issued")
         custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", name)
         eventually(lambda: _gone(lambda: core.read_namespace(created)), timeout=120, what="created namespace shredded")
         message = eventually(lambda: _events(core, name, "Shredded"), timeout=30, what="a Shredded warning")[-1]
         assert core.read_namespace(adopted).metadata.deletion_timestamp is None, "an adopted namespace is kept"
         assert _gone(lambda: core.read_namespaced_secret("iotsec-app-meter-ingest-key", adopted))
-        assert _gone(lambda: core.read_namespaced_secret(ca, RELEASE))
-        assert core.read_namespace(RELEASE).metadata.deletion_timestamp is None
-        for destroyed in (created, f"{adopted}/iotsec-app-meter-ingest-key", f"{RELEASE}/{ca}"):
+        assert _gone(lambda: core.read_namespaced_secret(ca, home))
+        assert core.read_namespace(home).metadata.deletion_timestamp is None
+        for destroyed in (created, f"{adopted}/iotsec-app-meter-ingest-key", f"{home}/{ca}"):
             assert destroyed in message
     finally:
         with contextlib.suppress(ApiException):
@@ -404,12 +408,12 @@ def test_shred_destroys_only_what_the_tenant_created_and_its_keys(operator, cust
 def test_reordering_the_namespaces_changes_no_status_and_no_key(tenants, custom, core):
     with _own_tenant(custom, core, "r") as name:
         eventually(lambda: _ready(custom, name), timeout=60, what="tenant Ready")
-        ca = f"iotsec-device-ca-{name}"
+        home, ca = _ca_home(custom, name)
 
         def observed() -> tuple[dict[str, Any], str, str]:
             status = {k: v for k, v in _status(custom, name).items() if k not in ("conditions", "observedGeneration")}
             versions = (
-                core.read_namespaced_secret(ca, RELEASE).metadata.resource_version,
+                core.read_namespaced_secret(ca, home).metadata.resource_version,
                 core.read_namespaced_secret("iotsec-app-meter-ingest-key", f"{name}-a").metadata.resource_version,
             )
             return status, *versions
@@ -428,8 +432,8 @@ def test_reordering_the_namespaces_changes_no_status_and_no_key(tenants, custom,
 def test_a_flipped_tenant_label_is_a_conflict_that_changes_nothing_else(tenants, custom, core, api_client):
     with _own_tenant(custom, core, "f") as name:
         eventually(lambda: _ready(custom, name), timeout=60, what="tenant Ready")
-        ca = f"iotsec-device-ca-{name}"
-        ca_version = core.read_namespaced_secret(ca, RELEASE).metadata.resource_version
+        home, ca = _ca_home(custom, name)
+        ca_version = core.read_namespaced_secret(ca, home).metadata.resource_version
         flipped = f"{name}-a"
         core.patch_namespace(flipped, {"metadata": {"labels": {"iotsec.io/tenant": OTHER}}})
         eventually(lambda: _condition(custom, name).get("reason") == "Conflict", timeout=30, what="Conflict")
@@ -442,7 +446,8 @@ def test_a_flipped_tenant_label_is_a_conflict_that_changes_nothing_else(tenants,
         rbac.read_namespaced_role_binding("iotsec-user-operators", flipped)
         rbac.read_namespaced_role("iotsec-app-class-ingest", flipped)
         assert core.read_namespace(flipped).metadata.labels["iotsec.io/tenant"] == OTHER, "no label overwrite"
-        assert core.read_namespaced_secret(ca, RELEASE).metadata.resource_version == ca_version, "no new CA"
+        assert _ca_home(custom, name) == (home, ca)
+        assert core.read_namespaced_secret(ca, home).metadata.resource_version == ca_version, "no new CA"
         assert not [s for s in core.list_namespaced_secret(flipped).items if "device-ca" in s.metadata.name]
 
 
@@ -467,7 +472,7 @@ def test_the_release_namespace_is_never_adopted(tenants, custom, core, api_clien
 def test_an_unreadable_key_is_left_alone_until_a_person_names_it(tenants, custom, core, secret, damage):
     with _own_tenant(custom, core, "u") as name:
         eventually(lambda: _ready(custom, name), timeout=60, what="tenant Ready")
-        namespace = RELEASE if "device-ca" in secret else f"{name}-a"
+        namespace = _ca_home(custom, name)[0] if "device-ca" in secret else f"{name}-a"
         secret = secret.format(name=name)
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in damage.items()}
         core.patch_namespaced_secret(secret, namespace, {"data": encoded})
@@ -487,6 +492,30 @@ def test_an_unreadable_key_is_left_alone_until_a_person_names_it(tenants, custom
         eventually(lambda: _ready(custom, name), timeout=30, what="Ready again after the replacement")
         assert _secret_data(core, secret, namespace) != damaged
         assert eventually(lambda: _events(core, name, "KeyReplaced"), timeout=20, what="a KeyReplaced warning")
+
+
+def test_a_device_ca_at_the_old_home_moves_to_the_release_namespace_unchanged(operator, custom, core):
+    """Older releases kept the CA in the tenant's first namespace, in reach of its admins: moved, not reissued."""
+    from iotsec.desired.meta import owner_labels
+    from iotsec.devices import ensure_device_ca
+
+    name = f"m{SUFFIX}"
+    home = f"{name}-a"
+    state, _ = ensure_device_ca(None, name, "ecdsa-p256", timedelta(days=1825), timedelta(days=180), datetime.now(UTC))
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in state.to_secret_data().items()}
+    core.create_namespace({"metadata": {"name": home}})
+    legacy = {"metadata": {"name": "iotsec-device-ca", "labels": owner_labels("TenantIsolation", name)}, "data": data}
+    core.create_namespaced_secret(home, legacy)
+    with _own_tenant(custom, core, "m", namespaces=[home, f"{name}-b"]):
+        release, secret = _ca_home(custom, name)
+        assert core.read_namespaced_secret(secret, release).data == data, "copied, not reissued"
+        eventually(
+            lambda: _gone(lambda: core.read_namespaced_secret("iotsec-device-ca", home)), timeout=30, what="old gone"
+        )
+        moved = eventually(lambda: _events(core, name, "KeyMigrated", "Normal"), timeout=20, what="KeyMigrated")
+        assert any(f"{home}/iotsec-device-ca" in m and f"{release}/{secret}" in m for m in moved)
+        trust = core.read_namespaced_config_map("iotsec-device-trust", f"{name}-b").data
+        assert state.ca.cert_pem in trust["ca-bundle.crt"]
 
 
 def test_deleting_with_retain_keeps_namespaces_and_keys(tenants, custom, core):

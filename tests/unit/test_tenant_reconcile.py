@@ -255,11 +255,13 @@ def test_a_reserved_namespace_is_a_conflict_and_nothing_is_written_there(api, ev
     assert "iotsec.io/tenant" not in (api.objects[("Namespace", None, HOME)]["metadata"].get("labels") or {})
 
 
-def _legacy(api: FakeKube, kind: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+def _legacy(
+    api: FakeKube, kind: str, name: str, data: dict[str, str], namespace: str = "acme-meters"
+) -> dict[str, Any]:
     obj = {
         "apiVersion": "v1",
         "kind": kind,
-        "metadata": {"name": name, "namespace": "acme-meters", "labels": owner_labels("TenantIsolation", NAME)},
+        "metadata": {"name": name, "namespace": namespace, "labels": owner_labels("TenantIsolation", NAME)},
         "data": data,
     }
     api.put(obj)
@@ -284,6 +286,20 @@ def test_keys_at_the_old_home_are_moved_never_regenerated(api, events):
     assert any("acme-meters/iotsec-device-ca" in m and CA in m for m in moved)
     assert api.tenant()["status"]["deviceCASecret"] == CA
     assert api.tenant()["status"]["createdNamespaces"] == ["acme-analytics"], "acme-meters existed: adopted"
+
+
+def test_a_stray_ca_left_by_an_older_release_is_reported_not_deleted(api, events):
+    for namespace in ("acme-meters", "acme-analytics"):
+        api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    state, _ = devices.ensure_device_ca(None, "acme", "ecdsa-p256", *_ca_times())
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in state.to_secret_data().items()}
+    _legacy(api, "Secret", "iotsec-device-ca", encoded)
+    _legacy(api, "Secret", "iotsec-device-ca", {"ca.crt": "c3RyYXk="}, namespace="acme-analytics")
+    api.tenant()["status"] = {"deviceCASecret": "iotsec-device-ca", "namespaces": ["acme-meters", "acme-analytics"]}
+    handler.reconcile(NAME)
+    assert api.secret(CA)["data"] == encoded, "the one at the last home is the one in use"
+    assert api.secret("acme-analytics/iotsec-device-ca") is not None
+    assert any(r == "StrayKey" and "acme-analytics/iotsec-device-ca" in m for _, r, m in events)
 
 
 def _ca_times():

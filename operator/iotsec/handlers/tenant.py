@@ -464,12 +464,23 @@ def _migrate_legacy(run: _Run, plan: builder.TenantPlan, status: dict[str, Any])
     if plan.volume_key is not None:
         moves.append(("Secret", builder.LEGACY_VOLUME_KEY_SECRET, plan.volume_key, False))
     moves.append(("ConfigMap", builder.LEGACY_DEVICE_REGISTRY, plan.device_registry, True))
+    strays: list[str] = []
     for kind, old_name, new, delete_old in moves:
-        for namespace in candidates:
-            old = run.api.get("v1", kind, old_name, namespace)
-            if old is not None and _ours(old, run.body["metadata"]["name"], run.spec.tenant_id):
-                _move(run, kind, old, new, delete_old)
-                break
+        found = [
+            old
+            for old in (run.api.get("v1", kind, old_name, namespace) for namespace in candidates)
+            if old is not None and _ours(old, run.body["metadata"]["name"], run.spec.tenant_id)
+        ]
+        if found:  # the first candidate was the home at the last reconcile: the one in use
+            _move(run, kind, found[0], new, delete_old)
+        strays += [f"{kind} {old['metadata']['namespace']}/{old_name}" for old in found[1:]]
+    if strays:
+        kopf.warn(
+            run.body,
+            reason="StrayKey",
+            message=f"older copies left where an older release kept them: {', '.join(strays)}; not in use, kept "
+            "because devices may still hold certificates they issued: delete them once none does",
+        )
 
 
 def _move(run: _Run, kind: str, old: dict[str, Any], new: tuple[str, str], delete_old: bool) -> None:

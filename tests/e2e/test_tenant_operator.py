@@ -170,8 +170,12 @@ def _own_tenant(custom, core, prefix: str, namespaces: list[str] | None = None, 
         eventually(lambda: _ca_issued(custom, core, name), timeout=60, what=f"device CA of {name} issued")
         yield name
     finally:
+        home, secret = _ca_home(custom, name)
         with contextlib.suppress(ApiException):
             custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", name)
+        with contextlib.suppress(ApiException):  # Retain keeps keys by design; a test cleans up after itself
+            if secret:
+                core.delete_namespaced_secret(secret, home)
         eventually(
             lambda: _gone(lambda: custom.get_cluster_custom_object(GROUP, VERSION, "tenantisolations", name)),
             timeout=30,
@@ -380,7 +384,7 @@ def test_no_key_material_in_the_operator_log(tenants, custom, core, operator):
         assert base64.b64encode(secret.encode()).decode()[:40] not in log
 
 
-def test_shred_destroys_only_what_the_tenant_created_and_its_keys(operator, custom, core):
+def test_shred_destroys_only_what_the_tenant_created_and_its_keys(tenants, custom, core):
     name = f"s{SUFFIX}"
     created, adopted = f"{name}-a", f"{name}-adopted"
     core.create_namespace({"metadata": {"name": adopted, "labels": {"team": "was-here-first"}}})
@@ -398,7 +402,8 @@ def test_shred_destroys_only_what_the_tenant_created_and_its_keys(operator, cust
         assert _gone(lambda: core.read_namespaced_secret("iotsec-app-meter-ingest-key", adopted))
         assert _gone(lambda: core.read_namespaced_secret(ca, home))
         assert core.read_namespace(home).metadata.deletion_timestamp is None
-        for destroyed in (created, f"{adopted}/iotsec-app-meter-ingest-key", f"{home}/{ca}"):
+        assert f"namespaces created for it deleted ({created})" in message
+        for destroyed in (f"{adopted}/iotsec-app-meter-ingest-key", f"{home}/{ca}"):
             assert destroyed in message
     finally:
         with contextlib.suppress(ApiException):
@@ -494,7 +499,7 @@ def test_an_unreadable_key_is_left_alone_until_a_person_names_it(tenants, custom
         assert eventually(lambda: _events(core, name, "KeyReplaced"), timeout=20, what="a KeyReplaced warning")
 
 
-def test_a_device_ca_at_the_old_home_moves_to_the_release_namespace_unchanged(operator, custom, core):
+def test_a_device_ca_at_the_old_home_moves_to_the_release_namespace_unchanged(tenants, custom, core):
     """Older releases kept the CA in the tenant's first namespace, in reach of its admins: moved, not reissued."""
     from iotsec.desired.meta import owner_labels
     from iotsec.devices import ensure_device_ca

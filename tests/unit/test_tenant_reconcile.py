@@ -350,7 +350,8 @@ def test_shred_deletes_only_namespaces_it_created_and_the_tenants_keys(api, even
     assert handler.CREATED_ANNOTATION not in api.objects[("Namespace", None, "acme-meters")]["metadata"]["annotations"]
     assert api.secret(APP_KEY) is None, "the app key in the adopted namespace is destroyed"
     assert api.secret(CA) is None
-    for named in ("acme-analytics", APP_KEY, CA):
+    assert "namespaces created for it deleted (acme-analytics)" in message
+    for named in (APP_KEY, CA):
         assert named in message
     assert ("Namespace", None, HOME) in api.objects
 
@@ -363,3 +364,17 @@ def test_shred_never_deletes_an_adopted_system_namespace(api, events):
     _shred(api, events)
     assert ("Namespace", None, "default") in api.objects
     assert ("Namespace", None, HOME) in api.objects
+
+
+def test_shred_names_the_namespaces_it_deleted_even_when_they_took_a_while(api, events, monkeypatch):
+    handler.reconcile(NAME)
+    api.tenant()["spec"]["deletionPolicy"] = "Shred"
+    delete = api.delete
+    monkeypatch.setattr(api, "delete", lambda v, kind, *rest: kind == "Namespace" or delete(v, kind, *rest))
+    with pytest.raises(kopf.TemporaryError, match="waiting for namespaces"):
+        handler._delete(api, NAME, api.tenant())  # namespaces terminating
+    for namespace in ("acme-meters", "acme-analytics"):
+        api.objects.pop(("Namespace", None, namespace))
+    handler._delete(api, NAME, api.tenant())
+    message = next(m for t, r, m in events if r == "Shredded")
+    assert "namespaces created for it deleted (acme-analytics, acme-meters)" in message

@@ -95,7 +95,7 @@ def _delete(api: Kube, name: str, body: dict[str, Any]) -> None:
     created = [
         ns
         for ns in status.get("createdNamespaces") or ()
-        if not platform.reserved(ns) and _tenant_of(api, ns) == tenant_id
+        if not platform.reserved(ns) and _tenant_of(api, ns) in (tenant_id, _GONE)  # gone: by an earlier pass
     ]
     for namespace in created:
         api.delete("v1", "Namespace", namespace)
@@ -159,9 +159,15 @@ def _ours(obj: dict[str, Any], owner: str, tenant_id: str) -> bool:
     return _owned(obj, owner) or (OWNER_KIND not in labels and by_tenant)
 
 
+_GONE = "<gone>"
+
+
 def _tenant_of(api: Kube, namespace: str) -> str | None:
+    """The namespace's tenant label; `_GONE` when the namespace does not exist."""
     found = api.get("v1", "Namespace", namespace)
-    return ((found or {}).get("metadata", {}).get("labels") or {}).get(builder.TENANT_LABEL)
+    if found is None:
+        return _GONE
+    return (found.get("metadata", {}).get("labels") or {}).get(builder.TENANT_LABEL)
 
 
 # ---------------------------------------------------------------- reconcile

@@ -278,7 +278,8 @@ def test_dockerfile_runs_as_a_non_root_user_on_a_pinned_base():
 def test_the_readme_rbac_table_is_the_table():
     readme = (ROOT / "README.md").read_text()
     start, end = "<!-- rbac-table:start -->\n", "<!-- rbac-table:end -->"
-    assert start in readme and end in readme
+    assert start in readme
+    assert end in readme
     shown = readme.split(start, 1)[1].split(end, 1)[0]
     assert shown == rbac.markdown_table(), (
         "regenerate: python -c 'from iotsec import rbac; print(rbac.markdown_table(), end=\"\")'"

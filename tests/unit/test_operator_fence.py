@@ -35,8 +35,11 @@ def binding(namespace: str, ref_kind: str = "ClusterRole", ref: str = "admin") -
     }
 
 
-def namespace(name: str, **labels: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+def namespace(name: str, created_by: str | None = None, **labels: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": labels}
+    if created_by:
+        metadata["annotations"] = {"iotsec.io/created-by": created_by}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
 
 
 def guard(kind: str, operation: str, ns: str | None, obj: Any, old: Any = None, user: str = OPERATOR) -> list[str]:
@@ -80,8 +83,12 @@ def test_namespace_labels_and_deletion():
     hijack = namespace("monitoring", **{"iotsec.io/tenant": "acme"})
     assert guard("Namespace", "UPDATE", "monitoring", hijack, namespace("monitoring"))
     assert guard("Namespace", "UPDATE", "kube-system", namespace("kube-system", x="y"), namespace("kube-system"))
-    made = namespace("acme-meters", **{"iotsec.io/owner-kind": "TenantIsolation", "iotsec.io/tenant": "acme"})
+    made = namespace("acme-meters", "acme", **{"iotsec.io/owner-kind": "TenantIsolation", "iotsec.io/tenant": "acme"})
     assert guard("Namespace", "DELETE", "acme-meters", None, made) == []
+    adopted = namespace("acme-meters", **{"iotsec.io/owner-kind": "TenantIsolation", "iotsec.io/tenant": "acme"})
+    assert guard("Namespace", "DELETE", "acme-meters", None, adopted), "an adopted namespace is never deleted"
+    forged = namespace("acme-meters", "acme", **{"iotsec.io/tenant": "acme"})
+    assert "set only when iotsec creates" in guard("Namespace", "UPDATE", "acme-meters", forged, adopted)[0]
     assert guard("Namespace", "DELETE", "monitoring", None, namespace("monitoring"))
     assert guard("Namespace", "DELETE", "iotsec-system", None, namespace("iotsec-system"))
 
@@ -204,8 +211,17 @@ CASES = [
         namespace("acme-meters", team="a", **{"iotsec.io/domain": "ingest"}),
         namespace("acme-meters", team="a"),
     ),
+    ("namespaces", "UPDATE", "acme-meters", namespace("acme-meters", "acme"), namespace("acme-meters")),
+    ("namespaces", "UPDATE", "acme-meters", namespace("acme-meters", "acme"), namespace("acme-meters", "acme")),
     ("namespaces", "DELETE", "monitoring", None, namespace("monitoring")),
     ("namespaces", "DELETE", "kube-node-lease", None, namespace("kube-node-lease")),
+    (
+        "namespaces",
+        "DELETE",
+        "acme-meters",
+        None,
+        namespace("acme-meters", "acme", **{"iotsec.io/owner-kind": "TenantIsolation", "iotsec.io/tenant": "acme"}),
+    ),
     (
         "namespaces",
         "DELETE",

@@ -22,7 +22,7 @@ IOTSEC_KINDS = ("SecurityDomain", "TenantIsolation", "BackupPolicy", "AuditPolic
 GUARDED_KINDS = frozenset({"RoleBinding", "Namespace", *IOTSEC_KINDS})
 OWN_LABEL_PREFIXES = ("iotsec.io/", "pod-security.kubernetes.io/", "app.kubernetes.io/managed-by")
 TENANT_LABEL = "iotsec.io/tenant"
-OWNER_KIND = "iotsec.io/owner-kind"
+CREATED_BY = "iotsec.io/created-by"  # the tenant handler marks the namespaces it created (not adopted ones)
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,13 @@ def _namespace(operation: str, obj: Any, old: Any, platform: Platform, managed: 
     if platform.reserved(name):
         return [_finding("metadata.name", f"namespace {name} is reserved: iotsec never labels or deletes it")]
     if operation == "DELETE":
-        labels = _labels(old)
-        if labels.get(OWNER_KIND) != "TenantIsolation" or TENANT_LABEL not in labels:
-            return [_finding("metadata.labels", f"namespace {name} was not made by an iotsec tenant")]
+        if TENANT_LABEL not in _labels(old) or not _annotations(old).get(CREATED_BY):
+            return [_finding("metadata.annotations", f"namespace {name} was not made by an iotsec tenant")]
         return []
     if operation != "UPDATE":
         return []
+    if _annotations(obj).get(CREATED_BY) != _annotations(old).get(CREATED_BY):
+        return [_finding("metadata.annotations", f"{CREATED_BY} is set only when iotsec creates a namespace")]
     before, after = _labels(old), _labels(obj)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     foreign = sorted(k for k in changed if not k.startswith(OWN_LABEL_PREFIXES))
@@ -114,7 +115,15 @@ def _name(obj: Any) -> str:
 
 
 def _labels(obj: Any) -> dict[str, str]:
+    return _metadata_map(obj, "labels")
+
+
+def _annotations(obj: Any) -> dict[str, str]:
+    return _metadata_map(obj, "annotations")
+
+
+def _metadata_map(obj: Any, field: str) -> dict[str, str]:
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
         return {}
-    labels = obj["metadata"].get("labels")
-    return labels if isinstance(labels, dict) else {}
+    found = obj["metadata"].get(field)
+    return found if isinstance(found, dict) else {}

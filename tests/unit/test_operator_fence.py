@@ -213,6 +213,8 @@ CASES = [
     ),
     ("namespaces", "UPDATE", "acme-meters", namespace("acme-meters", "acme"), namespace("acme-meters")),
     ("namespaces", "UPDATE", "acme-meters", namespace("acme-meters", "acme"), namespace("acme-meters", "acme")),
+    ("namespaces", "UPDATE", "acme-meters", namespace("acme-meters"), namespace("acme-meters", "acme")),
+    ("namespaces", "UPDATE", "acme-meters", namespace("acme-meters", "globex"), namespace("acme-meters", "acme")),
     ("namespaces", "DELETE", "monitoring", None, namespace("monitoring")),
     ("namespaces", "DELETE", "kube-node-lease", None, namespace("kube-node-lease")),
     (

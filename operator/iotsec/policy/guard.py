@@ -89,7 +89,8 @@ def _namespace(operation: str, obj: Any, old: Any, platform: Platform, managed: 
         return []
     if operation != "UPDATE":
         return []
-    if _annotations(obj).get(CREATED_BY) != _annotations(old).get(CREATED_BY):
+    marked = _annotations(obj).get(CREATED_BY)
+    if marked and marked != _annotations(old).get(CREATED_BY):  # dropping the mark only makes it undeletable
         return [_finding("metadata.annotations", f"{CREATED_BY} is set only when iotsec creates a namespace")]
     before, after = _labels(old), _labels(obj)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}

@@ -374,7 +374,7 @@ class Figures:
         ]
 
 
-def run_scenario(server: ServerProcess, count: int = 1500, memory_bound: int = WEBHOOK_RSS_LIMIT) -> Figures:
+def run_scenario(server: ServerProcess, count: int = 1500) -> Figures:
     """Open `count` slow clients, probe while they are open, wait for the cuts and for the memory to return."""
     server.real_request()  # warm: the first request builds what every request reuses
     rss_before = server.rss()
@@ -419,7 +419,7 @@ def sink_process(tmp_path) -> Iterator[ServerProcess]:
 
 
 def check_scenario(server: ServerProcess, limit: int) -> None:
-    figures = run_scenario(server, memory_bound=limit)
+    figures = run_scenario(server)
     report = "\n".join(figures.lines(server.kind))
     assert figures.opened == 1500, report
     assert figures.failed_to_open == 0, report

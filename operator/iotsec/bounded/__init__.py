@@ -59,10 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Bounds) -> None:
         ("--idle-timeout", "idle_seconds", float, "seconds a keep-alive connection may stay idle"),
         ("--max-connections", "max_connections", int, "open connections; more are closed as they come"),
         ("--max-connections-per-client", "max_per_client", int, "open connections from one source address"),
-        ("--body-budget-bytes", "body_budget_bytes", int, "bytes of request bodies read at once; more wait"),
+        ("--body-budget-bytes", "body_budget_bytes", int, "bytes of bodies over 64 KiB read at once; more wait"),
     ):
         default = getattr(defaults, field)
-        metavar = "SECONDS" if kind is float else "COUNT"
+        metavar = "SECONDS" if kind is float else "BYTES" if field == "body_budget_bytes" else "COUNT"
         group.add_argument(
             flag, dest=f"bound_{field}", type=kind, default=default, metavar=metavar, help=f"{text} ({default})"
         )

@@ -509,6 +509,14 @@ class InProcess:
         labels = {"server": self.name, "reason": reason}
         return REGISTRY.get_sample_value("iotsec_http_connections_rejected_total", labels) or 0.0
 
+    def wait_open(self, count: int) -> None:
+        """Until the server counts `count` open connections (at most 5 s)."""
+        labels = {"server": self.name}
+        deadline = time.monotonic() + 5
+        while REGISTRY.get_sample_value("iotsec_http_connections_open", labels) != count:
+            assert time.monotonic() < deadline, REGISTRY.get_sample_value("iotsec_http_connections_open", labels)
+            time.sleep(0.02)
+
     def body_bytes_reserved(self) -> float | None:
         return REGISTRY.get_sample_value("iotsec_http_body_bytes_reserved", {"server": self.name})
 
@@ -543,6 +551,7 @@ def test_connections_over_the_per_client_limit_are_closed_before_any_tls(kind, t
         assert server.rejected("per_client") == before + 1
         assert server.files.real_request()[0] == 200  # another client is still served
         held.pop().close()
+        server.wait_open(2)  # the server notices the close asynchronously
         again = server.tls_connect("127.0.0.3")  # a slot freed: the same client is admitted again
         again.close()
         for sock in [*held, extra]:
@@ -560,13 +569,8 @@ def test_connections_over_the_limit_are_closed_at_once_and_counted(kind, tmp_pat
         assert time.monotonic() - started < 1.0
         assert server.rejected("capacity") == before + 1
         held.pop().close()
-        deadline = time.monotonic() + 5
-        while True:  # the server notices the close asynchronously: retry until the slot is free
-            try:
-                assert server.files.real_request()[0] == 200
-                break
-            except (OSError, ssl.SSLError, http.client.HTTPException):
-                assert time.monotonic() < deadline, "a freed slot was not reused"
+        server.wait_open(3)  # the server notices the close asynchronously
+        assert server.files.real_request()[0] == 200  # the freed slot serves a real request
         for sock in [*held, extra]:
             sock.close()
 
@@ -647,17 +651,11 @@ def test_a_client_that_drops_mid_handshake_is_one_log_line_and_counted(kind, tmp
 @pytest.mark.parametrize("kind", SERVERS)
 def test_open_connections_are_a_gauge(kind, tmp_path):
     with InProcess(kind, tmp_path, Bounds()) as server:
-        labels = {"server": server.name}
         held = [server.connect() for _ in range(3)]
-        deadline = time.monotonic() + 5
-        while REGISTRY.get_sample_value("iotsec_http_connections_open", labels) != 3:
-            assert time.monotonic() < deadline, REGISTRY.get_sample_value("iotsec_http_connections_open", labels)
-            time.sleep(0.02)
+        server.wait_open(3)
         for sock in held:
             sock.close()
-        while REGISTRY.get_sample_value("iotsec_http_connections_open", labels) != 0:
-            assert time.monotonic() < deadline, REGISTRY.get_sample_value("iotsec_http_connections_open", labels)
-            time.sleep(0.02)
+        server.wait_open(0)
 
 
 @pytest.mark.parametrize("kind", SERVERS)

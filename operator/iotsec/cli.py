@@ -482,13 +482,7 @@ def _device_list(args: argparse.Namespace) -> int:
 def _rbac(args: argparse.Namespace) -> int:
     from iotsec import rbac
 
-    files = {
-        "operator-rules.yaml": rbac.rules_file(rbac.OPERATOR),
-        "operator-namespace-rules.yaml": rbac.rules_file(rbac.OPERATOR_NAMESPACE),
-        "webhook-rules.yaml": rbac.rules_file(rbac.WEBHOOK),
-        "audit-sink-rules.yaml": rbac.rules_file(rbac.AUDIT_SINK),
-        "audit-sink-namespace-rules.yaml": rbac.rules_file(rbac.AUDIT_SINK_NAMESPACE),
-    }
+    files = rbac.rule_files()
     if args.write:
         for name, text in files.items():
             (Path(args.write) / name).write_text(text, encoding="utf-8")

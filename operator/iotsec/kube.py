@@ -148,16 +148,18 @@ class NamespaceGrants:
             return False
         return kind != "Event" and not api_version.startswith(UNGRANTED_GROUPS)
 
-    def ensure(self, kube: Kube, namespace: str) -> None:
+    def ensure(self, kube: Kube, namespace: str) -> bool:
+        """Bind the operator's namespace role in `namespace`; False when the namespace does not exist (yet)."""
         with self._lock:
             if namespace in self._granted:
-                return
+                return True
             created = kube._create_grant(operator_grant(self.platform, namespace))
             if created is None:
-                return  # the namespace does not exist (yet): nothing there to read or write
+                return False
             self._granted.add(namespace)
         if created:
             kube._await_access(namespace, self.PROPAGATION_SECONDS)
+        return True
 
     def forget(self, namespace: str) -> None:
         with self._lock:
@@ -186,14 +188,17 @@ class Kube:
         if grants is None or not grants.needed(api_version, kind, namespace):
             return self._call(action, fn)
         assert namespace is not None
-        grants.ensure(self, namespace)
+        exists = grants.ensure(self, namespace)
         try:
             return self._call(action, fn)
         except ApiError as exc:
             if exc.status != 403:
                 raise
+            if not exists:  # authorization comes before the lookup: in a missing namespace, say so, not 403
+                raise ApiError(f"{action}: namespace {namespace} does not exist", 404) from None
             grants.forget(namespace)  # the namespace or its grant was recreated or removed: bind again, once
-            grants.ensure(self, namespace)
+            if not grants.ensure(self, namespace):
+                raise ApiError(f"{action}: namespace {namespace} does not exist", 404) from None
             return self._call(action, fn)
 
     def _create_grant(self, binding: dict[str, Any]) -> bool | None:
@@ -255,13 +260,18 @@ class Kube:
         self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         resource = self._resource(api_version, kind)
-        result = self._in(
-            api_version,
-            kind,
-            namespace,
-            f"list {kind}",
-            lambda: resource.get(namespace=namespace, label_selector=label_selector),
-        ).to_dict()
+        try:
+            result = self._in(
+                api_version,
+                kind,
+                namespace,
+                f"list {kind}",
+                lambda: resource.get(namespace=namespace, label_selector=label_selector),
+            ).to_dict()
+        except ApiError as exc:
+            if exc.status == 404 and namespace:
+                return []  # a namespace that does not exist (yet) holds nothing
+            raise
         for item in result.get("items", []):
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)

@@ -53,6 +53,9 @@ PRUNABLE = (
     ("storage.k8s.io/v1", "StorageClass"),
 )
 KEEP_UNOWNED = ("Namespace", "Secret")
+# Namespaces first, keys before the trust bundles made from them, Roles before their bindings: the API server
+# checks a binding's Role against the rights of its creator, who has no bind on tenant Roles (no escalate either).
+APPLY_ORDER = {"Namespace": 0, "Secret": 1, "Role": 2}
 IMMUTABLE = {  # fields the API server refuses to change: the object is deleted and created again instead
     "RoleBinding": ("roleRef",),
     "StorageClass": ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode"),
@@ -245,7 +248,7 @@ def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec) -> bo
     if not status.get("deviceCASecret", "").count("/") or not status.get("deviceRegistry"):
         _migrate_legacy(run, plan, status)
     owner = Owner.of(body)
-    ordered = sorted(plan.objects, key=lambda o: {"Namespace": 0, "Secret": 1}.get(o["kind"], 2))
+    ordered = sorted(plan.objects, key=lambda o: APPLY_ORDER.get(o["kind"], len(APPLY_ORDER)))
     for obj in ordered:  # namespaces first, keys before the trust bundles made from them
         if obj["kind"] == "Namespace":
             _apply_namespace(run, obj, obj["metadata"]["name"] in existing)

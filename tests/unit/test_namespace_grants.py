@@ -1,0 +1,95 @@
+"""The operator's per-namespace grant in the API adapter: bound before the first call, once, and re-bound once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from iotsec.desired.platform import Platform, operator_grant
+from iotsec.kube import ApiError, Kube, NamespaceGrants
+
+PLATFORM = Platform("iotsec-system", "rel", "rel-operator")
+
+
+class FakeResource:
+    def __init__(self, server: FakeServer, kind: str):
+        self.server, self.kind = server, kind
+
+    def get(self, name: str | None = None, namespace: str | None = None, **_: Any) -> Any:
+        self.server.calls.append(("get", self.kind, namespace))
+        cluster_wide = self.kind in ("BackupPolicy", "Event")  # the operator's ClusterRole covers them everywhere
+        if namespace and namespace not in self.server.bound and not cluster_wide:
+            raise ApiError("403 Forbidden", 403)
+        return type("Result", (), {"to_dict": lambda _self: {"items": [], "metadata": {"name": name}}})()
+
+
+class FakeServer(Kube):
+    """RBAC in miniature: a call in a namespace is allowed once the grant RoleBinding exists there."""
+
+    def __init__(self, existing: set[str]):
+        super().__init__(api_client=object(), grants=NamespaceGrants(PLATFORM))  # type: ignore[arg-type]
+        self.existing, self.bound, self.calls = existing, set(), []
+        self.grants_made: list[dict[str, Any]] = []
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return FakeResource(self, kind)
+
+    def _create_grant(self, binding: dict[str, Any]) -> bool | None:
+        namespace = binding["metadata"]["namespace"]
+        if namespace not in self.existing:
+            return None
+        self.grants_made.append(binding)
+        fresh = namespace not in self.bound
+        self.bound.add(namespace)
+        return fresh
+
+    def _await_access(self, namespace: str, seconds: float) -> None:
+        self.calls.append(("await", "access", namespace))
+
+
+def test_the_grant_is_made_once_before_the_first_call_in_a_namespace():
+    server = FakeServer({"acme"})
+    assert server.get("v1", "Secret", "k", "acme") == {"items": [], "metadata": {"name": "k"}}
+    server.get("v1", "ConfigMap", "c", "acme")
+    assert server.grants_made == [operator_grant(PLATFORM, "acme")]
+    assert server.calls[0] == ("await", "access", "acme"), "RBAC sees a new binding only after a moment"
+
+
+def test_reserved_and_release_namespaces_and_cluster_scope_get_no_grant():
+    server = FakeServer({"kube-system", "iotsec-system"})
+    for namespace in ("kube-system", "iotsec-system"):
+        with pytest.raises(ApiError) as caught:
+            server.get("v1", "Secret", "k", namespace)
+        assert caught.value.status == 403
+    server.get("v1", "Namespace", "acme")
+    server.get("iotsec.io/v1alpha1", "BackupPolicy", "b", "acme")
+    assert server.grants_made == []
+
+
+def test_a_missing_namespace_reads_as_empty_not_forbidden():
+    server = FakeServer(set())
+    assert server.get("v1", "Secret", "k", "later") is None
+    assert server.list("v1", "ConfigMap", "later") == []
+    assert server.grants_made == []
+    server.existing.add("later")
+    assert server.get("v1", "Secret", "k", "later") is not None, "bound once the namespace exists"
+
+
+def test_a_grant_removed_behind_its_back_is_made_again_once():
+    server = FakeServer({"acme"})
+    server.get("v1", "Secret", "k", "acme")
+    server.bound.discard("acme")  # someone deleted the RoleBinding
+    assert server.get("v1", "Secret", "k", "acme") is not None
+    assert len(server.grants_made) == 2
+
+
+def test_the_grant_binds_the_charts_namespace_role_to_the_operator_only():
+    grant = operator_grant(PLATFORM, "acme")
+    assert grant["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "rel-operator-namespace",
+    }
+    assert grant["subjects"] == [{"kind": "ServiceAccount", "name": "rel-operator", "namespace": "iotsec-system"}]
+    assert grant["metadata"]["labels"]["iotsec.io/owner-kind"] == "Platform", "never pruned as a tenant's"

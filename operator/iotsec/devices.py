@@ -803,26 +803,61 @@ def trust_bundle(state: DeviceCAState, registry: Registry, current_crl: str | No
     another CA's devices revokes nothing here); `openssl verify -crl_check_all` and brokers checking CRLs need the
     CRL of the CA that issued a device. A CA whose key was not kept (see `DeviceCAState.crl_gaps`) gets none.
 
+    A CRL never shrinks: the serials of the published CRLs of the same CA (`current_crl`, only those whose signature
+    verifies against that CA) stay listed whatever the registry says, so a registry that was deleted, or restored from
+    an older copy, cannot un-revoke a device. A serial leaves only once the registry knows its certificate expired.
+
     A CRL of `current_crl` is kept while it lists exactly the revocations and is more than `CRL_REFRESH` from its
     nextUpdate, so a periodic reconcile leaves the ConfigMap (and its resourceVersion) alone. New CRLs are dated
     `CLOCK_SKEW` back, so a broker whose clock is slightly behind does not find them "not yet valid".
     """
     now = _utc(now)
-    wanted = set(registry.revoked)
     found = _crl_blocks(current_crl)
     blocks = []
     for cert_pem, key_pem in state.cas():
         if key_pem is None:
             continue
         ca_cert = _load_cert(cert_pem)
-        own = [(block, crl) for block, crl in found if crl.issuer == ca_cert.subject and _crl_signed_by(crl, ca_cert)]
-        block = next((block for block, crl in own if _crl_still_good(crl, wanted, now)), None)
+        own = [(block, crl) for block, crl in found if _crl_issued_by(crl, ca_cert)]
+        revoked = {**_still_revoked(_revocations(crl for _, crl in own), registry, now), **registry.revoked}
+        block = next((block for block, crl in own if _crl_still_good(crl, set(revoked), now)), None)
         if block is None:
             number = max([_crl_number(crl) + 1 for _, crl in own] + [int(now.timestamp())])
             ca = KeyPair(cert_pem=cert_pem, key_pem=key_pem)
-            block = build_crl(ca, registry.revoked, now - CLOCK_SKEW, CRL_VALIDITY, number).strip()
+            block = build_crl(ca, revoked, now - CLOCK_SKEW, CRL_VALIDITY, number).strip()
         blocks.append(block)
     return {"ca-bundle.crt": state.bundle(), "crl.pem": "\n".join(blocks) + "\n"}
+
+
+def published_revocations(state: DeviceCAState, crl_pem: str | None) -> dict[int, datetime]:
+    """Serial -> revocation time listed by the CRLs of `crl_pem` that a CA of `state.bundle()` signed (any other
+    CRL, a forged one included, adds nothing)."""
+    cas = [_load_cert(pem) for pem in certs_in_bundle(state.bundle())]
+    signed = (crl for _, crl in _crl_blocks(crl_pem) if any(_crl_issued_by(crl, ca) for ca in cas))
+    return _revocations(signed)
+
+
+def _crl_issued_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    return crl.issuer == ca.subject and _crl_signed_by(crl, ca)
+
+
+def _revocations(crls: Iterable[x509.CertificateRevocationList]) -> dict[int, datetime]:
+    """Serial -> earliest revocation time over the CRLs."""
+    out: dict[int, datetime] = {}
+    for crl in crls:
+        for entry in crl:
+            when = entry.revocation_date_utc
+            out[entry.serial_number] = min(when, out.get(entry.serial_number, when))
+    return out
+
+
+def _still_revoked(revoked: Mapping[int, datetime], registry: Registry, now: datetime) -> dict[int, datetime]:
+    """The revocations whose certificate the registry does not know to have expired (unknown: kept)."""
+    return {
+        serial: when
+        for serial, when in revoked.items()
+        if serial not in registry.details or registry.details[serial].not_after >= now
+    }
 
 
 def _crl_blocks(crl_pem: str | None) -> list[tuple[str, x509.CertificateRevocationList]]:

@@ -20,9 +20,11 @@ from iotsec.certs import CLOCK_SKEW, certs_in_bundle, fingerprint
 from iotsec.devices import (
     DeviceCAState,
     DeviceCertificate,
+    Issued,
     Registry,
     ensure_device_ca,
     issue_device_certificate,
+    published_revocations,
     revoked_serials,
     trust_bundle,
     verify_device,
@@ -299,3 +301,35 @@ def test_given_crls_without_the_issuing_cas_fail(tmp_path):
     assert check(tmp_path, {"old": device}, only_new, at) == {"old": False}
     assert not verify_device(device.cert_pem, rotated.bundle(), at, "")
     assert verify_device(device.cert_pem, rotated.bundle(), at)  # no CRLs given: no revocation check
+
+
+def test_a_lost_registry_does_not_un_revoke_a_device(tmp_path):
+    """Registry deleted (or restored without the revocation): the published CRL's revocation stays, openssl agrees."""
+    state, _ = ensure(None, NOW, "ecdsa-p256")
+    device = issue(state, "meter-1", NOW)
+    at = NOW + DAY
+    published = trust_bundle(state, Registry({}, {}).with_revoked([device.serial], NOW), None, at)
+    assert check(tmp_path, {"meter-1": device}, published, at) == {"meter-1": False}
+
+    for later in (at + timedelta(hours=1), at + 6 * DAY + timedelta(hours=1)):  # kept as is, then re-signed
+        bundle = trust_bundle(state, Registry({}, {}), published["crl.pem"], later)
+        assert revoked_serials(bundle["crl.pem"]) == {device.serial}
+        assert check(tmp_path, {"meter-1": device}, bundle, later) == {"meter-1": False}
+
+
+def test_a_crl_signed_by_another_key_adds_no_revocation():
+    state, _ = ensure(None, NOW, "ecdsa-p256")
+    stranger, _ = ensure(None, NOW, "ecdsa-p256")  # same tenant, same CA name, another key
+    forged = trust_bundle(stranger, Registry({}, {}).with_revoked([77], NOW), None, NOW)
+    bundle = trust_bundle(state, Registry({}, {}), forged["crl.pem"], NOW)
+    assert revoked_serials(bundle["crl.pem"]) == set()
+    assert published_revocations(state, forged["crl.pem"]) == {}
+
+
+def test_a_carried_revocation_leaves_the_crl_once_its_certificate_expired():
+    state, _ = ensure(None, NOW, "ecdsa-p256")
+    device = issue(state, "meter-1", NOW, validity=2 * DAY)
+    published = trust_bundle(state, Registry({}, {}).with_revoked([device.serial], NOW), None, NOW)
+    known = Registry({}, {}, {device.serial: Issued(not_after=device.not_after, issuer=fingerprint(state.ca.cert_pem))})
+    assert revoked_serials(trust_bundle(state, known, published["crl.pem"], NOW + DAY)["crl.pem"]) == {device.serial}
+    assert revoked_serials(trust_bundle(state, known, published["crl.pem"], NOW + 3 * DAY)["crl.pem"]) == set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -51,6 +52,13 @@ class FakeKube:
             merged["status"] = self.objects[key].get("status")
         self.put(merged)
         return merged
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        if key in self.objects:
+            return False
+        self.put(obj)
+        return True
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         self.deleted.append((kind, namespace, name))
@@ -378,3 +386,88 @@ def test_shred_names_the_namespaces_it_deleted_even_when_they_took_a_while(api, 
     handler._delete(api, NAME, api.tenant())
     message = next(m for t, r, m in events if r == "Shredded")
     assert "namespaces created for it deleted (acme-analytics, acme-meters)" in message
+
+
+REGISTRY = f"{HOME}/iotsec-device-registry-acme"
+TENANT_NAMESPACES = ("acme-meters", "acme-analytics")
+
+
+def _issue_and_record(api: FakeKube, revoke: bool) -> int:
+    """Issue a device from the tenant's CA and record it (revoked or not) in the registry, as `iotsec device` does."""
+    state = devices.DeviceCAState.from_secret_data(api.data(CA))
+    now = datetime.now(UTC)
+    cert = devices.issue_device_certificate(
+        state.ca, "acme", "meter-1", "meter", "ACME", "M1", "ecdsa-p256", timedelta(days=30),
+        ["digitalSignature"], ["clientAuth"], now,
+    )  # fmt: skip
+    registry = devices.Registry({}, {}).with_issued(cert.serial, "meter-1")
+    if revoke:
+        registry = registry.with_revoked([cert.serial], now)
+    namespace, name = REGISTRY.split("/")
+    labels = {"app.kubernetes.io/managed-by": "iotsec", builder.TENANT_LABEL: "acme"}
+    api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "data": registry.to_config_map_data(),
+        }
+    )
+    return cert.serial
+
+
+def _published_revocations(api: FakeKube) -> dict[str, set[int]]:
+    return {
+        ns: devices.revoked_serials(api.objects[("ConfigMap", ns, builder.DEVICE_TRUST)]["data"]["crl.pem"])
+        for ns in TENANT_NAMESPACES
+    }
+
+
+def _delete_registry(api: FakeKube) -> None:
+    namespace, name = REGISTRY.split("/")
+    api.delete("v1", "ConfigMap", name, namespace)
+
+
+def test_a_deleted_registry_drops_no_revocation_is_reported_and_is_recreated(api, events):
+    handler.reconcile(NAME)
+    serial = _issue_and_record(api, revoke=True)
+    handler.reconcile(NAME)
+    assert _published_revocations(api) == {ns: {serial} for ns in TENANT_NAMESPACES}
+    assert api.ready()["status"] == "True"
+
+    _delete_registry(api)
+    events.clear()
+    handler.reconcile(NAME)
+    assert _published_revocations(api) == {ns: {serial} for ns in TENANT_NAMESPACES}, "the CRLs never shrink"
+    ready = api.ready()
+    assert (ready["status"], ready["reason"]) == ("False", "RegistryMissing")
+    assert REGISTRY in ready["message"]
+    assert any(t == "Warning" and r == "RegistryMissing" and REGISTRY in m for t, r, m in events)
+    namespace, name = REGISTRY.split("/")
+    recreated = api.objects[("ConfigMap", namespace, name)]
+    assert set(devices.Registry.from_config_map_data(recreated["data"]).revoked) == {serial}
+    assert recreated["metadata"]["labels"][builder.TENANT_LABEL] == "acme"
+
+    handler.reconcile(NAME)
+    assert _published_revocations(api) == {ns: {serial} for ns in TENANT_NAMESPACES}
+
+
+def test_a_deleted_registry_without_revocations_is_reported_not_invented(api, events):
+    handler.reconcile(NAME)
+    _issue_and_record(api, revoke=False)
+    handler.reconcile(NAME)
+    assert api.secret(CA)["metadata"]["annotations"][handler.DEVICES_ISSUED_ANNOTATION] == "true"
+    _delete_registry(api)
+    handler.reconcile(NAME)
+    assert api.ready()["reason"] == "RegistryMissing"
+    namespace, name = REGISTRY.split("/")
+    assert ("ConfigMap", namespace, name) not in api.objects, "nothing to recover: left for a restore"
+
+
+def test_a_tenant_that_never_issued_a_device_needs_no_registry(api, events):
+    handler.reconcile(NAME)
+    handler.reconcile(NAME)
+    assert api.ready()["status"] == "True"
+    assert not any(r == "RegistryMissing" for _, r, _ in events)
+    namespace, name = REGISTRY.split("/")
+    assert ("ConfigMap", namespace, name) not in api.objects

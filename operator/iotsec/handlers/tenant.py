@@ -43,6 +43,7 @@ ROTATE_ANNOTATION = "iotsec.io/rotate-keys"  # any new value rotates every appli
 CRL_ANNOTATION = "iotsec.io/crl-requested"  # set by `iotsec device revoke`: re-sign the CRLs now
 REPLACE_ANNOTATION = "iotsec.io/replace-unreadable-keys"  # <namespace>/<name>,...: a person allows a replacement
 CREATED_ANNOTATION = "iotsec.io/created-by"  # on namespaces the operator created: the TenantIsolation's name
+DEVICES_ISSUED_ANNOTATION = "iotsec.io/devices-issued"  # on the device CA Secret once its registry holds records
 PRUNABLE = (
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
@@ -227,6 +228,8 @@ class _Run:
     replaced: list[str] = field(default_factory=list)
     consumed: list[str] = field(default_factory=list)  # entries of the replace annotation honoured this time
     created: list[str] = field(default_factory=list)
+    ca_annotations: dict[str, str] = field(default_factory=dict)  # of the device CA Secret as read
+    registry_missing: str | None = None  # why the device registry counts as lost
 
 
 def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec) -> bool:
@@ -309,6 +312,8 @@ def _apply_key_secret(run: _Run, obj: dict[str, Any]) -> None:
     ref = _ref((metadata["namespace"], metadata["name"]))
     purpose = metadata["labels"][builder.KEY_PURPOSE_LABEL]
     existing = run.api.get("v1", "Secret", metadata["name"], metadata["namespace"])
+    if purpose == "device-ca" and existing is not None:
+        run.ca_annotations = dict(existing["metadata"].get("annotations") or {})
     data, problem = _readable(run, existing, purpose)
     if problem is not None:
         if ref not in run.replaceable:
@@ -397,14 +402,67 @@ def _device_ca(run: _Run, data: dict[str, str]) -> dict[str, str]:
 
 
 def _with_trust(run: _Run, obj: dict[str, Any], plan: builder.TenantPlan) -> dict[str, Any]:
-    """The trust bundle ConfigMap with the CA bundle and a CRL of the registry's revocations."""
+    """The trust bundle ConfigMap with the CA bundle and a CRL of the registry's revocations (and of the published
+    CRL's: `devices.trust_bundle` never lets a CRL shrink)."""
     assert run.device_ca is not None
-    home, registry_name = plan.device_registry
-    registry_map = run.api.get("v1", "ConfigMap", registry_name, home)
-    registry = devices.Registry.from_config_map_data((registry_map or {}).get("data"))
     current = run.api.get("v1", "ConfigMap", builder.DEVICE_TRUST, obj["metadata"]["namespace"])
     crl = ((current or {}).get("data") or {}).get("crl.pem")
+    home, registry_name = plan.device_registry
+    registry_map = run.api.get("v1", "ConfigMap", registry_name, home)
+    if registry_map is None:
+        registry = _registry_gone(run, plan, crl)
+    else:
+        registry = devices.Registry.from_config_map_data(registry_map.get("data"))
+        if registry.issued or registry.revoked:
+            _mark_devices_issued(run, plan)
     return {**obj, "data": devices.trust_bundle(run.device_ca, registry, crl, run.now)}
+
+
+def _mark_devices_issued(run: _Run, plan: builder.TenantPlan) -> None:
+    """Note on the device CA Secret that its registry holds records: from then on a missing registry is a loss."""
+    namespace, name = plan.device_ca
+    if run.ca_annotations.get(DEVICES_ISSUED_ANNOTATION) != "true":
+        run.api.annotate("v1", "Secret", name, {DEVICES_ISSUED_ANNOTATION: "true"}, namespace)
+        run.ca_annotations[DEVICES_ISSUED_ANNOTATION] = "true"
+
+
+def _registry_gone(run: _Run, plan: builder.TenantPlan, crl: str | None) -> devices.Registry:
+    """No registry ConfigMap: nothing issued yet, or it was lost (deleted, or a restore without it).
+
+    Lost when the CA Secret says devices were issued or a published CRL of this CA revokes any: reported, and the
+    revocations of the published CRLs are written into a new registry so that none is dropped later.
+    """
+    assert run.device_ca is not None
+    published = devices.published_revocations(run.device_ca, crl)
+    if not published and run.ca_annotations.get(DEVICES_ISSUED_ANNOTATION) != "true":
+        return devices.Registry({}, {})
+    registry = devices.Registry({}, published)
+    ref = _ref(plan.device_registry)
+    if run.registry_missing is None:
+        recreated = bool(published) and run.api.create(_registry_object(run, plan, registry))
+        run.registry_missing = (
+            f"the device registry ConfigMap {ref} is missing although the device CA issued certificates: the "
+            "records of issued devices are lost; "
+            + (
+                f"recreated with the {len(published)} revocations of the published CRLs"
+                if recreated
+                else "the published CRLs keep their revocations"
+            )
+            + "; restore it from a backup if there is one"
+        )
+    return registry
+
+
+def _registry_object(run: _Run, plan: builder.TenantPlan, registry: devices.Registry) -> dict[str, Any]:
+    """A registry ConfigMap as `iotsec device` writes it (no owner reference: device records outlive the tenant)."""
+    namespace, name = plan.device_registry
+    labels = {MANAGED_BY: MANAGER, builder.TENANT_LABEL: run.spec.tenant_id}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "data": registry.to_config_map_data(),
+    }
 
 
 def _volume_key() -> dict[str, str]:
@@ -535,6 +593,8 @@ def _write_status(run: _Run, plan: builder.TenantPlan, domain_missing: bool) -> 
         ready = (False, "KeyUnreadable", "; ".join(run.unreadable + plan.conflicts))
     elif plan.conflicts:
         ready = (False, "Conflict", "; ".join(plan.conflicts))
+    elif run.registry_missing:
+        ready = (False, "RegistryMissing", run.registry_missing)
     elif domain_missing:
         ready = (False, "DomainMissing", f"SecurityDomain {spec.security_domain} does not exist (yet)")
     else:
@@ -564,6 +624,8 @@ def _write_status(run: _Run, plan: builder.TenantPlan, domain_missing: bool) -> 
     _status(run.api, body, found, {k: v for k, v in fields.items() if v is not None})
     if plan.conflicts:
         kopf.warn(body, reason="Conflict", message="; ".join(plan.conflicts))
+    if run.registry_missing:
+        kopf.warn(body, reason="RegistryMissing", message=run.registry_missing)
     return ready[0]
 
 

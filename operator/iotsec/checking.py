@@ -81,7 +81,7 @@ def snapshot_from_objects(
     namespaces: dict[str, dict[str, str]] = {}
     encrypted, default_class, escalating = set(), None, {"cluster-admin"}
     tenants: dict[str, TenantStorage] = {}
-    tenant_namespaces: dict[str, str] = {}
+    tenant_claims: dict[str, tuple[str, str, str]] = {}
     backup_namespaces: set[str] = set()
     for obj in objects:
         kind, meta = obj.get("kind"), obj.get("metadata") or {}
@@ -97,8 +97,10 @@ def snapshot_from_objects(
             elif resource.kind == "TenantIsolation":
                 encrypted |= _tenant_storage_classes(resource.spec)
                 tenants.update({ns: t for ns, t in _tenant_storage(resource.spec).items() if ns not in tenants})
-                for namespace in resource.spec.namespaces:  # type: ignore[attr-defined]
-                    tenant_namespaces.setdefault(namespace, resource.spec.tenant_id)  # type: ignore[attr-defined]
+                spec = resource.spec
+                for namespace in spec.namespaces:  # type: ignore[attr-defined]
+                    claim = (spec.tenant_id, spec.security_domain, resource.name)  # type: ignore[attr-defined]
+                    tenant_claims.setdefault(namespace, claim)
             elif resource.kind == "BackupPolicy" and meta.get("namespace"):
                 backup_namespaces.add(meta["namespace"])
         elif kind == "Namespace" and not meta.get("deletionTimestamp"):
@@ -120,7 +122,7 @@ def snapshot_from_objects(
         unassigned_enforcement=unassigned,
         assume_named_namespaces_exist=assume_named_namespaces_exist,
         tenants=tenants,
-        tenant_namespaces=tenant_namespaces,
+        tenant_claims=tenant_claims,
         backup_namespaces=frozenset(backup_namespaces),
         platform=platform or Platform(),
     )

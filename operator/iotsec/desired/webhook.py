@@ -114,7 +114,7 @@ PLATFORM_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["rbac.authorization.k8s.io"],
         "apiVersions": ["*"],
-        "resources": ["rolebindings"],
+        "resources": ["rolebindings", "roles"],
         "operations": ["CREATE", "UPDATE", "DELETE"],
         "scope": "Namespaced",
     },
@@ -122,7 +122,28 @@ PLATFORM_RULES: list[dict[str, Any]] = [
         "apiGroups": [""],
         "apiVersions": ["*"],
         "resources": ["namespaces"],
-        "operations": ["UPDATE", "DELETE"],
+        "operations": ["CREATE", "UPDATE", "DELETE"],
+        "scope": "Cluster",
+    },
+    {
+        "apiGroups": [""],
+        "apiVersions": ["*"],
+        "resources": ["secrets"],
+        "operations": ["CREATE", "UPDATE"],
+        "scope": "Namespaced",
+    },
+    {
+        "apiGroups": ["batch"],
+        "apiVersions": ["*"],
+        "resources": ["cronjobs"],
+        "operations": ["CREATE", "UPDATE"],
+        "scope": "Namespaced",
+    },
+    {
+        "apiGroups": ["storage.k8s.io"],
+        "apiVersions": ["*"],
+        "resources": ["storageclasses"],
+        "operations": ["CREATE", "UPDATE", "DELETE"],
         "scope": "Cluster",
     },
     {

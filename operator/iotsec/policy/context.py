@@ -8,7 +8,14 @@ from datetime import datetime
 
 from iotsec.api.securitydomain import PolicyException, SecurityDomainSpec
 from iotsec.desired.platform import Platform
-from iotsec.desired.securitydomain import Domain, NamespaceInfo, NetworkSettings, PortRange, assign_namespaces
+from iotsec.desired.securitydomain import (
+    Domain,
+    NamespaceInfo,
+    NetworkSettings,
+    PortRange,
+    assign_namespaces,
+    namespace_labels,
+)
 from iotsec.policy.guard import Managed
 
 DEFAULT_TRUSTED_GROUPS = frozenset({"system:masters"})
@@ -82,7 +89,7 @@ class Snapshot:
     tenants: Mapping[str, TenantStorage] = field(default_factory=dict)  # namespace -> its tenant's data classes
     unassigned_enforcement: str = "enforce"
     assume_named_namespaces_exist: bool = False
-    tenant_namespaces: Mapping[str, str] = field(default_factory=dict)  # namespace -> tenant id that lists it
+    tenant_claims: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)  # ns -> (tenant, domain, name)
     backup_namespaces: frozenset[str] = frozenset()
     platform: Platform = field(default_factory=Platform)
 
@@ -95,11 +102,27 @@ class Snapshot:
         owners, _ = assign_namespaces(self.domains, infos, NetworkSettings())
         by_name = {d.name: d for d in self.domains}
         self._policies = {ns: DomainPolicy.of(owner, by_name[owner].spec) for ns, owner in owners.items()}
-        self.managed = Managed(dict(self.tenant_namespaces), frozenset(self._policies), self.backup_namespaces)
+        self._infos = infos
+        self.managed = Managed(
+            {ns: claim[0] for ns, claim in self.tenant_claims.items()},
+            frozenset(self._policies),
+            self.backup_namespaces,
+            dict(self.tenant_claims),
+            self._domain_labels,
+        )
+
+    def _domain_labels(self, namespace: str, labels: Mapping[str, str]) -> Mapping[str, str] | None:
+        """The labels the domain that would hold `namespace`, were it labelled so, prescribes (the fence's check)."""
+        infos = {**self._infos, namespace: NamespaceInfo(namespace, dict(labels))}
+        owners, _ = assign_namespaces(self.domains, infos, NetworkSettings())
+        owner = next((d for d in self.domains if d.name == owners.get(namespace)), None)
+        return namespace_labels(owner) if owner is not None else None
 
     def domain_of(self, namespace: str | None) -> DomainPolicy:
         if namespace is None:
             return DomainPolicy(name=None, zone=None)  # cluster-scoped objects: enforce, no zone
+        if namespace == self.platform.audit_namespace:  # iotsec's own sinks: restricted and enforced, no domain's say
+            return DomainPolicy(name=namespace, zone=None)
         return self._policies.get(namespace) or DomainPolicy.unassigned(self.unassigned_enforcement)
 
     def context(self, namespace: str | None, now: datetime) -> Context:

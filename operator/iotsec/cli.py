@@ -130,6 +130,16 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--operator-namespace", default="iotsec-system", help="never checked (nor kube-system)")
     config.add_argument("--exclude", nargs="*", default=[], metavar="NAMESPACE", help="more namespaces to leave out")
     config.add_argument("--timeout-seconds", type=int, default=5)
+    config.add_argument(
+        "--operator-user",
+        help="the operator's username the fence answers for (default: system:serviceaccount:<operator-namespace>:"
+        "iotsec-operator)",
+    )
+    config.add_argument(
+        "--server-minor",
+        type=int,
+        help="the API server's minor version: below 28 the fence fails open (no matchConditions); default: current",
+    )
     bundle = config.add_mutually_exclusive_group()
     bundle.add_argument("--ca-bundle", type=Path, metavar="FILE", help="fill caBundle with this PEM CA bundle")
     bundle.add_argument(
@@ -403,6 +413,8 @@ def _webhook_config(args: argparse.Namespace) -> int:
         args.operator_namespace,
         args.exclude,
         args.timeout_seconds,
+        args.operator_user,
+        args.server_minor,
     )
     sys.stdout.write(dump_yaml([manifest]))
     return EXIT_OK

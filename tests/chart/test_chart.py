@@ -284,3 +284,13 @@ def test_the_readme_rbac_table_is_the_table():
     assert shown == rbac.markdown_table(), (
         "regenerate: python -c 'from iotsec import rbac; print(rbac.markdown_table(), end=\"\")'"
     )
+
+
+@pytest.mark.parametrize(("kube_version", "failure"), [("1.27.0", "Ignore"), ("1.31.0", "Fail")])
+def test_the_fence_fails_closed_where_match_conditions_exist(tmp_path, kube_version, failure):
+    result = helm("template", "iotsec", str(CHART), "--namespace", "iotsec-system", "--kube-version", kube_version)
+    assert result.returncode == 0, result.stderr
+    configuration = one([d for d in yaml.safe_load_all(result.stdout) if d], "ValidatingWebhookConfiguration", "iotsec")
+    (fence,) = [w for w in configuration["webhooks"] if w["name"] == "platform.iotsec.io"]
+    assert fence["failurePolicy"] == failure
+    assert ("matchConditions" in fence) == (failure == "Fail")

@@ -108,7 +108,7 @@ def operator(platform, tmp_path_factory) -> Iterator[Operator]:
 
 
 @pytest.fixture(scope="module")
-def webhook(api_client, operator, tmp_path_factory) -> Iterator[WebhookProcess]:
+def webhook(api_client, operator, tmp_path_factory, server_minor) -> Iterator[WebhookProcess]:
     """The webhook registered with a url: client config; the operator injects the CA bundle."""
     folder = tmp_path_factory.mktemp("webhook")
     process = WebhookProcess(folder / "webhook.log", f"{SYSTEM}/{SECRET}")
@@ -120,7 +120,10 @@ def webhook(api_client, operator, tmp_path_factory) -> Iterator[WebhookProcess]:
         what="operator-managed TLS Secret",
     )
     configuration = validating_webhook_configuration(
-        CONFIGURATION, client_config(url=f"https://127.0.0.1:{process.port}/validate"), SYSTEM
+        CONFIGURATION,
+        client_config(url=f"https://127.0.0.1:{process.port}/validate"),
+        SYSTEM,
+        server_minor=server_minor,
     )
     admission.create_validating_webhook_configuration(configuration)
     try:

@@ -293,7 +293,7 @@ def _kubectl(*args: str, kubeconfig: Path | None = None) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def escape_ground(api_client, installed, tmp_path_factory) -> Iterator[Path]:
+def escape_ground(api_client, installed, tmp_path_factory, server_minor) -> Iterator[Path]:
     """Two tenants' namespaces (acme listed by a TenantIsolation), a namespace nobody manages, platform keys in
     the release namespace, the tenant operator class bound as the operator binds it, and the webhook's fence
     registered (platform.iotsec.io) with a url: client config."""
@@ -351,6 +351,7 @@ def escape_ground(api_client, installed, tmp_path_factory) -> Iterator[Path]:
         f"fence-{SUFFIX}",
         client_config(url=f"https://127.0.0.1:{process.port}/validate", ca_bundle=tls.bundle()),
         NAMESPACE,
+        server_minor=server_minor,  # 1.20 drops matchConditions: the fence must not fail closed for everyone
     )
     configuration["webhooks"] = [w for w in configuration["webhooks"] if w["name"] == "platform.iotsec.io"]
     try:

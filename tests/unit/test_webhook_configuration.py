@@ -178,3 +178,22 @@ def test_webhook_config_from_a_cert_manager_secret_takes_its_ca(monkeypatch, cap
     monkeypatch.setattr(kube, "Kube", _SecretReader({("ns", "cm"): tls_secret("ns", "cm", data)}))
     assert main(["webhook-config", "--url", "https://127.0.0.1:1/validate", "--ca-from-secret", "ns/cm"]) == 0
     assert _bundles(_printed(capsys)) == {tls.ca.cert_pem}
+
+
+def test_the_fence_fails_closed_for_the_operator_only_where_the_server_can_say_so():
+    from iotsec.desired.webhook import validating_webhook_configuration as build
+
+    current = build("iotsec", client_config(url="https://h/validate"), "iotsec-system")
+    (fence,) = [w for w in current["webhooks"] if w["name"] == "platform.iotsec.io"]
+    assert fence["failurePolicy"] == "Fail"
+    assert fence["matchConditions"] == [
+        {
+            "name": "operator-only",
+            "expression": "request.userInfo.username == 'system:serviceaccount:iotsec-system:iotsec-operator'",
+        }
+    ]
+    kubernetes_validate.validate(current, kubernetes_validate.latest_version(), strict=True)
+    old = build("iotsec", client_config(url="https://h/validate"), "iotsec-system", server_minor=27)
+    (fence,) = [w for w in old["webhooks"] if w["name"] == "platform.iotsec.io"]
+    assert fence["failurePolicy"] == "Ignore", "without matchConditions a closed fence would stop everyone"
+    assert "matchConditions" not in fence

@@ -43,9 +43,16 @@ def validating_webhook_configuration(
     operator_namespace: str,
     excluded_namespaces: Sequence[str] = (),
     timeout_seconds: int = 5,
+    operator_user: str | None = None,
+    server_minor: int | None = None,
 ) -> dict[str, Any]:
     """Namespaced workloads fail closed (failurePolicy Fail); cluster-scoped bindings fail open so that an
-    outage of the webhook cannot lock administrators out of RBAC repairs."""
+    outage of the webhook cannot lock administrators out of RBAC repairs.
+
+    The operator's fence fails closed where the API server can send it the operator's requests only
+    (`matchConditions`, 1.28 and later; `server_minor` None means a current server): an outage then stops the
+    operator, never an administrator, and a stolen operator token gains nothing by breaking the webhook. Older
+    servers get it failing open."""
     if not 1 <= timeout_seconds <= 5:
         raise ValueError("timeoutSeconds must be 1-5: admission sits in every deploy's path")
     excluded = sorted({*ALWAYS_EXCLUDED, operator_namespace, *excluded_namespaces})
@@ -103,11 +110,23 @@ def validating_webhook_configuration(
                 # that have one.
                 "name": "platform.iotsec.io",
                 "rules": PLATFORM_RULES,
-                "failurePolicy": "Ignore",
+                **_fence_failure(
+                    operator_user or f"system:serviceaccount:{operator_namespace}:iotsec-operator", server_minor
+                ),
                 **common,
             },
         ],
     }
+
+
+MATCH_CONDITIONS_MINOR = 28  # admissionregistration.k8s.io/v1 matchConditions are GA from Kubernetes 1.28
+
+
+def _fence_failure(operator_user: str, server_minor: int | None) -> dict[str, Any]:
+    if server_minor is not None and server_minor < MATCH_CONDITIONS_MINOR:
+        return {"failurePolicy": "Ignore"}
+    condition = {"name": "operator-only", "expression": f"request.userInfo.username == {operator_user!r}"}
+    return {"failurePolicy": "Fail", "matchConditions": [condition]}
 
 
 PLATFORM_RULES: list[dict[str, Any]] = [

@@ -363,6 +363,11 @@ def _register_verify(commands: Any) -> None:
     verify.add_argument("--bundle", action="store_true", help="PATH is an export (it may start after seq 1)")
     verify.add_argument("--expect-seq", type=int, help="status.chainHeadSeq: catches records cut off the end")
     verify.add_argument("--expect-head", help="status.chainHead: the hash the record at --expect-seq must have")
+    verify.add_argument(
+        "--allow-legacy",
+        action="store_true",
+        help="exit 0 even when segments are UNVERIFIED (written before checkpoints: no signature covers them)",
+    )
     verify.add_argument("-o", "--output", choices=("text", "json"), default="text")
     verify.set_defaults(handler=_verify)
 
@@ -386,7 +391,17 @@ def _verify(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print(_verify_text(report))
-    return EXIT_OK if report.ok else EXIT_BROKEN
+    if not report.ok:
+        return EXIT_BROKEN
+    if report.unverified and not args.allow_legacy:
+        # a forger who strips every checkpoint can make records look older than checkpoints: never OK by default
+        print(
+            f"iotsec audit verify: {len(report.unverified)} UNVERIFIED segments (no signature covers their records); "
+            "pass --allow-legacy if they are known to predate checkpoints",
+            file=sys.stderr,
+        )
+        return EXIT_BROKEN
+    return EXIT_OK
 
 
 def _verify_text(report: Any) -> str:
@@ -399,7 +414,10 @@ def _verify_text(report: Any) -> str:
     if report.broken:
         lines.append(f"BROKEN: {report.broken}")
     elif report.unverified:
-        lines.append("OK: every hash, link and signature verifies; the UNVERIFIED records above predate checkpoints")
+        lines.append(
+            "OK: every hash, link and signature verifies; the UNVERIFIED records above are covered by no signature "
+            "(accepted only with --allow-legacy)"
+        )
     else:
         lines.append("OK: every hash, link and signature verifies")
     return "\n".join(lines)

@@ -16,8 +16,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import REGISTRY
 
+from iotsec import cli
 from iotsec.audit import chain
 from iotsec.audit.anomaly import AnomalyDetector
+from iotsec.audit.scan import FORMAT, FORMAT_FILE
 from iotsec.audit.sink import Sink
 from iotsec.audit.store import AuditStore, export_bundle, mark_exported
 from iotsec.audit.verify import verify
@@ -428,3 +430,87 @@ def test_retention_and_export_handle_checkpointed_and_unverified_segments(tmp_pa
     assert store.apply_retention(timedelta(days=400), None) == names
     assert verify(tmp_path / "store", KEY.public_key()).ok
     assert store.hash_at(10) is None
+
+
+# ---------------------------------------------------------------------------------------------- the downgrade
+
+
+def strip_checkpoints(path: Path) -> None:
+    path.write_bytes(b"".join(line for line in path.read_bytes().splitlines(True) if not chain.is_checkpoint(line)))
+
+
+def first_segment_batches(root: Path, clock: Clock) -> Path:
+    """A new store that has sealed nothing yet: its first (open) segment holds seq 1..6 in three batches."""
+    store = open_store(root, clock)
+    for first in (1, 3, 5):
+        clock.advance(seconds=1)
+        store.append([event(first), event(first + 1)])
+    return open_segment(root)
+
+
+def test_a_new_store_says_durably_and_signed_that_it_writes_checkpoints(tmp_path):
+    open_store(tmp_path)
+    marker = chain.read_json(tmp_path / FORMAT_FILE)
+    assert marker["format"] == FORMAT
+    assert chain.signature_valid(marker, KEY.public_key())
+
+
+def test_the_first_segment_stripped_of_checkpoints_is_a_forgery_not_a_legacy_segment(tmp_path):
+    clock = Clock()
+    forged = first_segment_batches(tmp_path, clock)
+    rewrite_from(forged, 2)
+    strip_checkpoints(forged)
+    report = verify(tmp_path, KEY.public_key())
+    assert not report.ok
+    assert not report.unverified
+    assert "not one batch cut short by a crash" in report.broken.what
+
+    restarted = open_store(tmp_path, clock)
+    assert restarted.last_sealed is None, "nothing sealed, least of all as unverified legacy"
+    assert restarted.next_seq == 1
+    assert chain.quarantined_files(tmp_path)
+    restarted.append([event(100)])
+    restarted.seal()
+    assert b'"verb":"delete"' not in sealed_bytes(tmp_path)
+    assert "unverified" not in restarted.last_sealed
+
+
+def test_one_forged_batch_in_the_first_segment_is_cut_never_sealed(tmp_path):
+    clock = Clock()
+    store = open_store(tmp_path, clock)
+    store.append([event(1), event(2), event(3)])
+    forged = open_segment(tmp_path)
+    rewrite_from(forged, 1)
+    strip_checkpoints(forged)
+    restarted = open_store(tmp_path, clock)
+    assert restarted.last_sealed is None
+    assert (restarted.next_seq, restarted.head) == (1, chain.GENESIS), "never acknowledged: cut"
+    assert forged.read_bytes() == b""
+
+
+def test_verify_fails_on_unverified_segments_unless_legacy_is_allowed(tmp_path, capsys):
+    clock = Clock()
+    forged = first_segment_batches(tmp_path, clock)
+    strip_checkpoints(forged)
+    (tmp_path / FORMAT_FILE).unlink()  # the forger removes the marker too: now it looks like a legacy store
+    assert verify(tmp_path, KEY.public_key()).unverified
+    assert cli.main(["audit", "verify", str(tmp_path)]) == 1
+    assert "UNVERIFIED segments" in capsys.readouterr().err
+    assert cli.main(["audit", "verify", str(tmp_path), "--allow-legacy"]) == 0
+
+
+def test_a_legacy_store_is_marked_once_opened_so_a_later_downgrade_is_a_forgery(tmp_path):
+    legacy_store(tmp_path)
+    assert not (tmp_path / FORMAT_FILE).exists()
+    open_store(tmp_path)
+    assert chain.signature_valid(chain.read_json(tmp_path / FORMAT_FILE), KEY.public_key())
+
+
+def test_an_edited_format_marker_is_a_break(tmp_path):
+    open_store(tmp_path).append([event(1)])
+    marker = chain.read_json(tmp_path / FORMAT_FILE)
+    marker["format"] = "none"
+    (tmp_path / FORMAT_FILE).write_text(json.dumps(marker))
+    broken = verify(tmp_path, KEY.public_key()).broken
+    assert broken.segment == FORMAT_FILE
+    assert "does not verify" in broken.what

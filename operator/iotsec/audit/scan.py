@@ -15,11 +15,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from iotsec.audit import chain
+
+FORMAT_FILE = "format.json"
+"""Written (signed) by the store when it is created, or first opened by a release that writes checkpoints: from
+then on an open segment without checkpoints is a forgery, never one from before checkpoints existed. Whoever can
+delete it can also strip checkpoints, which is why verify fails on UNVERIFIED segments unless told otherwise."""
+FORMAT = "checkpoints/1"
+
+
+def marked(root: Path) -> bool:
+    """Whether the store says it was written with checkpoints (any file of that name counts: it only adds checks)."""
+    return (root / FORMAT_FILE).exists()
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from iotsec.audit import chain
-from iotsec.audit.scan import Entry, Fault, Scan, lines, scan_segment
+from iotsec.audit.scan import FORMAT, FORMAT_FILE, Entry, Fault, Scan, lines, marked, scan_segment
 
 log = logging.getLogger(__name__)
 LEGACY = "written before checkpoints existed: sealed as found when the store was opened with checkpoints"
@@ -132,7 +132,10 @@ class AuditStore:
         self.quarantined: str | None = None  # the last segment set aside, and why
         (root / chain.SEGMENTS).mkdir(parents=True, exist_ok=True)
         self._write_public_key()
+        self._marked = marked(root)  # read before recovery: it decides whether a checkpoint-less segment is legacy
         self._recover()
+        if not self._marked:
+            self._write_format()
 
     @property
     def public_key(self) -> Any:
@@ -144,6 +147,14 @@ class AuditStore:
         path = self.root / chain.PUBLIC_KEY
         if not path.exists() or path.read_bytes() != pem:
             path.write_bytes(pem)
+
+    def _write_format(self) -> None:
+        """From now on every batch gets a checkpoint: say so, durably, before the first one is written."""
+        body = {"format": FORMAT, "writtenAt": chain.timestamp(self._clock()), "keyID": self._key_id}
+        encoded = json.dumps(chain.sign(body, self._key), indent=1, sort_keys=True).encode()
+        _durable_write(self.root / FORMAT_FILE, encoded)
+        self._marked = True
+        self.bytes_used += len(encoded)
 
     def _recover(self) -> None:
         """Find the head and the open segment; cut a record half-written by a crash; finish a retention run a
@@ -202,7 +213,8 @@ class AuditStore:
     def _upgraded(self) -> bool:
         """Whether this store was written with checkpoints before: then an open segment without any is forged."""
         sealed = self.last_sealed or {}
-        return "checkpoints" in sealed or "unverified" in sealed or bool(chain.quarantined_files(self.root))
+        seen = "checkpoints" in sealed or "unverified" in sealed or bool(chain.quarantined_files(self.root))
+        return seen or self._marked
 
     def _cut(self, path: Path, data: bytes, keep: int, found: Scan, why: str) -> None:
         if keep == len(data):

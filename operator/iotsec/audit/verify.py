@@ -8,7 +8,8 @@ Checkpoints are checked in every segment, the open one included: a record that d
 signed after its batch is a break (named by seq and line), records after the last checkpoint of the open
 segment are a note (a batch still being written, or cut short by a crash: the store cuts them at its next
 start) unless they cannot be one batch. A segment the store set aside in `quarantine/` is a break until it is
-removed. Segments written before checkpoints existed are listed as unverified, not broken.
+removed. Segments written before checkpoints existed are listed as unverified, not broken; in a store whose
+signed format marker says it was written with checkpoints, an open segment without any is a forgery.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from iotsec.audit import chain
-from iotsec.audit.scan import Fault, Scan, scan_segment
+from iotsec.audit.scan import FORMAT_FILE, Fault, Scan, marked, scan_segment
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ class _Walk:
         self.current = root.name
         self.covered = 0  # the seq a retention tombstone covers (its segments may survive an interrupted run)
         self.expected_hash: str | None = None
-        self.upgraded = bool(chain.quarantined_files(root))  # written with checkpoints at some point
+        # written with checkpoints at some point: an open segment without any is then forged
+        self.upgraded = bool(chain.quarantined_files(root)) or marked(root)
 
     def run(self) -> None:
         files = chain.segment_files(self.root)
@@ -152,11 +154,29 @@ class _Walk:
             self._segment(segment, sealed)
         if not files:
             self.report.notes.append("no segments")
+        self._check_format()
         self._check_quarantine()
         if self.bundle:
             self._check_manifest(files)
         if self.expect is not None:
             self._check_expected()
+
+    def _check_format(self) -> None:
+        """A format marker that is there must be the store's: a forged one could only add checks, a damaged one
+        means someone wrote in the folder."""
+        if not marked(self.root):
+            return
+        written = chain.read_json(self.root / FORMAT_FILE)
+        if written is None:
+            raise _BrokenError(Break(FORMAT_FILE, "the store's format marker is not readable: it was edited"))
+        if not chain.signature_valid(written, self.key):
+            claimed = written.get("keyID", "?")
+            what = (
+                f"the format marker is signed by key {claimed}, not the store key {self.report.key_id}"
+                if claimed != self.report.key_id
+                else "the format marker's signature does not verify: it was edited"
+            )
+            raise _BrokenError(Break(FORMAT_FILE, what))
 
     def _covered(self, segment: Path) -> bool:
         sealed = chain.read_json(chain.seal_path(segment))

@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     release.add_argument(
         "--namespace",
         help="where the device CA Secret and registry are: the release namespace (default: where the tenant's "
-        "status records them, else iotsec-system)",
+        "status records them, else iotsec-system); issue and revoke refuse one other than the recorded home",
     )
     issue = device_sub.add_parser("issue", parents=[release], help="issue a certificate and key bound to a device id")
     issue.add_argument("--tenant", required=True, help="TenantIsolation name")
@@ -460,7 +460,7 @@ def _device_issue(args: argparse.Namespace) -> int:
         )
     except (device_cli.DeviceError, ValueError, ApiError) as exc:
         print(f"iotsec device issue: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_USAGE if isinstance(exc, device_cli.WrongHomeError) else EXIT_INVALID
     print(json.dumps(issued, indent=2))
     return EXIT_OK
 
@@ -473,7 +473,7 @@ def _device_revoke(args: argparse.Namespace) -> int:
         serials = device_cli.revoke(Kube(), args.tenant, args.serial, args.device_id, args.namespace)
     except (device_cli.DeviceError, ValueError, ApiError) as exc:
         print(f"iotsec device revoke: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_USAGE if isinstance(exc, device_cli.WrongHomeError) else EXIT_INVALID
     print(f"revoked serials {', '.join(map(str, serials))}; the trust bundles' CRLs follow")
     return EXIT_OK
 

@@ -42,6 +42,10 @@ class DeviceError(Exception):
     """A request the CLI cannot carry out; the message says why."""
 
 
+class WrongHomeError(DeviceError):
+    """`--namespace` names another place than the tenant's recorded home: a usage error (exit 2)."""
+
+
 @dataclass(frozen=True)
 class Tenant:
     """A tenant's spec and where its device CA Secret and device registry are: (namespace, name) each."""
@@ -51,18 +55,22 @@ class Tenant:
     registry: tuple[str, str]
 
 
-def _tenant(kube: Kube, name: str, namespace: str | None) -> Tenant:
+def _tenant(kube: Kube, name: str, namespace: str | None, *, writing: bool = False) -> Tenant:
+    """Where the tenant's CA and registry are: as its status records them; `namespace` only where none is recorded
+    (or for reading). Writing elsewhere than the recorded home would fill a registry the operator never reads."""
     body = kube.get("iotsec.io/v1alpha1", "TenantIsolation", name)
     if body is None:
         raise DeviceError(f"TenantIsolation {name} not found")
     spec: TenantIsolationSpec = parse_resource(body).spec  # type: ignore[assignment]
     status = body.get("status") or {}
     home = namespace or RELEASE_NAMESPACE
+    if writing and namespace is not None:
+        _refuse_another_home(name, status, namespace)
 
     def where(recorded_key: str, default_name: str) -> tuple[str, str]:
         recorded = status.get(recorded_key) or ""
-        if namespace is None and "/" in recorded:
-            ns, _, recorded_name = recorded.partition("/")
+        ns, _, recorded_name = recorded.partition("/")
+        if recorded_name and namespace in (None, ns):
             return ns, recorded_name
         return home, default_name
 
@@ -71,6 +79,18 @@ def _tenant(kube: Kube, name: str, namespace: str | None) -> Tenant:
         where("deviceCASecret", device_ca_secret_name(spec.tenant_id)),
         where("deviceRegistry", device_registry_name(spec.tenant_id)),
     )
+
+
+def _refuse_another_home(name: str, status: dict[str, Any], namespace: str) -> None:
+    homes = sorted(
+        {ref.partition("/")[0] for key in ("deviceCASecret", "deviceRegistry") if "/" in (ref := status.get(key) or "")}
+    )
+    if homes and homes != [namespace]:
+        raise WrongHomeError(
+            f"TenantIsolation {name} keeps its device CA and registry in namespace {', '.join(homes)} (recorded in "
+            f"its status); --namespace {namespace} would record devices where the operator never reads them: "
+            "leave --namespace out"
+        )
 
 
 def _ca(kube: Kube, tenant: Tenant) -> devices.DeviceCAState:
@@ -145,8 +165,9 @@ def issue(
     out: Path,
     namespace: str | None = None,
 ) -> dict[str, Any]:
-    """Issue, record, then write the files; `namespace` overrides where the CA and registry are looked for."""
-    where = _tenant(kube, tenant, namespace)
+    """Issue, record, then write the files; `namespace` says where the CA and registry are when the tenant's status
+    records no home (a different one than recorded is refused)."""
+    where = _tenant(kube, tenant, namespace, writing=True)
     spec = where.spec
     profile = next((c for c in spec.device_classes or () if c.name == device_class), None)
     if profile is None:
@@ -196,7 +217,7 @@ def issue(
 def revoke(
     kube: Kube, tenant: str, serial: int | None, device_id: str | None, namespace: str | None = None
 ) -> list[int]:
-    where = _tenant(kube, tenant, namespace)
+    where = _tenant(kube, tenant, namespace, writing=True)
     revoked: list[int] = []
 
     def change(registry: devices.Registry) -> devices.Registry:

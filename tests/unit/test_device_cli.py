@@ -297,3 +297,31 @@ def test_the_locations_recorded_in_the_tenant_status_are_followed(kube, tmp_path
     assert [row["serial"] for row in device_cli.list_devices(kube, TENANT)] == [issued["serial"]]
     # an explicit --namespace wins over the status
     assert device_cli.list_devices(kube, TENANT, namespace=RELEASE) == []
+
+
+def _recorded_home(kube: FakeKube, home: str) -> None:
+    body = tenant_object()
+    body["status"] = {
+        "deviceCASecret": f"{home}/{device_ca_secret_name(TENANT_ID)}",
+        "deviceRegistry": f"{home}/{device_registry_name(TENANT_ID)}",
+    }
+    kube.put(body)
+
+
+def test_issue_and_revoke_refuse_a_namespace_other_than_the_recorded_home(kube, tmp_path, monkeypatch, capsys):
+    _recorded_home(kube, RELEASE)
+    issued = issue(kube, "meter-1", tmp_path)
+    monkeypatch.setattr("iotsec.kube.Kube", lambda *args, **kwargs: kube)
+    before = copy.deepcopy(kube._objects)
+    common = ["--tenant", TENANT, "--namespace", "elsewhere"]
+    issue_args = ["--device-id", "meter-2", "--class", "meter", "--manufacturer", "ACME", "--model", "SM-3"]
+    assert cli.main(["device", "issue", *common, *issue_args, "--out", str(tmp_path / "x")]) == 2
+    assert f"keeps its device CA and registry in namespace {RELEASE}" in capsys.readouterr().err
+    assert cli.main(["device", "revoke", *common, "--serial", str(issued["serial"])]) == 2
+    assert "leave --namespace out" in capsys.readouterr().err
+    assert kube._objects == before, "nothing written anywhere"
+    assert not (tmp_path / "x").exists()
+
+    # the recorded home itself is fine
+    device_cli.revoke(kube, TENANT, issued["serial"], None, namespace=RELEASE)
+    assert set(registry_of(kube).revoked) == {issued["serial"]}

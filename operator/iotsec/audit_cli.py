@@ -11,7 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from iotsec.desired.platform import Platform
+
 EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
+AUDIT_NAMESPACE = Platform().audit_namespace  # the chart's <release>-audit for a release named iotsec
 log = logging.getLogger("iotsec.audit")
 
 
@@ -39,7 +42,9 @@ def _register_policy(commands: Any) -> None:
         help="read what the operator made for AuditPolicy NAME: its policy ConfigMap, or with --webhook-kubeconfig "
         "the sink's CA, address and the API server's client credentials",
     )
-    policy.add_argument("--namespace", default="iotsec-system", help="the release namespace (with --from-cluster)")
+    policy.add_argument(
+        "--namespace", default=AUDIT_NAMESPACE, help="the audit namespace the sinks live in (with --from-cluster)"
+    )
     policy.add_argument("--operator-user", action="append", default=[], help="iotsec's own identity (repeatable)")
     policy.add_argument("--canary", metavar="NAMESPACE/NAME", help="the canary ConfigMap recorded at Request level")
     policy.add_argument("--flags", action="store_true", help="print the kube-apiserver flags instead")
@@ -175,7 +180,9 @@ def _register_serve(commands: Any) -> None:
     source = serve.add_mutually_exclusive_group(required=True)
     source.add_argument("--audit-policy", metavar="NAME", help="read the AuditPolicy from the cluster and report to it")
     source.add_argument("--spec", type=Path, help="read the AuditPolicy from a file (no cluster)")
-    serve.add_argument("--namespace", default="iotsec-system", help="where the canary and the signing key live")
+    serve.add_argument(
+        "--namespace", default=AUDIT_NAMESPACE, help="the audit namespace: where the canary and the signing key live"
+    )
     serve.add_argument("--store", type=Path, required=True, help="the audit store folder (a persistent volume)")
     key = serve.add_mutually_exclusive_group(required=True)
     key.add_argument(

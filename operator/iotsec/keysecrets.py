@@ -2,7 +2,8 @@
 
 A key Secret that exists but cannot be used (damaged data, or someone else's Secret) is left exactly as it is:
 iotsec reports it (`KeyUnreadable`) and replaces it only once a person annotates it `iotsec.io/replace-unreadable:
-"true"`. Replacing silently would cut off every client that trusts the old CA, or end an audit chain's key.
+"true"`; the annotation does nothing to a Secret iotsec can use. Replacing silently would cut off every client
+that trusts the old CA, or end an audit chain's key.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ class KeyUnreadableError(ValueError):
 
 
 def replacement_requested(secret: Mapping[str, Any] | None) -> bool:
-    """True when a person asked iotsec to replace this (unreadable) Secret."""
+    """True when a person asked iotsec to replace this Secret. Callers honour it only for a Secret they cannot use:
+    on a readable one it is ignored (and said so), since replacing it would cut off its clients for nothing."""
     annotations = ((secret or {}).get("metadata") or {}).get("annotations") or {}
     return str(annotations.get(REPLACE_UNREADABLE, "")).lower() == "true"
 

@@ -187,8 +187,26 @@ OPERATOR_NAMESPACED: tuple[Permission, ...] = (
     ),
 )
 
-# The operator in its own (the release) namespace only.
+# The operator in its own (the release) namespace only, where the admission webhook runs: key material and device
+# registries, nothing that runs, routes or binds (no Deployments, Services, NetworkPolicies, Roles, bindings or
+# claims): a stolen operator token can neither start a pod as the webhook's ServiceAccount nor take the webhook down.
 OPERATOR_NAMESPACE: tuple[Permission, ...] = (
+    Permission(
+        ("",),
+        ("secrets",),
+        ("get", "create", "patch", "delete"),
+        "platform keys out of tenants' reach: device CAs, volume keys, webhook TLS, by name only: never list",
+    ),
+    Permission(
+        ("",),
+        ("configmaps",),
+        WRITE,
+        "the tenants' device registries",
+    ),
+)
+
+# The operator in the audit namespace (<release>-audit) only: the audit sinks, one set per AuditPolicy.
+OPERATOR_AUDIT_NAMESPACE: tuple[Permission, ...] = (
     Permission(
         ("apps",),
         ("deployments",),
@@ -205,14 +223,13 @@ OPERATOR_NAMESPACE: tuple[Permission, ...] = (
         ("",),
         ("secrets",),
         ("get", "create", "patch", "delete"),
-        "platform keys out of tenants' reach: device CAs, volume keys, webhook TLS, the audit sinks' keys and "
-        "credentials, by name only: never list",
+        "the audit sinks' signing keys, serving certificates and API server credentials, by name only: never list",
     ),
     Permission(
         ("",),
         ("configmaps",),
         WRITE,
-        "device registries, audit policy and canary ConfigMaps",
+        "audit policy and canary ConfigMaps; pruned like the Deployment",
     ),
     Permission(
         ("rbac.authorization.k8s.io",),
@@ -254,11 +271,10 @@ WEBHOOK: tuple[Permission, ...] = (
 )
 
 
-# The audit sink (`iotsec audit serve`, one Deployment per AuditPolicy in the release namespace): a ClusterRole for
-# its cluster-scoped AuditPolicy and the events about it. Nothing namespace-wide in the release namespace, where
-# the webhook's TLS key, the tenants' device CAs and the device registries live: its one namespaced right, get and
-# patch on its own canary ConfigMap by name, is a Role the operator creates per AuditPolicy (desired.audit), and
-# its signing key is a Secret volume the operator mounts read-only.
+# The audit sink (`iotsec audit serve`, one Deployment per AuditPolicy in the audit namespace): a ClusterRole for
+# its cluster-scoped AuditPolicy and the events about it. Nothing namespace-wide anywhere: its one namespaced
+# right, get and patch on its own canary ConfigMap by name, is a Role the operator creates per AuditPolicy
+# (desired.audit), and its signing key is a Secret volume the operator mounts read-only.
 AUDIT_SINK: tuple[Permission, ...] = (
     Permission(
         ("iotsec.io",),
@@ -286,8 +302,6 @@ AUDIT_SINK: tuple[Permission, ...] = (
     ),
 )
 
-AUDIT_SINK_NAMESPACE: tuple[Permission, ...] = ()
-
 
 def cluster_role_rules(permissions: tuple[Permission, ...], release: str = "iotsec") -> list[dict[str, Any]]:
     """The rules as the chart renders them for a release of that name."""
@@ -311,9 +325,9 @@ def rule_files() -> dict[str, str]:
         "operator-rules.yaml": rules_file(OPERATOR),
         "operator-namespaced-rules.yaml": rules_file(OPERATOR_NAMESPACED),
         "operator-namespace-rules.yaml": rules_file(OPERATOR_NAMESPACE),
+        "operator-audit-namespace-rules.yaml": rules_file(OPERATOR_AUDIT_NAMESPACE),
         "webhook-rules.yaml": rules_file(WEBHOOK),
         "audit-sink-rules.yaml": rules_file(AUDIT_SINK),
-        "audit-sink-namespace-rules.yaml": rules_file(AUDIT_SINK_NAMESPACE),
     }
     for privilege, rules in tenant_class_rules().items():
         files[f"tenant-{privilege}-rules.yaml"] = _plain_rules_file(rules, f"tenant class {privilege}")
@@ -352,9 +366,9 @@ TABLES: tuple[tuple[str, str, tuple[Permission, ...]], ...] = (
     ("operator", "cluster", OPERATOR),
     ("operator", "each namespace iotsec manages (its own RoleBinding)", OPERATOR_NAMESPACED),
     ("operator", "release namespace", OPERATOR_NAMESPACE),
+    ("operator", "audit namespace", OPERATOR_AUDIT_NAMESPACE),
     ("webhook", "cluster", WEBHOOK),
     ("audit sink", "cluster", AUDIT_SINK),
-    ("audit sink", "release namespace", AUDIT_SINK_NAMESPACE),
 )
 
 

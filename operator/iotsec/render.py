@@ -9,6 +9,7 @@ from typing import Any
 from iotsec.api.validation import InvalidResourceError, Problem, is_iotsec, parse_resource
 from iotsec.desired import audit, backup, tenant
 from iotsec.desired import securitydomain as sd
+from iotsec.desired.platform import Platform
 from iotsec.manifests import Document
 
 
@@ -21,7 +22,7 @@ class Rendered:
     edges: list[sd.Edge] = field(default_factory=list)
 
 
-RELEASE_NAMESPACE = "iotsec-system"
+PLATFORM = Platform()  # a release named iotsec in iotsec-system, its sinks in iotsec-audit (the chart's defaults)
 
 
 def render(documents: Iterable[Document]) -> Rendered:
@@ -75,13 +76,13 @@ def render(documents: Iterable[Document]) -> Rendered:
         result.objects += audit.desired_objects(
             name,
             spec,
-            namespace=RELEASE_NAMESPACE,
+            namespace=PLATFORM.audit_namespace,
             image=backup.Image().reference,
-            operator_users=[f"system:serviceaccount:{RELEASE_NAMESPACE}:iotsec-operator"],
-            sink_service_account="iotsec-audit-sink",
+            operator_users=[PLATFORM.operator_user],
+            sink_service_account=PLATFORM.cluster_role("audit-sink"),
         )
         result.notes.append(
-            f"AuditPolicy {name}: rendered for the release namespace {RELEASE_NAMESPACE}; the sink's TLS and "
+            f"AuditPolicy {name}: rendered for the audit namespace {PLATFORM.audit_namespace}; the sink's TLS and "
             f"client Secrets are issued by the operator (not rendered: key material)"
         )
     if tenants or backups:

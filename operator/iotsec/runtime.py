@@ -49,6 +49,7 @@ class Config:
     release: str = "iotsec"  # the Helm release name: prefix of the ClusterRoles the chart ships
     operator_service_account: str = "iotsec-operator"
     namespace_grants: bool = True  # bind the chart's namespace role in each namespace before working there
+    audit_namespace: str = "iotsec-audit"  # the audit sinks' own namespace (default <release>-audit)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -76,12 +77,13 @@ class Config:
             release=env.get("IOTSEC_RELEASE", defaults.release),
             operator_service_account=env.get("IOTSEC_OPERATOR_SERVICE_ACCOUNT", defaults.operator_service_account),
             namespace_grants=env.get("IOTSEC_NAMESPACE_GRANTS", "1") not in ("0", "false", "no"),
+            audit_namespace=env.get("IOTSEC_AUDIT_NAMESPACE") or f"{env.get('IOTSEC_RELEASE', defaults.release)}-audit",
         )
 
     @property
     def platform(self) -> Platform:
-        """The release namespace (where the webhook, sinks and platform keys live) and the chart's names."""
-        return Platform(self.webhook_namespace, self.release, self.operator_service_account)
+        """The release namespace (webhook, platform keys), the audit sinks' namespace and the chart's names."""
+        return Platform(self.webhook_namespace, self.release, self.operator_service_account, self.audit_namespace)
 
     @property
     def network(self) -> NetworkSettings:

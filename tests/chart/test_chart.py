@@ -139,15 +139,73 @@ def test_cluster_roles_grant_exactly_the_table(tmp_path):
         assert _rules(docs, f"iotsec-tenant-{privilege}") == rules
     assert _rules(docs, "iotsec-webhook") == rbac.cluster_role_rules(rbac.WEBHOOK)
     assert _rules(docs, "iotsec-audit-sink") == rbac.cluster_role_rules(rbac.AUDIT_SINK)
-    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
-    assert roles["iotsec-operator"]["rules"] == rbac.cluster_role_rules(rbac.OPERATOR_NAMESPACE)
-    assert roles["iotsec-audit-sink"]["rules"] == rbac.cluster_role_rules(rbac.AUDIT_SINK_NAMESPACE)
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "Role"}
+    assert roles["iotsec-system", "iotsec-operator"]["rules"] == rbac.cluster_role_rules(rbac.OPERATOR_NAMESPACE)
+    assert roles["iotsec-audit", "iotsec-operator"]["rules"] == rbac.cluster_role_rules(rbac.OPERATOR_AUDIT_NAMESPACE)
+    assert not [key for key in roles if key[1] == "iotsec-audit-sink"], "the sink's one Role is its canary grant"
     assert (
         subprocess.run(
             [sys.executable, "-m", "iotsec", "rbac", "--check", str(CHART / "files")], check=False
         ).returncode
         == 0
     ), "regenerate with make crds"
+
+
+def _in(docs: list[dict[str, Any]], namespace: str) -> set[tuple[str, str]]:
+    return {(d["kind"], d["metadata"]["name"]) for d in docs if d["metadata"].get("namespace") == namespace}
+
+
+@pytest.mark.parametrize(
+    ("values", "audit"),
+    [(None, "iotsec-audit"), ({"audit": {"namespace": "trail"}}, "trail")],
+    ids=["default", "audit.namespace"],
+)
+def test_the_audit_sinks_get_a_namespace_of_their_own(tmp_path, values, audit):
+    docs = render(tmp_path, values)
+    namespace = one(docs, "Namespace", audit)
+    assert namespace["metadata"]["labels"]["kubernetes.io/metadata.name"] == audit, "1.20 does not set it"
+    for mode in ("enforce", "audit", "warn"):
+        assert namespace["metadata"]["labels"][f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    assert ("ServiceAccount", "iotsec-audit-sink") in _in(docs, audit)
+    assert ("ServiceAccount", "iotsec-audit-sink") not in _in(docs, "iotsec-system")
+    assert {("Role", "iotsec-operator"), ("RoleBinding", "iotsec-operator")} <= _in(docs, audit)
+    subjects = one(docs, "ClusterRoleBinding", "iotsec-audit-sink")["subjects"]
+    assert subjects == [{"kind": "ServiceAccount", "name": "iotsec-audit-sink", "namespace": audit}]
+    binding = next(d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == audit)
+    assert binding["subjects"][0]["namespace"] == "iotsec-system", "the operator itself stays in the release namespace"
+    for deployment in ("iotsec-operator", "iotsec-webhook"):
+        env = one(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "IOTSEC_AUDIT_NAMESPACE", "value": audit} in env, deployment
+    configuration = one(docs, "ValidatingWebhookConfiguration", "iotsec")
+    for webhook in configuration["webhooks"]:
+        excluded = [
+            value
+            for expression in (webhook.get("namespaceSelector") or {}).get("matchExpressions", [])
+            for value in expression.get("values", [])
+        ]
+        assert audit not in excluded, f"{webhook['name']}: the sinks pass iotsec's own admission"
+    assert ("NetworkPolicy", "iotsec-default-deny") in _in(docs, audit)
+
+
+def test_the_audit_namespace_cannot_be_the_release_namespace(tmp_path):
+    result = helm(
+        "template",
+        "iotsec",
+        str(CHART),
+        "--namespace",
+        "iotsec-system",
+        values={"audit": {"namespace": "iotsec-system"}},
+        tmp=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "audit.namespace must differ from the release namespace" in result.stderr
+
+
+def test_the_operator_runs_routes_and_binds_nothing_in_the_release_namespace(tmp_path):
+    roles = [d for d in render(tmp_path) if d["kind"] == "Role" and d["metadata"]["name"] == "iotsec-operator"]
+    (role,) = [r for r in roles if r["metadata"]["namespace"] == "iotsec-system"]
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert resources == {"secrets", "configmaps"}, "no deployments, services, networkpolicies, roles or claims"
 
 
 def test_no_wildcards_and_no_escalation_beyond_what_the_table_explains(tmp_path):

@@ -23,7 +23,7 @@ from tests.conftest import ROOT, load_examples
 
 EXAMPLE = next(d for d in load_examples() if d["kind"] == "AuditPolicy")
 NAME = EXAMPLE["metadata"]["name"]
-NAMESPACE = "iotsec-system"
+NAMESPACE = "iotsec-audit"  # the audit namespace (the chart's <release>-audit), never the release namespace
 IMAGE = "registry.example.com/iotsec/iotsec@sha256:" + "b" * 64
 OPERATOR = "system:serviceaccount:iotsec-system:iotsec-operator"
 
@@ -331,7 +331,7 @@ def test_ready_messages():
 
 
 def test_backup_reference_and_condition():
-    assert builder.backup_ref(spec(), "elsewhere") == ("iotsec-system", "audit-store")
+    assert builder.backup_ref(spec(), "elsewhere") == ("iotsec-audit", "audit-store")
     body = copy.deepcopy(EXAMPLE["spec"])
     body["backupPolicyRef"] = {"name": "audit-store"}
     assert builder.backup_ref(AuditPolicySpec.model_validate(body), NAMESPACE) == (NAMESPACE, "audit-store")
@@ -356,7 +356,8 @@ def test_the_example_backup_policy_backs_up_the_example_audit_store():
     backups = [d for d in yaml.safe_load_all((ROOT / "examples" / "platform" / "30-backups.yaml").read_text()) if d]
     store = next(d for d in backups if d["metadata"]["name"] == "audit-store")
     claim = builder.store_claim_name(EXAMPLE["metadata"]["name"])
-    assert builder.backed_up_condition(("iotsec-system", "audit-store"), store, claim, 1)["status"] == "True"
+    assert store["metadata"]["namespace"] == NAMESPACE, "a BackupPolicy backs up claims of its own namespace"
+    assert builder.backed_up_condition((NAMESPACE, "audit-store"), store, claim, 1)["status"] == "True"
 
 
 # --- the sink's RBAC ------------------------------------------------------------------------------------------
@@ -364,7 +365,7 @@ def test_the_example_backup_policy_backs_up_the_example_audit_store():
 
 @pytest.mark.parametrize(
     ("table", "filename"),
-    [("AUDIT_SINK", "audit-sink-rules.yaml"), ("AUDIT_SINK_NAMESPACE", "audit-sink-namespace-rules.yaml")],
+    [("AUDIT_SINK", "audit-sink-rules.yaml"), ("OPERATOR_AUDIT_NAMESPACE", "operator-audit-namespace-rules.yaml")],
 )
 def test_sink_rule_files_are_the_table(table, filename):
     permissions = getattr(rbac, table)
@@ -377,17 +378,18 @@ def test_sink_rule_files_are_the_table(table, filename):
 
 
 def test_the_sink_can_read_no_secret_and_write_no_configmap_of_the_release_namespace():
-    granted = {r for p in rbac.AUDIT_SINK + rbac.AUDIT_SINK_NAMESPACE for r in p.resources}
+    granted = {r for p in rbac.AUDIT_SINK for r in p.resources}
+    assert not hasattr(rbac, "AUDIT_SINK_NAMESPACE"), "no namespace-wide Role for the sink anywhere"
     assert not {"secrets", "configmaps"} & granted, "its key is a volume; its canary grant is per policy, by name"
 
 
 def test_the_operator_may_manage_the_sink_objects_but_never_delete_the_store():
     def verbs(group: str, resource: str) -> set[str]:
-        table = rbac.OPERATOR + rbac.OPERATOR_NAMESPACE
+        table = rbac.OPERATOR + rbac.OPERATOR_AUDIT_NAMESPACE
         return {v for p in table if group in p.api_groups and resource in p.resources for v in p.verbs}
 
     cluster_wide = {r for p in rbac.OPERATOR for r in p.resources}
-    assert not {"deployments", "services"} & cluster_wide, "sinks run in the release namespace only"
+    assert not {"deployments", "services"} & cluster_wide, "sinks run in the audit namespace only"
 
     assert {"get", "create", "patch", "delete"} <= verbs("apps", "deployments")
     assert {"get", "create", "patch", "delete"} <= verbs("", "services")
@@ -452,7 +454,7 @@ class FakeKube:
         return True
 
     def prune(self, api_version, kind, owner_kind, owner_name, keep, namespace=None):
-        assert namespace == NAMESPACE, "a namespaced Role allows listing the release namespace only"
+        assert namespace == NAMESPACE, "a namespaced Role allows listing the audit namespace only"
         self.pruned.append((kind, set(keep)))
         return []
 
@@ -507,7 +509,7 @@ def test_reconcile_applies_prunes_and_awaits_the_sink(reconciler):
     }
     assert kinds["Role"] is not None, "the canary grant goes with its policy"
     (status,) = api.statuses
-    assert status["policyConfigMap"] == f"iotsec-system/iotsec-audit-policy-{NAME}"
+    assert status["policyConfigMap"] == f"iotsec-audit/iotsec-audit-policy-{NAME}"
     assert status["observedGeneration"] == 4
     found = by_type(status)
     assert (found["Applied"]["status"], found["Applied"]["reason"]) == ("True", "Applied")

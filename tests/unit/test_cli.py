@@ -156,7 +156,7 @@ def test_render_prints_valid_kubernetes_objects_deterministically(capsys):
 
     for doc in docs:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
-    assert "AuditPolicy platform-audit: rendered for the release namespace iotsec-system" in first.err
+    assert "AuditPolicy platform-audit: rendered for the audit namespace iotsec-audit" in first.err
     assert "not rendered yet" not in first.err
     assert "Secrets are rendered with placeholders" in first.err
 

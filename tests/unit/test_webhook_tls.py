@@ -107,6 +107,7 @@ def settings(monkeypatch):
     )
     monkeypatch.setattr(webhook_tls, "CONFIG", config)
     webhook_tls._reported.clear()
+    webhook_tls._ignored.clear()
 
 
 def unreadable_gauge() -> float | None:
@@ -300,3 +301,55 @@ def test_a_person_annotating_the_secret_has_it_replaced_bundle_first():
     api.objects[("Secret", SECRET)] = _ours_damaged()
     webhook_tls.ensure_webhook_tls(api, NOW)
     assert len(api.events) == 2, "a new episode is announced again"
+
+
+def _annotated(secret: dict[str, Any]) -> dict[str, Any]:
+    secret["metadata"]["annotations"] = {keysecrets.REPLACE_UNREADABLE: "true"}
+    return secret
+
+
+def test_the_replace_annotation_on_a_readable_secret_is_ignored_and_said_so(caplog):
+    api = RecordingKube()
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    before = _annotated(api.objects[("Secret", SECRET)])
+    bundles = api.bundles()
+    writes = len(api.writes)
+    with caplog.at_level("WARNING", logger="iotsec.webhook-tls"):
+        assert webhook_tls.ensure_webhook_tls(api, NOW) == []
+        webhook_tls.ensure_webhook_tls(api, NOW)
+    assert len(api.writes) == writes, "neither the Secret nor the bundle replaced"
+    assert api.objects[("Secret", SECRET)] == before
+    assert api.bundles() == bundles
+    ((kind, type_, reason, message),) = api.events  # once per episode
+    assert (kind, type_, reason) == (VWC, "Normal", webhook_tls.REPLACE_IGNORED)
+    assert "is readable and iotsec's" in message
+    assert sum("annotation is ignored" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_replacement_keeps_the_old_ca_the_api_server_trusts_until_the_webhook_reloads():
+    api = RecordingKube()
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    old = api.secret_data()
+    damaged = dict(old, **{"tls.key": "garbage"})  # the CA certificate is still readable
+    secret = tls_secret(NAMESPACE, SECRET, damaged)
+    api.objects[("Secret", SECRET)] = _annotated(secret)
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    new = api.secret_data()
+    assert new["ca.crt"] != old["ca.crt"]
+    assert new["previous-ca.crt"] == old["ca.crt"]
+    (encoded,) = api.bundles()
+    trusted = {certs.fingerprint(pem) for pem in certs.certs_in_bundle(base64.b64decode(encoded).decode())}
+    assert trusted == {certs.fingerprint(new["ca.crt"]), certs.fingerprint(old["ca.crt"])}
+    assert certs.verify_chain(old["tls.crt"], base64.b64decode(encoded).decode(), NOW), "the old certificate too"
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    assert api.bundles() == {encoded}, "kept on the next check"
+
+
+def test_a_replacement_never_adds_a_ca_the_api_server_did_not_trust():
+    api = RecordingKube()
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    api.objects[("Secret", SECRET)] = _annotated(_foreign_but_valid())
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    assert "previous-ca.crt" not in api.secret_data()
+    (encoded,) = api.bundles()
+    assert len(certs.certs_in_bundle(base64.b64decode(encoded).decode())) == 1

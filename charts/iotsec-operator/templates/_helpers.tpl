@@ -16,6 +16,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
+{{- define "iotsec.auditNamespace" -}}{{ .Values.audit.namespace | default (printf "%s-audit" .Release.Name) }}{{- end -}}
+
 {{- define "iotsec.webhookService" -}}{{ .Release.Name }}-webhook{{- end -}}
 {{- define "iotsec.webhookSecret" -}}
 {{- if eq .Values.certificates.provider "cert-manager" -}}{{ .Values.certificates.certManagerSecret }}{{- else -}}{{ .Release.Name }}-webhook-tls{{- end -}}

@@ -1,6 +1,8 @@
 """AuditPolicy → the rendered audit Policy, the pipeline canary, the audit store and iotsec's sink that writes it.
 
-Pure: no API calls. Everything lives in the operator's namespace (an AuditPolicy is cluster-scoped):
+Pure: no API calls. Everything lives in the audit namespace (an AuditPolicy is cluster-scoped), the chart's
+`<release>-audit`: apart from the release namespace, so the operator needs no Deployment, Service or
+NetworkPolicy rights where the admission webhook runs, and the sink pods pass iotsec's own admission:
 
 * ConfigMap `iotsec-audit-policy-<name>`: the API server's audit Policy (`iotsec.audit.policy.policy_configmap`;
   installing it on the control-plane nodes is described there);
@@ -14,12 +16,12 @@ Pure: no API calls. Everything lives in the operator's namespace (an AuditPolicy
 * Role and RoleBinding `iotsec-audit-sink-canary-<name>`: the one namespaced right the sink has, get and patch
   on its own canary ConfigMap (`resourceNames`), bound to the chart's sink ServiceAccount and pruned with the
   policy. The chart's sink ClusterRole holds the rest (its AuditPolicy and status, BackupPolicies, events); the
-  sink can read no Secret and write no other ConfigMap of the release namespace;
+  sink can read no Secret and write no other ConfigMap of the audit namespace;
 * Deployment and Service `iotsec-audit-sink-<name>`: one sink replica (strategy Recreate: one writer per store)
   serving `POST /audit` over TLS on 8443 (Service port 443) and metrics on 9090, under the restricted Pod
   Security Standard, as the chart's sink ServiceAccount, its signing key mounted read-only;
 * NetworkPolicy `iotsec-audit-sink-<name>`: ingress to 8443 from anywhere (the API server is outside the pod
-  network), to 9090 from the operator's namespace only; egress to the API server and cluster DNS; nothing else.
+  network), to 9090 from the audit namespace only; egress to the API server and cluster DNS; nothing else.
 
 Credentials (`credential_secret`), kept by the reconciler unless the user provides them (a Secret without
 iotsec's owner labels, e.g. from cert-manager, is never touched):
@@ -250,7 +252,7 @@ def _canary(name: str, namespace: str) -> dict[str, Any]:
 
 
 def _canary_role(name: str, namespace: str) -> dict[str, Any]:
-    """The sink's only right in the release namespace: its own canary ConfigMap, by name."""
+    """The sink's only right in the audit namespace: its own canary ConfigMap, by name."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -533,9 +535,9 @@ def silent_sink(body: Mapping[str, Any], spec: AuditPolicySpec, now: datetime) -
 
 
 def backup_ref(spec: AuditPolicySpec, namespace: str) -> tuple[str, str] | None:
-    """(namespace, name) of the BackupPolicy the spec names; a reference without a namespace means the operator's,
-    where the store lives. That policy should select the claim `store_claim_name(name)`; the reconciler checks only
-    that it exists, not what it selects."""
+    """(namespace, name) of the BackupPolicy the spec names; a reference without a namespace means the audit
+    namespace, where the store lives. That policy should select the claim `store_claim_name(name)`; the reconciler
+    checks only that it exists, not what it selects."""
     ref: NamespacedObjectRef | None = spec.backup_policy_ref
     if ref is None:
         return None

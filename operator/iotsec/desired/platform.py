@@ -13,7 +13,7 @@ from typing import Any
 from iotsec.desired.meta import CONTROLS, owner_labels
 
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default")
-"""Namespaces iotsec never adopts, labels, deletes or writes into (besides the release namespace)."""
+"""Namespaces iotsec never adopts, labels, deletes or writes into (besides the release and audit namespaces)."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,11 @@ class Platform:
     namespace: str = "iotsec-system"  # the release namespace: platform keys (device CAs, volume keys) live here
     prefix: str = "iotsec"  # the release name: the chart's ClusterRoles are named <prefix>-<role>
     operator_service_account: str = "iotsec-operator"
+    audit_namespace: str = ""  # the audit sinks' namespace; empty: <prefix>-audit, as the chart's default
+
+    def __post_init__(self) -> None:
+        if not self.audit_namespace:
+            object.__setattr__(self, "audit_namespace", f"{self.prefix}-audit")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Platform:
@@ -30,6 +35,7 @@ class Platform:
             env.get("IOTSEC_WEBHOOK_NAMESPACE", defaults.namespace),
             env.get("IOTSEC_RELEASE", defaults.prefix),
             env.get("IOTSEC_OPERATOR_SERVICE_ACCOUNT", defaults.operator_service_account),
+            env.get("IOTSEC_AUDIT_NAMESPACE", ""),
         )
 
     def cluster_role(self, role: str) -> str:
@@ -37,12 +43,21 @@ class Platform:
         return f"{self.prefix}-{role}"
 
     @property
+    def sink_service_account(self) -> str:
+        """The chart's audit sink ServiceAccount."""
+        return self.cluster_role("audit-sink")
+
+    def own(self, namespace: str) -> bool:
+        """iotsec's own namespaces (release and audit): the chart's Roles cover them, tenants never reach them."""
+        return namespace in (self.namespace, self.audit_namespace)
+
+    @property
     def operator_user(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.operator_service_account}"
 
     def reserved(self, namespace: str) -> bool:
-        """System namespaces and the release namespace: never a tenant's, never adopted or shredded."""
-        return namespace in RESERVED_NAMESPACES or namespace == self.namespace
+        """System namespaces, the release and the audit namespace: never a tenant's, never adopted or shredded."""
+        return namespace in RESERVED_NAMESPACES or namespace in (self.namespace, self.audit_namespace)
 
 
 GRANT_OWNER_KIND = "Platform"

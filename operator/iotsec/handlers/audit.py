@@ -1,6 +1,8 @@
 """kopf wiring for AuditPolicy: parse → build (pure) → apply → prune → status.
 
-The objects (iotsec.desired.audit) live in the operator's namespace. The store claim and the signing key Secret
+The objects (iotsec.desired.audit) live in the audit namespace (`runtime.Config.audit_namespace`, env
+IOTSEC_AUDIT_NAMESPACE, the chart's `<release>-audit`), never in the release namespace: the operator holds no
+Deployment, Service or NetworkPolicy rights where the webhook runs. The store claim and the signing key Secret
 get no owner reference and are never pruned: deleting the AuditPolicy must not delete the audit trail or the key
 that signed it. The sink reports into the same status (AuditPipelineBroken, StorageNearlyFull, StorageFull and the
 store figures); the operator keeps those conditions and derives Ready from them with `ready_condition`.
@@ -52,7 +54,7 @@ APPLIED_CONTROLS = [builder.C_ADMIN_ACTIVITY, builder.C_NOT_LOST, builder.C_TLS]
 
 
 def _namespace() -> str:
-    return CONFIG.webhook_namespace  # the release namespace: the operator, webhook and sinks all live there
+    return CONFIG.audit_namespace  # the sinks' own namespace, apart from the webhook in the release namespace
 
 
 def _image() -> str:
@@ -65,7 +67,7 @@ def _sink_service_account() -> str:
 
 def _operator_users() -> list[str]:
     users = [u.strip() for u in os.environ.get("IOTSEC_OPERATOR_USERS", "").split(",") if u.strip()]
-    return users or [f"system:serviceaccount:{_namespace()}:iotsec-operator"]
+    return users or [f"system:serviceaccount:{CONFIG.webhook_namespace}:{CONFIG.operator_service_account}"]
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -11,13 +11,16 @@ the webhook serves until it reloads the Secret keeps validating too.
 
 A Secret that exists but is unreadable, or is not labelled as iotsec's, is never overwritten (`keysecrets`): a
 Warning log line, a Warning event and iotsec_key_unreadable{secret} = 1, until a person annotates it
-`iotsec.io/replace-unreadable: "true"`.
+`iotsec.io/replace-unreadable: "true"`. The annotation on a Secret iotsec can read is ignored (and said so). A
+replacement keeps the old CA in the bundle when it can be read and the API server trusts it already.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import logging
 import threading
 from datetime import UTC, datetime
@@ -35,6 +38,8 @@ log = logging.getLogger("iotsec.webhook-tls")
 CONFIGURATION_API = ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")
 _lock = threading.Lock()  # the periodic loop and a direct call never issue two CAs at once
 _reported: set[str] = set()  # unreadable Secrets whose Warning event is out: one event per episode, not per check
+_ignored: set[str] = set()  # readable Secrets whose ignored replace annotation was reported
+REPLACE_IGNORED = "ReplaceIgnored"
 _wake: asyncio.Event | None = None
 
 
@@ -50,15 +55,21 @@ def ensure_webhook_tls(api: Kube, now: datetime) -> list[str]:
 
 def _ensure(api: Kube, now: datetime, namespace: str, secret_name: str) -> list[str]:
     secret = api.get("v1", "Secret", secret_name, namespace)
-    replace = secret is not None and keysecrets.replacement_requested(secret)
+    replace = False
     try:
-        current = None if replace else read_secret(secret)
+        current = read_secret(secret)
     except keysecrets.KeyUnreadableError as exc:
-        _unreadable(api, secret, namespace, secret_name, str(exc))
-        return []
+        if not keysecrets.replacement_requested(secret):
+            _unreadable(api, secret, namespace, secret_name, str(exc))
+            return []
+        current, replace = None, True  # unusable, and a person asked for a new one
+    else:
+        _replacement_ignored(api, secret, namespace, secret_name)
     _readable(namespace, secret_name)
     dns = [*service_names(CONFIG.webhook_service, namespace), *CONFIG.webhook_extra_dns]
     desired, reasons = certs.ensure_webhook_tls(current, dns, CONFIG.webhook_extra_ips, now)
+    if replace:
+        desired = _keeping_trusted_ca(api, desired, secret, now)
     changed = []
     if _inject(api, desired.bundle()):  # before the Secret: never serve a certificate the API server cannot check
         changed.append(f"CA bundle injected into ValidatingWebhookConfiguration {CONFIG.webhook_configuration}")
@@ -69,6 +80,59 @@ def _ensure(api: Kube, now: datetime, namespace: str, secret_name: str) -> list[
         api.apply(tls_secret(namespace, secret_name, desired.to_secret_data()))
         log.info("webhook TLS in %s/%s: %s", namespace, secret_name, "; ".join(reasons))
     return changed + reasons
+
+
+def _keeping_trusted_ca(
+    api: Kube, desired: certs.WebhookTLS, old: dict[str, Any] | None, now: datetime
+) -> certs.WebhookTLS:
+    """The replacement, with the old Secret's CA kept as the previous one when it can still be read, is valid and is
+    what the API server trusts now: the webhook serves the old certificate until it reloads the Secret. A CA the
+    API server does not trust yet (a foreign Secret's) is never added."""
+    try:
+        old_ca = secretdata.decode(old).get(certs.KEY_CA_CERT) or ""
+        (old_ca,) = certs.certs_in_bundle(old_ca)
+        expired = certs.not_after(old_ca) <= now
+    except (ValueError, UnicodeError):
+        return desired
+    trusted = _trusted_now(api)
+    if expired or certs.fingerprint(old_ca) not in trusted or old_ca == desired.ca.cert_pem:
+        return desired
+    return dataclasses.replace(desired, previous_ca_cert_pem=old_ca)
+
+
+def _trusted_now(api: Kube) -> set[str]:
+    """Fingerprints of the CAs every webhook of the configuration trusts now (empty without a configuration)."""
+    configuration = api.get(*CONFIGURATION_API, CONFIG.webhook_configuration) or {}
+    trusted: set[str] | None = None
+    for webhook in configuration.get("webhooks") or []:
+        try:
+            bundle = base64.b64decode((webhook.get("clientConfig") or {}).get("caBundle") or "").decode()
+            found = {certs.fingerprint(pem) for pem in certs.certs_in_bundle(bundle)}
+        except (ValueError, UnicodeError):
+            found = set()
+        trusted = found if trusted is None else trusted & found
+    return trusted or set()
+
+
+def _replacement_ignored(api: Kube, secret: dict[str, Any] | None, namespace: str, name: str) -> None:
+    """The replace annotation on a Secret iotsec can read: ignored (replacing would cut off clients for nothing),
+    said once per episode in a log line and an event."""
+    ref = keysecrets.secret_ref(namespace, name)
+    if not keysecrets.replacement_requested(secret):
+        _ignored.discard(ref)
+        return
+    if ref in _ignored:
+        return
+    message = (
+        f"webhook TLS Secret {ref} is readable and iotsec's: its {keysecrets.REPLACE_UNREADABLE} annotation is "
+        "ignored (it applies only to an unreadable or foreign Secret); remove it"
+    )
+    log.warning("%s", message)
+    try:
+        api.post_event(_event_subject(api, secret), "Normal", REPLACE_IGNORED, message)
+    except ApiError as exc:
+        log.warning("could not post the %s event (the log line stands): %s", REPLACE_IGNORED, exc)
+    _ignored.add(ref)
 
 
 def read_secret(secret: dict[str, Any] | None) -> certs.WebhookTLS | None:

@@ -630,3 +630,25 @@ def test_local_runs_create_the_key_file_once(tmp_path):
     assert _signing_key(args, None).public_key() == made.public_key()
     args.signing_key_readonly = True
     assert _signing_key(args, None).public_key() == made.public_key(), "a mounted key reads the same"
+
+
+def test_a_restart_never_seals_a_first_segment_forged_without_checkpoints(tmp_path):
+    """The downgrade: nothing sealed yet, every checkpoint dropped, records rewritten with recomputed hashes."""
+    from iotsec.audit import chain
+
+    store = AuditStore(tmp_path, KEY, limit_bytes=2**20)
+    for first in (1, 4):
+        store.append([audit_event(n) for n in range(first, first + 3)])
+    lines, prev = [], chain.GENESIS
+    for seq in range(1, 7):  # two batches, as the real ones were
+        moment = f"2026-11-28T00:00:0{seq // 4}.000000Z"
+        line, prev = chain.record_line(seq, prev, moment, "apiserver", audit_event(seq, verb="delete"))
+        lines.append(line)
+    chain.segment_files(tmp_path)[0].write_bytes(b"".join(lines))
+
+    restarted = Sink(AuditStore(tmp_path, KEY, limit_bytes=2**20), AnomalyDetector([], []))
+    assert restarted.store.last_sealed is None, "not sealed as unverified legacy"
+    assert restarted.store.next_seq == 1
+    asyncio.run(restarted.verify_sealed())
+    assert restarted.state.chain_break is not None, "the set-aside forgery is reported even with no published head"
+    assert "not one batch cut short by a crash" in restarted.state.chain_break

@@ -18,7 +18,8 @@ from tests.e2e.conftest import eventually
 from tests.e2e.processes import Operator
 
 SUFFIX = uuid.uuid4().hex[:5]
-NAMESPACE, POLICY = f"iotsec-audit-{SUFFIX}", f"trail-{SUFFIX}"
+NAMESPACE, POLICY = f"iotsec-audit-{SUFFIX}", f"trail-{SUFFIX}"  # the audit namespace the sinks live in
+RELEASE_NAMESPACE = f"iotsec-rel-{SUFFIX}"  # where the operator and the webhook run: no sink object there
 GROUP, VERSION, PLURAL = "iotsec.io", "v1alpha1", "auditpolicies"
 SPEC = {
     "rules": [{"level": "RequestResponse", "resources": [{"group": "apps", "resources": ["deployments"]}]}],
@@ -40,10 +41,12 @@ def custom(api_client) -> client.CustomObjectsApi:
 
 @pytest.fixture(scope="module")
 def policy(crds, core, custom, tmp_path_factory) -> Iterator[None]:
-    core.create_namespace({"metadata": {"name": NAMESPACE, "labels": {"kubernetes.io/metadata.name": NAMESPACE}}})
+    for name in (NAMESPACE, RELEASE_NAMESPACE):
+        core.create_namespace({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
     operator = Operator(tmp_path_factory.mktemp("audit-operator") / "operator.log")
     operator.start(
-        IOTSEC_WEBHOOK_NAMESPACE=NAMESPACE,
+        IOTSEC_WEBHOOK_NAMESPACE=RELEASE_NAMESPACE,
+        IOTSEC_AUDIT_NAMESPACE=NAMESPACE,
         IOTSEC_IMAGE="registry.example.com/iotsec/iotsec@sha256:" + "a" * 64,
         IOTSEC_OPERATOR_USERS="system:serviceaccount:iotsec-system:iotsec-operator",
     )
@@ -56,6 +59,8 @@ def policy(crds, core, custom, tmp_path_factory) -> Iterator[None]:
         if exc.status != 404:
             raise
     operator.stop()
+    for name in (NAMESPACE, RELEASE_NAMESPACE):
+        core.delete_namespace(name)
 
 
 def _present(read):
@@ -115,6 +120,33 @@ def test_sink_objects_are_applied_and_the_store_is_not_owned(policy, core, api_c
     assert core.read_namespaced_service(builder.sink_name(POLICY), NAMESPACE)
     canary = core.read_namespaced_config_map(builder.canary_name(POLICY), NAMESPACE)
     assert not canary.data  # the sink owns the nonce; the operator applies only the metadata
+
+
+def test_nothing_of_the_sink_lands_in_the_release_namespace(policy, core, api_client):
+    apps = client.AppsV1Api(api_client)
+    eventually(
+        _present(lambda: apps.read_namespaced_deployment(builder.sink_name(POLICY), NAMESPACE)),
+        what="sink Deployment in the audit namespace",
+    )
+    eventually(
+        _present(lambda: core.read_namespaced_secret(builder.tls_secret_name(POLICY), NAMESPACE)),
+        what="sink TLS Secret in the audit namespace",
+    )
+    networking = client.NetworkingV1Api(api_client)
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    found = {
+        "Deployment": apps.list_namespaced_deployment(RELEASE_NAMESPACE).items,
+        "Service": core.list_namespaced_service(RELEASE_NAMESPACE).items,
+        "NetworkPolicy": networking.list_namespaced_network_policy(RELEASE_NAMESPACE).items,
+        "Role": rbac.list_namespaced_role(RELEASE_NAMESPACE).items,
+        "RoleBinding": rbac.list_namespaced_role_binding(RELEASE_NAMESPACE).items,
+        "PersistentVolumeClaim": core.list_namespaced_persistent_volume_claim(RELEASE_NAMESPACE).items,
+        "ConfigMap": [
+            c for c in core.list_namespaced_config_map(RELEASE_NAMESPACE).items if "audit" in c.metadata.name
+        ],
+        "Secret": [s for s in core.list_namespaced_secret(RELEASE_NAMESPACE).items if "audit" in s.metadata.name],
+    }
+    assert {kind: [o.metadata.name for o in items] for kind, items in found.items() if items} == {}
 
 
 def test_status_waits_for_the_sink_and_flags_the_missing_backup_policy(policy, custom):
@@ -182,7 +214,7 @@ def test_the_operator_issues_the_sink_credentials_and_the_cli_writes_the_api_ser
 
 
 def _sink_may(api_client, verb: str, resource: str, name: str | None = None) -> bool:
-    """What the API server's RBAC says the sink's ServiceAccount may do in the release namespace."""
+    """What the API server's RBAC says the sink's ServiceAccount may do in the audit namespace."""
     attributes = {"verb": verb, "resource": resource, "namespace": NAMESPACE, **({"name": name} if name else {})}
     review = client.AuthorizationV1Api(api_client).create_subject_access_review(
         {"spec": {"user": f"system:serviceaccount:{NAMESPACE}:iotsec-audit-sink", "resourceAttributes": attributes}}

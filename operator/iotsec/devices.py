@@ -837,6 +837,15 @@ def published_revocations(state: DeviceCAState, crl_pem: str | None) -> dict[int
     return _revocations(signed)
 
 
+def with_published(registry: Registry, published: Mapping[int, datetime], now: datetime) -> Registry:
+    """`registry` with the revocations of published CRLs (`published_revocations`) it lacks, except those of
+    certificates it knows to have expired: what every CRL of the tenant must list."""
+    carried = _still_revoked({s: t for s, t in published.items() if s not in registry.revoked}, registry, _utc(now))
+    if not carried:
+        return registry
+    return Registry(registry.issued, {**registry.revoked, **carried}, registry.details)
+
+
 def _crl_issued_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
     return crl.issuer == ca.subject and _crl_signed_by(crl, ca)
 

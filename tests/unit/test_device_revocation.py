@@ -28,6 +28,7 @@ from iotsec.devices import (
     revoked_serials,
     trust_bundle,
     verify_device,
+    with_published,
 )
 
 OPENSSL = shutil.which("openssl")
@@ -333,3 +334,14 @@ def test_a_carried_revocation_leaves_the_crl_once_its_certificate_expired():
     known = Registry({}, {}, {device.serial: Issued(not_after=device.not_after, issuer=fingerprint(state.ca.cert_pem))})
     assert revoked_serials(trust_bundle(state, known, published["crl.pem"], NOW + DAY)["crl.pem"]) == {device.serial}
     assert revoked_serials(trust_bundle(state, known, published["crl.pem"], NOW + 3 * DAY)["crl.pem"]) == set()
+
+
+def test_published_revocations_join_the_registry_except_expired_ones():
+    state, _ = ensure(None, NOW, "ecdsa-p256")
+    short = issue(state, "meter-1", NOW, validity=2 * DAY)
+    details = {short.serial: Issued(not_after=short.not_after, issuer=fingerprint(state.ca.cert_pem))}
+    registry = Registry({short.serial: "meter-1"}, {}, details)
+    published = {short.serial: NOW, 42: NOW}
+    assert set(with_published(registry, published, NOW + DAY).revoked) == {short.serial, 42}
+    assert set(with_published(registry, published, NOW + 3 * DAY).revoked) == {42}
+    assert with_published(registry, {}, NOW) is registry

@@ -471,3 +471,19 @@ def test_a_tenant_that_never_issued_a_device_needs_no_registry(api, events):
     assert not any(r == "RegistryMissing" for _, r, _ in events)
     namespace, name = REGISTRY.split("/")
     assert ("ConfigMap", namespace, name) not in api.objects
+
+
+def test_an_older_registry_restored_drops_no_revocation_even_in_a_namespace_new_to_the_tenant(api, events):
+    handler.reconcile(NAME)
+    serial = _issue_and_record(api, revoke=True)
+    handler.reconcile(NAME)
+    namespace, name = REGISTRY.split("/")
+    registry_map = api.objects[("ConfigMap", namespace, name)]
+    restored = devices.Registry.from_config_map_data(registry_map["data"])
+    registry_map["data"] = devices.Registry(restored.issued, {}).to_config_map_data()  # a copy from before
+    _set_spec(api, namespaces=[*api.tenant()["spec"]["namespaces"], "acme-new"])
+    handler.reconcile(NAME)
+    crl = api.objects[("ConfigMap", "acme-new", builder.DEVICE_TRUST)]["data"]["crl.pem"]
+    assert devices.revoked_serials(crl) == {serial}
+    assert _published_revocations(api) == {ns: {serial} for ns in TENANT_NAMESPACES}
+    assert api.ready()["status"] == "True", "a registry is there: nothing is missing"

@@ -230,6 +230,7 @@ class _Run:
     created: list[str] = field(default_factory=list)
     ca_annotations: dict[str, str] = field(default_factory=dict)  # of the device CA Secret as read
     registry_missing: str | None = None  # why the device registry counts as lost
+    registry: devices.Registry | None = None  # with the published revocations, once read
 
 
 def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec) -> bool:
@@ -402,20 +403,43 @@ def _device_ca(run: _Run, data: dict[str, str]) -> dict[str, str]:
 
 
 def _with_trust(run: _Run, obj: dict[str, Any], plan: builder.TenantPlan) -> dict[str, Any]:
-    """The trust bundle ConfigMap with the CA bundle and a CRL of the registry's revocations (and of the published
-    CRL's: `devices.trust_bundle` never lets a CRL shrink)."""
+    """The trust bundle ConfigMap with the CA bundle and a CRL of the registry's revocations, and of every published
+    CRL of the tenant's CAs: a lost or older registry, or a namespace new to the tenant, drops no revocation."""
     assert run.device_ca is not None
     current = run.api.get("v1", "ConfigMap", builder.DEVICE_TRUST, obj["metadata"]["namespace"])
     crl = ((current or {}).get("data") or {}).get("crl.pem")
+    return {**obj, "data": devices.trust_bundle(run.device_ca, _registry(run, plan), crl, run.now)}
+
+
+def _registry(run: _Run, plan: builder.TenantPlan) -> devices.Registry:
+    """The device registry merged with the revocations of every published CRL (read once per reconciliation)."""
+    if run.registry is not None:
+        return run.registry
+    assert run.device_ca is not None
+    published = _published_revocations(run, plan)
     home, registry_name = plan.device_registry
     registry_map = run.api.get("v1", "ConfigMap", registry_name, home)
     if registry_map is None:
-        registry = _registry_gone(run, plan, crl)
+        registry = _registry_gone(run, plan, published)
     else:
         registry = devices.Registry.from_config_map_data(registry_map.get("data"))
         if registry.issued or registry.revoked:
             _mark_devices_issued(run, plan)
-    return {**obj, "data": devices.trust_bundle(run.device_ca, registry, crl, run.now)}
+    run.registry = devices.with_published(registry, published, run.now)
+    return run.registry
+
+
+def _published_revocations(run: _Run, plan: builder.TenantPlan) -> dict[int, datetime]:
+    """Serial -> revocation time over the trust bundles published in the tenant's namespaces (signed CRLs only)."""
+    assert run.device_ca is not None
+    found: dict[int, datetime] = {}
+    for obj in plan.objects:
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == builder.DEVICE_TRUST:
+            current = run.api.get("v1", "ConfigMap", builder.DEVICE_TRUST, obj["metadata"]["namespace"])
+            crl = ((current or {}).get("data") or {}).get("crl.pem")
+            for serial, when in devices.published_revocations(run.device_ca, crl).items():
+                found[serial] = min(when, found.get(serial, when))
+    return found
 
 
 def _mark_devices_issued(run: _Run, plan: builder.TenantPlan) -> None:
@@ -426,30 +450,26 @@ def _mark_devices_issued(run: _Run, plan: builder.TenantPlan) -> None:
         run.ca_annotations[DEVICES_ISSUED_ANNOTATION] = "true"
 
 
-def _registry_gone(run: _Run, plan: builder.TenantPlan, crl: str | None) -> devices.Registry:
+def _registry_gone(run: _Run, plan: builder.TenantPlan, published: dict[int, datetime]) -> devices.Registry:
     """No registry ConfigMap: nothing issued yet, or it was lost (deleted, or a restore without it).
 
-    Lost when the CA Secret says devices were issued or a published CRL of this CA revokes any: reported, and the
-    revocations of the published CRLs are written into a new registry so that none is dropped later.
+    Lost when the CA Secret says devices were issued or a published CRL of the tenant's CAs revokes any: reported,
+    and the revocations of the published CRLs are written into a new registry so that none is dropped later.
     """
-    assert run.device_ca is not None
-    published = devices.published_revocations(run.device_ca, crl)
     if not published and run.ca_annotations.get(DEVICES_ISSUED_ANNOTATION) != "true":
         return devices.Registry({}, {})
     registry = devices.Registry({}, published)
-    ref = _ref(plan.device_registry)
-    if run.registry_missing is None:
-        recreated = bool(published) and run.api.create(_registry_object(run, plan, registry))
-        run.registry_missing = (
-            f"the device registry ConfigMap {ref} is missing although the device CA issued certificates: the "
-            "records of issued devices are lost; "
-            + (
-                f"recreated with the {len(published)} revocations of the published CRLs"
-                if recreated
-                else "the published CRLs keep their revocations"
-            )
-            + "; restore it from a backup if there is one"
+    recreated = bool(published) and run.api.create(_registry_object(run, plan, registry))
+    run.registry_missing = (
+        f"the device registry ConfigMap {_ref(plan.device_registry)} is missing although the device CA issued "
+        "certificates: the records of issued devices are lost; "
+        + (
+            f"recreated with the {len(published)} revocations of the published CRLs"
+            if recreated
+            else "the published CRLs keep their revocations"
         )
+        + "; restore it from a backup if there is one"
+    )
     return registry
 
 

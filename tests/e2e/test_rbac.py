@@ -25,7 +25,8 @@ from tests.e2e.processes import Operator, WebhookProcess
 
 SUFFIX = uuid.uuid4().hex[:5]
 RELEASE, NAMESPACE = f"rbac{SUFFIX}", f"iotsec-rbac-{SUFFIX}"
-RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+AUDIT = f"{RELEASE}-audit"  # the chart's audit namespace: the sinks, apart from the webhook
+RBAC_KINDS = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 
 
 def _helm() -> str:
@@ -54,18 +55,18 @@ def installed(api_client, crds) -> Iterator[list[dict[str, Any]]]:
         dynamic.create(resource, body=obj, namespace=obj["metadata"].get("namespace"))
     yield objects
     for obj in objects:
-        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding", "Namespace"):
             resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
             dynamic.delete(resource, name=obj["metadata"]["name"])
     core.delete_namespace(NAMESPACE)
 
 
-def _kubeconfig_for(api_client, account: str, folder: Path) -> Path:
+def _kubeconfig_for(api_client, account: str, folder: Path, namespace: str = NAMESPACE) -> Path:
     """A kubeconfig holding the ServiceAccount's own token (1.20's token controller makes one per account)."""
     core = client.CoreV1Api(api_client)
 
     def token() -> str | None:
-        for secret in core.list_namespaced_secret(NAMESPACE).items:
+        for secret in core.list_namespaced_secret(namespace).items:
             annotations = secret.metadata.annotations or {}
             if (
                 secret.type == "kubernetes.io/service-account-token"
@@ -142,6 +143,20 @@ def webhook_kubeconfig(api_client, installed, tmp_path_factory) -> Path:
         ("delete", "pods", "", "kube-system", None, False),
         ("create", "deployments", "apps", "default", None, False),
         ("create", "networkpolicies", "networking.k8s.io", "tenant-ns", None, False),  # until granted there
+        # the release namespace, where the webhook runs: keys and registries, nothing that runs, routes or binds
+        ("create", "deployments", "apps", NAMESPACE, None, False),
+        ("patch", "deployments", "apps", NAMESPACE, f"{RELEASE}-webhook", False),
+        ("delete", "services", "", NAMESPACE, f"{RELEASE}-webhook", False),
+        ("create", "networkpolicies", "networking.k8s.io", NAMESPACE, None, False),
+        ("create", "roles", "rbac.authorization.k8s.io", NAMESPACE, None, False),
+        ("create", "persistentvolumeclaims", "", NAMESPACE, None, False),
+        ("create", "pods", "", NAMESPACE, None, False),
+        # the audit namespace: the sinks
+        ("create", "deployments", "apps", AUDIT, None, True),
+        ("create", "services", "", AUDIT, None, True),
+        ("create", "networkpolicies", "networking.k8s.io", AUDIT, None, True),
+        ("list", "secrets", "", AUDIT, None, False),
+        ("delete", "persistentvolumeclaims", "", AUDIT, None, False),  # the trail outlives its policy
     ],
 )
 def test_operator_permissions_are_the_table(operator_kubeconfig, verb, resource, group, namespace, name, allowed):
@@ -229,17 +244,19 @@ def test_the_operator_does_its_job_with_exactly_the_chart_permissions(operator_k
             status = custom.get_cluster_custom_object("iotsec.io", "v1alpha1", "auditpolicies", audit).get("status")
             return any(c["type"] == "Applied" and c["status"] == "True" for c in (status or {}).get("conditions", []))
 
-        eventually(
-            applied, timeout=60, what="AuditPolicy applied (sink in the release namespace) under the chart's RBAC"
-        )
+        eventually(applied, timeout=60, what="AuditPolicy applied (sink in the audit namespace) under the chart's RBAC")
         core.read_namespaced_secret("iotsec-app-svc-key", f"{tenant}-a")
         core.read_namespaced_secret(f"{RELEASE}-webhook-tls", NAMESPACE)
-        core.read_namespaced_secret(audit_builder.signing_secret_name(audit), NAMESPACE)  # the operator made it
-        sink = _kubeconfig_for(api_client, f"{RELEASE}-audit-sink", tmp_path)
+        core.read_namespaced_secret(audit_builder.signing_secret_name(audit), AUDIT)  # the operator made it
+        apps = client.AppsV1Api(api_client)
+        assert apps.read_namespaced_deployment(audit_builder.sink_name(audit), AUDIT)
+        assert [d.metadata.name for d in apps.list_namespaced_deployment(NAMESPACE).items] == []
+        sink = _kubeconfig_for(api_client, f"{RELEASE}-audit-sink", tmp_path, AUDIT)
         canary = audit_builder.canary_name(audit)
-        assert _can(sink, "patch", "configmaps", "", NAMESPACE, canary), "the per-policy grant, made under the chart"
+        assert _can(sink, "patch", "configmaps", "", AUDIT, canary), "the per-policy grant, made under the chart"
+        assert not _can(sink, "patch", "configmaps", "", NAMESPACE, canary)
         assert not _can(sink, "patch", "configmaps", "", NAMESPACE, f"iotsec-device-registry-{SUFFIX}")
-        assert not _can(sink, "get", "secrets", "", NAMESPACE, audit_builder.signing_secret_name(audit))
+        assert not _can(sink, "get", "secrets", "", AUDIT, audit_builder.signing_secret_name(audit))
         assert not _can(sink, "get", "secrets", "", NAMESPACE, f"{RELEASE}-webhook-tls")
         forbidden = [line for line in running.log().splitlines() if " 403 " in line or "Forbidden" in line]
         assert forbidden == [], "\n".join(forbidden[:5])
@@ -415,6 +432,22 @@ def _operator_escapes(ns_admin: str) -> list[tuple[str, list[str], str]]:
             "fence",
         ),
         (
+            "RoleBinding to its namespace role in the audit namespace",
+            ["create", "rolebinding", "x", "-n", AUDIT, f"--clusterrole={ns_admin}", f"--user={operator}"],
+            "fence",
+        ),
+        (
+            "Deployment in the release namespace (privileged, as the webhook's ServiceAccount)",
+            ["create", "deployment", "x", "-n", NAMESPACE, "--image=busybox:1.35"],
+            "rbac",
+        ),
+        ("delete the webhook's Service", ["delete", "service", f"{RELEASE}-webhook", "-n", NAMESPACE], "rbac"),
+        (
+            "scale the webhook to zero",
+            ["patch", "deployment", f"{RELEASE}-webhook", "-n", NAMESPACE, "-p", '{"spec":{"replicas":0}}'],
+            "rbac",
+        ),
+        (
             "ClusterRoleBinding to cluster-admin",
             ["create", "clusterrolebinding", f"x{SUFFIX}", "--clusterrole=cluster-admin", f"--user={operator}"],
             "rbac",
@@ -462,6 +495,18 @@ def test_the_operator_identity_cannot_escape(escape_ground, operator_kubeconfig)
     print("\n".join(f"operator: {what}: refused by {by}" for what, by in answers.items()))
 
 
+@pytest.mark.parametrize("resource", ["deployments.apps", "services", "networkpolicies.networking.k8s.io"])
+@pytest.mark.parametrize("verb", ["create", "patch", "delete"])
+def test_the_operator_token_cannot_run_or_route_anything_where_the_webhook_runs(operator_kubeconfig, verb, resource):
+    """`kubectl auth can-i` as the operator's own token: no privileged pod as the webhook's ServiceAccount, no
+    deleted, patched or walled-off webhook (its Deployment, Service, a deny NetworkPolicy) in the release namespace;
+    the same rights in the audit namespace, where the sinks are."""
+    release = _kubectl("auth", "can-i", verb, resource, "-n", NAMESPACE, kubeconfig=operator_kubeconfig)
+    assert (release.returncode, release.stdout.strip()) == (1, "no"), release.stdout + release.stderr
+    audit = _kubectl("auth", "can-i", verb, resource, "-n", AUDIT, kubeconfig=operator_kubeconfig)
+    assert (audit.returncode, audit.stdout.strip()) == (0, "yes"), audit.stdout + audit.stderr
+
+
 def test_the_fence_lets_the_operator_do_its_job(escape_ground, operator_kubeconfig):
     """The positive control: in a namespace a TenantIsolation lists, the operator's grant goes through."""
     operator = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-operator"
@@ -497,7 +542,7 @@ def test_the_fence_lets_the_operator_do_its_job(escape_ground, operator_kubeconf
 def test_the_webhook_and_sink_identities_cannot_escape(
     escape_ground, webhook_kubeconfig, api_client, tmp_path, what, args
 ):
-    sink = _kubeconfig_for(api_client, f"{RELEASE}-audit-sink", tmp_path)
+    sink = _kubeconfig_for(api_client, f"{RELEASE}-audit-sink", tmp_path, AUDIT)
     for kubeconfig in (webhook_kubeconfig, sink):
         if args[-1] == "-":
             result = _apply_allow_all(ACME, kubeconfig=kubeconfig)

@@ -1,0 +1,122 @@
+"""A device registry deleted on a live cluster: the CRLs keep their revocations, the tenant says RegistryMissing and
+the operator recreates the registry with the published revocations (create: never over one the CLI just wrote)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.e2e import processes
+from tests.e2e.conftest import eventually
+
+GROUP, VERSION = "iotsec.io", "v1alpha1"
+SUFFIX = uuid.uuid4().hex[:5]
+TENANT = f"r{SUFFIX}"
+RELEASE = "iotsec-system"
+NAMESPACES = [f"{TENANT}-a", f"{TENANT}-b"]
+
+
+@pytest.fixture(scope="module")
+def core(api_client) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="module")
+def custom(api_client) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client)
+
+
+@pytest.fixture(scope="module")
+def operator(crds, core, tmp_path_factory) -> Iterator[processes.Operator]:
+    with contextlib.suppress(ApiException):  # 409: there already, and then left there
+        core.create_namespace({"metadata": {"name": RELEASE}})
+    running = processes.Operator(tmp_path_factory.mktemp("registry") / "operator.log")
+    running.start(IOTSEC_WEBHOOK_NAMESPACE=RELEASE)
+    yield running
+    running.stop()
+    for namespace in NAMESPACES:
+        with contextlib.suppress(ApiException):
+            core.delete_namespace(namespace)
+
+
+@pytest.fixture(scope="module")
+def tenant(operator, custom, core) -> Iterator[str]:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TenantIsolation",
+        "metadata": {"name": TENANT},
+        "spec": {
+            "tenantID": TENANT,
+            "securityDomain": f"none-{SUFFIX}",
+            "namespaces": NAMESPACES,
+            "deviceClasses": [{"name": "meter", "keyAlgorithm": "ecdsa-p256", "validity": "30d"}],
+        },
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, "tenantisolations", body)
+    yield TENANT
+    with contextlib.suppress(ApiException):
+        custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", TENANT)
+    status = _status(custom)
+    for key, kind in (("deviceRegistry", "config_map"), ("deviceCASecret", "secret")):
+        namespace, _, name = (status.get(key) or "/").partition("/")
+        if name:
+            with contextlib.suppress(ApiException):  # Retain keeps them: a shared test cluster should not
+                getattr(core, f"delete_namespaced_{kind}")(name, namespace)
+
+
+def _status(custom: client.CustomObjectsApi) -> dict:
+    try:
+        return custom.get_cluster_custom_object(GROUP, VERSION, "tenantisolations", TENANT).get("status") or {}
+    except ApiException:
+        return {}
+
+
+def _ready(custom: client.CustomObjectsApi) -> dict:
+    return next((c for c in _status(custom).get("conditions") or () if c["type"] == "Ready"), {})
+
+
+def test_a_deleted_registry_drops_no_revocation_and_is_reported(tenant, custom, core, tmp_path):
+    from iotsec import device_cli
+    from iotsec.devices import Registry, revoked_serials
+    from iotsec.kube import Kube
+
+    def ca_issued() -> bool:
+        namespace, _, name = (_status(custom).get("deviceCASecret") or "/").partition("/")
+        try:
+            return bool(name) and bool(core.read_namespaced_secret(name, namespace).data)
+        except ApiException:
+            return False
+
+    eventually(ca_issued, timeout=60, what="device CA issued")
+    kube = Kube()
+    issued = device_cli.issue(kube, TENANT, "meter-1", "meter", "ACME", "SM-3", tmp_path)
+    device_cli.revoke(kube, TENANT, None, "meter-1")
+
+    def in_every_crl() -> bool:
+        bundles = [core.read_namespaced_config_map("iotsec-device-trust", ns).data for ns in NAMESPACES]
+        return all(issued["serial"] in revoked_serials(b["crl.pem"]) for b in bundles)
+
+    eventually(in_every_crl, timeout=30, what="the revocation in every CRL")
+    registry_ns, _, registry_name = _status(custom)["deviceRegistry"].partition("/")
+    core.delete_namespaced_config_map(registry_name, registry_ns)
+    custom.patch_cluster_custom_object(  # a reconcile now, as the next resync would
+        GROUP,
+        VERSION,
+        "tenantisolations",
+        TENANT,
+        {"metadata": {"annotations": {"iotsec.io/crl-requested": datetime.now(UTC).isoformat()}}},
+    )
+    eventually(
+        lambda: _ready(custom).get("reason") == "RegistryMissing", timeout=30, what="Ready=False RegistryMissing"
+    )
+    assert in_every_crl(), "the CRLs kept the revocation"
+    recreated = core.read_namespaced_config_map(registry_name, registry_ns)
+    assert issued["serial"] in Registry.from_config_map_data(recreated.data).revoked
+    events = core.list_namespaced_event("default", field_selector=f"involvedObject.name={TENANT}").items
+    assert any(e.reason == "RegistryMissing" and e.type == "Warning" for e in events)

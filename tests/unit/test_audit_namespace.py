@@ -4,10 +4,13 @@ the admission webhook runs: settings, the reconciler's target, the operator's fe
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 
 from iotsec import rbac
 from iotsec.api.auditpolicy import AuditPolicySpec
@@ -18,7 +21,7 @@ from iotsec.policy.context import Snapshot
 from iotsec.policy.engine import decide
 from iotsec.policy.guard import confine_operator
 from iotsec.runtime import Config
-from tests.conftest import load_examples
+from tests.conftest import ROOT, load_examples
 
 EXAMPLE = next(d for d in load_examples() if d["kind"] == "AuditPolicy")
 PLATFORM = Platform("iotsec-system", "iotsec", "iotsec-operator")
@@ -176,3 +179,20 @@ def test_a_privileged_pod_in_the_audit_namespace_is_refused():
     decision = decide(deployment, Snapshot(platform=PLATFORM).context("iotsec-audit", datetime.now(UTC)))
     assert not decision.allowed
     assert decision.mode == "enforce"
+
+
+def test_iotsec_check_passes_the_rendered_sink_objects():
+    """`iotsec render | iotsec check -`, as an administrator would: the sinks land in iotsec-audit and pass."""
+    rendered = subprocess.run(
+        [sys.executable, "-m", "iotsec", "render", str(ROOT / "examples" / "platform" / "40-audit.yaml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    assert {d["metadata"]["namespace"] for d in docs} == {"iotsec-audit"}
+    checked = subprocess.run(
+        [sys.executable, "-m", "iotsec", "check", "-"], input=rendered, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{len(docs)} objects checked: {len(docs)} clean" in checked.stdout

@@ -112,6 +112,11 @@ OPERATOR: tuple[Permission, ...] = (
         ("get", "list", "create", "patch", "delete"),
         "per-tenant encrypted StorageClasses",
     ),
+)
+
+# Only when the operator keeps the webhook's certificates (certificates.provider: operator); with cert-manager the
+# operator cannot touch any webhook configuration at all.
+OPERATOR_WEBHOOK_CA: tuple[Permission, ...] = (
     Permission(
         ("admissionregistration.k8s.io",),
         ("validatingwebhookconfigurations",),
@@ -249,6 +254,18 @@ OPERATOR_AUDIT_NAMESPACE: tuple[Permission, ...] = (
         ("get", "list", "create", "patch"),
         "the audit store claim: created and resized, never deleted (the trail outlives its AuditPolicy)",
     ),
+    Permission(
+        ("batch",),
+        ("cronjobs",),
+        WRITE,
+        "the BackupPolicy of the audit store (X1369-9.6.4-3): its backup, verify and drill schedules",
+    ),
+    Permission(
+        ("",),
+        ("serviceaccounts",),
+        WRITE,
+        "the audit store BackupPolicy's runner account (no token, no rights)",
+    ),
 )
 
 
@@ -323,6 +340,7 @@ def rule_files() -> dict[str, str]:
     """The chart's files/ folder: every generated rules file by name."""
     files = {
         "operator-rules.yaml": rules_file(OPERATOR),
+        "operator-webhook-ca-rules.yaml": rules_file(OPERATOR_WEBHOOK_CA),
         "operator-namespaced-rules.yaml": rules_file(OPERATOR_NAMESPACED),
         "operator-namespace-rules.yaml": rules_file(OPERATOR_NAMESPACE),
         "operator-audit-namespace-rules.yaml": rules_file(OPERATOR_AUDIT_NAMESPACE),
@@ -364,6 +382,7 @@ def _flow(values: tuple[str, ...]) -> str:
 READ_VERBS = frozenset({"get", "list", "watch"})
 TABLES: tuple[tuple[str, str, tuple[Permission, ...]], ...] = (
     ("operator", "cluster", OPERATOR),
+    ("operator", "cluster, when it keeps the webhook certificates", OPERATOR_WEBHOOK_CA),
     ("operator", "each namespace iotsec manages (its own RoleBinding)", OPERATOR_NAMESPACED),
     ("operator", "release namespace", OPERATOR_NAMESPACE),
     ("operator", "audit namespace", OPERATOR_AUDIT_NAMESPACE),

@@ -133,7 +133,7 @@ def _rules(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 def test_cluster_roles_grant_exactly_the_table(tmp_path):
     docs = render(tmp_path)
-    assert _rules(docs, "iotsec-operator") == rbac.cluster_role_rules(rbac.OPERATOR)
+    assert _rules(docs, "iotsec-operator") == rbac.cluster_role_rules(rbac.OPERATOR + rbac.OPERATOR_WEBHOOK_CA)
     assert _rules(docs, "iotsec-operator-namespace") == rbac.cluster_role_rules(rbac.OPERATOR_NAMESPACED)
     for privilege, rules in rbac.tenant_class_rules().items():
         assert _rules(docs, f"iotsec-tenant-{privilege}") == rules
@@ -352,3 +352,9 @@ def test_the_fence_fails_closed_where_match_conditions_exist(tmp_path, kube_vers
     (fence,) = [w for w in configuration["webhooks"] if w["name"] == "platform.iotsec.io"]
     assert fence["failurePolicy"] == failure
     assert ("matchConditions" in fence) == (failure == "Fail")
+
+
+def test_with_cert_manager_the_operator_cannot_touch_any_webhook_configuration(tmp_path):
+    rules = _rules(render(tmp_path, NON_DEFAULT), "iotsec-operator")
+    assert rules == rbac.cluster_role_rules(rbac.OPERATOR)
+    assert not [r for r in rules if "admissionregistration.k8s.io" in r["apiGroups"]]

@@ -784,3 +784,21 @@ def test_a_person_annotating_the_unreadable_key_has_it_replaced(reconciler):
     assert by_type(api.statuses[-1])["SigningKeyReadable"]["status"] == "True"
     assert [reason for reason, _ in warnings] == ["SigningKeyReplaced"]
     assert _key_gauge() == 0
+
+
+def test_the_replace_annotation_never_replaces_a_readable_signing_key(reconciler):
+    """Review finding: the annotation alone deleted a readable key, ending the chain's key behind its back."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from iotsec.audit.chain import private_pem
+
+    api = FakeKube(resource())
+    pem = base64.b64encode(private_pem(Ed25519PrivateKey.generate())).decode()
+    before = _existing_signing_key(api, {"ed25519.key": pem}, annotations={"iotsec.io/replace-unreadable": "true"})
+    warnings = reconciler(api)
+    assert api.deleted == []
+    assert _signing(api) == [before]
+    assert by_type(api.statuses[-1])["SigningKeyReadable"]["status"] == "True"
+    assert warnings == []

@@ -147,7 +147,7 @@ def _ensure_signing_key(api: Kube, body: dict[str, Any], namespace: str) -> dict
     secret_name = builder.signing_secret_name(name)
     ref = keysecrets.secret_ref(namespace, secret_name)
     secret = api.get("v1", "Secret", secret_name, namespace)
-    if secret is not None and keysecrets.replacement_requested(secret):
+    if secret is not None and keysecrets.replacement_requested(secret) and not _readable_signing_key(secret, ref):
         api.delete("v1", "Secret", secret_name, namespace)
         kopf.warn(
             body,
@@ -170,6 +170,16 @@ def _ensure_signing_key(api: Kube, body: dict[str, Any], namespace: str) -> dict
         return _signing_condition(False, keysecrets.REASON, message, generation)
     metrics.KEY_UNREADABLE.labels(ref).set(0)
     return _signing_condition(True, "Readable", f"the signing key in Secret {ref} is readable", generation)
+
+
+def _readable_signing_key(secret: dict[str, Any], ref: str) -> bool:
+    """A readable key is never replaced, annotation or not: that would end the chain's key behind its back."""
+    try:
+        builder.signing_key(secret, f"Secret {ref}")
+    except keysecrets.KeyUnreadableError:
+        return False
+    log.warning("ignoring %s on %s: the key in it is readable", keysecrets.REPLACE_UNREADABLE, ref)
+    return True
 
 
 def _create_signing_key(api: Kube, body: dict[str, Any], namespace: str) -> dict[str, Any] | None:

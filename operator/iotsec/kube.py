@@ -27,6 +27,7 @@ from iotsec.desired.platform import Platform, operator_grant
 
 FIELD_MANAGER = MANAGER
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+FENCE_RULE = "operator-confinement"  # iotsec.policy.guard's rule id in an admission denial
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -34,13 +35,18 @@ T = TypeVar("T")
 class ApiError(Exception):
     """An API call failed. `transient` ones (conflicts, throttling, server errors, network) are worth retrying."""
 
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None, transient: bool | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self._transient = transient
 
     @property
     def transient(self) -> bool:
+        if self._transient is not None:
+            return self._transient
         return self.status is None or self.status in TRANSIENT_STATUSES
 
 
@@ -100,7 +106,16 @@ def _guarded(action: str, fn: Callable[[], T], throttle: _Throttle | None = None
         retry_after = _retry_after(getattr(exc, "headers", None))
         if throttle and retry_after and exc.status in (429, 503):
             throttle.hold(retry_after)
-        raise ApiError(f"{action}: {exc.status} {exc.reason}: {_message(exc)}", exc.status, retry_after) from None
+        message = _message(exc)
+        # The operator fence judges by the webhook's view of the cluster, which may lag a new domain or tenant by
+        # its refresh interval: worth a retry, not a permanent failure.
+        fenced = exc.status == 403 and FENCE_RULE in message
+        raise ApiError(
+            f"{action}: {exc.status} {exc.reason}: {message}",
+            exc.status,
+            retry_after,
+            transient=True if fenced else None,
+        ) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise ApiError(f"{action}: cannot reach the API server: {exc}") from None
 
@@ -214,7 +229,9 @@ class Kube:
                 return False
             if exc.status == 404:
                 return None
-            raise ApiError(f"iotsec may not work in namespace {namespace}: {exc}", exc.status) from None
+            raise ApiError(
+                f"iotsec may not work in namespace {namespace}: {exc}", exc.status, transient=exc.transient
+            ) from None
         log.info("granted iotsec's operator its namespace role in %s", namespace)
         return True
 

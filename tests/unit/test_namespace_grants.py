@@ -93,3 +93,30 @@ def test_the_grant_binds_the_charts_namespace_role_to_the_operator_only():
     }
     assert grant["subjects"] == [{"kind": "ServiceAccount", "name": "rel-operator", "namespace": "iotsec-system"}]
     assert grant["metadata"]["labels"]["iotsec.io/owner-kind"] == "Platform", "never pruned as a tenant's"
+
+
+def test_a_fence_refusal_is_retried_other_refusals_are_not():
+    """The webhook's view may lag a new domain by its refresh interval: its refusal is worth a retry."""
+    from kubernetes.dynamic.exceptions import DynamicApiError
+
+    from iotsec.kube import _guarded
+
+    class RefusedError(DynamicApiError):
+        def __init__(self, body: str):
+            self.status, self.reason, self.body, self.headers = 403, "Forbidden", body, {}
+
+        def summary(self) -> str:
+            return self.body
+
+    def call(body: str) -> ApiError:
+        def fail() -> None:
+            raise RefusedError(body)
+
+        with pytest.raises(ApiError) as caught:
+            _guarded("apply RoleBinding", fail)
+        return caught.value
+
+    fenced = call('admission webhook "platform.iotsec.io" denied the request: [X1369-9.6.3-1 operator-confinement] ...')
+    assert fenced.status == 403
+    assert fenced.transient
+    assert not call('rolebindings.rbac.authorization.k8s.io is forbidden: User "x" cannot create').transient

@@ -189,7 +189,7 @@ def test_one_tenants_allow_all_does_not_open_the_other_tenant(analysed, tmp_path
 @pytest.mark.xfail(
     strict=True,
     reason="a single `iotsec render` pass plans SecurityDomains before the TenantIsolations label their "
-    "namespaces, so the rendered policies of tenant namespaces lack the iotsec.io/tenant scoping (issue 12)",
+    "namespaces, so the rendered policies of tenant namespaces lack the iotsec.io/tenant scoping (issue 15: render must plan the tenants first)",
 )
 def test_a_single_render_pass_already_isolates_the_tenants(tmp_path):
     objects = render([PLATFORM])

@@ -216,6 +216,21 @@ class Kube:
                 raise ApiError(f"{action}: namespace {namespace} does not exist", 404) from None
             return self._call(action, fn)
 
+    def withdraw_grant(self, namespace: str) -> bool:
+        """Delete the operator's grant in `namespace` (made by NamespaceGrants); False when it was not there."""
+        if self._grants is None:
+            return False
+        name = operator_grant(self._grants.platform, namespace)["metadata"]["name"]
+        resource = self._resource("rbac.authorization.k8s.io/v1", "RoleBinding")
+        self._grants.forget(namespace)
+        try:
+            self._call(f"withdraw grant in {namespace}", lambda: resource.delete(name=name, namespace=namespace))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def _create_grant(self, binding: dict[str, Any]) -> bool | None:
         """Create the grant RoleBinding: True when made now, False when it existed, None when its namespace is gone."""
         namespace = binding["metadata"]["namespace"]

@@ -260,11 +260,32 @@ def test_the_operator_does_its_job_with_exactly_the_chart_permissions(operator_k
         assert not _can(sink, "get", "secrets", "", NAMESPACE, f"{RELEASE}-webhook-tls")
         forbidden = [line for line in running.log().splitlines() if " 403 " in line or "Forbidden" in line]
         assert forbidden == [], "\n".join(forbidden[:5])
+        _the_grant_leaves_with_the_namespace(api_client, operator_kubeconfig, f"{tenant}-stale")
     finally:
         running.stop()
         for plural, name in (("tenantisolations", tenant), ("securitydomains", domain), ("auditpolicies", audit)):
             with contextlib.suppress(ApiException):
                 custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", plural, name)
+
+
+def _the_grant_leaves_with_the_namespace(api_client, operator_kubeconfig: Path, stale: str) -> None:
+    """A grant left where iotsec no longer works is withdrawn by the operator itself, under the chart's RBAC."""
+    from iotsec.desired.platform import Platform, operator_grant
+
+    core, rbac_api = client.CoreV1Api(api_client), client.RbacAuthorizationV1Api(api_client)
+    core.create_namespace({"metadata": {"name": stale}})
+    try:
+        grant = operator_grant(Platform(NAMESPACE, RELEASE, f"{RELEASE}-operator"), stale)
+        rbac_api.create_namespaced_role_binding(stale, grant)  # as if a tenant had listed it once
+        assert _can(operator_kubeconfig, "get", "secrets", "", stale, "x")
+
+        def withdrawn() -> bool:
+            return not rbac_api.list_namespaced_role_binding(stale).items
+
+        eventually(withdrawn, timeout=30, what="the stale grant withdrawn")
+        assert not _can(operator_kubeconfig, "get", "secrets", "", stale, "x")
+    finally:
+        core.delete_namespace(stale)
 
 
 def test_the_webhook_serves_with_exactly_the_chart_permissions(

@@ -120,3 +120,64 @@ def test_a_fence_refusal_is_retried_other_refusals_are_not():
     assert fenced.status == 403
     assert fenced.transient
     assert not call('rolebindings.rbac.authorization.k8s.io is forbidden: User "x" cannot create').transient
+
+
+def test_the_grant_is_withdrawn_where_iotsec_no_longer_works():
+    from iotsec.desired.platform import stale_grants
+    from iotsec.handlers import grants
+    from iotsec.runtime import CONFIG
+
+    platform = CONFIG.platform
+    tenant = {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "TenantIsolation",
+        "metadata": {"name": "acme"},
+        "spec": {"tenantID": "acme", "securityDomain": "ingest", "namespaces": ["acme-a"]},
+    }
+    held = [operator_grant(platform, ns) for ns in ("acme-a", "left-tenant", "gone")]
+    foreign = {
+        **operator_grant(platform, "monitoring"),
+        "metadata": {"name": "iotsec-operator", "namespace": "monitoring"},
+    }
+
+    class Cluster:
+        withdrawn: list[str] = []
+
+        def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None):
+            if kind == "TenantIsolation":
+                return [tenant]
+            if kind == "RoleBinding":
+                assert (
+                    label_selector
+                    == "app.kubernetes.io/managed-by=iotsec,iotsec.io/owner-kind=Platform,iotsec.io/owner-name=iotsec"
+                )
+                return held
+            return []
+
+        def withdraw_grant(self, namespace: str) -> bool:
+            self.withdrawn.append(namespace)
+            return True
+
+    assert stale_grants([*held, foreign], lambda ns: ns == "acme-a", platform) == ["gone", "left-tenant"]
+    cluster = Cluster()
+    assert grants.withdraw_stale_grants(cluster) == ["gone", "left-tenant"]  # type: ignore[arg-type]
+    assert cluster.withdrawn == ["gone", "left-tenant"], "never one it did not make, never where it still works"
+
+
+def test_withdrawing_forgets_the_grant_so_a_returning_namespace_is_bound_again():
+    server = FakeServer({"acme"})
+    server.get("v1", "Secret", "k", "acme")
+    deleted = []
+    server._resource = lambda api_version, kind: type(  # type: ignore[method-assign]
+        "R",
+        (),
+        {
+            "delete": lambda _self, name, namespace: deleted.append((namespace, name)),
+            "get": FakeResource(server, kind).get,
+        },
+    )()
+    assert server.withdraw_grant("acme") is True
+    assert deleted == [("acme", "rel-operator")]
+    server.bound.discard("acme")
+    server.get("v1", "Secret", "k", "acme")
+    assert len(server.grants_made) == 2

@@ -6,7 +6,7 @@ defaults, which match a release named `iotsec` in `iotsec-system`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,20 @@ def operator_grant(platform: Platform, namespace: str) -> dict[str, Any]:
             {"kind": "ServiceAccount", "name": platform.operator_service_account, "namespace": platform.namespace}
         ],
     }
+
+
+def stale_grants(grants: list[dict[str, Any]], manages: Callable[[str], bool], platform: Platform) -> list[str]:
+    """Namespaces holding the operator's grant where iotsec no longer works: the grant is withdrawn there."""
+    ours = owner_labels(GRANT_OWNER_KIND, platform.prefix)
+
+    def is_grant(binding: dict[str, Any]) -> bool:
+        meta = binding["metadata"]
+        labels = meta.get("labels") or {}
+        return meta.get("name") == platform.cluster_role("operator") and all(
+            labels.get(k) == v for k, v in ours.items()
+        )
+
+    return sorted(g["metadata"]["namespace"] for g in grants if is_grant(g) and not manages(g["metadata"]["namespace"]))
 
 
 def device_ca_secret_name(tenant_id: str) -> str:

@@ -1,0 +1,68 @@
+"""The operator withdraws its own namespace grant where iotsec no longer works.
+
+A grant (RoleBinding to `<release>-operator-namespace`) is made on the operator's first write in a namespace a
+TenantIsolation lists, a SecurityDomain holds or a BackupPolicy lives in. When the namespace leaves all three, the
+grant would leave the operator its rights there for nothing: every resync this task lists the grants and deletes
+those, judging "managed" exactly as the webhook's fence does (`checking.snapshot_from_objects`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from iotsec.api.common import API_VERSION
+from iotsec.checking import snapshot_from_objects
+from iotsec.desired.meta import owner_selector
+from iotsec.desired.platform import GRANT_OWNER_KIND, stale_grants
+from iotsec.kube import ApiError, Kube
+from iotsec.runtime import CONFIG, kube
+
+log = logging.getLogger("iotsec.grants")
+SOURCES = (
+    (API_VERSION, "SecurityDomain"),
+    (API_VERSION, "TenantIsolation"),
+    (API_VERSION, "BackupPolicy"),
+    ("v1", "Namespace"),
+)
+
+
+def withdraw_stale_grants(api: Kube) -> list[str]:
+    """Delete the operator's grants in namespaces iotsec no longer manages; return those namespaces."""
+    platform = CONFIG.platform
+    objects = [obj for api_version, kind in SOURCES for obj in api.list(api_version, kind)]
+    managed = snapshot_from_objects(objects, platform=platform).managed
+    selector = owner_selector(GRANT_OWNER_KIND, platform.prefix)
+    grants = api.list("rbac.authorization.k8s.io/v1", "RoleBinding", label_selector=selector)
+    withdrawn = []
+    for namespace in stale_grants(grants, managed.manages, platform):
+        if api.withdraw_grant(namespace):
+            withdrawn.append(namespace)
+    if withdrawn:
+        log.info("withdrew iotsec's operator grant from %s: iotsec no longer manages them", ", ".join(withdrawn))
+    return withdrawn
+
+
+async def _keep_withdrawing(interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(withdraw_stale_grants, kube())
+        except ApiError as exc:
+            log.warning("stale grants not checked this round: %s", exc)
+
+
+@kopf.on.startup()
+async def start_grant_withdrawal(memo: kopf.Memo, **_: Any) -> None:
+    if CONFIG.namespace_grants:
+        memo["grant_withdrawal"] = asyncio.create_task(_keep_withdrawing(CONFIG.resync_seconds))
+
+
+@kopf.on.cleanup()
+async def stop_grant_withdrawal(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("grant_withdrawal")
+    if task:
+        task.cancel()

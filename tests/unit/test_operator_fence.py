@@ -438,3 +438,49 @@ def test_the_admission_policy_is_never_stricter_than_the_webhook(fence, resource
     if alone:
         assert policy == webhook, "a rule that needs only the request is in both"
     assert not vap_denies(fence, resource, operation, ns, obj, old, "system:serviceaccount:kube-system:other")
+
+
+# ---------------------------------------------------------------- iotsec's ConfigMaps keep their content
+
+
+def _trust(crl: str, managed: bool = True) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/managed-by": "iotsec"} if managed else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "iotsec-device-trust", "namespace": "acme-meters", "labels": labels},
+        "data": {"ca-bundle.crt": "CA", "crl.pem": crl},
+    }
+
+
+def _review_as(user: str, groups: list[str], obj: Any, old: Any) -> dict:
+    request = {
+        "uid": "u1",
+        "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+        "operation": "UPDATE",
+        "namespace": "acme-meters",
+        "object": obj,
+        "oldObject": old,
+        "userInfo": {"username": user, "groups": groups},
+    }
+    body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+    outcome = review(body.encode(), SNAPSHOT, lambda: datetime.now(UTC))
+    assert outcome.status == 200
+    return outcome.body["response"]
+
+
+def test_a_tenant_cannot_swap_the_trust_bundle_or_crl_its_brokers_trust():
+    """Review finding: tenant operators may edit ConfigMaps in their namespace, the device trust bundle included."""
+    tenant = ("mallory", ["acme:operators", "system:authenticated"])
+    swapped = _review_as(*tenant, _trust("an empty CRL"), _trust("CRL revoking device 7"))
+    assert swapped["allowed"] is False
+    assert "X1369-9.1.1.3-3 managed-object-integrity" in swapped["status"]["message"]
+    disowned = _review_as(*tenant, _trust("CRL revoking device 7", managed=False), _trust("CRL revoking device 7"))
+    assert disowned["allowed"] is False, "dropping iotsec's label would make it the tenant's"
+    annotated = _trust("CRL revoking device 7")
+    annotated["metadata"]["annotations"] = {"team": "x"}
+    assert _review_as(*tenant, annotated, _trust("CRL revoking device 7"))["allowed"] is True, "metadata only"
+    assert _review_as(OPERATOR, [], _trust("new CRL"), _trust("old CRL"))["allowed"] is True
+    assert _review_as("admin", ["system:masters"], _trust("new CRL"), _trust("old CRL"))["allowed"] is True
+    own = _review_as(*tenant, _trust("x", managed=False), _trust("y", managed=False))
+    assert own["allowed"] is True, "the tenant's own ConfigMaps are the tenant's"

@@ -135,7 +135,7 @@ def test_each_pod_rule_fires_exactly_on_its_violation(rule):
 
 def test_every_rule_has_a_test_case():
     covered = set(VIOLATING) | set(OBJECT_CASES) | {"domain-membership", "ingress-tls-management", "data-class"}
-    covered |= {"operator-confinement"}  # answered by the operator fence: tests/unit/test_operator_fence.py
+    covered |= {"operator-confinement", "managed-object-integrity"}  # tests/unit/test_operator_fence.py
     assert covered == set(RULES)
 
 

@@ -47,6 +47,11 @@ class Platform:
         """The chart's audit sink ServiceAccount."""
         return self.cluster_role("audit-sink")
 
+    @property
+    def sink_user(self) -> str:
+        """The audit sinks' username (they patch their canary ConfigMaps)."""
+        return f"system:serviceaccount:{self.audit_namespace}:{self.sink_service_account}"
+
     def own(self, namespace: str) -> bool:
         """iotsec's own namespaces (release and audit): the chart's Roles cover them, tenants never reach them."""
         return namespace in (self.namespace, self.audit_namespace)

@@ -301,3 +301,39 @@ def _labels(obj: Any) -> dict[str, str]:
 
 def _annotations(obj: Any) -> dict[str, str]:
     return _dict(_dict(_dict(obj).get("metadata")).get("annotations"))
+
+
+INTEGRITY_RULE = "managed-object-integrity"
+CONTENT_FIELDS = ("data", "binaryData")
+
+
+def protect_managed(
+    user: str,
+    groups: frozenset[str],
+    kind: str,
+    operation: str,
+    obj: Any,
+    old: Any,
+    platform: Platform,
+    trusted_groups: frozenset[str],
+) -> list[Finding]:
+    """A ConfigMap iotsec wrote (trust bundle and CRLs, backup runner and audit configuration) keeps its content
+    and its owner unless iotsec, its audit sink or a trusted administrator changes it: a tenant who may edit
+    ConfigMaps in its namespace must not swap the CA bundle or CRL its brokers trust, even until the next resync."""
+    if kind != "ConfigMap" or operation != "UPDATE" or _labels(old).get(MANAGED_BY[0]) != MANAGED_BY[1]:
+        return []
+    if user in (platform.operator_user, platform.sink_user) or groups & trusted_groups:
+        return []
+    changed = [f for f in CONTENT_FIELDS if _dict(obj).get(f) != _dict(old).get(f)]
+    disowned = _labels(obj).get(MANAGED_BY[0]) != MANAGED_BY[1]
+    if not changed and not disowned:
+        return []  # metadata only: finalizers, owner references, annotations of other controllers
+    what = ", ".join(changed) or f"the label {MANAGED_BY[0]}"
+    return [
+        Finding(
+            INTEGRITY_RULE,
+            changed[0] if changed else "metadata.labels",
+            f"ConfigMap {_name(old)} is written by iotsec: {what} may not be changed by {user}",
+            "change the iotsec custom resource that produces it (or ask a platform administrator)",
+        )
+    ]

@@ -84,6 +84,13 @@ RULES: dict[str, Rule] = {
             "critical",
             "iotsec's own identity writes only where iotsec manages, never beyond its grant",
         ),
+        Rule(
+            "managed-object-integrity",
+            "X1369-9.1.1.3-3",
+            "high",
+            "the ConfigMaps iotsec writes (device trust bundles and CRLs, runner and audit configuration) change "
+            "only through iotsec",
+        ),
         Rule("domain-membership", "X1369-9.4.1-1", "high", "every workload namespace belongs to a SecurityDomain"),
     )
 }

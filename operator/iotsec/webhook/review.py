@@ -12,7 +12,7 @@ import orjson
 
 from iotsec.policy.context import Snapshot
 from iotsec.policy.engine import MalformedObjectError, decide
-from iotsec.policy.guard import GUARDED_KINDS, confine_operator
+from iotsec.policy.guard import GUARDED_KINDS, confine_operator, protect_managed
 from iotsec.policy.model import Decision, Violation
 from iotsec.policy.workloads import POD_SPEC_PATHS
 
@@ -44,6 +44,7 @@ class AdmissionRequest:
     dry_run: bool
     user: str
     old: Any = None
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,13 @@ def parse_review(body: bytes) -> AdmissionRequest:
         bool(request.get("dryRun")),
         str(user),
         request.get("oldObject"),
+        _groups(request.get("userInfo")),
     )
+
+
+def _groups(user_info: Any) -> frozenset[str]:
+    groups = user_info.get("groups") if isinstance(user_info, dict) else None
+    return frozenset(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else frozenset()
 
 
 def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) -> Outcome:
@@ -109,7 +116,7 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
     except ReviewError as exc:
         return Outcome(400, {"error": str(exc)})
     base = {"kind": request.kind, "operation": request.operation, "dry_run": request.dry_run}
-    if request.kind in GUARDED_KINDS and snapshot is not None:
+    if (request.kind in GUARDED_KINDS or request.kind == "ConfigMap") and snapshot is not None:
         confined = _confinement(request, snapshot)  # always enforced, whatever the domain's mode
         if confined is not None:
             body_out = _response(request.uid, False, message=confined.message, audit=_audit_annotations(confined))
@@ -147,6 +154,15 @@ def _confinement(request: AdmissionRequest, snapshot: Snapshot) -> Decision | No
         request.old,
         snapshot.platform,
         snapshot.managed,
+    ) + protect_managed(
+        request.user,
+        request.groups,
+        request.kind,
+        request.operation,
+        request.obj,
+        request.old,
+        snapshot.platform,
+        snapshot.trusted_groups,
     )
     if not found:
         return None

@@ -232,9 +232,18 @@ class Kube:
         return True
 
     def _create_grant(self, binding: dict[str, Any]) -> bool | None:
-        """Create the grant RoleBinding: True when made now, False when it existed, None when its namespace is gone."""
-        namespace = binding["metadata"]["namespace"]
+        """Create the grant RoleBinding: True when made now, False when it existed, None when its namespace is gone.
+
+        An existing grant is looked for first (a list, which the operator may do anywhere): where iotsec no longer
+        works the fence refuses a create, even of a grant that is still there, and pruning must go on."""
+        namespace, name = binding["metadata"]["namespace"], binding["metadata"]["name"]
         resource = self._resource("rbac.authorization.k8s.io/v1", "RoleBinding")
+        found = self._call(
+            f"look for the grant in {namespace}",
+            lambda: resource.get(namespace=namespace, field_selector=f"metadata.name={name}"),
+        ).to_dict()
+        if found.get("items"):
+            return False
         try:
             self._call(
                 f"grant iotsec in namespace {namespace}", lambda: resource.create(body=binding, namespace=namespace)

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from iotsec.desired.platform import Platform
+from iotsec.desired.platform import RESERVED_NAMESPACES, Platform
 from iotsec.desired.securitydomain import NetworkSettings
 from iotsec.kube import Kube, NamespaceGrants
 
@@ -87,7 +87,11 @@ class Config:
 
     @property
     def network(self) -> NetworkSettings:
-        return NetworkSettings(dns_namespace=self.dns_namespace, dns_pod_labels=self.dns_pod_labels)
+        platform = self.platform
+        reserved = (*RESERVED_NAMESPACES, platform.namespace, platform.audit_namespace)  # as the fence judges
+        return NetworkSettings(
+            dns_namespace=self.dns_namespace, dns_pod_labels=self.dns_pod_labels, reserved_namespaces=reserved
+        )
 
 
 CONFIG = Config.from_env()

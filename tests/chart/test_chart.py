@@ -358,3 +358,38 @@ def test_with_cert_manager_the_operator_cannot_touch_any_webhook_configuration(t
     rules = _rules(render(tmp_path, NON_DEFAULT), "iotsec-operator")
     assert rules == rbac.cluster_role_rules(rbac.OPERATOR)
     assert not [r for r in rules if "admissionregistration.k8s.io" in r["apiGroups"]]
+
+
+def test_the_operator_can_write_the_webhooks_own_certificate_before_the_webhook_runs(tmp_path):
+    """Review finding: a fail-closed fence over every Secret deadlocked the install on >= 1.28 (the webhook needs
+    the serving certificate the operator writes into the release namespace)."""
+    result = helm("template", "iotsec", str(CHART), "--namespace", "iotsec-system", "--kube-version", "1.30.0")
+    configuration = one([d for d in yaml.safe_load_all(result.stdout) if d], "ValidatingWebhookConfiguration", "iotsec")
+    closed = [w for w in configuration["webhooks"] if w["failurePolicy"] == "Fail"]
+    for webhook in closed:
+        if any("secrets" in rule["resources"] for rule in webhook["rules"]):
+            (expression,) = webhook["namespaceSelector"]["matchExpressions"]
+            assert expression["operator"] == "NotIn"
+            assert "iotsec-system" in expression["values"]
+    assert any(w["name"] == "secrets.platform.iotsec.io" for w in closed)
+
+
+def test_the_admission_policy_is_valid_kubernetes_where_it_is_rendered():
+    result = helm(
+        "template",
+        "iotsec",
+        str(CHART),
+        "--namespace",
+        "iotsec-system",
+        "--kube-version",
+        "1.31.0",
+        "--api-versions",
+        "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    policies = [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert [p["kind"] for p in policies] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    for doc in policies:
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    assert all(v["reason"] == "Forbidden" for v in policies[0]["spec"]["validations"]), "403, like the webhook"

@@ -420,6 +420,8 @@ CASES = [
     ("storageclasses", "CREATE", "", DEFAULT_CLASS, None, True),
     ("storageclasses", "CREATE", "", TENANT_CLASS, None, True),
     ("storageclasses", "DELETE", "", None, {"kind": "StorageClass", "metadata": {"name": "encrypted-ssd"}}, True),
+    ("storageclasses", "UPDATE", "", TENANT_CLASS, {"kind": "StorageClass", "metadata": {"name": "standard"}}, True),
+    ("storageclasses", "UPDATE", "", TENANT_CLASS, TENANT_CLASS, True),
 ]
 KINDS = {
     "rolebindings": "RoleBinding",
@@ -484,3 +486,89 @@ def test_a_tenant_cannot_swap_the_trust_bundle_or_crl_its_brokers_trust():
     assert _review_as("admin", ["system:masters"], _trust("new CRL"), _trust("old CRL"))["allowed"] is True
     own = _review_as(*tenant, _trust("x", managed=False), _trust("y", managed=False))
     assert own["allowed"] is True, "the tenant's own ConfigMaps are the tenant's"
+
+
+def test_the_operators_own_labels_never_decide_membership():
+    """Second review: a domain selecting on a label the operator writes (zone), or a namespace claimed by two
+    domains, let the operator's label decide which domain holds a namespace: label, then join, then bind."""
+    zone_domain = {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "SecurityDomain",
+        "metadata": {"name": "edge", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"zone": "access", "namespaceSelector": {"matchLabels": {"iotsec.io/zone": "access"}}},
+    }
+    snapshot = snapshot_from_objects([zone_domain, namespace("payments")], platform=PLATFORM)
+    labels = dict(namespace_labels(Domain("edge", snapshot.domains[0].spec, "")))
+    found = confine_operator(
+        OPERATOR,
+        "Namespace",
+        "UPDATE",
+        "payments",
+        namespace("payments", **labels),
+        namespace("payments"),
+        PLATFORM,
+        snapshot.managed,
+    )
+    assert found, "the zone label it writes would have made payments a member"
+    assert not snapshot.managed.manages("payments")
+
+
+def test_a_holder_cannot_be_moved_by_writing_the_other_domains_label():
+    first = {**DOMAIN, "metadata": {"name": "ingest", "creationTimestamp": "2026-01-01T00:00:00Z"}}
+    second = {
+        **DOMAIN,
+        "metadata": {"name": "other", "creationTimestamp": "2026-02-01T00:00:00Z"},
+        "spec": {**DOMAIN["spec"], "zone": "access"},
+    }
+    shared = {"iotsec.io/security-domain": "ingest"}
+    snapshot = snapshot_from_objects([first, second, namespace("both", **shared)], platform=PLATFORM)
+    held = dict(namespace_labels(Domain("ingest", snapshot.domains[0].spec, "")))
+    other = dict(namespace_labels(Domain("other", snapshot.domains[1].spec, "")))
+    old = namespace("both", **shared, **held)
+
+    def verdict(new: dict) -> list:
+        return confine_operator(OPERATOR, "Namespace", "UPDATE", "both", new, old, PLATFORM, snapshot.managed)
+
+    assert verdict(namespace("both", **shared, **other)), "moving it to the other domain by its own write"
+    assert verdict(namespace("both", **shared, **held, **{"iotsec.io/owner-name": "x"})) != []  # not a tenant's
+
+
+def test_a_storage_class_iotsec_did_not_make_cannot_be_claimed_then_deleted():
+    """Second review: relabelling the cluster's default class as iotsec's let the operator take it over."""
+    standard = {"kind": "StorageClass", "metadata": {"name": "standard", "labels": {}}}
+    claimed = {
+        "kind": "StorageClass",
+        "metadata": {"name": "standard", "labels": {"app.kubernetes.io/managed-by": "iotsec", "iotsec.io/tenant": "x"}},
+    }
+    assert guard("StorageClass", "UPDATE", None, claimed, standard)
+    other_tenant = {
+        **claimed,
+        "metadata": {**claimed["metadata"], "labels": {**claimed["metadata"]["labels"], "iotsec.io/tenant": "y"}},
+    }
+    assert guard("StorageClass", "UPDATE", None, other_tenant, claimed), "a class never changes tenant"
+    assert guard("StorageClass", "UPDATE", None, claimed, claimed) == []
+
+
+def test_a_tenant_cannot_delete_and_create_the_trust_bundle_again():
+    """Second review: CREATE was not checked, so delete + create replaced the trust bundle with the tenant's CA."""
+    tenant = ("mallory", ["acme:operators"])
+
+    def create(obj: dict) -> dict:
+        request = {
+            "uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "operation": "CREATE",
+            "namespace": "acme-meters",
+            "object": obj,
+            "userInfo": {"username": tenant[0], "groups": tenant[1]},
+        }
+        body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+        return review(body.encode(), SNAPSHOT, lambda: datetime.now(UTC)).body["response"]
+
+    assert create(_trust("forged", managed=False))["allowed"] is False, "iotsec's name"
+    renamed = _trust("forged")
+    renamed["metadata"]["name"] = "broker-trust"
+    assert create(renamed)["allowed"] is False, "iotsec's label"
+    own = _trust("x", managed=False)
+    own["metadata"]["name"] = "broker-config"
+    assert create(own)["allowed"] is True

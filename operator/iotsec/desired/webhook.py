@@ -115,10 +115,32 @@ def validating_webhook_configuration(
                 ),
                 **common,
             },
+            {
+                # Secrets apart, without the release namespace: there the operator writes the webhook's own
+                # serving certificate, which must not wait for the webhook it lets start (fail closed from 1.28).
+                "name": "secrets.platform.iotsec.io",
+                "rules": SECRET_RULES,
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": NAME_LABEL, "operator": "NotIn", "values": [operator_namespace]}]
+                },
+                **_fence_failure(
+                    operator_user or f"system:serviceaccount:{operator_namespace}:iotsec-operator", server_minor
+                ),
+                **common,
+            },
         ],
     }
 
 
+SECRET_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [""],
+        "apiVersions": ["*"],
+        "resources": ["secrets"],
+        "operations": ["CREATE", "UPDATE"],
+        "scope": "Namespaced",
+    }
+]
 MATCH_CONDITIONS_MINOR = 28  # admissionregistration.k8s.io/v1 matchConditions are GA from Kubernetes 1.28
 
 
@@ -143,13 +165,6 @@ PLATFORM_RULES: list[dict[str, Any]] = [
         "resources": ["namespaces"],
         "operations": ["CREATE", "UPDATE", "DELETE"],
         "scope": "Cluster",
-    },
-    {
-        "apiGroups": [""],
-        "apiVersions": ["*"],
-        "resources": ["secrets"],
-        "operations": ["CREATE", "UPDATE"],
-        "scope": "Namespaced",
     },
     {
         "apiGroups": ["batch"],

@@ -37,13 +37,39 @@ def withdraw_stale_grants(api: Kube) -> list[str]:
     managed = snapshot_from_objects(objects, platform=platform).managed
     selector = owner_selector(GRANT_OWNER_KIND, platform.prefix)
     grants = api.list("rbac.authorization.k8s.io/v1", "RoleBinding", label_selector=selector)
-    withdrawn = []
-    for namespace in stale_grants(grants, managed.manages, platform):
-        if api.withdraw_grant(namespace):
-            withdrawn.append(namespace)
+    stale = stale_grants(grants, managed.manages, platform)
+    leftovers = _namespaces_left_to_prune(api) if stale else set()
+    withdrawn = [ns for ns in stale if ns not in leftovers and api.withdraw_grant(ns)]
     if withdrawn:
         log.info("withdrew iotsec's operator grant from %s: iotsec no longer manages them", ", ".join(withdrawn))
     return withdrawn
+
+
+PRUNED_KINDS = (
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "ConfigMap"),
+    ("v1", "ServiceAccount"),
+    ("v1", "ResourceQuota"),
+    ("v1", "LimitRange"),
+    ("batch/v1", "CronJob"),
+)
+
+
+def _namespaces_left_to_prune(api: Kube) -> set[str]:
+    """Namespaces where a reconciler still has iotsec's objects to prune: the grant stays until they are gone.
+
+    Cluster-wide lists (the operator's own read rights), so looking needs no grant where iotsec no longer works."""
+    selector = "app.kubernetes.io/managed-by=iotsec,iotsec.io/owner-kind notin (Platform)"
+    found: set[str] = set()
+    for api_version, kind in PRUNED_KINDS:
+        try:
+            found |= {o["metadata"].get("namespace") for o in api.list(api_version, kind, label_selector=selector)}
+        except ApiError as exc:
+            if exc.status != 404:  # a kind this server does not serve (batch/v1 CronJob before 1.21)
+                raise
+    return found
 
 
 async def _keep_withdrawing(interval: float) -> None:

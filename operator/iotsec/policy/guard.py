@@ -184,7 +184,7 @@ def _label_changes(name: str, before: Mapping[str, str], after: Mapping[str, str
     if foreign:
         return [_finding("metadata.labels", f"the operator may change only iotsec's labels, not {', '.join(foreign)}")]
     found = _tenant_labels(name, {k for k in changed if k in TENANT_KEYS}, after, managed)
-    return found or _domain_labels(name, {k for k in changed if k not in TENANT_KEYS}, after, managed)
+    return found or _domain_labels(name, {k for k in changed if k not in TENANT_KEYS}, before, after, managed)
 
 
 def _tenant_labels(name: str, changed: set[str], after: Mapping[str, str], managed: Managed) -> list[Finding]:
@@ -200,11 +200,20 @@ def _tenant_labels(name: str, changed: set[str], after: Mapping[str, str], manag
     return []
 
 
-def _domain_labels(name: str, changed: set[str], after: Mapping[str, str], managed: Managed) -> list[Finding]:
-    """Domain, zone and Pod Security labels only as the domain that holds the namespace prescribes them."""
+def _domain_labels(
+    name: str, changed: set[str], before: Mapping[str, str], after: Mapping[str, str], managed: Managed
+) -> list[Finding]:
+    """Domain, zone and Pod Security labels only as the domain that holds the namespace prescribes them.
+
+    Which domain holds it is judged without the labels the operator writes itself (domain, zone, Pod Security),
+    the holder kept as it was: else a selector on one of them, or a namespace claimed by two domains, would let
+    the operator's own label decide membership (label, then join, then bind)."""
     if not changed:
         return []
-    prescribed = managed.domain_labels(name, after)
+    basis = {k: v for k, v in after.items() if k not in DOMAIN_KEYS and not k.startswith(PSA_PREFIX)}
+    if DOMAIN_KEYS[0] in before:
+        basis[DOMAIN_KEYS[0]] = before[DOMAIN_KEYS[0]]
+    prescribed = managed.domain_labels(name, basis)
     if prescribed is None:
         if all(key not in after for key in changed):
             return []  # a namespace that left its domain loses the domain's labels
@@ -226,7 +235,13 @@ def _domain_labels(name: str, changed: set[str], after: Mapping[str, str], manag
 def _storage_class(request: Request, platform: Platform, _managed: Managed) -> list[Finding]:
     """Only iotsec's per-tenant encrypted classes: never the default class, keys only from the platform namespace."""
     current = _dict(request.current)
-    if _labels(current).get(MANAGED_BY[0]) != MANAGED_BY[1] or TENANT_LABEL not in _labels(current):
+    if any(
+        _labels(o).get(MANAGED_BY[0]) != MANAGED_BY[1] or TENANT_LABEL not in _labels(o)
+        for o in (current, *((request.old,) if request.operation == "UPDATE" else ()))
+    ) or (
+        request.operation == "UPDATE"
+        and _labels(request.obj).get(TENANT_LABEL) != _labels(request.old).get(TENANT_LABEL)
+    ):
         return [_finding("metadata.labels", "the operator writes only its own tenants' StorageClasses")]
     if request.operation == "DELETE":
         return []
@@ -305,6 +320,7 @@ def _annotations(obj: Any) -> dict[str, str]:
 
 INTEGRITY_RULE = "managed-object-integrity"
 CONTENT_FIELDS = ("data", "binaryData")
+RESERVED_NAME_PREFIX = "iotsec-"
 
 
 def protect_managed(
@@ -320,9 +336,22 @@ def protect_managed(
     """A ConfigMap iotsec wrote (trust bundle and CRLs, backup runner and audit configuration) keeps its content
     and its owner unless iotsec, its audit sink or a trusted administrator changes it: a tenant who may edit
     ConfigMaps in its namespace must not swap the CA bundle or CRL its brokers trust, even until the next resync."""
-    if kind != "ConfigMap" or operation != "UPDATE" or _labels(old).get(MANAGED_BY[0]) != MANAGED_BY[1]:
+    if kind != "ConfigMap" or user in (platform.operator_user, platform.sink_user) or groups & trusted_groups:
         return []
-    if user in (platform.operator_user, platform.sink_user) or groups & trusted_groups:
+    if operation == "CREATE":  # delete and create again: the name or the label would pass for iotsec's
+        marked = _labels(obj).get(MANAGED_BY[0]) == MANAGED_BY[1]
+        if marked or _name(obj).startswith(RESERVED_NAME_PREFIX):
+            return [
+                Finding(
+                    INTEGRITY_RULE,
+                    "metadata.name" if not marked else "metadata.labels",
+                    f"ConfigMap {_name(obj)}: names {RESERVED_NAME_PREFIX}* and the label "
+                    f"{MANAGED_BY[0]}={MANAGED_BY[1]} are iotsec's, not {user}'s",
+                    "choose another name; iotsec makes its own ConfigMaps",
+                )
+            ]
+        return []
+    if operation != "UPDATE" or _labels(old).get(MANAGED_BY[0]) != MANAGED_BY[1]:
         return []
     changed = [f for f in CONTENT_FIELDS if _dict(obj).get(f) != _dict(old).get(f)]
     disowned = _labels(obj).get(MANAGED_BY[0]) != MANAGED_BY[1]

@@ -398,6 +398,14 @@ INVALID = [
     ),
     (
         "TenantIsolation",
+        "globex-fleet",
+        "spec.storage.parameters",
+        {"encrypted": "true", "csi.storage.k8s.io/controller-expand-secret-namespace": "ceph-csi"},
+        "spec.storage.parameters",
+        "csi.storage.k8s.io/* parameters are iotsec's",
+    ),
+    (
+        "TenantIsolation",
         "acme-utilities",
         "spec.deletionPolicy",
         "Delete",

@@ -193,6 +193,12 @@ class Storage(Model):
                 "defaultDataClass must be one of dataClasses",
                 ".defaultDataClass",
             ),
+            cel(
+                "!has(self.parameters) || self.parameters.all(k, !k.startsWith('csi.storage.k8s.io/'))",
+                "csi.storage.k8s.io/* parameters are iotsec's: it points every CSI secret reference at the tenant's "
+                "volume key in the release namespace (X1369-9.2.4-2)",
+                ".parameters",
+            ),
         )
     )
 

@@ -62,7 +62,7 @@ READ = ["get", "list", "watch"]
 WRITE = ["create", "update", "patch", "delete"]
 # CSI's standard secret parameters (external-provisioner and the node plugins read them); Longhorn and
 # Ceph-CSI both take the volume key this way (README: storage).
-CSI_SECRET_PARAMETERS = ("provisioner", "node-stage", "node-publish")
+CSI_SECRET_PARAMETERS = ("provisioner", "node-stage", "node-publish", "controller-expand")
 
 
 @dataclass

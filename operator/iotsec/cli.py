@@ -192,6 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--overwrite", action="store_true", help="allow restoring over an existing claim")
     restore.add_argument("--size", default="10Gi", help="size of a new claim")
     restore.add_argument("--storage-class", help="StorageClass of a new claim")
+    restore.add_argument(
+        "--image", help="the iotsec image of the restore Job (default: the one the policy's backup CronJob runs)"
+    )
     restore.set_defaults(handler=_restore)
 
     backup = sub.add_parser(
@@ -539,6 +542,7 @@ def _restore(args: argparse.Namespace) -> int:
             args.size,
             args.storage_class,
             args.claim,
+            args.image,
         )
     except restore_cli.RestoreError as exc:
         print(f"iotsec restore: {exc}", file=sys.stderr)

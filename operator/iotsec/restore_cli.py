@@ -8,11 +8,30 @@ from datetime import UTC, datetime
 from iotsec.api.backuppolicy import BackupPolicySpec
 from iotsec.api.validation import parse_resource
 from iotsec.desired import backup as builder
-from iotsec.kube import Kube, Owner
+from iotsec.kube import ApiError, Kube, Owner
 
 
 class RestoreError(Exception):
     """A restore the CLI refuses or cannot start; the message says why."""
+
+
+def _scheduled_image(kube: Kube, policy: str, namespace: str) -> builder.Image:
+    """The image the operator runs this policy's backups with: a restore must read what that image wrote."""
+    selector = f"iotsec.io/owner-kind=BackupPolicy,iotsec.io/owner-name={policy}"
+    for api_version in ("batch/v1", "batch/v1beta1"):
+        try:
+            cron_jobs = kube.list(api_version, "CronJob", namespace, label_selector=selector)
+        except ApiError as exc:
+            if exc.status == 404:
+                continue  # a version this server does not serve
+            raise
+        for cron_job in cron_jobs:
+            containers = cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+            return builder.Image(containers[0]["image"], containers[0].get("imagePullPolicy") or "IfNotPresent")
+    raise RestoreError(
+        f"BackupPolicy {namespace}/{policy} has no backup CronJob yet: the operator has not scheduled it, so the "
+        "image that wrote its snapshots is unknown; name it with --image"
+    )
 
 
 def restore(
@@ -25,6 +44,7 @@ def restore(
     size: str,
     storage_class: str | None,
     source: str | None = None,
+    image: str | None = None,
 ) -> dict[str, str]:
     source = source or target
     if source is None:
@@ -45,7 +65,14 @@ def restore(
     if existing is None:
         kube.apply(builder.restore_claim(claim, namespace, size, storage_class))
     job = builder.restore_job(
-        policy, namespace, spec, claim, snapshot, f"iotsec-restore-{policy}-{stamp}", source_claim=source
+        policy,
+        namespace,
+        spec,
+        claim,
+        snapshot,
+        f"iotsec-restore-{policy}-{stamp}",
+        source_claim=source,
+        image=builder.Image(image) if image else _scheduled_image(kube, policy, namespace),
     )
     kube.apply(job, Owner.of(body))
     return {

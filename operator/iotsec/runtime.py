@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from iotsec.desired.backup import Image
 from iotsec.desired.platform import RESERVED_NAMESPACES, Platform
 from iotsec.desired.securitydomain import NetworkSettings
 from iotsec.kube import Kube, NamespaceGrants
@@ -49,6 +50,8 @@ class Config:
     release: str = "iotsec"  # the Helm release name: prefix of the ClusterRoles the chart ships
     operator_service_account: str = "iotsec-operator"
     namespace_grants: bool = True  # bind the chart's namespace role in each namespace before working there
+    image: str = Image().reference  # the image every iotsec pod runs: the sinks, backup and restore Jobs
+    image_pull_policy: str = Image().pull_policy
     audit_namespace: str = "iotsec-audit"  # the audit sinks' own namespace (default <release>-audit)
 
     @classmethod
@@ -77,8 +80,15 @@ class Config:
             release=env.get("IOTSEC_RELEASE", defaults.release),
             operator_service_account=env.get("IOTSEC_OPERATOR_SERVICE_ACCOUNT", defaults.operator_service_account),
             namespace_grants=env.get("IOTSEC_NAMESPACE_GRANTS", "1") not in ("0", "false", "no"),
+            image=env.get("IOTSEC_IMAGE") or defaults.image,
+            image_pull_policy=env.get("IOTSEC_IMAGE_PULL_POLICY") or defaults.image_pull_policy,
             audit_namespace=env.get("IOTSEC_AUDIT_NAMESPACE") or f"{env.get('IOTSEC_RELEASE', defaults.release)}-audit",
         )
+
+    @property
+    def job_image(self) -> Image:
+        """The image and pull policy of the Jobs and sinks the operator creates (the chart: its own image)."""
+        return Image(self.image, self.image_pull_policy)
 
     @property
     def platform(self) -> Platform:

@@ -216,7 +216,11 @@ def test_restore_into_a_new_claim_and_never_over_a_live_one_by_accident(policy, 
     unnamed = restore("--size", "2Gi")
     assert unnamed.returncode == 1
     assert "--claim" in unnamed.stderr
-    started = restore("--claim", "data", "--size", "2Gi")
+    if not any(r.name == "cronjobs" for r in client.BatchV1Api(api_client).get_api_resources().resources):
+        unknown = restore("--claim", "data", "--size", "2Gi")  # nothing scheduled: which image wrote the snapshots?
+        assert unknown.returncode == 1
+        assert "--image" in unknown.stderr
+    started = restore("--claim", "data", "--size", "2Gi", "--image", "localhost/testenv/iotsec:e2e")
     assert started.returncode == 0, started.stderr
     result = json.loads(started.stdout)
     claim = core.read_namespaced_persistent_volume_claim(result["claim"], NAMESPACE)
@@ -227,7 +231,8 @@ def test_restore_into_a_new_claim_and_never_over_a_live_one_by_accident(policy, 
     assert job.spec.template.spec.volumes[-2].persistent_volume_claim.claim_name == result["claim"]
     assert job.metadata.owner_references[0].name == POLICY
     assert job.metadata.labels["iotsec.io/backup-job"] == "restore"
-    overwrite = restore("--target-pvc", "data", "--overwrite")
+    assert job.spec.template.spec.containers[0].image == "localhost/testenv/iotsec:e2e", "never the placeholder"
+    overwrite = restore("--target-pvc", "data", "--overwrite", "--image", "localhost/testenv/iotsec:e2e")
     assert overwrite.returncode == 0, overwrite.stderr
     assert json.loads(overwrite.stdout)["overwrite"] == "true"
 

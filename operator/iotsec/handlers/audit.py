@@ -32,7 +32,6 @@ from iotsec.api.validation import parse_resource
 from iotsec.audit.chain import private_pem
 from iotsec.audit.policy import policy_configmap_name
 from iotsec.desired import audit as builder
-from iotsec.desired.backup import Image
 from iotsec.desired.meta import OWNER_KIND, OWNER_NAME
 from iotsec.handlers.wiring import level_triggered, live_resource
 from iotsec.kube import ApiError, Kube, Owner
@@ -55,10 +54,6 @@ APPLIED_CONTROLS = [builder.C_ADMIN_ACTIVITY, builder.C_NOT_LOST, builder.C_TLS]
 
 def _namespace() -> str:
     return CONFIG.audit_namespace  # the sinks' own namespace, apart from the webhook in the release namespace
-
-
-def _image() -> str:
-    return os.environ.get("IOTSEC_IMAGE") or Image().reference
 
 
 def _sink_service_account() -> str:
@@ -96,7 +91,8 @@ def reconcile(name: str) -> None:
                 name,
                 spec,
                 namespace=namespace,
-                image=_image(),
+                image=CONFIG.image,
+                image_pull_policy=CONFIG.image_pull_policy,
                 operator_users=_operator_users(),
                 sink_service_account=_sink_service_account(),
                 network=CONFIG.network,

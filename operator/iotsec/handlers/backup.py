@@ -114,7 +114,7 @@ def _claims(api: Kube, namespace: str, spec: BackupPolicySpec) -> list[str]:
 def _apply(api: Kube, body: dict[str, Any], spec: BackupPolicySpec) -> tuple[bool, str]:
     """Apply everything; return whether the CronJobs could be scheduled (and why not)."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    plan = builder.plan_backup(name, namespace, spec, _claims(api, namespace, spec))
+    plan = builder.plan_backup(name, namespace, spec, _claims(api, namespace, spec), CONFIG.job_image)
     owner = Owner.of(body)
     scheduled, why = True, f"{len(plan.claims)} claims, schedule {spec.schedule}"
     for obj in plan.objects:

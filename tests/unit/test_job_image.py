@@ -1,0 +1,45 @@
+"""Backup, restore and sink pods run the image the chart gives the operator, never the builder's placeholder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from iotsec import restore_cli
+from iotsec.desired.backup import Image
+from iotsec.kube import ApiError
+from iotsec.runtime import Config
+
+
+def test_the_operator_takes_its_image_and_pull_policy_from_the_chart():
+    config = Config.from_env({"IOTSEC_IMAGE": "reg.local/iotsec:1.2.3", "IOTSEC_IMAGE_PULL_POLICY": "Always"})
+    assert config.job_image == Image("reg.local/iotsec:1.2.3", "Always")
+    assert Config.from_env({}).job_image == Image(), "out of the chart: the builder's default"
+
+
+class Cluster:
+    def __init__(self, served: dict[str, list[dict[str, Any]]]):
+        self.served = served
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None):
+        assert label_selector == "iotsec.io/owner-kind=BackupPolicy,iotsec.io/owner-name=tsdb"
+        if api_version not in self.served:
+            raise ApiError(f"the API server does not serve {kind} in {api_version}", 404)
+        return self.served[api_version]
+
+
+def cron_job(image: str) -> dict[str, Any]:
+    container = {"name": "backup", "image": image, "imagePullPolicy": "Always"}
+    return {"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [container]}}}}}}
+
+
+def test_a_restore_runs_the_image_that_wrote_the_snapshots():
+    cluster = Cluster({"batch/v1beta1": [cron_job("reg.local/iotsec@sha256:" + "a" * 64)]})
+    found = restore_cli._scheduled_image(cluster, "tsdb", "ns")  # type: ignore[arg-type]
+    assert found == Image("reg.local/iotsec@sha256:" + "a" * 64, "Always")
+
+
+def test_nothing_scheduled_means_the_image_must_be_named():
+    with pytest.raises(restore_cli.RestoreError, match="--image"):
+        restore_cli._scheduled_image(Cluster({"batch/v1": []}), "tsdb", "ns")  # type: ignore[arg-type]

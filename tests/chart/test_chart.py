@@ -393,3 +393,22 @@ def test_the_admission_policy_is_valid_kubernetes_where_it_is_rendered():
     for doc in policies:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
     assert all(v["reason"] == "Forbidden" for v in policies[0]["spec"]["validations"]), "403, like the webhook"
+
+
+def test_every_port_names_its_protocol_so_server_side_apply_accepts_the_chart(tmp_path):
+    """Ports are associative lists keyed by (port, protocol): server-side apply (helm 4's default) refuses an
+    element without `protocol` ("associative list with keys has an element that omits key field protocol")."""
+
+    def port_lists(node: Any) -> list[list[dict[str, Any]]]:
+        if isinstance(node, dict):
+            own = [node["ports"]] if isinstance(node.get("ports"), list) else []
+            return own + [found for value in node.values() for found in port_lists(value)]
+        if isinstance(node, list):
+            return [found for item in node for found in port_lists(item)]
+        return []
+
+    for values in (None, NON_DEFAULT):
+        for doc in render(tmp_path, values):
+            if doc["kind"] in ("Service", "Deployment"):
+                for ports in port_lists(doc):
+                    assert all("protocol" in p for p in ports), (doc["kind"], doc["metadata"]["name"], ports)

@@ -113,6 +113,20 @@ def test_password_configuration_and_account_are_applied(policy, core, api_client
     assert [t["role"] for t in config["targets"]] == ["primary", "offsite"]
     account = core.read_namespaced_service_account(f"iotsec-backup-{POLICY}", NAMESPACE)
     assert account.automount_service_account_token is False
+    egress = eventually(
+        lambda: (
+            client.NetworkingV1Api(api_client)
+            .list_namespaced_network_policy(NAMESPACE, field_selector=f"metadata.name=iotsec-backup-{POLICY}")
+            .items
+        ),
+        timeout=30,
+        what="the Jobs' egress policy",
+    )[0]
+    assert egress.spec.pod_selector.match_labels == {
+        "iotsec.io/owner-kind": "BackupPolicy",
+        "iotsec.io/owner-name": POLICY,
+    }
+    assert egress.metadata.owner_references[0].name == POLICY, "it goes with the policy"
 
 
 def test_schedules_or_a_clear_reason_why_not(policy, api_client):

@@ -143,3 +143,38 @@ def test_restore_job_writes_into_its_claim_and_is_valid():
     claim = restore_claim("tsdb-restore", "iot-processing", "20Gi", "encrypted-ssd")
     kubernetes_validate.validate(claim, kubernetes_validate.latest_version(), strict=True)
     assert claim["spec"]["storageClassName"] == "encrypted-ssd"
+
+
+@pytest.mark.parametrize(
+    ("repository", "port"),
+    [
+        ("s3:https://s3.example.com/bucket/x", 443),
+        ("s3:http://minio.storage.svc:9000/bucket", 9000),
+        ("s3:s3.amazonaws.com/bucket", 443),
+        ("b2:bucket:path", 443),
+        ("rest:http://restic-server:8000/", 8000),
+        ("sftp:backup@host.example.com:/srv/restic", 22),
+        ("sftp://backup@host.example.com:2222//srv/restic", 2222),
+        ("/mnt/backups", None),
+        ("local:/mnt/backups", None),
+    ],
+)
+def test_each_repository_is_reached_on_its_own_port(repository, port):
+    from iotsec.desired.backup import repository_port
+
+    assert repository_port(repository) == port
+
+
+def test_the_jobs_get_egress_to_dns_and_their_repositories_only():
+    """Issue 14: under a SecurityDomain's default deny the backup pods reached neither DNS nor their repositories."""
+    p = plan()
+    (policy,) = [o for o in p.objects if o["kind"] == "NetworkPolicy"]
+    kubernetes_validate.validate(policy, kubernetes_validate.latest_version(), strict=True)
+    assert policy["spec"]["policyTypes"] == ["Egress"], "nothing opened towards the pods"
+    dns, repositories = policy["spec"]["egress"]
+    assert {(x["protocol"], x["port"]) for x in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    assert {x["port"] for x in repositories["ports"]} == {443}, "the example's S3 and B2 targets"
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for job in ("backup", "verify", "drill"):
+        labels = cron(p, job)["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), f"the {job} pods are the ones it opens for"

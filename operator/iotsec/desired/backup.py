@@ -12,9 +12,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from iotsec.api.backuppolicy import BackupPolicySpec
-from iotsec.desired.meta import owned_metadata, restricted_container_security
+from iotsec.desired.meta import OWNER_KIND, OWNER_NAME, owned_metadata, restricted_container_security
 from iotsec.desired.tenant import PLACEHOLDER
 
 KIND = "BackupPolicy"
@@ -97,7 +98,43 @@ def plan_backup(
         plan.objects.append(
             _cron_job(meta, "drill", spec.restore_drill.schedule, spec, plan, image, [C_DRILL, C_RESTORE])
         )
+    plan.objects.append(_egress(meta, name, spec))
     return plan
+
+
+DEFAULT_PORTS = {"s3": 443, "b2": 443, "azure": 443, "gs": 443, "swift": 443, "rclone": 443, "rest": 443, "sftp": 22}
+
+
+def repository_port(repository: str) -> int | None:
+    """The TCP port a restic repository is reached on; None for a local path."""
+    backend, sep, rest = repository.partition(":")
+    if repository.startswith("/") or not sep or backend == "local" or backend not in DEFAULT_PORTS:
+        return None
+    if "://" in rest or rest.startswith("//"):  # s3:https://host:port/…, or sftp://user@host:port//path
+        url = urlsplit(rest if "://" in rest else repository)
+        if url.port:
+            return url.port
+        return {"http": 80, "https": 443}.get(url.scheme, DEFAULT_PORTS[backend])
+    return DEFAULT_PORTS[backend]  # sftp:user@host:/path is 22
+
+
+def _egress(meta: _Meta, name: str, spec: BackupPolicySpec) -> dict[str, Any]:
+    """Egress for this policy's Job pods only: DNS and the port of each repository, whatever a SecurityDomain's
+    default deny says (the repositories are named by URL; a NetworkPolicy cannot name a host)."""
+    ports = sorted({p for t in spec.targets if (p := repository_port(t.repository)) is not None})
+    egress: list[dict[str, Any]] = [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]
+    if ports:
+        egress.append({"ports": [{"protocol": "TCP", "port": port} for port in ports]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(f"iotsec-backup-{name}", [C_BACKUP, C_OFFSITE]),
+        "spec": {
+            "podSelector": {"matchLabels": {OWNER_KIND: KIND, OWNER_NAME: name}},
+            "policyTypes": ["Egress"],
+            "egress": egress,
+        },
+    }
 
 
 @dataclass(frozen=True)

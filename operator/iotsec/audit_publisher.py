@@ -135,7 +135,7 @@ def _hit_entry(hit: AnomalyHit) -> dict[str, Any]:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z") if moment else None
+    return conditions.stamp(moment) if moment else None
 
 
 class Publisher:

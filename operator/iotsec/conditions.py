@@ -8,7 +8,12 @@ from typing import Any
 
 
 def now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return stamp(datetime.now(UTC))
+
+
+def stamp(moment: datetime) -> str:
+    """A status timestamp: RFC 3339, UTC, whole seconds (`2026-12-03T07:03:00Z`)."""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def condition(

@@ -28,6 +28,7 @@ from iotsec import devices, secretdata
 from iotsec.api.durations import parse_duration
 from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import parse_resource
+from iotsec.conditions import stamp
 from iotsec.desired import tenant as builder
 from iotsec.desired.platform import Platform, device_ca_secret_name, device_registry_name
 from iotsec.kube import ApiError, Kube
@@ -252,7 +253,7 @@ def list_devices(kube: Kube, tenant: str, namespace: str | None = None) -> list[
 
 
 def _stamp(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z") if moment else None
+    return stamp(moment) if moment else None
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -516,8 +516,8 @@ def _application_status(app: Any, spec: TenantIsolationSpec, ring: appkeys.KeyRi
         "appID": builder.app_id(spec.tenant_id, app.name),
         "serviceAccount": app.name,
         "keySecret": builder.key_secret_name(app.name),
-        "keyCreated": _stamp(ring.current.created),
-        "nextRotation": _stamp(ring.next_rotation(parse_duration(app.key_rotation))),
+        "keyCreated": conditions.stamp(ring.current.created),
+        "nextRotation": conditions.stamp(ring.next_rotation(parse_duration(app.key_rotation))),
     }
 
 
@@ -529,10 +529,6 @@ def _app_status_unknown(run: _Run, secret_name: str) -> dict[str, Any]:
         "serviceAccount": app.name,
         "keySecret": secret_name,
     }
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------- migration from the tenant's first namespace
@@ -633,7 +629,7 @@ def _write_status(run: _Run, plan: builder.TenantPlan, domain_missing: bool) -> 
         "createdNamespaces": run.created,
         "applications": sorted(run.applications, key=lambda a: a["name"]),
         "deviceCASecret": _ref(plan.device_ca),
-        "deviceCANotAfter": _stamp(not_after(run.device_ca.ca.cert_pem)) if run.device_ca else None,
+        "deviceCANotAfter": conditions.stamp(not_after(run.device_ca.ca.cert_pem)) if run.device_ca else None,
         "volumeKeySecret": _ref(plan.volume_key) if plan.volume_key else None,
         "deviceRegistry": _ref(plan.device_registry),
         "storageClass": plan.storage_class,

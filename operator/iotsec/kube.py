@@ -159,7 +159,7 @@ class NamespaceGrants:
         self._lock = threading.Lock()
 
     def needed(self, api_version: str, kind: str, namespace: str | None) -> bool:
-        if not namespace or namespace == self.platform.namespace or self.platform.reserved(namespace):
+        if not namespace or self.platform.reserved(namespace):  # the chart's Roles cover its own namespaces
             return False
         return kind != "Event" and not api_version.startswith(UNGRANTED_GROUPS)
 
@@ -220,7 +220,7 @@ class Kube:
         """Delete the operator's grant in `namespace` (made by NamespaceGrants); False when it was not there."""
         if self._grants is None:
             return False
-        name = operator_grant(self._grants.platform, namespace)["metadata"]["name"]
+        name = self._grants.platform.grant_name
         resource = self._resource("rbac.authorization.k8s.io/v1", "RoleBinding")
         self._grants.forget(namespace)
         try:

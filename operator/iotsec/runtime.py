@@ -12,7 +12,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from iotsec.desired.backup import Image
-from iotsec.desired.platform import RESERVED_NAMESPACES, Platform
+from iotsec.desired.platform import Platform
 from iotsec.desired.securitydomain import NetworkSettings
 from iotsec.kube import Kube, NamespaceGrants
 
@@ -97,10 +97,10 @@ class Config:
 
     @property
     def network(self) -> NetworkSettings:
-        platform = self.platform
-        reserved = (*RESERVED_NAMESPACES, platform.namespace, platform.audit_namespace)  # as the fence judges
-        return NetworkSettings(
-            dns_namespace=self.dns_namespace, dns_pod_labels=self.dns_pod_labels, reserved_namespaces=reserved
+        return NetworkSettings(  # domains never take a namespace the fence reserves
+            dns_namespace=self.dns_namespace,
+            dns_pod_labels=self.dns_pod_labels,
+            reserved_namespaces=self.platform.reserved_namespaces,
         )
 
 

@@ -60,9 +60,18 @@ class Platform:
     def operator_user(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.operator_service_account}"
 
-    def reserved(self, namespace: str) -> bool:
+    @property
+    def reserved_namespaces(self) -> tuple[str, ...]:
         """System namespaces, the release and the audit namespace: never a tenant's, never adopted or shredded."""
-        return namespace in RESERVED_NAMESPACES or namespace in (self.namespace, self.audit_namespace)
+        return (*RESERVED_NAMESPACES, self.namespace, self.audit_namespace)
+
+    def reserved(self, namespace: str) -> bool:
+        return namespace in self.reserved_namespaces
+
+    @property
+    def grant_name(self) -> str:
+        """The operator's RoleBinding in each namespace it manages (see `operator_grant`)."""
+        return self.cluster_role("operator")
 
 
 GRANT_OWNER_KIND = "Platform"
@@ -74,7 +83,7 @@ def operator_grant(platform: Platform, namespace: str) -> dict[str, Any]:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": {
-            "name": platform.cluster_role("operator"),
+            "name": platform.grant_name,
             "namespace": namespace,
             "labels": owner_labels(GRANT_OWNER_KIND, platform.prefix),
             "annotations": {CONTROLS: "X1369-9.6.3-1"},
@@ -97,9 +106,7 @@ def stale_grants(grants: list[dict[str, Any]], manages: Callable[[str], bool], p
     def is_grant(binding: dict[str, Any]) -> bool:
         meta = binding["metadata"]
         labels = meta.get("labels") or {}
-        return meta.get("name") == platform.cluster_role("operator") and all(
-            labels.get(k) == v for k, v in ours.items()
-        )
+        return meta.get("name") == platform.grant_name and all(labels.get(k) == v for k, v in ours.items())
 
     return sorted(g["metadata"]["namespace"] for g in grants if is_grant(g) and not manages(g["metadata"]["namespace"]))
 

@@ -16,7 +16,7 @@ import kopf
 
 from iotsec.api.common import API_VERSION
 from iotsec.checking import snapshot_from_objects
-from iotsec.desired.meta import owner_selector
+from iotsec.desired.meta import MANAGED_BY, MANAGER, OWNER_KIND, owner_selector
 from iotsec.desired.platform import GRANT_OWNER_KIND, stale_grants
 from iotsec.kube import ApiError, Kube
 from iotsec.runtime import CONFIG, kube
@@ -61,7 +61,7 @@ def _namespaces_left_to_prune(api: Kube) -> set[str]:
     """Namespaces where a reconciler still has iotsec's objects to prune: the grant stays until they are gone.
 
     Cluster-wide lists (the operator's own read rights), so looking needs no grant where iotsec no longer works."""
-    selector = "app.kubernetes.io/managed-by=iotsec,iotsec.io/owner-kind notin (Platform)"
+    selector = f"{MANAGED_BY}={MANAGER},{OWNER_KIND} notin ({GRANT_OWNER_KIND})"
     found: set[str] = set()
     for api_version, kind in PRUNED_KINDS:
         try:

@@ -156,8 +156,11 @@ def signing_secret_name(name: str) -> str:
     return bounded_name("iotsec-audit-signing-", name)
 
 
+CANARY_ROLE_PREFIX = "iotsec-audit-sink-canary-"
+
+
 def canary_role_name(name: str) -> str:
-    return bounded_name("iotsec-audit-sink-canary-", name)
+    return bounded_name(CANARY_ROLE_PREFIX, name)
 
 
 def signing_key_secret(name: str, namespace: str, pem: bytes) -> dict[str, Any]:

@@ -51,6 +51,14 @@ class BackupPlan:
     objects: list[dict[str, Any]] = field(default_factory=list)
 
 
+ACCOUNT_PREFIX = "iotsec-backup-"
+
+
+def account_name(policy: str) -> str:
+    """The Jobs' ServiceAccount: no token, no rights (the operator fence admits CronJobs only as such an account)."""
+    return f"{ACCOUNT_PREFIX}{policy}"
+
+
 def password_secret_name(policy: str) -> str:
     return f"iotsec-backup-{policy}-password"
 
@@ -84,7 +92,7 @@ def plan_backup(
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": meta(f"iotsec-backup-{name}", [C_BACKUP]),
+            "metadata": meta(account_name(name), [C_BACKUP]),
             "automountServiceAccountToken": False,
         }
     )  # the jobs need no API access
@@ -270,7 +278,7 @@ def _pod(job: str, spec: BackupPolicySpec, plan: BackupPlan, image: Image) -> di
     return {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
-        "serviceAccountName": f"iotsec-backup-{plan.policy}",
+        "serviceAccountName": account_name(plan.policy),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 10001,

@@ -42,7 +42,7 @@ PLURAL = "tenantisolations"
 ROTATE_ANNOTATION = "iotsec.io/rotate-keys"  # any new value rotates every application key at once
 CRL_ANNOTATION = "iotsec.io/crl-requested"  # set by `iotsec device revoke`: re-sign the CRLs now
 REPLACE_ANNOTATION = "iotsec.io/replace-unreadable-keys"  # <namespace>/<name>,...: a person allows a replacement
-CREATED_ANNOTATION = "iotsec.io/created-by"  # on namespaces the operator created: the TenantIsolation's name
+CREATED_ANNOTATION = builder.CREATED_BY
 DEVICES_ISSUED_ANNOTATION = "iotsec.io/devices-issued"  # on the device CA Secret once its registry holds records
 PRUNABLE = (
     ("rbac.authorization.k8s.io/v1", "Role"),

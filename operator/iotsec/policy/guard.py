@@ -16,32 +16,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from iotsec.desired.audit import CANARY_ROLE_PREFIX
+from iotsec.desired.backup import ACCOUNT_PREFIX
+from iotsec.desired.meta import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME
 from iotsec.desired.platform import Platform
+from iotsec.desired.securitydomain import DOMAIN_LABEL, PSA_PREFIX, ZONE_LABEL
+from iotsec.desired.tenant import CREATED_BY, DOMAIN_CLAIM_LABEL, TENANT_LABEL
 from iotsec.policy.model import Finding
 
 RULE = "operator-confinement"
 IOTSEC_KINDS = ("SecurityDomain", "TenantIsolation", "BackupPolicy", "AuditPolicy")
 GUARDED_KINDS = frozenset({"RoleBinding", "Role", "Namespace", "StorageClass", "Secret", "CronJob", *IOTSEC_KINDS})
-TENANT_LABEL = "iotsec.io/tenant"
-CLAIM_LABEL = "iotsec.io/security-domain"  # the tenant handler's claim a domain's namespaceSelector may select on
-TENANT_KEYS = (
-    TENANT_LABEL,
-    CLAIM_LABEL,
-    "iotsec.io/owner-kind",
-    "iotsec.io/owner-name",
-    "app.kubernetes.io/managed-by",
-)
-DOMAIN_KEYS = ("iotsec.io/domain", "iotsec.io/zone")
-PSA_PREFIX = "pod-security.kubernetes.io/"
-CREATED_BY = "iotsec.io/created-by"  # the tenant handler marks the namespaces it created (not adopted ones)
-MANAGED_BY = ("app.kubernetes.io/managed-by", "iotsec")
+TENANT_KEYS = (TENANT_LABEL, DOMAIN_CLAIM_LABEL, OWNER_KIND, OWNER_NAME, MANAGED_BY)
+DOMAIN_KEYS = (DOMAIN_LABEL, ZONE_LABEL)
+PSA_KEYS = f"{PSA_PREFIX}/"
 DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.kubernetes.io/is-default-class",
     "storageclass.beta.kubernetes.io/is-default-class",
 )
 CSI_SECRET_NAMESPACE = "-secret-namespace"
-BACKUP_ACCOUNT_PREFIX = "iotsec-backup-"
-CANARY_ROLE_PREFIX = "iotsec-audit-sink-canary-"
 
 
 def _no_domain(_namespace: str, _labels: Mapping[str, str]) -> Mapping[str, str] | None:
@@ -105,7 +98,7 @@ def _role_binding(request: Request, platform: Platform, managed: Managed) -> lis
         return _own_namespace_binding(request, binding, platform)
     if platform.reserved(namespace):
         return [_finding("metadata.namespace", f"namespace {namespace} is reserved: iotsec never writes there")]
-    if request.operation == "DELETE" and _labels(binding).get(MANAGED_BY[0]) == MANAGED_BY[1]:
+    if request.operation == "DELETE" and _labels(binding).get(MANAGED_BY) == MANAGER:
         return []  # pruning its own bindings, also where iotsec no longer works
     if not managed.manages(namespace):
         return [
@@ -180,7 +173,7 @@ def _namespace_create(name: str, obj: Any, managed: Managed) -> list[Finding]:
 
 def _label_changes(name: str, before: Mapping[str, str], after: Mapping[str, str], managed: Managed) -> list[Finding]:
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    foreign = sorted(k for k in changed if k not in TENANT_KEYS + DOMAIN_KEYS and not k.startswith(PSA_PREFIX))
+    foreign = sorted(k for k in changed if k not in TENANT_KEYS + DOMAIN_KEYS and not k.startswith(PSA_KEYS))
     if foreign:
         return [_finding("metadata.labels", f"the operator may change only iotsec's labels, not {', '.join(foreign)}")]
     found = _tenant_labels(name, {k for k in changed if k in TENANT_KEYS}, after, managed)
@@ -189,7 +182,7 @@ def _label_changes(name: str, before: Mapping[str, str], after: Mapping[str, str
 
 def _tenant_labels(name: str, changed: set[str], after: Mapping[str, str], managed: Managed) -> list[Finding]:
     claim = managed.claims.get(name)
-    wanted = {TENANT_LABEL: claim[0], CLAIM_LABEL: claim[1]} if claim else {}
+    wanted = {TENANT_LABEL: claim[0], DOMAIN_CLAIM_LABEL: claim[1]} if claim else {}
     for key in sorted(changed):
         if key not in after:
             continue  # removing a tenant's mark narrows nothing a domain grants
@@ -210,7 +203,7 @@ def _domain_labels(
     the operator's own label decide membership (label, then join, then bind)."""
     if not changed:
         return []
-    basis = {k: v for k, v in after.items() if k not in DOMAIN_KEYS and not k.startswith(PSA_PREFIX)}
+    basis = {k: v for k, v in after.items() if k not in DOMAIN_KEYS and not k.startswith(PSA_KEYS)}
     if DOMAIN_KEYS[0] in before:
         basis[DOMAIN_KEYS[0]] = before[DOMAIN_KEYS[0]]
     prescribed = managed.domain_labels(name, basis)
@@ -236,7 +229,7 @@ def _storage_class(request: Request, platform: Platform, _managed: Managed) -> l
     """Only iotsec's per-tenant encrypted classes: never the default class, keys only from the platform namespace."""
     current = _dict(request.current)
     if any(
-        _labels(o).get(MANAGED_BY[0]) != MANAGED_BY[1] or TENANT_LABEL not in _labels(o)
+        _labels(o).get(MANAGED_BY) != MANAGER or TENANT_LABEL not in _labels(o)
         for o in (current, *((request.old,) if request.operation == "UPDATE" else ()))
     ) or (
         request.operation == "UPDATE"
@@ -270,7 +263,7 @@ def _cron_job(request: Request, _platform: Platform, _managed: Managed) -> list[
     job = _dict(_dict(request.obj.get("spec") if isinstance(request.obj, dict) else None).get("jobTemplate"))
     pod = _dict(_dict(_dict(job.get("spec")).get("template")).get("spec"))
     account = str(pod.get("serviceAccountName") or pod.get("serviceAccount") or "")
-    if not account.startswith(BACKUP_ACCOUNT_PREFIX) or pod.get("automountServiceAccountToken") is not False:
+    if not account.startswith(ACCOUNT_PREFIX) or pod.get("automountServiceAccountToken") is not False:
         return [
             _finding(
                 "spec.jobTemplate.spec.template.spec.serviceAccountName",
@@ -339,25 +332,25 @@ def protect_managed(
     if kind != "ConfigMap" or user in (platform.operator_user, platform.sink_user) or groups & trusted_groups:
         return []
     if operation == "CREATE":  # delete and create again: the name or the label would pass for iotsec's
-        marked = _labels(obj).get(MANAGED_BY[0]) == MANAGED_BY[1]
+        marked = _labels(obj).get(MANAGED_BY) == MANAGER
         if marked or _name(obj).startswith(RESERVED_NAME_PREFIX):
             return [
                 Finding(
                     INTEGRITY_RULE,
                     "metadata.name" if not marked else "metadata.labels",
                     f"ConfigMap {_name(obj)}: names {RESERVED_NAME_PREFIX}* and the label "
-                    f"{MANAGED_BY[0]}={MANAGED_BY[1]} are iotsec's, not {user}'s",
+                    f"{MANAGED_BY}={MANAGER} are iotsec's, not {user}'s",
                     "choose another name; iotsec makes its own ConfigMaps",
                 )
             ]
         return []
-    if operation != "UPDATE" or _labels(old).get(MANAGED_BY[0]) != MANAGED_BY[1]:
+    if operation != "UPDATE" or _labels(old).get(MANAGED_BY) != MANAGER:
         return []
     changed = [f for f in CONTENT_FIELDS if _dict(obj).get(f) != _dict(old).get(f)]
-    disowned = _labels(obj).get(MANAGED_BY[0]) != MANAGED_BY[1]
+    disowned = _labels(obj).get(MANAGED_BY) != MANAGER
     if not changed and not disowned:
         return []  # metadata only: finalizers, owner references, annotations of other controllers
-    what = ", ".join(changed) or f"the label {MANAGED_BY[0]}"
+    what = ", ".join(changed) or f"the label {MANAGED_BY}"
     return [
         Finding(
             INTEGRITY_RULE,

@@ -43,3 +43,16 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{- /* The operator fence's failure policy: closed for the operator alone where matchConditions exist (1.28+), open
+elsewhere (there a webhook cannot be narrowed to one user). The same as iotsec.desired.webhook._fence_failure. */ -}}
+{{- define "iotsec.fenceFailure" -}}
+{{- if semverCompare ">=1.28-0" .Capabilities.KubeVersion.Version -}}
+failurePolicy: Fail
+matchConditions:
+  - name: operator-only
+    expression: request.userInfo.username == '{{ printf "system:serviceaccount:%s:%s-operator" .Release.Namespace .Release.Name }}'
+{{- else -}}
+failurePolicy: Ignore
+{{- end -}}
+{{- end -}}

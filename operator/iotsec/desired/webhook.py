@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from iotsec import certs
+from iotsec.desired.platform import Platform
 from iotsec.policy.workloads import POD_SPEC_PATHS
 
 NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server itself: a tenant cannot forge it
@@ -73,6 +74,7 @@ def validating_webhook_configuration(
         "matchPolicy": "Equivalent",
         "clientConfig": config,
     }
+    fence = {**_fence_failure(operator_user or Platform(operator_namespace).operator_user, server_minor), **common}
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -105,15 +107,11 @@ def validating_webhook_configuration(
                 **common,
             },
             {
-                # The operator's own fence (iotsec.policy.guard): every namespace, kube-system included, so it
-                # fails open like the bindings hook; the chart's ValidatingAdmissionPolicy holds it on servers
-                # that have one.
+                # The operator's own fence (iotsec.policy.guard), every namespace, kube-system included: closed
+                # for the operator alone where matchConditions exist, open elsewhere (_fence_failure).
                 "name": "platform.iotsec.io",
                 "rules": PLATFORM_RULES,
-                **_fence_failure(
-                    operator_user or f"system:serviceaccount:{operator_namespace}:iotsec-operator", server_minor
-                ),
-                **common,
+                **fence,
             },
             {
                 # Secrets apart, without the release namespace: there the operator writes the webhook's own
@@ -123,10 +121,7 @@ def validating_webhook_configuration(
                 "namespaceSelector": {
                     "matchExpressions": [{"key": NAME_LABEL, "operator": "NotIn", "values": [operator_namespace]}]
                 },
-                **_fence_failure(
-                    operator_user or f"system:serviceaccount:{operator_namespace}:iotsec-operator", server_minor
-                ),
-                **common,
+                **fence,
             },
         ],
     }

@@ -27,6 +27,7 @@ from iotsec.policy.model import Finding
 RULE = "operator-confinement"
 IOTSEC_KINDS = ("SecurityDomain", "TenantIsolation", "BackupPolicy", "AuditPolicy")
 GUARDED_KINDS = frozenset({"RoleBinding", "Role", "Namespace", "StorageClass", "Secret", "CronJob", *IOTSEC_KINDS})
+ANSWERED_KINDS = GUARDED_KINDS | {"ConfigMap"}  # what confine_operator or protect_managed may refuse
 TENANT_KEYS = (TENANT_LABEL, DOMAIN_CLAIM_LABEL, OWNER_KIND, OWNER_NAME, MANAGED_BY)
 DOMAIN_KEYS = (DOMAIN_LABEL, ZONE_LABEL)
 PSA_KEYS = f"{PSA_PREFIX}/"

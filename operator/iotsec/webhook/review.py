@@ -12,7 +12,7 @@ import orjson
 
 from iotsec.policy.context import Snapshot
 from iotsec.policy.engine import MalformedObjectError, decide
-from iotsec.policy.guard import GUARDED_KINDS, confine_operator, protect_managed
+from iotsec.policy.guard import ANSWERED_KINDS, confine_operator, protect_managed
 from iotsec.policy.model import Decision, Violation
 from iotsec.policy.workloads import POD_SPEC_PATHS
 
@@ -116,7 +116,7 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
     except ReviewError as exc:
         return Outcome(400, {"error": str(exc)})
     base = {"kind": request.kind, "operation": request.operation, "dry_run": request.dry_run}
-    if (request.kind in GUARDED_KINDS or request.kind == "ConfigMap") and snapshot is not None:
+    if request.kind in ANSWERED_KINDS and snapshot is not None:
         confined = _confinement(request, snapshot)  # always enforced, whatever the domain's mode
         if confined is not None:
             body_out = _response(request.uid, False, message=confined.message, audit=_audit_annotations(confined))

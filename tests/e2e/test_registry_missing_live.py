@@ -12,13 +12,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.e2e import processes
+from tests.e2e import device_tenant
 from tests.e2e.conftest import eventually
+from tests.e2e.device_tenant import GROUP, VERSION
 
-GROUP, VERSION = "iotsec.io", "v1alpha1"
 SUFFIX = uuid.uuid4().hex[:5]
 TENANT = f"r{SUFFIX}"
-RELEASE = "iotsec-system"
 NAMESPACES = [f"{TENANT}-a", f"{TENANT}-b"]
 
 
@@ -33,48 +32,20 @@ def custom(api_client) -> client.CustomObjectsApi:
 
 
 @pytest.fixture(scope="module")
-def operator(crds, core, tmp_path_factory) -> Iterator[processes.Operator]:
-    with contextlib.suppress(ApiException):  # 409: there already, and then left there
-        core.create_namespace({"metadata": {"name": RELEASE}})
-    running = processes.Operator(tmp_path_factory.mktemp("registry") / "operator.log")
-    running.start(IOTSEC_WEBHOOK_NAMESPACE=RELEASE)
-    yield running
-    running.stop()
-    for namespace in NAMESPACES:
-        with contextlib.suppress(ApiException):
-            core.delete_namespace(namespace)
-
-
-@pytest.fixture(scope="module")
-def tenant(operator, custom, core) -> Iterator[str]:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "TenantIsolation",
-        "metadata": {"name": TENANT},
-        "spec": {
-            "tenantID": TENANT,
-            "securityDomain": f"none-{SUFFIX}",
-            "namespaces": NAMESPACES,
-            "deviceClasses": [{"name": "meter", "keyAlgorithm": "ecdsa-p256", "validity": "30d"}],
-        },
-    }
-    custom.create_cluster_custom_object(GROUP, VERSION, "tenantisolations", body)
-    yield TENANT
-    with contextlib.suppress(ApiException):
-        custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", TENANT)
-    status = _status(custom)
-    for key, kind in (("deviceRegistry", "config_map"), ("deviceCASecret", "secret")):
-        namespace, _, name = (status.get(key) or "/").partition("/")
-        if name:
-            with contextlib.suppress(ApiException):  # Retain keeps them: a shared test cluster should not
-                getattr(core, f"delete_namespaced_{kind}")(name, namespace)
+def tenant(crds, core, custom, tmp_path_factory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("registry") / "operator.log"
+    with device_tenant.operator(core, log, NAMESPACES), device_tenant.tenant(custom, TENANT, NAMESPACES):
+        yield TENANT
+        status = _status(custom)
+        for key, kind in (("deviceRegistry", "config_map"), ("deviceCASecret", "secret")):
+            namespace, _, name = (status.get(key) or "/").partition("/")
+            if name:
+                with contextlib.suppress(ApiException):  # Retain keeps them: a shared test cluster should not
+                    getattr(core, f"delete_namespaced_{kind}")(name, namespace)
 
 
 def _status(custom: client.CustomObjectsApi) -> dict:
-    try:
-        return custom.get_cluster_custom_object(GROUP, VERSION, "tenantisolations", TENANT).get("status") or {}
-    except ApiException:
-        return {}
+    return device_tenant.status(custom, TENANT)
 
 
 def _ready(custom: client.CustomObjectsApi) -> dict:
@@ -86,14 +57,7 @@ def test_a_deleted_registry_drops_no_revocation_and_is_reported(tenant, custom, 
     from iotsec.devices import Registry, revoked_serials
     from iotsec.kube import Kube
 
-    def ca_issued() -> bool:
-        namespace, _, name = (_status(custom).get("deviceCASecret") or "/").partition("/")
-        try:
-            return bool(name) and bool(core.read_namespaced_secret(name, namespace).data)
-        except ApiException:
-            return False
-
-    eventually(ca_issued, timeout=60, what="device CA issued")
+    eventually(lambda: device_tenant.ca_issued(custom, core, TENANT), timeout=60, what="device CA issued")
     kube = Kube()
     issued = device_cli.issue(kube, TENANT, "meter-1", "meter", "ACME", "SM-3", tmp_path)
     device_cli.revoke(kube, TENANT, None, "meter-1")

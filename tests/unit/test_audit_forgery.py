@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,32 +24,10 @@ from iotsec.audit.sink import Sink
 from iotsec.audit.store import AuditStore, export_bundle, mark_exported
 from iotsec.audit.verify import verify
 from iotsec.audit_cli import _verify_text
+from tests.unit.test_audit_store import Clock, event
 
 KEY = Ed25519PrivateKey.generate()
 LIMIT = 10 * 2**20
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.moment = datetime(2026, 11, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-    def advance(self, **delta: float) -> None:
-        self.moment += timedelta(**delta)
-
-
-def event(n: int, verb: str = "create") -> dict:
-    return {
-        "kind": "Event",
-        "apiVersion": "audit.k8s.io/v1",
-        "auditID": f"id-{n}",
-        "stage": "ResponseComplete",
-        "verb": verb,
-        "user": {"username": "alice", "groups": ["platform:sre"]},
-        "objectRef": {"resource": "configmaps", "namespace": "default", "name": f"cm-{n}"},
-    }
 
 
 def open_store(root: Path, clock: Clock | None = None) -> AuditStore:

@@ -18,6 +18,13 @@ from iotsec.desired.webhook import client_config, validating_webhook_configurati
 from tests.conftest import ROOT
 
 CHART = ROOT / "charts" / "iotsec-operator"
+# A server that has ValidatingAdmissionPolicy: the chart then renders the operator fence's policy too.
+FENCE_POLICY_FLAGS = (
+    "--kube-version",
+    "1.31.0",
+    "--api-versions",
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+)
 NON_DEFAULT = {
     "image": {
         "repository": "registry.example.com/iotsec/iotsec",
@@ -48,8 +55,9 @@ def helm(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = No
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def render(tmp: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    result = helm("template", "iotsec", str(CHART), "--namespace", "iotsec-system", values=values, tmp=tmp)
+def render(tmp: Path, values: dict[str, Any] | None = None, *extra: str) -> list[dict[str, Any]]:
+    """The chart as `helm template` renders it; `extra`: more flags (--kube-version, --api-versions)."""
+    result = helm("template", "iotsec", str(CHART), "--namespace", "iotsec-system", *extra, values=values, tmp=tmp)
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
@@ -346,9 +354,9 @@ def test_the_readme_rbac_table_is_the_table():
 
 @pytest.mark.parametrize(("kube_version", "failure"), [("1.27.0", "Ignore"), ("1.31.0", "Fail")])
 def test_the_fence_fails_closed_where_match_conditions_exist(tmp_path, kube_version, failure):
-    result = helm("template", "iotsec", str(CHART), "--namespace", "iotsec-system", "--kube-version", kube_version)
-    assert result.returncode == 0, result.stderr
-    configuration = one([d for d in yaml.safe_load_all(result.stdout) if d], "ValidatingWebhookConfiguration", "iotsec")
+    configuration = one(
+        render(tmp_path, None, "--kube-version", kube_version), "ValidatingWebhookConfiguration", "iotsec"
+    )
     (fence,) = [w for w in configuration["webhooks"] if w["name"] == "platform.iotsec.io"]
     assert fence["failurePolicy"] == failure
     assert ("matchConditions" in fence) == (failure == "Fail")
@@ -363,8 +371,7 @@ def test_with_cert_manager_the_operator_cannot_touch_any_webhook_configuration(t
 def test_the_operator_can_write_the_webhooks_own_certificate_before_the_webhook_runs(tmp_path):
     """Review finding: a fail-closed fence over every Secret deadlocked the install on >= 1.28 (the webhook needs
     the serving certificate the operator writes into the release namespace)."""
-    result = helm("template", "iotsec", str(CHART), "--namespace", "iotsec-system", "--kube-version", "1.30.0")
-    configuration = one([d for d in yaml.safe_load_all(result.stdout) if d], "ValidatingWebhookConfiguration", "iotsec")
+    configuration = one(render(tmp_path, None, "--kube-version", "1.30.0"), "ValidatingWebhookConfiguration", "iotsec")
     closed = [w for w in configuration["webhooks"] if w["failurePolicy"] == "Fail"]
     for webhook in closed:
         if any("secrets" in rule["resources"] for rule in webhook["rules"]):
@@ -374,20 +381,8 @@ def test_the_operator_can_write_the_webhooks_own_certificate_before_the_webhook_
     assert any(w["name"] == "secrets.platform.iotsec.io" for w in closed)
 
 
-def test_the_admission_policy_is_valid_kubernetes_where_it_is_rendered():
-    result = helm(
-        "template",
-        "iotsec",
-        str(CHART),
-        "--namespace",
-        "iotsec-system",
-        "--kube-version",
-        "1.31.0",
-        "--api-versions",
-        "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
-    )
-    assert result.returncode == 0, result.stderr
-    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+def test_the_admission_policy_is_valid_kubernetes_where_it_is_rendered(tmp_path):
+    docs = render(tmp_path, None, *FENCE_POLICY_FLAGS)
     policies = [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
     assert [p["kind"] for p in policies] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     for doc in policies:

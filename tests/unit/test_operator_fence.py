@@ -9,20 +9,18 @@ StorageClass, bind a Role to anyone in the release namespace). The policy may on
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import UTC, datetime
 from typing import Any
 
 import celpy
 import pytest
-import yaml
 
 from iotsec.checking import snapshot_from_objects
 from iotsec.desired.platform import Platform
 from iotsec.desired.securitydomain import Domain, namespace_labels
 from iotsec.policy.guard import confine_operator
 from iotsec.webhook.review import review
-from tests.chart.test_chart import CHART, _helm
+from tests.chart.test_chart import FENCE_POLICY_FLAGS, render
 
 PLATFORM = Platform("iotsec-system", "iotsec", "iotsec-operator")
 OPERATOR = PLATFORM.operator_user
@@ -272,23 +270,9 @@ def test_the_webhook_answers_deletes_and_allows_what_iotsec_manages():
 
 
 @pytest.fixture(scope="module")
-def fence() -> dict[str, Any]:
-    rendered = subprocess.run(
-        [
-            _helm(),
-            "template",
-            "iotsec",
-            str(CHART),
-            "--namespace",
-            "iotsec-system",
-            "--api-versions",
-            "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    (policy,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ValidatingAdmissionPolicy"]
+def fence(tmp_path_factory) -> dict[str, Any]:
+    docs = render(tmp_path_factory.mktemp("fence"), None, *FENCE_POLICY_FLAGS)
+    (policy,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
     return policy["spec"]
 
 

@@ -124,9 +124,9 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def in_process(body: bytes) -> None:
-    from iotsec.checking import snapshot_from_objects
-    from iotsec.manifests import load_documents
-    from iotsec.webhook.review import review
+    from iotsec.admission.snapshot import snapshot_from_objects
+    from iotsec.model.manifests import load_documents
+    from iotsec.servers.webhook.review import review
 
     snapshot = snapshot_from_objects(
         [d.obj for d in load_documents([ROOT / "examples" / "platform"])], assume_named_namespaces_exist=True
@@ -289,7 +289,7 @@ def max_throughput_python(port: int, folder: Path, body: bytes) -> tuple[float, 
 
 
 def main() -> None:
-    from iotsec import certs
+    from iotsec.pki import certs
 
     body = pod_review()
     in_process(body)

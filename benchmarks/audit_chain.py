@@ -47,15 +47,15 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from iotsec import certs
 from iotsec.api.quantities import quantity_bytes
 from iotsec.api.validation import parse_resource
-from iotsec.audit import chain
-from iotsec.audit.anomaly import AnomalyDetector
-from iotsec.audit.sink import Authentication, Sink, serve
-from iotsec.audit.store import AuditStore
-from iotsec.audit.verify import verify
-from iotsec.tls import ReloadingTLS
+from iotsec.audittrail import chain
+from iotsec.audittrail.anomaly import AnomalyDetector
+from iotsec.audittrail.store import AuditStore
+from iotsec.audittrail.verify import verify
+from iotsec.pki import certs
+from iotsec.pki.tls import ReloadingTLS
+from iotsec.servers.auditsink.server import Authentication, Sink, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "examples" / "platform" / "40-audit.yaml"
@@ -611,7 +611,7 @@ def arguments() -> argparse.Namespace:
 def main() -> None:
     args = arguments()
     http_events = args.http_events or max(args.batch[0], args.events * 2 // 5)
-    logging.getLogger("iotsec.audit").setLevel(logging.ERROR)  # anomaly hits are counted, not logged
+    logging.getLogger("iotsec.audittrail").setLevel(logging.ERROR)  # anomaly hits are counted, not logged
     work = Path(tempfile.mkdtemp(prefix="iotsec-bench-audit-"))
     key = Ed25519PrivateKey.generate()
     header(work)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from iotsec.backup.runner import Retention, Runner, Target
+from iotsec.servers.backupjob.runner import Retention, Runner, Target
 
 RESTIC = shutil.which("restic") or "restic"
 TAG = "bench"
@@ -99,7 +99,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="iotsec-bench-backup-"))
     password = secrets.token_urlsafe(24)
     counter = CountCommands()
-    logger = logging.getLogger("iotsec.backup")
+    logger = logging.getLogger("iotsec.servers.backupjob")
     logger.addHandler(counter)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False

@@ -12,7 +12,7 @@ import time
 import tracemalloc
 
 from iotsec.api.securitydomain import SecurityDomainSpec
-from iotsec.desired.securitydomain import Domain, NamespaceInfo, plan_domain, plan_domains, reachability
+from iotsec.build.securitydomain import Domain, NamespaceInfo, plan_domain, plan_domains, reachability
 
 ZONES = ("access", "core", "management", "interface", "support")
 

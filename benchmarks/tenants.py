@@ -12,9 +12,9 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 
-from iotsec import appkeys, devices
 from iotsec.api.tenantisolation import TenantIsolationSpec
-from iotsec.desired.tenant import plan_tenant
+from iotsec.build.tenant import plan_tenant
+from iotsec.pki import appkeys, devices
 
 
 def tenant(index: int) -> TenantIsolationSpec:

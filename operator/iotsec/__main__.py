@@ -1,5 +1,5 @@
 import sys
 
-from iotsec.cli import main
+from iotsec.cli.main import main
 
 sys.exit(main())

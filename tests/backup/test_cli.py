@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from iotsec import cli
 from iotsec.api.backuppolicy import BackupPolicySpec
-from iotsec.desired.backup import runner_config
+from iotsec.build.backup import runner_config
+from iotsec.cli import main as cli
 
 RESTIC = shutil.which("restic")
 pytestmark = pytest.mark.skipif(RESTIC is None, reason="needs the restic binary")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from iotsec.backup.runner import Result, Retention, Runner, Target, main
+from iotsec.servers.backupjob.runner import Result, Retention, Runner, Target, main
 
 RESTIC = shutil.which("restic")
 pytestmark = pytest.mark.skipif(RESTIC is None, reason="needs the restic binary")
@@ -763,7 +763,7 @@ def test_a_small_result_is_written_whole():
 
 
 def test_the_result_is_written_in_place_where_a_file_cannot_be_renamed_over(tmp_path, monkeypatch):
-    from iotsec.backup import runner as module
+    from iotsec.servers.backupjob import runner as module
 
     mounted = tmp_path / "termination-log"
     mounted.write_text("")

@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from iotsec import rbac
-from iotsec.desired.webhook import client_config, validating_webhook_configuration
+from iotsec.build import rbac
+from iotsec.build.webhook import client_config, validating_webhook_configuration
 from tests.conftest import ROOT
 
 CHART = ROOT / "charts" / "iotsec-operator"
@@ -116,8 +116,8 @@ def test_both_pods_meet_the_restricted_pod_security_standard(tmp_path, name):
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert set(container["resources"]["limits"]) == {"cpu", "memory"}
         assert set(container["resources"]["requests"]) == {"cpu", "memory"}
-    from iotsec.policy.context import Context, DomainPolicy
-    from iotsec.policy.engine import decide
+    from iotsec.admission.context import Context, DomainPolicy
+    from iotsec.admission.engine import decide
 
     deployment = one(render(tmp_path), "Deployment", name)
     verdict = decide(deployment, Context(DomainPolicy("support", "support"), now=__import__("datetime").datetime.now()))

@@ -18,9 +18,9 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
-from iotsec.checking import check
-from iotsec.desired.webhook import client_config, validating_webhook_configuration
-from iotsec.manifests import load_documents
+from iotsec.admission.snapshot import check
+from iotsec.build.webhook import client_config, validating_webhook_configuration
+from iotsec.model.manifests import load_documents
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import eventually
 from tests.e2e.processes import Operator, WebhookProcess

@@ -12,8 +12,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from iotsec.audit.policy import level_for
-from iotsec.desired import audit as builder
+from iotsec.build import audit as builder
+from iotsec.build.apiserver_audit import level_for
 from tests.e2e.conftest import eventually
 from tests.e2e.processes import Operator
 
@@ -191,7 +191,7 @@ def test_the_operator_issues_the_sink_credentials_and_the_cli_writes_the_api_ser
     import sys
     from datetime import UTC, datetime
 
-    from iotsec import certs
+    from iotsec.pki import certs
 
     tls_name, client_name = builder.tls_secret_name(POLICY), builder.client_secret_name(POLICY)
     tls = eventually(_present(lambda: core.read_namespaced_secret(tls_name, NAMESPACE)), what="sink TLS Secret")
@@ -225,7 +225,7 @@ def _sink_may(api_client, verb: str, resource: str, name: str | None = None) -> 
 def test_the_operator_keeps_the_signing_key_and_the_sink_may_touch_only_its_canary(policy, core, api_client):
     import base64
 
-    from iotsec.audit.chain import private_key_from_pem
+    from iotsec.audittrail.chain import private_key_from_pem
 
     key_name = builder.signing_secret_name(POLICY)
     secret = eventually(_present(lambda: core.read_namespaced_secret(key_name, NAMESPACE)), what="signing key")

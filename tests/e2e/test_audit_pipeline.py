@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from iotsec import certs
 from iotsec.api.validation import parse_resource
-from iotsec.audit import policy as rendering
-from iotsec.desired.audit import canary_name
+from iotsec.build import apiserver_audit as rendering
+from iotsec.build.audit import canary_name
+from iotsec.pki import certs
 from tests.e2e.conftest import eventually
 from tests.e2e.processes import _free_port, terminate
 

@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from iotsec.api.backuppolicy import BackupPolicySpec
-from iotsec.desired.backup import plan_backup
+from iotsec.build.backup import plan_backup
 from tests.e2e.conftest import eventually
 from tests.e2e.processes import Operator
 

@@ -1,7 +1,7 @@
 """The device registry on a real API server: concurrent `iotsec device issue|revoke` lose nothing.
 
 No operator runs here: the test writes the tenant's device CA Secret itself, in a release namespace of its own
-(unique name, deleted afterwards), and drives `iotsec.device_cli` through the real `Kube` adapter from 20 threads.
+(unique name, deleted afterwards), and drives `iotsec.services.devices` through the real `Kube` adapter from 20 threads.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from iotsec import device_cli
-from iotsec.desired.platform import device_ca_secret_name, device_registry_name
-from iotsec.devices import Registry, ensure_device_ca, verify_device
-from iotsec.kube import ApiError, Kube
+from iotsec.k8s.kube import ApiError, Kube
+from iotsec.model.platform import device_ca_secret_name, device_registry_name
+from iotsec.pki.devices import Registry, ensure_device_ca, verify_device
+from iotsec.services import devices as device_cli
 
 SUFFIX = uuid.uuid4().hex[:6]
 RELEASE = f"iotsec-dev-{SUFFIX}"

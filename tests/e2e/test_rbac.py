@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from iotsec.desired import audit as audit_builder
+from iotsec.build import audit as audit_builder
 from tests.conftest import ROOT
 from tests.e2e.conftest import eventually
 from tests.e2e.processes import Operator, WebhookProcess
@@ -270,7 +270,7 @@ def test_the_operator_does_its_job_with_exactly_the_chart_permissions(operator_k
 
 def _the_grant_leaves_with_the_namespace(api_client, operator_kubeconfig: Path, stale: str) -> None:
     """A grant left where iotsec no longer works is withdrawn by the operator itself, under the chart's RBAC."""
-    from iotsec.desired.platform import Platform, operator_grant
+    from iotsec.model.platform import Platform, operator_grant
 
     core, rbac_api = client.CoreV1Api(api_client), client.RbacAuthorizationV1Api(api_client)
     core.create_namespace({"metadata": {"name": stale}})
@@ -335,8 +335,8 @@ def escape_ground(api_client, installed, tmp_path_factory, server_minor) -> Iter
     """Two tenants' namespaces (acme listed by a TenantIsolation), a namespace nobody manages, platform keys in
     the release namespace, the tenant operator class bound as the operator binds it, and the webhook's fence
     registered (platform.iotsec.io) with a url: client config."""
-    from iotsec import certs
-    from iotsec.desired.webhook import client_config, validating_webhook_configuration
+    from iotsec.build.webhook import client_config, validating_webhook_configuration
+    from iotsec.pki import certs
     from tests.e2e.processes import WebhookProcess
 
     core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)

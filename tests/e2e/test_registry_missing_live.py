@@ -53,9 +53,9 @@ def _ready(custom: client.CustomObjectsApi) -> dict:
 
 
 def test_a_deleted_registry_drops_no_revocation_and_is_reported(tenant, custom, core, tmp_path):
-    from iotsec import device_cli
-    from iotsec.devices import Registry, revoked_serials
-    from iotsec.kube import Kube
+    from iotsec.k8s.kube import Kube
+    from iotsec.pki.devices import Registry, revoked_serials
+    from iotsec.services import devices as device_cli
 
     eventually(lambda: device_tenant.ca_issued(custom, core, TENANT), timeout=60, what="device CA issued")
     kube = Kube()

@@ -70,7 +70,7 @@ def release(core) -> str:
 @pytest.fixture(scope="module")
 def tenant_cluster_roles(api_client) -> Iterator[None]:
     """The chart's iotsec-tenant-<privilege> ClusterRoles, made from the same rules (left alone if present)."""
-    from iotsec.desired.tenant import BUILT_IN_PRIVILEGES, privilege_rules
+    from iotsec.build.tenant import BUILT_IN_PRIVILEGES, privilege_rules
 
     rbac = client.RbacAuthorizationV1Api(api_client)
     made = []
@@ -287,7 +287,7 @@ def test_a_rotation_request_replaces_the_key_at_once(tenants, custom, core):
 
 
 def test_device_ca_and_trust_bundle_are_published(tenants, custom, core):
-    from iotsec.devices import DeviceCAState
+    from iotsec.pki.devices import DeviceCAState
 
     eventually(lambda: _ca_issued(custom, core, TENANT), timeout=60, what="device CA issued")
     home, secret = _ca_home(custom, TENANT)
@@ -308,7 +308,7 @@ def test_device_issue_and_revoke_through_the_cli(tenants, custom, core, tmp_path
     import subprocess
     import sys
 
-    from iotsec.devices import device_id_of, revoked_serials, verify_device
+    from iotsec.pki.devices import device_id_of, revoked_serials, verify_device
 
     eventually(lambda: _ca_issued(custom, core, TENANT), timeout=60, what="device CA issued")
     issued = subprocess.run(
@@ -501,8 +501,8 @@ def test_an_unreadable_key_is_left_alone_until_a_person_names_it(tenants, custom
 
 def test_a_device_ca_at_the_old_home_moves_to_the_release_namespace_unchanged(tenants, custom, core):
     """Older releases kept the CA in the tenant's first namespace, in reach of its admins: moved, not reissued."""
-    from iotsec.desired.meta import owner_labels
-    from iotsec.devices import ensure_device_ca
+    from iotsec.model.labels import owner_labels
+    from iotsec.pki.devices import ensure_device_ca
 
     name = f"m{SUFFIX}"
     home = f"{name}-a"

@@ -41,9 +41,9 @@ def tenant(crds, core, custom, tmp_path_factory) -> Iterator[str]:
 
 
 def test_a_revocation_is_in_every_crl_within_five_seconds(tenant, custom, core, tmp_path):
-    from iotsec import device_cli
-    from iotsec.devices import revoked_serials
-    from iotsec.kube import Kube
+    from iotsec.k8s.kube import Kube
+    from iotsec.pki.devices import revoked_serials
+    from iotsec.services import devices as device_cli
 
     eventually(lambda: device_tenant.ca_issued(custom, core, TENANT), timeout=60, what="device CA issued")
     kube = Kube()

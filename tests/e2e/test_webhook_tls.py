@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from iotsec.desired.webhook import client_config, validating_webhook_configuration
+from iotsec.build.webhook import client_config, validating_webhook_configuration
 from tests.e2e.conftest import eventually
 from tests.e2e.processes import Operator
 

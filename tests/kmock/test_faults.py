@@ -11,9 +11,9 @@ import pytest
 from kubernetes import client
 
 import kmock
-from iotsec import runtime
-from iotsec.handlers import securitydomain as handlers
-from iotsec.kube import ApiError, Kube
+from iotsec.controllers import runtime
+from iotsec.controllers import securitydomain as handlers
+from iotsec.k8s.kube import ApiError, Kube
 from tests.kmock.conftest import NETPOL, SD, apply_ok, status, wait_for
 
 NP = kmock.resource(NETPOL)

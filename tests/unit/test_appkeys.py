@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iotsec.appkeys import ALGORITHMS, KeyRing, check_key, ensure_key_ring, new_key
+from iotsec.pki.appkeys import ALGORITHMS, KeyRing, check_key, ensure_key_ring, new_key
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ROTATION = timedelta(days=90)

@@ -13,8 +13,8 @@ import yaml
 
 from iotsec.api.auditpolicy import AnomalyRule, AuditPolicySpec
 from iotsec.api.validation import parse_resource
-from iotsec.audit import anomaly
-from iotsec.audit.anomaly import AnomalyDetector, AnomalyHit
+from iotsec.audittrail import anomaly
+from iotsec.audittrail.anomaly import AnomalyDetector, AnomalyHit
 from tests.conftest import EXAMPLES
 
 T0 = datetime(2026, 11, 28, 1, 0, 0, tzinfo=UTC)
@@ -483,9 +483,9 @@ def test_message_stays_on_one_bounded_line():
 
 def test_module_is_pure():
     code = (
-        "import sys, iotsec.audit.anomaly; "
+        "import sys, iotsec.audittrail.anomaly; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kopf', 'kubernetes', 'aiohttp') "
-        "or m == 'iotsec.cli'))"
+        "or m == 'iotsec.cli.main'))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

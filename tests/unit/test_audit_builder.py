@@ -11,14 +11,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from iotsec import conditions, rbac
+from iotsec.admission.context import Context, DomainPolicy
+from iotsec.admission.engine import decide
 from iotsec.api.auditpolicy import AuditPolicySpec
-from iotsec.audit.policy import POLICY_KEY, policy_configmap_name
-from iotsec.desired import audit as builder
-from iotsec.desired.meta import CONTROLS, MANAGED_BY, OWNER_KIND, OWNER_NAME
-from iotsec.desired.securitydomain import NetworkSettings
-from iotsec.policy.context import Context, DomainPolicy
-from iotsec.policy.engine import decide
+from iotsec.build import audit as builder
+from iotsec.build import rbac
+from iotsec.build.apiserver_audit import POLICY_KEY, policy_configmap_name
+from iotsec.build.securitydomain import NetworkSettings
+from iotsec.model import conditions
+from iotsec.model.labels import CONTROLS, MANAGED_BY, OWNER_KIND, OWNER_NAME
 from tests.conftest import ROOT, load_examples
 
 EXAMPLE = next(d for d in load_examples() if d["kind"] == "AuditPolicy")
@@ -465,7 +466,7 @@ class FakeKube:
 
 @pytest.fixture
 def reconciler(monkeypatch):
-    from iotsec.handlers import audit as handler
+    from iotsec.controllers import audit as handler
 
     warnings: list[tuple[str, str]] = []
     monkeypatch.setattr(handler.kopf, "warn", lambda body, reason, message: warnings.append((reason, message)))
@@ -548,7 +549,7 @@ def test_a_missing_backup_policy_warns_once(reconciler):
 def test_a_refused_object_is_apply_failed(reconciler):
     import kopf
 
-    from iotsec.kube import ApiError
+    from iotsec.k8s.kube import ApiError
 
     api = FakeKube(resource(), fail=ApiError("apply Deployment: 422 Unprocessable", 422))
     with pytest.raises(kopf.PermanentError):
@@ -578,7 +579,7 @@ def test_an_invalid_spec_is_reported(reconciler):
 def test_a_concurrent_sink_write_retries_instead_of_overwriting(reconciler, monkeypatch):
     import kopf
 
-    from iotsec.kube import ApiError
+    from iotsec.k8s.kube import ApiError
 
     api = FakeKube(resource())
     api.body["metadata"]["resourceVersion"] = "41"
@@ -621,7 +622,7 @@ def _secret_data(api: FakeKube, name: str) -> dict[str, str]:
 def test_reconcile_issues_the_sink_certificate_and_the_api_servers_client_identity(reconciler):
     from cryptography import x509
 
-    from iotsec import certs
+    from iotsec.pki import certs
 
     api = FakeKube(resource())  # the example authenticates the API server by client certificate
     reconciler(api)
@@ -670,7 +671,7 @@ def test_a_bearer_token_is_created_once_and_a_changed_mode_replaces_the_credenti
 def test_client_credentials_are_kept_renewed_and_replaced_with_their_ca():
     from datetime import timedelta
 
-    from iotsec import certs
+    from iotsec.pki import certs
 
     now = datetime(2026, 11, 28, tzinfo=UTC)
     first, reasons = certs.ensure_client_auth(None, "kube-apiserver", now)
@@ -703,7 +704,7 @@ def _key_gauge() -> float | None:
 
 
 def test_the_operator_creates_the_signing_key_once_without_an_owner(reconciler):
-    from iotsec.audit.chain import private_key_from_pem
+    from iotsec.audittrail.chain import private_key_from_pem
 
     api = FakeKube(resource())
     reconciler(api)
@@ -736,7 +737,7 @@ def test_a_key_an_earlier_sink_made_is_used_as_it_is(reconciler):
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from iotsec.audit.chain import private_pem
+    from iotsec.audittrail.chain import private_pem
 
     api = FakeKube(resource())
     pem = base64.b64encode(private_pem(Ed25519PrivateKey.generate())).decode()
@@ -792,7 +793,7 @@ def test_the_replace_annotation_never_replaces_a_readable_signing_key(reconciler
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from iotsec.audit.chain import private_pem
+    from iotsec.audittrail.chain import private_pem
 
     api = FakeKube(resource())
     pem = base64.b64encode(private_pem(Ed25519PrivateKey.generate())).decode()

@@ -16,14 +16,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import REGISTRY
 
-from iotsec import cli
-from iotsec.audit import chain
-from iotsec.audit.anomaly import AnomalyDetector
-from iotsec.audit.scan import FORMAT, FORMAT_FILE
-from iotsec.audit.sink import Sink
-from iotsec.audit.store import AuditStore, export_bundle, mark_exported
-from iotsec.audit.verify import verify
-from iotsec.audit_cli import _verify_text
+from iotsec.audittrail import chain
+from iotsec.audittrail.anomaly import AnomalyDetector
+from iotsec.audittrail.scan import FORMAT, FORMAT_FILE
+from iotsec.audittrail.store import AuditStore, export_bundle, mark_exported
+from iotsec.audittrail.verify import verify
+from iotsec.cli import main as cli
+from iotsec.cli.audit import _verify_text
+from iotsec.servers.auditsink.server import Sink
 from tests.unit.test_audit_store import Clock, event
 
 KEY = Ed25519PrivateKey.generate()
@@ -106,7 +106,7 @@ def test_a_restarted_store_never_seals_a_forgery_and_continues_from_the_last_ver
     forged = open_segment(tmp_path)
     rewrite_from(forged, 9)
 
-    with caplog.at_level(logging.WARNING, logger="iotsec.audit.store"):
+    with caplog.at_level(logging.WARNING, logger="iotsec.audittrail.store"):
         restarted = open_store(tmp_path, clock)
     assert [r.levelname for r in caplog.records] == ["ERROR"]
     assert forged.name in caplog.records[0].getMessage()
@@ -237,7 +237,7 @@ def test_garbage_after_the_last_checkpoint_is_a_write_never_acknowledged_and_is_
     report = verify(tmp_path, KEY.public_key())
     assert report.ok
     assert any("not a record (edited or corrupted) at line 13" in note for note in report.notes)
-    with caplog.at_level(logging.WARNING, logger="iotsec.audit.store"):
+    with caplog.at_level(logging.WARNING, logger="iotsec.audittrail.store"):
         restarted = open_store(tmp_path, clock)
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "cutting 301 bytes from line 13 on" in caplog.records[0].getMessage()
@@ -271,7 +271,7 @@ def test_a_corrupt_open_segment_logs_one_line_keeps_the_verified_prefix_and_the_
     path.write_bytes(_garble(path.read_bytes(), kind))
     with caplog.at_level(logging.INFO):
         restarted = open_store(tmp_path, clock)
-    store_lines = [r for r in caplog.records if r.name == "iotsec.audit.store"]
+    store_lines = [r for r in caplog.records if r.name == "iotsec.audittrail.store"]
     assert len(store_lines) == 1, [r.getMessage() for r in store_lines]
     message = store_lines[0].getMessage()
     assert str(path) in message
@@ -356,7 +356,7 @@ def test_a_legacy_store_verifies_and_its_open_segment_is_listed_unverified(tmp_p
 
 def test_a_legacy_open_segment_is_sealed_as_unverified_and_new_records_get_checkpoints(tmp_path, caplog):
     head = legacy_store(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="iotsec.audit.store"):
+    with caplog.at_level(logging.WARNING, logger="iotsec.audittrail.store"):
         store = open_store(tmp_path)
     assert len(caplog.records) == 1
     assert "written before checkpoints (seq 4..6)" in caplog.records[0].getMessage()

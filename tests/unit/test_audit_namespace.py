@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import yaml
 
-from iotsec import rbac
+from iotsec.admission.context import Snapshot
+from iotsec.admission.engine import decide
+from iotsec.admission.guard import confine_operator
 from iotsec.api.auditpolicy import AuditPolicySpec
-from iotsec.desired import audit as builder
-from iotsec.desired.platform import Platform
-from iotsec.kube import NamespaceGrants
-from iotsec.policy.context import Snapshot
-from iotsec.policy.engine import decide
-from iotsec.policy.guard import confine_operator
-from iotsec.runtime import Config
+from iotsec.build import audit as builder
+from iotsec.build import rbac
+from iotsec.controllers.runtime import Config
+from iotsec.k8s.kube import NamespaceGrants
+from iotsec.model.platform import Platform
 from tests.conftest import ROOT, load_examples
 
 EXAMPLE = next(d for d in load_examples() if d["kind"] == "AuditPolicy")
@@ -88,7 +88,7 @@ class RecordingKube:
 
 
 def test_the_reconciler_works_only_in_the_audit_namespace(monkeypatch):
-    from iotsec.handlers import audit as handler
+    from iotsec.controllers import audit as handler
 
     config = Config.from_env({"IOTSEC_WEBHOOK_NAMESPACE": "sys", "IOTSEC_AUDIT_NAMESPACE": "trail"})
     monkeypatch.setattr(handler, "CONFIG", config)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from iotsec.audit import chain
-from iotsec.audit.store import AuditStore, StoreFullError, export_bundle, mark_exported
-from iotsec.audit.verify import verify
+from iotsec.audittrail import chain
+from iotsec.audittrail.store import AuditStore, StoreFullError, export_bundle, mark_exported
+from iotsec.audittrail.verify import verify
 
 KEY = Ed25519PrivateKey.generate()
 
@@ -265,7 +265,7 @@ def test_the_disk_refusing_a_write_midway_rolls_back_to_whole_records(tmp_path):
         import resource, signal, sys
         from pathlib import Path
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from iotsec.audit.store import AuditStore, StoreFullError
+        from iotsec.audittrail.store import AuditStore, StoreFullError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         store = AuditStore(Path({str(tmp_path)!r}), Ed25519PrivateKey.generate(), limit_bytes=1 << 30)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import kubernetes_validate
 import pytest
 
+from iotsec.admission.context import Context, DomainPolicy
+from iotsec.admission.engine import decide
 from iotsec.api.backuppolicy import BackupPolicySpec
-from iotsec.desired.backup import PLACEHOLDER, plan_backup, runner_config
-from iotsec.policy.context import Context, DomainPolicy
-from iotsec.policy.engine import decide
+from iotsec.build.backup import PLACEHOLDER, plan_backup, runner_config
 from tests.conftest import load_examples
 
 POLICIES = {d["metadata"]["name"]: d for d in load_examples() if d["kind"] == "BackupPolicy"}
@@ -116,7 +116,7 @@ def test_disabled_verification_and_drill_create_no_jobs():
 
 
 def test_restore_job_writes_into_its_claim_and_is_valid():
-    from iotsec.desired.backup import restore_claim, restore_job
+    from iotsec.build.backup import restore_claim, restore_job
 
     job = restore_job(
         "timeseries", "iot-processing", spec(), "tsdb-restore", "4f2a9c", "iotsec-restore-x", source_claim="tsdb-0"
@@ -160,7 +160,7 @@ def test_restore_job_writes_into_its_claim_and_is_valid():
     ],
 )
 def test_each_repository_is_reached_on_its_own_port(repository, port):
-    from iotsec.desired.backup import repository_port
+    from iotsec.build.backup import repository_port
 
     assert repository_port(repository) == port
 

@@ -1,6 +1,6 @@
 """A failed backup Job is reported once as a Warning event, not again at every resync."""
 
-from iotsec.handlers.backup import _already_reported
+from iotsec.controllers.backup import _already_reported
 
 
 def body(*conditions: dict) -> dict:

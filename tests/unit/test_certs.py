@@ -14,7 +14,7 @@ from cryptography.x509.verification import DNSName, IPAddress, PolicyBuilder, St
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iotsec.certs import (
+from iotsec.pki.certs import (
     KeyPair,
     WebhookTLS,
     ca_bundle,

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from iotsec.cli import main
+from iotsec.cli.main import main
 from tests.conftest import EXAMPLES, ROOT
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from iotsec.controls import AREAS, BY_ID, CONTROLS, Coverage, control
+from iotsec.model.controls import AREAS, BY_ID, CONTROLS, Coverage, control
 from tests.conftest import SHARED
 
 CATALOG = SHARED / "x1369.md"

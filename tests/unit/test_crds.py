@@ -12,7 +12,7 @@ import yaml
 
 from iotsec.api.crd import all_crds, crd_filename
 from iotsec.api.kinds import KINDS
-from iotsec.cli import main
+from iotsec.cli.main import main
 from tests.conftest import ROOT
 
 # The newest Kubernetes release whose schemas kubernetes-validate ships (a recent one, not 1.20).
@@ -168,7 +168,7 @@ def test_defaults_validate_against_their_own_schema():
 def test_control_ids_in_descriptions_exist():
     import re
 
-    from iotsec.controls import BY_ID
+    from iotsec.model.controls import BY_ID
 
     text = yaml.safe_dump(CRDS)
     ids = set(re.findall(r"X1369-[0-9.]+-[0-9]+", text))

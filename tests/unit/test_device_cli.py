@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from iotsec import cli, device_cli
-from iotsec.certs import fingerprint
-from iotsec.desired.platform import device_ca_secret_name, device_registry_name
-from iotsec.devices import Registry, ensure_device_ca, verify_device
-from iotsec.kube import ApiError
+from iotsec.cli import main as cli
+from iotsec.k8s.kube import ApiError
+from iotsec.model.platform import device_ca_secret_name, device_registry_name
+from iotsec.pki.certs import fingerprint
+from iotsec.pki.devices import Registry, ensure_device_ca, verify_device
+from iotsec.services import devices as device_cli
 
 RELEASE = "iotsec-system"
 TENANT = "acme"
@@ -29,7 +30,7 @@ THREADS = 20
 
 
 class FakeKube:
-    """The parts of `iotsec.kube.Kube` the device CLI uses, with the API server's concurrency rules."""
+    """The parts of `iotsec.k8s.kube.Kube` the device CLI uses, with the API server's concurrency rules."""
 
     def __init__(self) -> None:
         self._objects: dict[tuple[str, str | None, str], dict[str, Any]] = {}
@@ -260,7 +261,7 @@ def test_device_list_on_the_command_line(kube, tmp_path, monkeypatch, capsys):
     first = issue(kube, "meter-1", tmp_path)
     issue(kube, "meter-2", tmp_path)
     device_cli.revoke(kube, TENANT, None, "meter-1")
-    monkeypatch.setattr("iotsec.kube.Kube", lambda *args, **kwargs: kube)
+    monkeypatch.setattr("iotsec.k8s.kube.Kube", lambda *args, **kwargs: kube)
 
     assert cli.main(["device", "list", TENANT, "-o", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -311,7 +312,7 @@ def _recorded_home(kube: FakeKube, home: str) -> None:
 def test_issue_and_revoke_refuse_a_namespace_other_than_the_recorded_home(kube, tmp_path, monkeypatch, capsys):
     _recorded_home(kube, RELEASE)
     issued = issue(kube, "meter-1", tmp_path)
-    monkeypatch.setattr("iotsec.kube.Kube", lambda *args, **kwargs: kube)
+    monkeypatch.setattr("iotsec.k8s.kube.Kube", lambda *args, **kwargs: kube)
     before = copy.deepcopy(kube._objects)
     common = ["--tenant", TENANT, "--namespace", "elsewhere"]
     issue_args = ["--device-id", "meter-2", "--class", "meter", "--manufacturer", "ACME", "--model", "SM-3"]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from iotsec.certs import CLOCK_SKEW, certs_in_bundle, fingerprint
-from iotsec.devices import (
+from iotsec.pki.certs import CLOCK_SKEW, certs_in_bundle, fingerprint
+from iotsec.pki.devices import (
     DeviceCAState,
     DeviceCertificate,
     Issued,

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from iotsec.api.durations import parse_duration
 from iotsec.api.tenantisolation import DeviceCA, DeviceClass
-from iotsec.certs import certs_in_bundle, fingerprint, new_ca, new_serving_cert, not_after
-from iotsec.devices import (
+from iotsec.pki.certs import certs_in_bundle, fingerprint, new_ca, new_serving_cert, not_after
+from iotsec.pki.devices import (
     DeviceCAState,
     DeviceCertificate,
     build_crl,
@@ -739,7 +739,7 @@ def test_mtls_device_authentication_during_a_ca_rotation(tmp_path, key_algorithm
 
 def test_mtls_with_the_trust_bundles_crls_during_a_ca_rotation(tmp_path):
     """A TLS server checking CRLs accepts good devices of both CAs and refuses a revoked device of the old one."""
-    from iotsec.devices import Registry, trust_bundle
+    from iotsec.pki.devices import Registry, trust_bundle
 
     now = datetime.now(UTC)
     state, _ = ensure_device_ca(None, TENANT, "ecdsa-p256", timedelta(days=30), timedelta(days=20), now - 15 * DAY)
@@ -781,7 +781,7 @@ def test_mtls_refuses_a_revoked_device(tmp_path):
 
 
 def test_registry_round_trip_and_lookups():
-    from iotsec.devices import Registry
+    from iotsec.pki.devices import Registry
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     registry = Registry({}, {}).with_issued(11, "meter-1").with_issued(12, "meter-1").with_revoked([11], now)
@@ -792,7 +792,7 @@ def test_registry_round_trip_and_lookups():
 
 
 def test_trust_bundle_crl_is_stable_until_revocations_change():
-    from iotsec.devices import DeviceCAState, Registry, build_crl, revoked_serials, trust_bundle
+    from iotsec.pki.devices import DeviceCAState, Registry, build_crl, revoked_serials, trust_bundle
 
     now = datetime.now(UTC)
     state = DeviceCAState(new_device_ca("acme", "ecdsa-p256", timedelta(days=365), now), None)

@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from iotsec.controls import BY_ID
+from iotsec.model.controls import BY_ID
 from tests.conftest import EXAMPLES, ROOT, load_examples
 
 CRD_FILES = {

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from iotsec import render as iotsec_render
 from iotsec.api.securitydomain import SecurityDomainSpec
 from iotsec.api.tenantisolation import TenantIsolationSpec
-from iotsec.desired.securitydomain import NetworkSettings
-from iotsec.manifests import Document
+from iotsec.build import render as iotsec_render
+from iotsec.build.securitydomain import NetworkSettings
+from iotsec.model.manifests import Document
 from tests.conftest import EXAMPLES, ROOT
 from tests.netpol import (
     ALL_CONNECTIONS,

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from iotsec import restore_cli
-from iotsec.desired.backup import Image
-from iotsec.kube import ApiError
-from iotsec.runtime import Config
+from iotsec.build.backup import Image
+from iotsec.controllers.runtime import Config
+from iotsec.k8s.kube import ApiError
+from iotsec.services import restore as restore_cli
 
 
 def test_the_operator_takes_its_image_and_pull_policy_from_the_chart():

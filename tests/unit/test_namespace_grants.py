@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from iotsec.desired.platform import Platform, operator_grant
-from iotsec.kube import ApiError, Kube, NamespaceGrants
+from iotsec.k8s.kube import ApiError, Kube, NamespaceGrants
+from iotsec.model.platform import Platform, operator_grant
 
 PLATFORM = Platform("iotsec-system", "rel", "rel-operator")
 
@@ -99,7 +99,7 @@ def test_a_fence_refusal_is_retried_other_refusals_are_not():
     """The webhook's view may lag a new domain by its refresh interval: its refusal is worth a retry."""
     from kubernetes.dynamic.exceptions import DynamicApiError
 
-    from iotsec.kube import _guarded
+    from iotsec.k8s.kube import _guarded
 
     class RefusedError(DynamicApiError):
         def __init__(self, body: str):
@@ -123,9 +123,9 @@ def test_a_fence_refusal_is_retried_other_refusals_are_not():
 
 
 def test_the_grant_is_withdrawn_where_iotsec_no_longer_works():
-    from iotsec.desired.platform import stale_grants
-    from iotsec.handlers import grants
-    from iotsec.runtime import CONFIG
+    from iotsec.controllers import grants
+    from iotsec.controllers.runtime import CONFIG
+    from iotsec.model.platform import stale_grants
 
     platform = CONFIG.platform
     tenant = {
@@ -185,7 +185,7 @@ def test_withdrawing_forgets_the_grant_so_a_returning_namespace_is_bound_again()
 
 def test_the_operators_domains_never_take_a_namespace_the_fence_reserves():
     """Second review: a domain selecting `default` or the release namespace stalled on the fence's refusal."""
-    from iotsec.runtime import Config
+    from iotsec.controllers.runtime import Config
 
     config = Config.from_env({"IOTSEC_WEBHOOK_NAMESPACE": "platform", "IOTSEC_RELEASE": "rel"})
     reserved = set(config.network.reserved_namespaces)

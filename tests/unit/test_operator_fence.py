@@ -15,11 +15,11 @@ from typing import Any
 import celpy
 import pytest
 
-from iotsec.checking import snapshot_from_objects
-from iotsec.desired.platform import Platform
-from iotsec.desired.securitydomain import Domain, namespace_labels
-from iotsec.policy.guard import confine_operator
-from iotsec.webhook.review import review
+from iotsec.admission.guard import confine_operator
+from iotsec.admission.snapshot import snapshot_from_objects
+from iotsec.build.securitydomain import Domain, namespace_labels
+from iotsec.model.platform import Platform
+from iotsec.servers.webhook.review import review
 from tests.chart.test_chart import FENCE_POLICY_FLAGS, render
 
 PLATFORM = Platform("iotsec-system", "iotsec", "iotsec-operator")

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iotsec.admission.context import Context, DomainPolicy
+from iotsec.admission.engine import MalformedObjectError, decide
+from iotsec.admission.images import parse_image
+from iotsec.admission.rules import RULES
+from iotsec.admission.snapshot import check
 from iotsec.api.securitydomain import SecurityDomainSpec
-from iotsec.checking import check
-from iotsec.manifests import load_documents
-from iotsec.policy.context import Context, DomainPolicy
-from iotsec.policy.engine import MalformedObjectError, decide
-from iotsec.policy.images import parse_image
-from iotsec.policy.rules import RULES
+from iotsec.model.manifests import load_documents
 from tests.conftest import EXAMPLES
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
@@ -464,7 +464,7 @@ def test_check_reports_exactly_what_each_example_was_written_to_have():
 
 
 def test_check_cli_exit_codes_and_json(capsys, tmp_path):
-    from iotsec.cli import main
+    from iotsec.cli.main import main
 
     assert main(["check", str(EXAMPLES / "platform"), str(EXAMPLES / "workloads" / "conforming")]) == 0
     assert main(["check", "-o", "json", str(EXAMPLES / "workloads" / "nonconforming" / "telnet-port.yaml")]) == 1
@@ -520,7 +520,7 @@ def test_examples_folder_has_readme_for_workloads():
 
 
 def test_a_tenants_data_classes_decide_what_its_claims_may_carry():
-    from iotsec.policy.context import TenantStorage
+    from iotsec.admission.context import TenantStorage
 
     acme = TenantStorage("acme", ("internal", "confidential"), "confidential")
     context = ctx(tenant=acme)
@@ -539,7 +539,7 @@ def test_a_tenants_data_classes_decide_what_its_claims_may_carry():
 def test_check_maps_tenant_namespaces_to_their_data_classes():
     report = check(load_documents([EXAMPLES / "platform"]), NOW)
     assert report.invalid == []
-    from iotsec.checking import snapshot_from_objects
+    from iotsec.admission.snapshot import snapshot_from_objects
 
     snapshot = snapshot_from_objects(
         [d.obj for d in load_documents([EXAMPLES / "platform"])], assume_named_namespaces_exist=True

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from iotsec.conditions import condition, find, merge_conditions
-from iotsec.desired.securitydomain import DomainPlan
-from iotsec.runtime import Config
+from iotsec.build.securitydomain import DomainPlan
+from iotsec.controllers.runtime import Config
+from iotsec.model.conditions import condition, find, merge_conditions
 
 
 def test_transition_time_is_kept_while_the_status_stays():
@@ -82,6 +82,6 @@ def _plan(**overrides) -> DomainPlan:
 def test_readiness_reports_the_most_important_problem(overrides, reason):
     kopf = pytest.importorskip("kopf")
     assert kopf
-    from iotsec.handlers.securitydomain import _readiness
+    from iotsec.controllers.securitydomain import _readiness
 
     assert _readiness(_plan(**overrides))[1] == reason

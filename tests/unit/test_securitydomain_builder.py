@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from iotsec.api.securitydomain import SecurityDomainSpec
-from iotsec.desired.securitydomain import (
+from iotsec.build.securitydomain import (
     DOMAIN_LABEL,
     Domain,
     Edge,

@@ -9,14 +9,14 @@ import pytest
 import yaml
 
 from iotsec.api.tenantisolation import SYSTEM_NAMESPACES, TenantIsolationSpec
-from iotsec.desired.platform import RESERVED_NAMESPACES, Platform
-from iotsec.desired.tenant import (
+from iotsec.build.tenant import (
     PLACEHOLDER,
     TENANT_LABEL,
     app_id,
     plan_tenant,
     privilege_rules,
 )
+from iotsec.model.platform import RESERVED_NAMESPACES, Platform
 from tests.conftest import load_examples
 
 TENANTS = {d["metadata"]["name"]: d for d in load_examples() if d["kind"] == "TenantIsolation"}

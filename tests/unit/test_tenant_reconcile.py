@@ -11,12 +11,12 @@ from typing import Any
 import kopf
 import pytest
 
-from iotsec import devices
-from iotsec.desired import tenant as builder
-from iotsec.desired.meta import owner_labels
-from iotsec.handlers import tenant as handler
-from iotsec.kube import ApiError
-from iotsec.runtime import CONFIG
+from iotsec.build import tenant as builder
+from iotsec.controllers import tenant as handler
+from iotsec.controllers.runtime import CONFIG
+from iotsec.k8s.kube import ApiError
+from iotsec.model.labels import owner_labels
+from iotsec.pki import devices
 from tests.conftest import load_examples
 
 NAME = "acme-utilities"
@@ -26,7 +26,7 @@ APP_KEY = "acme-meters/iotsec-app-meter-ingest-key"
 
 
 class FakeKube:
-    """Just enough of iotsec.kube.Kube: objects by (kind, namespace, name); apply replaces, like a forced apply."""
+    """Just enough of iotsec.k8s.kube.Kube: objects by (kind, namespace, name); apply replaces, like a forced apply."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str | None, str], dict[str, Any]] = {}

@@ -7,7 +7,7 @@ import base64
 import kubernetes_validate
 import pytest
 
-from iotsec.desired.webhook import (
+from iotsec.build.webhook import (
     ca_bundle_patch,
     client_config,
     tls_secret,
@@ -110,14 +110,14 @@ def _bundles(config: dict) -> set[str]:
 def _tls(now=None):
     from datetime import UTC, datetime
 
-    from iotsec import certs
+    from iotsec.pki import certs
 
     tls, _ = certs.ensure_webhook_tls(None, ["localhost"], ["127.0.0.1"], now or datetime.now(UTC))
     return tls
 
 
 def test_webhook_config_fills_the_ca_bundle_from_a_file(tmp_path, capsys):
-    from iotsec.cli import main
+    from iotsec.cli.main import main
 
     bundle = tmp_path / "ca.crt"
     bundle.write_text(_tls().bundle())
@@ -129,7 +129,7 @@ def test_webhook_config_fills_the_ca_bundle_from_a_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("content", ["", "not a certificate\n", "-----BEGIN CERTIFICATE-----\nAAAA\n"])
 def test_webhook_config_refuses_a_bundle_that_would_fail_every_call(tmp_path, capsys, content):
-    from iotsec.cli import main
+    from iotsec.cli.main import main
 
     bundle = tmp_path / "ca.crt"
     bundle.write_text(content)
@@ -152,8 +152,8 @@ class _SecretReader:
 
 
 def test_webhook_config_reads_the_ca_from_the_operators_secret(monkeypatch, capsys):
-    from iotsec import kube
-    from iotsec.cli import main
+    from iotsec.cli.main import main
+    from iotsec.k8s import kube
 
     tls = _tls()
     reader = _SecretReader(
@@ -170,8 +170,8 @@ def test_webhook_config_reads_the_ca_from_the_operators_secret(monkeypatch, caps
 
 
 def test_webhook_config_from_a_cert_manager_secret_takes_its_ca(monkeypatch, capsys):
-    from iotsec import kube
-    from iotsec.cli import main
+    from iotsec.cli.main import main
+    from iotsec.k8s import kube
 
     tls = _tls()
     data = {"ca.crt": tls.ca.cert_pem, "tls.crt": tls.serving.cert_pem, "tls.key": tls.serving.key_pem}
@@ -181,7 +181,7 @@ def test_webhook_config_from_a_cert_manager_secret_takes_its_ca(monkeypatch, cap
 
 
 def test_the_fence_fails_closed_for_the_operator_only_where_the_server_can_say_so():
-    from iotsec.desired.webhook import validating_webhook_configuration as build
+    from iotsec.build.webhook import validating_webhook_configuration as build
 
     current = build("iotsec", client_config(url="https://h/validate"), "iotsec-system")
     (fence,) = [w for w in current["webhooks"] if w["name"] == "platform.iotsec.io"]

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from iotsec import certs, keysecrets, secretdata
-from iotsec.desired.webhook import client_config, tls_secret, validating_webhook_configuration
-from iotsec.handlers import webhook_tls
-from iotsec.kube import ApiError
+from iotsec.build.webhook import client_config, tls_secret, validating_webhook_configuration
+from iotsec.controllers import webhook_tls
+from iotsec.k8s.kube import ApiError
+from iotsec.model import keysecrets, secretdata
+from iotsec.pki import certs
 
 NAMESPACE, SECRET, CONFIGURATION = "iotsec-system", "iotsec-webhook-tls", "iotsec"
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -185,7 +186,7 @@ def test_a_failed_injection_publishes_no_certificate():
 
 def test_the_operator_watches_its_configuration_only_when_it_keeps_the_certificate():
     probe = (
-        "import kopf, iotsec.handlers\n"
+        "import kopf, iotsec.controllers\n"
         "hs = kopf.get_default_registry()._watching.get_all_handlers()\n"
         "found = [h for h in hs if h.selector.any_name == 'validatingwebhookconfigurations']\n"
         "print(len(found), all(h.when(name='iotsec') and not h.when(name='other') for h in found))\n"
@@ -314,7 +315,7 @@ def test_the_replace_annotation_on_a_readable_secret_is_ignored_and_said_so(capl
     before = _annotated(api.objects[("Secret", SECRET)])
     bundles = api.bundles()
     writes = len(api.writes)
-    with caplog.at_level("WARNING", logger="iotsec.webhook-tls"):
+    with caplog.at_level("WARNING", logger="iotsec.servers.webhook-tls"):
         assert webhook_tls.ensure_webhook_tls(api, NOW) == []
         webhook_tls.ensure_webhook_tls(api, NOW)
     assert len(api.writes) == writes, "neither the Secret nor the bundle replaced"

@@ -19,13 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from iotsec import certs
 from iotsec.api.auditpolicy import AnomalyRule
-from iotsec.audit.anomaly import AnomalyDetector
-from iotsec.audit.sink import Authentication, Canary, Sink, serve
-from iotsec.audit.store import AuditStore
-from iotsec.audit.verify import verify
-from iotsec.tls import ReloadingTLS
+from iotsec.audittrail.anomaly import AnomalyDetector
+from iotsec.audittrail.store import AuditStore
+from iotsec.audittrail.verify import verify
+from iotsec.pki import certs
+from iotsec.pki.tls import ReloadingTLS
+from iotsec.servers.auditsink.server import Authentication, Canary, Sink, serve
 from tests.webhook.test_webhook import _free_port
 
 KEY = Ed25519PrivateKey.generate()
@@ -285,8 +285,8 @@ def test_the_canary_is_seen_when_its_write_arrives(token_sink):
 
 
 def test_the_sink_verifies_its_sealed_segments_and_reports_a_break(token_sink):
-    from iotsec.audit.chain import segment_files
-    from iotsec.audit_publisher import sink_status
+    from iotsec.audittrail.chain import segment_files
+    from iotsec.servers.auditsink.reporter import sink_status
 
     token_sink.post(event_list(*(audit_event(n) for n in range(6))))
     token_sink.store.seal()
@@ -310,7 +310,7 @@ def test_the_sink_verifies_its_sealed_segments_and_reports_a_break(token_sink):
 
 
 def test_sink_status_reports_storage_and_keeps_the_operators_conditions(tmp_path):
-    from iotsec.audit_publisher import sink_status
+    from iotsec.servers.auditsink.reporter import sink_status
 
     store = AuditStore(tmp_path, KEY, limit_bytes=150_000, reserve_bytes=1024)
     sink = Sink(store, AnomalyDetector([], ["system:masters"]), warn_at_percent=50)
@@ -416,7 +416,7 @@ def test_odd_credentials_and_deep_nesting_get_401_and_400_not_500(token_sink):
 
 
 def test_only_a_backup_that_names_the_store_claim_and_started_before_the_seal_counts():
-    from iotsec.audit_publisher import backed_up_before
+    from iotsec.servers.auditsink.reporter import backed_up_before
 
     claim = "iotsec-audit-store-trail"
     status = {"lastSuccess": "2026-11-28T03:00:00Z", "lastDurationSeconds": 600.0}
@@ -457,7 +457,7 @@ class StatusKube:
 
 
 def test_the_publisher_writes_on_change_not_every_tick_and_reloads_a_changed_spec(tmp_path):
-    from iotsec.audit_publisher import Publisher
+    from iotsec.servers.auditsink.reporter import Publisher
 
     kube = StatusKube({"sink": {"canary": {"interval": "1h"}}})
     sink = Sink(
@@ -485,7 +485,7 @@ def test_the_publisher_writes_on_change_not_every_tick_and_reloads_a_changed_spe
 
 
 def test_a_restart_finds_records_cut_off_while_the_sink_was_down(tmp_path):
-    from iotsec.audit.chain import seal_path, segment_files
+    from iotsec.audittrail.chain import seal_path, segment_files
 
     store = AuditStore(tmp_path, KEY, limit_bytes=2**20)
     store.append([audit_event(n) for n in range(5)])
@@ -503,9 +503,9 @@ def test_a_restart_finds_records_cut_off_while_the_sink_was_down(tmp_path):
 
 
 def test_retention_deletions_are_announced_as_events(tmp_path):
-    from iotsec.audit.chain import segment_files
-    from iotsec.audit.store import mark_exported
-    from iotsec.audit_publisher import Publisher
+    from iotsec.audittrail.chain import segment_files
+    from iotsec.audittrail.store import mark_exported
+    from iotsec.servers.auditsink.reporter import Publisher
 
     clock_now = [datetime(2026, 1, 1, tzinfo=UTC)]
     store = AuditStore(tmp_path, KEY, limit_bytes=2**20, clock=lambda: clock_now[0])
@@ -524,7 +524,7 @@ def test_retention_deletions_are_announced_as_events(tmp_path):
 
 
 def test_a_restart_finds_a_record_rewritten_while_the_sink_was_down(tmp_path):
-    from iotsec.audit import chain
+    from iotsec.audittrail import chain
 
     store = AuditStore(tmp_path, KEY, limit_bytes=2**20)
     store.append([audit_event(n) for n in range(4)])
@@ -570,9 +570,9 @@ class _ReadOnlyKube:
 def test_the_sink_reads_the_key_secret_and_never_creates_one():
     import base64
 
-    from iotsec.audit.chain import private_pem
-    from iotsec.audit_publisher import signing_key_from_secret
-    from iotsec.keysecrets import KeyUnreadableError
+    from iotsec.audittrail.chain import private_pem
+    from iotsec.model.keysecrets import KeyUnreadableError
+    from iotsec.servers.auditsink.reporter import signing_key_from_secret
 
     with pytest.raises(KeyUnreadableError, match="does not exist"):
         signing_key_from_secret(_ReadOnlyKube(None), "ns", "key")  # type: ignore[arg-type]
@@ -597,7 +597,7 @@ def _serve_argv(tmp_path: Path, key: Path, *extra: str) -> list[str]:
 
 
 def test_a_read_only_key_that_is_missing_stops_the_sink_before_it_serves(tmp_path, capsys):
-    from iotsec.cli import main
+    from iotsec.cli.main import main
 
     key = tmp_path / "mounted" / "ed25519.key"
     assert main(_serve_argv(tmp_path, key, "--signing-key-readonly")) == 2
@@ -607,7 +607,7 @@ def test_a_read_only_key_that_is_missing_stops_the_sink_before_it_serves(tmp_pat
 
 
 def test_a_read_only_key_that_is_damaged_is_left_alone(tmp_path, capsys):
-    from iotsec.cli import main
+    from iotsec.cli.main import main
 
     key = tmp_path / "ed25519.key"
     key.write_bytes(b"damaged")
@@ -621,7 +621,7 @@ def test_local_runs_create_the_key_file_once(tmp_path):
     import argparse
     import stat
 
-    from iotsec.audit_cli import _signing_key
+    from iotsec.cli.audit import _signing_key
 
     key = tmp_path / "dev" / "signing.key"
     args = argparse.Namespace(signing_key=key, signing_key_secret=None, signing_key_readonly=False, namespace="ns")
@@ -634,7 +634,7 @@ def test_local_runs_create_the_key_file_once(tmp_path):
 
 def test_a_restart_never_seals_a_first_segment_forged_without_checkpoints(tmp_path):
     """The downgrade: nothing sealed yet, every checkpoint dropped, records rewritten with recomputed hashes."""
-    from iotsec.audit import chain
+    from iotsec.audittrail import chain
 
     store = AuditStore(tmp_path, KEY, limit_bytes=2**20)
     for first in (1, 4):

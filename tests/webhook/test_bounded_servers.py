@@ -32,15 +32,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import REGISTRY
 
-from iotsec import certs
-from iotsec.audit.anomaly import AnomalyDetector
-from iotsec.audit.sink import Authentication, Sink
-from iotsec.audit.sink import serve as sink_serve
-from iotsec.audit.store import AuditStore
-from iotsec.bounded import Bounds
-from iotsec.tls import ReloadingTLS
-from iotsec.webhook.server import StaticSnapshot
-from iotsec.webhook.server import serve as webhook_serve
+from iotsec.audittrail.anomaly import AnomalyDetector
+from iotsec.audittrail.store import AuditStore
+from iotsec.pki import certs
+from iotsec.pki.tls import ReloadingTLS
+from iotsec.servers.auditsink.server import Authentication, Sink
+from iotsec.servers.auditsink.server import serve as sink_serve
+from iotsec.servers.bounded import Bounds
+from iotsec.servers.webhook.server import StaticSnapshot
+from iotsec.servers.webhook.server import serve as webhook_serve
 from tests.conftest import EXAMPLES
 from tests.webhook.test_webhook import SNAPSHOT
 
@@ -688,7 +688,7 @@ def test_large_bodies_wait_for_the_body_budget_and_small_ones_do_not(kind, tmp_p
 def test_tls_layers_share_one_receive_buffer(tmp_path):
     """asyncio gives each TLS connection a zero-filled 256 KiB receive buffer; here all share the listener's one
     (this fails if a Python release renames the internals the sharing relies on)."""
-    from iotsec.bounded.server import TLS_READ_BYTES, Listener, _Guard, _TLSLayer
+    from iotsec.servers.bounded.server import TLS_READ_BYTES, Listener, _Guard, _TLSLayer
 
     ServerProcess("webhook", tmp_path)  # writes the certificate pair
     tls = ReloadingTLS(tmp_path / "tls.crt", tmp_path / "tls.key")

@@ -21,12 +21,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from iotsec import certs
-from iotsec.checking import snapshot_from_objects
-from iotsec.manifests import load_documents
-from iotsec.tls import ReloadingTLS
-from iotsec.webhook.review import MAX_BODY_BYTES, review
-from iotsec.webhook.server import StaticSnapshot, serve
+from iotsec.admission.snapshot import snapshot_from_objects
+from iotsec.model.manifests import load_documents
+from iotsec.pki import certs
+from iotsec.pki.tls import ReloadingTLS
+from iotsec.servers.webhook.review import MAX_BODY_BYTES, review
+from iotsec.servers.webhook.server import StaticSnapshot, serve
 from tests.conftest import EXAMPLES
 
 SNAPSHOT = snapshot_from_objects(

@@ -1,0 +1,95 @@
+"""The verdict on one object: findings → violations, exceptions applied, the domain's mode decides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iotsec.admission.context import Context
+from iotsec.admission.model import Decision, ExceptionUse, Finding, Violation
+from iotsec.admission.resources import check_object
+from iotsec.admission.workloads import check_pod, pod_spec
+from iotsec.api.securitydomain import PolicyException
+
+CONTROLLED_KINDS = ("ReplicaSet", "Job", "StatefulSet", "DaemonSet", "ReplicationController")
+
+
+def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
+    namespace = (obj.get("metadata") or {}).get("namespace")
+    found: list[Finding] = []
+    pod = pod_spec(obj)
+    if pod is not None:
+        check_pod(pod, ctx, found)
+    check_object(obj, ctx, found)
+    if namespace and ctx.domain.name is None and (pod is not None or obj.get("kind") in _NAMESPACED_CHECKED):
+        found.append(
+            Finding(
+                "domain-membership",
+                "metadata.namespace",
+                f"namespace {namespace} belongs to no SecurityDomain",
+                "add the namespace to a SecurityDomain (spec.namespaces or namespaceSelector)",
+            )
+        )
+    return found
+
+
+_NAMESPACED_CHECKED = ("Service", "Ingress", "PersistentVolumeClaim")
+
+
+class MalformedObjectError(ValueError):
+    """The object is not shaped like its kind (the API server never sends one; a stray client may)."""
+
+
+def decide(obj: dict[str, Any], ctx: Context) -> Decision:
+    """The admission decision for one object in its context; MalformedObjectError for garbage."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
+        raise MalformedObjectError("the object and its metadata must be JSON objects")
+    try:
+        return _decide(obj, ctx)
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        raise MalformedObjectError(f"{obj.get('kind', 'object')} is malformed: {type(exc).__name__}: {exc}") from None
+
+
+def _decide(obj: dict[str, Any], ctx: Context) -> Decision:
+    violations, used = [], []
+    for finding in findings(obj, ctx):
+        exception = _exception_for(finding.rule, obj, ctx)
+        if exception is None:
+            violations.append(Violation.of(finding))
+        else:
+            used.append(_use(exception, finding.rule, ctx))
+    violations = sorted(set(violations), key=lambda v: (v.path, v.rule))
+    mode = ctx.domain.enforcement
+    allowed = not violations or mode != "enforce"
+    warnings = tuple(v.line() for v in violations) if mode == "warn" else ()
+    return Decision(allowed, mode, tuple(violations), tuple(dict.fromkeys(used)), warnings)
+
+
+def _exception_for(rule: str, obj: dict[str, Any], ctx: Context) -> PolicyException | None:
+    metadata = obj.get("metadata") or {}
+    for exception in ctx.domain.exceptions:
+        target = exception.target
+        if exception.rule not in (rule, "*") or exception.expires <= ctx.now:
+            continue
+        if target.namespace != metadata.get("namespace"):
+            continue
+        if _targets(target.kind, target.name, obj):
+            return exception
+    return None
+
+
+def _targets(kind: str | None, name: str | None, obj: dict[str, Any]) -> bool:
+    """Whether an exception's kind and name select the object, or the pods and ReplicaSets it creates."""
+    metadata = obj.get("metadata") or {}
+    if kind in (None, obj.get("kind")) and name in (None, metadata.get("name")):
+        return True
+    if name is None or obj.get("kind") not in ("Pod", *CONTROLLED_KINDS):
+        return False
+    owners = metadata.get("ownerReferences") or []
+    generated = str(metadata.get("name") or metadata.get("generateName") or "")
+    return any(o.get("kind") in CONTROLLED_KINDS for o in owners) and generated.startswith(f"{name}-")
+
+
+def _use(exception: PolicyException, rule: str, ctx: Context) -> ExceptionUse:
+    return ExceptionUse(
+        ctx.domain.name or "", rule, exception.approver, exception.expires.isoformat(), exception.ticket
+    )

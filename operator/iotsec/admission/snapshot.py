@@ -1,0 +1,156 @@
+"""`iotsec check`: the admission engine over manifest files, with the context taken from the same files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from iotsec.admission.context import Snapshot, TenantStorage, trusted_groups_from
+from iotsec.admission.engine import decide
+from iotsec.admission.model import Decision
+from iotsec.api.validation import InvalidResourceError, Problem, is_iotsec, parse_resource
+from iotsec.build.securitydomain import Domain
+from iotsec.build.tenant import storage_class_name
+from iotsec.model.manifests import Document
+from iotsec.model.platform import Platform
+
+ENCRYPTED_LABEL = "iotsec.io/encrypted"
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+ESCALATING_VERBS = frozenset({"escalate", "bind", "impersonate", "*"})
+
+
+@dataclass(frozen=True)
+class Checked:
+    document: Document
+    namespace: str | None
+    domain: str | None
+    decision: Decision
+
+
+@dataclass
+class Report:
+    checked: list[Checked] = field(default_factory=list)
+    invalid: list[tuple[Document, list[Problem]]] = field(default_factory=list)
+    context_objects: int = 0
+
+    @property
+    def violations(self) -> int:
+        return sum(len(c.decision.violations) for c in self.checked)
+
+
+def check(documents: Iterable[Document], now: datetime, unassigned: str = "enforce") -> Report:
+    """Check every workload object; iotsec custom resources, Namespaces and StorageClasses form the context."""
+    report = Report()
+    context_objects, workloads = [], []
+    for doc in documents:
+        if not isinstance(doc.obj, dict):
+            continue
+        if is_iotsec(doc.obj):
+            report.context_objects += 1
+            try:
+                parse_resource(doc.obj)
+            except InvalidResourceError as exc:
+                report.invalid.append((doc, exc.problems))
+                continue
+        if is_iotsec(doc.obj) or doc.obj.get("kind") in CONTEXT_KINDS:
+            context_objects.append(doc.obj)
+        if not is_iotsec(doc.obj) and doc.obj.get("kind") not in ("Namespace", "StorageClass"):
+            workloads.append(doc)
+    snapshot = snapshot_from_objects(context_objects, unassigned, assume_named_namespaces_exist=True)
+    for doc in workloads:
+        namespace = (doc.obj.get("metadata") or {}).get("namespace")
+        context = snapshot.context(namespace, now)
+        report.checked.append(Checked(doc, namespace, context.domain.name, decide(doc.obj, context)))
+    return report
+
+
+CONTEXT_KINDS = ("Namespace", "StorageClass", "ClusterRole")
+
+
+def snapshot_from_objects(
+    objects: Iterable[dict[str, Any]],
+    unassigned: str = "enforce",
+    assume_named_namespaces_exist: bool = False,
+    platform: Platform | None = None,
+) -> Snapshot:
+    """The policy context from SecurityDomains, AuditPolicies, TenantIsolations, Namespaces, StorageClasses and
+    ClusterRoles, whether they come from files (iotsec check) or from the API server (the webhook)."""
+    domains, audit_specs = [], []
+    namespaces: dict[str, dict[str, str]] = {}
+    encrypted, default_class, escalating = set(), None, {"cluster-admin"}
+    tenants: dict[str, TenantStorage] = {}
+    tenant_claims: dict[str, tuple[str, str, str]] = {}
+    backup_namespaces: set[str] = set()
+    for obj in objects:
+        kind, meta = obj.get("kind"), obj.get("metadata") or {}
+        if is_iotsec(obj):
+            try:
+                resource = parse_resource(obj)
+            except InvalidResourceError:
+                continue  # an invalid custom resource contributes nothing; it reports its own problems
+            if resource.kind == "SecurityDomain":
+                domains.append(Domain(resource.name, resource.spec, _created(obj)))  # type: ignore[arg-type]
+            elif resource.kind == "AuditPolicy":
+                audit_specs.append(resource.spec)
+            elif resource.kind == "TenantIsolation":
+                encrypted |= _tenant_storage_classes(resource.spec)
+                tenants.update({ns: t for ns, t in _tenant_storage(resource.spec).items() if ns not in tenants})
+                spec = resource.spec
+                for namespace in spec.namespaces:  # type: ignore[attr-defined]
+                    claim = (spec.tenant_id, spec.security_domain, resource.name)  # type: ignore[attr-defined]
+                    tenant_claims.setdefault(namespace, claim)
+            elif resource.kind == "BackupPolicy" and meta.get("namespace"):
+                backup_namespaces.add(meta["namespace"])
+        elif kind == "Namespace" and not meta.get("deletionTimestamp"):
+            namespaces[meta["name"]] = meta.get("labels") or {}
+        elif kind == "StorageClass":
+            if (meta.get("labels") or {}).get(ENCRYPTED_LABEL) == "true":
+                encrypted.add(meta["name"])
+            if (meta.get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true":
+                default_class = meta["name"]
+        elif kind == "ClusterRole" and _escalates(obj):
+            escalating.add(meta["name"])
+    return Snapshot(
+        domains=domains,
+        namespaces=namespaces,
+        trusted_groups=trusted_groups_from(audit_specs),
+        encrypted_storage_classes=frozenset(encrypted),
+        default_storage_class=default_class,
+        escalating_cluster_roles=frozenset(escalating),
+        unassigned_enforcement=unassigned,
+        assume_named_namespaces_exist=assume_named_namespaces_exist,
+        tenants=tenants,
+        tenant_claims=tenant_claims,
+        backup_namespaces=frozenset(backup_namespaces),
+        platform=platform or Platform(),
+    )
+
+
+def _created(obj: dict[str, Any]) -> str:
+    return (obj.get("metadata") or {}).get("creationTimestamp", "")
+
+
+def _tenant_storage(spec: Any) -> dict[str, TenantStorage]:
+    """Each tenant namespace's data classes (a tenant without a storage section declares none: anything goes)."""
+    storage = getattr(spec, "storage", None)
+    if storage is None:
+        return {}
+    policy = TenantStorage(spec.tenant_id, tuple(storage.data_classes), storage.default_data_class)
+    return dict.fromkeys(spec.namespaces, policy)
+
+
+def _tenant_storage_classes(spec: Any) -> set[str]:
+    """The shared encrypted StorageClass a tenant names (its own class arrives with the tenant reconciler)."""
+    storage = getattr(spec, "storage", None)
+    if storage is None:
+        return set()
+    if storage.provisioner:
+        return {storage_class_name(spec.tenant_id)}  # the per-tenant class the reconciler creates
+    return {storage.storage_class_name} if storage.storage_class_name else set()
+
+
+def _escalates(role: dict[str, Any]) -> bool:
+    rules = [rule for rule in role.get("rules") or () if isinstance(rule, dict)]
+    return any(ESCALATING_VERBS & set(rule.get("verbs") or ()) for rule in rules)

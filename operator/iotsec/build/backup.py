@@ -1,0 +1,363 @@
+"""BackupPolicy → the repository password Secret, the runner's configuration and the CronJobs that run it.
+
+Pure. The password is a placeholder here (the reconciler generates it once and keeps it, also after the policy is
+deleted unless `deletionPolicy: Delete`). Jobs run the iotsec image's `iotsec backup …` as a non-root user under
+the restricted Pod Security Standard, mount the selected claims read-only, never run two at once, and write a
+machine-readable result to their termination message, which the reconciler reads back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from iotsec.api.backuppolicy import BackupPolicySpec
+from iotsec.build.tenant import PLACEHOLDER
+from iotsec.model.labels import OWNER_KIND, OWNER_NAME, owned_metadata, restricted_container_security
+
+KIND = "BackupPolicy"
+JOB_LABEL = "iotsec.io/backup-job"  # backup | verify | drill
+CONFIG_MOUNT = "/etc/iotsec-backup"
+DATA_MOUNT = "/data"
+SCRATCH_MOUNT = "/scratch"
+RESTORE_ROOT = "/restore"
+C_BACKUP = "X1369-9.2-1"
+C_COMPLETE = "X1369-9.2.4-4"
+C_ARCHIVE = "X1369-9.2.4-5"
+C_INTEGRITY = "X1369-9.2.4-3"
+C_KEYS = "X1369-9.2.4-2"
+C_OFFSITE = "X1369-9.6.6-1"
+C_DRILL = "X1369-9.6.1-2"
+C_RESTORE = "X1369-9.6.6-2"
+
+
+@dataclass(frozen=True)
+class Image:
+    reference: str = "registry.example.com/iotsec/iotsec:0.1.0"
+    pull_policy: str = "IfNotPresent"
+
+
+@dataclass
+class BackupPlan:
+    policy: str
+    namespace: str
+    claims: list[str]
+    password_secret: str
+    password_key: str
+    generate_password: bool
+    objects: list[dict[str, Any]] = field(default_factory=list)
+
+
+ACCOUNT_PREFIX = "iotsec-backup-"
+
+
+def account_name(policy: str) -> str:
+    """The Jobs' ServiceAccount: no token, no rights (the operator fence admits CronJobs only as such an account)."""
+    return f"{ACCOUNT_PREFIX}{policy}"
+
+
+def password_secret_name(policy: str) -> str:
+    return f"iotsec-backup-{policy}-password"
+
+
+def plan_backup(
+    name: str, namespace: str, spec: BackupPolicySpec, claims: Sequence[str], image: Image | None = None
+) -> BackupPlan:
+    """Everything one policy needs. `claims`: the PVC names its names and selector resolve to."""
+    image = image or Image()
+    ref = spec.encryption.password_secret_ref
+    plan = BackupPlan(
+        policy=name,
+        namespace=namespace,
+        claims=sorted(set(claims)),
+        password_secret=ref.name if ref else password_secret_name(name),
+        password_key=ref.key if ref else "password",
+        generate_password=ref is None,
+    )
+    meta = _Meta(name, namespace)
+    if plan.generate_password:
+        plan.objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": meta(plan.password_secret, [C_KEYS], {"iotsec.io/key-purpose": "backup-password"}),
+                "stringData": {"password": PLACEHOLDER},
+            }
+        )
+    plan.objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": meta(account_name(name), [C_BACKUP]),
+            "automountServiceAccountToken": False,
+        }
+    )  # the jobs need no API access
+    plan.objects.append(_config(meta, name, spec, plan))
+    plan.objects.append(
+        _cron_job(meta, "backup", spec.schedule, spec, plan, image, [C_BACKUP, C_COMPLETE, C_ARCHIVE, C_OFFSITE])
+    )
+    if spec.verification.enabled:
+        plan.objects.append(_cron_job(meta, "verify", spec.verification.schedule, spec, plan, image, [C_INTEGRITY]))
+    if spec.restore_drill.enabled:
+        plan.objects.append(
+            _cron_job(meta, "drill", spec.restore_drill.schedule, spec, plan, image, [C_DRILL, C_RESTORE])
+        )
+    plan.objects.append(_egress(meta, name, spec))
+    return plan
+
+
+DEFAULT_PORTS = {"s3": 443, "b2": 443, "azure": 443, "gs": 443, "swift": 443, "rclone": 443, "rest": 443, "sftp": 22}
+
+
+def repository_port(repository: str) -> int | None:
+    """The TCP port a restic repository is reached on; None for a local path."""
+    backend, sep, rest = repository.partition(":")
+    if repository.startswith("/") or not sep or backend == "local" or backend not in DEFAULT_PORTS:
+        return None
+    if "://" in rest or rest.startswith("//"):  # s3:https://host:port/…, or sftp://user@host:port//path
+        url = urlsplit(rest if "://" in rest else repository)
+        if url.port:
+            return url.port
+        return {"http": 80, "https": 443}.get(url.scheme, DEFAULT_PORTS[backend])
+    return DEFAULT_PORTS[backend]  # sftp:user@host:/path is 22
+
+
+def _egress(meta: _Meta, name: str, spec: BackupPolicySpec) -> dict[str, Any]:
+    """Egress for this policy's Job pods only: DNS and the port of each repository, whatever a SecurityDomain's
+    default deny says (the repositories are named by URL; a NetworkPolicy cannot name a host)."""
+    ports = sorted({p for t in spec.targets if (p := repository_port(t.repository)) is not None})
+    egress: list[dict[str, Any]] = [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]
+    if ports:
+        egress.append({"ports": [{"protocol": "TCP", "port": port} for port in ports]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(f"iotsec-backup-{name}", [C_BACKUP, C_OFFSITE]),
+        "spec": {
+            "podSelector": {"matchLabels": {OWNER_KIND: KIND, OWNER_NAME: name}},
+            "policyTypes": ["Egress"],
+            "egress": egress,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class _Meta:
+    owner: str
+    namespace: str
+
+    def __call__(self, name: str, controls: list[str], labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return owned_metadata(
+            name, self.namespace, owner_kind=KIND, owner_name=self.owner, controls=controls, labels=labels
+        )
+
+
+def runner_config(name: str, namespace: str, spec: BackupPolicySpec, claims: Sequence[str]) -> dict[str, Any]:
+    """What `iotsec backup` reads: sources, targets (no credentials: those come from the environment), retention."""
+    retention = spec.retention
+    return {
+        "host": name,
+        "paths": [f"{DATA_MOUNT}/{claim}" for claim in sorted(set(claims))],
+        "targets": [{"name": t.name, "repository": t.repository, "role": t.role} for t in spec.targets],
+        "retention": {
+            "keep_last": retention.keep_last,
+            "keep_hourly": retention.keep_hourly,
+            "keep_daily": retention.keep_daily,
+            "keep_weekly": retention.keep_weekly,
+            "keep_monthly": retention.keep_monthly,
+            "keep_yearly": retention.keep_yearly,
+        },
+        "tags": [f"policy={name}", f"namespace={namespace}"],
+        "snapshot_tags": [f"pvc={claim}" for claim in sorted(set(claims))],
+        "read_data_subset": spec.verification.read_data_subset,
+        "destination": SCRATCH_MOUNT,
+    }
+
+
+def _config(meta: _Meta, name: str, spec: BackupPolicySpec, plan: BackupPlan) -> dict[str, Any]:
+    config = json.dumps(runner_config(name, plan.namespace, spec, plan.claims), indent=2, sort_keys=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(f"iotsec-backup-{name}", [C_BACKUP]),
+        "data": {"config.json": config},
+    }
+
+
+def _cron_job(
+    meta: _Meta,
+    job: str,
+    schedule: str,
+    spec: BackupPolicySpec,
+    plan: BackupPlan,
+    image: Image,
+    controls: list[str],
+) -> dict[str, Any]:
+    labels = {JOB_LABEL: job}
+    template = {
+        "metadata": {"labels": {**meta("", controls, labels)["labels"]}},
+        "spec": {
+            "backoffLimit": 0,  # a failed backup is reported, not retried into a storm
+            "activeDeadlineSeconds": 6 * 3600,
+            "template": {
+                "metadata": {
+                    "labels": {**meta("", controls, labels)["labels"], "iotsec.io/security-level": "standard"}
+                },
+                "spec": _pod(job, spec, plan, image),
+            },
+        },
+    }
+    cron: dict[str, Any] = {
+        "schedule": schedule,
+        "concurrencyPolicy": "Forbid",
+        "suspend": spec.suspend,
+        "startingDeadlineSeconds": 3600,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": template,
+    }
+    if spec.time_zone:
+        cron["timeZone"] = spec.time_zone
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": meta(f"iotsec-{job}-{plan.policy}", controls, labels),
+        "spec": cron,
+    }
+
+
+def _pod(job: str, spec: BackupPolicySpec, plan: BackupPlan, image: Image) -> dict[str, Any]:
+    mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": f"iotsec-backup-{plan.policy}"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+    ]
+    if job == "backup":
+        for index, claim in enumerate(plan.claims):
+            volumes.append({"name": f"data-{index}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+            mounts.append({"name": f"data-{index}", "mountPath": f"{DATA_MOUNT}/{claim}", "readOnly": True})
+    if job == "drill":
+        scratch = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}
+        if spec.restore_drill.storage_class_name:
+            scratch["storageClassName"] = spec.restore_drill.storage_class_name
+        volumes.append({"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": scratch}}})
+        mounts.append({"name": "scratch", "mountPath": SCRATCH_MOUNT})
+    env = [
+        {
+            "name": "RESTIC_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": plan.password_secret, "key": plan.password_key}},
+        },
+        {"name": "RESTIC_CACHE_DIR", "value": "/tmp/restic-cache"},
+    ]
+    env_from = [{"secretRef": {"name": t.credentials_secret}} for t in spec.targets if t.credentials_secret]
+    container: dict[str, Any] = {
+        "name": job,
+        "image": image.reference,
+        "imagePullPolicy": image.pull_policy,
+        "args": [
+            "backup",
+            "run" if job == "backup" else job,
+            "--config",
+            f"{CONFIG_MOUNT}/config.json",
+            "--result",
+            "/dev/termination-log",
+        ],
+        "env": env,
+        "volumeMounts": mounts,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+        "securityContext": restricted_container_security(),
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "serviceAccountName": account_name(plan.policy),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+
+
+def restore_claim(name: str, namespace: str, size: str, storage_class: str | None) -> dict[str, Any]:
+    """A new claim to restore into (restoring into a new volume is the default: it destroys nothing)."""
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "iotsec", "iotsec.io/restored-from": "backup"},
+        },
+        "spec": spec,
+    }
+
+
+def restore_job(
+    policy: str,
+    namespace: str,
+    spec: BackupPolicySpec,
+    claim: str,
+    snapshot: str,
+    job_name: str,
+    image: Image | None = None,
+    source_claim: str | None = None,
+) -> dict[str, Any]:
+    """A one-off Job restoring `source_claim`'s files (default: `claim`'s) from `snapshot` of the policy's primary
+    repository to the root of `claim`: the claim is mounted where the snapshot has the source, /data/<source>,
+    under an empty folder, so restic writes into it and nothing else lands on it."""
+    source = source_claim or claim
+    image = image or Image()
+    plan = BackupPlan(
+        policy, namespace, [], password_secret_name(policy), "password", spec.encryption.password_secret_ref is None
+    )
+    if spec.encryption.password_secret_ref:
+        plan.password_secret = spec.encryption.password_secret_ref.name
+        plan.password_key = spec.encryption.password_secret_ref.key
+    pod = _pod("restore", spec, plan, image)
+    pod["volumes"].append({"name": "target", "persistentVolumeClaim": {"claimName": claim}})
+    pod["volumes"].append({"name": "restore-root", "emptyDir": {"sizeLimit": "16Mi"}})
+    container = pod["containers"][0]
+    container["volumeMounts"].append({"name": "restore-root", "mountPath": RESTORE_ROOT})
+    container["volumeMounts"].append({"name": "target", "mountPath": f"{RESTORE_ROOT}{DATA_MOUNT}/{source}"})
+    container["args"] = [
+        "backup",
+        "restore",
+        "--config",
+        f"{CONFIG_MOUNT}/config.json",
+        "--snapshot",
+        snapshot,
+        "--destination",
+        RESTORE_ROOT,
+        "--include",
+        f"{DATA_MOUNT}/{source}",
+        "--result",
+        "/dev/termination-log",
+    ]
+    meta = _Meta(policy, namespace)
+    labels = {JOB_LABEL: "restore"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta(job_name, [C_RESTORE], labels),
+        "spec": {
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": 7 * 86400,
+            "template": {"metadata": {"labels": meta("", [C_RESTORE], labels)["labels"]}, "spec": pod},
+        },
+    }

@@ -1,0 +1,284 @@
+"""kopf wiring for SecurityDomain: parse → plan → apply → prune → status.
+
+Reconciliation is level-triggered: every trigger (create, update, resume, the resync timer, a namespace
+appearing or changing labels, a managed NetworkPolicy being deleted) recomputes the whole desired state of the
+domain from the cluster as it is, so running it twice or after a restart changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from iotsec.api.common import API_VERSION, GROUP, VERSION
+from iotsec.api.validation import InvalidResourceError, parse_resource
+from iotsec.build import securitydomain as builder
+from iotsec.controllers import metrics
+from iotsec.controllers.runtime import CONFIG, kube
+from iotsec.controllers.wiring import level_triggered, live_resource, resource_lock
+from iotsec.k8s.kube import ApiError, Kube, Owner
+from iotsec.model import conditions
+from iotsec.model.labels import OWNER_KIND, OWNER_NAME
+
+KIND = builder.KIND
+PLURAL = "securitydomains"
+NETPOL = ("networking.k8s.io/v1", "NetworkPolicy")
+OUR_LABELS = (
+    builder.DOMAIN_LABEL,
+    builder.ZONE_LABEL,
+    *(f"{builder.PSA_PREFIX}/{m}{v}" for m in ("enforce", "warn", "audit") for v in ("", "-version")),
+)
+
+
+@dataclass
+class Applied:
+    changed: list[str]
+    pruned: list[str]
+    labelled: list[str]
+    unlabelled: list[str]
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.changed or self.pruned or self.labelled or self.unlabelled)
+
+
+# ---------------------------------------------------------------- triggers
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def on_delete(name: str, **_: Any) -> None:
+    """Remove everything the domain wrote; deleting a domain never touches the namespaces themselves."""
+    api = kube()
+    with resource_lock(KIND, name):
+        api.prune(*NETPOL, KIND, name, keep=())
+        _unlabel(api, name, keep=set())
+    metrics.forget(KIND, name)
+
+
+@kopf.on.event("", "v1", "namespaces")
+def on_namespace(type: str | None, name: str, labels: Mapping[str, str], **_: Any) -> None:
+    """A namespace appeared, changed labels or went away: reconcile the domains it concerns."""
+    if type is None:  # the initial listing at start-up; resume handlers cover it
+        return
+    for domain in _domains_concerned(name, labels):
+        reconcile(domain)
+
+
+@kopf.on.event(*NETPOL[0].split("/"), "networkpolicies", labels={OWNER_KIND: KIND})
+def on_policy_deleted(type: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    """A policy iotsec maintains was deleted by someone: put it back now rather than at the next resync."""
+    if type == "DELETED" and labels.get(OWNER_NAME):
+        reconcile(labels[OWNER_NAME])
+
+
+def _domains_concerned(namespace: str, labels: Mapping[str, str]) -> set[str]:
+    concerned = {labels[builder.DOMAIN_LABEL]} if labels.get(builder.DOMAIN_LABEL) else set()
+    info = {namespace: builder.NamespaceInfo(namespace, dict(labels))}
+    for domain in _valid_domains(kube().list(API_VERSION, KIND)):
+        if builder.claimed_namespaces(domain, info)[0] or namespace in (domain.spec.namespaces or ()):
+            concerned.add(domain.name)
+    return concerned
+
+
+# ---------------------------------------------------------------- reconcile
+
+
+def reconcile(name: str) -> None:
+    api = kube()
+    with live_resource(api, KIND, name) as (body, outcome):
+        if body is None:
+            return
+        try:
+            domain = _domain(body)
+        except InvalidResourceError as exc:
+            outcome.invalid()
+            _reject(api, body, exc)
+        try:
+            plan = _plan(api, domain)
+            applied = _apply(api, body, plan)
+        except ApiError as exc:
+            _write_status(api, body, None, failure=exc)
+            if exc.transient:
+                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
+            raise kopf.PermanentError(str(exc)) from None
+        ready, status_changed = _write_status(api, body, plan)
+        _announce(body, plan, applied, status_changed)
+        metrics.MANAGED_OBJECTS.labels(KIND, name, "NetworkPolicy").set(len(plan.policies))
+        metrics.RESOURCE_READY.labels(KIND, name).set(1 if ready else 0)
+        outcome.succeeded()
+
+
+_parsed: dict[tuple[str, int], builder.Domain | InvalidResourceError] = {}
+
+
+def _domain(body: dict[str, Any]) -> builder.Domain:
+    """The domain of a body, parsed once per spec generation; raises InvalidResourceError."""
+    meta = body["metadata"]
+    key = (meta.get("uid", meta["name"]), meta.get("generation", 0))
+    if key not in _parsed:
+        if len(_parsed) > 4096:
+            _parsed.clear()
+        try:
+            resource = parse_resource(body)
+            _parsed[key] = builder.Domain(resource.name, resource.spec, meta.get("creationTimestamp", ""))
+        except InvalidResourceError as exc:
+            _parsed[key] = exc
+    result = _parsed[key]
+    if isinstance(result, InvalidResourceError):
+        raise result
+    return result
+
+
+def _valid_domains(bodies: list[dict[str, Any]]) -> list[builder.Domain]:
+    domains = []
+    for body in bodies:
+        try:
+            domains.append(_domain(body))
+        except InvalidResourceError:
+            continue  # an invalid domain claims nothing; it reports its own problems
+    return domains
+
+
+def _plan(api: Kube, domain: builder.Domain) -> builder.DomainPlan:
+    domains = _valid_domains(api.list(API_VERSION, KIND))
+    namespaces = [
+        builder.NamespaceInfo(ns["metadata"]["name"], ns["metadata"].get("labels") or {})
+        for ns in api.list("v1", "Namespace")
+        if not ns["metadata"].get("deletionTimestamp")
+    ]
+    return builder.plan_domain(domain, domains, namespaces, CONFIG.network)
+
+
+def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied:
+    owner = Owner.of(body)
+    labelled = [ns for ns, labels in plan.namespace_labels.items() if api.patch_labels("v1", "Namespace", ns, labels)]
+    before = {
+        (p["metadata"]["namespace"], p["metadata"]["name"]): p["metadata"]["resourceVersion"]
+        for p in api.list(*NETPOL, label_selector=f"{OWNER_KIND}={KIND},{OWNER_NAME}={plan.domain}")
+    }
+    changed = []
+    for policy in plan.policies:
+        key = (policy["metadata"]["namespace"], policy["metadata"]["name"])
+        if api.apply(policy, owner)["metadata"]["resourceVersion"] != before.get(key):
+            changed.append("/".join(key))
+    keep = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in plan.policies}
+    pruned = [f"{ns}/{n}" for ns, n in api.prune(*NETPOL, KIND, plan.domain, keep)]
+    metrics.OBJECTS_PRUNED.labels("NetworkPolicy").inc(len(pruned))
+    unlabelled = _unlabel(api, plan.domain, keep=set(plan.members))
+    return Applied(changed, pruned, labelled, unlabelled)
+
+
+def _unlabel(api: Kube, domain: str, keep: set[str]) -> list[str]:
+    """Take the domain's labels off namespaces that are no longer its members."""
+    removed = []
+    for ns in api.list("v1", "Namespace", label_selector=f"{builder.DOMAIN_LABEL}={domain}"):
+        name = ns["metadata"]["name"]
+        if name not in keep and api.patch_labels("v1", "Namespace", name, dict.fromkeys(OUR_LABELS)):
+            removed.append(name)
+    return removed
+
+
+# ---------------------------------------------------------------- status and events
+
+
+def _reject(api: Kube, body: dict[str, Any], exc: InvalidResourceError) -> None:
+    message = "; ".join(str(p) for p in exc.problems)
+    generation = body["metadata"].get("generation")
+    ready = conditions.condition("Ready", False, "InvalidSpec", message, generation)
+    if _patch_status(api, body, {"observedGeneration": generation}, [ready]):
+        kopf.warn(body, reason="InvalidSpec", message=message)
+    metrics.RESOURCE_READY.labels(KIND, body["metadata"]["name"]).set(0)
+    raise kopf.PermanentError(f"invalid spec: {message}")
+
+
+def _write_status(
+    api: Kube, body: dict[str, Any], plan: builder.DomainPlan | None, failure: ApiError | None = None
+) -> tuple[bool, bool]:
+    """Write the status; return (ready, whether the status changed)."""
+    generation = body["metadata"].get("generation")
+    if plan is None:
+        reason = "ApiUnavailable" if failure and failure.transient else "ApplyFailed"
+        ready = conditions.condition("Ready", False, reason, str(failure), generation)
+        try:
+            return False, _patch_status(api, body, {}, [ready])
+        except ApiError:
+            return False, False  # the API is failing; the error that brought us here is what gets reported
+    ready_status, reason, message = _readiness(plan)
+    found = [
+        conditions.condition("Ready", ready_status, reason, message, generation, _controls(plan)),
+        conditions.condition(
+            "Conflict",
+            bool(plan.conflicts),
+            "NamespaceClaimedTwice" if plan.conflicts else "NoConflict",
+            "; ".join(plan.conflicts) or "no member namespace is claimed by another domain",
+            generation,
+        ),
+    ]
+    fields = {
+        "observedGeneration": generation,
+        "memberNamespaces": plan.members,
+        "namespaceCount": len(plan.members),
+        "policyCount": len(plan.policies),
+        "reachability": [edge.manifest() for edge in plan.reachability],
+        "conflicts": plan.conflicts,
+        "halfOpenRules": plan.half_open,
+    }
+    return ready_status, _patch_status(api, body, fields, found)
+
+
+def _readiness(plan: builder.DomainPlan) -> tuple[bool, str, str]:
+    lost = [c for c in plan.conflicts if "this domain keeps it" not in c]
+    if lost:
+        return False, "Conflict", "; ".join(lost)
+    if plan.reserved_namespaces:
+        return False, "ReservedNamespace", f"never isolated by a domain: {', '.join(plan.reserved_namespaces)}"
+    if plan.missing_peers:
+        names = ", ".join(plan.missing_peers)
+        return False, "PeerDomainMissing", f"rules name SecurityDomains that do not exist yet: {names}"
+    if plan.missing_namespaces:
+        missing = ", ".join(plan.missing_namespaces)
+        return False, "NamespaceMissing", f"member namespaces that do not exist yet: {missing}"
+    notes = [*plan.dropped_rules, *plan.half_open]
+    summary = f"{len(plan.policies)} NetworkPolicies in {len(plan.members)} namespaces"
+    return True, "Reconciled", summary + (f"; note: {'; '.join(notes)}" if notes else "")
+
+
+def _controls(plan: builder.DomainPlan) -> list[str]:
+    found = {c for p in plan.policies for c in p["metadata"]["annotations"]["iotsec.io/controls"].split(",")}
+    return sorted(found | {"X1369-9.4.1-1"})
+
+
+def _patch_status(api: Kube, body: dict[str, Any], fields: dict[str, Any], found: list[dict[str, Any]]) -> bool:
+    """Patch the status unless it already says the same (no write, no new resourceVersion); return if written."""
+    previous = (body.get("status") or {}).get("conditions")
+    status = {**fields, "conditions": conditions.merge_conditions(previous, found)}
+    if _same_status(body.get("status") or {}, status):
+        return False
+    api.patch_status(API_VERSION, KIND, body["metadata"]["name"], status)
+    return True
+
+
+def _same_status(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return all(old.get(key) == value for key, value in new.items())
+
+
+def _announce(body: dict[str, Any], plan: builder.DomainPlan, applied: Applied, status_changed: bool) -> None:
+    """Events for what changed; warnings only when the status changes, so a resync does not repeat them."""
+    if applied.anything:
+        parts = [
+            f"{len(applied.changed)} policies applied" if applied.changed else "",
+            f"{len(applied.pruned)} pruned ({', '.join(applied.pruned[:5])})" if applied.pruned else "",
+            f"joined: {', '.join(applied.labelled)}" if applied.labelled else "",
+            f"left: {', '.join(applied.unlabelled)}" if applied.unlabelled else "",
+        ]
+        kopf.event(body, type="Normal", reason="Reconciled", message="; ".join(p for p in parts if p))
+    if not status_changed:
+        return
+    for problem in [*plan.conflicts, *(f"missing peer domain {p}" for p in plan.missing_peers)]:
+        kopf.warn(body, reason="Conflict" if "claimed" in problem else "PeerDomainMissing", message=problem)
+
+
+level_triggered(PLURAL, reconcile)

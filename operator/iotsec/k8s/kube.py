@@ -1,0 +1,489 @@
+"""The one adapter between iotsec and the Kubernetes API server.
+
+Everything iotsec writes goes through `Kube.apply` (server-side apply, field manager `iotsec`, force for the
+objects it owns, owner references where scope allows); everything it removes goes through `Kube.prune`, which
+deletes only objects carrying iotsec's ownership labels. No other module calls the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME, owner_selector
+from iotsec.model.platform import Platform, operator_grant
+
+FIELD_MANAGER = MANAGER
+TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+FENCE_RULE = "operator-confinement"  # iotsec.admission.guard's rule id in an admission denial
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """An API call failed. `transient` ones (conflicts, throttling, server errors, network) are worth retrying."""
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None, transient: bool | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self._transient = transient
+
+    @property
+    def transient(self) -> bool:
+        if self._transient is not None:
+            return self._transient
+        return self.status is None or self.status in TRANSIENT_STATUSES
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The custom resource a child object belongs to."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    namespace: str | None = None
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def may_own(self, namespace: str | None) -> bool:
+        """Kubernetes allows a cluster-scoped owner for anything, a namespaced one only in its namespace."""
+        return self.namespace is None or self.namespace == namespace
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Owner:
+        meta = body["metadata"]
+        return cls(body["apiVersion"], body["kind"], meta["name"], meta["uid"], meta.get("namespace"))
+
+
+class _Throttle:
+    """Honours the API server's Retry-After for every caller, not only the one that was told."""
+
+    MAX_WAIT = 60.0
+
+    def __init__(self) -> None:
+        self._not_before = 0.0
+
+    def wait(self) -> None:
+        delay = self._not_before - time.monotonic()
+        if delay > 0:
+            time.sleep(min(delay, self.MAX_WAIT))
+
+    def hold(self, seconds: float) -> None:
+        self._not_before = max(self._not_before, time.monotonic() + min(seconds, self.MAX_WAIT))
+
+
+def _guarded(action: str, fn: Callable[[], T], throttle: _Throttle | None = None) -> T:
+    if throttle:
+        throttle.wait()
+    try:
+        return fn()
+    except DynamicApiError as exc:
+        retry_after = _retry_after(getattr(exc, "headers", None))
+        if throttle and retry_after and exc.status in (429, 503):
+            throttle.hold(retry_after)
+        message = _message(exc)
+        # The operator fence judges by the webhook's view of the cluster, which may lag a new domain or tenant by
+        # its refresh interval: worth a retry, not a permanent failure.
+        fenced = exc.status == 403 and FENCE_RULE in message
+        raise ApiError(
+            f"{action}: {exc.status} {exc.reason}: {message}",
+            exc.status,
+            retry_after,
+            transient=True if fenced else None,
+        ) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ApiError(f"{action}: cannot reach the API server: {exc}") from None
+
+
+def _message(exc: DynamicApiError) -> str:
+    summary = getattr(exc, "summary", None)
+    return summary() if callable(summary) else str(exc.body)[:500]
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        return float(headers.get("Retry-After")) if headers and headers.get("Retry-After") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def default_api_client() -> k8s_client.ApiClient:
+    """In-cluster credentials inside a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        k8s_config.load_incluster_config()
+        return k8s_client.ApiClient()
+    return k8s_config.new_client_from_config()
+
+
+UNGRANTED_GROUPS = ("iotsec.io/", "events.k8s.io/")  # custom resources and events: cluster-wide rights
+
+
+class NamespaceGrants:
+    """The operator's rights inside a namespace come from a RoleBinding it creates there on first use.
+
+    Its cluster-wide role holds only `create rolebindings` and `bind` on the chart's ClusterRoles; the webhook's
+    fence (iotsec.admission.guard) refuses the binding outside the namespaces iotsec manages. Reserved namespaces
+    are never tried; the release namespace is covered by the chart's Role.
+    """
+
+    PROPAGATION_SECONDS = 5.0
+
+    def __init__(self, platform: Platform):
+        self.platform = platform
+        self._granted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def needed(self, api_version: str, kind: str, namespace: str | None) -> bool:
+        if not namespace or self.platform.reserved(namespace):  # the chart's Roles cover its own namespaces
+            return False
+        return kind != "Event" and not api_version.startswith(UNGRANTED_GROUPS)
+
+    def ensure(self, kube: Kube, namespace: str) -> bool:
+        """Bind the operator's namespace role in `namespace`; False when the namespace does not exist (yet)."""
+        with self._lock:
+            if namespace in self._granted:
+                return True
+            created = kube._create_grant(operator_grant(self.platform, namespace))
+            if created is None:
+                return False
+            self._granted.add(namespace)
+        if created:
+            kube._await_access(namespace, self.PROPAGATION_SECONDS)
+        return True
+
+    def forget(self, namespace: str) -> None:
+        with self._lock:
+            self._granted.discard(namespace)
+
+
+class Kube:
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient | None = None,
+        field_manager: str = FIELD_MANAGER,
+        grants: NamespaceGrants | None = None,
+    ):
+        self._api_client = api_client or default_api_client()
+        self.field_manager = field_manager
+        self._dynamic: DynamicClient | None = None
+        self._throttle = _Throttle()
+        self._grants = grants
+
+    def _call(self, action: str, fn: Callable[[], T]) -> T:
+        return _guarded(action, fn, self._throttle)
+
+    def _in(self, api_version: str, kind: str, namespace: str | None, action: str, fn: Callable[[], T]) -> T:
+        """A call inside `namespace`, with the operator's grant there first (and once more if it went missing)."""
+        grants = self._grants
+        if grants is None or not grants.needed(api_version, kind, namespace):
+            return self._call(action, fn)
+        assert namespace is not None
+        exists = grants.ensure(self, namespace)
+        try:
+            return self._call(action, fn)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            if not exists:  # authorization comes before the lookup: in a missing namespace, say so, not 403
+                raise ApiError(f"{action}: namespace {namespace} does not exist", 404) from None
+            grants.forget(namespace)  # the namespace or its grant was recreated or removed: bind again, once
+            if not grants.ensure(self, namespace):
+                raise ApiError(f"{action}: namespace {namespace} does not exist", 404) from None
+            return self._call(action, fn)
+
+    def withdraw_grant(self, namespace: str) -> bool:
+        """Delete the operator's grant in `namespace` (made by NamespaceGrants); False when it was not there."""
+        if self._grants is None:
+            return False
+        name = self._grants.platform.grant_name
+        resource = self._resource("rbac.authorization.k8s.io/v1", "RoleBinding")
+        self._grants.forget(namespace)
+        try:
+            self._call(f"withdraw grant in {namespace}", lambda: resource.delete(name=name, namespace=namespace))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def _create_grant(self, binding: dict[str, Any]) -> bool | None:
+        """Create the grant RoleBinding: True when made now, False when it existed, None when its namespace is gone.
+
+        An existing grant is looked for first (a list, which the operator may do anywhere): where iotsec no longer
+        works the fence refuses a create, even of a grant that is still there, and pruning must go on."""
+        namespace, name = binding["metadata"]["namespace"], binding["metadata"]["name"]
+        resource = self._resource("rbac.authorization.k8s.io/v1", "RoleBinding")
+        found = self._call(
+            f"look for the grant in {namespace}",
+            lambda: resource.get(namespace=namespace, field_selector=f"metadata.name={name}"),
+        ).to_dict()
+        if found.get("items"):
+            return False
+        try:
+            self._call(
+                f"grant iotsec in namespace {namespace}", lambda: resource.create(body=binding, namespace=namespace)
+            )
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            if exc.status == 404:
+                return None
+            raise ApiError(
+                f"iotsec may not work in namespace {namespace}: {exc}", exc.status, transient=exc.transient
+            ) from None
+        log.info("granted iotsec's operator its namespace role in %s", namespace)
+        return True
+
+    def _await_access(self, namespace: str, seconds: float) -> None:
+        """RBAC takes a moment to see a new RoleBinding: wait until a self access review says it holds."""
+        api = k8s_client.AuthorizationV1Api(self._api_client)
+        review = {"spec": {"resourceAttributes": {"verb": "get", "resource": "secrets", "namespace": namespace}}}
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            answer = self._call("review own access", lambda: api.create_self_subject_access_review(review))
+            if answer.status.allowed:
+                return
+            time.sleep(0.1)
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        if self._dynamic is None:
+            self._dynamic = self._call("discover the API", lambda: DynamicClient(self._api_client))
+        return self._dynamic
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        try:
+            return self._call(
+                f"discover {kind}", lambda: self.dynamic.resources.get(api_version=api_version, kind=kind)
+            )
+        except ResourceNotFoundError:
+            raise ApiError(f"the API server does not serve {kind} in {api_version}", 404) from None
+
+    # ---------------------------------------------------------------- reading
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        resource = self._resource(api_version, kind)
+        try:
+            return self._in(
+                api_version, kind, namespace, f"get {kind} {name}", lambda: resource.get(name=name, namespace=namespace)
+            ).to_dict()
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        resource = self._resource(api_version, kind)
+        try:
+            result = self._in(
+                api_version,
+                kind,
+                namespace,
+                f"list {kind}",
+                lambda: resource.get(namespace=namespace, label_selector=label_selector),
+            ).to_dict()
+        except ApiError as exc:
+            if exc.status == 404 and namespace:
+                return []  # a namespace that does not exist (yet) holds nothing
+            raise
+        for item in result.get("items", []):
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return result.get("items", [])
+
+    # ---------------------------------------------------------------- writing
+
+    def apply(self, obj: dict[str, Any], owner: Owner | None = None) -> dict[str, Any]:
+        """Server-side apply `obj` as this client's field manager, forcing conflicts on fields it owns."""
+        body = dict(obj)
+        metadata = dict(body["metadata"])
+        if owner is not None and owner.may_own(metadata.get("namespace")):
+            metadata["ownerReferences"] = [owner.reference()]
+        body["metadata"] = metadata
+        resource = self._resource(body["apiVersion"], body["kind"])
+        name = f"apply {body['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
+        return self._in(
+            body["apiVersion"],
+            body["kind"],
+            metadata.get("namespace"),
+            name,
+            lambda: resource.server_side_apply(body=body, field_manager=self.field_manager, force_conflicts=True),
+        ).to_dict()
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        """Create `obj` only if nothing of that name exists (False then): for keys, which are never overwritten."""
+        metadata = obj["metadata"]
+        resource = self._resource(obj["apiVersion"], obj["kind"])
+        name = f"create {obj['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
+        try:
+            self._call(name, lambda: resource.create(body=obj, namespace=metadata.get("namespace")))
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def patch_labels(
+        self, api_version: str, kind: str, name: str, labels: dict[str, str | None], namespace: str | None = None
+    ) -> bool:
+        """Set (or, with None, remove) labels on an existing object; return whether anything changed.
+
+        A merge patch, not apply: several iotsec owners may label one object (a namespace joins a domain and a
+        tenant), and an apply by one would drop the labels the other applied under the same field manager.
+        """
+        return self._patch_metadata("labels", api_version, kind, name, labels, namespace)
+
+    def annotate(
+        self, api_version: str, kind: str, name: str, annotations: dict[str, str | None], namespace: str | None = None
+    ) -> bool:
+        """Set (or remove) annotations, e.g. to ask the operator for something now; return whether it changed."""
+        return self._patch_metadata("annotations", api_version, kind, name, annotations, namespace)
+
+    def _patch_metadata(
+        self, field: str, api_version: str, kind: str, name: str, values: dict[str, str | None], namespace: str | None
+    ) -> bool:
+        current = self.get(api_version, kind, name, namespace)
+        if current is None:
+            raise ApiError(f"set {field} of {kind} {name}: not found", 404)
+        existing = current["metadata"].get(field) or {}
+        changes = {k: v for k, v in values.items() if existing.get(k) != v and not (v is None and k not in existing)}
+        if not changes:
+            return False
+        resource = self._resource(api_version, kind)
+        self._in(
+            api_version,
+            kind,
+            namespace,
+            f"set {field} of {kind} {name}",
+            lambda: resource.patch(
+                name=name,
+                namespace=namespace,
+                body={"metadata": {field: changes}},
+                content_type="application/merge-patch+json",
+                field_manager=self.field_manager,
+            ),
+        )
+        return True
+
+    def patch_status(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        status: dict[str, Any],
+        namespace: str | None = None,
+        resource_version: str | None = None,
+    ) -> None:
+        """Merge-patch the status; with `resource_version`, a concurrent writer makes it fail with 409."""
+        resource = self._resource(api_version, kind)
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        self._call(
+            f"write status of {kind} {name}",
+            lambda: resource.status.patch(
+                name=name,
+                namespace=namespace,
+                body=body,
+                content_type="application/merge-patch+json",
+                field_manager=self.field_manager,
+            ),
+        )
+
+    def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `involved`; cluster-scoped objects get theirs in the default namespace."""
+        meta = involved["metadata"]
+        namespace = meta.get("namespace") or "default"
+        moment = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "uid": meta.get("uid"),
+                **({"namespace": meta["namespace"]} if meta.get("namespace") else {}),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self.field_manager},
+            "firstTimestamp": moment,
+            "lastTimestamp": moment,
+            "count": 1,
+        }
+        resource = self._resource("v1", "Event")
+        self._call(f"post event {reason}", lambda: resource.create(body=event, namespace=namespace))
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        resource = self._resource(api_version, kind)
+        try:
+            self._in(
+                api_version,
+                kind,
+                namespace,
+                f"delete {kind} {name}",
+                lambda: resource.delete(name=name, namespace=namespace),
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def prune(
+        self,
+        api_version: str,
+        kind: str,
+        owner_kind: str,
+        owner_name: str,
+        keep: Iterable[tuple[str | None, str]],
+        namespace: str | None = None,
+    ) -> list[tuple[str | None, str]]:
+        """Delete the owner's children of one kind that are not in `keep` (pairs of namespace, name), in one
+        namespace when given (what a namespaced Role allows), else cluster-wide.
+
+        Only objects labelled as iotsec's and as this owner's are candidates: nothing else is ever deleted.
+        """
+        wanted = set(keep)
+        removed = []
+        selector = owner_selector(owner_kind, owner_name)
+        for item in self.list(api_version, kind, namespace=namespace, label_selector=selector):
+            meta = item["metadata"]
+            labels = meta.get("labels") or {}
+            ours = labels.get(MANAGED_BY) == MANAGER and labels.get(OWNER_KIND) == owner_kind
+            if not ours or labels.get(OWNER_NAME) != owner_name:
+                continue
+            key = (meta.get("namespace"), meta["name"])
+            if key not in wanted and self.delete(api_version, kind, meta["name"], meta.get("namespace")):
+                removed.append(key)
+        return sorted(removed, key=lambda k: (k[0] or "", k[1]))

@@ -1,0 +1,42 @@
+"""Time as iotsec writes and reads it: timezone-aware UTC, RFC 3339 with a `Z` (pure, standard library only).
+
+Every timestamp iotsec writes (status conditions, audit records, backup results, device registries) goes through
+`rfc3339`; every one it reads through `parse_rfc3339`. Precision is the caller's choice because some formats are
+fixed on disk (the audit chain hashes microsecond stamps; a backup result carries milliseconds).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Literal
+
+Precision = Literal["seconds", "milliseconds", "microseconds"]
+_BEYOND_MICROSECONDS = re.compile(r"(\.\d{6})\d+")  # restic and Go write nanoseconds; datetime reads six digits
+
+
+def utc(moment: datetime, what: str = "now") -> datetime:
+    """`moment` in UTC; ValueError for a naive datetime, whose zone would be a guess."""
+    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{what} must be a timezone-aware datetime")
+    return moment.astimezone(UTC)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime, precision: Precision = "seconds") -> str:
+    """`2026-12-03T07:03:00Z`; with precision, `…:00.123Z` or `…:00.123456Z`."""
+    return utc(moment, "a timestamp").isoformat(timespec=precision).replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: str, what: str = "timestamp") -> datetime:
+    """An aware datetime from RFC 3339 text (`Z` or an offset, any fraction); ValueError naming `what`."""
+    try:
+        moment = datetime.fromisoformat(_BEYOND_MICROSECONDS.sub(r"\1", text.strip()).upper().replace("Z", "+00:00"))
+    except (ValueError, AttributeError) as error:
+        raise ValueError(f"{what} {text!r} is not an RFC 3339 time") from error
+    if moment.tzinfo is None:
+        raise ValueError(f"{what} {text!r} has no time zone")
+    return moment

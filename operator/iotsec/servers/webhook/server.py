@@ -1,0 +1,126 @@
+"""The webhook's HTTPS server (aiohttp): /validate, /healthz, /readyz; certificates reload without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from iotsec.admission.context import Snapshot
+from iotsec.pki.tls import ReloadingTLS
+from iotsec.servers.bounded import WEBHOOK_BOUNDS, Bounds
+from iotsec.servers.bounded import server as bounded
+from iotsec.servers.webhook.review import MAX_BODY_BYTES, Outcome, review
+
+log = logging.getLogger("iotsec.servers.webhook")
+
+REQUESTS = Counter(
+    "iotsec_admission_requests_total",
+    "Admission reviews by kind, operation and decision.",
+    ["kind", "operation", "decision"],
+)
+DURATION = Histogram(
+    "iotsec_admission_duration_seconds",
+    "Time to answer one admission review.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+VIOLATIONS = Counter("iotsec_violations_total", "Violations found at admission, by control.", ["control"])
+EXCEPTIONS_USED = Counter(
+    "iotsec_exceptions_used_total", "Admission rules waived by an exception, by domain and rule.", ["domain", "rule"]
+)
+
+
+class SnapshotSource:
+    """Where the policy context comes from; `current` is None until the first load."""
+
+    current: Snapshot | None = None
+
+    async def run(self) -> None:  # keeps the snapshot fresh; the static source has nothing to do
+        return None
+
+
+@dataclass
+class StaticSnapshot(SnapshotSource):
+    snapshot: Snapshot
+
+    @property
+    def current(self) -> Snapshot | None:  # type: ignore[override]
+        return self.snapshot
+
+
+def make_app(source: SnapshotSource, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> web.Application:
+    async def validate(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = await _read_limited(request)
+        outcome = review(body, source.current, now) if body is not None else _too_large()
+        _record(outcome, time.perf_counter() - started)
+        return web.Response(body=orjson.dumps(outcome.body), status=outcome.status, content_type="application/json")
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready = source.current is not None
+        return web.Response(text="ok" if ready else "no cluster state yet", status=200 if ready else 503)
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.add_routes([web.post("/validate", validate), web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    return app
+
+
+async def _read_limited(request: web.Request) -> bytes | None:
+    """The whole body (content.read(n) would return only what has arrived so far), or None when too large."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return None
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return None
+
+
+def _too_large() -> Outcome:
+    return Outcome(400, {"error": f"body exceeds the {MAX_BODY_BYTES}-byte limit"})
+
+
+def _record(outcome: Outcome, seconds: float) -> None:
+    DURATION.observe(seconds)
+    REQUESTS.labels(outcome.kind, outcome.operation, outcome.verdict).inc()
+    decision = outcome.decision
+    if decision is None or outcome.dry_run:
+        return  # dry-run requests have no side effects, not even in the records
+    for violation in decision.violations:
+        VIOLATIONS.labels(violation.control).inc()
+    for use in decision.exceptions_used:
+        EXCEPTIONS_USED.labels(use.domain, use.rule).inc()
+        log.warning("exception used: %s", use.line())
+
+
+async def serve(
+    source: SnapshotSource,
+    host: str,
+    port: int,
+    tls: ReloadingTLS,
+    reload_seconds: float = 10.0,
+    stop: asyncio.Event | None = None,
+    bounds: Bounds = WEBHOOK_BOUNDS,
+) -> None:
+    """Serve until `stop` is set (or forever), within `bounds` (deadlines and connection caps)."""
+    gc.collect()
+    gc.freeze()  # start-up objects (models, schemas, clients) are permanent: keep collections off them
+    runner, _ = await bounded.start(make_app(source), "webhook", host, port, tls.context, bounds, MAX_BODY_BYTES)
+    log.info("webhook listening on https://%s:%d/validate", host, port)
+    tasks = [asyncio.create_task(source.run()), asyncio.create_task(tls.watch(reload_seconds))]
+    try:
+        await (stop.wait() if stop else asyncio.Event().wait())
+    finally:
+        for task in tasks:
+            task.cancel()
+        await runner.cleanup()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from iotsec.build.backup import Image
+from iotsec.model.platform import Image
 from iotsec.controllers.runtime import Config
 from iotsec.k8s.kube import ApiError
 from iotsec.services import restore as restore_cli

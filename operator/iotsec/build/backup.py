@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from iotsec.api.backuppolicy import BackupPolicySpec
 from iotsec.build.tenant import PLACEHOLDER
 from iotsec.model.labels import OWNER_KIND, OWNER_NAME, owned_metadata, restricted_container_security
+from iotsec.model.platform import Image
 
 KIND = "BackupPolicy"
 JOB_LABEL = "iotsec.io/backup-job"  # backup | verify | drill
@@ -32,12 +33,6 @@ C_KEYS = "X1369-9.2.4-2"
 C_OFFSITE = "X1369-9.6.6-1"
 C_DRILL = "X1369-9.6.1-2"
 C_RESTORE = "X1369-9.6.6-2"
-
-
-@dataclass(frozen=True)
-class Image:
-    reference: str = "registry.example.com/iotsec/iotsec:0.1.0"
-    pull_policy: str = "IfNotPresent"
 
 
 @dataclass

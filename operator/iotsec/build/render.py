@@ -10,7 +10,7 @@ from iotsec.api.validation import InvalidResourceError, Problem, is_iotsec, pars
 from iotsec.build import audit, backup, tenant
 from iotsec.build import securitydomain as sd
 from iotsec.model.manifests import Document
-from iotsec.model.platform import Platform
+from iotsec.model.platform import Image, Platform
 
 
 @dataclass
@@ -77,7 +77,7 @@ def render(documents: Iterable[Document]) -> Rendered:
             name,
             spec,
             namespace=PLATFORM.audit_namespace,
-            image=backup.Image().reference,
+            image=Image().reference,
             operator_users=[PLATFORM.operator_user],
             sink_service_account=PLATFORM.cluster_role("audit-sink"),
         )

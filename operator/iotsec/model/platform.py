@@ -1,6 +1,6 @@
 """Where the platform's own things live: the release namespace and the names of the ClusterRoles the chart ships.
 
-Pure settings passed to the builders (the operator fills them from `runtime.Config`; `iotsec render` uses the
+Pure settings passed to the builders (the operator fills them from `model.config.Config`; `iotsec render` uses the
 defaults, which match a release named `iotsec` in `iotsec-system`).
 """
 
@@ -17,6 +17,14 @@ RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default
 
 
 @dataclass(frozen=True)
+class Image:
+    """The image of the pods iotsec creates (audit sinks, backup and restore Jobs): the chart gives its own."""
+
+    reference: str = "registry.example.com/iotsec/iotsec:0.1.0"
+    pull_policy: str = "IfNotPresent"
+
+
+@dataclass(frozen=True)
 class Platform:
     namespace: str = "iotsec-system"  # the release namespace: platform keys (device CAs, volume keys) live here
     prefix: str = "iotsec"  # the release name: the chart's ClusterRoles are named <prefix>-<role>
@@ -27,16 +35,6 @@ class Platform:
         if not self.audit_namespace:
             object.__setattr__(self, "audit_namespace", f"{self.prefix}-audit")
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Platform:
-        """The settings the chart gives every iotsec pod (IOTSEC_WEBHOOK_NAMESPACE, IOTSEC_RELEASE, ...)."""
-        defaults = cls()
-        return cls(
-            env.get("IOTSEC_WEBHOOK_NAMESPACE", defaults.namespace),
-            env.get("IOTSEC_RELEASE", defaults.prefix),
-            env.get("IOTSEC_OPERATOR_SERVICE_ACCOUNT", defaults.operator_service_account),
-            env.get("IOTSEC_AUDIT_NAMESPACE", ""),
-        )
 
     def cluster_role(self, role: str) -> str:
         """A ClusterRole the chart ships, e.g. `tenant-admin` → `iotsec-tenant-admin`."""

@@ -9,13 +9,14 @@ from iotsec.api.backuppolicy import BackupPolicySpec
 from iotsec.api.validation import parse_resource
 from iotsec.build import backup as builder
 from iotsec.k8s.kube import ApiError, Kube, Owner
+from iotsec.model.platform import Image
 
 
 class RestoreError(Exception):
     """A restore the CLI refuses or cannot start; the message says why."""
 
 
-def _scheduled_image(kube: Kube, policy: str, namespace: str) -> builder.Image:
+def _scheduled_image(kube: Kube, policy: str, namespace: str) -> Image:
     """The image the operator runs this policy's backups with: a restore must read what that image wrote."""
     selector = f"iotsec.io/owner-kind=BackupPolicy,iotsec.io/owner-name={policy}"
     for api_version in ("batch/v1", "batch/v1beta1"):
@@ -27,7 +28,7 @@ def _scheduled_image(kube: Kube, policy: str, namespace: str) -> builder.Image:
             raise
         for cron_job in cron_jobs:
             containers = cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-            return builder.Image(containers[0]["image"], containers[0].get("imagePullPolicy") or "IfNotPresent")
+            return Image(containers[0]["image"], containers[0].get("imagePullPolicy") or "IfNotPresent")
     raise RestoreError(
         f"BackupPolicy {namespace}/{policy} has no backup CronJob yet: the operator has not scheduled it, so the "
         "image that wrote its snapshots is unknown; name it with --image"
@@ -72,7 +73,7 @@ def restore(
         snapshot,
         f"iotsec-restore-{policy}-{stamp}",
         source_claim=source,
-        image=builder.Image(image) if image else _scheduled_image(kube, policy, namespace),
+        image=Image(image) if image else _scheduled_image(kube, policy, namespace),
     )
     kube.apply(job, Owner.of(body))
     return {

@@ -129,7 +129,9 @@ def snapshot_from_objects(
 
 
 def _created(obj: dict[str, Any]) -> str:
-    return (obj.get("metadata") or {}).get("creationTimestamp", "")
+    metadata: dict[str, Any] = obj.get("metadata") or {}
+    created: str = metadata.get("creationTimestamp", "")
+    return created
 
 
 def _tenant_storage(spec: Any) -> dict[str, TenantStorage]:

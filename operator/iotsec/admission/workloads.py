@@ -71,7 +71,7 @@ def pod_spec(obj: dict[str, Any]) -> PodSpec | None:
 
 
 def _parent(obj: dict[str, Any], steps: tuple[str, ...]) -> dict[str, Any]:
-    node: Any = obj
+    node = obj
     for step in steps[:-1]:
         node = node.get(step) or {}
     return node

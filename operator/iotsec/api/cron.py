@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 DESCRIPTORS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
-MONTHS = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
-WEEKDAYS = {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}
-FIELDS = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
+MONTHS: dict[str, int] = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
+WEEKDAYS: dict[str, int] = {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}
+NO_NAMES: dict[str, int] = {}
+# (field name, lowest value, highest value, the names that stand for values)
+FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, NO_NAMES),
+    ("hour", 0, 23, NO_NAMES),
+    ("day of month", 1, 31, NO_NAMES),
     ("month", 1, 12, MONTHS),
     ("day of week", 0, 7, WEEKDAYS),
 )

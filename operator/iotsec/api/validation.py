@@ -21,6 +21,7 @@ from typing import Any
 
 import celpy
 import jsonschema
+from celpy.adapter import json_to_cel
 from pydantic import ValidationError
 
 from iotsec.api.common import (
@@ -125,7 +126,7 @@ def _identify(obj: dict[str, Any]) -> tuple[KindInfo | None, list[Problem]]:
     if info is None:
         known = ", ".join(BY_KIND)
         problems.append(Problem("kind", f"must be one of {known}, got {obj.get('kind')!r}"))
-    if problems:
+    if problems or info is None:
         return None, problems
     metadata = obj.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
@@ -181,10 +182,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
     value = error.instance
     match error.validator:
         case "enum":
-            options = ", ".join(str(v) for v in error.validator_value)
+            choices = error.validator_value
+            options = ", ".join(str(v) for v in choices) if isinstance(choices, list) else str(choices)
             return f"must be one of: {options} (got {value!r})"
         case "pattern":
-            hint = _PATTERN_HINTS.get(error.validator_value)
+            hint = _PATTERN_HINTS.get(str(error.validator_value))
             return f"{value!r} is not {hint}" if hint else f"{value!r} does not match {error.validator_value}"
         case "format":
             return f"{value!r} is not a valid {error.validator_value}"
@@ -249,11 +251,11 @@ def _cel_problems(rule: dict[str, str], value: Any, path: str) -> Iterator[Probl
         return  # transition rules need the stored object; only the API server can check them
     where = path + rule.get("fieldPath", "") if rule.get("fieldPath", "").startswith(".") else path
     try:
-        result = _cel_program(expression).evaluate({"self": celpy.json_to_cel(value)})
+        result = _cel_program(expression).evaluate({"self": json_to_cel(value)})
     except Exception as exc:  # a CEL runtime error is a failed rule on the server too
         yield Problem(where, f"{rule['message']} (rule error: {type(exc).__name__})")
         return
-    if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
+    if not (isinstance(result, bool | celpy.celtypes.BoolType) and bool(result)):
         yield Problem(where, rule["message"])
 
 

@@ -198,7 +198,7 @@ class _Walker:
         except (KeyError, TypeError, AttributeError) as exc:
             return Fault(f"{where} has fields of the wrong shape ({type(exc).__name__})", None, number)
 
-    def _covers(self, where: str, number: int, checkpoint: dict) -> Fault | None:
+    def _covers(self, where: str, number: int, checkpoint: dict[str, Any]) -> Fault | None:
         """Whether the records since the previous checkpoint are exactly the ones it signed."""
         pending = self.scan.entries[self.scan.covered :]
         signed = checkpoint["hashes"]

@@ -573,6 +573,7 @@ def export_bundle(root: Path, out: Path, since: datetime | None, until: datetime
             _durable_write(out / chain.SEGMENTS / source.name, source.read_bytes())
     _durable_write(out / chain.PUBLIC_KEY, (root / chain.PUBLIC_KEY).read_bytes())
     seals = [chain.read_json(chain.seal_path(s)) or {} for s in chosen]
+    segments = [s.name for s in chosen]
     manifest = {
         "exportedAt": chain.timestamp(datetime.now(UTC)),
         "firstSeq": seals[0].get("firstSeq") if seals else None,
@@ -580,11 +581,11 @@ def export_bundle(root: Path, out: Path, since: datetime | None, until: datetime
         "head": seals[-1].get("head") if seals else None,
         "since": chain.timestamp(since) if since else None,
         "until": chain.timestamp(until) if until else None,
-        "segments": [s.name for s in chosen],
+        "segments": segments,
     }
     _durable_write(out / chain.BUNDLE, json.dumps(manifest, indent=1).encode())
     report = verify(out, chain.load_public_key(root / chain.PUBLIC_KEY), bundle=True)
     if not report.ok:
         raise ValueError(f"the exported bundle does not verify ({report.broken}); nothing marked exported")
-    mark_exported(root, manifest["segments"])
-    return [s.name for s in chosen]
+    mark_exported(root, segments)
+    return segments

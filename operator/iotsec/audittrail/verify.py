@@ -288,8 +288,8 @@ class _Walk:
             raise _BrokenError(_break(name, fault))
         tail = found.tail
         rest = found.fault or found.torn
-        if tail or rest:
-            first = tail[0] if tail else rest
+        first = tail[0] if tail else rest
+        if first is not None:
             self.report.notes.append(
                 f"{name}: line {first.line} on (seq {first.seq}..) follows the last checkpoint: a batch being written "
                 "or cut short by a crash, never acknowledged; the store cuts it at its next start"

@@ -62,9 +62,9 @@ def render(documents: Iterable[Document]) -> Rendered:
         result.notes += _plan_notes(plan)
     result.edges = sd.reachability(domains)[0]
     for name, spec in sorted(tenants, key=lambda t: t[0]):
-        plan = tenant.plan_tenant(name, spec, namespace_docs)
-        result.objects += plan.objects
-        result.notes += [f"TenantIsolation {name}: {c}" for c in plan.conflicts]
+        tenant_plan = tenant.plan_tenant(name, spec, namespace_docs)
+        result.objects += tenant_plan.objects
+        result.notes += [f"TenantIsolation {name}: {c}" for c in tenant_plan.conflicts]
     for name, namespace, spec in sorted(backups, key=lambda b: (b[1], b[0])):
         result.objects += backup.plan_backup(name, namespace, spec, spec.pvc_names or ()).objects
         if spec.pvc_selector:

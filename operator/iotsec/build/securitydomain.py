@@ -361,7 +361,9 @@ def _intra_policies(build: _PolicyFactory, domain: Domain) -> list[dict[str, Any
                 description=f"{description}.",
             )
         ]
-    groups = [(level, {"matchLabels": {LEVEL_LABEL: level}}) for level in domain.spec.security_levels]
+    groups: list[tuple[str, dict[str, Any]]] = [
+        (level, {"matchLabels": {LEVEL_LABEL: level}}) for level in domain.spec.security_levels
+    ]
     groups.append(("unlabelled", {"matchExpressions": [{"key": LEVEL_LABEL, "operator": "DoesNotExist"}]}))
     policies = []
     for level, pods in groups:

@@ -23,7 +23,9 @@ RESOURCES = {
 assert {"Pod", "Deployment", "CronJob"} <= set(POD_SPEC_PATHS)  # the kinds the engine reads pod specs from
 
 
-def client_config(url: str | None = None, service: tuple[str, str, int] | None = None, ca_bundle: str = "") -> dict:
+def client_config(
+    url: str | None = None, service: tuple[str, str, int] | None = None, ca_bundle: str = ""
+) -> dict[str, Any]:
     config: dict[str, Any] = (
         {"url": url}
         if url

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+_Condition = TypeVar("_Condition", bound=Mapping[str, Any])
 
 
 def now() -> str:
@@ -47,10 +49,10 @@ def merge_conditions(
     merged = []
     for entry in current:
         old = before.pop(entry["type"], None)
-        unchanged = old is not None and old.get("status") == entry["status"] and old.get("lastTransitionTime")
-        merged.append({**entry, "lastTransitionTime": old["lastTransitionTime"] if unchanged else stamp})
+        kept = old.get("lastTransitionTime") if old is not None and old.get("status") == entry["status"] else None
+        merged.append({**entry, "lastTransitionTime": kept or stamp})
     return merged + list(before.values())
 
 
-def find(conditions: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+def find(conditions: Iterable[_Condition] | None, type_: str) -> _Condition | None:
     return next((c for c in conditions or () if c.get("type") == type_), None)

@@ -30,8 +30,8 @@ class Document:
 
     @property
     def title(self) -> str:
-        obj = self.obj if isinstance(self.obj, dict) else {}
-        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        obj: dict[str, Any] = self.obj if isinstance(self.obj, dict) else {}
+        metadata: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
         name = metadata.get("name", "<unnamed>")
         namespace = metadata.get("namespace")
         return f"{obj.get('kind', '<no kind>')} {namespace + '/' if namespace else ''}{name}"

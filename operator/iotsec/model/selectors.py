@@ -15,11 +15,11 @@ def matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
             return False
     for requirement in selector.match_expressions or ():
         present = requirement.key in labels
-        value = labels.get(requirement.key)
+        actual = labels.get(requirement.key)
         values = requirement.values or []
         satisfied = {
-            "In": present and value in values,
-            "NotIn": not present or value not in values,
+            "In": present and actual in values,
+            "NotIn": not present or actual not in values,
             "Exists": present,
             "DoesNotExist": not present,
         }[requirement.operator]

@@ -30,6 +30,9 @@ CA_COMMON_NAME = "iotsec-webhook-ca"
 _CN_MAX = 64  # RFC 5280 ub-common-name
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+SignatureHash = hashes.SHA256 | hashes.SHA384
+"""The digests iotsec signs certificates and CRLs with."""
+
 KEY_CA_CERT = "ca.crt"
 KEY_CA_KEY = "ca.key"
 KEY_PREVIOUS_CA_CERT = "previous-ca.crt"
@@ -126,7 +129,9 @@ def _sans(cert: x509.Certificate) -> tuple[set[str], set[_IP]]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return set(), set()
-    return {n.lower() for n in san.get_values_for_type(x509.DNSName)}, set(san.get_values_for_type(x509.IPAddress))
+    # an IPAddress general name holds a network only in name constraints, never in a SAN
+    ips = {ip for ip in san.get_values_for_type(x509.IPAddress) if isinstance(ip, _IP)}
+    return {n.lower() for n in san.get_values_for_type(x509.DNSName)}, ips
 
 
 def _check_renew_before(what: str, validity: timedelta, renew_before: timedelta) -> None:
@@ -148,7 +153,7 @@ def self_signed_ca(
     key: Any,
     now: datetime,
     validity: timedelta,
-    signature_hash: hashes.HashAlgorithm,
+    signature_hash: SignatureHash,
     digital_signature: bool,
 ) -> x509.Certificate:
     """A self-signed CA certificate that signs leaves and CRLs only (path length 0), shared by every iotsec CA."""

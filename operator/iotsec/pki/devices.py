@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -41,6 +42,7 @@ from iotsec.pki.certs import (
     KEY_CA_KEY,
     KEY_PREVIOUS_CA_CERT,
     KeyPair,
+    SignatureHash,
     _cert_pem,
     _fmt,
     _is_ca,
@@ -133,7 +135,7 @@ def _family(algorithm: str) -> str:
     return "ecdsa" if algorithm.startswith("ecdsa-") else "rsa" if algorithm.startswith("rsa-") else algorithm
 
 
-def _signature_hash(ca_key: _CAKey) -> hashes.HashAlgorithm:
+def _signature_hash(ca_key: _CAKey) -> SignatureHash:
     if isinstance(ca_key, ec.EllipticCurvePrivateKey) and ca_key.curve.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()
@@ -155,8 +157,8 @@ def _load_ca_key(key_pem: str) -> _CAKey:
     return key
 
 
-def _spki(key: object) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+def _spki(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _ca_key_matches(ca: KeyPair) -> bool:
@@ -198,7 +200,7 @@ def _ca_subject(tenant_id: str, organization: str | None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _serial_number_attribute(device_id: str) -> x509.NameAttribute:
+def _serial_number_attribute(device_id: str) -> x509.NameAttribute[str]:
     """The subject serialNumber: PrintableString as X.520 defines it, which lacks '_'.
 
     cryptography writes a serialNumber as PrintableString whatever its characters, and then cannot read back a

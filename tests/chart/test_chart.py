@@ -15,6 +15,7 @@ import yaml
 
 from iotsec.build import rbac
 from iotsec.build.webhook import client_config, validating_webhook_configuration
+from iotsec.model.config import Config
 from tests.conftest import ROOT
 
 CHART = ROOT / "charts" / "iotsec-operator"
@@ -348,7 +349,7 @@ def test_the_readme_rbac_table_is_the_table():
     assert end in readme
     shown = readme.split(start, 1)[1].split(end, 1)[0]
     assert shown == rbac.markdown_table(), (
-        "regenerate: python -c 'from iotsec import rbac; print(rbac.markdown_table(), end=\"\")'"
+        "regenerate: python -c 'from iotsec.build import rbac; print(rbac.markdown_table(), end=\"\")'"
     )
 
 
@@ -407,3 +408,20 @@ def test_every_port_names_its_protocol_so_server_side_apply_accepts_the_chart(tm
             if doc["kind"] in ("Service", "Deployment"):
                 for ports in port_lists(doc):
                     assert all("protocol" in p for p in ports), (doc["kind"], doc["metadata"]["name"], ports)
+
+
+@pytest.mark.parametrize("values", [None, NON_DEFAULT], ids=["defaults", "non-default"])
+def test_the_chart_gives_its_pods_settings_iotsec_reads(tmp_path, values):
+    """Every IOTSEC_* variable the chart sets is a setting with a valid value, and names what the chart made."""
+    docs = render(tmp_path, values)
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    for deployment in ("iotsec-operator", "iotsec-webhook"):
+        container = one(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+        env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+        settings = Config.from_env(env)
+        assert settings.unknown(env) == [], deployment
+        assert settings.platform.namespace == "iotsec-system", deployment
+        assert settings.platform.operator_service_account in accounts, deployment
+        assert settings.platform.sink_service_account in accounts, deployment
+        if deployment == "iotsec-operator":
+            assert settings.image == container["image"], "the operator's Jobs and sinks run the chart's image"

@@ -229,7 +229,6 @@ def test_the_operator_does_its_job_with_exactly_the_chart_permissions(operator_k
         IOTSEC_WEBHOOK_NAMESPACE=NAMESPACE,
         IOTSEC_WEBHOOK_EXTRA_DNS="localhost",
         IOTSEC_WEBHOOK_EXTRA_IPS="127.0.0.1",
-        IOTSEC_AUDIT_SINK_SERVICE_ACCOUNT=f"{RELEASE}-audit-sink",
     )
     try:
 

@@ -120,8 +120,7 @@ def cluster(k8s, monkeypatch):
     _server["url"] = str(k8s.url).rstrip("/")
     kube = _kube(k8s)
     monkeypatch.setattr(handlers, "kube", lambda: kube)
-    monkeypatch.setattr(runtime, "CONFIG", dataclasses.replace(runtime.CONFIG, metrics_port=0))
-    monkeypatch.setattr(handlers, "CONFIG", dataclasses.replace(runtime.CONFIG, metrics_port=0, retry_seconds=0.3))
+    monkeypatch.setattr(runtime, "_loaded", dataclasses.replace(runtime.config(), metrics_port=0, retry_seconds=0.3))
     handlers._parsed.clear()
     k8s.objects["v1/namespaces", None, "a"] = {
         "apiVersion": "v1",

@@ -18,8 +18,9 @@ from iotsec.admission.guard import confine_operator
 from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.build import audit as builder
 from iotsec.build import rbac
-from iotsec.controllers.runtime import Config
+from iotsec.controllers import runtime
 from iotsec.k8s.kube import NamespaceGrants
+from iotsec.model.config import Config
 from iotsec.model.platform import Platform
 from tests.conftest import ROOT, load_examples
 
@@ -43,13 +44,12 @@ def sink_objects(namespace: str = "iotsec-audit") -> list[dict[str, Any]]:
 
 
 def test_the_audit_namespace_defaults_to_release_audit_and_is_configurable():
-    assert Config().audit_namespace == "iotsec-audit"
-    assert Config.from_env({"IOTSEC_RELEASE": "edge"}).audit_namespace == "edge-audit"
-    assert Config.from_env({"IOTSEC_AUDIT_NAMESPACE": "trail"}).audit_namespace == "trail"
+    assert Config().platform.audit_namespace == "iotsec-audit"
+    assert Config.from_env({"IOTSEC_RELEASE": "edge"}).platform.audit_namespace == "edge-audit"
+    assert Config.from_env({"IOTSEC_AUDIT_NAMESPACE": "trail"}).platform.audit_namespace == "trail"
     config = Config.from_env({"IOTSEC_WEBHOOK_NAMESPACE": "sys", "IOTSEC_AUDIT_NAMESPACE": "trail"})
     assert (config.platform.namespace, config.platform.audit_namespace) == ("sys", "trail")
-    assert Platform.from_env({"IOTSEC_RELEASE": "edge"}).audit_namespace == "edge-audit"
-    assert Platform.from_env({"IOTSEC_AUDIT_NAMESPACE": "trail"}).audit_namespace == "trail"
+    assert Platform(prefix="edge").audit_namespace == "edge-audit"
 
 
 def test_the_audit_namespace_is_reserved_and_gets_no_operator_grant():
@@ -91,8 +91,7 @@ def test_the_reconciler_works_only_in_the_audit_namespace(monkeypatch):
     from iotsec.controllers import audit as handler
 
     config = Config.from_env({"IOTSEC_WEBHOOK_NAMESPACE": "sys", "IOTSEC_AUDIT_NAMESPACE": "trail"})
-    monkeypatch.setattr(handler, "CONFIG", config)
-    monkeypatch.delenv("IOTSEC_OPERATOR_USERS", raising=False)
+    monkeypatch.setattr(runtime, "_loaded", config)
     monkeypatch.setattr(handler.kopf, "warn", lambda *a, **k: None)
     monkeypatch.setattr(handler.kopf, "event", lambda *a, **k: None)
     body = copy.deepcopy(EXAMPLE)
@@ -103,7 +102,9 @@ def test_the_reconciler_works_only_in_the_audit_namespace(monkeypatch):
     handler.reconcile("main")
     assert api.namespaces == {"trail"}, "no sink object, key or claim in the release namespace"
     assert body["status"]["policyConfigMap"] == "trail/iotsec-audit-policy-main"
-    assert handler._operator_users() == ["system:serviceaccount:sys:iotsec-operator"], "the operator stays put"
+    assert runtime.config().audited_operator_users == ["system:serviceaccount:sys:iotsec-operator"], (
+        "the operator stays put"
+    )
 
 
 # ---------------------------------------------------------------- RBAC

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from iotsec.model.platform import Image
-from iotsec.controllers.runtime import Config
 from iotsec.k8s.kube import ApiError
+from iotsec.model.config import Config
+from iotsec.model.platform import Image
 from iotsec.services import restore as restore_cli
 
 

@@ -124,10 +124,10 @@ def test_a_fence_refusal_is_retried_other_refusals_are_not():
 
 def test_the_grant_is_withdrawn_where_iotsec_no_longer_works():
     from iotsec.controllers import grants
-    from iotsec.controllers.runtime import CONFIG
+    from iotsec.controllers.runtime import config
     from iotsec.model.platform import stale_grants
 
-    platform = CONFIG.platform
+    platform = config().platform
     tenant = {
         "apiVersion": "iotsec.io/v1alpha1",
         "kind": "TenantIsolation",
@@ -185,9 +185,10 @@ def test_withdrawing_forgets_the_grant_so_a_returning_namespace_is_bound_again()
 
 def test_the_operators_domains_never_take_a_namespace_the_fence_reserves():
     """Second review: a domain selecting `default` or the release namespace stalled on the fence's refusal."""
-    from iotsec.controllers.runtime import Config
+    from iotsec.controllers.runtime import network
+    from iotsec.model.config import Config
 
     config = Config.from_env({"IOTSEC_WEBHOOK_NAMESPACE": "platform", "IOTSEC_RELEASE": "rel"})
-    reserved = set(config.network.reserved_namespaces)
+    reserved = set(network(config).reserved_namespaces)
     assert {"kube-system", "default", "platform", "rel-audit"} <= reserved
     assert all(config.platform.reserved(ns) for ns in reserved)

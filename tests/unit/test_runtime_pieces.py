@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from iotsec.build.securitydomain import DomainPlan
-from iotsec.controllers.runtime import Config
+from iotsec.controllers.runtime import network
 from iotsec.model.conditions import condition, find, merge_conditions
+from iotsec.model.config import Config
 
 
 def test_transition_time_is_kept_while_the_status_stays():
@@ -35,15 +36,15 @@ def test_config_from_environment():
     )
     assert config.resync_seconds == 5.0
     assert config.metrics_port == 0
-    assert config.network.dns_pod_labels == {"app": "coredns", "tier": "dns"}
-    assert Config.from_env({}).network.dns_pod_labels == {"k8s-app": "kube-dns"}
+    assert network(config).dns_pod_labels == {"app": "coredns", "tier": "dns"}
+    assert network(Config.from_env({})).dns_pod_labels == {"k8s-app": "kube-dns"}
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"IOTSEC_RESYNC_SECONDS": "0"}, "must be positive"),
-        ({"IOTSEC_DNS_POD_LABELS": "kube-dns"}, "expected key=value"),
+        ({"IOTSEC_RESYNC_SECONDS": "0"}, "IOTSEC_RESYNC_SECONDS='0': must be a positive number of seconds"),
+        ({"IOTSEC_DNS_POD_LABELS": "kube-dns"}, "IOTSEC_DNS_POD_LABELS='kube-dns': must be key=value"),
     ],
 )
 def test_config_rejects_nonsense(env, message):

@@ -13,14 +13,14 @@ import pytest
 
 from iotsec.build import tenant as builder
 from iotsec.controllers import tenant as handler
-from iotsec.controllers.runtime import CONFIG
+from iotsec.controllers.runtime import config
 from iotsec.k8s.kube import ApiError
 from iotsec.model.labels import owner_labels
 from iotsec.pki import devices
 from tests.conftest import load_examples
 
 NAME = "acme-utilities"
-HOME = CONFIG.platform.namespace
+HOME = config().platform.namespace
 CA = f"{HOME}/iotsec-device-ca-acme"
 APP_KEY = "acme-meters/iotsec-app-meter-ingest-key"
 

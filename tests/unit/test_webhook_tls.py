@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from iotsec.build.webhook import client_config, tls_secret, validating_webhook_configuration
-from iotsec.controllers import webhook_tls
+from iotsec.controllers import runtime, webhook_tls
 from iotsec.k8s.kube import ApiError
 from iotsec.model import keysecrets, secretdata
 from iotsec.pki import certs
@@ -99,14 +99,14 @@ class RecordingKube:
 @pytest.fixture(autouse=True)
 def settings(monkeypatch):
     config = dataclasses.replace(
-        webhook_tls.CONFIG,
-        webhook_secret=SECRET,
+        runtime.config(),
+        webhook_secret_name=SECRET,
         webhook_namespace=NAMESPACE,
         webhook_configuration=CONFIGURATION,
         webhook_extra_dns=(),
         webhook_extra_ips=(),
     )
-    monkeypatch.setattr(webhook_tls, "CONFIG", config)
+    monkeypatch.setattr(runtime, "_loaded", config)
     webhook_tls._reported.clear()
     webhook_tls._ignored.clear()
 
@@ -186,7 +186,10 @@ def test_a_failed_injection_publishes_no_certificate():
 
 def test_the_operator_watches_its_configuration_only_when_it_keeps_the_certificate():
     probe = (
-        "import kopf, iotsec.controllers\n"
+        "import os, kopf\n"
+        "from iotsec.controllers import register\n"
+        "from iotsec.model.config import Config\n"
+        "register(Config.from_env(os.environ))  # as `iotsec run` does\n"
         "hs = kopf.get_default_registry()._watching.get_all_handlers()\n"
         "found = [h for h in hs if h.selector.any_name == 'validatingwebhookconfigurations']\n"
         "print(len(found), all(h.when(name='iotsec') and not h.when(name='other') for h in found))\n"
@@ -237,7 +240,7 @@ async def test_a_failed_check_is_retried_soon(monkeypatch):
 
     monkeypatch.setattr(webhook_tls, "ensure_webhook_tls", flaky)
     monkeypatch.setattr(webhook_tls, "kube", lambda: None)
-    monkeypatch.setattr(webhook_tls, "CONFIG", dataclasses.replace(webhook_tls.CONFIG, retry_seconds=0.05))
+    monkeypatch.setattr(runtime, "_loaded", dataclasses.replace(runtime.config(), retry_seconds=0.05))
     task = asyncio.create_task(webhook_tls.keep_current(3600.0, asyncio.Event()))
     try:
         await asyncio.wait_for(done.wait(), timeout=5)

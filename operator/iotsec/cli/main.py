@@ -17,6 +17,7 @@ from iotsec.api.crd import all_crds, crd_filename
 from iotsec.api.kinds import KINDS
 from iotsec.api.validation import is_iotsec, validate_resource
 from iotsec.build import render
+from iotsec.model.config import Config, ConfigError
 from iotsec.model.controls import CONTROLS, Coverage
 from iotsec.model.manifests import ManifestError, dump_yaml, load_documents
 from iotsec.servers import bounded
@@ -372,7 +373,10 @@ def _webhook(args: argparse.Namespace) -> int:
         from iotsec.k8s.kube import Kube
         from iotsec.servers.webhook.cluster import ClusterSnapshot
 
-        source = ClusterSnapshot(Kube(), args.refresh_seconds, args.unassigned)
+        settings = _settings("webhook")
+        if settings is None:
+            return EXIT_USAGE
+        source = ClusterSnapshot(Kube(), args.refresh_seconds, args.unassigned, settings.platform)
     if args.tls_secret_ref:
         from iotsec.k8s.kube import Kube
         from iotsec.servers.webhook.cluster import SecretFiles
@@ -575,14 +579,28 @@ def _render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings(command: str) -> Config | None:
+    """The process's settings from its environment, read once; None (and every problem printed) when invalid."""
+    try:
+        settings = Config.from_env(os.environ)
+    except ConfigError as error:
+        print(f"iotsec {command}: {error}", file=sys.stderr)
+        return None
+    for name in settings.unknown(os.environ):
+        print(f"iotsec {command}: warning: {name} is not an iotsec setting (ignored)", file=sys.stderr)
+    return settings
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.resync_seconds is not None:
-        os.environ["IOTSEC_RESYNC_SECONDS"] = str(args.resync_seconds)
-    if args.metrics_port is not None:
-        os.environ["IOTSEC_METRICS_PORT"] = str(args.metrics_port)
+    settings = _settings("run")
+    if settings is None:
+        return EXIT_USAGE
+    settings = settings.with_values(resync_seconds=args.resync_seconds, metrics_port=args.metrics_port)
     import kopf  # the operator's dependencies load only for `run`
 
-    import iotsec.controllers  # noqa: F401 - registers the handlers with kopf
+    from iotsec.controllers import register
+
+    register(settings)
 
     kopf.configure(verbose=args.verbose, debug=args.debug)
     logging.getLogger("celpy").setLevel(logging.WARNING)  # its DEBUG output traces every CEL evaluation

@@ -1,23 +1,20 @@
 """kopf wiring for AuditPolicy: parse → build (pure) → apply → prune → status.
 
-The objects (iotsec.build.audit) live in the audit namespace (`runtime.Config.audit_namespace`, env
+The objects (iotsec.build.audit) live in the audit namespace (`Config.audit_namespace`, env
 IOTSEC_AUDIT_NAMESPACE, the chart's `<release>-audit`), never in the release namespace: the operator holds no
 Deployment, Service or NetworkPolicy rights where the webhook runs. The store claim and the signing key Secret
 get no owner reference and are never pruned: deleting the AuditPolicy must not delete the audit trail or the key
 that signed it. The sink reports into the same status (AuditPipelineBroken, StorageNearlyFull, StorageFull and the
 store figures); the operator keeps those conditions and derives Ready from them with `ready_condition`.
 
-Settings not (yet) in `runtime.Config`, from the environment the chart sets:
-IOTSEC_IMAGE (the sink's image; the operator's own), IOTSEC_AUDIT_SINK_SERVICE_ACCOUNT (the chart's sink
-ServiceAccount) and IOTSEC_OPERATOR_USERS (comma-separated usernames whose writes the policy records at
-RequestResponse; default: the chart's operator ServiceAccount).
+The sink's image, its ServiceAccount and the usernames whose writes the policy records in full come from the
+process's `Config` (`image`, the platform's sink account, `operator_users`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +29,7 @@ from iotsec.audittrail.chain import private_pem
 from iotsec.build import audit as builder
 from iotsec.build.apiserver_audit import policy_configmap_name
 from iotsec.controllers import metrics
-from iotsec.controllers.runtime import CONFIG, kube
+from iotsec.controllers.runtime import config, kube, network
 from iotsec.controllers.wiring import level_triggered, live_resource
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions, keysecrets, secretdata
@@ -55,16 +52,9 @@ APPLIED_CONTROLS = [builder.C_ADMIN_ACTIVITY, builder.C_NOT_LOST, builder.C_TLS]
 
 
 def _namespace() -> str:
-    return CONFIG.audit_namespace  # the sinks' own namespace, apart from the webhook in the release namespace
-
-
-def _sink_service_account() -> str:
-    return os.environ.get("IOTSEC_AUDIT_SINK_SERVICE_ACCOUNT") or "iotsec-audit-sink"
-
-
-def _operator_users() -> list[str]:
-    users = [u.strip() for u in os.environ.get("IOTSEC_OPERATOR_USERS", "").split(",") if u.strip()]
-    return users or [f"system:serviceaccount:{CONFIG.webhook_namespace}:{CONFIG.operator_service_account}"]
+    return (
+        config().platform.audit_namespace
+    )  # the sinks' own namespace, apart from the webhook in the release namespace
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -93,11 +83,11 @@ def reconcile(name: str) -> None:
                 name,
                 spec,
                 namespace=namespace,
-                image=CONFIG.image,
-                image_pull_policy=CONFIG.image_pull_policy,
-                operator_users=_operator_users(),
-                sink_service_account=_sink_service_account(),
-                network=CONFIG.network,
+                image=config().image,
+                image_pull_policy=config().image_pull_policy,
+                operator_users=config().audited_operator_users,
+                sink_service_account=config().platform.sink_service_account,
+                network=network(),
             )
         except ValueError as exc:  # InvalidResourceError, or a policy kube-apiserver would refuse to load
             outcome.invalid()
@@ -114,7 +104,7 @@ def reconcile(name: str) -> None:
             ready = _write_status(api, body, policy_map, ref, backup_policy, [signing, *([silent] if silent else [])])
         except ApiError as exc:
             if exc.transient:  # also a 409: the sink wrote the status since it was read
-                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
+                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or config().retry_seconds) from None
             _failed(api, body, "ApplyFailed", str(exc))
             raise kopf.PermanentError(str(exc)) from None
         metrics.RESOURCE_READY.labels(KIND, name).set(1 if ready else 0)

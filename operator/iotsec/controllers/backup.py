@@ -20,7 +20,7 @@ from iotsec.api.common import API_VERSION
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build import backup as builder
 from iotsec.controllers import metrics
-from iotsec.controllers.runtime import CONFIG, kube
+from iotsec.controllers.runtime import config, kube
 from iotsec.controllers.wiring import level_triggered, live_resource
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions, selectors
@@ -94,7 +94,7 @@ def reconcile(name: str, namespace: str | None) -> None:
             found = _outcomes(api, name, namespace)
         except ApiError as exc:
             if exc.transient:
-                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
+                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or config().retry_seconds) from None
             _not_ready(api, body, "ApplyFailed", str(exc))
             raise kopf.PermanentError(str(exc)) from None
         ready = _write_status(api, body, spec, scheduled, found)
@@ -114,7 +114,7 @@ def _claims(api: Kube, namespace: str, spec: BackupPolicySpec) -> list[str]:
 def _apply(api: Kube, body: dict[str, Any], spec: BackupPolicySpec) -> tuple[bool, str]:
     """Apply everything; return whether the CronJobs could be scheduled (and why not)."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    plan = builder.plan_backup(name, namespace, spec, _claims(api, namespace, spec), CONFIG.job_image)
+    plan = builder.plan_backup(name, namespace, spec, _claims(api, namespace, spec), config().job_image)
     owner = Owner.of(body)
     scheduled, why = True, f"{len(plan.claims)} claims, schedule {spec.schedule}"
     for obj in plan.objects:

@@ -16,7 +16,7 @@ import kopf
 
 from iotsec.admission.snapshot import snapshot_from_objects
 from iotsec.api.common import API_VERSION
-from iotsec.controllers.runtime import CONFIG, kube
+from iotsec.controllers.runtime import config, kube
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, owner_selector
 from iotsec.model.platform import GRANT_OWNER_KIND, stale_grants
@@ -32,7 +32,7 @@ SOURCES = (
 
 def withdraw_stale_grants(api: Kube) -> list[str]:
     """Delete the operator's grants in namespaces iotsec no longer manages; return those namespaces."""
-    platform = CONFIG.platform
+    platform = config().platform
     objects = [obj for api_version, kind in SOURCES for obj in api.list(api_version, kind)]
     managed = snapshot_from_objects(objects, platform=platform).managed
     selector = owner_selector(GRANT_OWNER_KIND, platform.prefix)
@@ -83,8 +83,8 @@ async def _keep_withdrawing(interval: float) -> None:
 
 @kopf.on.startup()
 async def start_grant_withdrawal(memo: kopf.Memo, **_: Any) -> None:
-    if CONFIG.namespace_grants:
-        memo["grant_withdrawal"] = asyncio.create_task(_keep_withdrawing(CONFIG.resync_seconds))
+    if config().namespace_grants:
+        memo["grant_withdrawal"] = asyncio.create_task(_keep_withdrawing(config().resync_seconds))
 
 
 @kopf.on.cleanup()

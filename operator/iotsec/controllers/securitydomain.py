@@ -17,7 +17,7 @@ from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build import securitydomain as builder
 from iotsec.controllers import metrics
-from iotsec.controllers.runtime import CONFIG, kube
+from iotsec.controllers.runtime import config, kube, network
 from iotsec.controllers.wiring import level_triggered, live_resource, resource_lock
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions
@@ -102,7 +102,7 @@ def reconcile(name: str) -> None:
         except ApiError as exc:
             _write_status(api, body, None, failure=exc)
             if exc.transient:
-                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
+                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or config().retry_seconds) from None
             raise kopf.PermanentError(str(exc)) from None
         ready, status_changed = _write_status(api, body, plan)
         _announce(body, plan, applied, status_changed)
@@ -149,7 +149,7 @@ def _plan(api: Kube, domain: builder.Domain) -> builder.DomainPlan:
         for ns in api.list("v1", "Namespace")
         if not ns["metadata"].get("deletionTimestamp")
     ]
-    return builder.plan_domain(domain, domains, namespaces, CONFIG.network)
+    return builder.plan_domain(domain, domains, namespaces, network())
 
 
 def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied:

@@ -25,7 +25,7 @@ from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build import tenant as builder
 from iotsec.controllers import metrics
-from iotsec.controllers.runtime import CONFIG, kube
+from iotsec.controllers.runtime import config, kube
 from iotsec.controllers.wiring import level_triggered, live_resource, resource_lock
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions, secretdata
@@ -97,7 +97,7 @@ def _delete(api: Kube, name: str, body: dict[str, Any]) -> None:
         )
         metrics.forget(KIND, name)
         return
-    platform, tenant_id = CONFIG.platform, spec.get("tenantID", "")
+    platform, tenant_id = config().platform, spec.get("tenantID", "")
     created = [
         ns
         for ns in status.get("createdNamespaces") or ()
@@ -207,7 +207,7 @@ def reconcile(name: str) -> None:
                 {},
             )
             if exc.transient:
-                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or CONFIG.retry_seconds) from None
+                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or config().retry_seconds) from None
             raise kopf.PermanentError(str(exc)) from None
         metrics.RESOURCE_READY.labels(KIND, name).set(1 if ready else 0)
         outcome.succeeded()
@@ -241,7 +241,7 @@ def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec) -> bo
     status = body.get("status") or {}
     existing = {ns["metadata"]["name"]: ns for ns in api.list("v1", "Namespace")}
     labels = {ns: obj["metadata"].get("labels") or {} for ns, obj in existing.items()}
-    plan = builder.plan_tenant(name, spec, labels, CONFIG.platform, key_namespace=_recorded_home(status))
+    plan = builder.plan_tenant(name, spec, labels, config().platform, key_namespace=_recorded_home(status))
     run = _Run(
         api,
         body,
@@ -544,7 +544,7 @@ def _migrate_legacy(run: _Run, plan: builder.TenantPlan, status: dict[str, Any])
     """
     previous = list(status.get("namespaces") or ())[:1]
     candidates = list(dict.fromkeys(previous + list(run.spec.namespaces)))
-    candidates = [ns for ns in candidates if not CONFIG.platform.reserved(ns)]
+    candidates = [ns for ns in candidates if not config().platform.reserved(ns)]
     moves = [("Secret", builder.LEGACY_DEVICE_CA_SECRET, plan.device_ca, True)]
     if plan.volume_key is not None:
         moves.append(("Secret", builder.LEGACY_VOLUME_KEY_SECRET, plan.volume_key, False))

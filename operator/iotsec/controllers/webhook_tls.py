@@ -30,7 +30,7 @@ import kopf
 
 from iotsec.build.webhook import ca_bundle_patch, tls_secret
 from iotsec.controllers import metrics
-from iotsec.controllers.runtime import CONFIG, kube
+from iotsec.controllers.runtime import config, kube
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model import keysecrets, secretdata
 from iotsec.model.labels import MANAGED_BY, MANAGER
@@ -52,7 +52,7 @@ def service_names(service: str, namespace: str) -> list[str]:
 def ensure_webhook_tls(api: Kube, now: datetime) -> list[str]:
     """Make the configuration's CA bundle and the Secret right, in that order; return what changed."""
     with _lock:
-        return _ensure(api, now, CONFIG.webhook_namespace, CONFIG.webhook_secret)
+        return _ensure(api, now, config().webhook_namespace, config().webhook_secret_name)
 
 
 def _ensure(api: Kube, now: datetime, namespace: str, secret_name: str) -> list[str]:
@@ -68,13 +68,13 @@ def _ensure(api: Kube, now: datetime, namespace: str, secret_name: str) -> list[
     else:
         _replacement_ignored(api, secret, namespace, secret_name)
     _readable(namespace, secret_name)
-    dns = [*service_names(CONFIG.webhook_service, namespace), *CONFIG.webhook_extra_dns]
-    desired, reasons = certs.ensure_webhook_tls(current, dns, CONFIG.webhook_extra_ips, now)
+    dns = [*service_names(config().webhook_service, namespace), *config().webhook_extra_dns]
+    desired, reasons = certs.ensure_webhook_tls(current, dns, config().webhook_extra_ips, now)
     if replace:
         desired = _keeping_trusted_ca(api, desired, secret, now)
     changed = []
     if _inject(api, desired.bundle()):  # before the Secret: never serve a certificate the API server cannot check
-        changed.append(f"CA bundle injected into ValidatingWebhookConfiguration {CONFIG.webhook_configuration}")
+        changed.append(f"CA bundle injected into ValidatingWebhookConfiguration {config().webhook_configuration}")
     if reasons:
         if replace:
             api.delete("v1", "Secret", secret_name, namespace)  # a foreign type or owner cannot be applied over
@@ -104,7 +104,7 @@ def _keeping_trusted_ca(
 
 def _trusted_now(api: Kube) -> set[str]:
     """Fingerprints of the CAs every webhook of the configuration trusts now (empty without a configuration)."""
-    configuration = api.get(*CONFIGURATION_API, CONFIG.webhook_configuration) or {}
+    configuration = api.get(*CONFIGURATION_API, config().webhook_configuration) or {}
     trusted: set[str] | None = None
     for webhook in configuration.get("webhooks") or []:
         try:
@@ -171,7 +171,7 @@ def _event_subject(api: Kube, secret: dict[str, Any] | None) -> dict[str, Any]:
     be renewed, `kubectl describe validatingwebhookconfiguration` is where a person looks at a failing webhook, and
     it exists however the operator runs (a Deployment of any name, or out of cluster). The Secret itself until
     the configuration is installed."""
-    configuration = api.get(*CONFIGURATION_API, CONFIG.webhook_configuration)
+    configuration = api.get(*CONFIGURATION_API, config().webhook_configuration)
     return configuration or {"apiVersion": "v1", "kind": "Secret", **(secret or {})}
 
 
@@ -183,7 +183,7 @@ def _readable(namespace: str, name: str) -> None:
 
 def _inject(api: Kube, bundle: str) -> bool:
     """Put `bundle` into every webhook of iotsec's configuration (all call the same webhook server)."""
-    name = CONFIG.webhook_configuration
+    name = config().webhook_configuration
     configuration = api.get(*CONFIGURATION_API, name)
     if configuration is None:
         return False  # installed by the chart; the watch injects as soon as it exists
@@ -214,7 +214,7 @@ async def keep_current(interval: float, wake: asyncio.Event) -> None:
         wake.clear()
         healthy = await _check_now()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=interval if healthy else min(interval, CONFIG.retry_seconds))
+            await asyncio.wait_for(wake.wait(), timeout=interval if healthy else min(interval, config().retry_seconds))
 
 
 async def configuration_changed(type: str | None, **_: Any) -> None:
@@ -227,9 +227,9 @@ async def configuration_changed(type: str | None, **_: Any) -> None:
 @kopf.on.startup()
 async def start_webhook_tls(memo: kopf.Memo, **_: Any) -> None:
     global _wake
-    if CONFIG.webhook_secret:
+    if config().webhook_secret_name:
         _wake = asyncio.Event()
-        memo["webhook_tls"] = asyncio.create_task(keep_current(CONFIG.webhook_tls_check_seconds, _wake))
+        memo["webhook_tls"] = asyncio.create_task(keep_current(config().webhook_tls_check_seconds, _wake))
 
 
 @kopf.on.cleanup()
@@ -240,10 +240,10 @@ async def stop_webhook_tls(memo: kopf.Memo, **_: Any) -> None:
 
 
 def _is_ours(name: str, **_: Any) -> bool:
-    return name == CONFIG.webhook_configuration
+    return name == config().webhook_configuration
 
 
-if CONFIG.webhook_secret:  # with cert-manager the operator neither keeps the certificate nor watches the bundle
+if config().webhook_secret_name:  # with cert-manager the operator neither keeps the certificate nor watches the bundle
     kopf.on.event("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", when=_is_ours)(
         configuration_changed
     )

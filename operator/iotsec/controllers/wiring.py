@@ -12,7 +12,7 @@ import kopf
 
 from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.controllers import metrics
-from iotsec.controllers.runtime import CONFIG
+from iotsec.controllers.runtime import config
 from iotsec.k8s.kube import Kube
 
 _locks: defaultdict[tuple[str, str | None, str], threading.Lock] = defaultdict(threading.Lock)
@@ -53,5 +53,5 @@ def level_triggered(plural: str, reconcile: Callable[..., None], namespaced: boo
     for trigger in (kopf.on.resume, kopf.on.create, kopf.on.update):
         trigger(GROUP, VERSION, plural, id="reconcile")(reconcile_now)
     kopf.timer(
-        GROUP, VERSION, plural, id="resync", interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds
+        GROUP, VERSION, plural, id="resync", interval=config().resync_seconds, initial_delay=config().resync_seconds
     )(reconcile_now)

@@ -6,7 +6,7 @@ defaults, which match a release named `iotsec` in `iotsec-system`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,6 @@ class Platform:
     def __post_init__(self) -> None:
         if not self.audit_namespace:
             object.__setattr__(self, "audit_namespace", f"{self.prefix}-audit")
-
 
     def cluster_role(self, role: str) -> str:
         """A ClusterRole the chart ships, e.g. `tenant-admin` → `iotsec-tenant-admin`."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ class ClusterSnapshot(SnapshotSource):
         self, kube: Kube, interval: float = 10.0, unassigned: str = "enforce", platform: Platform | None = None
     ):
         self.kube, self.interval, self.unassigned = kube, interval, unassigned
-        self.platform = platform or Platform.from_env(os.environ)
+        self.platform = platform or Platform()
         self.current: Snapshot | None = None
         self._summary = ""
 

@@ -14,11 +14,12 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from iotsec.api.auditpolicy import AnomalyRule
 from iotsec.api.durations import parse_duration
+from iotsec.model.time import parse_rfc3339, rfc3339
 
 CONTROLS: dict[str, str] = {
     "AuthFailures": "X1369-9.1.1.1-5",
@@ -145,10 +146,9 @@ def _timestamp(event: Mapping[str, Any]) -> datetime | None:
         if not isinstance(text, str):
             continue
         try:
-            parsed = datetime.fromisoformat(text)
+            return parse_rfc3339(text, key, naive_is_utc=True)
         except ValueError:
             continue
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
 
 
@@ -237,17 +237,13 @@ def _message(rule: AnomalyRule, subject: str, count: int, first: datetime, last:
     who = _WHO[rule.group_by].format(_printable(subject))
     return (
         f"anomaly {rule.name} ({rule.type}, {rule.severity}): {count} {_WHAT[rule.type]} {who} "
-        f"within {rule.window} ({_iso(first)} to {_iso(last)}); control {control}"
+        f"within {rule.window} ({rfc3339(first)} to {rfc3339(last)}); control {control}"
     )
 
 
 def _printable(text: str) -> str:
     # Usernames and addresses come from requests: keep the message on one line and bounded.
     return "".join(c if c.isprintable() else "?" for c in text[:MAX_SUBJECT_IN_MESSAGE])
-
-
-def _iso(time: datetime) -> str:
-    return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # Matchers: does an event count towards a rule of this type?

@@ -21,12 +21,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from iotsec.model.time import parse_rfc3339, rfc3339
 
 GENESIS = "0" * 64
 SEGMENTS = "segments"
@@ -93,11 +95,12 @@ def parse_checkpoint(line: bytes) -> dict[str, Any]:
 
 
 def timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """How the chain writes times: microseconds always (records hash these bytes, so the format is fixed)."""
+    return rfc3339(moment, "microseconds")
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parse_rfc3339(text, "audit chain time")
 
 
 def key_id(public: Ed25519PublicKey) -> str:

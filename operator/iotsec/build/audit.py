@@ -60,6 +60,7 @@ from iotsec.build.apiserver_audit import policy_configmap
 from iotsec.build.securitydomain import NetworkSettings
 from iotsec.model import conditions, keysecrets, secretdata
 from iotsec.model.labels import OWNER_KIND, OWNER_NAME, owned_metadata, restricted_container_security
+from iotsec.model.time import parse_rfc3339
 
 KIND = "AuditPolicy"
 COMPONENT = "app.kubernetes.io/component"
@@ -526,7 +527,7 @@ def silent_sink(body: Mapping[str, Any], spec: AuditPolicySpec, now: datetime) -
     if not seen:
         return None
     limit = parse_duration(spec.sink.canary.interval) + parse_duration(spec.sink.canary.deadline) + SILENCE_MARGIN
-    age = now - datetime.fromisoformat(seen.replace("Z", "+00:00"))
+    age = now - parse_rfc3339(seen, "lastCanarySeen")
     if age <= limit:
         return None
     message = (

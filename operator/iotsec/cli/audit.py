@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from iotsec.model.platform import Platform
+from iotsec.model.time import parse_rfc3339
 
 EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
 AUDIT_NAMESPACE = Platform().audit_namespace  # the chart's <release>-audit for a release named iotsec
@@ -341,12 +342,11 @@ def _moment(text: str) -> datetime:
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_rfc3339(text, naive_is_utc=True)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a time (2026-11-01T00:00:00Z), a date nor a duration"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from iotsec.build import render
 from iotsec.model.config import Config, ConfigError
 from iotsec.model.controls import CONTROLS, Coverage
 from iotsec.model.manifests import ManifestError, dump_yaml, load_documents
+from iotsec.model.time import parse_rfc3339
 from iotsec.servers import bounded
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -299,7 +300,7 @@ def _controls(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    now = datetime.fromisoformat(args.now.replace("Z", "+00:00")) if args.now else datetime.now(UTC)
+    now = parse_rfc3339(args.now, "--now") if args.now else datetime.now(UTC)
     report = checking.check(load_documents(args.paths), now, args.unassigned)
     for document, problems in report.invalid:
         print(f"INVALID {document.title} ({document.where}): " + "; ".join(map(str, problems)), file=sys.stderr)

@@ -24,6 +24,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME, owner_selector
 from iotsec.model.platform import Platform, operator_grant
+from iotsec.model.time import rfc3339
 
 FIELD_MANAGER = MANAGER
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
@@ -421,7 +422,7 @@ class Kube:
         """A core/v1 Event about `involved`; cluster-scoped objects get theirs in the default namespace."""
         meta = involved["metadata"]
         namespace = meta.get("namespace") or "default"
-        moment = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        moment = rfc3339(datetime.now(UTC))
         event = {
             "apiVersion": "v1",
             "kind": "Event",

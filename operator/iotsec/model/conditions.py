@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from iotsec.model.time import now, rfc3339
+
 _Condition = TypeVar("_Condition", bound=Mapping[str, Any])
-
-
-def now() -> str:
-    return stamp(datetime.now(UTC))
-
-
-def stamp(moment: datetime) -> str:
-    """A status timestamp: RFC 3339, UTC, whole seconds (`2026-12-03T07:03:00Z`)."""
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def condition(
@@ -45,7 +37,7 @@ def merge_conditions(
     each other's observations.
     """
     before = {c.get("type"): c for c in previous or ()}
-    stamp = timestamp or now()
+    stamp = timestamp or rfc3339(now())
     merged = []
     for entry in current:
         old = before.pop(entry["type"], None)

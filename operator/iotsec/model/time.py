@@ -11,7 +11,8 @@ import re
 from datetime import UTC, datetime
 from typing import Literal
 
-Precision = Literal["seconds", "milliseconds", "microseconds"]
+Precision = Literal["seconds", "milliseconds", "microseconds", "auto"]
+"""`auto`: microseconds when there are any, else whole seconds (what `datetime.isoformat` does)."""
 _BEYOND_MICROSECONDS = re.compile(r"(\.\d{6})\d+")  # restic and Go write nanoseconds; datetime reads six digits
 
 
@@ -27,16 +28,21 @@ def now() -> datetime:
 
 
 def rfc3339(moment: datetime, precision: Precision = "seconds") -> str:
-    """`2026-12-03T07:03:00Z`; with precision, `…:00.123Z` or `…:00.123456Z`."""
+    """`2026-12-03T07:03:00Z`; with precision, `…:00.123Z` or `…:00.123456Z` (digits beyond it are cut, not rounded)."""
     return utc(moment, "a timestamp").isoformat(timespec=precision).replace("+00:00", "Z")
 
 
-def parse_rfc3339(text: str, what: str = "timestamp") -> datetime:
-    """An aware datetime from RFC 3339 text (`Z` or an offset, any fraction); ValueError naming `what`."""
+def parse_rfc3339(text: str, what: str = "timestamp", *, naive_is_utc: bool = False) -> datetime:
+    """An aware datetime from RFC 3339 text (`Z` or an offset, any fraction); ValueError naming `what`.
+
+    A time without a zone is refused, unless `naive_is_utc` (for what a person types: `2026-11-01` is UTC midnight).
+    """
     try:
         moment = datetime.fromisoformat(_BEYOND_MICROSECONDS.sub(r"\1", text.strip()).upper().replace("Z", "+00:00"))
     except (ValueError, AttributeError) as error:
         raise ValueError(f"{what} {text!r} is not an RFC 3339 time") from error
     if moment.tzinfo is None:
-        raise ValueError(f"{what} {text!r} has no time zone")
+        if not naive_is_utc:
+            raise ValueError(f"{what} {text!r} has no time zone")
+        moment = moment.replace(tzinfo=UTC)
     return moment

@@ -13,12 +13,13 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from iotsec.model import secretdata
+from iotsec.model.time import parse_rfc3339, rfc3339, utc
 
 HMAC_SHA256 = "hmac-sha256"
 ED25519 = "ed25519"
@@ -47,15 +48,9 @@ APP_KEY = "application key"  # how errors about its Secret name it
 # --- private helpers -------------------------------------------------------------------------------------------------
 
 
-def _utc(moment: datetime, what: str = "now") -> datetime:
-    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{what} must be a timezone-aware datetime")
-    return moment.astimezone(UTC)
-
-
-def _fmt(moment: datetime) -> str:
-    """RFC 3339 in UTC with a `Z` (sub-second precision kept, so that a round trip is exact)."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def _stamp(moment: datetime) -> str:
+    """How key times are written: sub-second precision kept, so that a round trip is exact."""
+    return rfc3339(moment, "auto")
 
 
 def _check_algorithm(algorithm: str) -> None:
@@ -131,7 +126,7 @@ class AppKey:
 
     def __post_init__(self) -> None:
         _check_algorithm(self.algorithm)
-        _utc(self.created, "created")
+        utc(self.created, "created")
         if (self.public is None) != (self.algorithm == HMAC_SHA256):
             raise ValueError(f"{self.algorithm} key {self.key_id}: a public key goes with ed25519 keys only")
 
@@ -139,7 +134,7 @@ class AppKey:
 def new_key(algorithm: str, now: datetime) -> AppKey:
     """Fresh key material from the operating system's CSPRNG, never derived from anything else."""
     _check_algorithm(algorithm)
-    now = _utc(now)
+    now = utc(now)
     if algorithm == HMAC_SHA256:
         raw = secrets.token_bytes(HMAC_KEY_BYTES)
         return AppKey(
@@ -221,7 +216,7 @@ class KeyRing:
         if (self.previous is None) != (self.previous_retires is None):
             raise ValueError("previous and previous_retires must be set together")
         if self.previous_retires is not None:
-            _utc(self.previous_retires, "previous_retires")
+            utc(self.previous_retires, "previous_retires")
         if self.previous is not None and self.previous.key_id == self.current.key_id:
             raise ValueError(f"previous key {self.previous.key_id} is the current key: key material is never reused")
 
@@ -237,7 +232,7 @@ class KeyRing:
                 KEY_PREVIOUS_SECRET,
                 KEY_PREVIOUS_PUBLIC,
             )
-            data[KEY_PREVIOUS_RETIRES] = _fmt(self.previous_retires)
+            data[KEY_PREVIOUS_RETIRES] = _stamp(self.previous_retires)
         if self.rotation_request is not None:
             data[KEY_ROTATION_REQUEST] = self.rotation_request
         return data
@@ -269,7 +264,7 @@ class KeyRing:
 
     def age(self, now: datetime) -> timedelta:
         """How long the current key has been in use."""
-        return _utc(now) - self.current.created
+        return utc(now) - self.current.created
 
     def next_rotation(self, rotation: timedelta) -> datetime:
         """When the current key is due for scheduled rotation."""
@@ -277,7 +272,7 @@ class KeyRing:
 
 
 def _key_data(key: AppKey, algorithm: str, key_id: str, created: str, secret: str, public: str) -> dict[str, str]:
-    data = {algorithm: key.algorithm, key_id: key.key_id, created: _fmt(key.created), secret: key.secret}
+    data = {algorithm: key.algorithm, key_id: key.key_id, created: _stamp(key.created), secret: key.secret}
     if key.public is not None:
         data[public] = key.public
     return data
@@ -285,13 +280,7 @@ def _key_data(key: AppKey, algorithm: str, key_id: str, created: str, secret: st
 
 def _time(data: Mapping[str, str], key: str) -> datetime:
     value = secretdata.required(data, key, APP_KEY)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"application key secret data key {key!r} is not an RFC 3339 time: {value!r}") from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"application key secret data key {key!r} has no time zone: {value!r}")
-    return moment.astimezone(UTC)
+    return utc(parse_rfc3339(value, f"application key secret data key {key!r}"))
 
 
 def _read_key(
@@ -340,7 +329,7 @@ def ensure_key_ring(
     - the previous key at or past its retirement time: dropped (a retirement later than now + overlap is brought in).
     """
     _check_algorithm(algorithm)
-    now = _utc(now)
+    now = utc(now)
     if rotation <= timedelta(0):
         raise ValueError(f"rotation ({rotation}) must be positive")
     if overlap < timedelta(0) or overlap >= rotation:
@@ -356,7 +345,7 @@ def ensure_key_ring(
     if previous is not None and retires is not None:
         if retires > now + overlap:
             retires = now + overlap
-            reasons.append(f"previous key {previous.key_id} now retires at {_fmt(retires)}, within the overlap")
+            reasons.append(f"previous key {previous.key_id} now retires at {_stamp(retires)}, within the overlap")
         if now >= retires:
             reasons.append(f"previous key {previous.key_id} retired")
             previous, retires = None, None
@@ -375,14 +364,14 @@ def ensure_key_ring(
     if old.algorithm != algorithm:
         why = f"the algorithm changed from {old.algorithm} to {algorithm}"
     elif now >= old.created + rotation:
-        why = f"key {old.key_id} was created at {_fmt(old.created)}, {rotation} or more ago"
+        why = f"key {old.key_id} was created at {_stamp(old.created)}, {rotation} or more ago"
     if why is not None:
         key = new_key(algorithm, now)
         if previous is not None:
             reasons.append(f"previous key {previous.key_id} retired early to make room for key {old.key_id}")
         if overlap > timedelta(0):
             previous, retires = old, now + overlap
-            kept = f"key {old.key_id} stays valid until {_fmt(retires)}"
+            kept = f"key {old.key_id} stays valid until {_stamp(retires)}"
         else:
             previous, retires = None, None
             kept = f"key {old.key_id} retired at once (no overlap)"

@@ -10,7 +10,7 @@ import dataclasses
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iotsec.model import secretdata
+from iotsec.model.time import rfc3339, utc
 
 CLOCK_SKEW = timedelta(minutes=5)
 """How far notBefore is backdated, so a peer whose clock is slightly behind still accepts a fresh certificate."""
@@ -50,12 +51,6 @@ class KeyPair:
 
 
 # --- private helpers -------------------------------------------------------------------------------------------------
-
-
-def _utc(now: datetime) -> datetime:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be a timezone-aware datetime")
-    return now.astimezone(UTC)
 
 
 def _load_cert(cert_pem: str) -> x509.Certificate:
@@ -141,10 +136,6 @@ def _check_renew_before(what: str, validity: timedelta, renew_before: timedelta)
         )
 
 
-def _fmt(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 # --- issuing ---------------------------------------------------------------------------------------------------------
 
 
@@ -187,7 +178,7 @@ def self_signed_ca(
 
 def new_ca(common_name: str, now: datetime, validity: timedelta = timedelta(days=3650)) -> KeyPair:
     """A self-signed CA that can sign leaf certificates only (path length 0)."""
-    now = _utc(now)
+    now = utc(now)
     key = _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = self_signed_ca(name, key, now, validity, hashes.SHA256(), digital_signature=True)
@@ -221,7 +212,7 @@ def _leaf(
     now: datetime,
     validity: timedelta,
 ) -> KeyPair:
-    now = _utc(now)
+    now = utc(now)
     ca_cert = _load_cert(ca.cert_pem)
     ca_key = _load_key(ca.key_pem)
     key = _new_key()
@@ -283,7 +274,7 @@ def fingerprint(cert_pem: str) -> str:
 
 def needs_rotation(cert_pem: str, now: datetime, renew_before: timedelta) -> bool:
     """True once `now` is within `renew_before` of the certificate's notAfter (or past it)."""
-    return _utc(now) >= not_after(cert_pem) - renew_before
+    return utc(now) >= not_after(cert_pem) - renew_before
 
 
 def certs_in_bundle(bundle_pem: str) -> list[str]:
@@ -310,7 +301,7 @@ def ca_bundle(*cert_pems: str) -> str:
 
 def verify_chain(leaf_pem: str, bundle_pem: str, now: datetime) -> bool:
     """True if the leaf is valid at `now` and directly signed by a CA of the bundle that is valid at `now` too."""
-    now = _utc(now)
+    now = utc(now)
     leaf = _load_cert(leaf_pem)
     if not _within_validity(leaf, now):
         return False
@@ -393,7 +384,7 @@ def ensure_webhook_tls(
     Level-triggered: a CA close to expiry is replaced and the old one stays in the bundle until it expires; a serving
     certificate close to expiry, with other names, or not signed by the current CA is reissued from the current CA.
     """
-    now = _utc(now)
+    now = utc(now)
     _check_renew_before("CA", ca_validity, ca_renew_before)
     _check_renew_before("serving certificate", serving_validity, serving_renew_before)
     if serving_renew_before >= ca_renew_before:
@@ -414,12 +405,12 @@ def ensure_webhook_tls(
     ca, previous, serving = current.ca, current.previous_ca_cert_pem, current.serving
 
     if previous is not None and now > not_after(previous):
-        reasons.append(f"dropped previous CA from the bundle: it expired at {_fmt(not_after(previous))}")
+        reasons.append(f"dropped previous CA from the bundle: it expired at {rfc3339(not_after(previous))}")
         previous = None
 
     ca_problem = None
     if needs_rotation(ca.cert_pem, now, ca_renew_before):
-        ca_problem = f"CA expires at {_fmt(not_after(ca.cert_pem))}, within {ca_renew_before}"
+        ca_problem = f"CA expires at {rfc3339(not_after(ca.cert_pem))}, within {ca_renew_before}"
     elif not _key_matches(ca):
         ca_problem = "CA private key does not match the CA certificate"
     if ca_problem is not None:
@@ -440,7 +431,7 @@ def ensure_webhook_tls(
     leaf = _load_cert(serving.cert_pem)
     serving_problem = None
     if needs_rotation(serving.cert_pem, now, serving_renew_before):
-        serving_problem = f"it expires at {_fmt(leaf.not_valid_after_utc)}, within {serving_renew_before}"
+        serving_problem = f"it expires at {rfc3339(leaf.not_valid_after_utc)}, within {serving_renew_before}"
     elif _sans(leaf) != (set(dns), set(ips)):
         have_dns, have_ips = _sans(leaf)
         have = sorted(have_dns) + sorted(str(ip) for ip in have_ips)
@@ -449,7 +440,7 @@ def ensure_webhook_tls(
     elif not _issued_by(leaf, _load_cert(ca.cert_pem)):
         serving_problem = "it is not signed by the current CA"
     elif leaf.not_valid_before_utc > now:
-        serving_problem = f"it is not valid before {_fmt(leaf.not_valid_before_utc)}"
+        serving_problem = f"it is not valid before {rfc3339(leaf.not_valid_before_utc)}"
     elif not _key_matches(serving):
         serving_problem = "its private key does not match the certificate"
     if serving_problem is not None:
@@ -506,7 +497,7 @@ def ensure_client_auth(
 
     A new client CA also means a new client certificate; a client certificate close to expiry, or not issued by
     the current CA, is reissued from it."""
-    now = _utc(now)
+    now = utc(now)
     if current is None or needs_rotation(current.ca.cert_pem, now, ca_renew_before):
         ca = new_ca(f"{common_name}-client-ca", now, ca_validity)
         why = "created client CA and certificate" if current is None else "client CA close to expiry: replaced"

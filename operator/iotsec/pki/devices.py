@@ -35,6 +35,7 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iotsec.model import secretdata
+from iotsec.model.time import parse_rfc3339, rfc3339, utc
 from iotsec.pki.certs import (
     CLOCK_SKEW,
     KEY_CA_BUNDLE,
@@ -44,11 +45,9 @@ from iotsec.pki.certs import (
     KeyPair,
     SignatureHash,
     _cert_pem,
-    _fmt,
     _is_ca,
     _issued_by,
     _load_cert,
-    _utc,
     _within_validity,
     ca_bundle,
     certs_in_bundle,
@@ -260,8 +259,8 @@ def _signing_ca(ca: KeyPair, now: datetime) -> tuple[x509.Certificate, _CAKey]:
         raise ValueError("the CA certificate is not a CA that may sign certificates")
     if not _within_validity(ca_cert, now):
         raise ValueError(
-            f"the CA certificate is not valid at {_fmt(now)} "
-            f"({_fmt(ca_cert.not_valid_before_utc)} to {_fmt(ca_cert.not_valid_after_utc)})"
+            f"the CA certificate is not valid at {rfc3339(now)} "
+            f"({rfc3339(ca_cert.not_valid_before_utc)} to {rfc3339(ca_cert.not_valid_after_utc)})"
         )
     return ca_cert, ca_key
 
@@ -273,7 +272,7 @@ def new_device_ca(
     tenant_id: str, algorithm: str, validity: timedelta, now: datetime, organization: str | None = None
 ) -> KeyPair:
     """A tenant's self-signed device CA that signs device certificates and CRLs only (path length 0)."""
-    now = _utc(now)
+    now = utc(now)
     _check_tenant_id(tenant_id)
     _check_positive("CA validity", validity)
     subject = _ca_subject(tenant_id, organization)
@@ -315,8 +314,8 @@ class DeviceCAState:
         does too, and its devices cannot be revoked; re-issue them from the current CA.
         """
         return [
-            f"the outgoing device CA {fingerprint(pem)[:16]} (valid until {_fmt(not_after(pem))}) has no private key "
-            "in the Secret (written by an older iotsec): no CRL can be signed for it, so brokers that check CRLs "
+            f"the outgoing device CA {fingerprint(pem)[:16]} (valid until {rfc3339(not_after(pem))}) has no private "
+            "key in the Secret (written by an older iotsec): no CRL can be signed for it, so brokers that check CRLs "
             "reject its devices and revocations of them are not published; re-issue its devices from the current CA"
             for pem, key in self.cas()
             if key is None
@@ -422,7 +421,7 @@ def ensure_device_ca(
     that has not expired joins the previous CAs, which stay in the bundle until each expires, so certificates it
     issued keep verifying; expired previous CAs are dropped.
     """
-    now = _utc(now)
+    now = utc(now)
     _check_tenant_id(tenant_id)
     if algorithm not in CA_ALGORITHMS:
         raise ValueError(f"unsupported device CA key algorithm {algorithm!r} (supported: {', '.join(CA_ALGORITHMS)})")
@@ -440,7 +439,7 @@ def ensure_device_ca(
     kept: list[tuple[str, str | None]] = []
     for previous_pem, previous_key in current.cas()[1:]:
         if now > not_after(previous_pem):
-            reasons.append(f"dropped a previous CA from the bundle: it expired at {_fmt(not_after(previous_pem))}")
+            reasons.append(f"dropped a previous CA from the bundle: it expired at {rfc3339(not_after(previous_pem))}")
         else:
             kept.append((previous_pem, previous_key))
 
@@ -449,13 +448,13 @@ def ensure_device_ca(
     key_matches = _key_matches_quietly(current.ca)
     problem = None
     if needs_rotation(current.ca.cert_pem, now, rotate_before):
-        problem = f"it expires at {_fmt(ca_cert.not_valid_after_utc)}, within {rotate_before}"
+        problem = f"it expires at {rfc3339(ca_cert.not_valid_after_utc)}, within {rotate_before}"
     elif have_algorithm != algorithm:
         problem = f"its key algorithm {have_algorithm or 'unsupported'} differs from the requested {algorithm}"
     elif ca_cert.subject != subject:
         problem = f"its subject {ca_cert.subject.rfc4514_string()!r} differs from {subject.rfc4514_string()!r}"
     elif ca_cert.not_valid_before_utc > now:
-        problem = f"it is not valid before {_fmt(ca_cert.not_valid_before_utc)}"
+        problem = f"it is not valid before {rfc3339(ca_cert.not_valid_before_utc)}"
     elif not key_matches:
         problem = "its private key does not match the certificate"
 
@@ -548,7 +547,7 @@ def issue_device_certificate(
     The certificate never outlives the CA. ValueError for an invalid id or name part, a key algorithm or key usage that
     is not allowed, or a CA that is not this tenant's, not valid at `now` or whose key does not match.
     """
-    now = _utc(now)
+    now = utc(now)
     _check_tenant_id(tenant_id)
     _check_device_id(device_id)
     _check_name_part("device_class", device_class)
@@ -624,7 +623,7 @@ def verify_device(cert_pem: str, bundle_pem: str, now: datetime, crl_pem: str | 
     included) are ignored, so a missing or expired CRL of the issuing CA fails, and a revocation stays a revocation
     whatever CRL is current. `crl_pem=None` skips revocation checks. Malformed PEM raises ValueError.
     """
-    now = _utc(now)
+    now = utc(now)
     leaf = _load_cert(cert_pem)
     crls = _load_crls(crl_pem) if crl_pem is not None and crl_pem.strip() else []
     if not _within_validity(leaf, now) or _is_ca(leaf):
@@ -669,7 +668,7 @@ def build_crl(
     crl_number: int = 1,
 ) -> str:
     """A PEM CRL signed by `ca` listing the revoked serials (serial -> revocation time), with a CRL number."""
-    now = _utc(now)
+    now = utc(now)
     _check_positive("next_update", next_update)
     if not 0 <= crl_number < 2**159:
         raise ValueError(f"crl_number must be a non-negative integer below 2**159, got {crl_number}")
@@ -690,7 +689,7 @@ def build_crl(
     for serial in sorted(revoked):
         if not isinstance(serial, int) or serial <= 0:
             raise ValueError(f"a revoked serial number must be a positive integer, got {serial!r}")
-        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(_utc(revoked[serial])).build()
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(utc(revoked[serial])).build()
         builder = builder.add_revoked_certificate(entry)
     crl = builder.sign(ca_key, _signature_hash(ca_key))
     return crl.public_bytes(serialization.Encoding.PEM).decode("ascii")
@@ -743,9 +742,10 @@ class Registry:
     def from_config_map_data(cls, data: Mapping[str, str] | None) -> Registry:
         data = data or {}
         issued = {int(k): v for k, v in json.loads(data.get("issued", "{}")).items()}
-        revoked = {int(k): _utc(datetime.fromisoformat(v)) for k, v in json.loads(data.get("revoked", "{}")).items()}
+        revoked_at = json.loads(data.get("revoked", "{}"))
+        revoked = {int(k): utc(parse_rfc3339(v, "revocation time")) for k, v in revoked_at.items()}
         details = {
-            int(k): Issued(not_after=_utc(datetime.fromisoformat(v["notAfter"])), issuer=v["issuer"])
+            int(k): Issued(not_after=utc(parse_rfc3339(v["notAfter"], "notAfter")), issuer=v["issuer"])
             for k, v in json.loads(data.get("details", "{}")).items()
         }
         return cls(issued, revoked, details)
@@ -813,7 +813,7 @@ def trust_bundle(state: DeviceCAState, registry: Registry, current_crl: str | No
     nextUpdate, so a periodic reconcile leaves the ConfigMap (and its resourceVersion) alone. New CRLs are dated
     `CLOCK_SKEW` back, so a broker whose clock is slightly behind does not find them "not yet valid".
     """
-    now = _utc(now)
+    now = utc(now)
     found = _crl_blocks(current_crl)
     blocks = []
     for cert_pem, key_pem in state.cas():
@@ -842,7 +842,7 @@ def published_revocations(state: DeviceCAState, crl_pem: str | None) -> dict[int
 def with_published(registry: Registry, published: Mapping[int, datetime], now: datetime) -> Registry:
     """`registry` with the revocations of published CRLs (`published_revocations`) it lacks, except those of
     certificates it knows to have expired: what every CRL of the tenant must list."""
-    carried = _still_revoked({s: t for s, t in published.items() if s not in registry.revoked}, registry, _utc(now))
+    carried = _still_revoked({s: t for s, t in published.items() if s not in registry.revoked}, registry, utc(now))
     if not carried:
         return registry
     return Registry(registry.issued, {**registry.revoked, **carried}, registry.details)

@@ -30,8 +30,8 @@ from iotsec.api.validation import parse_resource
 from iotsec.build import tenant as builder
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model import secretdata
-from iotsec.model.conditions import stamp
 from iotsec.model.platform import Platform, device_ca_secret_name, device_registry_name
+from iotsec.model.time import rfc3339
 from iotsec.pki import devices
 
 CRL_REQUEST = "iotsec.io/crl-requested"
@@ -254,7 +254,7 @@ def list_devices(kube: Kube, tenant: str, namespace: str | None = None) -> list[
 
 
 def _stamp(moment: datetime | None) -> str | None:
-    return stamp(moment) if moment else None
+    return rfc3339(moment) if moment else None
 
 
 def table(rows: list[dict[str, Any]]) -> str:

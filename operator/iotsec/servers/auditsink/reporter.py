@@ -27,6 +27,7 @@ from iotsec.build.audit import ready_condition, store_claim_name
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model import conditions
 from iotsec.model.keysecrets import KeyUnreadableError
+from iotsec.model.time import parse_rfc3339, rfc3339
 from iotsec.servers.auditsink.server import Sink
 
 log = logging.getLogger("iotsec.audittrail")
@@ -135,7 +136,7 @@ def _hit_entry(hit: AnomalyHit) -> dict[str, Any]:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return conditions.stamp(moment) if moment else None
+    return rfc3339(moment) if moment else None
 
 
 class Publisher:
@@ -264,4 +265,4 @@ def backed_up_before(policy: dict[str, Any] | None, claim: str) -> datetime | No
     success, duration = status.get("lastSuccess"), status.get("lastDurationSeconds")
     if not success or duration is None:
         return None
-    return datetime.fromisoformat(success.replace("Z", "+00:00")) - timedelta(seconds=float(duration))
+    return parse_rfc3339(success, "lastSuccess") - timedelta(seconds=float(duration))

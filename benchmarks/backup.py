@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from iotsec.servers.backupjob.runner import Retention, Runner, Target
+from iotsec.servers.backupjob.operations import Runner
+from iotsec.servers.backupjob.restic import Retention, Target
 
 RESTIC = shutil.which("restic") or "restic"
 TAG = "bench"

@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 
-from iotsec.servers.backupjob.runner import Result, Retention, Runner, Target, main
+from iotsec.servers.backupjob.operations import Runner
+from iotsec.servers.backupjob.restic import Retention, Target
+from iotsec.servers.backupjob.result import Result
+from iotsec.servers.backupjob.runner import main
 
 RESTIC = shutil.which("restic")
 pytestmark = pytest.mark.skipif(RESTIC is None, reason="needs the restic binary")
@@ -763,7 +766,7 @@ def test_a_small_result_is_written_whole():
 
 
 def test_the_result_is_written_in_place_where_a_file_cannot_be_renamed_over(tmp_path, monkeypatch):
-    from iotsec.servers.backupjob import runner as module
+    from iotsec.servers.backupjob import result as module
 
     mounted = tmp_path / "termination-log"
     mounted.write_text("")
@@ -772,6 +775,6 @@ def test_the_result_is_written_in_place_where_a_file_cannot_be_renamed_over(tmp_
         raise OSError(16, "Device or resource busy")
 
     monkeypatch.setattr(module.os, "replace", busy)
-    module._write(str(mounted), '{"succeeded":true}')
+    module.write_result(str(mounted), '{"succeeded":true}')
     assert json.loads(mounted.read_text()) == {"succeeded": True}
     assert [p.name for p in tmp_path.iterdir()] == ["termination-log"]

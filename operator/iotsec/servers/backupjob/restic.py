@@ -1,0 +1,247 @@
+"""Running the restic binary: its repositories, its environment, secret-free output and its JSON.
+
+Secrets: the password reaches restic only through ``RESTIC_PASSWORD``/``RESTIC_FROM_PASSWORD`` and repository
+locations through ``RESTIC_REPOSITORY``/``RESTIC_FROM_REPOSITORY`` (a rest: URL may embed credentials), so neither
+appears on a command line; its error output is redacted before anyone sees it. Other processes (hooks) get an
+environment without any restic secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+log = logging.getLogger(__package__)
+
+ROLES = ("primary", "offsite")
+RESTIC_INCOMPLETE = 3  # restic backup: snapshot created, but some source files could not be read
+SUBSET = re.compile(r"^([0-9]{1,3}(\.[0-9]+)?%|[0-9]+/[0-9]+)$")  # the BackupPolicy CRD's pattern
+SECRET_ENV = frozenset(
+    f"RESTIC_{side}{name}"
+    for side in ("", "FROM_")
+    for name in ("PASSWORD", "PASSWORD_FILE", "PASSWORD_COMMAND", "REPOSITORY", "REPOSITORY_FILE", "KEY_HINT")
+)
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+class ResticError(RuntimeError):
+    """A restic command failed; the message is redacted."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A restic repository: the primary (backed up to) or an off-site copy."""
+
+    name: str
+    repository: str
+    role: str = "primary"
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # extra environment, e.g. credentials
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a target needs a name")
+        if not self.repository:
+            raise ValueError(f"target {self.name!r} needs a repository")
+        if self.role not in ROLES:
+            raise ValueError(f"target {self.name!r}: role must be primary or offsite, not {self.role!r}")
+
+
+def split_targets(targets: Sequence[Target]) -> tuple[Target, list[Target]]:
+    """The one primary and the off-site copies; ValueError for duplicate names or not exactly one primary."""
+    names = [target.name for target in targets]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"target names must be unique: {', '.join(duplicates)}")
+    primaries = [target for target in targets if target.role == "primary"]
+    if len(primaries) != 1:
+        raise ValueError(f"exactly one target must have role primary, found {len(primaries)}")
+    return primaries[0], [target for target in targets if target.role == "offsite"]
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many snapshots `restic forget --prune` keeps; all zero keeps everything (no forget runs)."""
+
+    keep_last: int = 0
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"retention {item.name} must be a non-negative integer, not {value!r}")
+
+    def flags(self) -> list[str]:
+        return [
+            f"--{item.name.replace('_', '-')}={getattr(self, item.name)}"
+            for item in fields(self)
+            if getattr(self, item.name)
+        ]
+
+
+def subset_problem(subset: str) -> str | None:
+    """Why ``subset`` is not a `restic check --read-data-subset` value (5%, 1/10), or None."""
+    if not isinstance(subset, str) or not SUBSET.match(subset):
+        return f"read_data_subset {subset!r} is neither a percentage like 5% nor n/t like 1/10"
+    if subset.endswith("%"):
+        if not 0 < float(subset[:-1]) <= 100:
+            return f"read_data_subset {subset} must be above 0% and at most 100%"
+    else:
+        part, total = (int(number) for number in subset.split("/"))
+        if not 1 <= part <= total:
+            return f"read_data_subset {subset} needs 1 <= n <= t"
+    return None
+
+
+# -- processes ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Completed:
+    """A finished restic (or hook) process; returncode None when it could not run or timed out."""
+
+    argv: list[str]
+    returncode: int | None
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def reason(self) -> str:
+        lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
+        detail = "; ".join(lines[-5:]) or "no error output"
+        status = "did not finish" if self.returncode is None else f"exit code {self.returncode}"
+        return f"{status}: {detail}"
+
+
+def environment_without_secrets() -> dict[str, str]:
+    """This process's environment less every variable that names a repository or its password."""
+    return {key: value for key, value in os.environ.items() if key not in SECRET_ENV}
+
+
+def spawn(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run to completion without a terminal or stdin, within the timeout; raises TimeoutExpired or OSError."""
+    return subprocess.run(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        check=False,
+    )
+
+
+class Restic:
+    """The restic binary with one repository password; remembers every secret it is given so as to redact it."""
+
+    def __init__(self, password: str, binary: str = "restic", timeout: float = 3600, cache_dir: str | None = None):
+        self._password = password
+        self.binary = binary
+        self.timeout = timeout
+        self.cache_dir = cache_dir
+        self._secrets: set[str] = {password}
+
+    def remember(self, *targets: Target | None) -> None:
+        """Redact the values of these targets' extra environment (credentials) from now on."""
+        for target in targets:
+            if target is not None:
+                self._secrets.update(value for value in target.env.values() if len(value) >= 4)
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return _URL_USERINFO.sub("***@", text)
+
+    def run(self, target: Target, *args: str, source: Target | None = None) -> Completed:
+        """`restic ARGS` on ``target`` (``source``: the repository `restic copy` or `init` reads from)."""
+        argv = [self.binary, *(["--cache-dir", self.cache_dir] if self.cache_dir else []), *args]
+        env = environment_without_secrets()
+        if source is not None:
+            env.update(source.env)
+            env["RESTIC_FROM_REPOSITORY"] = source.repository
+            env["RESTIC_FROM_PASSWORD"] = self._password
+        env.update(target.env)
+        env["RESTIC_REPOSITORY"] = target.repository
+        env["RESTIC_PASSWORD"] = self._password
+        log.debug("target %s: %s", target.name, self.redact(shlex.join(argv)))
+        try:
+            proc = spawn(argv, env, self.timeout)
+        except subprocess.TimeoutExpired:
+            return Completed(argv, None, "", f"restic {args[0]} did not finish within {self.timeout:g} s")
+        except OSError as exc:
+            return Completed(argv, None, "", f"cannot run {self.binary}: {exc.strerror}")
+        return Completed(argv, proc.returncode, proc.stdout, self.redact(proc.stderr))
+
+
+# -- restic's JSON -----------------------------------------------------------------------------------------------
+
+
+def backup_messages(done: Completed) -> tuple[dict | None, list[str]]:
+    """The summary of `restic backup --json` and the files it could not read."""
+    summary, unread = None, []
+    for line in (done.stdout + "\n" + done.stderr).splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if message.get("message_type") == "summary":
+            summary = message
+        elif message.get("message_type") == "error":
+            error = message.get("error")
+            if isinstance(error, dict) and isinstance(error.get("Err"), int):
+                detail = os.strerror(error["Err"])
+            else:
+                detail = str(error)
+            unread.append(f"{message.get('item', '?')}: {detail}")
+    return summary, unread
+
+
+def forget_kept(stdout: str) -> list[dict] | None:
+    """The snapshots `restic forget --json` kept; None if its output holds no JSON groups."""
+    for line in stdout.splitlines():  # the JSON groups, then prune's plain-text report
+        if line.startswith("["):
+            try:
+                groups = json.loads(line) or []
+                return [snap for group in groups for snap in group.get("keep") or []]
+            except (json.JSONDecodeError, AttributeError):
+                break
+    return None
+
+
+def snapshot_list(stdout: str) -> list[dict]:
+    """The snapshots of `restic snapshots --json`; ValueError (a JSONDecodeError) if it printed no JSON."""
+    listing = json.loads(stdout or "null") or []
+    return [snap for snap in listing if isinstance(snap, dict)]
+
+
+def ls_entries(stdout: str) -> tuple[dict | None, dict[str, dict]]:
+    """The snapshot `restic ls --json` lists (None if none) and its entries by path."""
+    chosen, nodes = None, {}
+    for line in stdout.splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(item, dict):
+            continue
+        if item.get("struct_type") == "snapshot" and chosen is None:
+            chosen = item
+        elif item.get("struct_type") == "node" and item.get("path"):
+            nodes[item["path"]] = item
+    return chosen, nodes

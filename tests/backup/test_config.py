@@ -84,6 +84,8 @@ TARGETS = [PRIMARY]
         ({"targets": TARGETS, "expectData": "yes"}, "verify", "expect_data must be true or false"),
         ({"targets": TARGETS, "timeout": 0}, "verify", "timeout must be a positive number of seconds"),
         ({"targets": TARGETS, "timeout": True}, "verify", "timeout must be a positive number of seconds"),
+        ({"targets": TARGETS, "timeout": float("nan")}, "verify", "timeout must be a positive number of seconds"),
+        ({"targets": TARGETS, "timeout": float("inf")}, "verify", "timeout must be a positive number of seconds"),
         ({"targets": TARGETS, "retention": [7]}, "verify", "retention must be an object"),
         ({"targets": TARGETS, "retention": {"keepLast": -1}}, "verify", "retention keep_last must be a non-negative"),
         ({"targets": TARGETS, "retention": {"keepDialy": 7}}, "verify", "retention: unknown key(s) keep_dialy"),

@@ -7,6 +7,7 @@ before restic runs (the runner exits 2 with it).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -170,7 +171,8 @@ def _apply_options(config: JobConfig, data: dict[str, Any]) -> None:
         config.expect_data = data["expect_data"]
     if "timeout" in data:
         timeout = data["timeout"]
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        # json reads NaN and Infinity, which would pass `> 0` and then crash every restic run (subprocess rounds them)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
             raise ConfigError("timeout must be a positive number of seconds")
         config.timeout = float(timeout)
     if data.get("retention") is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -487,3 +488,33 @@ def test_an_older_registry_restored_drops_no_revocation_even_in_a_namespace_new_
     assert devices.revoked_serials(crl) == {serial}
     assert _published_revocations(api) == {ns: {serial} for ns in TENANT_NAMESPACES}
     assert api.ready()["status"] == "True", "a registry is there: nothing is missing"
+
+
+def test_each_reconcile_says_what_it_did_in_one_line_of_the_objects_logger(api, events, caplog):
+    """`kubectl logs` tells the story: one INFO line per reconcile on kopf's per-object logger, never key material."""
+    logger = logging.getLogger("kopf.objects.test")
+    with caplog.at_level(logging.INFO):
+        handler.reconcile(NAME, logger=logger)
+        handler.reconcile(NAME, logger=logger)
+    lines = [r.getMessage() for r in caplog.records if r.name == "kopf.objects.test"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("reconciled (success): 2 namespaces, ")
+    assert "Ready=True" in lines[0]
+    keys = [v for ref in (CA, APP_KEY) for v in api.data(ref).values() if len(v) >= 40]  # key material, not ids
+    assert keys
+    everything = "\n".join(r.getMessage() for r in caplog.records)
+    assert not any(key in everything for key in keys), "no key material in any log line"
+    assert "PRIVATE KEY" not in everything
+
+
+def test_an_invalid_spec_is_logged_as_invalid_with_one_warning(api, events, caplog):
+    _set_spec(api, tenantID="Not Valid!")
+    logger = logging.getLogger("kopf.objects.test")
+    with caplog.at_level(logging.INFO), pytest.raises(handler.kopf.PermanentError):
+        handler.reconcile(NAME, logger=logger)
+    with pytest.raises(handler.kopf.PermanentError):
+        handler.reconcile(NAME, logger=logger)
+    lines = [r.getMessage() for r in caplog.records if r.name == "kopf.objects.test"]
+    assert lines[0].startswith("reconciled (invalid)")
+    assert (api.ready()["status"], api.ready()["reason"]) == ("False", "InvalidSpec")
+    assert [r for t, r, _ in events if t == "Warning"] == ["InvalidSpec"], "warned once, not at every retry"

@@ -29,8 +29,8 @@ from iotsec.audittrail.chain import private_pem
 from iotsec.build import audit as builder
 from iotsec.build.apiserver_audit import policy_configmap_name
 from iotsec.controllers import metrics
+from iotsec.controllers.reconciler import Logger, api_failed, level_triggered, live_resource, write_status
 from iotsec.controllers.runtime import config, kube, network
-from iotsec.controllers.wiring import level_triggered, live_resource
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions, keysecrets, secretdata
 from iotsec.model.labels import OWNER_KIND, OWNER_NAME
@@ -71,9 +71,9 @@ def on_delete(name: str, body: kopf.Body, **_: Any) -> None:
         metrics.KEY_UNREADABLE.remove(keysecrets.secret_ref(_namespace(), builder.signing_secret_name(name)))
 
 
-def reconcile(name: str) -> None:
+def reconcile(name: str, logger: Logger | None = None) -> None:
     api = kube()
-    with live_resource(api, KIND, name) as (body, outcome):
+    with live_resource(api, KIND, name, logger=logger) as (body, outcome):
         if body is None:
             return
         namespace = _namespace()
@@ -103,11 +103,11 @@ def reconcile(name: str) -> None:
             silent = builder.silent_sink(body, spec, _now())
             ready = _write_status(api, body, policy_map, ref, backup_policy, [signing, *([silent] if silent else [])])
         except ApiError as exc:
-            if exc.transient:  # also a 409: the sink wrote the status since it was read
-                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or config().retry_seconds) from None
-            _failed(api, body, "ApplyFailed", str(exc))
-            raise kopf.PermanentError(str(exc)) from None
+            if not exc.transient:  # a transient one is also a 409: the sink wrote the status since it was read
+                _failed(api, body, "ApplyFailed", str(exc))
+            api_failed(exc)
         metrics.RESOURCE_READY.labels(KIND, name).set(1 if ready else 0)
+        outcome.did(f"{len(objects)} objects applied in {namespace}", f"policy {policy_map}", f"Ready={ready}")
         outcome.succeeded()
 
 
@@ -313,22 +313,9 @@ def _status(
     """Merge `entries` and Ready into the status (the sink's conditions stay); write only what changed."""
     generation = body["metadata"].get("generation")
     ready = builder.ready_condition(conditions.merge_conditions(previous, entries), generation)
-    status = {
-        "observedGeneration": generation,
-        **fields,
-        "conditions": conditions.merge_conditions(previous, [*entries, ready]),
-    }
-    current = body.get("status") or {}
-    if not all(current.get(k) == v for k, v in status.items()):
-        # with the resourceVersion read: the sink writes the same conditions list, so a concurrent write of its
-        # fails this one with 409 (a transient error: retried) instead of being overwritten with stale conditions
-        api.patch_status(
-            API_VERSION,
-            KIND,
-            body["metadata"]["name"],
-            status,
-            resource_version=body["metadata"].get("resourceVersion"),
-        )
+    fields = {"observedGeneration": generation, **fields}
+    # guarded: the sink writes the same conditions list, so a concurrent write of its fails this one with 409
+    write_status(api, KIND, body, [*entries, ready], fields, previous=previous, guarded=True)
     return ready
 
 

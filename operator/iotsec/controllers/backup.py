@@ -15,12 +15,19 @@ import kopf
 from prometheus_client import Counter, Gauge
 
 from iotsec.api.backuppolicy import BackupPolicySpec
-from iotsec.api.common import API_VERSION
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build import backup as builder
 from iotsec.controllers import metrics
+from iotsec.controllers.reconciler import (
+    Logger,
+    api_failed,
+    level_triggered,
+    live_resource,
+    not_ready,
+    reject,
+    write_status,
+)
 from iotsec.controllers.runtime import config, kube
-from iotsec.controllers.wiring import level_triggered, live_resource
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions, selectors
 from iotsec.model.labels import OWNER_KIND, OWNER_NAME
@@ -78,27 +85,31 @@ def on_job(type: str | None, labels: dict[str, str], namespace: str, **_: Any) -
         reconcile(labels[OWNER_NAME], namespace)
 
 
-def reconcile(name: str, namespace: str | None) -> None:
+def reconcile(name: str, namespace: str | None, logger: Logger | None = None) -> None:
     api = kube()
     assert namespace is not None
-    with live_resource(api, KIND, name, namespace) as (body, outcome):
+    with live_resource(api, KIND, name, namespace, logger=logger) as (body, outcome):
         if body is None:
             return
         try:
             spec: BackupPolicySpec = parse_resource(body).spec  # type: ignore[assignment]
         except InvalidResourceError as exc:
             outcome.invalid()
-            _reject(api, body, exc)
+            reject(api, KIND, body, exc)
         try:
             scheduled = _apply(api, body, spec)
             found = _outcomes(api, name, namespace)
         except ApiError as exc:
-            if exc.transient:
-                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or config().retry_seconds) from None
-            _not_ready(api, body, "ApplyFailed", str(exc))
-            raise kopf.PermanentError(str(exc)) from None
+            if not exc.transient:
+                not_ready(api, KIND, body, "ApplyFailed", str(exc))
+            api_failed(exc)
         ready = _write_status(api, body, spec, scheduled, found)
         metrics.RESOURCE_READY.labels(KIND, f"{namespace}/{name}").set(1 if ready else 0)
+        outcome.did(
+            scheduled[1],
+            *(f"last {kind}: {'ok' if o['succeeded'] else 'FAILED'} ({o['job']})" for kind, o in sorted(found.items())),
+            f"Ready={ready}",
+        )
         outcome.succeeded()
 
 
@@ -264,33 +275,12 @@ def _write_status(
     restore = (found.get("drill", {}).get("result") or {}).get("restore_seconds")
     if restore is not None:
         fields["lastRestoreSeconds"] = float(restore)
-    previous = (body.get("status") or {}).get("conditions")
-    status = {**fields, "conditions": conditions.merge_conditions(previous, entries)}
-    if not all((body.get("status") or {}).get(k) == v for k, v in status.items()):
-        api.patch_status(API_VERSION, KIND, name, status, namespace)
+    write_status(api, KIND, body, entries, fields)
     return ready
 
 
 def _epoch(stamp: str) -> float:
     return parse_rfc3339(stamp).timestamp()
-
-
-def _reject(api: Kube, body: dict[str, Any], exc: InvalidResourceError) -> None:
-    message = "; ".join(str(p) for p in exc.problems)
-    _not_ready(api, body, "InvalidSpec", message)
-    raise kopf.PermanentError(f"invalid spec: {message}")
-
-
-def _not_ready(api: Kube, body: dict[str, Any], reason: str, message: str) -> None:
-    """Ready=False with the reason and a Warning event: what a user reads first when nothing happens."""
-    generation = body["metadata"].get("generation")
-    entry = conditions.condition("Ready", False, reason, message, generation)
-    status = {
-        "observedGeneration": generation,
-        "conditions": conditions.merge_conditions((body.get("status") or {}).get("conditions"), [entry]),
-    }
-    api.patch_status(API_VERSION, KIND, body["metadata"]["name"], status, body["metadata"]["namespace"])
-    kopf.warn(body, reason=reason, message=message)
 
 
 level_triggered(PLURAL, reconcile, namespaced=True)

@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -33,22 +34,13 @@ KEY_UNREADABLE = Gauge(
 )
 
 
-class Outcome:
-    """What a reconciliation ended as; the context manager records it."""
-
-    def __init__(self) -> None:
-        self.result = "error"
-
-    def succeeded(self) -> None:
-        self.result = "success"
-
-    def invalid(self) -> None:
-        self.result = "invalid"
+class Counted(Protocol):
+    result: str  # success, invalid or error
 
 
 @contextmanager
-def reconciling(kind: str) -> Iterator[Outcome]:
-    outcome = Outcome()
+def reconciling(kind: str, outcome: Counted) -> Iterator[Counted]:
+    """Time a reconcile and count it by `outcome.result` as it ends."""
     started = time.perf_counter()
     try:
         yield outcome

@@ -17,8 +17,16 @@ from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build import securitydomain as builder
 from iotsec.controllers import metrics
-from iotsec.controllers.runtime import config, kube, network
-from iotsec.controllers.wiring import level_triggered, live_resource, resource_lock
+from iotsec.controllers.reconciler import (
+    Logger,
+    api_failed,
+    level_triggered,
+    live_resource,
+    reject,
+    resource_lock,
+    write_status,
+)
+from iotsec.controllers.runtime import kube, network
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions
 from iotsec.model.labels import OWNER_KIND, OWNER_NAME
@@ -43,6 +51,15 @@ class Applied:
     @property
     def anything(self) -> bool:
         return bool(self.changed or self.pruned or self.labelled or self.unlabelled)
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.changed)} policies applied" if self.changed else "",
+            f"{len(self.pruned)} pruned ({', '.join(self.pruned[:5])})" if self.pruned else "",
+            f"joined: {', '.join(self.labelled)}" if self.labelled else "",
+            f"left: {', '.join(self.unlabelled)}" if self.unlabelled else "",
+        ]
+        return "; ".join(part for part in parts if part)
 
 
 # ---------------------------------------------------------------- triggers
@@ -86,28 +103,31 @@ def _domains_concerned(namespace: str, labels: Mapping[str, str]) -> set[str]:
 # ---------------------------------------------------------------- reconcile
 
 
-def reconcile(name: str) -> None:
+def reconcile(name: str, logger: Logger | None = None) -> None:
     api = kube()
-    with live_resource(api, KIND, name) as (body, outcome):
+    with live_resource(api, KIND, name, logger=logger) as (body, outcome):
         if body is None:
             return
         try:
             domain = _domain(body)
         except InvalidResourceError as exc:
             outcome.invalid()
-            _reject(api, body, exc)
+            reject(api, KIND, body, exc)
         try:
             plan = _plan(api, domain)
             applied = _apply(api, body, plan)
         except ApiError as exc:
             _write_status(api, body, None, failure=exc)
-            if exc.transient:
-                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or config().retry_seconds) from None
-            raise kopf.PermanentError(str(exc)) from None
+            api_failed(exc)
         ready, status_changed = _write_status(api, body, plan)
         _announce(body, plan, applied, status_changed)
         metrics.MANAGED_OBJECTS.labels(KIND, name, "NetworkPolicy").set(len(plan.policies))
         metrics.RESOURCE_READY.labels(KIND, name).set(1 if ready else 0)
+        outcome.did(
+            f"{len(plan.policies)} NetworkPolicies in {len(plan.members)} namespaces",
+            applied.summary(),
+            f"Ready={ready}",
+        )
         outcome.succeeded()
 
 
@@ -184,16 +204,6 @@ def _unlabel(api: Kube, domain: str, keep: set[str]) -> list[str]:
 # ---------------------------------------------------------------- status and events
 
 
-def _reject(api: Kube, body: dict[str, Any], exc: InvalidResourceError) -> None:
-    message = "; ".join(str(p) for p in exc.problems)
-    generation = body["metadata"].get("generation")
-    ready = conditions.condition("Ready", False, "InvalidSpec", message, generation)
-    if _patch_status(api, body, {"observedGeneration": generation}, [ready]):
-        kopf.warn(body, reason="InvalidSpec", message=message)
-    metrics.RESOURCE_READY.labels(KIND, body["metadata"]["name"]).set(0)
-    raise kopf.PermanentError(f"invalid spec: {message}")
-
-
 def _write_status(
     api: Kube, body: dict[str, Any], plan: builder.DomainPlan | None, failure: ApiError | None = None
 ) -> tuple[bool, bool]:
@@ -203,7 +213,7 @@ def _write_status(
         reason = "ApiUnavailable" if failure and failure.transient else "ApplyFailed"
         ready = conditions.condition("Ready", False, reason, str(failure), generation)
         try:
-            return False, _patch_status(api, body, {}, [ready])
+            return False, write_status(api, KIND, body, [ready])
         except ApiError:
             return False, False  # the API is failing; the error that brought us here is what gets reported
     ready_status, reason, message = _readiness(plan)
@@ -226,7 +236,7 @@ def _write_status(
         "conflicts": plan.conflicts,
         "halfOpenRules": plan.half_open,
     }
-    return ready_status, _patch_status(api, body, fields, found)
+    return ready_status, write_status(api, KIND, body, found, fields)
 
 
 def _readiness(plan: builder.DomainPlan) -> tuple[bool, str, str]:
@@ -251,30 +261,10 @@ def _controls(plan: builder.DomainPlan) -> list[str]:
     return sorted(found | {"X1369-9.4.1-1"})
 
 
-def _patch_status(api: Kube, body: dict[str, Any], fields: dict[str, Any], found: list[dict[str, Any]]) -> bool:
-    """Patch the status unless it already says the same (no write, no new resourceVersion); return if written."""
-    previous = (body.get("status") or {}).get("conditions")
-    status = {**fields, "conditions": conditions.merge_conditions(previous, found)}
-    if _same_status(body.get("status") or {}, status):
-        return False
-    api.patch_status(API_VERSION, KIND, body["metadata"]["name"], status)
-    return True
-
-
-def _same_status(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    return all(old.get(key) == value for key, value in new.items())
-
-
 def _announce(body: dict[str, Any], plan: builder.DomainPlan, applied: Applied, status_changed: bool) -> None:
     """Events for what changed; warnings only when the status changes, so a resync does not repeat them."""
     if applied.anything:
-        parts = [
-            f"{len(applied.changed)} policies applied" if applied.changed else "",
-            f"{len(applied.pruned)} pruned ({', '.join(applied.pruned[:5])})" if applied.pruned else "",
-            f"joined: {', '.join(applied.labelled)}" if applied.labelled else "",
-            f"left: {', '.join(applied.unlabelled)}" if applied.unlabelled else "",
-        ]
-        kopf.event(body, type="Normal", reason="Reconciled", message="; ".join(p for p in parts if p))
+        kopf.event(body, type="Normal", reason="Reconciled", message=applied.summary())
     if not status_changed:
         return
     for problem in [*plan.conflicts, *(f"missing peer domain {p}" for p in plan.missing_peers)]:

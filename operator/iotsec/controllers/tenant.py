@@ -25,8 +25,17 @@ from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build import tenant as builder
 from iotsec.controllers import metrics
+from iotsec.controllers.reconciler import (
+    Logger,
+    Reconciliation,
+    api_failed,
+    level_triggered,
+    live_resource,
+    reject,
+    resource_lock,
+    write_status,
+)
 from iotsec.controllers.runtime import config, kube
-from iotsec.controllers.wiring import level_triggered, live_resource, resource_lock
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions, secretdata
 from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME
@@ -180,36 +189,23 @@ def _tenant_of(api: Kube, namespace: str) -> str | None:
 # ---------------------------------------------------------------- reconcile
 
 
-def reconcile(name: str) -> None:
+def reconcile(name: str, logger: Logger | None = None) -> None:
     api = kube()
-    with live_resource(api, KIND, name) as (body, outcome):
+    with live_resource(api, KIND, name, logger=logger) as (body, outcome):
         if body is None:
             return
         try:
             spec: TenantIsolationSpec = parse_resource(body).spec  # type: ignore[assignment]
         except InvalidResourceError as exc:
             outcome.invalid()
-            _reject(api, body, exc)
+            reject(api, KIND, body, exc)
         try:
-            ready = _reconcile(api, body, spec)
+            ready = _reconcile(api, body, spec, outcome)
         except ApiError as exc:
-            _status(
-                api,
-                body,
-                [
-                    conditions.condition(
-                        "Ready",
-                        False,
-                        "ApiUnavailable" if exc.transient else "ApplyFailed",
-                        str(exc),
-                        body["metadata"].get("generation"),
-                    )
-                ],
-                {},
-            )
-            if exc.transient:
-                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or config().retry_seconds) from None
-            raise kopf.PermanentError(str(exc)) from None
+            reason = "ApiUnavailable" if exc.transient else "ApplyFailed"
+            generation = body["metadata"].get("generation")
+            write_status(api, KIND, body, [conditions.condition("Ready", False, reason, str(exc), generation)])
+            api_failed(exc)
         metrics.RESOURCE_READY.labels(KIND, name).set(1 if ready else 0)
         outcome.succeeded()
 
@@ -236,7 +232,7 @@ class _Run:
     registry: devices.Registry | None = None  # with the published revocations, once read
 
 
-def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec) -> bool:
+def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec, outcome: Reconciliation) -> bool:
     name = body["metadata"]["name"]
     annotations = body["metadata"].get("annotations") or {}
     status = body.get("status") or {}
@@ -270,7 +266,14 @@ def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec) -> bo
         api.prune(api_version, kind, KIND, name, keep=plan.keep)
     _report_keys(run)
     domain_missing = api.get(API_VERSION, "SecurityDomain", spec.security_domain) is None
-    return _write_status(run, plan, domain_missing)
+    ready = _write_status(run, plan, domain_missing)
+    outcome.did(
+        f"{len(plan.namespaces)} namespaces, {len(run.applications)} applications",
+        f"rotated: {'; '.join(run.rotated)}" if run.rotated else "",
+        f"unreadable: {'; '.join(run.unreadable)}" if run.unreadable else "",
+        f"Ready={ready}",
+    )
+    return ready
 
 
 def _recorded_home(status: dict[str, Any]) -> str | None:
@@ -640,28 +643,12 @@ def _write_status(run: _Run, plan: builder.TenantPlan, domain_missing: bool) -> 
     previous = body.get("status") or {}
     if fields["deviceCANotAfter"] is None:
         fields["deviceCANotAfter"] = previous.get("deviceCANotAfter")
-    _status(run.api, body, found, {k: v for k, v in fields.items() if v is not None})
+    write_status(run.api, KIND, body, found, {k: v for k, v in fields.items() if v is not None})
     if plan.conflicts:
         kopf.warn(body, reason="Conflict", message="; ".join(plan.conflicts))
     if run.registry_missing:
         kopf.warn(body, reason="RegistryMissing", message=run.registry_missing)
     return ready[0]
-
-
-def _status(api: Kube, body: dict[str, Any], found: list[dict[str, Any]], fields: dict[str, Any]) -> None:
-    previous = (body.get("status") or {}).get("conditions")
-    status = {**fields, "conditions": conditions.merge_conditions(previous, found)}
-    if all((body.get("status") or {}).get(k) == v for k, v in status.items()):
-        return
-    api.patch_status(API_VERSION, KIND, body["metadata"]["name"], status)
-
-
-def _reject(api: Kube, body: dict[str, Any], exc: InvalidResourceError) -> None:
-    message = "; ".join(str(p) for p in exc.problems)
-    ready = conditions.condition("Ready", False, "InvalidSpec", message, body["metadata"].get("generation"))
-    _status(api, body, [ready], {"observedGeneration": body["metadata"].get("generation")})
-    kopf.warn(body, reason="InvalidSpec", message=message)
-    raise kopf.PermanentError(f"invalid spec: {message}")
 
 
 level_triggered(PLURAL, reconcile)

@@ -48,7 +48,7 @@ class AdmissionRequest:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ReviewResult:
     """What one review came to, for the HTTP layer and for metrics."""
 
     status: int
@@ -109,30 +109,30 @@ def _groups(user_info: Any) -> frozenset[str]:
     return frozenset(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else frozenset()
 
 
-def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) -> Outcome:
+def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) -> ReviewResult:
     """Answer one AdmissionReview. HTTP 400 for unusable input; otherwise 200 with the response."""
     try:
         request = parse_review(body)
     except ReviewError as exc:
-        return Outcome(400, {"error": str(exc)})
+        return ReviewResult(400, {"error": str(exc)})
     base = {"kind": request.kind, "operation": request.operation, "dry_run": request.dry_run}
     if request.kind in ANSWERED_KINDS and snapshot is not None:
         confined = _confinement(request, snapshot)  # always enforced, whatever the domain's mode
         if confined is not None:
             body_out = _response(request.uid, False, message=confined.message, audit=_audit_annotations(confined))
-            return Outcome(200, body_out, verdict="denied", decision=confined, **base)
+            return ReviewResult(200, body_out, verdict="denied", decision=confined, **base)
     if request.operation not in CHECKED_OPERATIONS or request.kind not in CHECKED_KINDS:
-        return Outcome(200, _response(request.uid, True), verdict="skipped", **base)
+        return ReviewResult(200, _response(request.uid, True), verdict="skipped", **base)
     if snapshot is None:
         message = "iotsec: the webhook has not loaded the cluster's SecurityDomains yet; retry in a few seconds"
-        return Outcome(200, _response(request.uid, False, message=message, code=503), verdict="denied", **base)
+        return ReviewResult(200, _response(request.uid, False, message=message, code=503), verdict="denied", **base)
     obj = request.obj
     if request.namespace and isinstance(obj.get("metadata"), dict) and not obj["metadata"].get("namespace"):
         obj = {**obj, "metadata": {**obj["metadata"], "namespace": request.namespace}}
     try:
         decision = decide(obj, snapshot.context(request.namespace, now()))
     except MalformedObjectError as exc:
-        return Outcome(400, {"error": str(exc)}, **base)
+        return ReviewResult(400, {"error": str(exc)}, **base)
     verdict = "denied" if not decision.allowed else "warned" if decision.violations else "allowed"
     body_out = _response(
         request.uid,
@@ -141,7 +141,7 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
         warnings=[w[:MAX_WARNING] for w in decision.warnings],
         audit=_audit_annotations(decision),
     )
-    return Outcome(200, body_out, verdict=verdict, decision=decision, **base)
+    return ReviewResult(200, body_out, verdict=verdict, decision=decision, **base)
 
 
 def _confinement(request: AdmissionRequest, snapshot: Snapshot) -> Decision | None:

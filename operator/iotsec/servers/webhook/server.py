@@ -18,7 +18,7 @@ from iotsec.admission.context import Snapshot
 from iotsec.pki.tls import ReloadingTLS
 from iotsec.servers.bounded import WEBHOOK_BOUNDS, Bounds
 from iotsec.servers.bounded import server as bounded
-from iotsec.servers.webhook.review import MAX_BODY_BYTES, Outcome, review
+from iotsec.servers.webhook.review import MAX_BODY_BYTES, ReviewResult, review
 
 log = logging.getLogger("iotsec.servers.webhook")
 
@@ -86,11 +86,11 @@ async def _read_limited(request: web.Request) -> bytes | None:
         return None
 
 
-def _too_large() -> Outcome:
-    return Outcome(400, {"error": f"body exceeds the {MAX_BODY_BYTES}-byte limit"})
+def _too_large() -> ReviewResult:
+    return ReviewResult(400, {"error": f"body exceeds the {MAX_BODY_BYTES}-byte limit"})
 
 
-def _record(outcome: Outcome, seconds: float) -> None:
+def _record(outcome: ReviewResult, seconds: float) -> None:
     DURATION.observe(seconds)
     REQUESTS.labels(outcome.kind, outcome.operation, outcome.verdict).inc()
     decision = outcome.decision

@@ -1,0 +1,150 @@
+"""The skeleton every iotsec reconciler shares: triggers, the per-resource lock, the outcome (counted and logged
+in one line), the status writer, and the two ways a reconcile ends badly (invalid spec, API failure)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import kopf
+
+from iotsec.api.common import API_VERSION, GROUP, VERSION
+from iotsec.api.validation import InvalidResourceError
+from iotsec.controllers import metrics
+from iotsec.controllers.runtime import config
+from iotsec.k8s.kube import ApiError, Kube
+from iotsec.model import conditions
+
+log = logging.getLogger(__name__)
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+_locks: defaultdict[tuple[str, str | None, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+def resource_lock(kind: str, name: str, namespace: str | None = None) -> threading.Lock:
+    """One lock per custom resource: its reconcile and delete handlers never run at once."""
+    return _locks[(kind, namespace, name)]
+
+
+class Reconciliation:
+    """What one reconcile came to: its result (for the metrics) and what it did (for the log line)."""
+
+    def __init__(self) -> None:
+        self.result = "error"
+        self.done: list[str] = []
+
+    def succeeded(self) -> None:
+        self.result = "success"
+
+    def invalid(self) -> None:
+        self.result = "invalid"
+
+    def did(self, *parts: str) -> None:
+        """Note what was applied, pruned, rotated, ... (names and counts only: never key material)."""
+        self.done.extend(part for part in parts if part)
+
+    def line(self) -> str:
+        return f"reconciled ({self.result}): {'; '.join(self.done) or 'nothing changed'}"
+
+
+@contextmanager
+def live_resource(
+    api: Kube, kind: str, name: str, namespace: str | None = None, logger: Logger | None = None
+) -> Iterator[tuple[dict[str, Any] | None, Reconciliation]]:
+    """Hold the resource's lock, read it, count the outcome and log one line about it.
+
+    Yields (body, reconciliation); body is None when the resource is gone or being deleted (a success, unlogged).
+    `logger` is kopf's per-object logger when a kopf handler is the caller (its lines are about this object)."""
+    reconciliation = Reconciliation()
+    with resource_lock(kind, name, namespace), metrics.reconciling(kind, reconciliation):
+        body = api.get(API_VERSION, kind, name, namespace)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            reconciliation.succeeded()
+            yield None, reconciliation
+            return
+        try:
+            yield body, reconciliation
+        finally:
+            _log(logger, kind, name, namespace, reconciliation)
+
+
+def _log(logger: Logger | None, kind: str, name: str, namespace: str | None, reconciliation: Reconciliation) -> None:
+    if logger is not None:
+        logger.info(reconciliation.line())
+    else:
+        log.info("%s %s: %s", kind, f"{namespace}/{name}" if namespace else name, reconciliation.line())
+
+
+def write_status(
+    api: Kube,
+    kind: str,
+    body: dict[str, Any],
+    found: list[dict[str, Any]],
+    fields: dict[str, Any] | None = None,
+    previous: list[dict[str, Any]] | None = None,
+    guarded: bool = False,
+) -> bool:
+    """Merge the conditions `found` (into `previous`, default the status's own) and write them with `fields`,
+    unless the status already says exactly that (no write, no new resourceVersion). True when written.
+
+    `guarded`: send the resourceVersion read, so a concurrent writer of the same status makes this one fail with
+    409 (retried) instead of being overwritten with stale conditions."""
+    current = body.get("status") or {}
+    before = current.get("conditions") if previous is None else previous
+    status = {**(fields or {}), "conditions": conditions.merge_conditions(before, found)}
+    if all(current.get(key) == value for key, value in status.items()):
+        return False
+    meta = body["metadata"]
+    version = meta.get("resourceVersion") if guarded else None
+    api.patch_status(API_VERSION, kind, meta["name"], status, meta.get("namespace"), resource_version=version)
+    return True
+
+
+def reject(api: Kube, kind: str, body: dict[str, Any], exc: InvalidResourceError) -> NoReturn:
+    """An invalid spec: Ready=False InvalidSpec naming every problem, a Warning when that is news; no retry."""
+    message = "; ".join(str(problem) for problem in exc.problems)
+    not_ready(api, kind, body, "InvalidSpec", message)
+    raise kopf.PermanentError(f"invalid spec: {message}")
+
+
+def not_ready(api: Kube, kind: str, body: dict[str, Any], reason: str, message: str, type_: str = "Ready") -> None:
+    """`type_`=False with the reason, and a Warning event when the status changed (a resync does not repeat it)."""
+    meta = body["metadata"]
+    generation = meta.get("generation")
+    entry = conditions.condition(type_, False, reason, message, generation)
+    if write_status(api, kind, body, [entry], {"observedGeneration": generation}):
+        kopf.warn(body, reason=reason, message=message)
+    metrics.RESOURCE_READY.labels(kind, _series_name(meta)).set(0)
+
+
+def api_failed(exc: ApiError) -> NoReturn:
+    """A transient API failure is retried after the server's Retry-After (or the retry setting); others are not."""
+    if exc.transient:
+        raise kopf.TemporaryError(str(exc), delay=exc.retry_after or config().retry_seconds) from None
+    raise kopf.PermanentError(str(exc)) from None
+
+
+def _series_name(meta: dict[str, Any]) -> str:
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+
+
+def level_triggered(plural: str, reconcile: Callable[..., None], namespaced: bool = False) -> None:
+    """Reconcile on create, update and resume, and on a resync timer (drift, clock-driven key rotation).
+
+    Every trigger recomputes the whole desired state from the cluster as it is, so each is safe to repeat.
+    """
+
+    def reconcile_now(name: str, logger: Logger, namespace: str | None = None, **_: Any) -> None:
+        if namespaced:
+            reconcile(name, namespace, logger=logger)
+        else:
+            reconcile(name, logger=logger)
+
+    for trigger in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        trigger(GROUP, VERSION, plural, id="reconcile")(reconcile_now)
+    interval = config().resync_seconds
+    kopf.timer(GROUP, VERSION, plural, id="resync", interval=interval, initial_delay=interval)(reconcile_now)

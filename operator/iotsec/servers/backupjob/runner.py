@@ -4,10 +4,7 @@ CLI: ``python -m iotsec.servers.backupjob.runner init|backup|verify|restore|dril
 --result RESULT.json``
 (password from ``RESTIC_PASSWORD`` or ``--password-file``); exit 0 on success, 1 on a failed result, 2 on bad config.
 Only the standard library is used, so the Job image needs Python and restic and nothing else.
-
-The package by concern: `config` reads CONFIG.json and the password, `restic` runs the binary (environment,
-redaction, its JSON), `operations` holds the five operations and their outcome rules, `result` the Result JSON and
-the termination message it is written to.
+The rest of the package, by concern, is listed in its __init__.
 """
 
 from __future__ import annotations

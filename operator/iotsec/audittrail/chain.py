@@ -28,6 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from iotsec.model import pem
 from iotsec.model.time import parse_rfc3339, rfc3339
 
 GENESIS = "0" * 64
@@ -104,8 +105,7 @@ def parse_time(text: str) -> datetime:
 
 
 def key_id(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return digest(raw)[:16]
+    return digest(pem.raw_public_key(public))[:16]
 
 
 def sign(body: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def signature_valid(sealed: dict[str, Any], public: Ed25519PublicKey) -> bool:
 
 
 def public_pem(public: Ed25519PublicKey) -> bytes:
-    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem.public_key_pem(public).encode("ascii")
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
@@ -134,9 +134,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def private_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    return pem.private_key_pem(key).encode("ascii")
 
 
 def private_key_from_pem(pem: bytes, where: str) -> Ed25519PrivateKey:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from iotsec.model import secretdata
+from iotsec.model import pem, secretdata
 from iotsec.model.time import parse_rfc3339, rfc3339, utc
 
 HMAC_SHA256 = "hmac-sha256"
@@ -93,20 +93,6 @@ def _ed25519_public(public: str) -> ed25519.Ed25519PublicKey:
     return key
 
 
-def _raw_public(key: ed25519.Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def _public_pem(key: ed25519.Ed25519PublicKey) -> str:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
-
-
-def _private_pem(key: ed25519.Ed25519PrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-
-
 # --- keys ------------------------------------------------------------------------------------------------------------
 
 
@@ -148,10 +134,10 @@ def new_key(algorithm: str, now: datetime) -> AppKey:
     public = private.public_key()
     return AppKey(
         algorithm=algorithm,
-        key_id=_key_id(_raw_public(public)),
+        key_id=_key_id(pem.raw_public_key(public)),
         created=now,
-        secret=_private_pem(private),
-        public=_public_pem(public),
+        secret=pem.private_key_pem(private),
+        public=pem.public_key_pem(public),
     )
 
 
@@ -176,10 +162,10 @@ def _validate(key: AppKey) -> None:
         except ValueError as e:
             raise _InvalidKeyError("secret", str(e)) from None
         try:
-            public = _raw_public(_ed25519_public(key.public or ""))
+            public = pem.raw_public_key(_ed25519_public(key.public or ""))
         except ValueError as e:
             raise _InvalidKeyError("public", str(e)) from None
-        if public != _raw_public(private.public_key()):
+        if public != pem.raw_public_key(private.public_key()):
             raise _InvalidKeyError("pair", "does not match the private key")
         expected = _key_id(public)
     if key.key_id != expected:

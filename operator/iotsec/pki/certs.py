@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iotsec.model import secretdata
+from iotsec.model.pem import certificate_pem, private_key_pem, spki_der
 from iotsec.model.time import rfc3339, utc
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -50,10 +51,11 @@ class KeyPair:
     key_pem: str = field(repr=False)
 
 
-# --- private helpers -------------------------------------------------------------------------------------------------
+# --- helpers (load_cert, issued_by, within_validity, is_ca are shared with the device CA) ----------------------------
 
 
-def _load_cert(cert_pem: str) -> x509.Certificate:
+def load_cert(cert_pem: str) -> x509.Certificate:
+    """The first certificate of a PEM text; ValueError if there is none."""
     return x509.load_pem_x509_certificate(cert_pem.encode("ascii"))
 
 
@@ -68,26 +70,12 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-
-
-def _cert_pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
-
-
-def _spki(cert_or_key: x509.Certificate | ec.EllipticCurvePrivateKey) -> bytes:
-    public = cert_or_key.public_key()
-    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def _key_matches(pair: KeyPair) -> bool:
-    return _spki(_load_cert(pair.cert_pem)) == _spki(_load_key(pair.key_pem))
+    return spki_der(load_cert(pair.cert_pem).public_key()) == spki_der(_load_key(pair.key_pem).public_key())
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer` signed `cert` (and names itself its issuer); a bad or foreign signature is just False."""
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
@@ -95,11 +83,13 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _within_validity(cert: x509.Certificate, now: datetime) -> bool:
+def within_validity(cert: x509.Certificate, now: datetime) -> bool:
+    """Whether `now` (aware) lies between notBefore and notAfter, both included."""
     return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
+    """Whether the certificate's basicConstraints say it is a CA (no extension: not a CA)."""
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
@@ -182,7 +172,7 @@ def new_ca(common_name: str, now: datetime, validity: timedelta = timedelta(days
     key = _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = self_signed_ca(name, key, now, validity, hashes.SHA256(), digital_signature=True)
-    return KeyPair(cert_pem=_cert_pem(cert), key_pem=_key_pem(key))
+    return KeyPair(cert_pem=certificate_pem(cert), key_pem=private_key_pem(key))
 
 
 def new_serving_cert(
@@ -213,7 +203,7 @@ def _leaf(
     validity: timedelta,
 ) -> KeyPair:
     now = utc(now)
-    ca_cert = _load_cert(ca.cert_pem)
+    ca_cert = load_cert(ca.cert_pem)
     ca_key = _load_key(ca.key_pem)
     key = _new_key()
     # A subject must not carry an over-long CN; an empty subject is allowed when the SAN is critical (RFC 5280 4.2.1.6).
@@ -256,7 +246,7 @@ def _leaf(
         .add_extension(aki, critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    return KeyPair(cert_pem=_cert_pem(cert), key_pem=_key_pem(key))
+    return KeyPair(cert_pem=certificate_pem(cert), key_pem=private_key_pem(key))
 
 
 # --- inspecting ------------------------------------------------------------------------------------------------------
@@ -264,12 +254,12 @@ def _leaf(
 
 def not_after(cert_pem: str) -> datetime:
     """The certificate's notAfter, timezone-aware UTC."""
-    return _load_cert(cert_pem).not_valid_after_utc
+    return load_cert(cert_pem).not_valid_after_utc
 
 
 def fingerprint(cert_pem: str) -> str:
     """SHA-256 of the DER encoding, lowercase hex without colons."""
-    return _load_cert(cert_pem).fingerprint(hashes.SHA256()).hex()
+    return load_cert(cert_pem).fingerprint(hashes.SHA256()).hex()
 
 
 def needs_rotation(cert_pem: str, now: datetime, renew_before: timedelta) -> bool:
@@ -283,7 +273,7 @@ def certs_in_bundle(bundle_pem: str) -> list[str]:
         if bundle_pem.strip():
             raise ValueError("not a PEM certificate bundle")
         return []
-    return [_cert_pem(cert) for cert in x509.load_pem_x509_certificates(bundle_pem.encode("ascii"))]
+    return [certificate_pem(cert) for cert in x509.load_pem_x509_certificates(bundle_pem.encode("ascii"))]
 
 
 def ca_bundle(*cert_pems: str) -> str:
@@ -302,12 +292,12 @@ def ca_bundle(*cert_pems: str) -> str:
 def verify_chain(leaf_pem: str, bundle_pem: str, now: datetime) -> bool:
     """True if the leaf is valid at `now` and directly signed by a CA of the bundle that is valid at `now` too."""
     now = utc(now)
-    leaf = _load_cert(leaf_pem)
-    if not _within_validity(leaf, now):
+    leaf = load_cert(leaf_pem)
+    if not within_validity(leaf, now):
         return False
     for ca_pem in certs_in_bundle(bundle_pem):
-        ca = _load_cert(ca_pem)
-        if _is_ca(ca) and _within_validity(ca, now) and _issued_by(leaf, ca):
+        ca = load_cert(ca_pem)
+        if is_ca(ca) and within_validity(ca, now) and issued_by(leaf, ca):
             return True
     return False
 
@@ -354,7 +344,7 @@ class WebhookTLS:
 def _secret_cert(data: Mapping[str, str], key: str, what: str) -> str:
     value = secretdata.required(data, key, what)
     try:
-        _load_cert(value)
+        load_cert(value)
     except (ValueError, UnicodeError) as e:
         raise ValueError(f"{what} secret data key {key!r} is not a PEM certificate: {e}") from e
     return value
@@ -428,7 +418,7 @@ def ensure_webhook_tls(
         reasons.append("issued a serving certificate from the new CA")
         return WebhookTLS(ca=ca, previous_ca_cert_pem=previous, serving=serving), reasons
 
-    leaf = _load_cert(serving.cert_pem)
+    leaf = load_cert(serving.cert_pem)
     serving_problem = None
     if needs_rotation(serving.cert_pem, now, serving_renew_before):
         serving_problem = f"it expires at {rfc3339(leaf.not_valid_after_utc)}, within {serving_renew_before}"
@@ -437,7 +427,7 @@ def ensure_webhook_tls(
         have = sorted(have_dns) + sorted(str(ip) for ip in have_ips)
         want = sorted(dns) + sorted(str(ip) for ip in ips)
         serving_problem = f"its names {have} differ from the requested {want}"
-    elif not _issued_by(leaf, _load_cert(ca.cert_pem)):
+    elif not issued_by(leaf, load_cert(ca.cert_pem)):
         serving_problem = "it is not signed by the current CA"
     elif leaf.not_valid_before_utc > now:
         serving_problem = f"it is not valid before {rfc3339(leaf.not_valid_before_utc)}"

@@ -30,11 +30,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iotsec.model import secretdata
+from iotsec.model.pem import certificate_pem, crl_pem, private_key_pem, spki_der
 from iotsec.model.time import parse_rfc3339, rfc3339, utc
 from iotsec.pki.certs import (
     CLOCK_SKEW,
@@ -44,17 +44,16 @@ from iotsec.pki.certs import (
     KEY_PREVIOUS_CA_CERT,
     KeyPair,
     SignatureHash,
-    _cert_pem,
-    _is_ca,
-    _issued_by,
-    _load_cert,
-    _within_validity,
     ca_bundle,
     certs_in_bundle,
     fingerprint,
+    is_ca,
+    issued_by,
+    load_cert,
     needs_rotation,
     not_after,
     self_signed_ca,
+    within_validity,
 )
 
 CA_ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096")
@@ -140,12 +139,6 @@ def _signature_hash(ca_key: _CAKey) -> SignatureHash:
     return hashes.SHA256()
 
 
-def _key_pem(key: _DeviceKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-
-
 def _load_ca_key(key_pem: str) -> _CAKey:
     try:
         key = serialization.load_pem_private_key(key_pem.encode("ascii"), password=None)
@@ -156,12 +149,8 @@ def _load_ca_key(key_pem: str) -> _CAKey:
     return key
 
 
-def _spki(key: PublicKeyTypes) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def _ca_key_matches(ca: KeyPair) -> bool:
-    return _spki(_load_cert(ca.cert_pem).public_key()) == _spki(_load_ca_key(ca.key_pem).public_key())
+    return spki_der(load_cert(ca.cert_pem).public_key()) == spki_der(_load_ca_key(ca.key_pem).public_key())
 
 
 def _check_tenant_id(tenant_id: str) -> None:
@@ -219,7 +208,7 @@ def _tenant_of(name: x509.Name) -> str | None:
 
 
 def _can_sign_certs(ca: x509.Certificate) -> bool:
-    if not _is_ca(ca):
+    if not is_ca(ca):
         return False
     try:
         return ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
@@ -251,13 +240,13 @@ def _aki(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
 
 def _signing_ca(ca: KeyPair, now: datetime) -> tuple[x509.Certificate, _CAKey]:
     """The CA certificate and key, checked to be a usable CA at `now` whose key matches its certificate."""
-    ca_cert = _load_cert(ca.cert_pem)
+    ca_cert = load_cert(ca.cert_pem)
     ca_key = _load_ca_key(ca.key_pem)
-    if _spki(ca_cert.public_key()) != _spki(ca_key.public_key()):
+    if spki_der(ca_cert.public_key()) != spki_der(ca_key.public_key()):
         raise ValueError("the CA private key does not match the CA certificate")
     if not _can_sign_certs(ca_cert):
         raise ValueError("the CA certificate is not a CA that may sign certificates")
-    if not _within_validity(ca_cert, now):
+    if not within_validity(ca_cert, now):
         raise ValueError(
             f"the CA certificate is not valid at {rfc3339(now)} "
             f"({rfc3339(ca_cert.not_valid_before_utc)} to {rfc3339(ca_cert.not_valid_after_utc)})"
@@ -278,7 +267,7 @@ def new_device_ca(
     subject = _ca_subject(tenant_id, organization)
     key = cast(_CAKey, _new_key(algorithm, CA_ALGORITHMS, "device CA"))  # CA_ALGORITHMS are EC and RSA only
     cert = self_signed_ca(subject, key, now, validity, _signature_hash(key), digital_signature=False)
-    return KeyPair(cert_pem=_cert_pem(cert), key_pem=_key_pem(key))
+    return KeyPair(cert_pem=certificate_pem(cert), key_pem=private_key_pem(key))
 
 
 @dataclass(frozen=True)
@@ -304,8 +293,8 @@ class DeviceCAState:
     def cas(self) -> list[tuple[str, str | None]]:
         """Each CA of `bundle()`, current first, with its private key PEM (None: the key was not kept)."""
         keys = _keys_by_spki(self.previous_ca_key_pem or "")
-        keys[_spki(_load_cert(self.ca.cert_pem).public_key())] = self.ca.key_pem
-        return [(pem, keys.get(_spki(_load_cert(pem).public_key()))) for pem in certs_in_bundle(self.bundle())]
+        keys[spki_der(load_cert(self.ca.cert_pem).public_key())] = self.ca.key_pem
+        return [(pem, keys.get(spki_der(load_cert(pem).public_key()))) for pem in certs_in_bundle(self.bundle())]
 
     def crl_gaps(self) -> list[str]:
         """Why a CA of the bundle has no CRL: its key was discarded by an iotsec that did not keep outgoing CA keys.
@@ -339,7 +328,7 @@ class DeviceCAState:
         """
         cert_pem = secretdata.required(data, KEY_CA_CERT, DEVICE_CA)
         try:
-            cert = _load_cert(cert_pem)
+            cert = load_cert(cert_pem)
         except (ValueError, UnicodeError) as e:
             raise ValueError(f"device CA secret data key {KEY_CA_CERT!r} is not a PEM certificate: {e}") from e
         if not _can_sign_certs(cert):
@@ -349,7 +338,7 @@ class DeviceCAState:
             key = _load_ca_key(key_pem)
         except (ValueError, UnicodeError) as e:
             raise ValueError(f"device CA secret data key {KEY_CA_KEY!r} is not a device CA private key: {e}") from e
-        if _spki(key.public_key()) != _spki(cert.public_key()):
+        if spki_der(key.public_key()) != spki_der(cert.public_key()):
             raise ValueError(
                 f"device CA secret data key {KEY_CA_KEY!r} does not match the certificate in {KEY_CA_CERT!r}"
             )
@@ -379,7 +368,7 @@ def _keys_by_spki(keys_pem: str) -> dict[bytes, str]:
     out: dict[bytes, str] = {}
     for match in _KEY_BLOCK.finditer(keys_pem):
         block = match.group(0) + "\n"
-        out[_spki(_load_ca_key(block).public_key())] = block
+        out[spki_der(_load_ca_key(block).public_key())] = block
     return out
 
 
@@ -391,7 +380,7 @@ def _check_previous_keys(keys_pem: str, previous_certs: list[str]) -> None:
         raise ValueError(f"{what} is not a bundle of device CA private keys: {e}") from e
     if not keys:
         raise ValueError(f"{what} holds no PEM private key")
-    known = {_spki(_load_cert(pem).public_key()) for pem in previous_certs}
+    known = {spki_der(load_cert(pem).public_key()) for pem in previous_certs}
     if strays := len(keys.keys() - known):
         raise ValueError(f"{what}: {strays} key(s) match no certificate in {KEY_PREVIOUS_CA_CERT!r}")
 
@@ -443,7 +432,7 @@ def ensure_device_ca(
         else:
             kept.append((previous_pem, previous_key))
 
-    ca_cert = _load_cert(current.ca.cert_pem)
+    ca_cert = load_cert(current.ca.cert_pem)
     have_algorithm = _algorithm_of(ca_cert.public_key())
     key_matches = _key_matches_quietly(current.ca)
     problem = None
@@ -595,8 +584,8 @@ def issue_device_certificate(
         .sign(ca_key, _signature_hash(ca_key))
     )
     return DeviceCertificate(
-        cert_pem=_cert_pem(cert),
-        key_pem=_key_pem(key),
+        cert_pem=certificate_pem(cert),
+        key_pem=private_key_pem(key),
         serial=serial,
         device_id=device_id,
         not_after=cert.not_valid_after_utc,
@@ -605,7 +594,7 @@ def issue_device_certificate(
 
 def device_id_of(cert_pem: str) -> str:
     """The device id (subject CN) of a device certificate; ValueError when it has none."""
-    names = _load_cert(cert_pem).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    names = load_cert(cert_pem).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(names) != 1 or not isinstance(names[0].value, str):
         raise ValueError("the certificate has no single subject common name")
     return names[0].value
@@ -624,9 +613,9 @@ def verify_device(cert_pem: str, bundle_pem: str, now: datetime, crl_pem: str | 
     whatever CRL is current. `crl_pem=None` skips revocation checks. Malformed PEM raises ValueError.
     """
     now = utc(now)
-    leaf = _load_cert(cert_pem)
+    leaf = load_cert(cert_pem)
     crls = _load_crls(crl_pem) if crl_pem is not None and crl_pem.strip() else []
-    if not _within_validity(leaf, now) or _is_ca(leaf):
+    if not within_validity(leaf, now) or is_ca(leaf):
         return False
     ca = _issuing_ca(leaf, bundle_pem, now)
     if ca is None:
@@ -641,8 +630,8 @@ def verify_device(cert_pem: str, bundle_pem: str, now: datetime, crl_pem: str | 
 
 def _issuing_ca(leaf: x509.Certificate, bundle_pem: str, now: datetime) -> x509.Certificate | None:
     for ca_pem in certs_in_bundle(bundle_pem):
-        ca = _load_cert(ca_pem)
-        if _can_sign_certs(ca) and _within_validity(ca, now) and _issued_by(leaf, ca):
+        ca = load_cert(ca_pem)
+        if _can_sign_certs(ca) and within_validity(ca, now) and issued_by(leaf, ca):
             return ca
     return None
 
@@ -672,11 +661,11 @@ def build_crl(
     _check_positive("next_update", next_update)
     if not 0 <= crl_number < 2**159:
         raise ValueError(f"crl_number must be a non-negative integer below 2**159, got {crl_number}")
-    ca_cert = _load_cert(ca.cert_pem)
+    ca_cert = load_cert(ca.cert_pem)
     ca_key = _load_ca_key(ca.key_pem)
-    if _spki(ca_cert.public_key()) != _spki(ca_key.public_key()):
+    if spki_der(ca_cert.public_key()) != spki_der(ca_key.public_key()):
         raise ValueError("the CA private key does not match the CA certificate")
-    if not _crl_can_be_signed_by(ca_cert) or not _is_ca(ca_cert):
+    if not _crl_can_be_signed_by(ca_cert) or not is_ca(ca_cert):
         raise ValueError("the CA certificate may not sign CRLs")
     builder = (
         x509.CertificateRevocationListBuilder()
@@ -692,7 +681,7 @@ def build_crl(
         entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(utc(revoked[serial])).build()
         builder = builder.add_revoked_certificate(entry)
     crl = builder.sign(ca_key, _signature_hash(ca_key))
-    return crl.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return crl_pem(crl)
 
 
 def revoked_serials(crl_pem: str) -> set[int]:
@@ -819,7 +808,7 @@ def trust_bundle(state: DeviceCAState, registry: Registry, current_crl: str | No
     for cert_pem, key_pem in state.cas():
         if key_pem is None:
             continue
-        ca_cert = _load_cert(cert_pem)
+        ca_cert = load_cert(cert_pem)
         own = [(block, crl) for block, crl in found if _crl_issued_by(crl, ca_cert)]
         revoked = {**_still_revoked(_revocations(crl for _, crl in own), registry, now), **registry.revoked}
         block = next((block for block, crl in own if _crl_still_good(crl, set(revoked), now)), None)
@@ -834,7 +823,7 @@ def trust_bundle(state: DeviceCAState, registry: Registry, current_crl: str | No
 def published_revocations(state: DeviceCAState, crl_pem: str | None) -> dict[int, datetime]:
     """Serial -> revocation time listed by the CRLs of `crl_pem` that a CA of `state.bundle()` signed (any other
     CRL, a forged one included, adds nothing)."""
-    cas = [_load_cert(pem) for pem in certs_in_bundle(state.bundle())]
+    cas = [load_cert(pem) for pem in certs_in_bundle(state.bundle())]
     signed = (crl for _, crl in _crl_blocks(crl_pem) if any(_crl_issued_by(crl, ca) for ca in cas))
     return _revocations(signed)
 

@@ -318,7 +318,7 @@ def test_the_replace_annotation_on_a_readable_secret_is_ignored_and_said_so(capl
     before = _annotated(api.objects[("Secret", SECRET)])
     bundles = api.bundles()
     writes = len(api.writes)
-    with caplog.at_level("WARNING", logger="iotsec.servers.webhook-tls"):
+    with caplog.at_level("WARNING", logger="iotsec.controllers.webhook_tls"):
         assert webhook_tls.ensure_webhook_tls(api, NOW) == []
         webhook_tls.ensure_webhook_tls(api, NOW)
     assert len(api.writes) == writes, "neither the Secret nor the bundle replaced"

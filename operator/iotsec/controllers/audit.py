@@ -36,7 +36,7 @@ from iotsec.model import conditions, keysecrets, secretdata
 from iotsec.model.labels import OWNER_KIND, OWNER_NAME
 from iotsec.pki import certs
 
-log = logging.getLogger("iotsec.audittrail")
+log = logging.getLogger(__name__)
 KIND = builder.KIND
 PLURAL = "auditpolicies"
 PRUNABLE = (

@@ -21,7 +21,7 @@ from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, owner_selector
 from iotsec.model.platform import GRANT_OWNER_KIND, stale_grants
 
-log = logging.getLogger("iotsec.grants")
+log = logging.getLogger(__name__)
 SOURCES = (
     (API_VERSION, "SecurityDomain"),
     (API_VERSION, "TenantIsolation"),

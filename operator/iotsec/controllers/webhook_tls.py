@@ -36,7 +36,7 @@ from iotsec.model import keysecrets, secretdata
 from iotsec.model.labels import MANAGED_BY, MANAGER
 from iotsec.pki import certs
 
-log = logging.getLogger("iotsec.servers.webhook-tls")
+log = logging.getLogger(__name__)
 CONFIGURATION_API = ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")
 _lock = threading.Lock()  # the periodic loop and a direct call never issue two CAs at once
 _reported: set[str] = set()  # unreadable Secrets whose Warning event is out: one event per episode, not per check

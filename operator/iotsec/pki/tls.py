@@ -8,7 +8,7 @@ import logging
 import ssl
 from pathlib import Path
 
-log = logging.getLogger("iotsec.pki.tls")
+log = logging.getLogger(__name__)
 
 
 class ReloadingTLS:

@@ -30,7 +30,7 @@ from iotsec.model.keysecrets import KeyUnreadableError
 from iotsec.model.time import parse_rfc3339, rfc3339
 from iotsec.servers.auditsink.server import Sink
 
-log = logging.getLogger("iotsec.audittrail")
+log = logging.getLogger(__name__)
 SINK_FIELD_MANAGER = "iotsec-audit-sink"
 
 

@@ -35,7 +35,7 @@ from iotsec.pki.tls import ReloadingTLS
 from iotsec.servers.bounded import SINK_BOUNDS, Bounds
 from iotsec.servers.bounded import server as bounded
 
-log = logging.getLogger("iotsec.audittrail")
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 2**20  # above the API server's default truncate-max-batch-size (10 MiB)
 RETRY_AFTER_SECONDS = 10

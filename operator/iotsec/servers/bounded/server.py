@@ -21,7 +21,7 @@ from prometheus_client import Counter, Gauge
 
 from iotsec.servers.bounded import Bounds
 
-log = logging.getLogger("iotsec.http")
+log = logging.getLogger(__name__)
 
 REJECTED = Counter(
     "iotsec_http_connections_rejected_total",

@@ -14,7 +14,7 @@ from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model.platform import Platform
 from iotsec.servers.webhook.server import SnapshotSource
 
-log = logging.getLogger("iotsec.servers.webhook")
+log = logging.getLogger(__name__)
 SOURCES = (
     ("iotsec.io/v1alpha1", "SecurityDomain"),
     ("iotsec.io/v1alpha1", "AuditPolicy"),

@@ -20,7 +20,7 @@ from iotsec.servers.bounded import WEBHOOK_BOUNDS, Bounds
 from iotsec.servers.bounded import server as bounded
 from iotsec.servers.webhook.review import MAX_BODY_BYTES, ReviewResult, review
 
-log = logging.getLogger("iotsec.servers.webhook")
+log = logging.getLogger(__name__)
 
 REQUESTS = Counter(
     "iotsec_admission_requests_total",

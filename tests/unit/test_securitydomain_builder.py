@@ -12,7 +12,6 @@ import yaml
 
 from iotsec.api.securitydomain import SecurityDomainSpec
 from iotsec.build.securitydomain import (
-    DOMAIN_LABEL,
     Domain,
     Edge,
     NamespaceInfo,
@@ -20,6 +19,7 @@ from iotsec.build.securitydomain import (
     plan_domain,
     reachability,
 )
+from iotsec.model.labels import DOMAIN_LABEL
 from tests.conftest import load_examples
 from tests.netpol import External, Pod, can_connect
 

@@ -11,11 +11,11 @@ import yaml
 from iotsec.api.tenantisolation import SYSTEM_NAMESPACES, TenantIsolationSpec
 from iotsec.build.tenant import (
     PLACEHOLDER,
-    TENANT_LABEL,
     app_id,
     plan_tenant,
     privilege_rules,
 )
+from iotsec.model.labels import TENANT_LABEL
 from iotsec.model.platform import RESERVED_NAMESPACES, Platform
 from tests.conftest import load_examples
 

@@ -16,7 +16,7 @@ from iotsec.build import tenant as builder
 from iotsec.controllers import tenant as handler
 from iotsec.controllers.runtime import config
 from iotsec.k8s.kube import ApiError
-from iotsec.model.labels import owner_labels
+from iotsec.model.labels import TENANT_LABEL, owner_labels
 from iotsec.pki import devices
 from tests.conftest import load_examples
 
@@ -226,7 +226,7 @@ def test_a_flipped_tenant_label_is_a_conflict_that_prunes_nothing_and_issues_no_
     ca = api.data(CA)
     quota = api.objects[("ResourceQuota", "acme-meters", "iotsec-tenant-quota")]
     namespace = api.objects[("Namespace", None, "acme-meters")]
-    namespace["metadata"]["labels"][builder.TENANT_LABEL] = "globex"
+    namespace["metadata"]["labels"][TENANT_LABEL] = "globex"
     events.clear()
     handler.reconcile(NAME)
     assert (api.ready()["status"], api.ready()["reason"]) == ("False", "Conflict")
@@ -235,7 +235,7 @@ def test_a_flipped_tenant_label_is_a_conflict_that_prunes_nothing_and_issues_no_
     assert api.objects[("ResourceQuota", "acme-meters", "iotsec-tenant-quota")] == quota, "not pruned"
     assert ("ConfigMap", "acme-meters", builder.DEVICE_TRUST) in api.objects
     assert ("RoleBinding", "acme-meters", "iotsec-user-operators") in api.objects
-    assert api.objects[("Namespace", None, "acme-meters")]["metadata"]["labels"][builder.TENANT_LABEL] == "globex"
+    assert api.objects[("Namespace", None, "acme-meters")]["metadata"]["labels"][TENANT_LABEL] == "globex"
     assert api.data(CA) == ca, "no new CA"
     assert [s for s in api.objects if s[0] == "Secret" and "device-ca" in s[2]] == [("Secret", HOME, CA.split("/")[1])]
 
@@ -283,7 +283,7 @@ def test_keys_at_the_old_home_are_moved_never_regenerated(api, events):
     encoded = {k: base64.b64encode(v.encode()).decode() for k, v in state.to_secret_data().items()}
     _legacy(api, "Secret", "iotsec-device-ca", encoded)
     registry = _legacy(api, "ConfigMap", "iotsec-device-registry", {"issued": "{}"})
-    registry["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "iotsec", builder.TENANT_LABEL: "acme"}
+    registry["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "iotsec", TENANT_LABEL: "acme"}
     api.put(registry)
     api.tenant()["status"] = {"deviceCASecret": "iotsec-device-ca", "namespaces": ["acme-meters"]}
     handler.reconcile(NAME)
@@ -369,7 +369,7 @@ def test_shred_never_deletes_an_adopted_system_namespace(api, events):
     api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
     handler.reconcile(NAME)
     api.tenant()["status"]["createdNamespaces"] += ["default"]  # as if recorded by a faulty version
-    api.objects[("Namespace", None, "default")]["metadata"]["labels"] = {builder.TENANT_LABEL: "acme"}
+    api.objects[("Namespace", None, "default")]["metadata"]["labels"] = {TENANT_LABEL: "acme"}
     _shred(api, events)
     assert ("Namespace", None, "default") in api.objects
     assert ("Namespace", None, HOME) in api.objects
@@ -405,7 +405,7 @@ def _issue_and_record(api: FakeKube, revoke: bool) -> int:
     if revoke:
         registry = registry.with_revoked([cert.serial], now)
     namespace, name = REGISTRY.split("/")
-    labels = {"app.kubernetes.io/managed-by": "iotsec", builder.TENANT_LABEL: "acme"}
+    labels = {"app.kubernetes.io/managed-by": "iotsec", TENANT_LABEL: "acme"}
     api.put(
         {
             "apiVersion": "v1",
@@ -447,7 +447,7 @@ def test_a_deleted_registry_drops_no_revocation_is_reported_and_is_recreated(api
     namespace, name = REGISTRY.split("/")
     recreated = api.objects[("ConfigMap", namespace, name)]
     assert set(devices.Registry.from_config_map_data(recreated["data"]).revoked) == {serial}
-    assert recreated["metadata"]["labels"][builder.TENANT_LABEL] == "acme"
+    assert recreated["metadata"]["labels"][TENANT_LABEL] == "acme"
 
     handler.reconcile(NAME)
     assert _published_revocations(api) == {ns: {serial} for ns in TENANT_NAMESPACES}

@@ -19,9 +19,18 @@ from typing import Any
 from iotsec.admission.model import Finding
 from iotsec.build.audit import CANARY_ROLE_PREFIX
 from iotsec.build.backup import ACCOUNT_PREFIX
-from iotsec.build.securitydomain import DOMAIN_LABEL, PSA_PREFIX, ZONE_LABEL
-from iotsec.build.tenant import CREATED_BY, DOMAIN_CLAIM_LABEL, TENANT_LABEL
-from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME
+from iotsec.build.securitydomain import PSA_PREFIX
+from iotsec.model.labels import (
+    CREATED_BY,
+    DOMAIN_CLAIM_LABEL,
+    DOMAIN_LABEL,
+    MANAGED_BY,
+    MANAGER,
+    OWNER_KIND,
+    OWNER_NAME,
+    TENANT_LABEL,
+    ZONE_LABEL,
+)
 from iotsec.model.platform import Platform
 
 RULE = "operator-confinement"

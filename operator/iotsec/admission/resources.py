@@ -6,13 +6,13 @@ from typing import Any
 
 from iotsec.admission.context import Context
 from iotsec.admission.model import Finding
+from iotsec.api.securitydomain import EXPOSABLE_ZONES
+from iotsec.model.labels import DATA_CLASS, RATE_LIMIT
 
-EXPOSABLE_ZONES = ("access", "interface")
-DATA_CLASS = "iotsec.io/data-class"
 ENCRYPTED_CLASSES = ("confidential", "secret")
 RATE_LIMIT_ANNOTATIONS = frozenset(
     {
-        "iotsec.io/rate-limit",
+        RATE_LIMIT,
         "nginx.ingress.kubernetes.io/limit-rps",
         "nginx.ingress.kubernetes.io/limit-rpm",
         "nginx.ingress.kubernetes.io/limit-connections",
@@ -89,7 +89,7 @@ def _ingress(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
                 "ingress-rate-limit",
                 "metadata.annotations",
                 "an interface-zone Ingress without rate limits",
-                "add e.g. nginx.ingress.kubernetes.io/limit-rps (or iotsec.io/rate-limit for other controllers)",
+                f"add e.g. nginx.ingress.kubernetes.io/limit-rps (or {RATE_LIMIT} for other controllers)",
             )
         )
 

@@ -10,15 +10,15 @@ from typing import Any
 from iotsec.admission.context import Snapshot, TenantStorage, trusted_groups_from
 from iotsec.admission.engine import decide
 from iotsec.admission.model import Decision
+from iotsec.api.tenantisolation import ESCALATING_VERBS
 from iotsec.api.validation import InvalidResourceError, Problem, is_iotsec, parse_resource
 from iotsec.build.securitydomain import Domain
 from iotsec.build.tenant import storage_class_name
+from iotsec.model.labels import ENCRYPTED_LABEL
 from iotsec.model.manifests import Document
 from iotsec.model.platform import Platform
 
-ENCRYPTED_LABEL = "iotsec.io/encrypted"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
-ESCALATING_VERBS = frozenset({"escalate", "bind", "impersonate", "*"})
 
 
 @dataclass(frozen=True)
@@ -155,4 +155,4 @@ def _tenant_storage_classes(spec: Any) -> set[str]:
 
 def _escalates(role: dict[str, Any]) -> bool:
     rules = [rule for rule in role.get("rules") or () if isinstance(rule, dict)]
-    return any(ESCALATING_VERBS & set(rule.get("verbs") or ()) for rule in rules)
+    return any(set(ESCALATING_VERBS) & set(rule.get("verbs") or ()) for rule in rules)

@@ -14,6 +14,7 @@ from typing import Any
 from iotsec.admission.context import Context
 from iotsec.admission.images import parse_image
 from iotsec.admission.model import Finding
+from iotsec.model.labels import LEVEL_LABEL
 from iotsec.model.workloads import POD_SPEC_PATHS
 
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
@@ -42,7 +43,6 @@ SECRET_FLAG = re.compile(
 )
 ALGORITHM_KEY = re.compile(r"(algorithm|hash|digest|cipher|signature|hmac|mac)", re.I)
 WEAK_ALGORITHM = re.compile(r"\b(md5|sha-?1|des|3des|rc4|hmac-?md5|hmac-?sha1)\b", re.I)
-LEVEL_LABEL = "iotsec.io/security-level"
 
 
 @dataclass

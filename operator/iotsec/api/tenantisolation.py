@@ -53,7 +53,7 @@ class PolicyRule(Model):
     model_config = ConfigDict(
         json_schema_extra=schema_extra(
             cel(
-                "!self.verbs.exists(v, v in ['escalate', 'bind', 'impersonate', '*'])",
+                f"!self.verbs.exists(v, v in {list(ESCALATING_VERBS)!r})",
                 "tenant rules may not grant escalate, bind, impersonate or * (X1369-9.6.3-1)",
                 ".verbs",
             ),

@@ -64,12 +64,11 @@ from urllib.parse import urlsplit
 import yaml
 
 from iotsec.api.auditpolicy import AuditPolicySpec, AuditRule
-from iotsec.model.labels import owned_metadata
+from iotsec.model.labels import AUDIT_POLICY_DIGEST, owned_metadata
 
 KIND = "AuditPolicy"
 API_VERSION = "audit.k8s.io/v1"
 POLICY_KEY = "policy.yaml"
-POLICY_DIGEST = "iotsec.io/audit-policy-sha256"
 NAME_MAX = 253
 
 C_ADMIN_ACTIVITY = "X1369-9.6.4-1"
@@ -281,7 +280,7 @@ def policy_configmap(
             owner_kind=KIND,
             owner_name=name,
             controls=CONTROLS,
-            annotations={POLICY_DIGEST: hashlib.sha256(text.encode()).hexdigest()},
+            annotations={AUDIT_POLICY_DIGEST: hashlib.sha256(text.encode()).hexdigest()},
         ),
         "data": {POLICY_KEY: text},
     }

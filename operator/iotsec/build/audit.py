@@ -59,7 +59,14 @@ from iotsec.audittrail.chain import private_key_from_pem
 from iotsec.build.apiserver_audit import policy_configmap
 from iotsec.build.securitydomain import NetworkSettings
 from iotsec.model import conditions, keysecrets, secretdata
-from iotsec.model.labels import OWNER_KIND, OWNER_NAME, owned_metadata, restricted_container_security
+from iotsec.model.labels import (
+    LEVEL_LABEL,
+    OWNER_KIND,
+    OWNER_NAME,
+    WRITTEN_BY,
+    owned_metadata,
+    restricted_container_security,
+)
 from iotsec.model.time import parse_rfc3339
 
 KIND = "AuditPolicy"
@@ -250,7 +257,7 @@ def _canary(name: str, namespace: str) -> dict[str, Any]:
             namespace,
             [C_NOT_LOST],
             labels={COMPONENT: "audit-canary"},
-            annotations={"iotsec.io/written-by": SINK_FIELD_MANAGER},
+            annotations={WRITTEN_BY: SINK_FIELD_MANAGER},
         ),
     }
 
@@ -445,7 +452,7 @@ def _deployment(
         "securityContext": restricted_container_security(),
         "volumeMounts": mounts,
     }
-    labels = {**sink_selector(name), "iotsec.io/security-level": "standard"}
+    labels = {**sink_selector(name), LEVEL_LABEL: "standard"}
     controls = [C_ADMIN_ACTIVITY, C_NOT_LOST, C_PROTECTED, C_RETENTION, C_TLS, C_MONITORING]
     pod = {
         "serviceAccountName": service_account,

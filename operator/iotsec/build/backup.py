@@ -16,11 +16,21 @@ from urllib.parse import urlsplit
 
 from iotsec.api.backuppolicy import BackupPolicySpec
 from iotsec.build.tenant import PLACEHOLDER
-from iotsec.model.labels import OWNER_KIND, OWNER_NAME, owned_metadata, restricted_container_security
+from iotsec.model.labels import (
+    BACKUP_JOB_LABEL,
+    KEY_PURPOSE_LABEL,
+    LEVEL_LABEL,
+    MANAGED_BY,
+    MANAGER,
+    OWNER_KIND,
+    OWNER_NAME,
+    RESTORED_FROM_LABEL,
+    owned_metadata,
+    restricted_container_security,
+)
 from iotsec.model.platform import Image
 
 KIND = "BackupPolicy"
-JOB_LABEL = "iotsec.io/backup-job"  # backup | verify | drill
 CONFIG_MOUNT = "/etc/iotsec-backup"
 DATA_MOUNT = "/data"
 SCRATCH_MOUNT = "/scratch"
@@ -79,7 +89,7 @@ def plan_backup(
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "type": "Opaque",
-                "metadata": meta(plan.password_secret, [C_KEYS], {"iotsec.io/key-purpose": "backup-password"}),
+                "metadata": meta(plan.password_secret, [C_KEYS], {KEY_PURPOSE_LABEL: "backup-password"}),
                 "stringData": {"password": PLACEHOLDER},
             }
         )
@@ -192,16 +202,14 @@ def _cron_job(
     image: Image,
     controls: list[str],
 ) -> dict[str, Any]:
-    labels = {JOB_LABEL: job}
+    labels = {BACKUP_JOB_LABEL: job}
     template = {
         "metadata": {"labels": {**meta("", controls, labels)["labels"]}},
         "spec": {
             "backoffLimit": 0,  # a failed backup is reported, not retried into a storm
             "activeDeadlineSeconds": 6 * 3600,
             "template": {
-                "metadata": {
-                    "labels": {**meta("", controls, labels)["labels"], "iotsec.io/security-level": "standard"}
-                },
+                "metadata": {"labels": {**meta("", controls, labels)["labels"], LEVEL_LABEL: "standard"}},
                 "spec": _pod(job, spec, plan, image),
             },
         },
@@ -297,7 +305,7 @@ def restore_claim(name: str, namespace: str, size: str, storage_class: str | Non
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "iotsec", "iotsec.io/restored-from": "backup"},
+            "labels": {MANAGED_BY: MANAGER, RESTORED_FROM_LABEL: "backup"},
         },
         "spec": spec,
     }
@@ -345,7 +353,7 @@ def restore_job(
         "/dev/termination-log",
     ]
     meta = _Meta(policy, namespace)
-    labels = {JOB_LABEL: "restore"}
+    labels = {BACKUP_JOB_LABEL: "restore"}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

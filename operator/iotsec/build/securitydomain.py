@@ -17,13 +17,9 @@ from typing import Any
 from iotsec.api.common import PortSpec
 from iotsec.api.securitydomain import EgressRule, IngressRule, Peer, SecurityDomainSpec
 from iotsec.model import selectors
-from iotsec.model.labels import owned_metadata
+from iotsec.model.labels import DESCRIPTION, DOMAIN_LABEL, LEVEL_LABEL, TENANT_LABEL, ZONE_LABEL, owned_metadata
 
 KIND = "SecurityDomain"
-DOMAIN_LABEL = "iotsec.io/domain"
-ZONE_LABEL = "iotsec.io/zone"
-LEVEL_LABEL = "iotsec.io/security-level"
-TENANT_LABEL = "iotsec.io/tenant"
 PSA_PREFIX = "pod-security.kubernetes.io"
 PRIVATE_RANGES = {
     4: ("10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"),
@@ -320,7 +316,7 @@ class _PolicyFactory:
             spec["policyTypes"].append("Egress")
             if egress:
                 spec["egress"] = egress
-        annotations = {"iotsec.io/description": description} if description else None
+        annotations = {DESCRIPTION: description} if description else None
         metadata = owned_metadata(
             f"iotsec-{self.domain}-{suffix}",
             self.namespace,

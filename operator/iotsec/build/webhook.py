@@ -7,6 +7,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from iotsec.model.labels import MANAGED_BY, MANAGER
 from iotsec.model.platform import Platform
 from iotsec.model.workloads import POD_SPEC_PATHS
 from iotsec.pki import certs
@@ -82,7 +83,7 @@ def validating_webhook_configuration(
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {
             "name": name,
-            "labels": {"app.kubernetes.io/managed-by": "iotsec", "app.kubernetes.io/name": name},
+            "labels": {MANAGED_BY: MANAGER, "app.kubernetes.io/name": name},
         },
         "webhooks": [
             {
@@ -227,7 +228,7 @@ def tls_secret(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "iotsec", "app.kubernetes.io/component": "webhook"},
+            "labels": {MANAGED_BY: MANAGER, "app.kubernetes.io/component": "webhook"},
         },
         "data": {key: base64.b64encode(value.encode()).decode() for key, value in sorted(data.items())},
     }

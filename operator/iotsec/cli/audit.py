@@ -229,8 +229,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kube = publisher = generation = None
     if args.audit_policy:
+        from iotsec.build.audit import SINK_FIELD_MANAGER
         from iotsec.k8s.kube import Kube
-        from iotsec.servers.auditsink.reporter import SINK_FIELD_MANAGER
 
         kube = Kube(field_manager=SINK_FIELD_MANAGER)
         spec, generation = _spec_from_cluster(kube, args.audit_policy)

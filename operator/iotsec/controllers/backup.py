@@ -30,7 +30,7 @@ from iotsec.controllers.reconciler import (
 from iotsec.controllers.runtime import config, kube
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions, selectors
-from iotsec.model.labels import OWNER_KIND, OWNER_NAME
+from iotsec.model.labels import BACKUP_JOB_LABEL, OWNER_KIND, OWNER_NAME
 from iotsec.model.time import parse_rfc3339
 
 KIND = builder.KIND
@@ -161,7 +161,7 @@ def _outcomes(api: Kube, name: str, namespace: str) -> dict[str, dict[str, Any]]
     jobs = api.list("batch/v1", "Job", namespace, label_selector=f"{OWNER_KIND}={KIND},{OWNER_NAME}={name}")
     latest: dict[str, dict[str, Any]] = {}
     for job in jobs:
-        kind = (job["metadata"].get("labels") or {}).get(builder.JOB_LABEL)
+        kind = (job["metadata"].get("labels") or {}).get(BACKUP_JOB_LABEL)
         finished = _finished(job)
         if kind not in CONDITION_OF or finished is None:
             continue

@@ -29,14 +29,14 @@ from iotsec.controllers.reconciler import (
 from iotsec.controllers.runtime import kube, network
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions
-from iotsec.model.labels import OWNER_KIND, OWNER_NAME
+from iotsec.model.labels import DOMAIN_LABEL, OWNER_KIND, OWNER_NAME, ZONE_LABEL
 
 KIND = builder.KIND
 PLURAL = "securitydomains"
 NETPOL = ("networking.k8s.io/v1", "NetworkPolicy")
 OUR_LABELS = (
-    builder.DOMAIN_LABEL,
-    builder.ZONE_LABEL,
+    DOMAIN_LABEL,
+    ZONE_LABEL,
     *(f"{builder.PSA_PREFIX}/{m}{v}" for m in ("enforce", "warn", "audit") for v in ("", "-version")),
 )
 
@@ -92,7 +92,7 @@ def on_policy_deleted(type: str | None, labels: Mapping[str, str], **_: Any) -> 
 
 
 def _domains_concerned(namespace: str, labels: Mapping[str, str]) -> set[str]:
-    concerned = {labels[builder.DOMAIN_LABEL]} if labels.get(builder.DOMAIN_LABEL) else set()
+    concerned = {labels[DOMAIN_LABEL]} if labels.get(DOMAIN_LABEL) else set()
     info = {namespace: builder.NamespaceInfo(namespace, dict(labels))}
     for domain in _valid_domains(kube().list(API_VERSION, KIND)):
         if builder.claimed_namespaces(domain, info)[0] or namespace in (domain.spec.namespaces or ()):
@@ -194,7 +194,7 @@ def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied
 def _unlabel(api: Kube, domain: str, keep: set[str]) -> list[str]:
     """Take the domain's labels off namespaces that are no longer its members."""
     removed = []
-    for ns in api.list("v1", "Namespace", label_selector=f"{builder.DOMAIN_LABEL}={domain}"):
+    for ns in api.list("v1", "Namespace", label_selector=f"{DOMAIN_LABEL}={domain}"):
         name = ns["metadata"]["name"]
         if name not in keep and api.patch_labels("v1", "Namespace", name, dict.fromkeys(OUR_LABELS)):
             removed.append(name)

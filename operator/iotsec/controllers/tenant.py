@@ -38,7 +38,15 @@ from iotsec.controllers.reconciler import (
 from iotsec.controllers.runtime import config, kube
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions, secretdata
-from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME
+from iotsec.model.labels import (
+    CREATED_BY,
+    KEY_PURPOSE_LABEL,
+    MANAGED_BY,
+    MANAGER,
+    OWNER_KIND,
+    OWNER_NAME,
+    TENANT_LABEL,
+)
 from iotsec.model.platform import (
     Platform,
     device_ca_secret_name,
@@ -54,7 +62,7 @@ PLURAL = "tenantisolations"
 ROTATE_ANNOTATION = "iotsec.io/rotate-keys"  # any new value rotates every application key at once
 CRL_ANNOTATION = "iotsec.io/crl-requested"  # set by `iotsec device revoke`: re-sign the CRLs now
 REPLACE_ANNOTATION = "iotsec.io/replace-unreadable-keys"  # <namespace>/<name>,...: a person allows a replacement
-CREATED_ANNOTATION = builder.CREATED_BY
+CREATED_ANNOTATION = CREATED_BY
 DEVICES_ISSUED_ANNOTATION = "iotsec.io/devices-issued"  # on the device CA Secret once its registry holds records
 PRUNABLE = (
     ("rbac.authorization.k8s.io/v1", "Role"),
@@ -171,7 +179,7 @@ def _owned(obj: dict[str, Any], owner: str) -> bool:
 def _ours(obj: dict[str, Any], owner: str, tenant_id: str) -> bool:
     """Written by iotsec for this tenant: its owner labels, or (the device registry the CLI writes) its tenant."""
     labels = obj["metadata"].get("labels") or {}
-    by_tenant = labels.get(MANAGED_BY) == MANAGER and labels.get(builder.TENANT_LABEL) == tenant_id
+    by_tenant = labels.get(MANAGED_BY) == MANAGER and labels.get(TENANT_LABEL) == tenant_id
     return _owned(obj, owner) or (OWNER_KIND not in labels and by_tenant)
 
 
@@ -183,7 +191,7 @@ def _tenant_of(api: Kube, namespace: str) -> str | None:
     found = api.get("v1", "Namespace", namespace)
     if found is None:
         return _GONE
-    return (found.get("metadata", {}).get("labels") or {}).get(builder.TENANT_LABEL)
+    return (found.get("metadata", {}).get("labels") or {}).get(TENANT_LABEL)
 
 
 # ---------------------------------------------------------------- reconcile
@@ -317,7 +325,7 @@ def _apply_key_secret(run: _Run, obj: dict[str, Any]) -> None:
     unreadable or foreign one unless a person asked for it by name."""
     metadata = obj["metadata"]
     ref = _ref((metadata["namespace"], metadata["name"]))
-    purpose = metadata["labels"][builder.KEY_PURPOSE_LABEL]
+    purpose = metadata["labels"][KEY_PURPOSE_LABEL]
     existing = run.api.get("v1", "Secret", metadata["name"], metadata["namespace"])
     if purpose == "device-ca" and existing is not None:
         run.ca_annotations = dict(existing["metadata"].get("annotations") or {})
@@ -482,7 +490,7 @@ def _registry_gone(run: _Run, plan: builder.TenantPlan, published: dict[int, dat
 def _registry_object(run: _Run, plan: builder.TenantPlan, registry: devices.Registry) -> dict[str, Any]:
     """A registry ConfigMap as `iotsec device` writes it (no owner reference: device records outlive the tenant)."""
     namespace, name = plan.device_registry
-    labels = {MANAGED_BY: MANAGER, builder.TENANT_LABEL: run.spec.tenant_id}
+    labels = {MANAGED_BY: MANAGER, TENANT_LABEL: run.spec.tenant_id}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -582,7 +590,7 @@ def _move(run: _Run, kind: str, old: dict[str, Any], new: tuple[str, str], delet
             for k, v in (old_meta.get("labels") or {}).items()
             if k.startswith(("iotsec.io/", "app.kubernetes.io/"))
         }
-        labels[builder.TENANT_LABEL] = run.spec.tenant_id
+        labels[TENANT_LABEL] = run.spec.tenant_id
         copy = {
             "apiVersion": "v1",
             "kind": kind,

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-REPLACE_UNREADABLE = "iotsec.io/replace-unreadable"
+from iotsec.model.labels import REPLACE_UNREADABLE
+
 REASON = "KeyUnreadable"
 
 

@@ -1,4 +1,7 @@
-"""Labels and annotations every object written by iotsec carries, so it can be traced and pruned."""
+"""The labels and annotations iotsec reads and writes (every `iotsec.io/` key is spelled here, once).
+
+Every object iotsec writes carries the owner labels and the controls annotation, so it can be traced and pruned.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,29 @@ OWNER_KIND = "iotsec.io/owner-kind"
 OWNER_NAME = "iotsec.io/owner-name"
 CONTROLS = "iotsec.io/controls"
 MANAGER = "iotsec"
+
+# --- namespaces and pods: where a workload sits --------------------------------------------------------------------
+DOMAIN_LABEL = "iotsec.io/domain"
+ZONE_LABEL = "iotsec.io/zone"
+LEVEL_LABEL = "iotsec.io/security-level"
+TENANT_LABEL = "iotsec.io/tenant"
+DOMAIN_CLAIM_LABEL = "iotsec.io/security-domain"  # a SecurityDomain's namespaceSelector may select on it
+CREATED_BY = "iotsec.io/created-by"  # on namespaces the operator created (never adopted ones): the tenant's name
+APP_ID_LABEL = "iotsec.io/app-id"
+
+# --- storage, keys and backups ---------------------------------------------------------------------------------------
+ENCRYPTED_LABEL = "iotsec.io/encrypted"  # on a StorageClass whose volumes are encrypted
+DATA_CLASS = "iotsec.io/data-class"  # label (or annotation) of a PersistentVolumeClaim
+KEY_PURPOSE_LABEL = "iotsec.io/key-purpose"
+REPLACE_UNREADABLE = "iotsec.io/replace-unreadable"  # a person allows iotsec to replace an unreadable key Secret
+BACKUP_JOB_LABEL = "iotsec.io/backup-job"  # backup | verify | drill
+RESTORED_FROM_LABEL = "iotsec.io/restored-from"
+
+# --- other annotations -----------------------------------------------------------------------------------------------
+DESCRIPTION = "iotsec.io/description"
+RATE_LIMIT = "iotsec.io/rate-limit"  # an Ingress's rate limit, for controllers without an annotation of their own
+AUDIT_POLICY_DIGEST = "iotsec.io/audit-policy-sha256"
+WRITTEN_BY = "iotsec.io/written-by"
 
 
 def owner_labels(owner_kind: str, owner_name: str) -> dict[str, str]:

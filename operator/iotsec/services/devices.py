@@ -27,9 +27,9 @@ from typing import Any
 from iotsec.api.durations import parse_duration
 from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import parse_resource
-from iotsec.build import tenant as builder
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model import secretdata
+from iotsec.model.labels import MANAGED_BY, MANAGER, TENANT_LABEL
 from iotsec.model.platform import Platform, device_ca_secret_name, device_registry_name
 from iotsec.model.time import rfc3339
 from iotsec.pki import devices
@@ -120,7 +120,7 @@ def _registry_object(location: tuple[str, str], tenant_id: str, registry: device
         "metadata": {
             "name": location[1],
             "namespace": location[0],
-            "labels": {"app.kubernetes.io/managed-by": "iotsec", builder.TENANT_LABEL: tenant_id},
+            "labels": {MANAGED_BY: MANAGER, TENANT_LABEL: tenant_id},
         },
         "data": registry.to_config_map_data(),
     }

@@ -31,7 +31,6 @@ from iotsec.model.time import parse_rfc3339, rfc3339
 from iotsec.servers.auditsink.server import Sink
 
 log = logging.getLogger(__name__)
-SINK_FIELD_MANAGER = "iotsec-audit-sink"
 
 
 def signing_key_from_secret(kube: Kube, namespace: str, name: str) -> Ed25519PrivateKey:

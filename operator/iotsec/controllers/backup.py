@@ -15,7 +15,6 @@ import kopf
 from prometheus_client import Counter, Gauge
 
 from iotsec.api.backuppolicy import BackupPolicySpec
-from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build import backup as builder
 from iotsec.controllers import metrics
 from iotsec.controllers.reconciler import (
@@ -24,7 +23,7 @@ from iotsec.controllers.reconciler import (
     level_triggered,
     live_resource,
     not_ready,
-    reject,
+    parsed_spec,
     write_status,
 )
 from iotsec.controllers.runtime import config, kube
@@ -91,11 +90,7 @@ def reconcile(name: str, namespace: str | None, logger: Logger | None = None) ->
     with live_resource(api, KIND, name, namespace, logger=logger) as (body, outcome):
         if body is None:
             return
-        try:
-            spec: BackupPolicySpec = parse_resource(body).spec  # type: ignore[assignment]
-        except InvalidResourceError as exc:
-            outcome.invalid()
-            reject(api, KIND, body, exc)
+        spec: BackupPolicySpec = parsed_spec(api, KIND, body, outcome)
         try:
             scheduled = _apply(api, body, spec)
             found = _outcomes(api, name, namespace)

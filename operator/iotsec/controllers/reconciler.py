@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import kopf
 
 from iotsec.api.common import API_VERSION, GROUP, VERSION
-from iotsec.api.validation import InvalidResourceError
+from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.controllers import metrics
 from iotsec.controllers.runtime import config
 from iotsec.k8s.kube import ApiError, Kube
@@ -102,6 +102,15 @@ def write_status(
     version = meta.get("resourceVersion") if guarded else None
     api.patch_status(API_VERSION, kind, meta["name"], status, meta.get("namespace"), resource_version=version)
     return True
+
+
+def parsed_spec(api: Kube, kind: str, body: dict[str, Any], reconciliation: Reconciliation) -> Any:
+    """The resource's typed spec; an invalid one ends the reconcile here (`reject`)."""
+    try:
+        return parse_resource(body).spec
+    except InvalidResourceError as exc:
+        reconciliation.invalid()
+        reject(api, kind, body, exc)
 
 
 def reject(api: Kube, kind: str, body: dict[str, Any], exc: InvalidResourceError) -> NoReturn:

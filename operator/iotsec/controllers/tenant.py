@@ -22,7 +22,6 @@ import kopf
 from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.durations import parse_duration
 from iotsec.api.tenantisolation import TenantIsolationSpec
-from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build import tenant as builder
 from iotsec.controllers import metrics
 from iotsec.controllers.reconciler import (
@@ -31,7 +30,7 @@ from iotsec.controllers.reconciler import (
     api_failed,
     level_triggered,
     live_resource,
-    reject,
+    parsed_spec,
     resource_lock,
     write_status,
 )
@@ -202,11 +201,7 @@ def reconcile(name: str, logger: Logger | None = None) -> None:
     with live_resource(api, KIND, name, logger=logger) as (body, outcome):
         if body is None:
             return
-        try:
-            spec: TenantIsolationSpec = parse_resource(body).spec  # type: ignore[assignment]
-        except InvalidResourceError as exc:
-            outcome.invalid()
-            reject(api, KIND, body, exc)
+        spec: TenantIsolationSpec = parsed_spec(api, KIND, body, outcome)
         try:
             ready = _reconcile(api, body, spec, outcome)
         except ApiError as exc:

@@ -18,6 +18,7 @@ import pytest
 
 from iotsec.cli import main as cli
 from iotsec.k8s.kube import ApiError
+from iotsec.model.labels import CRL_REQUESTED
 from iotsec.model.platform import device_ca_secret_name, device_registry_name
 from iotsec.pki.certs import fingerprint
 from iotsec.pki.devices import Registry, ensure_device_ca, verify_device
@@ -184,7 +185,7 @@ def test_parallel_revocations_lose_none(kube, tmp_path):
     assert set(registry.revoked) == set(serials)
     assert len(registry.issued) == THREADS
     assert len(kube.annotations) == THREADS
-    assert all(device_cli.CRL_REQUEST in a for a in kube.annotations), "the operator is asked to re-sign at once"
+    assert all(CRL_REQUESTED in a for a in kube.annotations), "the operator is asked to re-sign at once"
 
 
 def test_issues_and_revocations_interleaved_lose_nothing(kube, tmp_path):

@@ -16,7 +16,7 @@ from iotsec.build import tenant as builder
 from iotsec.controllers import tenant as handler
 from iotsec.controllers.runtime import config
 from iotsec.k8s.kube import ApiError
-from iotsec.model.labels import TENANT_LABEL, owner_labels
+from iotsec.model.labels import CRL_REQUESTED, TENANT_LABEL, owner_labels
 from iotsec.pki import devices
 from tests.conftest import load_examples
 
@@ -329,11 +329,11 @@ def test_a_new_request_annotation_reconciles_at_once_and_nothing_else_does(monke
     event({}, type_=None)  # the first listing: resume handles it
     event({"iotsec.io/last-handled-configuration": "x"})
     assert reconciled == []
-    event({handler.CRL_ANNOTATION: "2026-12-03T10:00:00Z"})
+    event({CRL_REQUESTED: "2026-12-03T10:00:00Z"})
     assert reconciled == [NAME]
-    event({handler.CRL_ANNOTATION: "2026-12-03T10:00:00Z", "other": "change"})
+    event({CRL_REQUESTED: "2026-12-03T10:00:00Z", "other": "change"})
     assert reconciled == [NAME], "the same request is not handled twice"
-    event({handler.CRL_ANNOTATION: "2026-12-03T10:00:00Z", handler.ROTATE_ANNOTATION: "leak-1"})
+    event({CRL_REQUESTED: "2026-12-03T10:00:00Z", handler.ROTATE_ANNOTATION: "leak-1"})
     assert reconciled == [NAME, NAME]
 
 

@@ -20,6 +20,7 @@ from iotsec.build.webhook import client_config, tls_secret, validating_webhook_c
 from iotsec.controllers import runtime, webhook_tls
 from iotsec.k8s.kube import ApiError
 from iotsec.model import keysecrets, secretdata
+from iotsec.model.labels import REPLACE_UNREADABLE
 from iotsec.pki import certs
 
 NAMESPACE, SECRET, CONFIGURATION = "iotsec-system", "iotsec-webhook-tls", "iotsec"
@@ -276,7 +277,7 @@ def test_an_unusable_secret_is_reported_never_overwritten(make, why):
     ((kind, type_, reason, message),) = api.events
     assert (kind, type_, reason) == (VWC, "Warning", "KeyUnreadable")
     assert why in message
-    assert keysecrets.REPLACE_UNREADABLE in message
+    assert REPLACE_UNREADABLE in message
     webhook_tls.ensure_webhook_tls(api, NOW)
     assert len(api.events) == 1, "one event per episode, not one per check"
 
@@ -294,10 +295,10 @@ def test_a_person_annotating_the_secret_has_it_replaced_bundle_first():
     api.objects[("Secret", SECRET)] = damaged
     webhook_tls.ensure_webhook_tls(api, NOW)
     assert unreadable_gauge() == 1
-    damaged["metadata"]["annotations"] = {keysecrets.REPLACE_UNREADABLE: "true"}
+    damaged["metadata"]["annotations"] = {REPLACE_UNREADABLE: "true"}
     changed = webhook_tls.ensure_webhook_tls(api, NOW)
     assert api.writes == [("apply", VWC), ("delete", "Secret"), ("apply", "Secret")]
-    assert any(keysecrets.REPLACE_UNREADABLE in reason for reason in changed)
+    assert any(REPLACE_UNREADABLE in reason for reason in changed)
     replaced = api.objects[("Secret", SECRET)]
     assert "annotations" not in replaced["metadata"], "the next damage is reported again, not replaced"
     assert webhook_tls.read_secret(replaced) is not None
@@ -308,7 +309,7 @@ def test_a_person_annotating_the_secret_has_it_replaced_bundle_first():
 
 
 def _annotated(secret: dict[str, Any]) -> dict[str, Any]:
-    secret["metadata"]["annotations"] = {keysecrets.REPLACE_UNREADABLE: "true"}
+    secret["metadata"]["annotations"] = {REPLACE_UNREADABLE: "true"}
     return secret
 
 

@@ -33,7 +33,7 @@ from iotsec.controllers.reconciler import Logger, api_failed, level_triggered, l
 from iotsec.controllers.runtime import config, kube, network
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions, keysecrets, secretdata
-from iotsec.model.labels import OWNER_KIND, OWNER_NAME
+from iotsec.model.labels import OWNER_KIND, OWNER_NAME, REPLACE_UNREADABLE
 from iotsec.pki import certs
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def _ensure_signing_key(api: Kube, body: dict[str, Any], namespace: str) -> dict
         kopf.warn(
             body,
             reason="SigningKeyReplaced",
-            message=f"replaced the unreadable signing key {ref} as its {keysecrets.REPLACE_UNREADABLE} annotation "
+            message=f"replaced the unreadable signing key {ref} as its {REPLACE_UNREADABLE} annotation "
             "asks: segments sealed before verify only with the previous public key",
         )
         secret = None
@@ -166,7 +166,7 @@ def _readable_signing_key(secret: dict[str, Any], ref: str) -> bool:
         builder.signing_key(secret, f"Secret {ref}")
     except keysecrets.KeyUnreadableError:
         return False
-    log.warning("ignoring %s on %s: the key in it is readable", keysecrets.REPLACE_UNREADABLE, ref)
+    log.warning("ignoring %s on %s: the key in it is readable", REPLACE_UNREADABLE, ref)
     return True
 
 

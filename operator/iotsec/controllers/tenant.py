@@ -39,6 +39,7 @@ from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions, secretdata
 from iotsec.model.labels import (
     CREATED_BY,
+    CRL_REQUESTED,
     KEY_PURPOSE_LABEL,
     MANAGED_BY,
     MANAGER,
@@ -59,7 +60,6 @@ from iotsec.pki.certs import not_after
 KIND = builder.KIND
 PLURAL = "tenantisolations"
 ROTATE_ANNOTATION = "iotsec.io/rotate-keys"  # any new value rotates every application key at once
-CRL_ANNOTATION = "iotsec.io/crl-requested"  # set by `iotsec device revoke`: re-sign the CRLs now
 REPLACE_ANNOTATION = "iotsec.io/replace-unreadable-keys"  # <namespace>/<name>,...: a person allows a replacement
 CREATED_ANNOTATION = CREATED_BY
 DEVICES_ISSUED_ANNOTATION = "iotsec.io/devices-issued"  # on the device CA Secret once its registry holds records
@@ -660,7 +660,7 @@ level_triggered(PLURAL, reconcile)
 # kopf leaves every annotation under its storage prefix (iotsec.io/, also that of these requests) out of the diff its
 # create/update handlers react to, so a request alone would wait for the resync timer. A watch-event handler sees
 # every change of the object instead; it reconciles when a request annotation took a value not handled yet.
-REQUEST_ANNOTATIONS = (CRL_ANNOTATION, ROTATE_ANNOTATION, REPLACE_ANNOTATION)
+REQUEST_ANNOTATIONS = (CRL_REQUESTED, ROTATE_ANNOTATION, REPLACE_ANNOTATION)
 _requests_seen: dict[str, tuple[str | None, ...]] = {}
 
 

@@ -33,7 +33,7 @@ from iotsec.controllers import metrics
 from iotsec.controllers.runtime import config, kube
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model import keysecrets, secretdata
-from iotsec.model.labels import MANAGED_BY, MANAGER
+from iotsec.model.labels import MANAGED_BY, MANAGER, REPLACE_UNREADABLE
 from iotsec.pki import certs
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def _ensure(api: Kube, now: datetime, namespace: str, secret_name: str) -> list[
     if reasons:
         if replace:
             api.delete("v1", "Secret", secret_name, namespace)  # a foreign type or owner cannot be applied over
-            reasons.insert(0, f"replaced the unreadable Secret as its {keysecrets.REPLACE_UNREADABLE} annotation asks")
+            reasons.insert(0, f"replaced the unreadable Secret as its {REPLACE_UNREADABLE} annotation asks")
         api.apply(tls_secret(namespace, secret_name, desired.to_secret_data()))
         log.info("webhook TLS in %s/%s: %s", namespace, secret_name, "; ".join(reasons))
     return changed + reasons
@@ -126,7 +126,7 @@ def _replacement_ignored(api: Kube, secret: dict[str, Any] | None, namespace: st
     if ref in _ignored:
         return
     message = (
-        f"webhook TLS Secret {ref} is readable and iotsec's: its {keysecrets.REPLACE_UNREADABLE} annotation is "
+        f"webhook TLS Secret {ref} is readable and iotsec's: its {REPLACE_UNREADABLE} annotation is "
         "ignored (it applies only to an unreadable or foreign Secret); remove it"
     )
     log.warning("%s", message)

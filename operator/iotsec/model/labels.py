@@ -1,4 +1,5 @@
-"""The labels and annotations iotsec reads and writes (every `iotsec.io/` key is spelled here, once).
+"""The labels and annotations iotsec reads and writes, each spelled once: every `iotsec.io/` key of the pure core
+and every one that two modules share (a key only one controller knows stays beside it).
 
 Every object iotsec writes carries the owner labels and the controls annotation, so it can be traced and pruned.
 """
@@ -30,6 +31,7 @@ KEY_PURPOSE_LABEL = "iotsec.io/key-purpose"
 REPLACE_UNREADABLE = "iotsec.io/replace-unreadable"  # a person allows iotsec to replace an unreadable key Secret
 BACKUP_JOB_LABEL = "iotsec.io/backup-job"  # backup | verify | drill
 RESTORED_FROM_LABEL = "iotsec.io/restored-from"
+CRL_REQUESTED = "iotsec.io/crl-requested"  # on a TenantIsolation, set by `iotsec device revoke`: re-sign the CRLs now
 
 # --- other annotations -----------------------------------------------------------------------------------------------
 DESCRIPTION = "iotsec.io/description"

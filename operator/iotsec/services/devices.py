@@ -29,12 +29,11 @@ from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import parse_resource
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model import secretdata
-from iotsec.model.labels import MANAGED_BY, MANAGER, TENANT_LABEL
+from iotsec.model.labels import CRL_REQUESTED, MANAGED_BY, MANAGER, TENANT_LABEL
 from iotsec.model.platform import Platform, device_ca_secret_name, device_registry_name
 from iotsec.model.time import rfc3339
 from iotsec.pki import devices
 
-CRL_REQUEST = "iotsec.io/crl-requested"
 RELEASE_NAMESPACE = Platform().namespace
 WRITE_ATTEMPTS = 40  # each conflict means another writer succeeded: 40 covers many concurrent callers
 BACKOFF_CAP = 0.5  # seconds; a random wait up to min(cap, 10 ms * 2**attempt) spreads the retries
@@ -232,7 +231,7 @@ def revoke(
 
     update_registry(kube, where.registry, where.spec.tenant_id, change)
     try:
-        kube.annotate("iotsec.io/v1alpha1", "TenantIsolation", tenant, {CRL_REQUEST: datetime.now(UTC).isoformat()})
+        kube.annotate("iotsec.io/v1alpha1", "TenantIsolation", tenant, {CRL_REQUESTED: datetime.now(UTC).isoformat()})
     except ApiError as exc:  # the CRL is still re-signed at the next resync
         raise DeviceError(f"revoked, but could not ask the operator for an immediate CRL: {exc}") from None
     return revoked

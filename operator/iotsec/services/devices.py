@@ -254,22 +254,3 @@ def list_devices(kube: Kube, tenant: str, namespace: str | None = None) -> list[
 
 def _stamp(moment: datetime | None) -> str | None:
     return rfc3339(moment) if moment else None
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    """`iotsec device list` as columns; unknown values (older registries) as '-'."""
-    header = ["DEVICE", "SERIAL", "NOT-AFTER", "ISSUER", "REVOKED"]
-    lines = [
-        [
-            row["deviceID"] or "-",
-            str(row["serial"]),
-            row["notAfter"] or "-",
-            (row["issuer"] or "-")[:16],
-            row["revoked"] or "-",
-        ]
-        for row in rows
-    ]
-    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
-    return "".join(
-        "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() + "\n" for cells in [header, *lines]
-    )

@@ -1,0 +1,42 @@
+"""`iotsec run`: the operator itself, against the cluster (in-cluster or KUBECONFIG)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from iotsec.cli.common import EXIT_OK, EXIT_USAGE, settings
+
+
+def register(sub: Any) -> None:
+    run = sub.add_parser("run", help="run the operator against the cluster (in-cluster or KUBECONFIG)")
+    run.add_argument("--resync-seconds", type=float, help="drift-correction interval (IOTSEC_RESYNC_SECONDS, 60)")
+    run.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (IOTSEC_METRICS_PORT, 8000)")
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' disables)")
+    run.add_argument("--peering", metavar="NAME", help="kopf peering name for several replicas (default: standalone)")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--debug", action="store_true")
+    run.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = settings("run")
+    if config is None:
+        return EXIT_USAGE
+    config = config.with_values(resync_seconds=args.resync_seconds, metrics_port=args.metrics_port)
+    import kopf  # the operator's dependencies load only for `run`
+
+    from iotsec.controllers import register as register_handlers
+
+    register_handlers(config)
+
+    kopf.configure(verbose=args.verbose, debug=args.debug)
+    logging.getLogger("celpy").setLevel(logging.WARNING)  # its DEBUG output traces every CEL evaluation
+    kopf.run(
+        clusterwide=True,
+        liveness_endpoint=args.liveness or None,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+    )
+    return EXIT_OK

@@ -572,7 +572,7 @@ def test_the_sink_reads_the_key_secret_and_never_creates_one():
 
     from iotsec.audittrail.chain import private_pem
     from iotsec.model.keysecrets import KeyUnreadableError
-    from iotsec.servers.auditsink.reporter import signing_key_from_secret
+    from iotsec.services.audit import signing_key_from_secret
 
     with pytest.raises(KeyUnreadableError, match="does not exist"):
         signing_key_from_secret(_ReadOnlyKube(None), "ns", "key")  # type: ignore[arg-type]
@@ -618,18 +618,16 @@ def test_a_read_only_key_that_is_damaged_is_left_alone(tmp_path, capsys):
 
 
 def test_local_runs_create_the_key_file_once(tmp_path):
-    import argparse
     import stat
 
-    from iotsec.cli.audit import _signing_key
+    from iotsec.services.audit import signing_key
 
     key = tmp_path / "dev" / "signing.key"
-    args = argparse.Namespace(signing_key=key, signing_key_secret=None, signing_key_readonly=False, namespace="ns")
-    made = _signing_key(args, None)
+    made = signing_key(None, "ns", key_file=key)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert _signing_key(args, None).public_key() == made.public_key()
-    args.signing_key_readonly = True
-    assert _signing_key(args, None).public_key() == made.public_key(), "a mounted key reads the same"
+    assert signing_key(None, "ns", key_file=key).public_key() == made.public_key()
+    read_only = signing_key(None, "ns", key_file=key, readonly=True)
+    assert read_only.public_key() == made.public_key(), "a mounted key reads the same"
 
 
 def test_a_restart_never_seals_a_first_segment_forged_without_checkpoints(tmp_path):

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from iotsec.cli.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, OUTPUT_FORMATS, fail, print_json
 from iotsec.model.platform import Platform
 from iotsec.model.time import parse_rfc3339
 
-EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from iotsec.api.auditpolicy import AuditPolicySpec
+    from iotsec.k8s.kube import Kube
+    from iotsec.services.audit import SinkCredentials
+
+EXIT_BROKEN = EXIT_INVALID  # `audit verify`: the trail does not verify
 AUDIT_NAMESPACE = Platform().audit_namespace  # the chart's <release>-audit for a release named iotsec
 log = logging.getLogger("iotsec.audittrail")
 
@@ -75,13 +80,13 @@ def _policy(args: argparse.Namespace) -> int:
     if args.from_cluster:
         return _policy_from_cluster(args.from_cluster, args.namespace)
     if args.file is None:
-        print("iotsec audit policy: name a FILE or --from-cluster NAME", file=sys.stderr)
+        fail("audit policy", "name a FILE or --from-cluster NAME")
         return EXIT_USAGE
     spec = _spec_from_file(args.file)
     if spec is None:
         return EXIT_USAGE
     canary = tuple(args.canary.split("/", 1)) if args.canary else None
-    rendered = rendering.render_policy(spec, operator_users=args.operator_user, canary=canary)  # type: ignore[arg-type]
+    rendered = rendering.render_policy(spec, operator_users=args.operator_user, canary=canary)
     sys.stdout.write(dump_yaml([rendered]))
     return EXIT_OK
 
@@ -90,9 +95,13 @@ def _webhook_kubeconfig(args: argparse.Namespace) -> int:
     from iotsec.build import apiserver_audit as rendering
     from iotsec.model.manifests import dump_yaml
 
+    parts: SinkCredentials
     try:
         if args.from_cluster:
-            parts = _credentials_from_cluster(args.from_cluster, args.namespace, args.server)
+            from iotsec.k8s.kube import Kube
+            from iotsec.services.audit import sink_credentials
+
+            parts = sink_credentials(Kube(), args.from_cluster, args.namespace, args.server)
         elif not args.server or not args.ca_file:
             raise ValueError("--webhook-kubeconfig needs --server and --ca-file, or --from-cluster NAME")
         else:
@@ -105,55 +114,23 @@ def _webhook_kubeconfig(args: argparse.Namespace) -> int:
             }
         config = rendering.webhook_kubeconfig(**parts)
     except (OSError, ValueError) as exc:
-        print(f"iotsec audit policy: {exc}", file=sys.stderr)
+        fail("audit policy", exc)
         return EXIT_USAGE
     sys.stdout.write(dump_yaml([config]))
     return EXIT_OK
 
 
 def _policy_from_cluster(name: str, namespace: str) -> int:
-    from iotsec.build.apiserver_audit import POLICY_KEY, policy_configmap_name
     from iotsec.k8s.kube import Kube
+    from iotsec.services.audit import AuditLookupError, rendered_policy
 
-    config_map = Kube().get("v1", "ConfigMap", policy_configmap_name(name), namespace)
-    if config_map is None:
-        print(f"iotsec audit policy: no ConfigMap {namespace}/{policy_configmap_name(name)}", file=sys.stderr)
+    try:
+        text = rendered_policy(Kube(), name, namespace)
+    except AuditLookupError as exc:
+        fail("audit policy", exc)
         return EXIT_USAGE
-    sys.stdout.write(config_map["data"][POLICY_KEY])
+    sys.stdout.write(text)
     return EXIT_OK
-
-
-def _credentials_from_cluster(name: str, namespace: str, server: str | None) -> dict[str, Any]:
-    """What the API server needs to reach AuditPolicy NAME's sink, from the Secrets and Service the operator keeps."""
-    from iotsec.build import audit as builder
-    from iotsec.k8s.kube import Kube
-    from iotsec.model import secretdata
-
-    kube = Kube()
-
-    def secret(secret_name: str) -> dict[str, str]:
-        found = kube.get("v1", "Secret", secret_name, namespace)
-        if found is None:
-            raise ValueError(f"no Secret {namespace}/{secret_name}: is the operator running, and the policy applied?")
-        return secretdata.decode(found)
-
-    if server is None:
-        service = kube.get("v1", "Service", builder.sink_name(name), namespace) or {}
-        cluster_ip = (service.get("spec") or {}).get("clusterIP")
-        if not cluster_ip:
-            raise ValueError(f"no Service {namespace}/{builder.sink_name(name)} with a cluster IP; pass --server")
-        server = f"https://{cluster_ip}:{builder.SERVICE_PORT}/audit"
-    tls, client = secret(builder.tls_secret_name(name)), secret(builder.client_secret_name(name))
-    bundle = tls.get("ca-bundle.crt") or tls.get("ca.crt")
-    if not bundle:
-        raise ValueError(f"Secret {namespace}/{builder.tls_secret_name(name)} holds no CA (ca-bundle.crt or ca.crt)")
-    return {
-        "server": server,
-        "ca_pem": bundle.encode(),
-        "client_cert_pem": client["client.crt"].encode() if "client.crt" in client else None,
-        "client_key_pem": client["client.key"].encode() if "client.key" in client else None,
-        "token": client.get("token"),
-    }
 
 
 def _spec_from_file(path: Path) -> Any:
@@ -165,9 +142,9 @@ def _spec_from_file(path: Path) -> Any:
             try:
                 return parse_resource(document.obj).spec
             except InvalidResourceError as exc:
-                print(f"iotsec audit: {path}: invalid AuditPolicy: {exc}", file=sys.stderr)
+                fail("audit", f"{path}: invalid AuditPolicy: {exc}")
                 return None
-    print(f"iotsec audit: {path} holds no AuditPolicy", file=sys.stderr)
+    fail("audit", f"{path} holds no AuditPolicy")
     return None
 
 
@@ -225,6 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
     from iotsec.pki.tls import ReloadingTLS
     from iotsec.servers import bounded
     from iotsec.servers.auditsink.server import Authentication, Canary, Sink, serve
+    from iotsec.services.audit import published_head, signing_key
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kube = publisher = generation = None
@@ -239,9 +217,15 @@ def _serve(args: argparse.Namespace) -> int:
     if spec is None:
         return EXIT_USAGE
     try:
-        key = _signing_key(args, kube)
+        key = signing_key(
+            kube,
+            args.namespace,
+            secret=args.signing_key_secret,
+            key_file=args.signing_key,
+            readonly=args.signing_key_readonly,
+        )
     except (OSError, ValueError) as exc:
-        print(f"iotsec audit serve: signing key {args.signing_key or args.signing_key_secret}: {exc}", file=sys.stderr)
+        fail("audit serve", f"signing key {args.signing_key or args.signing_key_secret}: {exc}")
         return EXIT_USAGE
     store = AuditStore(args.store, key, limit_bytes=args.limit_bytes or quantity_bytes(spec.sink.storage.size))
     canary = None
@@ -256,7 +240,8 @@ def _serve(args: argparse.Namespace) -> int:
         from iotsec.servers.auditsink.reporter import Publisher
 
         publisher = Publisher(kube, args.audit_policy, args.namespace, sink, args.limit_bytes, generation)
-        _check_published_head(kube, args.audit_policy, sink)
+        if head := published_head(kube, args.audit_policy):
+            sink.check_published_head(*head)
         sink.on_hits = publisher.queue_hits
         background.append(publisher.tick)
     if args.metrics_port:
@@ -282,44 +267,14 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _signing_key(args: argparse.Namespace, kube: Any) -> Any:
-    """The store's signing key: read from the Secret or the file; only a file may be created, and only when it is
-    missing and --signing-key-readonly is not given (local and development runs)."""
-    from iotsec.audittrail import chain
+def _spec_from_cluster(kube: Kube, name: str) -> tuple[AuditPolicySpec | None, int | None]:
+    from iotsec.services.audit import AuditLookupError, policy_spec
 
-    if args.signing_key_secret:
-        if kube is None:
-            raise ValueError("--signing-key-secret needs --audit-policy (it reads the Secret through the API)")
-        from iotsec.servers.auditsink.reporter import signing_key_from_secret
-
-        return signing_key_from_secret(kube, args.namespace, args.signing_key_secret)
-    if args.signing_key_readonly:
-        return chain.private_key_from_pem(args.signing_key.read_bytes(), str(args.signing_key))
-    return chain.load_or_create_private_key(args.signing_key)
-
-
-def _spec_from_cluster(kube: Any, name: str) -> tuple[Any, int | None]:
-    from iotsec.api.common import API_VERSION
-    from iotsec.api.validation import InvalidResourceError, parse_resource
-
-    body = kube.get(API_VERSION, "AuditPolicy", name)
-    if body is None:
-        print(f"iotsec audit serve: AuditPolicy {name} not found", file=sys.stderr)
-        return None, None
     try:
-        return parse_resource(body).spec, body["metadata"].get("generation")
-    except InvalidResourceError as exc:
-        print(f"iotsec audit serve: AuditPolicy {name} is invalid: {exc}", file=sys.stderr)
+        return policy_spec(kube, name)
+    except AuditLookupError as exc:
+        fail("audit serve", exc)
         return None, None
-
-
-def _check_published_head(kube: Any, name: str, sink: Any) -> None:
-    from iotsec.api.common import API_VERSION
-
-    status = (kube.get(API_VERSION, "AuditPolicy", name) or {}).get("status") or {}
-    seq, head = status.get("chainHeadSeq"), status.get("chainHead")
-    if isinstance(seq, int) and seq > 0 and isinstance(head, str):
-        sink.check_published_head(seq, head)
 
 
 # ---------------------------------------------------------------------------------------------- export / verify
@@ -353,10 +308,10 @@ def _export(args: argparse.Namespace) -> int:
     from iotsec.audittrail.store import export_bundle
 
     if args.out.exists():
-        print(f"iotsec audit export: {args.out} exists; name a new folder", file=sys.stderr)
+        fail("audit export", f"{args.out} exists; name a new folder")
         return EXIT_USAGE
     if not (args.store / "signing.pub").exists():
-        print(f"iotsec audit export: {args.store} is not an audit store (no signing.pub)", file=sys.stderr)
+        fail("audit export", f"{args.store} is not an audit store (no signing.pub)")
         return EXIT_USAGE
     names = export_bundle(args.store, args.out, args.since, args.until)
     print(f"exported {len(names)} sealed segments to {args.out} (marked exported in {args.store})")
@@ -375,7 +330,7 @@ def _register_verify(commands: Any) -> None:
         action="store_true",
         help="exit 0 even when segments are UNVERIFIED (written before checkpoints: no signature covers them)",
     )
-    verify.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    verify.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="text")
     verify.set_defaults(handler=_verify)
 
 
@@ -392,20 +347,20 @@ def _verify(args: argparse.Namespace) -> int:
         expect = (args.expect_seq, args.expect_head) if args.expect_seq is not None else None
         report = verify(args.path, trusted, bundle=args.bundle, expect=expect)
     except (OSError, ValueError) as exc:
-        print(f"iotsec audit verify: {exc}", file=sys.stderr)
+        fail("audit verify", exc)
         return EXIT_USAGE
     if args.output == "json":
-        print(json.dumps(report.as_dict(), indent=2))
+        print_json(report.as_dict())
     else:
         print(_verify_text(report))
     if not report.ok:
         return EXIT_BROKEN
     if report.unverified and not args.allow_legacy:
         # a forger who strips every checkpoint can make records look older than checkpoints: never OK by default
-        print(
-            f"iotsec audit verify: {len(report.unverified)} UNVERIFIED segments (no signature covers their records); "
+        fail(
+            "audit verify",
+            f"{len(report.unverified)} UNVERIFIED segments (no signature covers their records); "
             "pass --allow-legacy if they are known to predate checkpoints",
-            file=sys.stderr,
         )
         return EXIT_BROKEN
     return EXIT_OK

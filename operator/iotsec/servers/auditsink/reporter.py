@@ -1,5 +1,5 @@
-"""The sink's side of the cluster: canary writes, AuditPolicy status, anomaly events, retention (and, read only, the
-signing key Secret the operator made, for a sink run with API access to it).
+"""The sink's side of the cluster: canary writes, AuditPolicy status, anomaly events, retention (the signing key
+Secret it may read is `iotsec.services.audit.signing_key_from_secret`).
 
 Everything goes through `Kube` with field manager `iotsec-audit-sink`, so the sink's writes (canary nonce,
 status fields it owns) never fight the operator's. The status patch carries the resourceVersion it read: a
@@ -15,8 +15,6 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from iotsec.api.auditpolicy import AuditPolicySpec
 from iotsec.api.common import API_VERSION
 from iotsec.api.durations import parse_duration
@@ -26,22 +24,10 @@ from iotsec.build import audit
 from iotsec.build.audit import ready_condition, store_claim_name
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model import conditions
-from iotsec.model.keysecrets import KeyUnreadableError
 from iotsec.model.time import parse_rfc3339, rfc3339
 from iotsec.servers.auditsink.server import Sink
 
 log = logging.getLogger(__name__)
-
-
-def signing_key_from_secret(kube: Kube, namespace: str, name: str) -> Ed25519PrivateKey:
-    """The store's signing key from the Secret the operator created (for a sink run with API access to it).
-
-    Read only: a missing or unreadable Secret is a KeyUnreadableError, never a reason to make a key of its own."""
-    where = f"Secret {namespace}/{name}"
-    secret = kube.get("v1", "Secret", name, namespace)
-    if secret is None:
-        raise KeyUnreadableError(f"{where} does not exist: the operator creates it for the AuditPolicy")
-    return audit.signing_key(secret, where)
 
 
 def sink_status(sink: Sink, previous: list[dict[str, Any]] | None, generation: int | None) -> dict[str, Any]:

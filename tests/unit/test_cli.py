@@ -174,3 +174,15 @@ def test_render_refuses_invalid_input(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "spec.allow[0].from[0].cidr" in captured.err
+
+
+@pytest.mark.parametrize("value", ["garbage", "2026-13-01T00:00:00Z", "x" * 100_000])
+def test_check_refuses_a_bad_now_as_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["check", "--now", value, str(EXAMPLES / "workloads")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--now" in err
+    assert "is not an RFC 3339 time" in err
+    assert "Traceback" not in err
+    assert len(err) < 2000, "a huge value is quoted bounded"

@@ -8,9 +8,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from iotsec.admission import snapshot as checking
-from iotsec.cli.common import ENFORCEMENT_MODES, EXIT_INVALID, EXIT_OK, EXIT_USAGE, OUTPUT_FORMATS, print_json
+from iotsec.cli.common import (
+    ENFORCEMENT_MODES,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    OUTPUT_FORMATS,
+    print_json,
+    rfc3339_argument,
+)
 from iotsec.model.manifests import load_documents
-from iotsec.model.time import parse_rfc3339
 
 
 def register(sub: Any) -> None:
@@ -23,7 +30,9 @@ def register(sub: Any) -> None:
         "resources, Namespaces and StorageClasses among them give the context",
     )
     check.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="text")
-    check.add_argument("--now", help="evaluate exception expiry at this RFC 3339 time (default: now)")
+    check.add_argument(
+        "--now", type=rfc3339_argument, help="evaluate exception expiry at this RFC 3339 time (default: now)"
+    )
     check.add_argument(
         "--unassigned",
         choices=ENFORCEMENT_MODES,
@@ -34,7 +43,7 @@ def register(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    now = parse_rfc3339(args.now, "--now") if args.now else datetime.now(UTC)
+    now = args.now or datetime.now(UTC)
     report = checking.check(load_documents(args.paths), now, args.unassigned)
     for document, problems in report.invalid:
         print(f"INVALID {document.title} ({document.where}): " + "; ".join(map(str, problems)), file=sys.stderr)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+from datetime import datetime
 from typing import Any, get_args
 
 from iotsec.api.securitydomain import Enforcement
 from iotsec.model.config import Config, ConfigError
+from iotsec.model.time import parse_rfc3339
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 OUTPUT_FORMATS = ("text", "json")
@@ -18,6 +21,14 @@ ENFORCEMENT_MODES = get_args(Enforcement)  # enforce, warn, audit: for --unassig
 def fail(command: str, message: object) -> None:
     """Print `iotsec COMMAND: MESSAGE` on stderr (the caller returns the exit code)."""
     print(f"iotsec {command}: {message}", file=sys.stderr)
+
+
+def rfc3339_argument(text: str) -> datetime:
+    """An argparse type: a bad time is a usage error (exit 2) naming what was wrong, not a traceback."""
+    try:
+        return parse_rfc3339(text, "time")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def print_json(value: Any) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from iotsec.model.rbac import policy_rule
+
 WEBHOOK_CONFIGURATION = "iotsec"
 
 
@@ -21,14 +23,7 @@ class Permission:
     resource_names: tuple[str, ...] = ()
 
     def rule(self) -> dict[str, Any]:
-        rule: dict[str, Any] = {
-            "apiGroups": list(self.api_groups),
-            "resources": list(self.resources),
-            "verbs": list(self.verbs),
-        }
-        if self.resource_names:
-            rule["resourceNames"] = list(self.resource_names)
-        return rule
+        return policy_rule(self.api_groups, self.resources, self.verbs, self.resource_names)
 
 
 RELEASE = "{release}"  # stands for the Helm release name in resource names; the chart fills it in (tpl)

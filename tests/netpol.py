@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from iotsec.model.labels import LEVEL_LABEL
+
 
 @dataclass(frozen=True)
 class Pod:
@@ -126,7 +128,7 @@ def can_connect(policies, ns_labels, source: Endpoint, target: Endpoint, port: i
 
 ALL_CONNECTIONS: frozenset[tuple[str, int]] = frozenset({("*", 0)})
 PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
-LEVEL_LABEL = "iotsec.io/security-level"
+
 UNDECLARED_LEVEL = "undeclared"
 APP_LABEL = "app.kubernetes.io/name"
 Conns = frozenset[tuple[str, int]]

@@ -29,7 +29,7 @@ from iotsec.controllers.reconciler import (
 from iotsec.controllers.runtime import kube, network
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions
-from iotsec.model.labels import DOMAIN_LABEL, OWNER_KIND, OWNER_NAME, ZONE_LABEL
+from iotsec.model.labels import CONTROLS, DOMAIN_LABEL, OWNER_KIND, OWNER_NAME, ZONE_LABEL
 
 KIND = builder.KIND
 PLURAL = "securitydomains"
@@ -257,7 +257,7 @@ def _readiness(plan: builder.DomainPlan) -> tuple[bool, str, str]:
 
 
 def _controls(plan: builder.DomainPlan) -> list[str]:
-    found = {c for p in plan.policies for c in p["metadata"]["annotations"]["iotsec.io/controls"].split(",")}
+    found = {c for p in plan.policies for c in p["metadata"]["annotations"][CONTROLS].split(",")}
     return sorted(found | {"X1369-9.4.1-1"})
 
 

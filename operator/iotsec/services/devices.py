@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from iotsec.api.common import API_VERSION
 from iotsec.api.durations import parse_duration
 from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import parse_resource
@@ -31,7 +32,7 @@ from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model import secretdata
 from iotsec.model.labels import CRL_REQUESTED, MANAGED_BY, MANAGER, TENANT_LABEL
 from iotsec.model.platform import Platform, device_ca_secret_name, device_registry_name
-from iotsec.model.time import rfc3339
+from iotsec.model.time import now, rfc3339
 from iotsec.pki import devices
 
 RELEASE_NAMESPACE = Platform().namespace
@@ -231,7 +232,7 @@ def revoke(
 
     update_registry(kube, where.registry, where.spec.tenant_id, change)
     try:
-        kube.annotate("iotsec.io/v1alpha1", "TenantIsolation", tenant, {CRL_REQUESTED: datetime.now(UTC).isoformat()})
+        kube.annotate(API_VERSION, "TenantIsolation", tenant, {CRL_REQUESTED: rfc3339(now(), "microseconds")})
     except ApiError as exc:  # the CRL is still re-signed at the next resync
         raise DeviceError(f"revoked, but could not ask the operator for an immediate CRL: {exc}") from None
     return revoked

@@ -19,9 +19,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from iotsec.k8s.kube import ApiError, Kube
+from iotsec.model.labels import CRL_REQUESTED
 from iotsec.model.platform import device_ca_secret_name, device_registry_name
 from iotsec.pki.devices import Registry, ensure_device_ca, verify_device
-from iotsec.services import devices as device_cli
+from iotsec.services import devices as device_service
 
 SUFFIX = uuid.uuid4().hex[:6]
 RELEASE = f"iotsec-dev-{SUFFIX}"
@@ -139,16 +140,16 @@ def test_parallel_issues_and_revocations_lose_nothing(kube, tenant, tmp_path):
     began, conflicts_before = time.monotonic(), CountingKube.conflicts
     early = run_all(
         [
-            lambda i=i: device_cli.issue(kube, TENANT, f"early-{i}", "meter", "ACME", "SM-3", tmp_path, RELEASE)
+            lambda i=i: device_service.issue(kube, TENANT, f"early-{i}", "meter", "ACME", "SM-3", tmp_path, RELEASE)
             for i in range(THREADS)
         ]
     )
     assert set(registry(kube).issued) == {r["serial"] for r in early}, "20 parallel issues, all recorded"
 
     half = THREADS // 2
-    calls = [lambda r=r: device_cli.revoke(kube, TENANT, r["serial"], None, RELEASE) for r in early[:half]]
+    calls = [lambda r=r: device_service.revoke(kube, TENANT, r["serial"], None, RELEASE) for r in early[:half]]
     calls += [
-        lambda i=i: device_cli.issue(kube, TENANT, f"late-{i}", "meter", "ACME", "SM-3", tmp_path / str(i), RELEASE)
+        lambda i=i: device_service.issue(kube, TENANT, f"late-{i}", "meter", "ACME", "SM-3", tmp_path / str(i), RELEASE)
         for i in range(half)
     ]
     results = run_all(calls)
@@ -157,10 +158,10 @@ def test_parallel_issues_and_revocations_lose_nothing(kube, tenant, tmp_path):
     assert set(final.revoked) == {r["serial"] for r in early[:half]}
     assert set(final.issued) == {r["serial"] for r in early} | late
     assert len(final.issued) == THREADS + half
-    assert len(device_cli.list_devices(kube, TENANT, RELEASE)) == THREADS + half
+    assert len(device_service.list_devices(kube, TENANT, RELEASE)) == THREADS + half
 
     annotations = kube.get("iotsec.io/v1alpha1", "TenantIsolation", TENANT)["metadata"]["annotations"]
-    assert device_cli.CRL_REQUEST in annotations, "the operator is asked to re-sign the CRLs at once"
+    assert CRL_REQUESTED in annotations, "the operator is asked to re-sign the CRLs at once"
     print(
         f"{2 * THREADS} concurrent registry updates in {time.monotonic() - began:.1f}s, "
         f"{CountingKube.conflicts - conflicts_before} refused as concurrent and retried"

@@ -55,12 +55,12 @@ def _ready(custom: client.CustomObjectsApi) -> dict:
 def test_a_deleted_registry_drops_no_revocation_and_is_reported(tenant, custom, core, tmp_path):
     from iotsec.k8s.kube import Kube
     from iotsec.pki.devices import Registry, revoked_serials
-    from iotsec.services import devices as device_cli
+    from iotsec.services import devices as device_service
 
     eventually(lambda: device_tenant.ca_issued(custom, core, TENANT), timeout=60, what="device CA issued")
     kube = Kube()
-    issued = device_cli.issue(kube, TENANT, "meter-1", "meter", "ACME", "SM-3", tmp_path)
-    device_cli.revoke(kube, TENANT, None, "meter-1")
+    issued = device_service.issue(kube, TENANT, "meter-1", "meter", "ACME", "SM-3", tmp_path)
+    device_service.revoke(kube, TENANT, None, "meter-1")
 
     def in_every_crl() -> bool:
         bundles = [core.read_namespaced_config_map("iotsec-device-trust", ns).data for ns in NAMESPACES]

@@ -43,11 +43,11 @@ def tenant(crds, core, custom, tmp_path_factory) -> Iterator[str]:
 def test_a_revocation_is_in_every_crl_within_five_seconds(tenant, custom, core, tmp_path):
     from iotsec.k8s.kube import Kube
     from iotsec.pki.devices import revoked_serials
-    from iotsec.services import devices as device_cli
+    from iotsec.services import devices as device_service
 
     eventually(lambda: device_tenant.ca_issued(custom, core, TENANT), timeout=60, what="device CA issued")
     kube = Kube()
-    issued = device_cli.issue(kube, TENANT, "meter-7", "meter", "ACME", "SM-3", tmp_path)
+    issued = device_service.issue(kube, TENANT, "meter-7", "meter", "ACME", "SM-3", tmp_path)
 
     def in_every_crl() -> bool:
         bundles = [core.read_namespaced_config_map("iotsec-device-trust", ns).data for ns in NAMESPACES]
@@ -55,7 +55,7 @@ def test_a_revocation_is_in_every_crl_within_five_seconds(tenant, custom, core, 
 
     assert not in_every_crl()
     started = time.monotonic()
-    device_cli.revoke(kube, TENANT, None, "meter-7")
+    device_service.revoke(kube, TENANT, None, "meter-7")
     eventually(
         in_every_crl, timeout=BOUND_SECONDS, interval=0.1, what=f"the serial in every CRL within {BOUND_SECONDS}s"
     )

@@ -9,7 +9,7 @@ import pytest
 from iotsec.k8s.kube import ApiError
 from iotsec.model.config import Config
 from iotsec.model.platform import Image
-from iotsec.services import restore as restore_cli
+from iotsec.services import restore as restore_service
 
 
 def test_the_operator_takes_its_image_and_pull_policy_from_the_chart():
@@ -36,10 +36,10 @@ def cron_job(image: str) -> dict[str, Any]:
 
 def test_a_restore_runs_the_image_that_wrote_the_snapshots():
     cluster = Cluster({"batch/v1beta1": [cron_job("reg.local/iotsec@sha256:" + "a" * 64)]})
-    found = restore_cli._scheduled_image(cluster, "tsdb", "ns")  # type: ignore[arg-type]
+    found = restore_service._scheduled_image(cluster, "tsdb", "ns")  # type: ignore[arg-type]
     assert found == Image("reg.local/iotsec@sha256:" + "a" * 64, "Always")
 
 
 def test_nothing_scheduled_means_the_image_must_be_named():
-    with pytest.raises(restore_cli.RestoreError, match="--image"):
-        restore_cli._scheduled_image(Cluster({"batch/v1": []}), "tsdb", "ns")  # type: ignore[arg-type]
+    with pytest.raises(restore_service.RestoreError, match="--image"):
+        restore_service._scheduled_image(Cluster({"batch/v1": []}), "tsdb", "ns")  # type: ignore[arg-type]

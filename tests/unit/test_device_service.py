@@ -22,7 +22,7 @@ from iotsec.model.labels import CRL_REQUESTED
 from iotsec.model.platform import device_ca_secret_name, device_registry_name
 from iotsec.pki.certs import fingerprint
 from iotsec.pki.devices import Registry, ensure_device_ca, verify_device
-from iotsec.services import devices as device_cli
+from iotsec.services import devices as device_service
 
 RELEASE = "iotsec-system"
 TENANT = "acme"
@@ -126,7 +126,7 @@ def registry_of(kube: FakeKube) -> Registry:
 
 
 def issue(kube: FakeKube, device_id: str, out: Path) -> dict[str, Any]:
-    return device_cli.issue(kube, TENANT, device_id, "meter", "ACME", "SM-3", out)  # type: ignore[arg-type]
+    return device_service.issue(kube, TENANT, device_id, "meter", "ACME", "SM-3", out)  # type: ignore[arg-type]
 
 
 def run_all(*calls) -> list[Any]:
@@ -164,8 +164,10 @@ def test_the_ca_and_registry_are_read_and_written_in_the_release_namespace(kube,
 
 
 def test_another_release_namespace_is_honoured(kube, tmp_path):
-    with pytest.raises(device_cli.DeviceError, match=r"device CA of tenant acme \(elsewhere/iotsec-device-ca-acme\)"):
-        device_cli.issue(kube, TENANT, "meter-1", "meter", "ACME", "SM-3", tmp_path, namespace="elsewhere")
+    with pytest.raises(
+        device_service.DeviceError, match=r"device CA of tenant acme \(elsewhere/iotsec-device-ca-acme\)"
+    ):
+        device_service.issue(kube, TENANT, "meter-1", "meter", "ACME", "SM-3", tmp_path, namespace="elsewhere")
 
 
 def test_parallel_issues_lose_no_certificate(kube, tmp_path):
@@ -180,7 +182,7 @@ def test_parallel_issues_lose_no_certificate(kube, tmp_path):
 def test_parallel_revocations_lose_none(kube, tmp_path):
     serials = [issue(kube, f"meter-{i}", tmp_path)["serial"] for i in range(THREADS)]
     kube.first_reads = threading.Barrier(THREADS)
-    run_all(*[lambda s=s: device_cli.revoke(kube, TENANT, s, None) for s in serials])
+    run_all(*[lambda s=s: device_service.revoke(kube, TENANT, s, None) for s in serials])
     registry = registry_of(kube)
     assert set(registry.revoked) == set(serials)
     assert len(registry.issued) == THREADS
@@ -191,7 +193,7 @@ def test_parallel_revocations_lose_none(kube, tmp_path):
 def test_issues_and_revocations_interleaved_lose_nothing(kube, tmp_path):
     early = [issue(kube, f"early-{i}", tmp_path)["serial"] for i in range(THREADS // 2)]
     kube.first_reads = threading.Barrier(THREADS)
-    calls = [lambda s=s: device_cli.revoke(kube, TENANT, s, None) for s in early]
+    calls = [lambda s=s: device_service.revoke(kube, TENANT, s, None) for s in early]
     calls += [lambda i=i: issue(kube, f"late-{i}", tmp_path / str(i)) for i in range(THREADS // 2)]
     results = run_all(*calls)
     registry = registry_of(kube)
@@ -204,14 +206,14 @@ def test_issues_and_revocations_interleaved_lose_nothing(kube, tmp_path):
 def test_revoking_an_unknown_serial_writes_nothing(kube, tmp_path):
     issue(kube, "meter-1", tmp_path)
     before = kube.get("v1", "ConfigMap", device_registry_name(TENANT_ID), RELEASE)
-    with pytest.raises(device_cli.DeviceError, match="no certificate issued"):
-        device_cli.revoke(kube, TENANT, 12345, None)
+    with pytest.raises(device_service.DeviceError, match="no certificate issued"):
+        device_service.revoke(kube, TENANT, 12345, None)
     assert kube.get("v1", "ConfigMap", device_registry_name(TENANT_ID), RELEASE) == before
     assert kube.annotations == []
 
 
 def test_a_registry_that_never_settles_gives_up_with_a_clear_error(kube, monkeypatch):
-    monkeypatch.setattr(device_cli, "BACKOFF_CAP", 0.0)
+    monkeypatch.setattr(device_service, "BACKOFF_CAP", 0.0)
 
     def always_conflicting(obj, owner=None):
         raise ApiError("409 Conflict", 409)
@@ -225,8 +227,8 @@ def test_a_registry_that_never_settles_gives_up_with_a_clear_error(kube, monkeyp
         }
     )
     monkeypatch.setattr(kube, "apply", always_conflicting)
-    with pytest.raises(device_cli.DeviceError, match="kept changing"):
-        device_cli.revoke(kube, TENANT, 7, None)
+    with pytest.raises(device_service.DeviceError, match="kept changing"):
+        device_service.revoke(kube, TENANT, 7, None)
     assert kube.annotations == []
 
 
@@ -245,7 +247,7 @@ def test_an_old_format_registry_is_read_and_extended(kube, tmp_path):
     assert registry.issued == {7: "meter-7", issued["serial"]: "meter-8"}
     assert registry.revoked == {7: datetime(2026, 1, 1, tzinfo=UTC)}
     assert 7 not in registry.details
-    rows = device_cli.list_devices(kube, TENANT)
+    rows = device_service.list_devices(kube, TENANT)
     assert rows == [
         {"deviceID": "meter-7", "serial": 7, "notAfter": None, "issuer": None, "revoked": "2026-01-01T00:00:00Z"},
         {
@@ -261,7 +263,7 @@ def test_an_old_format_registry_is_read_and_extended(kube, tmp_path):
 def test_device_list_on_the_command_line(kube, tmp_path, monkeypatch, capsys):
     first = issue(kube, "meter-1", tmp_path)
     issue(kube, "meter-2", tmp_path)
-    device_cli.revoke(kube, TENANT, None, "meter-1")
+    device_service.revoke(kube, TENANT, None, "meter-1")
     monkeypatch.setattr("iotsec.k8s.kube.Kube", lambda *args, **kwargs: kube)
 
     assert cli.main(["device", "list", TENANT, "-o", "json"]) == 0
@@ -296,9 +298,9 @@ def test_the_locations_recorded_in_the_tenant_status_are_followed(kube, tmp_path
     assert stored is not None
     assert set(Registry.from_config_map_data(stored["data"]).issued) == {issued["serial"]}
     assert kube.get("v1", "ConfigMap", device_registry_name(TENANT_ID), RELEASE) is None
-    assert [row["serial"] for row in device_cli.list_devices(kube, TENANT)] == [issued["serial"]]
+    assert [row["serial"] for row in device_service.list_devices(kube, TENANT)] == [issued["serial"]]
     # an explicit --namespace wins over the status
-    assert device_cli.list_devices(kube, TENANT, namespace=RELEASE) == []
+    assert device_service.list_devices(kube, TENANT, namespace=RELEASE) == []
 
 
 def _recorded_home(kube: FakeKube, home: str) -> None:
@@ -325,5 +327,5 @@ def test_issue_and_revoke_refuse_a_namespace_other_than_the_recorded_home(kube, 
     assert not (tmp_path / "x").exists()
 
     # the recorded home itself is fine
-    device_cli.revoke(kube, TENANT, issued["serial"], None, namespace=RELEASE)
+    device_service.revoke(kube, TENANT, issued["serial"], None, namespace=RELEASE)
     assert set(registry_of(kube).revoked) == {issued["serial"]}

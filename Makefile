@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint unit e2e crds bench clean
+.PHONY: demo test lint unit e2e crds bench clean image
 
 $(STAMP): pyproject.toml Makefile tools/install_helm.py
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ e2e: $(STAMP)
 crds: $(STAMP)
 	$(BIN)/iotsec crds --write crds --write charts/iotsec-operator/crds
 	$(BIN)/iotsec rbac --write charts/iotsec-operator/files
+
+## image: build the image from the Dockerfile with no registry (Debian's buildah, a local Debian base), write
+## build/iotsec-image.tar, import it into the test node's containerd when it runs; prints localhost/iotsec/iotsec:VERSION
+image:
+	tools/build_image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -328,18 +328,64 @@ def test_dashboard_is_valid_json_and_notes_explain_the_install(tmp_path):
     assert "kubectl replace -f crds/" in notes
 
 
+def dockerfile_stages() -> tuple[dict[str, str], list[tuple[str, list[str]]]]:
+    """The Dockerfile's global ARG defaults and its stages as (FROM image with ARGs resolved, lines)."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    first_from = next(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    defaults = dict(
+        line.split()[1].split("=", 1) for line in lines[:first_from] if line.startswith("ARG ") and "=" in line
+    )
+    stages: list[tuple[str, list[str]]] = []
+    for line in lines[first_from:]:
+        if line.startswith("FROM "):
+            image = line.split()[1]
+            for name, value in defaults.items():
+                image = image.replace("${" + name + "}", value)
+            stages.append((image, []))
+        stages[-1][1].append(line)
+    return defaults, stages
+
+
 def test_dockerfile_runs_as_a_non_root_user_on_a_pinned_base():
-    text = (ROOT / "Dockerfile").read_text().splitlines()
-    bases = [line.split()[1] for line in text if line.startswith("FROM ")]
+    _, stages = dockerfile_stages()
+    bases = [image for image, _ in stages]
+    assert all("$" not in base for base in bases), f"every FROM resolves from an ARG default: {bases}"
     assert all("@sha256:" in base or base.split(":")[-1][0].isdigit() for base in bases if base != "scratch"), bases
-    users = [line.split()[1] for line in text if line.startswith("USER ")]
+    final = stages[-1][1]
+    users = [line.split()[1] for line in final if line.startswith("USER ")]
     assert users, "the final stage sets a USER"
     assert users[-1].split(":")[0].isdigit()
     assert int(users[-1].split(":")[0]) >= 10000
-    final = "\n".join(text[max(i for i, line in enumerate(text) if line.startswith("FROM ")) :])
-    assert "restic" in final, "backups need restic in the final image"
-    assert "gcc" not in final, "no compilers in the final image"
-    assert "build-essential" not in final, "no compilers in the final image"
+    assert "restic" in "\n".join(final), "backups need restic in the final image"
+    assert "gcc" not in "\n".join(final), "no compilers in the final image"
+    assert "build-essential" not in "\n".join(final), "no compilers in the final image"
+    assert 'ENTRYPOINT ["iotsec"]' in final
+
+
+def test_dockerfile_builds_on_any_bookworm_base_into_a_venv_on_path():
+    defaults, stages = dockerfile_stages()
+    assert defaults.get("BASE") == "python:3.11.14-slim-bookworm", "the official base stays the default"
+    from_lines = [lines[0] for _, lines in stages]
+    assert all(line.split()[1] == "${BASE}" for line in from_lines), "every stage builds on the chosen BASE"
+    build, final = "\n".join(stages[0][1]), "\n".join(stages[-1][1])
+    # PEP 668: Debian's python3 refuses pip into the system; the venv works on both bases
+    assert "python3 -m venv /opt/iotsec" in build
+    assert "COPY --from=build /opt/iotsec /opt/iotsec" in final
+    assert any(line.startswith("ENV PATH=/opt/iotsec/bin:") for line in stages[-1][1])
+    assert "pip uninstall -y pip" in build, "the final venv carries no pip"
+
+
+def test_dockerfile_takes_mirror_settings_at_build_time_only():
+    _, stages = dockerfile_stages()
+    build, final = stages[0][1], stages[-1][1]
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "APT_MIRROR"):
+        assert any(line.startswith(f"ARG {name}") for line in build), f"{name} is a build argument"
+    env = " ".join(line for line in final if line.startswith("ENV "))
+    assert "PIP_" not in env, "no pip settings in the final image's environment"
+    assert "MIRROR" not in env
+    assert not any(line.startswith("ARG ") for line in final), "no build setting reaches the final stage's history"
+    assert all("/etc/apt/sources.list" not in line for line in build + final), "apt sources are never rewritten"
+    assert "--mount=type=secret,id=ca-bundle" in "\n".join(build), "a CA bundle comes in as a secret, not a file"
 
 
 def test_the_readme_rbac_table_is_the_table():

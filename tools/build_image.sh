@@ -7,9 +7,10 @@
 # runtime stack (conmon, netavark) this script does not need: `buildah run` is enough for the smoke test.
 # Why a local Debian base: no registry is reachable, so python:3.11.14-slim-bookworm cannot be pulled. The base is
 # the test node's own localhost/testenv/debian:bookworm (debootstrap minbase + python3, restic, ca-certificates),
-# loaded from the testenv's cache when images.sh made it (the node then already holds that layer), otherwise
-# debootstrapped here with the same packages. BASE=python:3.11.14-slim-bookworm uses the official base instead
-# when it is in buildah's storage (e.g. `buildah pull` where a registry is reachable).
+# loaded from the testenv's cache when images.sh made it (the node's containerd then already holds that layer and
+# imports only iotsec's), otherwise localhost/iotsec/debian-base:bookworm, debootstrapped here with the same
+# packages. BASE=python:3.11.14-slim-bookworm uses the official base instead when it is in buildah's storage (e.g.
+# `buildah pull` where a registry is reachable).
 #
 # Steps: 1 buildah (installed with apt when missing and root)  2 the base  3 buildah bud (layers cached)
 # 4 push to the tar, checked (user 10001, entrypoint iotsec, tag not latest, no build settings in Env)
@@ -30,7 +31,8 @@ VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", 
 REF=localhost/iotsec/iotsec:$VERSION
 OUT=build/iotsec-image.tar
 TESTENV=${IOTSEC_TESTENV:-/var/cache/iotsec-testenv}
-LOCAL_BASE=localhost/testenv/debian:bookworm
+TESTENV_BASE=localhost/testenv/debian:bookworm
+OWN_BASE=localhost/iotsec/debian-base:bookworm
 SOCK=${CONTAINERD_SOCK:-/run/containerd/containerd.sock}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 T=${BUILD_TIMEOUT:-1800}
@@ -52,7 +54,7 @@ make_debian_base() {
   [ -n "$mirror" ] || mirror=$(grep -m1 -oE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' || true)
   [ -n "$mirror" ] || die "no Debian mirror in the apt sources; set DEBIAN_MIRROR"
   command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install -y debootstrap"
-  say "debootstrapping $LOCAL_BASE from $mirror (minbase + python3, restic, ca-certificates; ~2 min)"
+  say "debootstrapping $OWN_BASE from $mirror (minbase + python3, restic, ca-certificates; ~2 min)"
   start=$(date +%s)
   ctr=$(buildah from scratch)
   mnt=$(buildah mount "$ctr")
@@ -63,21 +65,31 @@ make_debian_base() {
   rm -rf "$mnt"/var/cache/apt/archives/*.deb "$mnt"/var/lib/apt/lists/* "$mnt"/tmp/*
   buildah umount "$ctr" >/dev/null
   buildah config --cmd bash --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$ctr"
-  buildah commit --rm -q "$ctr" "$LOCAL_BASE" >/dev/null
+  buildah commit --rm -q "$ctr" "$OWN_BASE" >/dev/null
   say "base made in $(( $(date +%s) - start ))s"
 }
 
+archive_id() {  # the image id a docker-archive holds (its config's digest); images.sh writes ./-prefixed names
+  python3 - "$1" <<'PY'
+import json, sys, tarfile
+with tarfile.open(sys.argv[1]) as tar:
+    name = next(n for n in tar.getnames() if n.removeprefix("./") == "manifest.json")
+    print(json.load(tar.extractfile(name))[0]["Config"].removeprefix("./").removesuffix(".json"))
+PY
+}
+image_id() { buildah inspect --type image --format '{{.FromImageID}}' "$1" 2>/dev/null || true; }
+
 if [ -n "${BASE:-}" ]; then
   has_image "$BASE" || die "BASE=$BASE is not in buildah's storage (no registry here: buildah pull it where one is reachable)"
-elif has_image "$LOCAL_BASE"; then
-  BASE=$LOCAL_BASE
 elif [ -s "$TESTENV/images/debian.tar" ]; then
-  say "loading $LOCAL_BASE from $TESTENV/images/debian.tar (made by the testenv's images.sh)"
-  buildah pull -q "docker-archive:$TESTENV/images/debian.tar" >/dev/null || die "cannot load $TESTENV/images/debian.tar"
-  BASE=$LOCAL_BASE
+  BASE=$TESTENV_BASE
+  if [ "$(image_id "$BASE")" != "$(archive_id "$TESTENV/images/debian.tar")" ]; then
+    say "loading $BASE from $TESTENV/images/debian.tar (made by the testenv's images.sh)"
+    buildah pull -q "docker-archive:$TESTENV/images/debian.tar" >/dev/null || die "cannot load $TESTENV/images/debian.tar"
+  fi
 else
-  make_debian_base
-  BASE=$LOCAL_BASE
+  BASE=$OWN_BASE
+  has_image "$BASE" || make_debian_base
 fi
 say "base $BASE"
 
@@ -106,7 +118,14 @@ else
   rm -f "$OUT.tmp"
   timeout 600 buildah push -q "$REF" "docker-archive:$OUT.tmp:$REF" >/dev/null || die "buildah push to $OUT failed"
   mv "$OUT.tmp" "$OUT"
+  previous=$(cat build/iotsec-image.id 2>/dev/null || true)
   echo "$id" >build/iotsec-image.id
+  # the image this one replaces is untagged now: drop it, or every code change would keep a full venv layer
+  if [ -n "$previous" ] && [ "$previous" != "$id" ] \
+     && buildah images --noheading --format '{{.ID}} {{.Name}}' \
+        | awk -v id="${previous:0:12}" '$1 == id && $2 == "<none>" {found = 1} END {exit !found}'; then
+    buildah rmi "$previous" >/dev/null 2>&1 || true
+  fi
 fi
 python3 - "$OUT" "$REF" <<'PY' || die "$OUT does not hold the image it should"
 import json, sys, tarfile

@@ -165,9 +165,17 @@ fi
 if [ "${IMPORT:-1}" != 1 ]; then
   say "IMPORT=0: not imported"
 elif [ -S "$SOCK" ] && timeout 10 ctr -a "$SOCK" version >/dev/null 2>&1; then
-  timeout 300 ctr -n k8s.io -a "$SOCK" images import "$OUT" >/dev/null || die "ctr images import $OUT failed"
-  ctr -n k8s.io -a "$SOCK" images ls -q | grep -qx "$REF" || die "$REF is not in containerd after the import"
-  say "imported into containerd ($SOCK, namespace k8s.io)"
+  in_containerd() { timeout 30 ctr -n k8s.io -a "$SOCK" images ls | awk -v ref="$REF" '$1 == ref {print $3}'; }
+  imported="$id $SOCK $(in_containerd)"
+  if [ "$(cat build/iotsec-image.imported 2>/dev/null)" = "$imported" ]; then
+    say "already in containerd ($SOCK, namespace k8s.io)"
+  else
+    timeout 300 ctr -n k8s.io -a "$SOCK" images import "$OUT" >/dev/null || die "ctr images import $OUT failed"
+    digest=$(in_containerd)
+    [ -n "$digest" ] || die "$REF is not in containerd after the import"
+    echo "$id $SOCK $digest" >build/iotsec-image.imported
+    say "imported into containerd ($SOCK, namespace k8s.io, ${digest:0:19})"
+  fi
 else
   say "the node's containerd is not running ($SOCK): not imported; after node-start.sh run: make image"
 fi

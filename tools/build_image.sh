@@ -103,7 +103,7 @@ start=$(date +%s)
 say "building $REF (log: build/image-build.log)"
 # --network host: RUN steps resolve and reach PyPI and the Debian mirror as this machine does; --pull=never: the
 # base must be local, a registry lookup would only time out.
-if ! timeout "$T" buildah bud --layers --pull=never --network host "${args[@]}" -f Dockerfile -t "$REF" . \
+if ! timeout "$T" buildah bud --layers --force-rm --pull=never --network host "${args[@]}" -f Dockerfile -t "$REF" . \
     >build/image-build.log 2>&1; then
   tail -15 build/image-build.log >&2
   die "buildah bud failed (log: build/image-build.log)"

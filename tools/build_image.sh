@@ -12,7 +12,7 @@
 # packages. BASE=python:3.11.14-slim-bookworm uses the official base instead when it is in buildah's storage (e.g.
 # `buildah pull` where a registry is reachable).
 #
-# Steps: 1 buildah (installed with apt when missing and root)  2 the base  3 buildah bud (layers cached)
+# Steps: 1 buildah, debootstrap (installed with apt when missing and root)  2 the base  3 buildah bud (layers cached)
 # 4 push to the tar, checked (user 10001, entrypoint iotsec, tag not latest, no build settings in Env)
 # 5 smoke run as UID 10001 (iotsec --version, backup run -h, restic version, validate examples/)  6 ctr import.
 # Idempotent: each step reuses what exists; a rebuild with nothing changed takes seconds.
@@ -39,11 +39,14 @@ T=${BUILD_TIMEOUT:-1800}
 mkdir -p build
 
 # ---------------------------------------------------------------- 1 buildah
-if ! command -v buildah >/dev/null; then
-  [ "$(id -u)" = 0 ] || die "buildah is missing: sudo apt-get install -y --no-install-recommends buildah runc"
-  say "installing Debian's buildah (apt)"
-  timeout 600 apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends buildah runc >build/apt-buildah.log 2>&1 \
-    || { tail -5 build/apt-buildah.log >&2; die "apt-get install buildah failed (log: build/apt-buildah.log)"; }
+missing=$(for tool in buildah debootstrap; do command -v "$tool" >/dev/null || echo "$tool"; done)
+if [ -n "$missing" ]; then
+  packages="$(echo $missing) runc"
+  [ "$(id -u)" = 0 ] || die "missing: sudo apt-get install -y --no-install-recommends $packages"
+  say "installing Debian's $packages (apt)"
+  { timeout 300 apt-get -o DPkg::Lock::Timeout=300 update -qq \
+      && timeout 600 apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends $packages; } >build/apt.log 2>&1 \
+    || { tail -5 build/apt.log >&2; die "apt-get install $packages failed (log: build/apt.log)"; }
 fi
 has_image() { buildah inspect --type image "$1" >/dev/null 2>&1; }
 
@@ -53,8 +56,7 @@ make_debian_base() {
   mirror=${DEBIAN_MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)}
   [ -n "$mirror" ] || mirror=$(grep -m1 -oE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' || true)
   [ -n "$mirror" ] || die "no Debian mirror in the apt sources; set DEBIAN_MIRROR"
-  command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install -y debootstrap"
-  say "debootstrapping $OWN_BASE from $mirror (minbase + python3, restic, ca-certificates; ~2 min)"
+  say "debootstrapping $OWN_BASE from $mirror (minbase + python3, restic, ca-certificates; ~1 min)"
   start=$(date +%s)
   ctr=$(buildah from scratch)
   mnt=$(buildah mount "$ctr")

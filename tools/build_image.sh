@@ -15,14 +15,15 @@
 # Steps: 1 buildah, debootstrap (installed with apt when missing and root)  2 the base  3 buildah bud (layers cached)
 # 4 push to the tar, checked (user 10001, entrypoint iotsec, tag not latest, no build settings in Env)
 # 5 smoke run as UID 10001 (iotsec --version, backup run -h, restic version, validate examples/)  6 ctr import.
-# Idempotent: each step reuses what exists; a rebuild with nothing changed takes seconds.
+# Idempotent: each step reuses what exists; a rebuild with nothing changed takes seconds. Progress goes to stderr,
+# the image reference alone to stdout: REF=$(tools/build_image.sh).
 # Env: BASE, IOTSEC_TESTENV, DEBIAN_MIRROR, APT_MIRROR, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST,
 # CA_BUNDLE (for pip, default: the machine's bundle), CONTAINERD_SOCK, IMPORT=0 (skip import), SMOKE=0 (skip run),
 # BUILD_TIMEOUT (s, default 1800).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { echo "image: $*"; }
+say() { echo "image: $*" >&2; }  # progress on stderr: stdout is the image reference alone
 die() { echo "image: ERROR: $*" >&2; exit 1; }
 
 VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])') \

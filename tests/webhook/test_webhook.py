@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import json
 import socket
@@ -371,3 +372,39 @@ def test_exception_use_is_recorded_in_the_audit_annotations():
         lambda: datetime(2027, 3, 31, tzinfo=UTC) + timedelta(seconds=1),
     )
     assert expired.body["response"]["allowed"] is False
+
+
+class _SecretLater:
+    """A Secret the operator fills only after a few reads, as on a fresh install."""
+
+    def __init__(self, reads_before_data: int):
+        self.reads, self.reads_before_data = 0, reads_before_data
+
+    def get(self, api_version, kind, name, namespace=None):
+        self.reads += 1
+        if self.reads <= self.reads_before_data:
+            return {"metadata": {"name": name}}
+        encode = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+        return {"metadata": {"name": name}, "data": {"tls.crt": encode("CERT"), "tls.key": encode("KEY")}}
+
+
+def test_the_webhook_waits_for_its_serving_pair_instead_of_crashing(tmp_path):
+    from iotsec.servers.webhook.cluster import SecretFiles
+
+    kube = _SecretLater(reads_before_data=3)
+    files = SecretFiles(kube, "iotsec-system", "iotsec-webhook-tls", tmp_path)
+    files.wait_for_pair(timeout=30, interval=0)
+    assert kube.reads == 4
+    assert files.cert_file.read_text() == "CERT"
+    assert oct(files.key_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_webhook_gives_up_on_a_missing_pair_with_a_reason(tmp_path):
+    from iotsec.k8s.kube import ApiError
+    from iotsec.servers.webhook.cluster import SecretFiles
+
+    ticks = iter(range(1000))
+    files = SecretFiles(_SecretLater(reads_before_data=10**6), "ns", "tls", tmp_path)
+    with pytest.raises(ApiError, match=r"no tls.crt and tls.key yet after waiting 5s: is the operator running\?"):
+        files.wait_for_pair(timeout=5, interval=0, clock=lambda: next(ticks))
+    assert not files.cert_file.exists()

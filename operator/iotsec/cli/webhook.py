@@ -27,6 +27,12 @@ def _register_serve(sub: Any) -> None:
     hook.add_argument("--tls-key-file", type=Path, help="its private key")
     hook.add_argument("--tls-secret-ref", metavar="NAMESPACE/NAME", help="read the pair from this Secret via the API")
     hook.add_argument(
+        "--tls-wait-seconds",
+        type=float,
+        default=300.0,
+        help="with --tls-secret-ref: how long to wait for the pair to appear (a fresh install) before giving up",
+    )
+    hook.add_argument(
         "--context",
         nargs="+",
         metavar="PATH",
@@ -109,7 +115,7 @@ def _webhook(args: argparse.Namespace) -> int:
 
         namespace, _, name = args.tls_secret_ref.partition("/")
         files = SecretFiles(Kube(), namespace, name, Path(tempfile.mkdtemp(prefix="iotsec-webhook-tls-")))
-        files.sync()
+        files.wait_for_pair(timeout=args.tls_wait_seconds)
         cert_file, key_file = files.cert_file, files.key_file
         tasks.append(files.keep_synced)
     else:

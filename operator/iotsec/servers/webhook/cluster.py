@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,22 @@ class SecretFiles:
                 temporary.replace(filename)
                 changed = True
         return changed
+
+    def wait_for_pair(self, timeout: float, interval: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        """Block until the Secret holds the pair (a fresh install: the operator writes it a few seconds after both
+        start), instead of exiting and being restarted; ApiError when it is still missing after `timeout`."""
+        deadline = clock() + timeout
+        while True:
+            try:
+                self.sync()
+                return
+            except ApiError as exc:
+                if clock() >= deadline:
+                    raise ApiError(
+                        f"{exc} after waiting {timeout:.0f}s: is the operator running?", exc.status
+                    ) from None
+                log.info("waiting for the serving certificate: %s", exc)
+            time.sleep(interval)
 
     async def keep_synced(self, interval: float) -> None:
         while True:

@@ -1,0 +1,174 @@
+"""iotsec as deployed (issue 14): the real chart, installed by `make testenv-install` with the image `make image`
+built, on a node that runs pods. The operator and webhook run in their pods under the restricted security context,
+and the API server calls the webhook through its Service.
+
+These tests need that install; without it they skip and say so, unless IOTSEC_DEPLOYED_REQUIRED=1 (CI after
+`make testenv-install`), which turns a missing install into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.e2e.conftest import eventually
+
+RELEASE = os.environ.get("RELEASE", "iotsec")
+NAMESPACE = os.environ.get("NAMESPACE", "iotsec-system")
+DEPLOYMENTS = (f"{RELEASE}-operator", f"{RELEASE}-webhook")
+RUNNABLE_IMAGE = "localhost/testenv/busybox:1.35"  # made by the testenv's images.sh on the node
+
+
+@pytest.fixture(scope="module")
+def apps(api_client) -> client.AppsV1Api:
+    apps = client.AppsV1Api(api_client)
+    try:
+        found = {d: apps.read_namespaced_deployment(d, NAMESPACE) for d in DEPLOYMENTS}
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        message = f"iotsec is not installed in {NAMESPACE} (make image && make testenv-install)"
+        if os.environ.get("IOTSEC_DEPLOYED_REQUIRED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    for name, deployment in found.items():
+        assert (deployment.status.ready_replicas or 0) >= 1, f"{name} has no Ready pod"
+    return apps
+
+
+@pytest.fixture
+def namespace(api_client, apps) -> Iterator[str]:
+    """A namespace in a SecurityDomain of its own, which the operator in its pod has reconciled."""
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+    name = f"deployed-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
+    domain = {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "SecurityDomain",
+        "metadata": {"name": name},
+        "spec": {"zone": "core", "namespaces": [name], "enforcement": "enforce", "podSecurity": "restricted"},
+    }
+    custom.create_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", domain)
+
+    def reconciled() -> bool:
+        found = custom.get_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
+        ready = [c for c in (found.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"]
+        return bool(ready) and ready[0]["status"] == "True"
+
+    eventually(reconciled, timeout=60, what=f"SecurityDomain {name} Ready (reconciled by the operator's pod)")
+    yield name
+    custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
+    core.delete_namespace(name)
+
+
+def _pods(api_client, deployment: str) -> list[client.V1Pod]:
+    selector = client.AppsV1Api(api_client).read_namespaced_deployment(deployment, NAMESPACE).spec.selector
+    labels = ",".join(f"{k}={v}" for k, v in (selector.match_labels or {}).items())
+    return client.CoreV1Api(api_client).list_namespaced_pod(NAMESPACE, label_selector=labels).items
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_the_product_runs_in_its_pods_under_the_restricted_context(api_client, apps, deployment):
+    pods = [
+        p for p in _pods(api_client, deployment) if p.status.phase == "Running" and not p.metadata.deletion_timestamp
+    ]
+    assert pods, f"no running pod of {deployment}"
+    for pod in pods:
+        ready = {c.type: c.status for c in pod.status.conditions or []}
+        assert ready.get("Ready") == "True", pod.metadata.name
+        spec = pod.spec
+        assert spec.security_context.run_as_non_root is True
+        assert spec.security_context.seccomp_profile.type == "RuntimeDefault"
+        for container in spec.containers:
+            assert container.image.startswith("localhost/iotsec/iotsec:"), "the image make image built"
+            assert not container.image.endswith(":latest")
+            context = container.security_context
+            assert context.allow_privilege_escalation is False
+            assert context.read_only_root_filesystem is True
+            assert context.capabilities.drop == ["ALL"]
+        restarts = sum(s.restart_count for s in pod.status.container_statuses or [])
+        assert restarts == 0, f"{pod.metadata.name} restarted {restarts} times"
+
+
+def test_the_api_server_calls_the_webhook_through_its_service(api_client, apps):
+    configuration = client.AdmissionregistrationV1Api(api_client).read_validating_webhook_configuration(RELEASE)
+    workloads = next(w for w in configuration.webhooks if w.name == "workloads.iotsec.io")
+    assert workloads.client_config.url is None
+    assert workloads.client_config.service.name == f"{RELEASE}-webhook"
+    assert workloads.client_config.service.namespace == NAMESPACE
+    assert workloads.client_config.ca_bundle, "the operator injected its CA"
+
+
+def _deployment(name: str, namespace: str, privileged: bool) -> dict:
+    container = {
+        "name": "app",
+        "image": RUNNABLE_IMAGE,
+        "command": ["sh", "-c", "sleep 3600"],
+        "securityContext": {
+            "allowPrivilegeEscalation": privileged,
+            "privileged": privileged,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}},
+    }
+    labels = {"app.kubernetes.io/name": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": {**labels, "iotsec.io/security-level": "standard"}},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10002,
+                        "runAsGroup": 10002,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                },
+            },
+        },
+    }
+
+
+def test_a_non_conforming_deployment_is_denied_with_the_control_and_the_fix(api_client, namespace):
+    apps = client.AppsV1Api(api_client)
+    with pytest.raises(ApiException) as denied:
+        apps.create_namespaced_deployment(namespace, _deployment("privileged", namespace, privileged=True))
+    assert denied.value.status in (400, 403)
+    message = denied.value.body or ""
+    assert "iotsec.io" in message or "X1369-" in message, message
+    assert "X1369-" in message, "the denial names the control"
+    assert "privileged" in message
+
+
+def test_a_conforming_deployment_is_admitted_and_runs(api_client, namespace):
+    apps = client.AppsV1Api(api_client)
+
+    def admitted() -> bool:  # the webhook sees a new domain within its refresh interval (10 s)
+        try:
+            apps.create_namespaced_deployment(namespace, _deployment("conforming", namespace, privileged=False))
+        except ApiException as exc:
+            if exc.status != 403 or "domain-membership" not in (exc.body or ""):
+                raise  # any denial but the not-yet-seen domain is a failure
+            return False
+        return True
+
+    eventually(admitted, timeout=60, what="the conforming Deployment admitted")
+
+    def ready() -> bool:
+        found = apps.read_namespaced_deployment("conforming", namespace)
+        return (found.status.ready_replicas or 0) >= 1
+
+    eventually(ready, timeout=90, what="the conforming Deployment Ready on the node")

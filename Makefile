@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint unit e2e crds bench clean image
+.PHONY: demo test lint unit e2e crds bench clean image testenv-install e2e-deployed
 
 $(STAMP): pyproject.toml Makefile tools/install_helm.py
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,15 @@ crds: $(STAMP)
 ## build/iotsec-image.tar, import it into the test node's containerd when it runs; prints localhost/iotsec/iotsec:VERSION
 image:
 	tools/build_image.sh
+
+## testenv-install: install the real chart with that image into the running testenv (control plane and node) and
+## wait until the operator and webhook pods are Ready
+testenv-install: $(STAMP)
+	BIN=$(BIN) tools/testenv_install.sh
+
+## e2e-deployed: the tier that needs `make image` and `make testenv-install` (missing ones fail here, not skip)
+e2e-deployed: $(STAMP)
+	IOTSEC_IMAGE_REQUIRED=1 IOTSEC_DEPLOYED_REQUIRED=1 $(BIN)/pytest -m e2e tests/e2e/test_image.py tests/e2e/test_deployed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -46,14 +46,15 @@ RUN --mount=type=secret,id=ca-bundle \
  && /opt/iotsec/bin/pip check \
  && /opt/iotsec/bin/pip uninstall -y pip setuptools wheel
 
-# ---- runtime: the venv, restic, a non-root user; no compilers, no pip cache, no build settings
+# ---- runtime: the venv, restic, an ssh client (restic's sftp: targets), a non-root user; no compilers, no pip
+# cache, no build settings
 FROM ${BASE}
 RUN --mount=type=bind,from=build,source=/apt,target=/run/apt \
-    command -v restic >/dev/null && [ -s /etc/ssl/certs/ca-certificates.crt ] || { \
+    command -v restic >/dev/null && command -v ssh >/dev/null && [ -s /etc/ssl/certs/ca-certificates.crt ] || { \
       set -e; \
       [ ! -s /run/apt/sources.list ] || set -- -o Dir::Etc::SourceList=/run/apt/sources.list -o Dir::Etc::SourceParts=/dev/null; \
       apt-get "$@" update; \
-      apt-get "$@" install -y --no-install-recommends restic ca-certificates; \
+      apt-get "$@" install -y --no-install-recommends restic ca-certificates openssh-client; \
       rm -rf /var/lib/apt/lists/*; } \
  && groupadd --system --gid 10001 iotsec \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin iotsec

@@ -362,6 +362,19 @@ def test_dockerfile_runs_as_a_non_root_user_on_a_pinned_base():
     assert 'ENTRYPOINT ["iotsec"]' in final
 
 
+def test_dockerfile_final_stage_has_an_ssh_client_for_sftp_targets():
+    """restic's sftp: backend runs `ssh`; Debian's restic does not pull it in (issue 14). Text-level: the image is
+    built by `make image`, not here."""
+    _, stages = dockerfile_stages()
+    final = "\n".join(stages[-1][1])
+    install = next(line for line in stages[-1][1] if "apt-get" in line and " install " in line)
+    packages = install.replace(";", " ").replace("\\", " ").split()
+    assert "openssh-client" in packages, "the final stage installs openssh-client beside restic"
+    assert "restic" in packages
+    assert "command -v ssh" in final, "a base without ssh gets it installed (one with it skips apt)"
+    assert "openssh-server" not in final, "the image is a client only"
+
+
 def test_dockerfile_builds_on_any_bookworm_base_into_a_venv_on_path():
     defaults, stages = dockerfile_stages()
     assert defaults.get("BASE") == "python:3.11.14-slim-bookworm", "the official base stays the default"

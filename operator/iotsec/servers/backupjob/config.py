@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from iotsec.servers.backupjob.restic import Retention, Target, split_targets, subset_problem
+from iotsec.servers.backupjob.sftp import SECRET_KEYS as SFTP_SECRET_KEYS
 
 
 class ConfigError(ValueError):
@@ -46,7 +47,7 @@ class JobConfig:
 
 CONFIG_KEYS = frozenset(item.name for item in fields(JobConfig))
 RETENTION_KEYS = frozenset(item.name for item in fields(Retention))
-_TARGET_KEYS = frozenset({"name", "repository", "role", "env"})
+_TARGET_KEYS = frozenset({"name", "repository", "role", "env", "ssh_key_file", "known_hosts_file"})
 _TEXT_KEYS = (
     "host",
     "destination",
@@ -74,6 +75,7 @@ def load_config(path: str, operation: str, overrides: dict[str, str | None] | No
             split_targets(targets)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        _check_sftp_copies(targets)
     names = [target.name for target in targets]
     if len(set(names)) != len(names):
         raise ConfigError("target names must be unique")
@@ -150,9 +152,41 @@ def _target(index: int, item: Any) -> Target:
             repository=_text(f"targets[{index}].repository", item.get("repository")),
             role=item.get("role", "primary"),
             env=env,
+            ssh_key_file=_optional_text(f"targets[{index}].ssh_key_file", item.get("ssh_key_file")),
+            known_hosts_file=_optional_text(f"targets[{index}].known_hosts_file", item.get("known_hosts_file")),
         )
     except ValueError as exc:  # includes a ConfigError from _text: its message is the same
         raise ConfigError(str(exc)) from None
+
+
+def _optional_text(key: str, value: Any) -> str | None:
+    return None if value is None else _text(key, value)
+
+
+def _check_sftp(targets: list[Target]) -> None:
+    """Each sftp target's key and known_hosts are readable files (mounted from its credentials Secret)."""
+    for target in targets:
+        if not target.sftp:
+            continue
+        for label, path in (("ssh-privatekey", target.ssh_key_file), ("known_hosts", target.known_hosts_file)):
+            if not path or not os.path.isfile(path) or not os.access(path, os.R_OK):
+                raise ConfigError(
+                    f"target {target.name!r} is an sftp repository: its credentials Secret must hold the keys "
+                    f"{' and '.join(SFTP_SECRET_KEYS)} (missing or unreadable: {label}"
+                    + (f" at {path}" if path else "")
+                    + ")"
+                )
+
+
+def _check_sftp_copies(targets: list[Target]) -> None:
+    """restic 0.14 takes one sftp.command per run, so it cannot copy between two sftp repositories."""
+    primary, offsites = split_targets(targets)
+    both = [target.name for target in offsites if target.sftp and primary.sftp]
+    if both:
+        raise ConfigError(
+            f"the primary {primary.name!r} and the off-site target(s) {', '.join(both)} are all sftp: restic "
+            "copies between two sftp repositories with a single ssh command; make one of them non-sftp"
+        )
 
 
 def _apply_options(config: JobConfig, data: dict[str, Any]) -> None:
@@ -204,6 +238,8 @@ def _check_for_operation(config: JobConfig, operation: str) -> None:
         raise ConfigError("restore needs a destination folder")
     if operation == "drill" and not (config.scratch or config.destination):
         raise ConfigError("drill needs a scratch folder")
+    if operation not in ("restore", "drill"):
+        _check_sftp(config.targets)
     if operation in ("restore", "drill"):
         names = [target.name for target in config.targets]
         if config.target is None:
@@ -213,3 +249,4 @@ def _check_for_operation(config: JobConfig, operation: str) -> None:
             config.target = primaries[0]
         elif config.target not in names:
             raise ConfigError(f"target {config.target!r} is not one of the targets ({', '.join(names)})")
+        _check_sftp([target for target in config.targets if target.name == config.target])

@@ -48,6 +48,7 @@ from iotsec.servers.backupjob.restic import (
     subset_problem,
 )
 from iotsec.servers.backupjob.result import OperationOutcome, Result
+from iotsec.servers.backupjob.sftp import HOST_KEY_FAILED
 
 log = logging.getLogger(__package__)
 
@@ -108,6 +109,8 @@ class Runner:
             return
         if "wrong password" in done.stderr:
             raise ResticError(self.restic.redact(f"{target.name}: repository exists but {done.reason()}"))
+        if HOST_KEY_FAILED in done.stderr:  # never initialise anything on a server that is not the one we know
+            raise ResticError(self.restic.redact(f"{target.name}: {done.reason()}"))
         args = ["init"] + (["--copy-chunker-params"] if chunker_from is not None else [])
         done = self.restic.run(target, *args, source=chunker_from)
         if not done.ok:

@@ -17,6 +17,8 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
+from iotsec.servers.backupjob.sftp import HOST_KEY_FAILED, SFTP_START_FAILED, is_sftp, parse_sftp, ssh_argv
+
 log = logging.getLogger(__package__)
 
 ROLES = ("primary", "offsite")
@@ -42,6 +44,8 @@ class Target:
     repository: str
     role: str = "primary"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # extra environment, e.g. credentials
+    ssh_key_file: str | None = None  # sftp: the mounted private key (the Secret's ssh-privatekey)
+    known_hosts_file: str | None = None  # sftp: the mounted known_hosts, the only host keys trusted
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -50,6 +54,27 @@ class Target:
             raise ValueError(f"target {self.name!r} needs a repository")
         if self.role not in ROLES:
             raise ValueError(f"target {self.name!r}: role must be primary or offsite, not {self.role!r}")
+        if is_sftp(self.repository):
+            try:  # a missing key or known_hosts is config.py's error, naming the Secret's keys
+                parse_sftp(self.repository)
+                if self.ssh_key_file and self.known_hosts_file:
+                    self.options()
+            except ValueError as exc:
+                raise ValueError(f"target {self.name!r}: {exc}") from None
+
+    @property
+    def sftp(self) -> bool:
+        return is_sftp(self.repository)
+
+    def options(self) -> list[str]:
+        """restic's global options for this repository: for sftp, the ssh command (restic splits it on blanks)."""
+        return ["-o", "sftp.command=" + " ".join(self.ssh_argv())] if self.sftp else []
+
+    def ssh_argv(self) -> list[str]:
+        """The ssh client of an sftp target; ValueError if it has no key or known_hosts."""
+        if not self.ssh_key_file or not self.known_hosts_file:
+            raise ValueError("an sftp target needs ssh_key_file and known_hosts_file")
+        return ssh_argv(parse_sftp(self.repository), self.ssh_key_file, self.known_hosts_file)
 
 
 def split_targets(targets: Sequence[Target]) -> tuple[Target, list[Target]]:
@@ -168,7 +193,10 @@ class Restic:
 
     def run(self, target: Target, *args: str, source: Target | None = None) -> Completed:
         """`restic ARGS` on ``target`` (``source``: the repository `restic copy` or `init` reads from)."""
-        argv = [self.binary, *(["--cache-dir", self.cache_dir] if self.cache_dir else []), *args]
+        # restic 0.14 has one set of -o options for both repositories of a copy: the sftp one's (config.py refuses
+        # a copy between two sftp targets)
+        options = target.options() or (source.options() if source is not None else [])
+        argv = [self.binary, *(["--cache-dir", self.cache_dir] if self.cache_dir else []), *options, *args]
         env = environment_without_secrets()
         if source is not None:
             env.update(source.env)
@@ -184,7 +212,29 @@ class Restic:
             return Completed(argv, None, "", f"restic {args[0]} did not finish within {self.timeout:g} s")
         except OSError as exc:
             return Completed(argv, None, "", f"cannot run {self.binary}: {exc.strerror}")
-        return Completed(argv, proc.returncode, proc.stdout, self.redact(proc.stderr))
+        stderr = self.redact(proc.stderr)
+        if proc.returncode != 0:
+            stderr += self._sftp_diagnosis(stderr, target, source)
+        return Completed(argv, proc.returncode, proc.stdout, stderr)
+
+    def _sftp_diagnosis(self, stderr: str, *targets: Target | None) -> str:
+        """Why ssh failed, as a last line: restic may exit before it has passed on ssh's own error output, so when
+        it says the sftp session did not start, the same ssh command runs once more alone (stdin closed)."""
+        sftp = next((t for t in targets if t is not None and t.sftp), None)
+        if sftp is None or (HOST_KEY_FAILED not in stderr and SFTP_START_FAILED not in stderr):
+            return ""
+        if HOST_KEY_FAILED not in stderr:
+            try:
+                probe = spawn(sftp.ssh_argv(), environment_without_secrets(), min(self.timeout, 60)).stderr
+            except (subprocess.TimeoutExpired, OSError) as exc:
+                return f"\nssh to the sftp server of {sftp.name} did not finish: {exc}"
+            if HOST_KEY_FAILED not in probe:
+                lines = [line.strip() for line in self.redact(probe).splitlines() if line.strip()]
+                return f"\nssh to the sftp server of {sftp.name}: {'; '.join(lines[-2:]) or 'no error output'}"
+        return (
+            f"\n{sftp.name}: the sftp server's host key is not in (or does not match) the known_hosts of the "
+            f"target's Secret: {HOST_KEY_FAILED.lower()}, the connection was closed before logging in"
+        )
 
 
 # -- restic's JSON -----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from iotsec.admission.context import Context, DomainPolicy
 from iotsec.admission.engine import decide
 from iotsec.api.backuppolicy import BackupPolicySpec
-from iotsec.build.backup import PLACEHOLDER, plan_backup, runner_config
+from iotsec.build.backup import PLACEHOLDER, plan_backup, restore_job, runner_config
 from tests.conftest import load_examples
 
 POLICIES = {d["metadata"]["name"]: d for d in load_examples() if d["kind"] == "BackupPolicy"}
@@ -178,3 +178,52 @@ def test_the_jobs_get_egress_to_dns_and_their_repositories_only():
     for job in ("backup", "verify", "drill"):
         labels = cron(p, job)["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= labels.items(), f"the {job} pods are the ones it opens for"
+
+
+# -- sftp targets (issue 14): the Secret's key and known_hosts as read-only files, never as environment ----------
+
+
+def sftp_plan():
+    p = spec("audit-store")
+    return plan_backup("audit-store", "iotsec-system", p, ["audit-0"]), p
+
+
+def pods(p) -> list[dict]:
+    return [o["spec"]["jobTemplate"]["spec"]["template"]["spec"] for o in p.objects if o["kind"] == "CronJob"]
+
+
+def test_an_sftp_targets_secret_is_mounted_read_only_with_mode_0400_and_never_in_the_environment():
+    p, s = sftp_plan()
+    sftp = next(t for t in s.targets if t.repository.startswith("sftp:"))
+    restore = restore_job("audit-store", "iotsec-system", s, "audit-0-restored", "latest", "restore-1")
+    for pod in [*pods(p), restore["spec"]["template"]["spec"]]:
+        (volume,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == sftp.credentials_secret]
+        assert volume["secret"]["defaultMode"] == 0o400
+        assert "items" not in volume["secret"], "a Secret lacking a key still mounts: the runner names what is missing"
+        assert pod["securityContext"]["fsGroup"] == 10001, "the kubelet gives the files the group of UID 10001"
+        container = pod["containers"][0]
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount == {"name": volume["name"], "mountPath": f"/etc/iotsec/sftp/{sftp.name}", "readOnly": True}
+        from_secrets = [e["secretRef"]["name"] for e in container.get("envFrom", [])]
+        assert sftp.credentials_secret not in from_secrets, "the private key never becomes an environment variable"
+        assert "backup-s3-credentials" in from_secrets, "other targets keep their environment"
+        assert not [e for e in container["env"] if sftp.credentials_secret in json.dumps(e)]
+
+
+def test_the_runner_config_names_the_key_and_known_hosts_files_of_sftp_targets_only():
+    config = runner_config("audit-store", "iotsec-system", spec("audit-store"), ["audit-0"])
+    by_name = {t["name"]: t for t in config["targets"]}
+    assert by_name["offsite"]["ssh_key_file"] == "/etc/iotsec/sftp/offsite/ssh-privatekey"
+    assert by_name["offsite"]["known_hosts_file"] == "/etc/iotsec/sftp/offsite/known_hosts"
+    assert "ssh_key_file" not in by_name["primary"]
+
+
+def test_sftp_jobs_are_valid_kubernetes_and_pass_iotsecs_own_admission():
+    p, s = sftp_plan()
+    version = kubernetes_validate.latest_version()
+    restore = restore_job("audit-store", "iotsec-system", s, "audit-0-restored", "latest", "restore-1")
+    for obj in [*p.objects, restore]:
+        kubernetes_validate.validate(obj, version, strict=True)
+    for obj in [o for o in p.objects if o["kind"] == "CronJob"]:
+        decision = decide(obj, Context(DomainPolicy("support", "support"), datetime.now(UTC)))
+        assert [v.line() for v in decision.violations] == []

@@ -78,7 +78,13 @@ class BackupTarget(Model):
     role: TargetRole = Field(default="primary", description="primary (backed up) or offsite (copied to).")
     repository: Repository
     credentials_secret: ResourceName | None = Field(
-        default=None, description="Secret with the repository's environment (e.g. AWS_ACCESS_KEY_ID)."
+        default=None,
+        description=(
+            "Secret with the repository's environment (e.g. AWS_ACCESS_KEY_ID). For an sftp: repository it is"
+            " mounted as files instead (never as environment) and must hold ssh-privatekey (the private key, as in"
+            " a kubernetes.io/ssh-auth Secret) and known_hosts (the server's host key; an unknown or changed key"
+            " fails the run)."
+        ),
     )
 
 

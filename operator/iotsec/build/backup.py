@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from iotsec.api.backuppolicy import BackupPolicySpec
+from iotsec.api.backuppolicy import BackupPolicySpec, BackupTarget
 from iotsec.build.tenant import PLACEHOLDER
 from iotsec.model.labels import (
     BACKUP_JOB_LABEL,
@@ -35,6 +35,10 @@ CONFIG_MOUNT = "/etc/iotsec-backup"
 DATA_MOUNT = "/data"
 SCRATCH_MOUNT = "/scratch"
 RESTORE_ROOT = "/restore"
+SFTP_MOUNT = "/etc/iotsec/sftp"
+SFTP_KEY = "ssh-privatekey"  # the key of a kubernetes.io/ssh-auth Secret
+SFTP_KNOWN_HOSTS = "known_hosts"
+SFTP_KEY_MODE = 0o400  # with the pod's fsGroup the kubelet makes it root:10001 0440: readable by the Job only
 C_BACKUP = "X1369-9.2-1"
 C_COMPLETE = "X1369-9.2.4-4"
 C_ARCHIVE = "X1369-9.2.4-5"
@@ -161,13 +165,31 @@ class _Meta:
         )
 
 
+def is_sftp(repository: str) -> bool:
+    return repository.startswith("sftp:")
+
+
+def sftp_folder(target: str) -> str:
+    """Where an sftp target's credentials Secret (ssh-privatekey, known_hosts) is mounted."""
+    return f"{SFTP_MOUNT}/{target}"
+
+
+def _runner_target(target: BackupTarget) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": target.name, "repository": target.repository, "role": target.role}
+    if is_sftp(target.repository):
+        entry["ssh_key_file"] = f"{sftp_folder(target.name)}/{SFTP_KEY}"
+        entry["known_hosts_file"] = f"{sftp_folder(target.name)}/{SFTP_KNOWN_HOSTS}"
+    return entry
+
+
 def runner_config(name: str, namespace: str, spec: BackupPolicySpec, claims: Sequence[str]) -> dict[str, Any]:
-    """What `iotsec backup` reads: sources, targets (no credentials: those come from the environment), retention."""
+    """What `iotsec backup` reads: sources, targets (no credentials: those come from the environment, and for sftp
+    targets from files mounted from their Secret), retention."""
     retention = spec.retention
     return {
         "host": name,
         "paths": [f"{DATA_MOUNT}/{claim}" for claim in sorted(set(claims))],
-        "targets": [{"name": t.name, "repository": t.repository, "role": t.role} for t in spec.targets],
+        "targets": [_runner_target(t) for t in spec.targets],
         "retention": {
             "keep_last": retention.keep_last,
             "keep_hourly": retention.keep_hourly,
@@ -256,7 +278,16 @@ def _pod(job: str, spec: BackupPolicySpec, plan: BackupPlan, image: Image) -> di
         },
         {"name": "RESTIC_CACHE_DIR", "value": "/tmp/restic-cache"},
     ]
-    env_from = [{"secretRef": {"name": t.credentials_secret}} for t in spec.targets if t.credentials_secret]
+    # an sftp target's Secret holds a private key: mounted as files, never in the environment
+    env_from = [
+        {"secretRef": {"name": t.credentials_secret}}
+        for t in spec.targets
+        if t.credentials_secret and not is_sftp(t.repository)
+    ]
+    for index, target in enumerate(t for t in spec.targets if t.credentials_secret and is_sftp(t.repository)):
+        secret = {"secretName": target.credentials_secret, "defaultMode": SFTP_KEY_MODE}
+        volumes.append({"name": f"sftp-{index}", "secret": secret})
+        mounts.append({"name": f"sftp-{index}", "mountPath": sftp_folder(target.name), "readOnly": True})
     container: dict[str, Any] = {
         "name": job,
         "image": image.reference,

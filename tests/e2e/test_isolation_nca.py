@@ -307,11 +307,6 @@ def test_a_tenant_onboarded_later_is_walled_off_once_its_namespace_is_labelled(p
         core.delete_namespace(namespace)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status.reachability[].to is a Name in the CRD (api/securitydomain.py Reachability.to), so the edge "
-    "'cidr:198.51.100.10/32' of an egress rule to a CIDR is refused (422) and the status never gets written",
-)
 def test_egress_to_a_cidr_is_reported_ready(platform, api_client):
     custom, networking = client.CustomObjectsApi(api_client), client.NetworkingV1Api(api_client)
     name = CIDR_EGRESS["metadata"]["name"]

@@ -265,6 +265,20 @@ def test_reachability_of_the_example_platform():
     assert half_open == []
 
 
+def test_every_reachability_edge_fits_the_status_schema_the_crd_publishes():
+    """An egress edge to a CIDR (`cidr:198.51.100.10/32`) was refused by the status schema (a DNS name) with 422,
+    so the status of such a domain was never written (issue 15)."""
+    import jsonschema
+
+    from iotsec.api.crd import all_crds
+
+    crd = next(c for c in all_crds() if c["spec"]["names"]["kind"] == "SecurityDomain")
+    status_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    edges, _ = reachability(EXAMPLE_DOMAINS)
+    assert any(e.target.startswith("cidr:") for e in edges)
+    jsonschema.validate({"reachability": [e.manifest() for e in edges]}, status_schema)
+
+
 def test_policies_name_their_controls_and_owner(platform):
     _, policies, _ = platform
     for policy in policies:

@@ -248,7 +248,7 @@ class Reachability(Model):
     """One edge of the effective reachability matrix."""
 
     from_: Annotated[str, Field(max_length=253)] = Field(description="Source domain, CIDR or internet.")
-    to: Name = Field(description="Destination domain.")
+    to: Annotated[str, Field(max_length=253)] = Field(description="Destination domain, CIDR (cidr:…) or internet.")
     ports: list[Annotated[str, Field(max_length=32)]] = Field(
         default_factory=list, max_length=64, description="Ports, e.g. 8883/TCP; empty means all."
     )

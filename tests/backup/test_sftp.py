@@ -7,10 +7,12 @@ import getpass
 import hashlib
 import json
 import os
+import pwd
 import select
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,7 +259,7 @@ def job_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
 
 
-MEGABYTES = 16
+MEGABYTES = int(os.environ.get("IOTSEC_SFTP_TEST_MEGABYTES", "16"))  # larger for a figure
 
 
 def test_init_backup_verify_restore_over_a_real_sshd(sshd, tmp_path, job_env, capsys):
@@ -317,3 +319,39 @@ def test_a_key_the_server_does_not_accept_fails_with_ssh_s_reason(sshd, tmp_path
     assert code == 1
     assert "Permission denied (publickey)" in " ".join(result["errors"])
     assert key.read_text() not in json.dumps(result)
+
+
+def test_restic_as_an_unprivileged_user_without_home_reads_a_key_mounted_like_the_kubelets(sshd, tmp_path):
+    """In the Job: UID 10001, HOME=/nonexistent, the Secret's files root-owned, mode 0400 widened to 0440 with the
+    pod's fsGroup as their group. Here `nobody` stands in for UID 10001 (it too has HOME=/nonexistent)."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run restic as another user")
+    nobody = pwd.getpwnam("nobody")
+    secret = Path(tempfile.mkdtemp(prefix="iotsec-sftp-"))  # pytest's tmp_path is private to root
+    try:
+        secret.chmod(0o755)
+        key, known_hosts = secret_files(sshd, secret / "offsite")
+        for path in (key, known_hosts):
+            os.chown(path, 0, nobody.pw_gid)
+            path.chmod(0o440)
+        os.chown(secret / "offsite", 0, nobody.pw_gid)
+        (secret / "offsite").chmod(0o750)
+        target = Target("offsite", f"sftp://{sshd['user']}@127.0.0.1:{sshd['port']}/{tmp_path / 'repo'}")
+        target = Target(target.name, target.repository, ssh_key_file=str(key), known_hosts_file=str(known_hosts))
+        as_nobody = [setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", "--"]
+        environment = ["HOME=/nonexistent", "PATH=/usr/bin:/bin", f"RESTIC_PASSWORD={PASSWORD}"]
+        environment.append(f"RESTIC_REPOSITORY={target.repository}")
+        done = subprocess.run(
+            [*as_nobody, "env", "-i", *environment, "restic", "--no-cache", *target.options(), "init"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd="/",
+        )
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "repo" / "config").is_file()
+        assert "UNPROTECTED" not in done.stderr
+    finally:
+        shutil.rmtree(secret)

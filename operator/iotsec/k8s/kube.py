@@ -192,6 +192,11 @@ class Kube:
         self._api_client = api_client or default_api_client()
         self.field_manager = field_manager
         self._dynamic: DynamicClient | None = None
+        self._resources: dict[tuple[str, str], Any] = {}
+        # The DynamicClient's discovery cache is not thread-safe: kopf runs handlers in threads, and concurrent
+        # first lookups failed with KeyError 'resources'/'apis' (kubernetes-client/python #2037). One lock around
+        # discovery, and each resource looked up once per process.
+        self._discovery = threading.RLock()
         self._throttle = _Throttle()
         self._grants = grants
 
@@ -273,17 +278,25 @@ class Kube:
 
     @property
     def dynamic(self) -> DynamicClient:
-        if self._dynamic is None:
-            self._dynamic = self._call("discover the API", lambda: DynamicClient(self._api_client))
-        return self._dynamic
+        with self._discovery:
+            if self._dynamic is None:
+                self._dynamic = self._call("discover the API", lambda: DynamicClient(self._api_client))
+            return self._dynamic
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        try:
-            return self._call(
-                f"discover {kind}", lambda: self.dynamic.resources.get(api_version=api_version, kind=kind)
-            )
-        except ResourceNotFoundError:
-            raise ApiError(f"the API server does not serve {kind} in {api_version}", 404) from None
+        key = (api_version, kind)
+        found = self._resources.get(key)
+        if found is not None:
+            return found
+        with self._discovery:
+            if key not in self._resources:
+                try:
+                    self._resources[key] = self._call(
+                        f"discover {kind}", lambda: self.dynamic.resources.get(api_version=api_version, kind=kind)
+                    )
+                except ResourceNotFoundError:
+                    raise ApiError(f"the API server does not serve {kind} in {api_version}", 404) from None
+            return self._resources[key]
 
     # ---------------------------------------------------------------- reading
 

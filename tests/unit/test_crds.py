@@ -179,3 +179,14 @@ def test_control_ids_in_descriptions_exist():
 def test_chart_crds_folder_exists():
     assert (ROOT / "charts/iotsec-operator/crds").is_dir()
     assert sorted(p.name for p in Path(ROOT / "crds").glob("*.yaml")) == sorted(crd_filename(i) for i in KINDS)
+
+
+@pytest.mark.parametrize("crd", all_crds(), ids=lambda c: c["spec"]["names"]["kind"])
+def test_kubectl_get_shows_ready_and_its_reason_by_default(crd):
+    """`kubectl get` without -o wide shows a bare False unless the reason is a default column (issue 15)."""
+    columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    default = [c["name"] for c in columns if not c.get("priority")]
+    assert {"Ready", "Reason"} <= set(default)
+    assert default.index("Reason") == default.index("Ready") + 1
+    wide = {c["name"]: c["jsonPath"] for c in columns if c.get("priority")}
+    assert wide["Message"] == '.status.conditions[?(@.type=="Ready")].message'

@@ -12,6 +12,7 @@ from iotsec.api.tenantisolation import TenantIsolationSpec, TenantIsolationStatu
 
 READY = '.status.conditions[?(@.type=="Ready")].status'
 REASON = '.status.conditions[?(@.type=="Ready")].reason'
+MESSAGE = '.status.conditions[?(@.type=="Ready")].message'
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ def _standard_columns(*columns: Column) -> tuple[Column, ...]:
     return (
         *columns,
         Column("Ready", READY, description="Ready condition"),
-        Column("Reason", REASON, priority=1),
+        Column("Reason", REASON, description="why Ready is what it is (e.g. CronJobUnsupported, Conflict)"),
+        Column("Message", MESSAGE, priority=1, description="the Ready condition's message"),
         Column("Age", ".metadata.creationTimestamp", type="date"),
     )
 

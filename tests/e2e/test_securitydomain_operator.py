@@ -183,6 +183,26 @@ def test_changed_spec_prunes_the_stale_policy_and_adds_the_new_member(custom, ne
     assert core.read_namespace(namespaces[1]).metadata.labels["iotsec.io/domain"] == core_domain
 
 
+def test_pod_security_labels_follow_the_enforcement_mode_live(custom, core, core_domain, namespaces):
+    """A warn domain drops the enforce label (the API server's Pod Security admission would deny what iotsec only
+    warns about) and keeps warn and audit; back to enforce, the label returns (issue 15)."""
+
+    def psa_modes() -> set[str]:
+        labels = core.read_namespace(namespaces[0]).metadata.labels or {}
+        return {k.split("/")[1] for k in labels if k.startswith("pod-security.kubernetes.io/") and "-version" not in k}
+
+    def set_enforcement(mode: str) -> None:
+        body = _get(custom, core_domain)
+        body["spec"]["enforcement"] = mode
+        custom.replace_cluster_custom_object(GROUP, VERSION, PLURAL, core_domain, body)
+
+    eventually(lambda: psa_modes() == {"enforce", "warn", "audit"}, what="enforcing labels")
+    set_enforcement("warn")
+    eventually(lambda: psa_modes() == {"warn", "audit"}, what="the enforce label removed for a warn domain")
+    set_enforcement("enforce")
+    eventually(lambda: psa_modes() == {"enforce", "warn", "audit"}, what="the enforce label back")
+
+
 def test_deleted_policy_is_restored(netpol, core_domain, namespaces):
     name = f"iotsec-{core_domain}-default-deny"
     eventually(lambda: name in _policies(netpol, namespaces[0], core_domain), what="policy present")

@@ -16,6 +16,7 @@ from iotsec.build.securitydomain import (
     Edge,
     NamespaceInfo,
     NetworkSettings,
+    namespace_labels,
     plan_domain,
     reachability,
 )
@@ -93,6 +94,19 @@ def test_namespace_labels_carry_domain_zone_and_pod_security(platform):
     for mode in ("enforce", "warn", "audit"):
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
         assert labels[f"pod-security.kubernetes.io/{mode}-version"] == "latest"
+
+
+@pytest.mark.parametrize(
+    ("enforcement", "modes"),
+    [("enforce", {"enforce", "warn", "audit"}), ("warn", {"warn", "audit"}), ("audit", {"audit"})],
+)
+def test_pod_security_labels_follow_the_enforcement_mode(enforcement, modes):
+    """A warn or audit domain must not have the API server's Pod Security admission deny what iotsec only warns
+    about (issue 15): the enforce label is set only when the domain enforces."""
+    labels = namespace_labels(domain("d", zone="core", namespaces=["a"], enforcement=enforcement))
+    found = {k.split("/")[1] for k in labels if k.startswith("pod-security.kubernetes.io/") and "-version" not in k}
+    assert found == modes
+    assert all(labels[f"pod-security.kubernetes.io/{m}-version"] == "latest" for m in modes)
 
 
 def test_dns_only_to_kube_dns(platform):

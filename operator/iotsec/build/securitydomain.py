@@ -223,11 +223,18 @@ def peer_domains(spec: SecurityDomainSpec) -> set[str]:
     return {p.domain for p in peers if p.domain}
 
 
+PSA_MODES = {"enforce": ("enforce", "warn", "audit"), "warn": ("warn", "audit"), "audit": ("audit",)}
+"""The Pod Security Admission modes a domain's enforcement asks of the API server: a domain that only warns must
+not have the API server's own Pod Security admission deny what iotsec was told to warn about."""
+PSA_LABELS = tuple(f"{PSA_PREFIX}/{mode}{suffix}" for mode in PSA_MODES["enforce"] for suffix in ("", "-version"))
+
+
 def namespace_labels(domain: Domain) -> dict[str, str]:
-    """Labels a member namespace carries: domain and zone (peers select on them) and Pod Security Admission."""
+    """Labels a member namespace carries: domain and zone (peers select on them) and Pod Security Admission in
+    the modes its enforcement asks for (enforce: all three; warn: warn and audit; audit: audit)."""
     level = domain.spec.pod_security
     labels = {DOMAIN_LABEL: domain.name, ZONE_LABEL: domain.spec.zone}
-    for mode in ("enforce", "warn", "audit"):
+    for mode in PSA_MODES[domain.spec.enforcement]:
         labels[f"{PSA_PREFIX}/{mode}"] = level
         labels[f"{PSA_PREFIX}/{mode}-version"] = "latest"
     return labels

@@ -174,7 +174,11 @@ def _plan(api: Kube, domain: builder.Domain) -> builder.DomainPlan:
 
 def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied:
     owner = Owner.of(body)
-    labelled = [ns for ns, labels in plan.namespace_labels.items() if api.patch_labels("v1", "Namespace", ns, labels)]
+    labelled = [
+        ns
+        for ns, labels in plan.namespace_labels.items()
+        if api.patch_labels("v1", "Namespace", ns, {**dict.fromkeys(builder.PSA_LABELS), **labels})
+    ]  # Pod Security modes the enforcement no longer asks for come off (None removes)
     before = {
         (p["metadata"]["namespace"], p["metadata"]["name"]): p["metadata"]["resourceVersion"]
         for p in api.list(*NETPOL, label_selector=f"{OWNER_KIND}={KIND},{OWNER_NAME}={plan.domain}")

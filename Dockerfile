@@ -27,7 +27,7 @@ RUN python3 -c 'import ensurepip' 2>/dev/null || { \
       [ ! -s /apt/sources.list ] || set -- -o Dir::Etc::SourceList=/apt/sources.list -o Dir::Etc::SourceParts=/dev/null; \
       apt-get "$@" update; \
       apt-get "$@" install -y --no-install-recommends python3-venv; \
-      rm -rf /var/lib/apt/lists/*; } \
+      apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; } \
  && python3 -m venv /opt/iotsec
 WORKDIR /src
 # The dependencies first, from pyproject.toml alone: a code change does not download them again.
@@ -55,7 +55,7 @@ RUN --mount=type=bind,from=build,source=/apt,target=/run/apt \
       [ ! -s /run/apt/sources.list ] || set -- -o Dir::Etc::SourceList=/run/apt/sources.list -o Dir::Etc::SourceParts=/dev/null; \
       apt-get "$@" update; \
       apt-get "$@" install -y --no-install-recommends restic ca-certificates openssh-client; \
-      rm -rf /var/lib/apt/lists/*; } \
+      apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; } \
  && groupadd --system --gid 10001 iotsec \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin iotsec
 COPY --from=build /opt/iotsec /opt/iotsec

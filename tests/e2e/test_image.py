@@ -93,6 +93,14 @@ def test_the_filesystem_has_restic_and_the_venv_but_no_compiler_pip_or_pip_cache
     assert not compilers, compilers
     assert not [p for p in paths if p.startswith("opt/iotsec/bin/pip")], "the venv carries no pip"
     assert not [p for p in paths if "/.cache/pip" in f"/{p}" or p.startswith("wheels/")], "no pip cache or wheels"
+    assert "usr/bin/ssh" in paths, "restic's sftp: targets need an ssh client"
+    assert "usr/sbin/sshd" not in paths, "a client, never a server"
+    apt_leftovers = [
+        p
+        for p in paths
+        if p.startswith(("var/cache/apt/", "var/lib/apt/lists/")) and p.endswith((".bin", ".deb", "_Packages"))
+    ]
+    assert not apt_leftovers, f"no package cache in the image: {apt_leftovers[:5]}"
 
 
 @pytest.fixture(scope="module")

@@ -182,8 +182,11 @@ def test_dry_run_is_decided_but_leaves_no_records(webhook):
     before = _metric("iotsec_violations_total", control="X1369-9.4.3-1")
     _status, answer = webhook.post(json.dumps(admission_review(obj, dry_run=True)).encode())
     assert answer["response"]["allowed"] is False
+    assert "X1369-9.4.3-1" in answer["response"]["status"]["message"], "decided, and says why"
+    assert "auditAnnotations" not in answer["response"], "no record in the API server's audit log either"
     assert _metric("iotsec_violations_total", control="X1369-9.4.3-1") == before
-    webhook.post(json.dumps(admission_review(obj)).encode())
+    _status, answer = webhook.post(json.dumps(admission_review(obj)).encode())
+    assert json.loads(answer["response"]["auditAnnotations"]["violations"])
     assert _metric("iotsec_violations_total", control="X1369-9.4.3-1") > before
 
 

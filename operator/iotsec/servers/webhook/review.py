@@ -119,7 +119,8 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
     if request.kind in ANSWERED_KINDS and snapshot is not None:
         confined = _confinement(request, snapshot)  # always enforced, whatever the domain's mode
         if confined is not None:
-            body_out = _response(request.uid, False, message=confined.message, audit=_audit_annotations(confined))
+            audit = None if request.dry_run else _audit_annotations(confined)
+            body_out = _response(request.uid, False, message=confined.message, audit=audit)
             return ReviewResult(200, body_out, verdict="denied", decision=confined, **base)
     if request.operation not in CHECKED_OPERATIONS or request.kind not in CHECKED_KINDS:
         return ReviewResult(200, _response(request.uid, True), verdict="skipped", **base)
@@ -139,7 +140,7 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
         decision.allowed,
         message=decision.message or None,
         warnings=[w[:MAX_WARNING] for w in decision.warnings],
-        audit=_audit_annotations(decision),
+        audit=None if request.dry_run else _audit_annotations(decision),  # a dry run leaves no records
     )
     return ReviewResult(200, body_out, verdict=verdict, decision=decision, **base)
 

@@ -411,3 +411,35 @@ def test_the_webhook_gives_up_on_a_missing_pair_with_a_reason(tmp_path):
     with pytest.raises(ApiError, match=r"no tls.crt and tls.key yet after waiting 5s: is the operator running\?"):
         files.wait_for_pair(timeout=5, interval=0, clock=lambda: next(ticks))
     assert not files.cert_file.exists()
+
+
+def test_kubectl_debug_cannot_add_a_privileged_ephemeral_container(webhook):
+    """`kubectl debug` updates pods/ephemeralcontainers; the webhook is sent that subresource and judges the pod."""
+    from iotsec.build.webhook import client_config, validating_webhook_configuration
+
+    configuration = validating_webhook_configuration("iotsec", client_config(url="https://x/validate"), "iotsec-system")
+    workloads = next(w for w in configuration["webhooks"] if w["name"] == "workloads.iotsec.io")
+    core = next(r for r in workloads["rules"] if r["apiGroups"] == [""])
+    assert "pods/ephemeralcontainers" in core["resources"]
+    assert "UPDATE" in core["operations"]
+
+    pod = _deployment("conforming/telemetry-ingest.yaml")
+    spec = pod["spec"]["template"]["spec"]
+    debugged = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ingest-0", "namespace": "iot-ingest"}}
+    debugged["spec"] = {
+        **spec,
+        "ephemeralContainers": [
+            {
+                "name": "debugger",
+                "image": "registry.example.com/tools/shell:1.0",
+                "securityContext": {"privileged": True},
+            }
+        ],
+    }
+    review = admission_review(debugged, operation="UPDATE")
+    review["request"]["subResource"] = "ephemeralcontainers"
+    review["request"]["resource"]["resource"] = "pods"
+    _status, answer = webhook.post(json.dumps(review).encode())
+    assert answer["response"]["allowed"] is False
+    assert "ephemeralContainers[0]" in answer["response"]["status"]["message"]
+    assert "no-privileged" in answer["response"]["status"]["message"]

@@ -15,7 +15,14 @@ from iotsec.pki import certs
 NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server itself: a tenant cannot forge it
 ALWAYS_EXCLUDED = ("kube-system", "kube-public", "kube-node-lease")
 RESOURCES = {
-    "": ["pods", "services", "persistentvolumeclaims", "configmaps", "replicationcontrollers"],
+    "": [
+        "pods",
+        "pods/ephemeralcontainers",
+        "services",
+        "persistentvolumeclaims",
+        "configmaps",
+        "replicationcontrollers",
+    ],
     "apps": ["deployments", "statefulsets", "daemonsets", "replicasets"],
     "batch": ["jobs", "cronjobs"],
     "networking.k8s.io": ["ingresses"],

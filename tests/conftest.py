@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import copy
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +34,27 @@ def example():
         raise LookupError(f"no example {kind} {name or ''}")
 
     return pick
+
+
+def run_together(calls: list[Callable[[], Any]], timeout: float = 120.0) -> list[Any]:
+    """Run every call in its own thread, all released at once (a barrier), and return their results in order;
+    fails with every error a call raised, or when a thread is still running after `timeout` seconds."""
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(calls))
+
+    def run(index: int, call: Callable[[], Any]) -> None:
+        try:
+            start.wait(timeout=30)
+            results[index] = call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+        assert not thread.is_alive()
+    assert not errors, errors
+    return results

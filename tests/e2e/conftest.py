@@ -41,6 +41,16 @@ def api_client():
 
 
 @pytest.fixture(scope="session")
+def core(api_client) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def custom(api_client) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(api_client)
+
+
+@pytest.fixture(scope="session")
 def server_minor(api_client) -> int:
     version = kubernetes.client.VersionApi(api_client).get_code()
     return int("".join(ch for ch in version.minor if ch.isdigit()))

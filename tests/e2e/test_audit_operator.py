@@ -30,16 +30,6 @@ SPEC = {
 
 
 @pytest.fixture(scope="module")
-def core(api_client) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client)
-
-
-@pytest.fixture(scope="module")
-def custom(api_client) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api_client)
-
-
-@pytest.fixture(scope="module")
 def policy(crds, core, custom, tmp_path_factory) -> Iterator[None]:
     for name in (NAMESPACE, RELEASE_NAMESPACE):
         core.create_namespace({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})

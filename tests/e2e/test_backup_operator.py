@@ -32,11 +32,6 @@ SPEC = {
 
 
 @pytest.fixture(scope="module")
-def core(api_client) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client)
-
-
-@pytest.fixture(scope="module")
 def policy(crds, api_client, core, tmp_path_factory) -> Iterator[dict[str, Any]]:
     core.create_namespace({"metadata": {"name": NAMESPACE, "labels": {"kubernetes.io/metadata.name": NAMESPACE}}})
     core.create_namespaced_persistent_volume_claim(

@@ -42,9 +42,8 @@ def apps(api_client) -> client.AppsV1Api:
 
 
 @pytest.fixture
-def namespace(api_client, apps) -> Iterator[str]:
+def namespace(core, custom, apps) -> Iterator[str]:
     """A namespace in a SecurityDomain of its own, which the operator in its pod has reconciled."""
-    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
     name = f"deployed-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
     domain = {

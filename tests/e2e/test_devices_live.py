@@ -7,7 +7,6 @@ No operator runs here: the test writes the tenant's device CA Secret itself, in 
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,17 +22,13 @@ from iotsec.model.labels import CRL_REQUESTED
 from iotsec.model.platform import device_ca_secret_name, device_registry_name
 from iotsec.pki.devices import Registry, ensure_device_ca, verify_device
 from iotsec.services import devices as device_service
+from tests.conftest import run_together
 
 SUFFIX = uuid.uuid4().hex[:6]
 RELEASE = f"iotsec-dev-{SUFFIX}"
 TENANT = f"dev-{SUFFIX}"
 TENANT_ID = f"dev{SUFFIX}"
 THREADS = 20
-
-
-@pytest.fixture(scope="module")
-def core(api_client) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client)
 
 
 @pytest.fixture(scope="module")
@@ -101,28 +96,6 @@ def registry(kube: Kube) -> Registry:
     return Registry.from_config_map_data((found or {}).get("data"))
 
 
-def run_all(calls) -> list[Any]:
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(calls))
-
-    def run(index: int, call) -> None:
-        try:
-            start.wait(timeout=30)
-            results[index] = call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-        assert not thread.is_alive()
-    assert not errors, errors
-    return results
-
-
 def test_a_stale_resource_version_makes_server_side_apply_fail_with_409(kube, tenant):
     name = f"precondition-{SUFFIX}"
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": RELEASE}}
@@ -138,7 +111,7 @@ def test_a_stale_resource_version_makes_server_side_apply_fail_with_409(kube, te
 
 def test_parallel_issues_and_revocations_lose_nothing(kube, tenant, tmp_path):
     began, conflicts_before = time.monotonic(), CountingKube.conflicts
-    early = run_all(
+    early = run_together(
         [
             lambda i=i: device_service.issue(kube, TENANT, f"early-{i}", "meter", "ACME", "SM-3", tmp_path, RELEASE)
             for i in range(THREADS)
@@ -152,7 +125,7 @@ def test_parallel_issues_and_revocations_lose_nothing(kube, tenant, tmp_path):
         lambda i=i: device_service.issue(kube, TENANT, f"late-{i}", "meter", "ACME", "SM-3", tmp_path / str(i), RELEASE)
         for i in range(half)
     ]
-    results = run_all(calls)
+    results = run_together(calls)
     late = {r["serial"] for r in results if isinstance(r, dict)}
     final = registry(kube)
     assert set(final.revoked) == {r["serial"] for r in early[:half]}

@@ -22,16 +22,6 @@ NAMESPACES = [f"{TENANT}-a", f"{TENANT}-b"]
 
 
 @pytest.fixture(scope="module")
-def core(api_client) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client)
-
-
-@pytest.fixture(scope="module")
-def custom(api_client) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api_client)
-
-
-@pytest.fixture(scope="module")
 def tenant(crds, core, custom, tmp_path_factory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("registry") / "operator.log"
     with device_tenant.operator(core, log, NAMESPACES), device_tenant.tenant(custom, TENANT, NAMESPACES):

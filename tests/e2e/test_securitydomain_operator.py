@@ -27,18 +27,8 @@ def operator(crds, tmp_path_factory) -> Iterator[Operator]:
 
 
 @pytest.fixture(scope="module")
-def core(api_client) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client)
-
-
-@pytest.fixture(scope="module")
 def netpol(api_client) -> client.NetworkingV1Api:
     return client.NetworkingV1Api(api_client)
-
-
-@pytest.fixture(scope="module")
-def custom(api_client) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api_client)
 
 
 @pytest.fixture(scope="module")

@@ -51,16 +51,6 @@ def _tenant(name: str, tenant_id: str, namespaces: list[str], **extra: Any) -> d
 
 
 @pytest.fixture(scope="module")
-def custom(api_client) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api_client)
-
-
-@pytest.fixture(scope="module")
-def core(api_client) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client)
-
-
-@pytest.fixture(scope="module")
 def release(core) -> str:
     with contextlib.suppress(ApiException):  # 409: there already, and then left there
         core.create_namespace({"metadata": {"name": RELEASE}})

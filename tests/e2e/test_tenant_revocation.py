@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from kubernetes import client
 
 from tests.e2e import device_tenant
 from tests.e2e.conftest import eventually
@@ -21,16 +20,6 @@ TENANT = f"v{SUFFIX}"
 NAMESPACES = [f"{TENANT}-a", f"{TENANT}-b"]
 BOUND_SECONDS = 5.0
 LONG_RESYNC = 900  # far beyond the test: the timer cannot be what re-signs the CRL
-
-
-@pytest.fixture(scope="module")
-def core(api_client) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client)
-
-
-@pytest.fixture(scope="module")
-def custom(api_client) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api_client)
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,6 @@ INJECTION_SECONDS = 5.0
 
 
 @pytest.fixture(scope="module")
-def core(api_client) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client)
-
-
-@pytest.fixture(scope="module")
 def admission(api_client) -> client.AdmissionregistrationV1Api:
     return client.AdmissionregistrationV1Api(api_client)
 

@@ -23,6 +23,7 @@ from iotsec.model.platform import device_ca_secret_name, device_registry_name
 from iotsec.pki.certs import fingerprint
 from iotsec.pki.devices import Registry, ensure_device_ca, verify_device
 from iotsec.services import devices as device_service
+from tests.conftest import run_together
 
 RELEASE = "iotsec-system"
 TENANT = "acme"
@@ -129,26 +130,6 @@ def issue(kube: FakeKube, device_id: str, out: Path) -> dict[str, Any]:
     return device_service.issue(kube, TENANT, device_id, "meter", "ACME", "SM-3", out)  # type: ignore[arg-type]
 
 
-def run_all(*calls) -> list[Any]:
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
-
-    def run(index: int, call) -> None:
-        try:
-            results[index] = call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-        assert not thread.is_alive()
-    assert not errors, errors
-    return results
-
-
 def test_the_ca_and_registry_are_read_and_written_in_the_release_namespace(kube, tmp_path):
     issued = issue(kube, "meter-1", tmp_path)
     stored = kube.get("v1", "ConfigMap", "iotsec-device-registry-acme", "iotsec-system")
@@ -172,7 +153,7 @@ def test_another_release_namespace_is_honoured(kube, tmp_path):
 
 def test_parallel_issues_lose_no_certificate(kube, tmp_path):
     kube.first_reads = threading.Barrier(THREADS)  # all read the same (missing) registry, then race to write
-    results = run_all(*[lambda i=i: issue(kube, f"meter-{i}", tmp_path / str(i)) for i in range(THREADS)])
+    results = run_together([lambda i=i: issue(kube, f"meter-{i}", tmp_path / str(i)) for i in range(THREADS)], 60)
     registry = registry_of(kube)
     assert registry.issued == {r["serial"]: r["deviceID"] for r in results}
     assert len(registry.issued) == THREADS
@@ -182,7 +163,7 @@ def test_parallel_issues_lose_no_certificate(kube, tmp_path):
 def test_parallel_revocations_lose_none(kube, tmp_path):
     serials = [issue(kube, f"meter-{i}", tmp_path)["serial"] for i in range(THREADS)]
     kube.first_reads = threading.Barrier(THREADS)
-    run_all(*[lambda s=s: device_service.revoke(kube, TENANT, s, None) for s in serials])
+    run_together([lambda s=s: device_service.revoke(kube, TENANT, s, None) for s in serials], 60)
     registry = registry_of(kube)
     assert set(registry.revoked) == set(serials)
     assert len(registry.issued) == THREADS
@@ -195,7 +176,7 @@ def test_issues_and_revocations_interleaved_lose_nothing(kube, tmp_path):
     kube.first_reads = threading.Barrier(THREADS)
     calls = [lambda s=s: device_service.revoke(kube, TENANT, s, None) for s in early]
     calls += [lambda i=i: issue(kube, f"late-{i}", tmp_path / str(i)) for i in range(THREADS // 2)]
-    results = run_all(*calls)
+    results = run_together(calls, 60)
     registry = registry_of(kube)
     assert set(registry.revoked) == set(early)
     late = {r["serial"] for r in results if isinstance(r, dict)}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iotsec.model.platform import Image, Platform
+from iotsec.model.text import quoted
 
 PREFIX = "IOTSEC_"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -174,7 +175,7 @@ class Config:
             try:
                 values[setting.field] = setting.parse(text)
             except ValueError as error:
-                problems.append(f"{setting.env}={_shown(text)}: {_reason(error)}")
+                problems.append(f"{setting.env}={quoted(text)}: {_reason(error)}")
         if problems:
             raise ConfigError(problems)
         return cls(**values)
@@ -205,10 +206,6 @@ class Config:
     def described(self) -> str:
         """The effective settings in one line, for the start-up log (no setting here is secret)."""
         return " ".join(f"{s.field}={getattr(self, s.field)!r}" for s in SETTINGS)
-
-
-def _shown(text: str) -> str:
-    return repr(text if len(text) <= 80 else text[:77] + "...")
 
 
 def _reason(error: ValueError) -> str:

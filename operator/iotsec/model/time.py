@@ -11,6 +11,8 @@ import re
 from datetime import UTC, datetime
 from typing import Literal
 
+from iotsec.model.text import quoted
+
 Precision = Literal["seconds", "milliseconds", "microseconds", "auto"]
 """`auto`: microseconds when there are any, else whole seconds (what `datetime.isoformat` does)."""
 _BEYOND_MICROSECONDS = re.compile(r"(\.\d{6})\d+")  # restic and Go write nanoseconds; datetime reads six digits
@@ -40,15 +42,9 @@ def parse_rfc3339(text: str, what: str = "timestamp", *, naive_is_utc: bool = Fa
     try:
         moment = datetime.fromisoformat(_BEYOND_MICROSECONDS.sub(r"\1", text.strip()).upper().replace("Z", "+00:00"))
     except (ValueError, AttributeError) as error:
-        raise ValueError(f"{what} {_shown(text)} is not an RFC 3339 time") from error
+        raise ValueError(f"{what} {quoted(text)} is not an RFC 3339 time") from error
     if moment.tzinfo is None:
         if not naive_is_utc:
-            raise ValueError(f"{what} {_shown(text)} has no time zone")
+            raise ValueError(f"{what} {quoted(text)} has no time zone")
         moment = moment.replace(tzinfo=UTC)
     return moment
-
-
-def _shown(text: object) -> str:
-    """The value as an error message quotes it: bounded, so a megabyte of input is one short line."""
-    shown = repr(text)
-    return shown if len(shown) <= 80 else shown[:76] + "...'"

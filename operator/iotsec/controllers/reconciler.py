@@ -141,6 +141,13 @@ def _series_name(meta: dict[str, Any]) -> str:
     return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
 
 
+@kopf.on.startup(id="retry-backoff")
+def retry_backoff(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Every handler that fails with an unexpected exception is retried after the retry setting, not after kopf's
+    own default of 60 s (a TemporaryError names its delay itself, see api_failed)."""
+    settings.execution.default_backoff = config().retry_seconds
+
+
 def level_triggered(plural: str, reconcile: Callable[..., None], namespaced: bool = False) -> None:
     """Reconcile on create, update and resume, and on a resync timer (drift, clock-driven key rotation).
 

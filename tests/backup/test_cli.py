@@ -27,8 +27,8 @@ def operator_config(tmp_path: Path) -> dict:
             "pvcNames": ["sensor-data"],
             "retention": {"keepLast": 2},
             "targets": [
-                {"name": "primary", "role": "primary", "repository": str(tmp_path / "primary")},
-                {"name": "offsite", "role": "offsite", "repository": str(tmp_path / "offsite")},
+                {"name": "primary", "role": "primary", "repository": "/backups/primary", "claimName": "repo-1"},
+                {"name": "offsite", "role": "offsite", "repository": "/backups/offsite", "claimName": "repo-2"},
             ],
             "verification": {"schedule": "0 4 * * 0", "readDataSubset": "100%"},
         }
@@ -36,6 +36,8 @@ def operator_config(tmp_path: Path) -> dict:
     config = runner_config("telemetry", "iot-fleet", spec, ["sensor-data"])
     assert config["paths"] == ["/data/sensor-data"]
     config["paths"] = [str(tmp_path / "data" / "sensor-data")]
+    for target in config["targets"]:  # where the Jobs mount the repositories' claims
+        target["repository"] = str(tmp_path / target["name"])
     config["destination"] = str(tmp_path / "scratch")
     return config
 
@@ -69,9 +71,24 @@ def snapshots(repository: Path) -> list[dict]:
     return json.loads(done.stdout)
 
 
-def test_run_initialises_both_repositories_backs_up_and_copies_off_site(setup, tmp_path):
+def test_a_run_never_creates_a_repository_a_missing_one_fails_it(setup, tmp_path, capsys):
+    config, _ = setup
+    result = tmp_path / "result.json"
+    assert cli.main(["backup", "run", "--config", str(config), "--result", str(result)]) == 1
+    outcome = json.loads(result.read_text())
+    assert outcome["succeeded"] is False
+    assert any("primary" in error for error in outcome["errors"]), outcome["errors"]
+    assert not (tmp_path / "primary").exists()
+    assert not (tmp_path / "offsite").exists()
+    printed = capsys.readouterr().out.strip()
+    assert json.loads(printed)["operation"] == "backup", "one JSON document, the backup's"
+
+
+def test_init_creates_both_repositories_then_run_backs_up_and_copies_off_site(setup, tmp_path):
     config, data = setup
     result = tmp_path / "result.json"
+    assert cli.main(["backup", "init", "--config", str(config), "--result", str(result)]) == 0
+    assert json.loads(result.read_text())["succeeded"] is True
     assert cli.main(["backup", "run", "--config", str(config), "--result", str(result)]) == 0
     outcome = json.loads(result.read_text())
     assert outcome["succeeded"] is True, outcome
@@ -89,6 +106,7 @@ def test_run_initialises_both_repositories_backs_up_and_copies_off_site(setup, t
 
 def test_verify_then_restore_gives_back_the_same_files(setup, tmp_path):
     config, data = setup
+    assert cli.main(["backup", "init", "--config", str(config)]) == 0
     assert cli.main(["backup", "run", "--config", str(config)]) == 0
     result = tmp_path / "verify.json"
     assert cli.main(["backup", "verify", "--config", str(config), "--result", str(result)]) == 0
@@ -103,6 +121,7 @@ def test_verify_then_restore_gives_back_the_same_files(setup, tmp_path):
 
 def test_a_wrong_password_fails_and_says_so_without_the_password(setup, tmp_path, monkeypatch, capsys):
     config, _ = setup
+    assert cli.main(["backup", "init", "--config", str(config)]) == 0
     assert cli.main(["backup", "run", "--config", str(config)]) == 0
     monkeypatch.setenv("RESTIC_PASSWORD", "not-the-password-at-all")
     result = tmp_path / "result.json"
@@ -134,6 +153,7 @@ def test_one_claim_restores_to_the_root_of_the_volume_mounted_where_the_job_moun
     body = json.loads(config.read_text())
     body["paths"].append(str(other))
     config.write_text(json.dumps(body))
+    assert cli.main(["backup", "init", "--config", str(config)]) == 0
     assert cli.main(["backup", "run", "--config", str(config)]) == 0
 
     destination = tmp_path / "restore-root"

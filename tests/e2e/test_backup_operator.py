@@ -25,7 +25,7 @@ SPEC = {
     "schedule": "0 2 * * *",
     "pvcSelector": {"matchLabels": {"app": "tsdb"}},
     "targets": [
-        {"name": "primary", "repository": "/backups/primary"},
+        {"name": "primary", "repository": "/backups/primary", "claimName": "repository"},
         {"name": "offsite", "role": "offsite", "repository": "sftp:backup@vault.example.net:/srv/tsdb"},
     ],
 }

@@ -227,3 +227,77 @@ def test_sftp_jobs_are_valid_kubernetes_and_pass_iotsecs_own_admission():
     for obj in [o for o in p.objects if o["kind"] == "CronJob"]:
         decision = decide(obj, Context(DomainPolicy("support", "support"), datetime.now(UTC)))
         assert [v.line() for v in decision.violations] == []
+
+
+# -- local repositories live on a claim; repositories are created by one explicit init Job (issue 14) -------------
+
+LOCAL = [
+    {"name": "primary", "repository": "/backups/tsdb", "claimName": "backup-repository"},
+    {"name": "offsite", "role": "offsite", "repository": "s3:https://s3.example.com/bucket/tsdb"},
+]
+
+
+def _pods_of_every_job(p, s) -> dict[str, dict]:
+    from iotsec.build.backup import init_job
+
+    found = {job: cron(p, job)["spec"]["jobTemplate"]["spec"]["template"]["spec"] for job in ("backup", "verify")}
+    found["init"] = init_job("timeseries", "iot-processing", s)["spec"]["template"]["spec"]
+    found["restore"] = restore_job("timeseries", "iot-processing", s, "tsdb-0-new", "latest", "r-1")["spec"][
+        "template"
+    ]["spec"]
+    return found
+
+
+def test_a_local_repositorys_claim_is_mounted_at_its_path_by_every_job_and_never_backed_up():
+    s = spec(targets=LOCAL)
+    p = plan_backup("timeseries", "iot-processing", s, ["tsdb-0", "backup-repository"])
+    assert p.claims == ["tsdb-0"], "the repository's own claim is not a source"
+    for job, pod in _pods_of_every_job(p, s).items():
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        repository = volumes[mounts["/backups/tsdb"]["name"]]
+        assert repository["persistentVolumeClaim"] == {"claimName": "backup-repository"}, job
+        assert not mounts["/backups/tsdb"].get("readOnly"), f"{job}: restic writes locks and packs"
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+        assert claims.count("backup-repository") == 1, job
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        ({"repository": "/backups/tsdb"}, "name it with claimName"),
+        ({"repository": "local:/backups/tsdb"}, "name it with claimName"),
+        ({"repository": "s3:s3.example.com/b", "claimName": "x"}, "other repositories take no claimName"),
+        ({"repository": "/tmp/repository", "claimName": "x"}, "mounted over the Job's /tmp"),
+        ({"repository": "/data/repository", "claimName": "x"}, "mounted over the Job's /data"),
+        ({"repository": "/backups/../etc", "claimName": "x"}, "absolute, normalised"),
+    ],
+)
+def test_a_local_repository_that_a_job_could_not_hold_is_refused_with_the_reason(target, problem):
+    from iotsec.api.validation import validate_resource
+
+    body = {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "BackupPolicy",
+        "metadata": {"name": "p", "namespace": "n"},
+        "spec": {"schedule": "0 2 * * *", "pvcNames": ["d"], "targets": [{"name": "primary", **target}]},
+    }
+    messages = [str(p) for p in validate_resource(body)]
+    assert any(problem in m for m in messages), messages
+
+
+def test_the_init_job_is_the_only_job_that_creates_repositories_once_per_set_of_targets():
+    from iotsec.build.backup import init_job
+
+    s = spec(targets=LOCAL)
+    job = init_job("timeseries", "iot-processing", s)
+    kubernetes_validate.validate(job, kubernetes_validate.latest_version(), strict=True)
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["backup", "init"]
+    p = plan_backup("timeseries", "iot-processing", s, ["tsdb-0"])
+    for name in ("backup", "verify", "drill"):
+        args = cron(p, name)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "init" not in args, name
+    reordered = spec(targets=list(reversed(LOCAL)))
+    assert init_job("timeseries", "iot-processing", reordered)["metadata"]["name"] == job["metadata"]["name"]
+    moved = spec(targets=[{**LOCAL[0], "repository": "/backups/elsewhere"}, LOCAL[1]])
+    assert init_job("timeseries", "iot-processing", moved)["metadata"]["name"] != job["metadata"]["name"]

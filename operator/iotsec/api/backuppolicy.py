@@ -7,11 +7,12 @@ emergency drills (9.6.1-2) and secure key storage (9.2.4-2).
 
 from __future__ import annotations
 
+import posixpath
 import zoneinfo
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from iotsec.api.common import (
     SET_LIST,
@@ -50,6 +51,33 @@ Repository = Annotated[
 ]
 
 
+# Where a Job's own files live: a local repository mounted over one of them would hide or break it
+RESERVED_PATHS = ("/data", "/dev", "/etc", "/proc", "/restore", "/run", "/scratch", "/sys", "/tmp", "/usr", "/var/run")
+
+
+def local_path(repository: str) -> str | None:
+    """The folder of a local repository (/path or local:/path); None for any other backend."""
+    if repository.startswith("/"):
+        return repository
+    if repository.startswith("local:"):
+        return repository.removeprefix("local:")
+    return None
+
+
+def _check_local_path(repository: str) -> str:
+    path = local_path(repository)
+    if path is None:
+        return repository
+    if not path.startswith("/") or posixpath.normpath(path) != path or path == "/":
+        raise ValueError(
+            f"local repository {path!r} must be an absolute, normalised folder below / (e.g. /backups/app)"
+        )
+    for reserved in RESERVED_PATHS:
+        if path == reserved or path.startswith(reserved + "/"):
+            raise ValueError(f"local repository {path!r} would be mounted over the Job's {reserved}; choose another")
+    return repository
+
+
 class Retention(Model):
     """How many snapshots to keep (restic forget --prune, X1369-9.2.4-5)."""
 
@@ -71,12 +99,32 @@ class Retention(Model):
     keep_yearly: Keep = 0
 
 
+LOCAL_REPOSITORY = "self.repository.startsWith('/') || self.repository.startsWith('local:')"
+
+
 class BackupTarget(Model):
     """A restic repository; one primary and any number of off-site copies (X1369-9.6.6-1)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            cel(
+                f"({LOCAL_REPOSITORY}) == has(self.claimName)",
+                "a local (path) repository lives on a PersistentVolumeClaim: name it with claimName (a pod's own"
+                " file system is read-only and gone with the pod); other repositories take no claimName",
+            )
+        )
+    )
 
     name: Name
     role: TargetRole = Field(default="primary", description="primary (backed up) or offsite (copied to).")
     repository: Repository
+    claim_name: ResourceName | None = Field(
+        default=None,
+        description=(
+            "For a local repository (/path or local:/path): the PersistentVolumeClaim, in the policy's namespace, that"
+            " holds it. Every Job of the policy mounts it at the repository's path; it is never itself backed up."
+        ),
+    )
     credentials_secret: ResourceName | None = Field(
         default=None,
         description=(
@@ -86,6 +134,11 @@ class BackupTarget(Model):
             " fails the run)."
         ),
     )
+
+    @field_validator("repository")
+    @classmethod
+    def _local_path_is_mountable(cls, repository: str) -> str:
+        return _check_local_path(repository)
 
 
 class Encryption(Model):

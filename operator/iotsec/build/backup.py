@@ -8,13 +8,14 @@ machine-readable result to their termination message, which the reconciler reads
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from iotsec.api.backuppolicy import BackupPolicySpec, BackupTarget
+from iotsec.api.backuppolicy import BackupPolicySpec, BackupTarget, local_path
 from iotsec.build.tenant import PLACEHOLDER
 from iotsec.model.labels import (
     BACKUP_JOB_LABEL,
@@ -81,7 +82,7 @@ def plan_backup(
     plan = BackupPlan(
         policy=name,
         namespace=namespace,
-        claims=sorted(set(claims)),
+        claims=sorted(set(claims) - repository_claims(spec)),
         password_secret=ref.name if ref else password_secret_name(name),
         password_key=ref.key if ref else "password",
         generate_password=ref is None,
@@ -163,6 +164,67 @@ class _Meta:
         return owned_metadata(
             name, self.namespace, owner_kind=KIND, owner_name=self.owner, controls=controls, labels=labels
         )
+
+
+def repository_claims(spec: BackupPolicySpec) -> set[str]:
+    """The claims holding local repositories: mounted by every Job, never backed up into themselves."""
+    return {t.claim_name for t in spec.targets if t.claim_name}
+
+
+def _repository_volumes(spec: BackupPolicySpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each local repository's claim, mounted at the repository's path (volumes, mounts)."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, target in enumerate(t for t in spec.targets if t.claim_name):
+        path = local_path(target.repository)
+        assert path is not None, "the schema admits claimName on local repositories only"
+        volumes.append({"name": f"repository-{index}", "persistentVolumeClaim": {"claimName": target.claim_name}})
+        mounts.append({"name": f"repository-{index}", "mountPath": path})
+    return volumes, mounts
+
+
+def targets_digest(spec: BackupPolicySpec) -> str:
+    """Names the init Job of one set of repositories: new targets, a new Job; the same targets, the same one."""
+    listed = sorted((t.name, t.role, t.repository, t.claim_name or "") for t in spec.targets)
+    return hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:10]
+
+
+def init_job_name(policy: str, spec: BackupPolicySpec) -> str:
+    return f"iotsec-init-{policy}-{targets_digest(spec)}"
+
+
+def init_job(name: str, namespace: str, spec: BackupPolicySpec, image: Image | None = None) -> dict[str, Any]:
+    """The one explicit step that creates repositories: `backup init` for every target, once per set of targets.
+    Backups never create a repository, so a repository that later goes missing (a volume swapped, a bucket
+    emptied) fails the backup instead of silently starting a fresh one."""
+    meta = _Meta(name, namespace)
+    plan = _plan_for_jobs(name, namespace, spec)
+    labels = {BACKUP_JOB_LABEL: "init"}
+    controls = [C_BACKUP, C_OFFSITE]
+    pod = _pod("init", spec, plan, image or Image())
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta(init_job_name(name, spec), controls, labels),
+        "spec": {
+            "backoffLimit": 2,  # init is idempotent: a repository that exists is left as it is
+            "activeDeadlineSeconds": 3600,
+            "template": {"metadata": {"labels": meta("", controls, labels)["labels"]}, "spec": pod},
+        },
+    }
+
+
+def _plan_for_jobs(policy: str, namespace: str, spec: BackupPolicySpec) -> BackupPlan:
+    """What a one-off Job (init, restore) needs of the plan: the password Secret's name and key."""
+    ref = spec.encryption.password_secret_ref
+    return BackupPlan(
+        policy,
+        namespace,
+        [],
+        ref.name if ref else password_secret_name(policy),
+        ref.key if ref else "password",
+        ref is None,
+    )
 
 
 def is_sftp(repository: str) -> bool:
@@ -265,6 +327,9 @@ def _pod(job: str, spec: BackupPolicySpec, plan: BackupPlan, image: Image) -> di
         for index, claim in enumerate(plan.claims):
             volumes.append({"name": f"data-{index}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
             mounts.append({"name": f"data-{index}", "mountPath": f"{DATA_MOUNT}/{claim}", "readOnly": True})
+    repository_volumes, repository_mounts = _repository_volumes(spec)
+    volumes += repository_volumes
+    mounts += repository_mounts
     if job == "drill":
         scratch = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}
         if spec.restore_drill.storage_class_name:
@@ -357,13 +422,7 @@ def restore_job(
     under an empty folder, so restic writes into it and nothing else lands on it."""
     source = source_claim or claim
     image = image or Image()
-    plan = BackupPlan(
-        policy, namespace, [], password_secret_name(policy), "password", spec.encryption.password_secret_ref is None
-    )
-    if spec.encryption.password_secret_ref:
-        plan.password_secret = spec.encryption.password_secret_ref.name
-        plan.password_key = spec.encryption.password_secret_ref.key
-    pod = _pod("restore", spec, plan, image)
+    pod = _pod("restore", spec, _plan_for_jobs(policy, namespace, spec), image)
     pod["volumes"].append({"name": "target", "persistentVolumeClaim": {"claimName": claim}})
     pod["volumes"].append({"name": "restore-root", "emptyDir": {"sizeLimit": "16Mi"}})
     container = pod["containers"][0]

@@ -10,8 +10,9 @@ def register(sub: Any) -> None:
     backup = sub.add_parser(
         "backup",
         help="run one restic operation of a BackupPolicy (what its Jobs run; also by hand)",
-        description="run: initialise missing repositories, back up, copy off-site, apply retention. "
-        "init|verify|restore|drill: that operation alone. Options as `python -m iotsec.servers.backupjob.runner -h`.",
+        description="init: create the repositories that do not exist yet (the only operation that creates one). "
+        "run: back up, copy off-site, apply retention; a missing repository fails it. verify|restore|drill: that "
+        "operation. Options as `python -m iotsec.servers.backupjob.runner -h`.",
     )
     backup.add_argument("operation", choices=("run", "init", "verify", "restore", "drill"))
     backup.add_argument("options", nargs=argparse.REMAINDER, help="--config CONFIG.json [--result FILE] ...")
@@ -21,10 +22,6 @@ def register(sub: Any) -> None:
 def _backup(args: argparse.Namespace) -> int:
     from iotsec.servers.backupjob import runner
 
-    if args.operation != "run":
-        return runner.main([args.operation, *args.options])
-    # A scheduled run initialises what is missing first (a no-op `restic cat config` once the repositories exist).
-    initialised = runner.main(["init", *args.options])
-    if initialised != runner.EXIT_OK:
-        return initialised
-    return runner.main(["backup", *args.options])
+    # `run` never creates a repository: a missing one may be an unmounted volume or an emptied bucket, and a fresh
+    # repository there would report success while every earlier snapshot is out of reach
+    return runner.main(["backup" if args.operation == "run" else args.operation, *args.options])

@@ -35,8 +35,14 @@ from iotsec.model.time import parse_rfc3339
 KIND = builder.KIND
 PLURAL = "backuppolicies"
 CRONJOB = ("batch/v1", "CronJob")
-CONDITION_OF = {"backup": "BackupSucceeded", "verify": "Verified", "drill": "RestoreVerified"}
+CONDITION_OF = {
+    "init": "RepositoriesReady",
+    "backup": "BackupSucceeded",
+    "verify": "Verified",
+    "drill": "RestoreVerified",
+}
 CONTROLS_OF = {
+    "init": ["X1369-9.2-1", "X1369-9.6.6-1"],
     "backup": ["X1369-9.2-1", "X1369-9.2.4-4"],
     "verify": ["X1369-9.2.4-3"],
     "drill": ["X1369-9.6.1-2", "X1369-9.6.6-2"],
@@ -138,7 +144,25 @@ def _apply(api: Kube, body: dict[str, Any], spec: BackupPolicySpec) -> tuple[boo
     if scheduled:
         keep = {(namespace, o["metadata"]["name"]) for o in plan.objects if o["kind"] == "CronJob"}
         api.prune(*CRONJOB, KIND, name, keep)
+    _initialise_repositories(api, body, spec, owner)
     return scheduled, why
+
+
+def _initialise_repositories(api: Kube, body: dict[str, Any], spec: BackupPolicySpec, owner: Owner) -> None:
+    """One init Job per set of targets (created once, never re-run by a resync); a superseded one goes."""
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    job = builder.init_job(name, namespace, spec, config().job_image)
+    if api.create(job, owner):
+        kopf.info(
+            body,
+            reason="InitialisingRepositories",
+            message=f"Job {job['metadata']['name']} creates the"
+            f" repositories that do not exist yet: {', '.join(t.name for t in spec.targets)}",
+        )
+    selector = f"{OWNER_KIND}={KIND},{OWNER_NAME}={name},{BACKUP_JOB_LABEL}=init"
+    for found in api.list("batch/v1", "Job", namespace, label_selector=selector):
+        if found["metadata"]["name"] != job["metadata"]["name"]:
+            api.delete("batch/v1", "Job", found["metadata"]["name"], namespace)
 
 
 def _ensure_password(api: Kube, obj: dict[str, Any]) -> None:

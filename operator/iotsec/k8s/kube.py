@@ -351,9 +351,12 @@ class Kube:
             lambda: resource.server_side_apply(body=body, field_manager=self.field_manager, force_conflicts=True),
         ).to_dict()
 
-    def create(self, obj: dict[str, Any]) -> bool:
-        """Create `obj` only if nothing of that name exists (False then): for keys, which are never overwritten."""
+    def create(self, obj: dict[str, Any], owner: Owner | None = None) -> bool:
+        """Create `obj` only if nothing of that name exists (False then): for keys, which are never overwritten,
+        and for one-off Jobs, whose spec cannot change."""
         metadata = obj["metadata"]
+        if owner is not None and owner.may_own(metadata.get("namespace")):
+            obj = {**obj, "metadata": {**metadata, "ownerReferences": [owner.reference()]}}
         resource = self._resource(obj["apiVersion"], obj["kind"])
         name = f"create {obj['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
         try:
@@ -459,14 +462,16 @@ class Kube:
         self._call(f"post event {reason}", lambda: resource.create(body=event, namespace=namespace))
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete one object and, in the background, what it owns (a Job's pods: the API's default orphans them)."""
         resource = self._resource(api_version, kind)
+        body = {"propagationPolicy": "Background"}
         try:
             self._in(
                 api_version,
                 kind,
                 namespace,
                 f"delete {kind} {name}",
-                lambda: resource.delete(name=name, namespace=namespace),
+                lambda: resource.delete(name=name, namespace=namespace, body=body),
             )
         except ApiError as exc:
             if exc.status == 404:

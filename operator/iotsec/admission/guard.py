@@ -19,7 +19,7 @@ from typing import Any
 from iotsec.admission.model import Finding
 from iotsec.build.audit import CANARY_ROLE_PREFIX
 from iotsec.build.backup import ACCOUNT_PREFIX
-from iotsec.build.securitydomain import PSA_PREFIX
+from iotsec.build.securitydomain import PSA_PREFIX, recorded_psa_labels
 from iotsec.model.labels import (
     CREATED_BY,
     DOMAIN_CLAIM_LABEL,
@@ -168,7 +168,8 @@ def _namespace(request: Request, platform: Platform, managed: Managed) -> list[F
     marked = _annotations(request.obj).get(CREATED_BY)
     if marked and marked != _annotations(request.old).get(CREATED_BY):  # dropping it only makes it undeletable
         return [_finding("metadata.annotations", f"{CREATED_BY} is set only when iotsec creates a namespace")]
-    return _label_changes(name, _labels(request.old), _labels(request.obj), managed)
+    restorable = recorded_psa_labels(_annotations(request.old))
+    return _label_changes(name, _labels(request.old), _labels(request.obj), managed, restorable)
 
 
 def _namespace_create(name: str, obj: Any, managed: Managed) -> list[Finding]:
@@ -181,13 +182,21 @@ def _namespace_create(name: str, obj: Any, managed: Managed) -> list[Finding]:
     return _label_changes(name, {}, _labels(obj), managed)
 
 
-def _label_changes(name: str, before: Mapping[str, str], after: Mapping[str, str], managed: Managed) -> list[Finding]:
+def _label_changes(
+    name: str,
+    before: Mapping[str, str],
+    after: Mapping[str, str],
+    managed: Managed,
+    restorable: Mapping[str, str] | None = None,
+) -> list[Finding]:
+    """`restorable`: the Pod Security labels the namespace had before it joined its domain (its record)."""
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     foreign = sorted(k for k in changed if k not in TENANT_KEYS + DOMAIN_KEYS and not k.startswith(PSA_KEYS))
     if foreign:
         return [_finding("metadata.labels", f"the operator may change only iotsec's labels, not {', '.join(foreign)}")]
     found = _tenant_labels(name, {k for k in changed if k in TENANT_KEYS}, after, managed)
-    return found or _domain_labels(name, {k for k in changed if k not in TENANT_KEYS}, before, after, managed)
+    domain_keys = {k for k in changed if k not in TENANT_KEYS}
+    return found or _domain_labels(name, domain_keys, before, after, managed, restorable or {})
 
 
 def _tenant_labels(name: str, changed: set[str], after: Mapping[str, str], managed: Managed) -> list[Finding]:
@@ -204,7 +213,12 @@ def _tenant_labels(name: str, changed: set[str], after: Mapping[str, str], manag
 
 
 def _domain_labels(
-    name: str, changed: set[str], before: Mapping[str, str], after: Mapping[str, str], managed: Managed
+    name: str,
+    changed: set[str],
+    before: Mapping[str, str],
+    after: Mapping[str, str],
+    managed: Managed,
+    restorable: Mapping[str, str],
 ) -> list[Finding]:
     """Domain, zone and Pod Security labels only as the domain that holds the namespace prescribes them.
 
@@ -218,8 +232,9 @@ def _domain_labels(
         basis[DOMAIN_KEYS[0]] = before[DOMAIN_KEYS[0]]
     prescribed = managed.domain_labels(name, basis)
     if prescribed is None:
-        if all(key not in after for key in changed):
-            return []  # a namespace that left its domain loses the domain's labels
+        leaving = DOMAIN_KEYS[0] in before and DOMAIN_KEYS[0] not in after
+        if all(key not in after or (leaving and restorable.get(key) == after[key]) for key in changed):
+            return []  # a namespace that left its domain loses the domain's labels and gets its own Pod Security back
         return [_finding("metadata.labels", f"no SecurityDomain holds namespace {name}: its labels are not iotsec's")]
     for key in sorted(changed):
         if after.get(key) != prescribed.get(key):

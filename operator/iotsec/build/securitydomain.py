@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,7 +18,15 @@ from typing import Any
 from iotsec.api.common import PortSpec
 from iotsec.api.securitydomain import EgressRule, IngressRule, Peer, SecurityDomainSpec
 from iotsec.model import selectors
-from iotsec.model.labels import DESCRIPTION, DOMAIN_LABEL, LEVEL_LABEL, TENANT_LABEL, ZONE_LABEL, owned_metadata
+from iotsec.model.labels import (
+    DESCRIPTION,
+    DOMAIN_LABEL,
+    LEVEL_LABEL,
+    PSA_BEFORE,
+    TENANT_LABEL,
+    ZONE_LABEL,
+    owned_metadata,
+)
 
 KIND = "SecurityDomain"
 PSA_PREFIX = "pod-security.kubernetes.io"
@@ -51,6 +60,7 @@ class Domain:
 class NamespaceInfo:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,8 @@ class DomainPlan:
     reachability: list[Edge]
     half_open: list[str]
     dropped_rules: list[str]
+    namespace_records: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Annotations a joining member gets before the domain's labels: its own Pod Security labels (joining_record)."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +189,9 @@ def plan_from(domain: Domain, analysis: Analysis) -> DomainPlan:
         reachability=[e for e in analysis.edges if domain.name in (e.source, e.target)],
         half_open=[h for h in analysis.half_open if h.startswith(f"{domain.name} ")],
         dropped_rules=sorted(set(dropped)),
+        namespace_records={
+            ns: record for ns in members if (record := joining_record(analysis.namespaces[ns])) is not None
+        },
     )
 
 
@@ -227,6 +242,40 @@ PSA_MODES = {"enforce": ("enforce", "warn", "audit"), "warn": ("warn", "audit"),
 """The Pod Security Admission modes a domain's enforcement asks of the API server: a domain that only warns must
 not have the API server's own Pod Security admission deny what iotsec was told to warn about."""
 PSA_LABELS = tuple(f"{PSA_PREFIX}/{mode}{suffix}" for mode in PSA_MODES["enforce"] for suffix in ("", "-version"))
+MEMBER_LABELS = (DOMAIN_LABEL, ZONE_LABEL, *PSA_LABELS)
+"""Every label a domain may put on a member namespace: what comes off when it leaves."""
+
+
+def psa_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """The Pod Security Admission labels among `labels`."""
+    return {key: value for key, value in labels.items() if key.startswith(f"{PSA_PREFIX}/")}
+
+
+def joining_record(namespace: NamespaceInfo) -> dict[str, str] | None:
+    """The annotation a namespace joining a domain gets first: the Pod Security labels it has of its own, put back
+    when it leaves (leaving_labels). None for a namespace a domain already labels: its Pod Security labels are
+    iotsec's, and what it had before is recorded already (or, joined before iotsec recorded it, unknown)."""
+    if namespace.labels.get(DOMAIN_LABEL):
+        return None
+    return {PSA_BEFORE: json.dumps(psa_labels(namespace.labels), sort_keys=True, separators=(",", ":"))}
+
+
+def recorded_psa_labels(annotations: Mapping[str, str]) -> dict[str, str]:
+    """The Pod Security labels a member had before it joined, as joining_record wrote them ({} if none or unreadable:
+    an unreadable record restores nothing rather than something nobody chose)."""
+    try:
+        recorded = json.loads(annotations.get(PSA_BEFORE) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    return {k: v for k, v in psa_labels(recorded).items() if isinstance(v, str) and k in PSA_LABELS}
+
+
+def leaving_labels(annotations: Mapping[str, str]) -> dict[str, str | None]:
+    """The label patch of a namespace leaving its domain (None removes): the domain's labels off, and the Pod
+    Security labels it had before it joined back on."""
+    return {**dict.fromkeys(MEMBER_LABELS), **recorded_psa_labels(annotations)}
 
 
 def namespace_labels(domain: Domain) -> dict[str, str]:

@@ -29,16 +29,11 @@ from iotsec.controllers.reconciler import (
 from iotsec.controllers.runtime import kube, network
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions
-from iotsec.model.labels import CONTROLS, DOMAIN_LABEL, OWNER_KIND, OWNER_NAME, ZONE_LABEL
+from iotsec.model.labels import CONTROLS, DOMAIN_LABEL, OWNER_KIND, OWNER_NAME, PSA_BEFORE
 
 KIND = builder.KIND
 PLURAL = "securitydomains"
 NETPOL = ("networking.k8s.io/v1", "NetworkPolicy")
-OUR_LABELS = (
-    DOMAIN_LABEL,
-    ZONE_LABEL,
-    *(f"{builder.PSA_PREFIX}/{m}{v}" for m in ("enforce", "warn", "audit") for v in ("", "-version")),
-)
 
 
 @dataclass
@@ -165,7 +160,9 @@ def _valid_domains(bodies: list[dict[str, Any]]) -> list[builder.Domain]:
 def _plan(api: Kube, domain: builder.Domain) -> builder.DomainPlan:
     domains = _valid_domains(api.list(API_VERSION, KIND))
     namespaces = [
-        builder.NamespaceInfo(ns["metadata"]["name"], ns["metadata"].get("labels") or {})
+        builder.NamespaceInfo(
+            ns["metadata"]["name"], ns["metadata"].get("labels") or {}, ns["metadata"].get("annotations") or {}
+        )
         for ns in api.list("v1", "Namespace")
         if not ns["metadata"].get("deletionTimestamp")
     ]
@@ -174,6 +171,8 @@ def _plan(api: Kube, domain: builder.Domain) -> builder.DomainPlan:
 
 def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied:
     owner = Owner.of(body)
+    for ns, record in plan.namespace_records.items():  # before the labels: what it had must be known first
+        api.annotate("v1", "Namespace", ns, dict(record))
     labelled = [
         ns
         for ns, labels in plan.namespace_labels.items()
@@ -196,12 +195,16 @@ def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied
 
 
 def _unlabel(api: Kube, domain: str, keep: set[str]) -> list[str]:
-    """Take the domain's labels off namespaces that are no longer its members."""
+    """Take the domain's labels off namespaces that are no longer its members, and give them back the Pod Security
+    labels they had before they joined; the record goes only once they are back."""
     removed = []
     for ns in api.list("v1", "Namespace", label_selector=f"{DOMAIN_LABEL}={domain}"):
         name = ns["metadata"]["name"]
-        if name not in keep and api.patch_labels("v1", "Namespace", name, dict.fromkeys(OUR_LABELS)):
+        if name in keep:
+            continue
+        if api.patch_labels("v1", "Namespace", name, builder.leaving_labels(ns["metadata"].get("annotations") or {})):
             removed.append(name)
+        api.annotate("v1", "Namespace", name, {PSA_BEFORE: None})
     return removed
 
 

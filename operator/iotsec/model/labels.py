@@ -23,6 +23,7 @@ TENANT_LABEL = "iotsec.io/tenant"
 DOMAIN_CLAIM_LABEL = "iotsec.io/security-domain"  # a SecurityDomain's namespaceSelector may select on it
 CREATED_BY = "iotsec.io/created-by"  # on namespaces the operator created (never adopted ones): the tenant's name
 APP_ID_LABEL = "iotsec.io/app-id"
+PSA_BEFORE = "iotsec.io/psa-before"  # on a domain member namespace: JSON of the Pod Security labels it had before
 
 # --- storage, keys and backups ---------------------------------------------------------------------------------------
 ENCRYPTED_LABEL = "iotsec.io/encrypted"  # on a StorageClass whose volumes are encrypted

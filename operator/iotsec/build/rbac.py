@@ -157,9 +157,9 @@ OPERATOR_NAMESPACED: tuple[Permission, ...] = (
     ),
     Permission(
         ("batch",),
-        ("cronjobs",),
+        ("cronjobs", "jobs"),
         WRITE,
-        "backup, verify and restore-drill schedules; pruned when disabled",
+        "backup, verify and restore-drill schedules, pruned when disabled; each policy's one-off repository init Job",
     ),
     Permission(
         ("",),
@@ -251,9 +251,9 @@ OPERATOR_AUDIT_NAMESPACE: tuple[Permission, ...] = (
     ),
     Permission(
         ("batch",),
-        ("cronjobs",),
+        ("cronjobs", "jobs"),
         WRITE,
-        "the BackupPolicy of the audit store (X1369-9.6.4-3): its backup, verify and drill schedules",
+        "the BackupPolicy of the audit store (X1369-9.6.4-3): its schedules and its repository init Job",
     ),
     Permission(
         ("",),

@@ -75,6 +75,35 @@ def test_restic_json_is_read_line_by_line() -> None:
     assert list(nodes) == ["/d/f"]
 
 
+def test_restic_s_double_report_of_a_path_is_one_entry_and_an_empty_reason_is_found_out(tmp_path: Path) -> None:
+    """restic 0.14's real output for a folder and a file it cannot read (captured from `restic backup --json` run
+    without CAP_DAC_OVERRIDE): each path twice, the folder's reason an empty ``{}``. The paths here are real: one
+    gone (so this process finds the reason), one readable here (so no reason can be found)."""
+    gone, readable = tmp_path / "gone", tmp_path / "readable"
+    readable.mkdir()
+    stderr = "\n".join(
+        [
+            f'{{"message_type":"error","error":{{}},"during":"archival","item":"{gone}"}}',
+            f'{{"message_type":"error","error":{{"Op":"open","Path":"{gone}/db","Err":13}},"during":"archival",'
+            f'"item":"{gone}/db"}}',
+            f'{{"message_type":"error","error":{{}},"during":"archival","item":"{readable}"}}',
+            f'{{"message_type":"error","error":{{}},"during":"scan","item":"{gone}"}}',
+            f'{{"message_type":"error","error":{{"Op":"open","Path":"{gone}/db","Err":13}},"during":"scan",'
+            f'"item":"{gone}/db"}}',
+            f'{{"message_type":"error","error":{{}},"during":"scan","item":"{readable}"}}',
+            "Warning: at least one source file could not be read",
+        ]
+    )
+
+    _, unread = backup_messages(Completed(["restic"], 3, "", stderr))
+
+    assert unread == [
+        f"{gone}: No such file or directory",
+        f"{gone}/db: Permission denied",
+        f"{readable}: restic gave no reason",
+    ]
+
+
 def test_the_entry_point_keeps_its_exit_codes() -> None:
     assert (runner.EXIT_OK, runner.EXIT_FAILED, runner.EXIT_CONFIG) == (0, 1, 2)
     assert runner.main(["--help"]) == runner.EXIT_OK

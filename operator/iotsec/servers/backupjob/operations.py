@@ -96,31 +96,38 @@ class Runner:
         self.host = host
 
     def _outcome(self, operation: str) -> OperationOutcome:
-        return OperationOutcome(operation, self.restic.redact)
+        """A new outcome; it has failed already, with one line, if the restic binary cannot be found."""
+        out = OperationOutcome(operation, self.restic.redact)
+        missing = self.restic.missing()
+        if missing is not None:
+            out.fail(missing)
+        return out
 
     # -- operations ----------------------------------------------------------------------------------------------
 
     def init(self, target: Target, chunker_from: Target | None = None) -> None:
         """Create the repository unless `restic cat config` shows it exists; off-site copies share the chunker
-        parameters of ``chunker_from`` (the primary) so that `restic copy` keeps deduplicating."""
+        parameters of ``chunker_from`` (the primary) so that `restic copy` keeps deduplicating. A ResticError's
+        message does not name the target: whoever reports it does, once."""
         self.restic.remember(target, chunker_from)
         done = self.restic.run(target, "cat", "config")
         if done.ok:
             return
         if "wrong password" in done.stderr:
-            raise ResticError(self.restic.redact(f"{target.name}: repository exists but {done.reason()}"))
+            raise ResticError(self.restic.redact(f"repository exists but {done.reason()}"))
         if HOST_KEY_FAILED in done.stderr:  # never initialise anything on a server that is not the one we know
-            raise ResticError(self.restic.redact(f"{target.name}: {done.reason()}"))
+            raise ResticError(self.restic.redact(done.reason()))
         args = ["init"] + (["--copy-chunker-params"] if chunker_from is not None else [])
         done = self.restic.run(target, *args, source=chunker_from)
         if not done.ok:
-            message = f"{target.name}: cannot initialise {target.repository}: {done.reason()}"
-            raise ResticError(self.restic.redact(message))
+            raise ResticError(self.restic.redact(f"cannot initialise {target.repository}: {done.reason()}"))
         log.info("initialised repository of target %s", target.name)
 
     def init_targets(self, targets: Sequence[Target]) -> Result:
         """`init` for every target: the primary first, then the off-site copies with its chunker parameters."""
         out = self._outcome("init")
+        if out.errors:
+            return out.result()
         try:
             primary, offsites = split_targets(targets)
         except ValueError as exc:
@@ -150,6 +157,8 @@ class Runner:
 
         ``time`` overrides the snapshot time (restic --time; a naive datetime or string is local time)."""
         out = self._outcome("backup")
+        if out.errors:
+            return out.result()
         try:
             primary, offsites = split_targets(targets)
         except ValueError as exc:
@@ -206,6 +215,8 @@ class Runner:
     def verify(self, targets: Sequence[Target], read_data_subset: str = "5%") -> Result:
         """`restic check --read-data-subset` on every target; a repository without snapshots also fails."""
         out = self._outcome("verify")
+        if out.errors:
+            return out.result()
         problem = subset_problem(read_data_subset)
         if problem:
             out.fail(problem)
@@ -241,6 +252,8 @@ class Runner:
         lands in DESTINATION/data/x; files already in ``destination`` are overwritten, other files are kept.
         ``include`` (e.g. /data/x) restores only that path and its parent folders."""
         out = self._outcome("restore")
+        if out.errors:
+            return out.result()
         self.restic.remember(target)
         self._restore(target, destination, snapshot, exact=False, out=out, include=include)
         return out.result()
@@ -250,6 +263,8 @@ class Runner:
         content hashes (--verify) and that the restored tree is exactly the snapshot's file list with its sizes,
         and record restore_seconds (the measured recovery time). The folder is removed unless ``keep``."""
         out = self._outcome("drill")
+        if out.errors:
+            return out.result()
         self.restic.remember(target)
         try:
             os.makedirs(scratch, exist_ok=True)
@@ -288,8 +303,8 @@ class Runner:
             listed = "; ".join(unread[:_MAX_ITEMS]) + (
                 f" and {len(unread) - _MAX_ITEMS} more" if len(unread) > _MAX_ITEMS else ""
             )
-            count = len(unread) or "some"
-            problem = f"backup incomplete: restic could not read {count} source file(s): {listed or done.reason()}"
+            count = f"{len(unread)} source path{'s' if len(unread) > 1 else ''}" if unread else "some source files"
+            problem = f"backup incomplete: restic could not read {count}: {listed or done.reason()}"
         elif not done.ok:
             problem = f"backup failed, {done.reason()}"
         elif summary is None or not summary.get("snapshot_id"):

@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import shlex
+import shutil
+import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -145,15 +147,25 @@ class Completed:
         return self.returncode == 0
 
     def reason(self) -> str:
+        """Why it failed, on one line: the exit code and the last lines of its error output; for a process that did
+        not run or did not finish, the account ``Restic.run`` wrote in its place (not found, timed out)."""
         lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
         detail = "; ".join(lines[-5:]) or "no error output"
-        status = "did not finish" if self.returncode is None else f"exit code {self.returncode}"
-        return f"{status}: {detail}"
+        return detail if self.returncode is None else f"exit code {self.returncode}: {detail}"
 
 
 def environment_without_secrets() -> dict[str, str]:
     """This process's environment less every variable that names a repository or its password."""
     return {key: value for key, value in os.environ.items() if key not in SECRET_ENV}
+
+
+def binary_not_found(binary: str, path: str) -> str | None:
+    """Why ``binary`` cannot be found as a child process with PATH=``path`` looks it up, or None if it can."""
+    if shutil.which(binary, path=path) is not None:
+        return None
+    if os.path.dirname(binary):  # a path: PATH plays no part
+        return f"restic binary {binary} not found (no executable file there)"
+    return f"restic binary {binary!r} not found in PATH={path}"
 
 
 def spawn(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -179,6 +191,10 @@ class Restic:
         self.timeout = timeout
         self.cache_dir = cache_dir
         self._secrets: set[str] = {password}
+
+    def missing(self) -> str | None:
+        """Why the restic binary cannot be found (naming it and the PATH searched), or None if it can."""
+        return binary_not_found(self.binary, environment_without_secrets().get("PATH", os.defpath))
 
     def remember(self, *targets: Target | None) -> None:
         """Redact the values of these targets' extra environment (credentials) from now on."""
@@ -211,29 +227,33 @@ class Restic:
         except subprocess.TimeoutExpired:
             return Completed(argv, None, "", f"restic {args[0]} did not finish within {self.timeout:g} s")
         except OSError as exc:
-            return Completed(argv, None, "", f"cannot run {self.binary}: {exc.strerror}")
+            missing = binary_not_found(self.binary, env.get("PATH", os.defpath))
+            return Completed(argv, None, "", missing or f"cannot run {self.binary}: {exc.strerror}")
         stderr = self.redact(proc.stderr)
         if proc.returncode != 0:
             stderr += self._sftp_diagnosis(stderr, target, source)
         return Completed(argv, proc.returncode, proc.stdout, stderr)
 
-    def _sftp_diagnosis(self, stderr: str, *targets: Target | None) -> str:
+    def _sftp_diagnosis(self, stderr: str, target: Target, source: Target | None) -> str:
         """Why ssh failed, as a last line: restic may exit before it has passed on ssh's own error output, so when
-        it says the sftp session did not start, the same ssh command runs once more alone (stdin closed)."""
-        sftp = next((t for t in targets if t is not None and t.sftp), None)
+        it says the sftp session did not start, the same ssh command runs once more alone (stdin closed). The
+        error lands on ``target``, whose name is its prefix: only a source's sftp server is named here."""
+        sftp = next((t for t in (target, source) if t is not None and t.sftp), None)
         if sftp is None or (HOST_KEY_FAILED not in stderr and SFTP_START_FAILED not in stderr):
             return ""
+        server = "the sftp server" if sftp is target else f"the sftp server of {sftp.name}"
         if HOST_KEY_FAILED not in stderr:
             try:
                 probe = spawn(sftp.ssh_argv(), environment_without_secrets(), min(self.timeout, 60)).stderr
             except (subprocess.TimeoutExpired, OSError) as exc:
-                return f"\nssh to the sftp server of {sftp.name} did not finish: {exc}"
+                return f"\nssh to {server} did not finish: {exc}"
             if HOST_KEY_FAILED not in probe:
                 lines = [line.strip() for line in self.redact(probe).splitlines() if line.strip()]
-                return f"\nssh to the sftp server of {sftp.name}: {'; '.join(lines[-2:]) or 'no error output'}"
+                return f"\nssh to {server}: {'; '.join(lines[-2:]) or 'no error output'}"
+        secret = "the target's Secret" if sftp is target else f"the Secret of {sftp.name}"
         return (
-            f"\n{sftp.name}: the sftp server's host key is not in (or does not match) the known_hosts of the "
-            f"target's Secret: {HOST_KEY_FAILED.lower()}, the connection was closed before logging in"
+            f"\n{server}'s host key is not in (or does not match) the known_hosts of {secret}: "
+            f"{HOST_KEY_FAILED.lower()}, the connection was closed before logging in"
         )
 
 
@@ -241,8 +261,11 @@ class Restic:
 
 
 def backup_messages(done: Completed) -> tuple[dict | None, list[str]]:
-    """The summary of `restic backup --json` and the files it could not read."""
-    summary, unread = None, []
+    """The summary of `restic backup --json` and, once per path, what it could not read and why.
+
+    restic reports a path it cannot read once while scanning and again while archiving."""
+    summary: dict | None = None
+    reasons: dict[str, str | None] = {}
     for line in (done.stdout + "\n" + done.stderr).splitlines():
         if not line.startswith("{"):
             continue
@@ -253,13 +276,35 @@ def backup_messages(done: Completed) -> tuple[dict | None, list[str]]:
         if message.get("message_type") == "summary":
             summary = message
         elif message.get("message_type") == "error":
-            error = message.get("error")
-            if isinstance(error, dict) and isinstance(error.get("Err"), int):
-                detail = os.strerror(error["Err"])
-            else:
-                detail = str(error)
-            unread.append(f"{message.get('item', '?')}: {detail}")
-    return summary, unread
+            item = str(message.get("item") or "?")
+            reasons[item] = reasons.get(item) or _error_detail(message.get("error"))
+    return summary, [f"{item}: {reason or _reason_here(item)}" for item, reason in reasons.items()]
+
+
+def _error_detail(error: object) -> str | None:
+    """The reason in one of restic's JSON errors; None for the ``{}`` restic 0.14 writes for a wrapped Go error."""
+    if isinstance(error, dict):
+        if isinstance(error.get("Err"), int):
+            return os.strerror(error["Err"])
+        if isinstance(error.get("message"), str) and error["message"]:  # later restic versions
+            return error["message"]
+        return None
+    return str(error) if error else None
+
+
+def _reason_here(item: str) -> str:
+    """Why ``item`` cannot be read, as this process finds out (it runs as the same user as restic): restic 0.14
+    gives no reason for a folder it cannot open. Only folders and regular files are opened (never a device)."""
+    try:
+        mode = os.lstat(item).st_mode
+        if stat.S_ISDIR(mode):
+            with os.scandir(item):
+                pass
+        elif stat.S_ISREG(mode):
+            os.close(os.open(item, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "restic gave no reason"
 
 
 def forget_kept(stdout: str) -> list[dict] | None:

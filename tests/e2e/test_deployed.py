@@ -8,8 +8,6 @@ These tests need that install; without it they skip and say so, unless IOTSEC_DE
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -17,52 +15,20 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.e2e.conftest import eventually
+from tests.e2e.deployed import DEPLOYMENTS, NAMESPACE, RELEASE, domain_namespace, require_install
 
-RELEASE = os.environ.get("RELEASE", "iotsec")
-NAMESPACE = os.environ.get("NAMESPACE", "iotsec-system")
-DEPLOYMENTS = (f"{RELEASE}-operator", f"{RELEASE}-webhook")
 RUNNABLE_IMAGE = "localhost/testenv/busybox:1.35"  # made by the testenv's images.sh on the node
 
 
 @pytest.fixture(scope="module")
 def apps(api_client) -> client.AppsV1Api:
-    apps = client.AppsV1Api(api_client)
-    try:
-        found = {d: apps.read_namespaced_deployment(d, NAMESPACE) for d in DEPLOYMENTS}
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        message = f"iotsec is not installed in {NAMESPACE} (make image && make testenv-install)"
-        if os.environ.get("IOTSEC_DEPLOYED_REQUIRED") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    for name, deployment in found.items():
-        assert (deployment.status.ready_replicas or 0) >= 1, f"{name} has no Ready pod"
-    return apps
+    return require_install(api_client)
 
 
 @pytest.fixture
 def namespace(core, custom, apps) -> Iterator[str]:
-    """A namespace in a SecurityDomain of its own, which the operator in its pod has reconciled."""
-    name = f"deployed-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
-    domain = {
-        "apiVersion": "iotsec.io/v1alpha1",
-        "kind": "SecurityDomain",
-        "metadata": {"name": name},
-        "spec": {"zone": "core", "namespaces": [name], "enforcement": "enforce", "podSecurity": "restricted"},
-    }
-    custom.create_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", domain)
-
-    def reconciled() -> bool:
-        found = custom.get_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
-        ready = [c for c in (found.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"]
-        return bool(ready) and ready[0]["status"] == "True"
-
-    eventually(reconciled, timeout=60, what=f"SecurityDomain {name} Ready (reconciled by the operator's pod)")
-    yield name
-    custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
-    core.delete_namespace(name)
+    with domain_namespace(core, custom) as name:
+        yield name
 
 
 def _pods(api_client, deployment: str) -> list[client.V1Pod]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 from iotsec.api.backuppolicy import BackupPolicySpec
 from iotsec.api.validation import parse_resource
 from iotsec.build import backup as builder
 from iotsec.k8s.kube import ApiError, Kube, Owner
+from iotsec.model.labels import BACKUP_JOB_LABEL
 from iotsec.model.platform import Image
 
 
@@ -17,7 +19,8 @@ class RestoreError(Exception):
 
 
 def _scheduled_image(kube: Kube, policy: str, namespace: str) -> Image:
-    """The image the operator runs this policy's backups with: a restore must read what that image wrote."""
+    """The image the operator runs this policy's Jobs with (its CronJobs', else its repository init Job's, which
+    exists also where batch/v1 CronJob is not served): a restore must read what that image wrote."""
     selector = f"iotsec.io/owner-kind=BackupPolicy,iotsec.io/owner-name={policy}"
     for api_version in ("batch/v1", "batch/v1beta1"):
         try:
@@ -27,12 +30,18 @@ def _scheduled_image(kube: Kube, policy: str, namespace: str) -> Image:
                 continue  # a version this server does not serve
             raise
         for cron_job in cron_jobs:
-            containers = cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-            return Image(containers[0]["image"], containers[0].get("imagePullPolicy") or "IfNotPresent")
+            return _image_of(cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    for job in kube.list("batch/v1", "Job", namespace, label_selector=f"{selector},{BACKUP_JOB_LABEL}=init"):
+        return _image_of(job["spec"]["template"]["spec"])
     raise RestoreError(
-        f"BackupPolicy {namespace}/{policy} has no backup CronJob yet: the operator has not scheduled it, so the "
-        "image that wrote its snapshots is unknown; name it with --image"
+        f"BackupPolicy {namespace}/{policy} has no CronJob or init Job yet: the operator has not reconciled it, so"
+        " the image that wrote its snapshots is unknown; name it with --image"
     )
+
+
+def _image_of(pod: dict[str, Any]) -> Image:
+    container = pod["containers"][0]
+    return Image(container["image"], container.get("imagePullPolicy") or "IfNotPresent")
 
 
 def restore(

@@ -1,0 +1,63 @@
+"""What the deployed tiers share: the install `make testenv-install` made, and a namespace in a SecurityDomain of
+its own that the operator, in its pod, has reconciled."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.e2e.conftest import eventually
+
+RELEASE = os.environ.get("RELEASE", "iotsec")
+NAMESPACE = os.environ.get("NAMESPACE", "iotsec-system")
+DEPLOYMENTS = (f"{RELEASE}-operator", f"{RELEASE}-webhook")
+
+
+def require_install(api_client) -> client.AppsV1Api:
+    """The operator and webhook Deployments with a Ready pod each; skip (or fail under IOTSEC_DEPLOYED_REQUIRED=1,
+    as CI runs after `make testenv-install`) when iotsec is not installed."""
+    apps = client.AppsV1Api(api_client)
+    try:
+        found = {d: apps.read_namespaced_deployment(d, NAMESPACE) for d in DEPLOYMENTS}
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        message = f"iotsec is not installed in {NAMESPACE} (make image && make testenv-install)"
+        if os.environ.get("IOTSEC_DEPLOYED_REQUIRED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    for name, deployment in found.items():
+        assert (deployment.status.ready_replicas or 0) >= 1, f"{name} has no Ready pod"
+    return apps
+
+
+@contextmanager
+def domain_namespace(core, custom, prefix: str = "deployed") -> Iterator[str]:
+    """A namespace in a restricted, enforcing SecurityDomain of its own, Ready (reconciled by the operator's pod)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
+    domain = {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "SecurityDomain",
+        "metadata": {"name": name},
+        "spec": {"zone": "core", "namespaces": [name], "enforcement": "enforce", "podSecurity": "restricted"},
+    }
+    custom.create_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", domain)
+
+    def reconciled() -> bool:
+        found = custom.get_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
+        ready = [c for c in (found.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"]
+        return bool(ready) and ready[0]["status"] == "True"
+
+    eventually(reconciled, timeout=60, what=f"SecurityDomain {name} Ready (reconciled by the operator's pod)")
+    try:
+        yield name
+    finally:
+        custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
+        core.delete_namespace(name)

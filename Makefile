@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint unit e2e crds bench clean image testenv-install e2e-deployed
+.PHONY: demo test lint unit e2e crds bench clean image testenv-install e2e-deployed e2e-images
 
 $(STAMP): pyproject.toml Makefile tools/install_helm.py
 	$(PYTHON) -m venv $(VENV)
@@ -58,9 +58,15 @@ image:
 testenv-install: $(STAMP)
 	BIN=$(BIN) tools/testenv_install.sh
 
-## e2e-deployed: the tier that needs `make image` and `make testenv-install` (missing ones fail here, not skip)
+## e2e-images: the images the deployed tests run besides iotsec's (an sftp server), built and imported like `make image`
+e2e-images:
+	tools/build_e2e_images.sh
+
+## e2e-deployed: the tier that needs `make image`, `make e2e-images` and `make testenv-install` (missing ones fail
+## here, not skip)
 e2e-deployed: $(STAMP)
-	IOTSEC_IMAGE_REQUIRED=1 IOTSEC_DEPLOYED_REQUIRED=1 $(BIN)/pytest -m e2e tests/e2e/test_image.py tests/e2e/test_deployed.py
+	IOTSEC_IMAGE_REQUIRED=1 IOTSEC_DEPLOYED_REQUIRED=1 $(BIN)/pytest -m e2e tests/e2e/test_image.py \
+	  tests/e2e/test_deployed.py tests/e2e/test_deployed_backup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

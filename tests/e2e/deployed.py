@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -37,16 +38,27 @@ def require_install(api_client) -> client.AppsV1Api:
     return apps
 
 
+def domain_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
 @contextmanager
-def domain_namespace(core, custom, prefix: str = "deployed") -> Iterator[str]:
-    """A namespace in a restricted, enforcing SecurityDomain of its own, Ready (reconciled by the operator's pod)."""
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+def domain_namespace(core, custom, prefix: str = "deployed", name: str | None = None, **spec: Any) -> Iterator[str]:
+    """A namespace in a restricted, enforcing SecurityDomain of its own (same name; `spec` adds to the domain's),
+    Ready (reconciled by the operator's pod)."""
+    name = name or domain_name(prefix)
     core.create_namespace({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
     domain = {
         "apiVersion": "iotsec.io/v1alpha1",
         "kind": "SecurityDomain",
         "metadata": {"name": name},
-        "spec": {"zone": "core", "namespaces": [name], "enforcement": "enforce", "podSecurity": "restricted"},
+        "spec": {
+            "zone": "core",
+            "namespaces": [name],
+            "enforcement": "enforce",
+            "podSecurity": "restricted",
+            **spec,
+        },
     }
     custom.create_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", domain)
 
@@ -61,3 +73,19 @@ def domain_namespace(core, custom, prefix: str = "deployed") -> Iterator[str]:
     finally:
         custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
         core.delete_namespace(name)
+
+
+def admitted_once_the_webhook_sees_the_domain(create) -> None:
+    """Call `create` until the webhook no longer denies it for want of a domain (its view of a new SecurityDomain
+    may lag by its refresh interval); any other denial fails at once."""
+
+    def admitted() -> bool:
+        try:
+            create()
+        except ApiException as exc:
+            if exc.status != 403 or "domain-membership" not in (exc.body or ""):
+                raise
+            return False
+        return True
+
+    eventually(admitted, timeout=60, what="admitted by the webhook once it sees the namespace's domain")

@@ -395,6 +395,12 @@ def _run(api_client, custom, core, site: Site, kind: str) -> str:
         assert claim_spec["storageClassName"] == STORAGE_CLASS, "the drill's scratch volume is of the spec's class"
         _claim(core, site.namespace, "drill-scratch")
         scratch["persistentVolumeClaim"] = {"claimName": "drill-scratch"}
+    name = _start(api_client, site, kind, template)
+    _finished(api_client, site.namespace, name)
+    return name
+
+
+def _start(api_client, site: Site, kind: str, template: dict[str, Any]) -> str:
     name = f"{kind}-{uuid.uuid4().hex[:5]}"
     job = {
         "apiVersion": "batch/v1",
@@ -403,7 +409,6 @@ def _run(api_client, custom, core, site: Site, kind: str) -> str:
         "spec": template["spec"],
     }
     client.BatchV1Api(api_client).create_namespaced_job(site.namespace, job)
-    _finished(api_client, site.namespace, name)
     return name
 
 
@@ -527,3 +532,23 @@ def test_a_drill_restores_and_its_measured_time_lands_in_the_status(site, api_cl
     assert "X1369-9.6.1-2" in json.dumps(condition)
     seconds = _policy(custom, site)["status"]["lastRestoreSeconds"]
     assert 0 < seconds < 180, seconds
+
+
+def test_a_repository_that_went_missing_fails_the_backup_and_is_not_created_again(site, api_client, custom, core):
+    """The claim's repository emptied (a volume swapped, a bucket cleared): the next backup must fail, not report
+    success into a fresh repository beside the lost snapshots. Runs last: it destroys the local repository."""
+    repository = site.root / "repository"
+    for entry in repository.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    name = _start(api_client, site, "backup", _job_template(api_client, custom, site, "backup"))
+    with pytest.raises(AssertionError, match=f"Job {name} failed"):
+        _finished(api_client, site.namespace, name)
+
+    def reported() -> dict[str, Any] | None:
+        condition = _condition(custom, site, "BackupSucceeded")
+        return condition if condition.get("status") == "False" else None
+
+    condition = eventually(reported, timeout=60, what="BackupSucceeded False for the missing repository")
+    assert name in condition["message"]
+    assert "local" in condition["message"], "the message names the target"
+    assert not any(repository.iterdir()), "no repository was created in its place"

@@ -8,8 +8,6 @@ data, so the other modules' objects and CRDs survive.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -24,12 +22,11 @@ from iotsec.build import apiserver_audit as rendering
 from iotsec.build.audit import canary_name
 from iotsec.pki import certs
 from tests.e2e.conftest import eventually
+from tests.e2e.controlplane import TESTENV, kubectl, restart_control_plane
 from tests.e2e.processes import _free_port, terminate
 
 kubernetes = pytest.importorskip("kubernetes")
 
-REPO = Path(__file__).resolve().parents[2]
-TESTENV = Path(os.environ.get("IOTSEC_TESTENV_SCRIPTS", REPO.parent / "shared" / "k8s-testenv"))
 POLICY = "e2e-audit"
 DEAF_POLICY = "e2e-audit-deaf"
 NAMESPACE = "iotsec-e2e-audit"
@@ -55,21 +52,6 @@ def audit_policy(name: str, deadline: str = "30s") -> dict[str, Any]:
             ],
         },
     }
-
-
-def kubectl(*args: str) -> str:
-    binary = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
-    done = subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
-    if done.returncode != 0 and "Forbidden" not in done.stderr and "forbidden" not in done.stderr:
-        raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
-    return done.stdout + done.stderr
-
-
-def restart_control_plane(extra_args: str) -> None:
-    env = {**os.environ, "APISERVER_EXTRA_ARGS": extra_args}
-    subprocess.run(["bash", str(TESTENV / "stop.sh")], check=True, capture_output=True, timeout=120)
-    done = subprocess.run(["bash", str(TESTENV / "start.sh")], env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 class Sink:

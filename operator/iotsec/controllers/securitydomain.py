@@ -14,6 +14,8 @@ from typing import Any
 import kopf
 
 from iotsec.api.common import API_VERSION, GROUP, VERSION
+from iotsec.api.crd import structural_schema
+from iotsec.api.securitydomain import SecurityDomainStatus
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build import securitydomain as builder
 from iotsec.controllers import metrics
@@ -223,6 +225,14 @@ def _write_status(
             return False, write_status(api, KIND, body, [ready])
         except ApiError:
             return False, False  # the API is failing; the error that brought us here is what gets reported
+    ready_status, found, fields = domain_status(plan, generation)
+    return ready_status, write_status(api, KIND, body, found, fields)
+
+
+def domain_status(
+    plan: builder.DomainPlan, generation: int | None
+) -> tuple[bool, list[dict[str, Any]], dict[str, Any]]:
+    """What the status says of a plan: (ready, the conditions found, the other status fields)."""
     ready_status, reason, message = _readiness(plan)
     found = [
         conditions.condition("Ready", ready_status, reason, message, generation, _controls(plan)),
@@ -243,7 +253,22 @@ def _write_status(
         "conflicts": plan.conflicts,
         "halfOpenRules": plan.half_open,
     }
-    return ready_status, write_status(api, KIND, body, found, fields)
+    return ready_status, found, _fitted(_STATUS_SCHEMA, fields)
+
+
+_STATUS_SCHEMA = structural_schema(SecurityDomainStatus, keep_defaults=False)
+
+
+def _fitted(schema: dict[str, Any], value: Any) -> Any:
+    """`value` within the schema's maxLength and maxItems: the API server refuses the whole status otherwise. Long
+    notes (many ports, long names) are clipped with an ellipsis; the Ready message (32 KiB) keeps them whole."""
+    if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
+        return value[: schema["maxLength"] - 1] + "…"
+    if isinstance(value, list):
+        return [_fitted(schema.get("items", {}), item) for item in value[: schema.get("maxItems", len(value))]]
+    if isinstance(value, dict) and "properties" in schema:
+        return {key: _fitted(schema["properties"].get(key, {}), item) for key, item in value.items()}
+    return value
 
 
 def _readiness(plan: builder.DomainPlan) -> tuple[bool, str, str]:

@@ -150,6 +150,7 @@ def test_render_prints_valid_kubernetes_objects_deterministically(capsys):
         "ConfigMap",
         "StorageClass",
         "CronJob",
+        "Job",  # each BackupPolicy's repository init Job
         "PersistentVolumeClaim",
         "Deployment",
         "Service",

@@ -23,10 +23,13 @@ class Cluster:
         self.served = served
 
     def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None):
-        assert label_selector == "iotsec.io/owner-kind=BackupPolicy,iotsec.io/owner-name=tsdb"
+        assert label_selector is not None
+        assert label_selector.startswith("iotsec.io/owner-kind=BackupPolicy,iotsec.io/owner-name=tsdb")
         if api_version not in self.served:
             raise ApiError(f"the API server does not serve {kind} in {api_version}", 404)
-        return self.served[api_version]
+        if kind == "Job":
+            assert label_selector.endswith(",iotsec.io/backup-job=init"), "only the init Job says which image"
+        return [o for o in self.served[api_version] if o.get("kind", "CronJob") == kind]
 
 
 def cron_job(image: str) -> dict[str, Any]:
@@ -38,6 +41,12 @@ def test_a_restore_runs_the_image_that_wrote_the_snapshots():
     cluster = Cluster({"batch/v1beta1": [cron_job("reg.local/iotsec@sha256:" + "a" * 64)]})
     found = restore_service._scheduled_image(cluster, "tsdb", "ns")  # type: ignore[arg-type]
     assert found == Image("reg.local/iotsec@sha256:" + "a" * 64, "Always")
+
+
+def test_where_no_cronjob_is_served_the_init_job_names_the_image():
+    init = {"kind": "Job", "spec": {"template": {"spec": {"containers": [{"image": "reg.local/iotsec:1.2.3"}]}}}}
+    found = restore_service._scheduled_image(Cluster({"batch/v1": [init]}), "tsdb", "ns")  # type: ignore[arg-type]
+    assert found == Image("reg.local/iotsec:1.2.3", "IfNotPresent")
 
 
 def test_nothing_scheduled_means_the_image_must_be_named():

@@ -1,4 +1,5 @@
-"""BackupPolicy → the repository password Secret, the runner's configuration and the CronJobs that run it.
+"""BackupPolicy → the repository password Secret, the runner's configuration, the Job that creates the
+repositories and the CronJobs that run backups, verification and drills.
 
 Pure. The password is a placeholder here (the reconciler generates it once and keeps it, also after the policy is
 deleted unless `deletionPolicy: Delete`). Jobs run the iotsec image's `iotsec backup …` as a non-root user under
@@ -117,6 +118,7 @@ def plan_backup(
             _cron_job(meta, "drill", spec.restore_drill.schedule, spec, plan, image, [C_DRILL, C_RESTORE])
         )
     plan.objects.append(_egress(meta, name, spec))
+    plan.objects.append(init_job(name, namespace, spec, image))
     return plan
 
 

@@ -132,6 +132,8 @@ def _apply(api: Kube, body: dict[str, Any], spec: BackupPolicySpec) -> tuple[boo
     for obj in plan.objects:
         if obj["kind"] == "Secret":
             _ensure_password(api, obj)
+        elif obj["kind"] == "Job":
+            _initialise_repositories(api, body, obj, spec, owner)
         elif obj["kind"] == "CronJob":
             try:
                 api.apply(obj, owner)
@@ -144,14 +146,15 @@ def _apply(api: Kube, body: dict[str, Any], spec: BackupPolicySpec) -> tuple[boo
     if scheduled:
         keep = {(namespace, o["metadata"]["name"]) for o in plan.objects if o["kind"] == "CronJob"}
         api.prune(*CRONJOB, KIND, name, keep)
-    _initialise_repositories(api, body, spec, owner)
     return scheduled, why
 
 
-def _initialise_repositories(api: Kube, body: dict[str, Any], spec: BackupPolicySpec, owner: Owner) -> None:
-    """One init Job per set of targets (created once, never re-run by a resync); a superseded one goes."""
+def _initialise_repositories(
+    api: Kube, body: dict[str, Any], job: dict[str, Any], spec: BackupPolicySpec, owner: Owner
+) -> None:
+    """One init Job per set of targets, created (a Job's template cannot change, so never applied over) once and
+    never re-run by a resync; a superseded one goes."""
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    job = builder.init_job(name, namespace, spec, config().job_image)
     if api.create(job, owner):
         kopf.info(
             body,

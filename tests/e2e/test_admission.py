@@ -252,3 +252,44 @@ def test_webhook_down_refuses_member_namespaces_but_not_excluded_ones(webhook, d
     assert "failed calling webhook" in json.loads(caught.value.body)["message"]
     excluded = {**pod, "metadata": {**pod["metadata"], "namespace": SYSTEM}}
     _create(dynamic, excluded)
+
+
+def test_a_pod_in_a_namespace_created_a_moment_ago_gets_its_domains_verdict(webhook, api_client):
+    """Issue 15: the webhook re-listed the cluster every 10 s, so a pod created right after its namespace was judged
+    as in no domain. It now follows watches, and waits for a namespace it has not seen yet: the pod created at once
+    after its namespace is judged by the domain that names it."""
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+    name = f"fresh-{uuid.uuid4().hex[:6]}"
+    domain = {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "SecurityDomain",
+        "metadata": {"name": name},
+        "spec": {"zone": "core", "namespaces": [name], "enforcement": "enforce", "podSecurity": "restricted"},
+    }
+    custom.create_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", domain)
+
+    def reconciled() -> bool:
+        found = custom.get_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
+        return any(c["type"] == "Ready" for c in (found.get("status") or {}).get("conditions") or [])
+
+    try:
+        eventually(reconciled, timeout=60, what=f"SecurityDomain {name} reconciled")
+        core.create_namespace({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
+        # a Deployment: a bare Pod would first wait for the namespace's default ServiceAccount (admitted before us)
+        labels = {"app.kubernetes.io/name": "at-once"}
+        container = {"name": "c", "image": "registry.example.com/app:1.0", "securityContext": {"privileged": True}}
+        deployment = {
+            "metadata": {"name": "at-once", "labels": labels},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+            },
+        }
+        with pytest.raises(ApiException) as denied:
+            client.AppsV1Api(api_client).create_namespaced_deployment(name, deployment)
+        message = denied.value.body or ""
+        assert "domain-membership" not in message, message
+        assert "privileged" in message, message
+    finally:
+        _remove_domain(custom, name)
+        core.delete_namespace(name)

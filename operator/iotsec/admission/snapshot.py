@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,7 +11,7 @@ from iotsec.admission.context import Snapshot, TenantStorage, trusted_groups_fro
 from iotsec.admission.engine import decide
 from iotsec.admission.model import Decision
 from iotsec.api.tenantisolation import ESCALATING_VERBS
-from iotsec.api.validation import InvalidResourceError, Problem, is_iotsec, parse_resource
+from iotsec.api.validation import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
 from iotsec.build.securitydomain import Domain
 from iotsec.build.tenant import storage_class_name
 from iotsec.model.labels import ENCRYPTED_LABEL
@@ -74,9 +74,11 @@ def snapshot_from_objects(
     unassigned: str = "enforce",
     assume_named_namespaces_exist: bool = False,
     platform: Platform | None = None,
+    parse: Callable[[dict[str, Any]], Resource] = parse_resource,
 ) -> Snapshot:
     """The policy context from SecurityDomains, AuditPolicies, TenantIsolations, Namespaces, StorageClasses and
-    ClusterRoles, whether they come from files (iotsec check) or from the API server (the webhook)."""
+    ClusterRoles, whether they come from files (iotsec check) or from the API server (the webhook). `parse`
+    validates a custom resource (the webhook passes one that remembers unchanged objects)."""
     domains, audit_specs = [], []
     namespaces: dict[str, dict[str, str]] = {}
     encrypted, default_class, escalating = set(), None, {"cluster-admin"}
@@ -87,7 +89,7 @@ def snapshot_from_objects(
         kind, meta = obj.get("kind"), obj.get("metadata") or {}
         if is_iotsec(obj):
             try:
-                resource = parse_resource(obj)
+                resource = parse(obj)
             except InvalidResourceError:
                 continue  # an invalid custom resource contributes nothing; it reports its own problems
             if resource.kind == "SecurityDomain":

@@ -264,20 +264,21 @@ OPERATOR_AUDIT_NAMESPACE: tuple[Permission, ...] = (
 )
 
 
+# The webhook lists each kind once, then watches it (servers.webhook.cluster): no get, nothing written.
 WEBHOOK: tuple[Permission, ...] = (
     Permission(
         ("iotsec.io",),
         ("securitydomains", "tenantisolations", "auditpolicies", "backuppolicies"),
-        ("list",),
+        ("list", "watch"),
         "the domains, tenants' data classes and trusted admin groups decisions depend on; where iotsec manages "
         "(tenant, domain and BackupPolicy namespaces), for the operator's fence",
     ),
-    Permission(("",), ("namespaces",), ("list",), "which domain each namespace belongs to"),
-    Permission(("storage.k8s.io",), ("storageclasses",), ("list",), "which StorageClasses are encrypted"),
+    Permission(("",), ("namespaces",), ("list", "watch"), "which domain each namespace belongs to"),
+    Permission(("storage.k8s.io",), ("storageclasses",), ("list", "watch"), "which StorageClasses are encrypted"),
     Permission(
         ("rbac.authorization.k8s.io",),
         ("clusterroles",),
-        ("list",),
+        ("list", "watch"),
         "which ClusterRoles escalate, for the trusted-admin-binding rule",
     ),
 )

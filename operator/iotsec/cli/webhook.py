@@ -38,7 +38,9 @@ def _register_serve(sub: Any) -> None:
         metavar="PATH",
         help="take SecurityDomains etc. from these files instead of the cluster (no API access)",
     )
-    hook.add_argument("--refresh-seconds", type=float, default=10.0, help="cluster state and certificate refresh")
+    hook.add_argument(
+        "--refresh-seconds", type=float, default=10.0, help="how often the serving certificate is checked for renewal"
+    )
     hook.add_argument("--metrics-port", type=int, default=8001, help="Prometheus port, 0 disables")
     hook.add_argument(
         "--unassigned",
@@ -108,7 +110,7 @@ def _webhook(args: argparse.Namespace) -> int:
         config = settings("webhook")
         if config is None:
             return EXIT_USAGE
-        source = ClusterSnapshot(Kube(), args.refresh_seconds, args.unassigned, config.platform)
+        source = ClusterSnapshot(Kube(), args.unassigned, config.platform)
     if args.tls_secret_ref:
         from iotsec.k8s.kube import Kube
         from iotsec.servers.webhook.cluster import SecretFiles

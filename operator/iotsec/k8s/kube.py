@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
@@ -331,6 +333,42 @@ class Kube:
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
         return result.get("items", [])
+
+    def list_at(self, api_version: str, kind: str) -> tuple[list[dict[str, Any]], str]:
+        """Every object of a kind, cluster-wide, and the list's resourceVersion (where a watch of it resumes)."""
+        resource = self._resource(api_version, kind)
+        result = self._call(f"list {kind}", lambda: resource.get()).to_dict()
+        items = result.get("items") or []
+        for item in items:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return items, (result.get("metadata") or {}).get("resourceVersion") or ""
+
+    def watch(
+        self, api_version: str, kind: str, resource_version: str, timeout_seconds: int = 300
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Changes of a kind, cluster-wide, after `resource_version`: (ADDED, MODIFIED or DELETED, object), resumed
+        from the last version seen when the server ends a stream. ApiError 410 when the version is too old to
+        resume from (list again), another ApiError when the stream breaks."""
+        resource = self._resource(api_version, kind)
+        watcher = k8s_watch.Watch()
+        try:
+            for event in self.dynamic.watch(
+                resource, resource_version=resource_version, timeout=timeout_seconds, watcher=watcher
+            ):
+                if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                    obj = event["raw_object"]
+                    obj.setdefault("apiVersion", api_version)
+                    obj.setdefault("kind", kind)
+                    yield event["type"], obj
+        except ApiException as exc:
+            raise ApiError(f"watch {kind}: {exc.status} {exc.reason}", exc.status) from None
+        except DynamicApiError as exc:
+            raise ApiError(f"watch {kind}: {exc.status} {exc.reason}: {_message(exc)}", exc.status) from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise ApiError(f"watch {kind}: the stream broke: {exc}") from None
+        finally:
+            watcher.stop()
 
     # ---------------------------------------------------------------- writing
 

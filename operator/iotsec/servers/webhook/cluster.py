@@ -1,10 +1,12 @@
-"""The cluster state the webhook decides with, refreshed from the API server in the background."""
+"""The cluster state the webhook decides with: informer-style watches, so a decision is at most one watch event
+behind the API server (a pod created right after its namespace joined a domain is judged by that domain)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 
 from iotsec.admission.context import Snapshot
 from iotsec.admission.snapshot import snapshot_from_objects
+from iotsec.api.validation import Resource, parse_resource
+from iotsec.k8s.cache import Reflector
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model.platform import Platform
 from iotsec.servers.webhook.server import SnapshotSource
@@ -28,34 +32,99 @@ SOURCES = (
 )
 
 
-class ClusterSnapshot(SnapshotSource):
-    """Lists what the policy needs every `interval` seconds; keeps the last good snapshot when the API fails."""
+class ParsedResources:
+    """Validates each custom resource once per resourceVersion: schema and CEL checks cost milliseconds per
+    object, and a namespace event must not re-validate every domain."""
 
-    def __init__(
-        self, kube: Kube, interval: float = 10.0, unassigned: str = "enforce", platform: Platform | None = None
-    ):
-        self.kube, self.interval, self.unassigned = kube, interval, unassigned
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, str], Resource] = {}
+        self._seen: set[tuple[str, str]] = set()
+
+    def __call__(self, obj: dict[str, Any]) -> Resource:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("uid") or "", meta.get("resourceVersion") or "")
+        if not all(key):
+            return parse_resource(obj)
+        self._seen.add(key)
+        if key not in self._parsed:
+            self._parsed[key] = parse_resource(obj)  # an invalid one raises, is not remembered and is tried again
+        return self._parsed[key]
+
+    def forget_unseen(self) -> None:
+        """Drop what the last build did not ask for (deleted or superseded versions)."""
+        self._parsed = {key: value for key, value in self._parsed.items() if key in self._seen}
+        self._seen = set()
+
+
+class ClusterSnapshot(SnapshotSource):
+    """Watches what the policy needs and rebuilds the snapshot after each change (changes that arrive while a
+    build runs are folded into the next one). `current` stays None, and /readyz 503, until every kind has been
+    listed once; a broken watch keeps the last state while it lists again."""
+
+    CATCH_UP_SECONDS = 2.0  # how long a request in a namespace the snapshot lacks waits for its watch event
+
+    def __init__(self, kube: Kube, unassigned: str = "enforce", platform: Platform | None = None):
+        self.kube, self.unassigned = kube, unassigned
+        self._published: asyncio.Condition | None = None
         self.platform = platform or Platform()
         self.current: Snapshot | None = None
+        self.reflectors: list[Reflector] = []
+        self.builds = 0
+        self._parse = ParsedResources()
         self._summary = ""
+        self._stop = threading.Event()
 
     def load(self) -> Snapshot:
-        objects: list[dict[str, Any]] = []
-        for api_version, kind in SOURCES:
-            objects += self.kube.list(api_version, kind)
-        return snapshot_from_objects(objects, self.unassigned, platform=self.platform)
+        """The snapshot from what the reflectors hold now."""
+        objects = [obj for reflector in self.reflectors for obj in reflector.items()]
+        snapshot = snapshot_from_objects(objects, self.unassigned, platform=self.platform, parse=self._parse)
+        self._parse.forget_unseen()
+        return snapshot
+
+    async def holding(self, namespace: str) -> Snapshot | None:
+        published = self._published
+        if published is None:
+            return self.current
+        try:
+            async with published:
+                await asyncio.wait_for(
+                    published.wait_for(lambda: self.current is not None and namespace in self.current.namespaces),
+                    self.CATCH_UP_SECONDS,
+                )
+        except TimeoutError:
+            pass
+        return self.current
 
     async def run(self) -> None:
-        while True:
-            try:
-                snapshot = await asyncio.to_thread(self.load)
-                summary = f"{len(snapshot.domains)} SecurityDomains over {len(snapshot.namespaces)} namespaces"
-                if self.current is None or summary != self._summary:
-                    log.info("cluster state: %s", summary)
-                self.current, self._summary = snapshot, summary
-            except ApiError as exc:
-                log.warning("cannot refresh cluster state (keeping the last one): %s", exc)
-            await asyncio.sleep(self.interval)
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+        self._published = asyncio.Condition()
+
+        def notify() -> None:
+            loop.call_soon_threadsafe(changed.set)
+
+        self.reflectors = [Reflector(self.kube, api_version, kind, notify) for api_version, kind in SOURCES]
+        for reflector in self.reflectors:
+            threading.Thread(
+                target=reflector.run, args=(self._stop,), name=f"watch-{reflector.kind}", daemon=True
+            ).start()
+        try:
+            while True:
+                await changed.wait()
+                changed.clear()
+                if all(reflector.synced.is_set() for reflector in self.reflectors):
+                    self._publish(await asyncio.to_thread(self.load))
+                    async with self._published:
+                        self._published.notify_all()
+        finally:
+            self._stop.set()
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        summary = f"{len(snapshot.domains)} SecurityDomains over {len(snapshot.namespaces)} namespaces"
+        if self.current is None or summary != self._summary:
+            log.info("cluster state: %s", summary)
+        self.current, self._summary = snapshot, summary
+        self.builds += 1
 
 
 class SecretFiles:

@@ -58,6 +58,7 @@ class ReviewResult:
     verdict: str = "error"  # allowed, denied, warned, skipped, error
     decision: Decision | None = None
     dry_run: bool = False
+    unknown_namespace: str | None = None  # judged in a namespace the snapshot does not hold (yet)
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
@@ -115,7 +116,9 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
         request = parse_review(body)
     except ReviewError as exc:
         return ReviewResult(400, {"error": str(exc)})
-    base = {"kind": request.kind, "operation": request.operation, "dry_run": request.dry_run}
+    base: dict[str, Any] = {"kind": request.kind, "operation": request.operation, "dry_run": request.dry_run}
+    if snapshot is not None and request.namespace and request.namespace not in snapshot.namespaces:
+        base["unknown_namespace"] = request.namespace
     if request.kind in ANSWERED_KINDS and snapshot is not None:
         confined = _confinement(request, snapshot)  # always enforced, whatever the domain's mode
         if confined is not None:

@@ -73,19 +73,3 @@ def domain_namespace(core, custom, prefix: str = "deployed", name: str | None = 
     finally:
         custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
         core.delete_namespace(name)
-
-
-def admitted_once_the_webhook_sees_the_domain(create) -> None:
-    """Call `create` until the webhook no longer denies it for want of a domain (its view of a new SecurityDomain
-    may lag by its refresh interval); any other denial fails at once."""
-
-    def admitted() -> bool:
-        try:
-            create()
-        except ApiException as exc:
-            if exc.status != 403 or "domain-membership" not in (exc.body or ""):
-                raise
-            return False
-        return True
-
-    eventually(admitted, timeout=60, what="admitted by the webhook once it sees the namespace's domain")

@@ -36,7 +36,6 @@ from iotsec.build.backup import plan_backup
 from iotsec.model.platform import Image
 from tests.e2e.conftest import eventually
 from tests.e2e.deployed import (
-    admitted_once_the_webhook_sees_the_domain,
     domain_name,
     domain_namespace,
     require_install,
@@ -194,7 +193,7 @@ def _sftp_server(core, apps_api, vault: str, keys: Path) -> str:
             },
         },
     }
-    admitted_once_the_webhook_sees_the_domain(lambda: apps_api.create_namespaced_deployment(vault, deployment))
+    apps_api.create_namespaced_deployment(vault, deployment)  # at once: the webhook watches domains
     service = core.create_namespaced_service(
         vault,
         {

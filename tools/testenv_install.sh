@@ -76,6 +76,17 @@ fi
   || { "$KUBECTL" -n "$NAMESPACE" get pods -o wide >&2 || true; die "helm install did not become Ready"; }
 if [ "$minor" -lt 21 ]; then label_namespace "$RELEASE-audit"; fi
 
+# `make image` rebuilds under the same tag, so an upgrade leaves the template and the running pods as they were:
+# restart the pods that do not run the image just built (build/iotsec-image.id), or the tests would judge old code.
+built=$(cat build/iotsec-image.id 2>/dev/null || true)
+for deployment in "$RELEASE-operator" "$RELEASE-webhook"; do
+  running=$("$KUBECTL" -n "$NAMESPACE" get pods -l "app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=${deployment#"$RELEASE"-}" \
+    -o jsonpath='{range .items[*]}{.status.containerStatuses[*].imageID}{"\n"}{end}' 2>/dev/null || true)
+  if [ -n "$built" ] && echo "$running" | grep -v -q "$built"; then
+    say "pods of $deployment run an older build of $IMAGE: restarting them"
+    "$KUBECTL" -n "$NAMESPACE" rollout restart "deployment/$deployment" >/dev/null
+  fi
+done
 for deployment in "$RELEASE-operator" "$RELEASE-webhook"; do
   "$KUBECTL" -n "$NAMESPACE" rollout status "deployment/$deployment" --timeout="${TIMEOUT}s" >/dev/null \
     || die "deployment $deployment is not Ready: kubectl -n $NAMESPACE describe deployment $deployment"

@@ -335,6 +335,36 @@ def test_each_object_rule_has_a_good_and_a_bad_case(rule):
     assert rule in rules_of(bad, context)
 
 
+def test_the_installations_own_operator_binding_is_admitted_and_nothing_beside_it():
+    """`helm upgrade` of the chart was refused by its own bindings webhook: the operator's ClusterRoleBinding binds
+    an escalating ClusterRole (it holds bind) to a ServiceAccount. That one pair is the installation; any other
+    subject, namespace or role stays refused."""
+    from iotsec.model.platform import Platform
+
+    platform = Platform()
+    context = ctx(
+        escalating_cluster_roles=frozenset({"cluster-admin", "iotsec-operator"}), own_grants=platform.own_grants
+    )
+
+    def binding(role: str, namespace: str, account: str) -> dict[str, Any]:
+        subject = {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+        return _obj(
+            "ClusterRoleBinding", namespace=None, roleRef={"kind": "ClusterRole", "name": role}, subjects=[subject]
+        )
+
+    assert rules_of(binding("iotsec-operator", "iotsec-system", "iotsec-operator"), context) == set()
+    for role, namespace, account in [
+        ("cluster-admin", "iotsec-system", "iotsec-operator"),  # a wider role for the operator's account
+        ("iotsec-operator", "tenant-a", "iotsec-operator"),  # the operator's role for a look-alike account
+        ("iotsec-operator", "iotsec-system", "default"),  # for another account of the release namespace
+    ]:
+        assert "trusted-admin-binding" in rules_of(binding(role, namespace, account), context), (
+            role,
+            namespace,
+            account,
+        )
+
+
 def test_exposure_is_fine_in_access_and_interface_zones():
     for zone in ("access", "interface"):
         spec = SecurityDomainSpec.model_validate({"zone": zone, "namespaces": ["iot"]})

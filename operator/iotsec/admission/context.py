@@ -74,6 +74,7 @@ class Context:
     default_storage_class: str | None = None
     escalating_cluster_roles: frozenset[str] = frozenset({"cluster-admin"})
     tenant: TenantStorage | None = None
+    own_grants: frozenset[tuple[str, str, str]] = frozenset()  # Platform.own_grants
 
 
 @dataclass
@@ -134,6 +135,7 @@ class Snapshot:
             default_storage_class=self.default_storage_class,
             escalating_cluster_roles=self.escalating_cluster_roles,
             tenant=self.tenants.get(namespace) if namespace else None,
+            own_grants=self.platform.own_grants,
         )
 
 

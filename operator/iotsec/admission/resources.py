@@ -136,7 +136,10 @@ def _binding(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
         if not isinstance(subject, dict):
             continue
         trusted = subject.get("kind") == "Group" and subject.get("name") in ctx.trusted_groups
-        if not trusted:
+        own = subject.get("kind") == "ServiceAccount" and (
+            (role.get("name"), subject.get("namespace"), subject.get("name")) in ctx.own_grants
+        )
+        if not trusted and not own:
             out.append(
                 Finding(
                     "trusted-admin-binding",

@@ -54,6 +54,12 @@ class Platform:
         return namespace in (self.namespace, self.audit_namespace)
 
     @property
+    def own_grants(self) -> frozenset[tuple[str, str, str]]:
+        """(ClusterRole, namespace, ServiceAccount) bindings the installation itself consists of: binding them
+        again widens nothing, and refusing them refused `helm upgrade` of the chart."""
+        return frozenset({(self.cluster_role("operator"), self.namespace, self.operator_service_account)})
+
+    @property
     def operator_user(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.operator_service_account}"
 

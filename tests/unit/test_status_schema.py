@@ -10,6 +10,7 @@ list-map and set uniqueness the server enforces.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -40,6 +41,7 @@ SETTINGS = settings(
 )
 
 
+@functools.cache
 def status_schema(kind: str) -> dict[str, Any]:
     for path in CRDS.glob("*.yaml"):
         crd = yaml.safe_load(path.read_text())
@@ -67,9 +69,14 @@ def merged(target: Any, patch: Any) -> Any:
     return result
 
 
+@functools.cache
+def status_validator(kind: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(status_schema(kind), format_checker=validation._FORMATS)
+
+
 def schema_problems(kind: str, status: dict[str, Any]) -> list[str]:
     schema = status_schema(kind)
-    validator = jsonschema.Draft202012Validator(schema, format_checker=validation._FORMATS)
+    validator = status_validator(kind)
     found = [f"status.{'.'.join(map(str, e.absolute_path))}: {e.message[:300]}" for e in validator.iter_errors(status)]
     found += [str(p) for p in validation._walk(schema, status, "status")]  # list-map keys, sets, CEL
     return found
@@ -347,3 +354,190 @@ def test_a_status_that_breaks_the_schema_is_caught() -> None:
 
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- TenantIsolation
+
+durations = st.from_regex(r"\A([1-9][0-9]{0,3}(w|d|h|m|s)){1,2}\Z")
+
+
+@st.composite
+def tenant_specs(draw: st.DrawFn) -> dict[str, Any]:
+    namespaces = draw(st.lists(names.filter(lambda n: n != "kube-system"), min_size=1, max_size=6, unique=True))
+    spec: dict[str, Any] = {
+        "tenantID": draw(st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?\Z")),
+        "securityDomain": draw(names),
+        "namespaces": namespaces,
+    }
+    app_names = draw(st.lists(names, max_size=5, unique=True))
+    if app_names:
+        spec["applicationClasses"] = [{"name": "devices"}]
+        spec["applications"] = []
+        for name in app_names:
+            overlap, rotation = sorted(draw(st.lists(st.integers(1, 10**6), min_size=2, max_size=2, unique=True)))
+            app = {"name": name, "class": "devices", "namespace": draw(st.sampled_from(namespaces))}
+            app |= {"keyAlgorithm": draw(st.sampled_from(["ed25519", "hmac-sha256"]))}
+            app |= {"keyRotation": f"{rotation}{draw(st.sampled_from('wdhms'))}"}
+            app |= {"keyOverlap": f"{overlap}s"}
+            spec["applications"].append(app)
+    storage = draw(st.sampled_from([None, "class", "provisioner"]))
+    if storage == "class":
+        spec["storage"] = {"storageClassName": draw(names)}
+    elif storage == "provisioner":
+        spec["storage"] = {"provisioner": "csi.example.com"}
+    return spec
+
+
+texts = st.text(max_size=300)
+
+
+@SETTINGS
+@given(
+    spec=tenant_specs(),
+    name=names,
+    others=st.dictionaries(names, names, max_size=3),
+    created=st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1), timezones=st.just(UTC)),
+    notes=st.tuples(st.lists(texts, max_size=3), st.lists(texts, max_size=3), st.none() | texts, st.booleans()),
+    first_run=st.booleans(),
+)
+def test_every_tenantisolation_status_fits_the_schema(spec, name, others, created, notes, first_run) -> None:
+    """`others`: namespaces another tenant labels (conflicts); `notes`: keys rotated, unreadable, a lost registry,
+    a missing domain."""
+    from iotsec.controllers import tenant as controller
+    from iotsec.model.platform import Platform
+    from iotsec.pki import appkeys
+
+    body = body_of("TenantIsolation", name, spec)
+    tenant = valid(body).spec
+    labels = {ns: {"iotsec.io/tenant": other} for ns, other in others.items() if other != tenant.tenant_id}
+    plan = controller.builder.plan_tenant(name, tenant, labels, Platform())
+    rotated, unreadable, registry_missing, domain_missing = notes
+    api = RecordingKube()
+    run = controller._Run(api, body, tenant, NOW, None, set(), rotated=rotated, unreadable=unreadable)  # type: ignore[arg-type]
+    run.registry_missing = registry_missing
+    run.created = [] if first_run else list(plan.namespaces)
+    for app in tenant.applications or ():
+        if app.name in plan.app_ids:
+            ring = appkeys.KeyRing(appkeys.new_key("hmac-sha256", created), None, None, None)
+            run.applications.append(controller._application_status(app, tenant, ring))
+    controller._write_status(run, plan, domain_missing)
+    stored_status("TenantIsolation", body, api)
+
+
+# ---------------------------------------------------------------- AuditPolicy
+
+subdomains = st.one_of(
+    names,
+    st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?){0,3}\Z"),
+    st.builds(lambda n: ".".join([n] * 4)[:253].strip(".-"), st.from_regex(r"\A[a-z0-9][-a-z0-9]{61}[a-z0-9]\Z")),
+)
+stamps = st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1), timezones=st.just(UTC)).map(
+    lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+)
+
+
+@SETTINGS
+@given(
+    name=subdomains,
+    namespace=names,
+    ref=st.none() | st.tuples(subdomains, st.none() | names),
+    policy=st.sampled_from([None, "names-claim", "selects", "other"]),
+    signing=st.tuples(st.booleans(), texts),
+    last_canary=st.none() | stamps,
+)
+def test_every_auditpolicy_status_fits_the_schema(name, namespace, ref, policy, signing, last_canary) -> None:
+    from iotsec.build import audit as builder
+    from iotsec.build.apiserver_audit import policy_configmap_name
+    from iotsec.controllers import audit as controller
+
+    spec: dict[str, Any] = {}
+    if ref is not None:
+        spec["backupPolicyRef"] = {"name": ref[0], **({"namespace": ref[1]} if ref[1] else {})}
+    body = body_of("AuditPolicy", name, spec)
+    if last_canary:
+        body["status"] = {"lastCanarySeen": last_canary}
+    parsed = valid(body).spec
+    backup_ref = builder.backup_ref(parsed, namespace)
+    claim = builder.store_claim_name(name)
+    policies = {"names-claim": {"pvcNames": [claim]}, "selects": {"pvcSelector": {}}, "other": {"pvcNames": ["x"]}}
+    backup_policy = {"spec": policies[policy]} if policy else None
+    readable, message = signing
+    extra = [controller._signing_condition(readable, "Readable" if readable else "KeyUnreadable", message, 3)]
+    silent = builder.silent_sink(body, parsed, NOW)
+    api = RecordingKube()
+    policy_map = f"{namespace}/{policy_configmap_name(name)}"
+    controller._write_status(api, body, policy_map, backup_ref, backup_policy, [*extra, *([silent] if silent else [])])  # type: ignore[arg-type]
+    stored_status("AuditPolicy", body, api)
+
+
+# ---------------------------------------------------------------- BackupPolicy
+
+
+@st.composite
+def job_outcomes(draw: st.DrawFn, kind: str, targets: list[str]) -> dict[str, Any]:
+    succeeded = draw(st.booleans())
+    outcome: dict[str, Any] = {
+        "succeeded": succeeded,
+        "time": draw(stamps),
+        "reason": draw(st.sampled_from(["Complete", "Failed", "BackoffLimitExceeded", "DeadlineExceeded"])),
+        "message": draw(texts),
+        "job": draw(subdomains),
+        "uid": "u",
+        "started": draw(st.none() | stamps),
+    }
+    if draw(st.booleans()):
+        result: dict[str, Any] = {"succeeded": succeeded, "errors": draw(st.lists(texts, max_size=3))}
+        if kind == "backup":
+            result["targets"] = [
+                {"name": t, "snapshots": draw(st.integers(0, 10**6)), "bytes": draw(st.integers(0, 2**62))}
+                for t in targets
+            ]
+            result["duration_seconds"] = draw(st.floats(0, 10**7, allow_nan=False))
+        if kind == "drill":
+            result["restore_seconds"] = draw(st.floats(0, 10**7, allow_nan=False))
+        outcome["result"] = result
+    return outcome
+
+
+@SETTINGS
+@given(data=st.data(), name=names, namespace=names, scheduled=st.tuples(st.booleans(), texts), suspend=st.booleans())
+def test_every_backuppolicy_status_fits_the_schema(data, name, namespace, scheduled, suspend) -> None:
+    from iotsec.controllers import backup as controller
+
+    targets = data.draw(st.lists(names, min_size=1, max_size=8, unique=True), label="targets")
+    spec = {
+        "schedule": "0 3 * * *",
+        "pvcNames": data.draw(st.lists(subdomains, min_size=1, max_size=3, unique=True), label="pvcNames"),
+        "targets": [
+            {"name": t, "repository": f"s3:https://s3.example.com/bucket/{t}", "role": "offsite" if i else "primary"}
+            for i, t in enumerate(targets)
+        ],
+        "suspend": suspend,
+    }
+    body = body_of("BackupPolicy", name, spec, namespace)
+    parsed = valid(body).spec
+    kinds = data.draw(st.lists(st.sampled_from(sorted(controller.CONDITION_OF)), unique=True), label="finished")
+    found = {kind: data.draw(job_outcomes(kind, targets), label=kind) for kind in kinds}
+    api = RecordingKube()
+    controller._write_status(api, body, parsed, scheduled, found)  # type: ignore[arg-type]
+    stored_status("BackupPolicy", body, api)
+
+
+@pytest.mark.parametrize("duration", ["417420w", "99999999999w", "36501d"])
+def test_a_duration_too_long_to_add_to_a_date_is_a_problem_not_a_crash(duration: str) -> None:
+    """Found by the tenant test: keyRotation 417420w passed validation and then crashed every reconcile computing the
+    next rotation (OverflowError, past year 9999); 99999999999w crashed validation itself."""
+    body = body_of(
+        "TenantIsolation",
+        "t",
+        {
+            "tenantID": "a",
+            "securityDomain": "d",
+            "namespaces": ["n"],
+            "applicationClasses": [{"name": "c"}],
+            "applications": [{"name": "x", "class": "c", "namespace": "n", "keyRotation": duration}],
+        },
+    )
+    problems = validation.validate_resource(body)
+    assert [p.path for p in problems] == ["spec.applications[0].keyRotation"]
+    assert "longer than 36500d" in problems[0].message

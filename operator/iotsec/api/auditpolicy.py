@@ -200,7 +200,7 @@ class AnomalyHit(Model):
 
 
 class AuditPolicyStatus(Status):
-    policy_config_map: Annotated[str, Field(max_length=253)] | None = Field(
+    policy_config_map: Annotated[str, Field(max_length=317)] | None = Field(
         default=None, description="namespace/name of the ConfigMap holding the rendered audit Policy."
     )
     records: Annotated[int, Field(ge=0)] = 0

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _PART = re.compile(r"([0-9]+)(w|d|h|m|s)")
+LONGEST = timedelta(days=36500)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -21,6 +22,8 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"{text!r} is not a duration such as 90d, 12h or 1h30m (units: w, d, h, m, s)")
     if seconds == 0:
         raise ValueError(f"{text!r} is zero: a duration must be positive")
+    if seconds > LONGEST.total_seconds():  # a date that far ahead overflows (year 9999), and nothing needs it
+        raise ValueError(f"{text!r} is longer than {LONGEST.days}d")
     return timedelta(seconds=seconds)
 
 

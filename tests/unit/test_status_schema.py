@@ -56,11 +56,11 @@ def test_the_checked_schemas_are_the_generated_ones() -> None:
         assert status_schema(kind) == crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
 
 
-def merged(target: Any, patch: Any) -> Any:
+def merged(current: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch, as the API server applies a status patch (None removes)."""
     if not isinstance(patch, dict):
         return patch
-    result = dict(target) if isinstance(target, dict) else {}
+    result = dict(current) if isinstance(current, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -85,15 +85,11 @@ def schema_problems(kind: str, status: dict[str, Any]) -> list[str]:
 class RecordingKube:
     """The API adapter as a status writer sees it: the status patches are kept, never sent."""
 
-    def __init__(self, objects: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
+    def __init__(self) -> None:
         self.patches: list[dict[str, Any]] = []
-        self.objects = objects or {}
 
     def patch_status(self, api_version, kind, name, status, namespace=None, resource_version=None) -> None:
         self.patches.append(json.loads(json.dumps(status)))  # what goes on the wire
-
-    def get(self, api_version, kind, name, namespace=None):
-        return self.objects.get((kind, name))
 
 
 @pytest.fixture(autouse=True)

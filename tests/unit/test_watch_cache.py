@@ -250,3 +250,81 @@ def test_each_custom_resource_is_validated_once_per_resource_version(monkeypatch
     assert "plant-b" in {n for d in source.load().domains for n in d.spec.namespaces}
     assert calls == ["1", "2"]
     assert snapshot_module.parse_resource is not counting, "only the webhook's parser remembers"
+
+
+# -- the operator's watch cache (issue 15: handlers re-listed the whole cluster on every reconcile) -------------
+
+
+def test_selector_strings_parse_as_the_api_server_reads_them():
+    from iotsec.model.selectors import parse_selector, selected
+
+    labels = {"iotsec.io/owner-kind": "SecurityDomain", "iotsec.io/owner-name": "plant", "tier": "a"}
+    cases = {
+        "iotsec.io/owner-kind=SecurityDomain,iotsec.io/owner-name=plant": True,
+        "iotsec.io/owner-kind==SecurityDomain,iotsec.io/owner-name=other": False,
+        "tier!=b": True,
+        "tier in (a, b),iotsec.io/owner-kind notin (TenantIsolation)": True,
+        "tier notin (a)": False,
+        "tier,!missing": True,
+        "missing": False,
+        "": True,
+    }
+    for text, expected in cases.items():
+        requirements = parse_selector(text)
+        assert requirements is not None, text
+        assert selected(requirements, labels) is expected, text
+    for unsure in ("tier in a", "a b c", "tier in (a"):
+        assert parse_selector(unsure) is None, unsure
+
+
+def cached_kube(**lists: list[dict[str, Any]]):
+    from iotsec.k8s.cache import WatchCache
+    from iotsec.k8s.kube import Kube
+
+    kube = ScriptedKube()
+    for kind, items in lists.items():
+        kube.lists[kind] = [items]
+    kinds = (("v1", "Namespace"), ("networking.k8s.io/v1", "NetworkPolicy"), ("iotsec.io/v1alpha1", "SecurityDomain"))
+    cache = WatchCache(kube, kinds, lookups=(("v1", "Namespace"),))  # type: ignore[arg-type]
+    api = Kube(api_client=object(), cache=cache)  # type: ignore[arg-type]
+    return api, cache, kube
+
+
+def policy(name: str, namespace: str, owner: str) -> dict[str, Any]:
+    labels = {"iotsec.io/owner-kind": "SecurityDomain", "iotsec.io/owner-name": owner}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels}}  # fmt: skip
+
+
+def test_lists_are_answered_from_the_cache_once_it_has_listed_and_never_before():
+    api, cache, _ = cached_kube(
+        Namespace=[namespace("a", team="x"), namespace("b")],
+        NetworkPolicy=[policy("p1", "a", "plant"), policy("p2", "b", "other")],
+    )
+    assert cache.list("v1", "Namespace", None, None) is None, "not listed yet: ask the API server"
+    for reflector in cache.reflectors.values():
+        reflector._list()
+    assert {n["metadata"]["name"] for n in api.list("v1", "Namespace")} == {"a", "b"}
+    assert [n["metadata"]["name"] for n in api.list("v1", "Namespace", label_selector="team=x")] == ["a"]
+    owned = api.list("networking.k8s.io/v1", "NetworkPolicy", label_selector="iotsec.io/owner-name=plant")
+    assert [p["metadata"]["name"] for p in owned] == ["p1"]
+    assert [p["metadata"]["name"] for p in api.list("networking.k8s.io/v1", "NetworkPolicy", "b")] == ["p2"]
+    assert cache.list("v1", "Namespace", None, "team in x") is None, "a selector it is unsure of goes to the API"
+    assert cache.list("v1", "ConfigMap", None, None) is None, "a kind it does not watch goes to the API"
+    assert sum(api.requests.values()) == 0, "none of those lists reached the API server"
+    api.list("v1", "Namespace")[0]["metadata"]["labels"]["team"] = "mallory"
+    assert api.list("v1", "Namespace", label_selector="team=mallory") == [], "callers get copies"
+
+
+def test_the_cache_holds_what_the_operator_wrote_and_was_given_before_the_watch_says_so():
+    api, cache, _ = cached_kube(Namespace=[namespace("a")])
+    for reflector in cache.reflectors.values():
+        reflector._list()
+    api.observed(namespace("new", "7", **{"iotsec.io/domain": "plant"}))
+    assert [n["metadata"]["name"] for n in api.list("v1", "Namespace", label_selector="iotsec.io/domain=plant")] == [
+        "new"
+    ]
+    assert api.get("v1", "Namespace", "new")["metadata"]["resourceVersion"] == "7", "by name too (a lookup kind)"
+    api.forgotten("v1", "Namespace", "new")
+    assert cache.get("v1", "Namespace", "new", None) is None, "a miss is asked of the API server, never assumed"
+    assert cache.get("networking.k8s.io/v1", "NetworkPolicy", "p1", "a") is None, "not a lookup kind"

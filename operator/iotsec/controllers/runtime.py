@@ -10,6 +10,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from iotsec.build.securitydomain import NetworkSettings
+from iotsec.k8s.cache import WatchCache
 from iotsec.k8s.kube import Kube, NamespaceGrants
 from iotsec.model.config import Config
 
@@ -43,11 +44,29 @@ def network(settings: Config | None = None) -> NetworkSettings:
     )
 
 
+# What every reconcile lists (domains plan against all domains and namespaces, tenants against all namespaces,
+# grants against all managed objects): answered from watches. Namespaces and NetworkPolicies also by name (label
+# patches read the namespace first; policies are compared before they are applied).
+CACHED_KINDS = (
+    ("iotsec.io/v1alpha1", "SecurityDomain"),
+    ("iotsec.io/v1alpha1", "TenantIsolation"),
+    ("iotsec.io/v1alpha1", "BackupPolicy"),
+    ("v1", "Namespace"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+)
+LOOKUP_KINDS = (("v1", "Namespace"), ("networking.k8s.io/v1", "NetworkPolicy"))
+
+
 @cache
 def kube() -> Kube:
-    """The process's API adapter (created on first use, after kopf has started)."""
+    """The process's API adapter (created on first use, after kopf has started), with its watch cache."""
     settings = config()
-    return Kube(grants=NamespaceGrants(settings.platform) if settings.namespace_grants else None)
+    api = Kube(grants=NamespaceGrants(settings.platform) if settings.namespace_grants else None)
+    if settings.watch_cache:
+        watched = WatchCache(api, CACHED_KINDS, LOOKUP_KINDS)
+        api.cache = watched
+        watched.start()
+    return api
 
 
 @kopf.on.startup()

@@ -73,18 +73,23 @@ def on_delete(name: str, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "namespaces")
-def on_namespace(type: str | None, name: str, labels: Mapping[str, str], **_: Any) -> None:
+def on_namespace(type: str | None, name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> None:
     """A namespace appeared, changed labels or went away: reconcile the domains it concerns."""
     if type is None:  # the initial listing at start-up; resume handlers cover it
         return
+    if type == "DELETED":
+        kube().forgotten("v1", "Namespace", name)
+    else:
+        kube().observed(dict(body))  # the plans list namespaces from the watch cache: it must hold this one
     for domain in _domains_concerned(name, labels):
         reconcile(domain)
 
 
 @kopf.on.event(*NETPOL[0].split("/"), "networkpolicies", labels={OWNER_KIND: KIND})
-def on_policy_deleted(type: str | None, labels: Mapping[str, str], **_: Any) -> None:
+def on_policy_deleted(type: str | None, labels: Mapping[str, str], name: str, namespace: str | None, **_: Any) -> None:
     """A policy iotsec maintains was deleted by someone: put it back now rather than at the next resync."""
     if type == "DELETED" and labels.get(OWNER_NAME):
+        kube().forgotten(*NETPOL, name, namespace)
         reconcile(labels[OWNER_NAME])
 
 

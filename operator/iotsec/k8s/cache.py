@@ -8,11 +8,13 @@ is never emptied by a failure: readers keep the last state they were given.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable
 
 from iotsec.k8s.kube import ApiError, Kube
+from iotsec.model import selectors
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace or "", name)
@@ -46,6 +48,10 @@ class Reflector:
     def items(self) -> list[dict]:
         with self._lock:
             return list(self._objects.values())
+
+    def get(self, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            return self._objects.get((namespace, name))
 
     def run(self, stop: threading.Event) -> None:
         """List and watch until `stop` is set; each failure is logged once and retried after `retry_seconds`."""
@@ -81,3 +87,69 @@ class Reflector:
             else:
                 self._objects[_key(obj)] = obj
         self.on_change()
+
+
+class WatchCache:
+    """Reflectors for a few kinds the operator lists on every reconcile (domains, tenants, namespaces, policies), so
+    those lists are answered from memory instead of the API server. `list` answers only when the kind is cached,
+    its reflector has listed once and the selector is one it can evaluate; otherwise None, and the caller asks the
+    API server. Objects the operator itself writes are recorded at once (`observe`), so a reconcile reads its own
+    writes even before their watch event arrives."""
+
+    def __init__(self, kube: Kube, kinds: tuple[tuple[str, str], ...], lookups: tuple[tuple[str, str], ...] = ()):
+        self.kube, self.lookups = kube, set(lookups)  # lookups: the kinds `get` also answers from memory
+        self.reflectors = {
+            (api_version, kind): Reflector(kube, api_version, kind, lambda: None) for api_version, kind in kinds
+        }
+        self.hits = 0
+        self._stop = threading.Event()
+        self._started = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        for (_, kind), reflector in self.reflectors.items():
+            threading.Thread(target=reflector.run, args=(self._stop,), name=f"cache-{kind}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None) -> list[dict] | None:
+        reflector = self.reflectors.get((api_version, kind))
+        if reflector is None or not reflector.synced.is_set():
+            return None
+        requirements = selectors.parse_selector(label_selector or "")
+        if requirements is None:
+            return None
+        self.hits += 1
+        return [
+            copy.deepcopy(obj)
+            for obj in reflector.items()
+            if (namespace is None or (obj.get("metadata") or {}).get("namespace") == namespace)
+            and selectors.selected(requirements, (obj.get("metadata") or {}).get("labels") or {})
+        ]
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict | None:
+        """One object of a `lookups` kind, when the cache holds it; None: ask the API server (a miss may only mean
+        that its watch event has not arrived)."""
+        reflector = self.reflectors.get((api_version, kind))
+        if (api_version, kind) not in self.lookups or reflector is None or not reflector.synced.is_set():
+            return None
+        found = reflector.get(namespace or "", name)
+        if found is not None:
+            self.hits += 1
+        return copy.deepcopy(found) if found is not None else None
+
+    def observe(self, obj: dict) -> None:
+        """The server's answer to one of our writes: the cache holds it now, not one watch event later."""
+        reflector = self.reflectors.get((obj.get("apiVersion", ""), obj.get("kind", "")))
+        if reflector is not None and reflector.synced.is_set():
+            reflector._apply("MODIFIED", obj)
+
+    def forget(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
+        reflector = self.reflectors.get((api_version, kind))
+        if reflector is not None:
+            reflector._apply("DELETED", {"metadata": {"name": name, "namespace": namespace or ""}})

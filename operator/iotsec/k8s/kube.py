@@ -11,10 +11,11 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import urllib3
 from kubernetes import client as k8s_client
@@ -184,12 +185,27 @@ class NamespaceGrants:
             self._granted.discard(namespace)
 
 
+class ListCache(Protocol):
+    """Answers some lists from memory (k8s.cache.WatchCache); None: ask the API server."""
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
+    ) -> list[dict[str, Any]] | None: ...
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None: ...
+
+    def observe(self, obj: dict[str, Any]) -> None: ...
+
+    def forget(self, api_version: str, kind: str, name: str, namespace: str | None) -> None: ...
+
+
 class Kube:
     def __init__(
         self,
         api_client: k8s_client.ApiClient | None = None,
         field_manager: str = FIELD_MANAGER,
         grants: NamespaceGrants | None = None,
+        cache: ListCache | None = None,
     ):
         self._api_client = api_client or default_api_client()
         self.field_manager = field_manager
@@ -201,8 +217,11 @@ class Kube:
         self._discovery = threading.RLock()
         self._throttle = _Throttle()
         self._grants = grants
+        self.cache = cache
+        self.requests: Counter[str] = Counter()  # by verb (the action's first word): what reached the API server
 
     def _call(self, action: str, fn: Callable[[], T]) -> T:
+        self.requests[action.split(" ", 1)[0]] += 1
         return _guarded(action, fn, self._throttle)
 
     def _in(self, api_version: str, kind: str, namespace: str | None, action: str, fn: Callable[[], T]) -> T:
@@ -303,19 +322,29 @@ class Kube:
     # ---------------------------------------------------------------- reading
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        if self.cache is not None:
+            cached = self.cache.get(api_version, kind, name, namespace)
+            if cached is not None:
+                return cached
         resource = self._resource(api_version, kind)
         try:
-            return self._in(
+            found: dict[str, Any] = self._in(
                 api_version, kind, namespace, f"get {kind} {name}", lambda: resource.get(name=name, namespace=namespace)
             ).to_dict()
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
+        self.observed(found)  # a fresh read: lists from the watch cache then hold it as it is now (a reconciled CR)
+        return found
 
     def list(
         self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
+        if self.cache is not None:
+            cached = self.cache.list(api_version, kind, namespace, label_selector)
+            if cached is not None:
+                return cached
         resource = self._resource(api_version, kind)
         try:
             result = self._in(
@@ -381,13 +410,15 @@ class Kube:
         body["metadata"] = metadata
         resource = self._resource(body["apiVersion"], body["kind"])
         name = f"apply {body['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
-        return self._in(
+        applied: dict[str, Any] = self._in(
             body["apiVersion"],
             body["kind"],
             metadata.get("namespace"),
             name,
             lambda: resource.server_side_apply(body=body, field_manager=self.field_manager, force_conflicts=True),
         ).to_dict()
+        self.observed(applied)
+        return applied
 
     def create(self, obj: dict[str, Any], owner: Owner | None = None) -> bool:
         """Create `obj` only if nothing of that name exists (False then): for keys, which are never overwritten,
@@ -432,7 +463,7 @@ class Kube:
         if not changes:
             return False
         resource = self._resource(api_version, kind)
-        self._in(
+        patched = self._in(
             api_version,
             kind,
             namespace,
@@ -445,7 +476,19 @@ class Kube:
                 field_manager=self.field_manager,
             ),
         )
+        self.observed(patched.to_dict())
         return True
+
+    def observed(self, obj: dict[str, Any]) -> None:
+        """Tell the watch cache of an object as fresh as a watch event (a write's answer, the body an event handler
+        was given): a reconcile then never plans with an older copy than the one that triggered it."""
+        if self.cache is not None and obj.get("metadata"):
+            self.cache.observe(obj)
+
+    def forgotten(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
+        """Tell the watch cache an object is gone (a DELETED event a handler was given)."""
+        if self.cache is not None:
+            self.cache.forget(api_version, kind, name, namespace)
 
     def patch_status(
         self,
@@ -511,6 +554,8 @@ class Kube:
                 f"delete {kind} {name}",
                 lambda: resource.delete(name=name, namespace=namespace, body=body),
             )
+            if self.cache is not None:
+                self.cache.forget(api_version, kind, name, namespace)
         except ApiError as exc:
             if exc.status == 404:
                 return False

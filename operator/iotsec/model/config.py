@@ -132,6 +132,12 @@ SETTINGS: tuple[Setting, ...] = (
         "usernames whose writes the audit policy records in full; empty: the operator's ServiceAccount",
     ),
     Setting("namespace_grants", _flag, "operator", "bind the operator's namespace role before working in one"),
+    Setting(
+        "watch_cache",
+        _flag,
+        "operator",
+        "answer the operator's lists of domains, tenants, backup policies, namespaces and NetworkPolicies from watches",
+    ),
     Setting("image", _text, "operator", "image of the pods the operator creates (audit sinks, backup CronJobs)"),
     Setting("image_pull_policy", _pull_policy, "operator", "their imagePullPolicy"),
     Setting("audit_namespace", _dns_label, "operator, webhook", "the audit sinks' namespace; empty: <release>-audit"),
@@ -159,6 +165,7 @@ class Config:
     operator_service_account: str = "iotsec-operator"
     operator_users: tuple[str, ...] = ()
     namespace_grants: bool = True
+    watch_cache: bool = True
     image: str = Image().reference
     image_pull_policy: str = Image().pull_policy
     audit_namespace: str = ""  # empty: <release>-audit

@@ -33,3 +33,71 @@ def manifest(selector: LabelSelector | None) -> dict[str, Any]:
     if selector is None:
         return {}
     return selector.model_dump(by_alias=True, exclude_none=True)
+
+
+Requirement = tuple[str, str, frozenset[str]]  # key, operator (=, !=, in, notin, exists, !), values
+
+
+def parse_selector(text: str) -> list[Requirement] | None:
+    """A label selector string as the API takes it (`a=b,c!=d,e in (x,y),f notin (z),g,!h`); None when it is not
+    one this parser is sure of (the caller then asks the API server)."""
+    requirements: list[Requirement] = []
+    for part in _split_outside_parentheses(text):
+        part = part.strip()
+        if not part:
+            continue
+        words = part.split()
+        if len(words) >= 2 and words[1] in ("in", "notin"):
+            rest = part.split(None, 2)[2] if len(words) > 2 else ""
+            if not (rest.startswith("(") and rest.endswith(")")):
+                return None
+            values = frozenset(v.strip() for v in rest[1:-1].split(",") if v.strip())
+            requirements.append((words[0], words[1], values))
+        elif "!=" in part:
+            key, value = part.split("!=", 1)
+            requirements.append((key.strip(), "!=", frozenset({value.strip()})))
+        elif "=" in part:
+            key, value = part.replace("==", "=").split("=", 1)
+            requirements.append((key.strip(), "=", frozenset({value.strip()})))
+        elif part.startswith("!") and " " not in part:
+            requirements.append((part[1:], "!", frozenset()))
+        elif " " not in part:
+            requirements.append((part, "exists", frozenset()))
+        else:
+            return None
+    return requirements
+
+
+def selected(requirements: list[Requirement], labels: Mapping[str, str]) -> bool:
+    """Whether `labels` satisfy every requirement of a parsed selector string."""
+    for key, operator, values in requirements:
+        present, value = key in labels, labels.get(key)
+        satisfied = {
+            "=": present and value in values,
+            "in": present and value in values,
+            "!=": not present or value not in values,
+            "notin": not present or value not in values,
+            "exists": present,
+            "!": not present,
+        }[operator]
+        if not satisfied:
+            return False
+    return True
+
+
+def _split_outside_parentheses(text: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts

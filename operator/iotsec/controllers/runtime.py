@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 from iotsec.build.securitydomain import NetworkSettings
 from iotsec.k8s.cache import WatchCache
@@ -66,7 +68,32 @@ def kube() -> Kube:
         watched = WatchCache(api, CACHED_KINDS, LOOKUP_KINDS)
         api.cache = watched
         watched.start()
+    _API_REQUESTS.api = api
     return api
+
+
+class _ApiRequests:
+    """iotsec_api_requests_total{verb}: what reached the API server (lists answered by the watch cache do not)."""
+
+    def __init__(self) -> None:
+        self.api: Kube | None = None
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        if self.api is None:
+            return
+        family = CounterMetricFamily(
+            "iotsec_api_requests", "Requests the operator sent to the API server, by verb.", labels=["verb"]
+        )
+        for verb, count in sorted(self.api.requests.items()):
+            family.add_metric([verb], count)
+        yield family
+        cache = self.api.cache
+        hits = CounterMetricFamily(
+            "iotsec_watch_cache_hits",
+            "Lists and lookups the operator's watch cache answered instead of the API server.",
+        )
+        hits.add_metric([], getattr(cache, "hits", 0))
+        yield hits
 
 
 @kopf.on.startup()
@@ -97,3 +124,7 @@ def api_reachable(**_: Any) -> bool:
     """Liveness detail: the API adapter can reach the API server."""
     kube().list("v1", "Namespace", label_selector="iotsec.io/liveness-probe=none")
     return True
+
+
+_API_REQUESTS = _ApiRequests()
+REGISTRY.register(_API_REQUESTS)

@@ -31,7 +31,8 @@ def _run(args: argparse.Namespace) -> int:
 
     register_handlers(config)
 
-    kopf.configure(verbose=args.verbose, debug=args.debug)
+    # log_prefix: each per-object line (e.g. "reconciled (success): ...") names its object as [namespace/name]
+    kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
     logging.getLogger("celpy").setLevel(logging.WARNING)  # its DEBUG output traces every CEL evaluation
     kopf.run(
         clusterwide=True,

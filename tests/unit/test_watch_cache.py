@@ -6,6 +6,7 @@ for its watch event."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -328,3 +329,39 @@ def test_the_cache_holds_what_the_operator_wrote_and_was_given_before_the_watch_
     api.forgotten("v1", "Namespace", "new")
     assert cache.get("v1", "Namespace", "new", None) is None, "a miss is asked of the API server, never assumed"
     assert cache.get("networking.k8s.io/v1", "NetworkPolicy", "p1", "a") is None, "not a lookup kind"
+
+
+def test_an_unchanged_policy_is_not_applied_again_and_any_hand_edit_is():
+    """Steady state writes nothing; but a policy edited by hand, even only narrowed in its selector (which widens
+    what the default deny leaves open), is applied over."""
+    from iotsec.k8s.kube import already_applied
+
+    desired = policy("deny", "a", "plant")
+    desired["metadata"]["ownerReferences"] = [{"apiVersion": "iotsec.io/v1alpha1", "kind": "SecurityDomain",
+                                               "name": "plant", "uid": "u1", "controller": True}]  # fmt: skip
+    desired["spec"] = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    live = copy.deepcopy(desired)
+    live["metadata"].update(resourceVersion="9", uid="p-1", labels={**desired["metadata"]["labels"], "extra": "x"})
+    assert already_applied(desired, live)
+    narrowed = copy.deepcopy(live)
+    narrowed["spec"]["podSelector"] = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db"]}]}
+    widened = copy.deepcopy(live)
+    widened["spec"]["ingress"] = [{}]
+    relabelled = copy.deepcopy(live)
+    relabelled["metadata"]["labels"]["iotsec.io/owner-name"] = "someone"
+    disowned = copy.deepcopy(live)
+    disowned["metadata"]["ownerReferences"] = []
+    for edited in (narrowed, widened, relabelled, disowned):
+        assert not already_applied(desired, edited)
+
+    api, cache, _ = cached_kube(NetworkPolicy=[live])
+    for reflector in cache.reflectors.values():
+        reflector._list()
+    cache.lookups.add(("networking.k8s.io/v1", "NetworkPolicy"))
+    from iotsec.k8s.kube import Owner
+
+    owner = Owner("iotsec.io/v1alpha1", "SecurityDomain", "plant", "u1")
+    plain = dict(desired)
+    plain["metadata"] = {k: v for k, v in desired["metadata"].items() if k != "ownerReferences"}
+    assert api.apply(plain, owner)["metadata"]["resourceVersion"] == "9", "answered without a request"
+    assert sum(api.requests.values()) == 0

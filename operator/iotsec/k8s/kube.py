@@ -185,6 +185,28 @@ class NamespaceGrants:
             self._granted.discard(namespace)
 
 
+def already_applied(desired: dict[str, Any], live: dict[str, Any]) -> bool:
+    """Whether applying `desired` would change nothing: every field but metadata equal (not merely contained: an
+    added matchExpressions or rule would narrow a selector or widen a policy, and must be overwritten), and the
+    labels, annotations and owner references it sets present with the same values."""
+    for key, value in desired.items():
+        if key not in ("metadata", "status") and live.get(key) != value:
+            return False
+    wanted, found = desired["metadata"], live.get("metadata") or {}
+    for field in ("labels", "annotations"):
+        have = found.get(field) or {}
+        if any(have.get(k) != v for k, v in (wanted.get(field) or {}).items()):
+            return False
+    return "ownerReferences" not in wanted or _owners(wanted) == _owners(found)
+
+
+def _owners(metadata: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return sorted(
+        (r.get("apiVersion"), r.get("kind"), r.get("name"), r.get("uid"), bool(r.get("controller")))
+        for r in metadata.get("ownerReferences") or ()
+    )
+
+
 class ListCache(Protocol):
     """Answers some lists from memory (k8s.cache.WatchCache); None: ask the API server."""
 
@@ -408,6 +430,10 @@ class Kube:
         if owner is not None and owner.may_own(metadata.get("namespace")):
             metadata["ownerReferences"] = [owner.reference()]
         body["metadata"] = metadata
+        if self.cache is not None:
+            live = self.cache.get(body["apiVersion"], body["kind"], metadata["name"], metadata.get("namespace"))
+            if live is not None and already_applied(body, live):
+                return live
         resource = self._resource(body["apiVersion"], body["kind"])
         name = f"apply {body['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
         applied: dict[str, Any] = self._in(

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from iotsec.api.tenantisolation import AppKeyAlgorithm, CAKeyAlgorithm
-from iotsec.build import render, tenant
+from iotsec.build import audit, render, tenant
 from iotsec.controllers.tenant import _volume_key
 from iotsec.model.labels import KEY_PURPOSE_LABEL
 from iotsec.model.manifests import load_documents
-from iotsec.pki import appkeys, devices
+from iotsec.pki import appkeys, certs, devices
 from tests.conftest import EXAMPLES
 
 NOW = datetime(2026, 12, 3, tzinfo=UTC)
@@ -46,3 +46,18 @@ def test_every_rendered_key_secret_of_the_examples_has_the_operator_s_keys():
     assert keys[("device-ca", "iotsec-device-ca-acme")] == set(tenant.DEVICE_CA_KEYS)
     assert keys[("volume-key", "iotsec-volume-key-globex")] == set(tenant.VOLUME_KEY_KEYS)
     assert all(set(s["stringData"].values()) == {tenant.PLACEHOLDER} for s in secrets), "never key material"
+
+
+def test_an_audit_policy_s_sink_secrets_are_rendered_under_the_keys_the_operator_issues():
+    """They were not rendered at all ("key material"), though the operator applies three Secrets per policy."""
+    tls, _ = certs.ensure_webhook_tls(None, ["sink"], [], NOW)
+    client, _ = certs.ensure_client_auth(None, "kube-apiserver", NOW)
+    objects = render.render(load_documents([EXAMPLES / "platform" / "40-audit.yaml"])).objects
+    secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+    assert set(secrets["iotsec-audit-sink-tls-platform-audit"]["stringData"]) == set(tls.to_secret_data())
+    assert set(secrets["iotsec-audit-client-platform-audit"]["stringData"]) == set(client.to_secret_data())
+    assert set(secrets["iotsec-audit-signing-platform-audit"]["stringData"]) == {audit.SIGNING_KEY_FIELD}
+    assert render.CLIENT_KEYS["bearerToken"] == ("token",)
+    for secret in secrets.values():
+        assert set(secret["stringData"].values()) == {tenant.PLACEHOLDER}
+        assert secret["metadata"]["namespace"] == render.PLATFORM.audit_namespace

@@ -285,6 +285,11 @@ def live_namespaces(core: client.CoreV1Api, domains: set[str], tenants: set[str]
     return found
 
 
+def iotsec_labels(labels: dict[str, str]) -> dict[str, str]:
+    """A namespace's labels that iotsec writes (its own keys and the Pod Security modes)."""
+    return {k: v for k, v in labels.items() if k.startswith(("iotsec.io/", "pod-security.kubernetes.io/"))}
+
+
 def differences(rendered: Any, live: Any, path: str = "") -> list[str]:
     """Where `rendered` is not contained in `live`: every field render gives must be there with the same value
     (fields the server adds are allowed); lists must match item for item."""

@@ -241,7 +241,14 @@ def _render_mismatches(platform: Platform, api_client) -> list[str]:
     found += [f"live, not rendered: {k}" for k in sorted(live.keys() - rendered.keys())]
     for key in sorted(rendered.keys() & live.keys()):
         found += [f"{key} {d}" for d in ex.object_differences(rendered[key], live[key])]
+        if key[1] == "Namespace":  # the labels iotsec writes, both ways: a live one render lacks is a difference
+            ours = [ex.iotsec_labels(obj["metadata"].get("labels") or {}) for obj in (rendered[key], live[key])]
+            found += [f"{key} iotsec's labels: rendered {ours[0]}, live {ours[1]}"] if ours[0] != ours[1] else []
+    _compared.append(len(rendered.keys() & live.keys()))
     return found
+
+
+_compared: list[int] = []  # how many objects each comparison covered (for the report)
 
 
 def test_render_is_what_the_operator_applied(first, platform, api_client):
@@ -257,6 +264,7 @@ def test_render_is_what_the_operator_applied(first, platform, api_client):
         return not mismatches
 
     reached, seconds = ex.wait_until(equal, timeout=30, interval=1)
+    print(f"render and live compared object for object: {_compared[-1]} objects")
     if not first_seen:
         print(f"render ≡ live at the first comparison ({seconds:.1f} s)")
     else:

@@ -10,6 +10,7 @@ that mention CIDR peers were once refused by the CRD schema (issue 15).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,6 +108,24 @@ def _not_terminating(core: client.CoreV1Api, name: str) -> bool:
         return exc.status == 404
 
 
+def _delete_retained_keys(core: client.CoreV1Api, resources: list[dict[str, Any]]) -> None:
+    """Key Secrets a tenant with deletionPolicy Retain leaves behind, e.g. its device CA in iotsec-system."""
+    owners = {(d["kind"], d["metadata"]["name"]) for d in resources}
+    for secret in core.list_secret_for_all_namespaces(label_selector=f"{ex.MANAGED_BY}={ex.MANAGER}").items:
+        labels = secret.metadata.labels or {}
+        if (labels.get(ex.OWNER_KIND), labels.get(ex.OWNER_NAME)) in owners:
+            with contextlib.suppress(ApiException):
+                core.delete_namespaced_secret(secret.metadata.name, secret.metadata.namespace)
+
+
+def _gone_namespace(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        core.read_namespace(name)
+    except ApiException as exc:
+        return exc.status == 404
+    return False
+
+
 def _remove_resources(custom: client.CustomObjectsApi, resources: list[dict[str, Any]], operator_runs: bool) -> None:
     for doc in resources:
         ex.delete_cr(custom, doc, release_finalizers=not operator_runs)
@@ -158,8 +177,13 @@ def platform(api_client, crds, tmp_path_factory) -> Iterator[Platform]:
         yield setup
     finally:
         _remove_resources(custom, setup.resources, operator_runs=False)
+        _delete_retained_keys(core, setup.resources)
         for name in setup.created_namespaces:
             core.delete_namespace(name)
+        for name in setup.created_namespaces:  # the operator's Job pods (an image the node cannot pull) hold them up
+            core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+        for name in setup.created_namespaces:
+            eventually(lambda n=name: _not_terminating(core, n) and _gone_namespace(core, n), timeout=90, what=name)
         for name in setup.created_storage_classes:
             storage.delete_storage_class(name)
         for sc in storage.list_storage_class(label_selector=f"{ex.MANAGED_BY}={ex.MANAGER}").items:

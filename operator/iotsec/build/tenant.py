@@ -106,15 +106,9 @@ def plan_tenant(
     `key_namespace`: where the platform-held keys live once recorded in status (default: the release namespace).
     """
     tenant = spec.tenant_id
-    reserved = sorted(ns for ns in spec.namespaces if platform.reserved(ns))
-    taken = sorted(
-        ns
-        for ns in spec.namespaces
-        if ns not in reserved and namespace_labels.get(ns, {}).get(TENANT_LABEL, tenant) != tenant
-    )
+    namespaces, reserved, taken = _adoption(spec, namespace_labels, platform)
     conflicts = [f"namespace {ns} is reserved for the platform and never adopted by a tenant" for ns in reserved]
     conflicts += [f"namespace {ns} belongs to tenant {namespace_labels[ns][TENANT_LABEL]}" for ns in taken]
-    namespaces = sorted(ns for ns in spec.namespaces if ns not in reserved and ns not in taken)
     plan = TenantPlan(tenant, namespaces, conflicts)
     meta = _Meta(name)
     plan.objects = _namespaced_objects(meta, spec, namespaces, platform)
@@ -141,6 +135,31 @@ def plan_tenant(
     elif spec.storage and spec.storage.storage_class_name:
         plan.storage_class = spec.storage.storage_class_name
     return plan
+
+
+def _adoption(
+    spec: TenantIsolationSpec, namespace_labels: Mapping[str, Mapping[str, str]], platform: Platform
+) -> tuple[list[str], list[str], list[str]]:
+    """The namespaces a tenant adopts, those reserved for the platform, those another tenant holds."""
+    reserved = sorted(ns for ns in spec.namespaces if platform.reserved(ns))
+    taken = sorted(
+        ns
+        for ns in spec.namespaces
+        if ns not in reserved and namespace_labels.get(ns, {}).get(TENANT_LABEL, spec.tenant_id) != spec.tenant_id
+    )
+    return sorted(ns for ns in spec.namespaces if ns not in reserved and ns not in taken), reserved, taken
+
+
+def tenant_namespace_labels(
+    spec: TenantIsolationSpec,
+    namespace_labels: Mapping[str, Mapping[str, str]],
+    platform: Platform = Platform(),  # noqa: B008 - frozen, shared safely
+) -> dict[str, dict[str, str]]:
+    """The labels the tenant's reconcile puts on each namespace it adopts: domains plan with them even before the
+    tenant has written them, so a tenant's namespaces are never planned domain-wide first (open to the other
+    tenants of the domain for a moment) and walled off after."""
+    adopted, _, _ = _adoption(spec, namespace_labels, platform)
+    return {ns: {TENANT_LABEL: spec.tenant_id, DOMAIN_CLAIM_LABEL: spec.security_domain} for ns in adopted}
 
 
 def _namespaced_objects(
@@ -183,7 +202,7 @@ class _Meta:
 
 
 def _namespace(meta: _Meta, namespace: str, spec: TenantIsolationSpec) -> dict[str, Any]:
-    labels = {TENANT_LABEL: spec.tenant_id, DOMAIN_CLAIM_LABEL: spec.security_domain}
+    labels = {TENANT_LABEL: spec.tenant_id, DOMAIN_CLAIM_LABEL: spec.security_domain}  # = tenant_namespace_labels
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta(namespace, None, [C_ISOLATION], labels=labels)}
 
 

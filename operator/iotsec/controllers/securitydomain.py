@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.crd import structural_schema
 from iotsec.api.securitydomain import SecurityDomainStatus
+from iotsec.api.tenantisolation import TenantIsolationSpec
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build import securitydomain as builder
+from iotsec.build import tenant as tenant_builder
 from iotsec.controllers import metrics
 from iotsec.controllers.reconciler import (
     Logger,
@@ -28,7 +31,7 @@ from iotsec.controllers.reconciler import (
     resource_lock,
     write_status,
 )
-from iotsec.controllers.runtime import kube, network
+from iotsec.controllers.runtime import config, kube, network
 from iotsec.k8s.kube import ApiError, Kube, Owner
 from iotsec.model import conditions
 from iotsec.model.labels import CONTROLS, DOMAIN_LABEL, OWNER_KIND, OWNER_NAME, PSA_BEFORE
@@ -166,14 +169,31 @@ def _valid_domains(bodies: list[dict[str, Any]]) -> list[builder.Domain]:
 
 def _plan(api: Kube, domain: builder.Domain) -> builder.DomainPlan:
     domains = _valid_domains(api.list(API_VERSION, KIND))
+    live = [ns for ns in api.list("v1", "Namespace") if not ns["metadata"].get("deletionTimestamp")]
+    labels = _with_tenant_labels(api, {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in live})
     namespaces = [
         builder.NamespaceInfo(
-            ns["metadata"]["name"], ns["metadata"].get("labels") or {}, ns["metadata"].get("annotations") or {}
+            ns["metadata"]["name"], labels[ns["metadata"]["name"]], ns["metadata"].get("annotations") or {}
         )
-        for ns in api.list("v1", "Namespace")
-        if not ns["metadata"].get("deletionTimestamp")
+        for ns in live
     ]
     return builder.plan_domain(domain, domains, namespaces, network())
+
+
+def _with_tenant_labels(api: Kube, labels: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Namespace labels as they are once every TenantIsolation has labelled its namespaces, as render plans them:
+    a domain planned before a tenant's reconcile would otherwise open the tenant's namespaces domain-wide for a
+    moment (to the other tenants of the domain) and wall them off only after."""
+    labels = dict(labels)
+    for body in sorted(api.list(API_VERSION, tenant_builder.KIND), key=lambda b: b["metadata"]["name"]):
+        try:
+            spec = TenantIsolationSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            continue  # an invalid tenant labels nothing; it reports its own problems
+        for ns, extra in tenant_builder.tenant_namespace_labels(spec, labels, config().platform).items():
+            if ns in labels:
+                labels[ns] = {**labels[ns], **extra}
+    return labels
 
 
 def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied:

@@ -6,7 +6,8 @@ cold start (requests until every resource is Ready) and the steady state (reques
 with nothing changed), as requests per reconcile by verb, from the operator's own iotsec_api_requests_total and
 iotsec_reconcile_total. The operator's own watch streams count one request each when opened.
 
-Run (with no other operator on the cluster): KUBECONFIG=... .venv/bin/python benchmarks/operator_api_requests.py [N] [M]
+Run with no other operator on the cluster:
+    KUBECONFIG=... PYTHONPATH=. .venv/bin/python benchmarks/operator_api_requests.py [N] [M]
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def measure(custom, suffix: str, cache: bool) -> dict[str, object]:
         "cold_requests": {k: int(v) for k, v in sorted(cold_requests.items())},
         "steady_reconciles": steady_reconciles,
         "steady_requests": {k: int(v) for k, v in sorted(delta.items()) if v},
+        "steady_requests_per_resync": round(sum(delta.values()) / 5),
+        "steady_writes_per_resync": round(delta.get("apply", 0) / 5),
         "steady_per_reconcile": round(sum(delta.values()) / max(steady_reconciles, 1), 2),
         "steady_reads_per_reconcile": round(
             (delta.get("list", 0) + delta.get("get", 0)) / max(steady_reconciles, 1), 2
@@ -123,6 +126,10 @@ def cleanup(core, custom, suffix: str) -> None:
     for ns in core.list_namespace().items:
         if ns.metadata.name.startswith(f"bench-{suffix}"):
             core.delete_namespace(ns.metadata.name)
+    deadline = time.monotonic() + 180  # the next mode must not see this one's namespaces go (their events)
+    while any(ns.metadata.name.startswith(f"bench-{suffix}") for ns in core.list_namespace().items):
+        assert time.monotonic() < deadline, "benchmark namespaces not deleted in 180 s"
+        time.sleep(1)
 
 
 def main() -> None:
@@ -130,15 +137,15 @@ def main() -> None:
     members = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     config.load_kube_config()
     core, custom = client.CoreV1Api(), client.CustomObjectsApi()
-    suffix = uuid.uuid4().hex[:4]
-    setup(core, custom, suffix, domains, members)
-    try:
-        print(f"{domains} SecurityDomains x {members} namespaces, {domains} TenantIsolations; resync {RESYNC} s")
-        for cache in (False, True):
+    print(f"{domains} SecurityDomains x {members} namespaces, {domains} TenantIsolations; resync {RESYNC} s")
+    for cache in (True, False):  # each on its own fresh objects: a cold start creates everything
+        suffix = uuid.uuid4().hex[:4]
+        setup(core, custom, suffix, domains, members)
+        try:
             figures = measure(custom, suffix, cache)
-            print(f"watch cache {'on ' if cache else 'off'}: {figures}")
-    finally:
-        cleanup(core, custom, suffix)
+        finally:
+            cleanup(core, custom, suffix)
+        print(f"watch cache {'on ' if cache else 'off'}: {figures}")
 
 
 if __name__ == "__main__":

@@ -238,22 +238,6 @@ def test_warn_domain_admits_with_kubectl_warnings(webhook, dynamic):
     assert "[X1369-9.4.3-1 no-privileged]" in warnings, dict(response.headers)
 
 
-def test_webhook_down_refuses_member_namespaces_but_not_excluded_ones(webhook, dynamic):
-    pod = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": f"probe-{uuid.uuid4().hex[:4]}"},
-        "data": {"a": "b"},
-    }
-    webhook.stop()
-    member = {**pod, "metadata": {**pod["metadata"], "namespace": "iot-ingest"}}
-    with pytest.raises(DynamicApiError) as caught:
-        _create(dynamic, member)
-    assert "failed calling webhook" in json.loads(caught.value.body)["message"]
-    excluded = {**pod, "metadata": {**pod["metadata"], "namespace": SYSTEM}}
-    _create(dynamic, excluded)
-
-
 def test_a_pod_in_a_namespace_created_a_moment_ago_gets_its_domains_verdict(webhook, api_client):
     """Issue 15: the webhook re-listed the cluster every 10 s, so a pod created right after its namespace was judged
     as in no domain. It now follows watches, and waits for a namespace it has not seen yet: the pod created at once
@@ -293,3 +277,19 @@ def test_a_pod_in_a_namespace_created_a_moment_ago_gets_its_domains_verdict(webh
     finally:
         _remove_domain(custom, name)
         core.delete_namespace(name)
+
+
+def test_webhook_down_refuses_member_namespaces_but_not_excluded_ones(webhook, dynamic):
+    pod = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"probe-{uuid.uuid4().hex[:4]}"},
+        "data": {"a": "b"},
+    }
+    webhook.stop()
+    member = {**pod, "metadata": {**pod["metadata"], "namespace": "iot-ingest"}}
+    with pytest.raises(DynamicApiError) as caught:
+        _create(dynamic, member)
+    assert "failed calling webhook" in json.loads(caught.value.body)["message"]
+    excluded = {**pod, "metadata": {**pod["metadata"], "namespace": SYSTEM}}
+    _create(dynamic, excluded)

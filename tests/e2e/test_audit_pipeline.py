@@ -232,12 +232,13 @@ def test_an_anomaly_becomes_an_event_a_status_entry_and_a_record(audited, object
         assert "forbidden" in out.lower()
 
     def flagged() -> list[dict[str, Any]]:
-        hits = [a for a in _status(objects, POLICY).get("anomalies", []) if a["rule"] == "denied"]
-        assert hits, _status(objects, POLICY).get("anomalies")
+        # only mallory's: with the testenv's node running, its kubelet collects denials of its own
+        anomalies = _status(objects, POLICY).get("anomalies", [])
+        hits = [a for a in anomalies if a["rule"] == "denied" and a["subject"] == "mallory"]
+        assert hits, anomalies
         return hits
 
     hits = eventually(flagged, timeout=60, what=f"the AuthFailures rule in the status; sink log:\n{audited.log()}")
-    assert hits[0]["subject"] == "mallory"
     assert hits[0]["count"] == 3
     events = objects.resources.get(api_version="v1", kind="Event")
 
@@ -245,7 +246,7 @@ def test_an_anomaly_becomes_an_event_a_status_entry_and_a_record(audited, object
         found = [
             e
             for e in events.get(namespace="default").items
-            if e.involvedObject.name == POLICY and e.reason == "AnomalyAuthFailures"
+            if e.involvedObject.name == POLICY and e.reason == "AnomalyAuthFailures" and "mallory" in e.message
         ]
         assert found
         return found

@@ -48,3 +48,14 @@ def test_a_namespace_another_tenant_holds_keeps_its_tenant():
     live = {"acme-meters": {TENANT_LABEL: "globex", DOMAIN_CLAIM_LABEL: "ingestion"}}
     labels = controller._with_tenant_labels(Tenants(tenant("acme", "acme", ["acme-meters"])), live)  # type: ignore[arg-type]
     assert labels["acme-meters"][TENANT_LABEL] == "globex"
+
+
+def test_without_the_tenantisolation_crd_the_namespaces_are_planned_as_they_are():
+    from iotsec.k8s.kube import ApiError
+
+    class NotServed:
+        def list(self, *args: Any, **kwargs: Any):
+            raise ApiError("the API server does not serve TenantIsolation in iotsec.io/v1alpha1", 404)
+
+    live = {"acme-meters": {"team": "a"}}
+    assert controller._with_tenant_labels(NotServed(), live) == live  # type: ignore[arg-type]

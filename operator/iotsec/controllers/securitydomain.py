@@ -185,7 +185,13 @@ def _with_tenant_labels(api: Kube, labels: dict[str, dict[str, str]]) -> dict[st
     a domain planned before a tenant's reconcile would otherwise open the tenant's namespaces domain-wide for a
     moment (to the other tenants of the domain) and wall them off only after."""
     labels = dict(labels)
-    for body in sorted(api.list(API_VERSION, tenant_builder.KIND), key=lambda b: b["metadata"]["name"]):
+    try:
+        tenants = api.list(API_VERSION, tenant_builder.KIND)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        return labels  # TenantIsolation not served (its CRD not installed): no tenant labels anything
+    for body in sorted(tenants, key=lambda b: b["metadata"]["name"]):
         try:
             spec = TenantIsolationSpec.model_validate(body.get("spec") or {})
         except ValidationError:

@@ -27,7 +27,11 @@ rm -f "$OUT"
 buildah push -q "$REF" "docker-archive:$OUT:$REF" >/dev/null
 say "built $REF in $(( $(date +%s) - start ))s"
 if [ "${IMPORT:-1}" = 1 ] && [ -S "$SOCK" ]; then
-  ctr -n k8s.io -a "$SOCK" images import "$OUT" >/dev/null || die "ctr import of $OUT failed"
+  for attempt in 1 2 3; do  # as build_image.sh: containerd's GC may race an import under a reused tag
+    if ctr -n k8s.io -a "$SOCK" images import "$OUT" >build/ctr-import-e2e.log 2>&1; then break; fi
+    [ "$attempt" -lt 3 ] || { tail -3 build/ctr-import-e2e.log >&2; die "ctr import of $OUT failed 3 times"; }
+    sleep 5
+  done
   say "imported into the node's containerd"
 fi
 echo "$REF"

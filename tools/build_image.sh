@@ -173,7 +173,14 @@ elif [ -S "$SOCK" ] && timeout 10 ctr -a "$SOCK" version >/dev/null 2>&1; then
   if [ "$(cat build/iotsec-image.imported 2>/dev/null)" = "$imported" ]; then
     say "already in containerd ($SOCK, namespace k8s.io)"
   else
-    timeout 300 ctr -n k8s.io -a "$SOCK" images import "$OUT" >/dev/null || die "ctr images import $OUT failed"
+    # containerd's garbage collector may remove a snapshot of the image this one replaces under the same tag while
+    # the import unpacks onto it ("parent snapshot ... does not exist", seen once in CI): try again, at most twice.
+    for attempt in 1 2 3; do
+      if timeout 300 ctr -n k8s.io -a "$SOCK" images import "$OUT" >build/ctr-import.log 2>&1; then break; fi
+      [ "$attempt" -lt 3 ] || { tail -3 build/ctr-import.log >&2; die "ctr images import $OUT failed 3 times"; }
+      say "ctr images import failed ($(tail -1 build/ctr-import.log | cut -c1-160)); trying again"
+      sleep 5
+    done
     digest=$(in_containerd)
     [ -n "$digest" ] || die "$REF is not in containerd after the import"
     echo "$id $SOCK $digest" >build/iotsec-image.imported

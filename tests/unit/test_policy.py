@@ -365,6 +365,17 @@ def test_the_installations_own_operator_binding_is_admitted_and_nothing_beside_i
         )
 
 
+def test_a_private_key_in_a_configmaps_binary_data_is_found():
+    """Issue 16: binaryData is base64, so the PEM marker was never seen there."""
+    import base64
+
+    pem = b"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE...\n-----END EC PRIVATE KEY-----\n"
+    found = _obj("ConfigMap", binaryData={"device.key": base64.b64encode(pem).decode()})
+    assert "no-keys-in-configmap" in rules_of(found, ctx())
+    certificate = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMII...\n").decode()
+    assert rules_of(_obj("ConfigMap", binaryData={"ca.crt": certificate, "junk": "%%%"}), ctx()) == set()
+
+
 def test_exposure_is_fine_in_access_and_interface_zones():
     for zone in ("access", "interface"):
         spec = SecurityDomainSpec.model_validate({"zone": zone, "namespaces": ["iot"]})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from iotsec.admission.context import Context
@@ -124,6 +126,16 @@ def _claim(claim: dict[str, Any], prefix: str, ctx: Context, out: list[Finding])
         )
 
 
+def _decoded(value: Any) -> str | None:
+    """A binaryData value as text (it is base64 in the manifest, so a PEM marker is not visible as such)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=False).decode("latin-1")
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _known(names: frozenset[str]) -> str:
     return ", ".join(sorted(names)) or "none known"
 
@@ -153,7 +165,8 @@ def _binding(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
 def _config_map(obj: dict[str, Any], out: list[Finding]) -> None:
     for field in ("data", "binaryData"):
         for key, value in (obj.get(field) or {}).items():
-            if isinstance(value, str) and PRIVATE_KEY_MARKER in value:
+            text = _decoded(value) if field == "binaryData" else value
+            if isinstance(text, str) and PRIVATE_KEY_MARKER in text:
                 out.append(
                     Finding(
                         "no-keys-in-configmap",

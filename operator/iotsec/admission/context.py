@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from iotsec.admission.guard import Managed
-from iotsec.api.securitydomain import PolicyException, SecurityDomainSpec
+from iotsec.api.securitydomain import PolicyException, SecurityDomainSpec, WorkloadKind
 from iotsec.build.securitydomain import (
     Domain,
     NamespaceInfo,
@@ -33,6 +33,8 @@ class DomainPolicy:
     allowed_registries: tuple[str, ...] | None = None
     security_levels: tuple[str, ...] | None = None
     exceptions: tuple[PolicyException, ...] = ()
+    image_pinning: str = "version"  # digest, version or any (SecurityDomainSpec.image_pinning)
+    workload_kinds: tuple[WorkloadKind, ...] = ()  # the domain's additions to the built-in pod-spec table
 
     @classmethod
     def of(cls, name: str, spec: SecurityDomainSpec) -> DomainPolicy:
@@ -48,6 +50,8 @@ class DomainPolicy:
             allowed_registries=tuple(spec.allowed_registries) if spec.allowed_registries else None,
             security_levels=tuple(spec.security_levels) if spec.security_level_isolation else None,
             exceptions=tuple(spec.exceptions or ()),
+            image_pinning=spec.effective_image_pinning,
+            workload_kinds=tuple(spec.workload_kinds or ()),
         )
 
     @classmethod
@@ -75,6 +79,8 @@ class Context:
     escalating_cluster_roles: frozenset[str] = frozenset({"cluster-admin"})
     tenant: TenantStorage | None = None
     own_grants: frozenset[tuple[str, str, str]] = frozenset()  # Platform.own_grants
+    # the whole cluster view, for checks that look beyond the namespace (NetworkPolicies, ConfigMaps consumed)
+    snapshot: Snapshot | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -136,6 +142,7 @@ class Snapshot:
             escalating_cluster_roles=self.escalating_cluster_roles,
             tenant=self.tenants.get(namespace) if namespace else None,
             own_grants=self.platform.own_grants,
+            snapshot=self,
         )
 
 

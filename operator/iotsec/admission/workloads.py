@@ -14,6 +14,7 @@ from typing import Any
 from iotsec.admission.context import Context
 from iotsec.admission.images import parse_image
 from iotsec.admission.model import Finding
+from iotsec.admission.secrets import literal_secret, secret_flag, secret_name
 from iotsec.model.labels import LEVEL_LABEL
 from iotsec.model.workloads import POD_SPEC_PATHS
 
@@ -32,15 +33,6 @@ RESTRICTED_VOLUMES = frozenset(
     "configMap csi downwardAPI emptyDir ephemeral persistentVolumeClaim projected secret".split()
 )
 SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
-SECRET_NAME = re.compile(
-    r"(pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|access[_-]?key|auth[_-]?key)", re.I
-)
-NOT_A_SECRET_NAME = re.compile(r"(_FILE|_PATH|_DIR|_URL|_NAME|_ID|_TTL|_LENGTH)$", re.I)
-SECRET_FLAG = re.compile(
-    r"^--?(?P<name>[A-Za-z0-9_.-]*(pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|"
-    r"access[_-]?key))=(?P<value>.+)$",
-    re.I,
-)
 ALGORITHM_KEY = re.compile(r"(algorithm|hash|digest|cipher|signature|hmac|mac)", re.I)
 WEAK_ALGORITHM = re.compile(r"\b(md5|sha-?1|des|3des|rc4|hmac-?md5|hmac-?sha1)\b", re.I)
 
@@ -448,8 +440,7 @@ def _image(path: str, image: str, ctx: Context, out: list[Finding]) -> None:
 @lru_cache(maxsize=8192)
 def _env_name(name: str) -> tuple[bool, bool]:
     """(names a secret, names an algorithm) for an env var; cached: every pod of a workload repeats its names."""
-    secret = bool(SECRET_NAME.search(name)) and not NOT_A_SECRET_NAME.search(name)
-    return secret, bool(ALGORITHM_KEY.search(name))
+    return secret_name(name), bool(ALGORITHM_KEY.search(name))
 
 
 @lru_cache(maxsize=8192)
@@ -472,7 +463,7 @@ def _env(path: str, env: Any, out: list[Finding]) -> None:
         if not (secret or algorithm):
             continue  # the common case: an ordinary setting
         name = str(name)
-        if secret and _looks_secret(value):
+        if secret and literal_secret(name, value):
             out.append(
                 Finding(
                     "no-literal-secrets",
@@ -488,24 +479,16 @@ def _env(path: str, env: Any, out: list[Finding]) -> None:
 def _literal_args(path: str, container: dict[str, Any], out: list[Finding]) -> None:
     for field in ("command", "args"):
         for index, arg in enumerate(_list(container, field)):
-            text = str(arg)
-            match = SECRET_FLAG.match(text) if text.startswith("-") else None
-            if match and _looks_secret(match.group("value")):
+            flag = secret_flag(str(arg))
+            if flag is not None:
                 out.append(
                     Finding(
                         "no-literal-secrets",
                         f"{path}.{field}[{index}]",
-                        f"--{match.group('name')} passes a literal secret on the command line",
+                        f"--{flag} passes a literal secret on the command line",
                         "read it from a mounted Secret file or an env var from secretKeyRef",
                     )
                 )
-
-
-def _looks_secret(value: Any) -> bool:
-    if not isinstance(value, str) or len(value.strip()) < 4:
-        return False
-    text = value.strip()
-    return not (text.startswith(("/", "./", "$(", "${")) or text.lower() in ("true", "false", "none", "null"))
 
 
 def _weak_algorithms(path: str, values: dict[str, str], out: list[Finding]) -> None:

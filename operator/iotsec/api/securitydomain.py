@@ -35,6 +35,16 @@ EXPOSABLE_ZONES: tuple[Zone, ...] = ("access", "interface")
 Enforcement = Literal["enforce", "warn", "audit"]
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 IntraDomainTraffic = Literal["domain", "namespace", "none"]
+ImagePinning = Literal["digest", "version", "any"]
+# What a security reviewer asks of each zone by default: the management zone runs the platform's keys and
+# administration, so nothing there may change under it; elsewhere a full version tag (1.2.3) is the floor.
+DEFAULT_IMAGE_PINNING: dict[str, ImagePinning] = {
+    "management": "digest",
+    "access": "version",
+    "interface": "version",
+    "core": "version",
+    "support": "version",
+}
 RuleId = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?|\*)$")]
 Registry = Annotated[
     str,
@@ -142,6 +152,29 @@ class PolicyException(Model):
     ticket: ShortText | None = Field(default=None, description="Change or risk ticket reference.")
 
 
+class WorkloadKind(Model):
+    """A custom workload kind that embeds pod specs (e.g. an operator's own Deployment-like kind)."""
+
+    group: Annotated[
+        str, Field(max_length=253, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$")
+    ] = Field(description="API group, e.g. apps.example.com ('' for the core group).")
+    kind: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$")] = Field(
+        description="Kind, e.g. Rollout."
+    )
+    resource: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] = Field(
+        description="Plural resource name the webhook registers, e.g. rollouts."
+    )
+    pod_spec_paths: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        min_length=1,
+        max_length=16,
+        description=(
+            "Dotted paths to the pod specs inside the object; [*] walks every item of a list, "
+            "e.g. spec.template.spec or spec.templates[*].podSpec."
+        ),
+        json_schema_extra=SET_LIST,
+    )
+
+
 class SecurityDomainSpec(Model):
     """A network security zone and the admission rules for its workloads."""
 
@@ -211,9 +244,29 @@ class SecurityDomainSpec(Model):
         description="Image registries (host[/path] prefixes) workloads may pull from (X1369-9.3.2-1).",
         json_schema_extra=SET_LIST,
     )
+    image_pinning: ImagePinning | None = Field(
+        default=None,
+        description=(
+            "How images must be pinned (X1369-9.3.2-1): digest (image@sha256:...), version (a digest or a full "
+            "version tag such as 1.2.3; floating tags like 12 or 8.0 are refused) or any (any tag but latest). "
+            "Default: digest in the management zone, version elsewhere."
+        ),
+    )
+    workload_kinds: list[WorkloadKind] | None = Field(
+        default=None,
+        max_length=32,
+        description=(
+            "Custom workload kinds whose embedded pod specs the webhook checks in this domain's namespaces, in "
+            "addition to the built-in table (Pods, Deployments, ..., Argo Rollouts, Knative Services, ...)."
+        ),
+    )
     exceptions: list[PolicyException] | None = Field(
         default=None, max_length=128, description="Approved, expiring waivers of admission rules."
     )
+
+    @property
+    def effective_image_pinning(self) -> ImagePinning:
+        return self.image_pinning or DEFAULT_IMAGE_PINNING[self.zone]
 
     def cross_reference_problems(self) -> Iterator[tuple[str, str]]:
         """References between fields that CEL cannot check cheaply (relative paths)."""
@@ -268,8 +321,10 @@ class SecurityDomainStatus(Status):
 
 
 __all__ = [
+    "DEFAULT_IMAGE_PINNING",
     "EXPOSABLE_ZONES",
     "EgressRule",
+    "ImagePinning",
     "IngressRule",
     "Internet",
     "Peer",
@@ -277,5 +332,6 @@ __all__ = [
     "ResourceName",
     "SecurityDomainSpec",
     "SecurityDomainStatus",
+    "WorkloadKind",
     "Zone",
 ]

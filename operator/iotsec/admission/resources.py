@@ -8,6 +8,7 @@ from typing import Any
 
 from iotsec.admission.context import Context
 from iotsec.admission.model import Finding
+from iotsec.admission.netpol import check_network_policy
 from iotsec.api.securitydomain import EXPOSABLE_ZONES
 from iotsec.model.labels import DATA_CLASS, RATE_LIMIT
 
@@ -41,6 +42,8 @@ def check_object(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
         _binding(obj, ctx, out)
     elif kind == "ConfigMap":
         _config_map(obj, out)
+    elif kind == "NetworkPolicy":
+        check_network_policy(obj, ctx, out)
 
 
 def _zone(ctx: Context) -> str:

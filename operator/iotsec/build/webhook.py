@@ -25,7 +25,7 @@ RESOURCES = {
     ],
     "apps": ["deployments", "statefulsets", "daemonsets", "replicasets"],
     "batch": ["jobs", "cronjobs"],
-    "networking.k8s.io": ["ingresses"],
+    "networking.k8s.io": ["ingresses", "networkpolicies"],
     "rbac.authorization.k8s.io": ["rolebindings"],
 }
 assert {"Pod", "Deployment", "CronJob"} <= set(POD_SPEC_PATHS)  # the kinds the engine reads pod specs from

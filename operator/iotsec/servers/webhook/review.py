@@ -21,6 +21,7 @@ MAX_BODY_BYTES = 6 * 1024 * 1024  # the API server sends at most ~3 MiB objects,
 CHECKED_KINDS = frozenset(POD_SPEC_PATHS) | {
     "Service",
     "Ingress",
+    "NetworkPolicy",
     "PersistentVolumeClaim",
     "RoleBinding",
     "ClusterRoleBinding",

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from iotsec.admission.context import Context
-from iotsec.admission.images import parse_image
+from iotsec.admission.images import parse_image, pinned_forms, pinning_problem
 from iotsec.admission.model import Finding
 from iotsec.admission.secrets import literal_secret, secret_flag, secret_name
 from iotsec.model.labels import LEVEL_LABEL
@@ -100,6 +100,19 @@ def check_pod(pod: PodSpec, ctx: Context, out: list[Finding]) -> None:
     _iotsec(pod, ctx, out)
 
 
+def windows(pod: PodSpec) -> bool:
+    """Whether the pod declares itself a Windows pod (`spec.os.name: windows`, Kubernetes 1.25+).
+
+    The Pod Security Standards (v1.25+) make three restricted controls "Linux only policy (spec.os.name !=
+    windows)": Privilege Escalation, Seccomp and Capabilities (kubernetes.io/docs/concepts/security/
+    pod-security-standards). The API server refuses those fields on such pods (allowPrivilegeEscalation,
+    seccompProfile, capabilities "cannot be set when spec.os.name is windows"), so requiring them would deny every
+    Windows pod. HostProcess, host namespaces, running as non-root and the baseline controls still apply. A pod
+    without `spec.os` is judged as Linux, as Pod Security Admission does."""
+    os_field = pod.spec.get("os")
+    return isinstance(os_field, dict) and os_field.get("name") == "windows"
+
+
 # ---------------------------------------------------------------- Pod Security Standards: baseline
 
 
@@ -117,6 +130,8 @@ def _baseline(pod: PodSpec, ctx: Context, out: list[Finding]) -> None:
                 )
             )
     pod_sc = spec.get("securityContext") or {}
+    if (pod_sc.get("windowsOptions") or {}).get("hostProcess"):
+        out.append(_host_process(f"{path}.securityContext.windowsOptions.hostProcess", "the pod"))
     for name, sc_path, sc in _contexts(pod):
         if sc.get("privileged"):
             out.append(
@@ -128,14 +143,7 @@ def _baseline(pod: PodSpec, ctx: Context, out: list[Finding]) -> None:
                 )
             )
         if (sc.get("windowsOptions") or {}).get("hostProcess"):
-            out.append(
-                Finding(
-                    "no-host-process",
-                    f"{sc_path}.windowsOptions.hostProcess",
-                    "Windows HostProcess containers run on the host",
-                    "remove windowsOptions.hostProcess",
-                )
-            )
+            out.append(_host_process(f"{sc_path}.windowsOptions.hostProcess", name))
         if sc.get("procMount") not in (None, "Default"):
             out.append(
                 Finding(
@@ -187,6 +195,15 @@ def _baseline(pod: PodSpec, ctx: Context, out: list[Finding]) -> None:
                     "remove the sysctl",
                 )
             )
+
+
+def _host_process(path: str, who: str) -> Finding:
+    return Finding(
+        "no-host-process",
+        path,
+        f"{who} runs as a Windows HostProcess container, on the host",
+        "remove windowsOptions.hostProcess (or set it to false)",
+    )
 
 
 def _contexts(pod: PodSpec) -> list[tuple[str, str, dict[str, Any]]]:
@@ -277,8 +294,9 @@ def _restricted(pod: PodSpec, out: list[Finding]) -> None:
                 "set runAsUser to a UID above 0 (e.g. 10001)",
             )
         )
+    linux = not windows(pod)
     for name, sc_path, sc in _contexts(pod):
-        if sc.get("allowPrivilegeEscalation") is not False:
+        if linux and sc.get("allowPrivilegeEscalation") is not False:
             out.append(
                 Finding(
                     "no-privilege-escalation",
@@ -287,54 +305,65 @@ def _restricted(pod: PodSpec, out: list[Finding]) -> None:
                     "set allowPrivilegeEscalation: false",
                 )
             )
-        if sc.get("runAsUser") == 0:
-            out.append(
-                Finding(
-                    "run-as-non-root",
-                    f"{sc_path}.runAsUser",
-                    f"{name} runs as root (UID 0)",
-                    "set runAsUser to a UID above 0 (e.g. 10001)",
-                )
+        _non_root(name, sc_path, sc, pod_non_root, out)
+        if linux:
+            _restricted_linux(name, sc_path, sc, pod_seccomp, out)
+
+
+def _non_root(name: str, sc_path: str, sc: dict[str, Any], pod_non_root: Any, out: list[Finding]) -> None:
+    """Two controls, reported together so that one round of fixes clears both (UID 0 and no runAsNonRoot)."""
+    if sc.get("runAsUser") == 0:
+        out.append(
+            Finding(
+                "run-as-non-root",
+                f"{sc_path}.runAsUser",
+                f"{name} runs as root (UID 0)",
+                "set runAsUser to a UID above 0 (e.g. 10001)",
             )
-        elif sc.get("runAsNonRoot", pod_non_root) is not True:
-            out.append(
-                Finding(
-                    "run-as-non-root",
-                    f"{sc_path}.runAsNonRoot",
-                    f"{name} may run as root",
-                    "set runAsNonRoot: true (pod or container securityContext)",
-                )
+        )
+    if sc.get("runAsNonRoot", pod_non_root) is not True:
+        out.append(
+            Finding(
+                "run-as-non-root",
+                f"{sc_path}.runAsNonRoot",
+                f"{name} may run as root",
+                "set runAsNonRoot: true (pod or container securityContext)",
             )
-        capabilities = sc.get("capabilities") or {}
-        if "ALL" not in (capabilities.get("drop") or ()):
-            out.append(
-                Finding(
-                    "drop-capabilities",
-                    f"{sc_path}.capabilities.drop",
-                    f"{name} keeps default capabilities",
-                    "set capabilities.drop: [ALL]",
-                )
+        )
+
+
+def _restricted_linux(name: str, sc_path: str, sc: dict[str, Any], pod_seccomp: Any, out: list[Finding]) -> None:
+    """The restricted controls the Pod Security Standards apply to Linux pods only (see `windows`)."""
+    capabilities = sc.get("capabilities") or {}
+    if "ALL" not in (capabilities.get("drop") or ()):
+        out.append(
+            Finding(
+                "drop-capabilities",
+                f"{sc_path}.capabilities.drop",
+                f"{name} keeps default capabilities",
+                "set capabilities.drop: [ALL]",
             )
-        # beyond-baseline additions were reported by the baseline checks already
-        extra = (set(capabilities.get("add") or ()) & BASELINE_CAPABILITIES) - {"NET_BIND_SERVICE"}
-        if extra:
-            out.append(
-                Finding(
-                    "drop-capabilities",
-                    f"{sc_path}.capabilities.add",
-                    f"{name} adds {', '.join(sorted(extra))}",
-                    "add at most NET_BIND_SERVICE",
-                )
+        )
+    # beyond-baseline additions were reported by the baseline checks already
+    extra = (set(capabilities.get("add") or ()) & BASELINE_CAPABILITIES) - {"NET_BIND_SERVICE"}
+    if extra:
+        out.append(
+            Finding(
+                "drop-capabilities",
+                f"{sc_path}.capabilities.add",
+                f"{name} adds {', '.join(sorted(extra))}",
+                "add at most NET_BIND_SERVICE",
             )
-        if (sc.get("seccompProfile") or {}).get("type", pod_seccomp) not in ("RuntimeDefault", "Localhost"):
-            out.append(
-                Finding(
-                    "seccomp-profile",
-                    f"{sc_path}.seccompProfile",
-                    f"{name} runs without a seccomp profile",
-                    "set seccompProfile.type: RuntimeDefault (pod or container securityContext)",
-                )
+        )
+    if (sc.get("seccompProfile") or {}).get("type", pod_seccomp) not in ("RuntimeDefault", "Localhost"):
+        out.append(
+            Finding(
+                "seccomp-profile",
+                f"{sc_path}.seccompProfile",
+                f"{name} runs without a seccomp profile",
+                "set seccompProfile.type: RuntimeDefault (pod or container securityContext)",
             )
+        )
 
 
 # ---------------------------------------------------------------- iotsec
@@ -367,15 +396,19 @@ def _iotsec(pod: PodSpec, ctx: Context, out: list[Finding]) -> None:
             )
         )
     _weak_algorithms("metadata.annotations", pod.annotations, out)
+    linux = not windows(pod)
     for c_path, container in containers(pod):
-        _container(c_path, container, ctx, ".ephemeralContainers[" in c_path, out)
+        _container(c_path, container, ctx, ".ephemeralContainers[" in c_path, linux, out)
 
 
-def _container(path: str, container: dict[str, Any], ctx: Context, ephemeral: bool, out: list[Finding]) -> None:
+def _container(
+    path: str, container: dict[str, Any], ctx: Context, ephemeral: bool, linux: bool, out: list[Finding]
+) -> None:
     name = container.get("name", path)
-    _image(path, str(container.get("image") or ""), ctx, out)
+    _image(path, container.get("image"), ctx, out)
     sc = container.get("securityContext") or {}
-    if sc.get("readOnlyRootFilesystem") is not True:
+    # Windows has no read-only root filesystem (the API refuses the field when spec.os.name is windows)
+    if linux and sc.get("readOnlyRootFilesystem") is not True:
         out.append(
             Finding(
                 "read-only-root-fs",
@@ -393,7 +426,7 @@ def _container(path: str, container: dict[str, Any], ctx: Context, ephemeral: bo
                     "resource-limits",
                     f"{path}.resources.limits",
                     f"{name} has no {' or '.join(missing)} limit",
-                    f"set resources.limits.{missing[0]}",
+                    f"set {' and '.join(f'resources.limits.{r}' for r in missing)}",
                 )
             )
     allowed = ctx.domain.allowed_ports
@@ -414,24 +447,42 @@ def _container(path: str, container: dict[str, Any], ctx: Context, ephemeral: bo
     _literal_args(path, container, out)
 
 
-def _image(path: str, image: str, ctx: Context, out: list[Finding]) -> None:
-    ref = parse_image(image)
-    if ref.digest is None and ref.tag in (None, "latest"):
+def _image(path: str, image: Any, ctx: Context, out: list[Finding]) -> None:
+    """image-pinned by the domain's imagePinning (digest, version, any) and allowed-registry, on the reference as
+    the runtime normalises it (images.py); a reference no runtime can pull fails both with the reason."""
+    ref = parse_image(image) if isinstance(image, str) else parse_image("")
+    domain = ctx.domain
+    mode = domain.image_pinning
+    if ref.problem is not None:
         out.append(
             Finding(
                 "image-pinned",
                 f"{path}.image",
-                f"image {image!r} is {'tagged latest' if ref.tag else 'not tagged'}: it changes under you",
-                "pin the image by digest (image@sha256:...) or an immutable version tag",
+                f"image {ref.written!r} is not a valid reference: {ref.problem}",
+                "write [registry/]repository[:tag][@sha256:<digest>], the repository in lowercase",
             )
         )
-    registries = ctx.domain.allowed_registries
+    else:
+        problem = pinning_problem(ref, mode)
+        if problem is not None:
+            who = f"in domain {domain.name}" if domain.name else "outside any SecurityDomain"
+            out.append(
+                Finding(
+                    "image-pinned",
+                    f"{path}.image",
+                    f"image {image!r}: {problem} (imagePinning: {mode} {who})",
+                    pinned_forms(ref, mode),
+                )
+            )
+    registries = domain.allowed_registries
     if registries is not None and not any(ref.from_registry(r) for r in registries):
+        shown = image if ref.problem is None else ref.written
+        source = f"comes from {ref.location}" if ref.problem is None else "names no registry a runtime could pull from"
         out.append(
             Finding(
                 "allowed-registry",
                 f"{path}.image",
-                f"image {image!r} comes from {ref.registry}, not from an allowed registry",
+                f"image {shown!r} {source}, not from an allowed registry",
                 f"pull from {', '.join(registries)}",
             )
         )

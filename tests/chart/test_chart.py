@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from iotsec.build import rbac
-from iotsec.build.webhook import client_config, validating_webhook_configuration
+from iotsec.build.webhook import OBJECT_RESOURCES, client_config, validating_webhook_configuration
 from iotsec.model.config import Config
+from iotsec.model.workloads import BUILT_IN
 from tests.conftest import ROOT
 
 CHART = ROOT / "charts" / "iotsec-operator"
@@ -286,6 +287,65 @@ def test_the_operator_writes_cluster_wide_only_what_its_fence_confines(tmp_path)
     assert cluster_wide - fenced - harmless == set(), "a cluster-wide write nobody confines"
     secrets = [r for r in _rules(render(tmp_path), "iotsec-operator") if "secrets" in r["resources"]]
     assert secrets == [], "no Secret is readable cluster-wide: only in the namespaces the operator was granted"
+
+
+WIDGET = {"group": "apps.example.com", "kind": "Widget", "resource": "widgets", "podSpecPaths": ["spec.pods[*].spec"]}
+GADGET = {"kind": "Gadget", "resource": "gadgets", "podSpecPaths": ["spec.template.spec"]}  # the core group
+
+
+def test_the_chart_registers_exactly_the_workload_table_and_the_checked_objects(tmp_path):
+    (workloads, *_) = one(render(tmp_path), "ValidatingWebhookConfiguration", "iotsec")["webhooks"]
+    registered = {
+        (group, r, rule["scope"])
+        for rule in workloads["rules"]
+        for group in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    expected = {(c.group, c.resource, "Namespaced" if c.namespaced else "Cluster") for c in BUILT_IN}
+    expected |= {(g, r, "Namespaced") for g, names in OBJECT_RESOURCES.items() for r in names}
+    assert registered == expected
+    assert ("argoproj.io", "rollouts", "Namespaced") in registered
+
+
+def test_workload_kinds_from_values_are_registered_and_passed_to_the_webhook(tmp_path):
+    values = {"webhook": {"excludedNamespaces": ["monitoring"], "workloadKinds": [WIDGET, GADGET]}}
+    docs = render(tmp_path, values)
+    shipped = one(docs, "ValidatingWebhookConfiguration", "iotsec")
+    (container,) = one(docs, "Deployment", "iotsec-webhook")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    config = Config.from_env(env)  # the webhook reads what the chart passes, and refuses nothing of it
+    assert [(c.group, c.kind, c.resource, c.pod_spec_paths) for c in config.workload_kinds] == [
+        ("apps.example.com", "Widget", "widgets", ("spec.pods[*].spec",)),
+        ("", "Gadget", "gadgets", ("spec.template.spec",)),
+    ]
+    built = validating_webhook_configuration(
+        "iotsec",
+        client_config(service=("iotsec-system", "iotsec-webhook", 443)),
+        "iotsec-system",
+        ["monitoring"],
+        workload_kinds=config.workload_kinds,
+    )
+    assert json.loads(json.dumps(shipped["webhooks"])) == built["webhooks"]
+    rules = shipped["webhooks"][0]["rules"]
+    assert {"apiGroups": [""], "resources": ["gadgets"]}.items() <= rules[-1].items()
+    assert rules[-2]["apiGroups"] == ["apps.example.com"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({**WIDGET, "podSpecPaths": ["spec..pods"]}, "podSpecPaths"),
+        ({**WIDGET, "podSpecPaths": []}, "podSpecPaths"),
+        ({**WIDGET, "kind": "widget"}, "kind"),
+        ({k: v for k, v in WIDGET.items() if k != "resource"}, "resource"),
+        ({**WIDGET, "paths": ["spec"]}, "paths"),
+    ],
+)
+def test_malformed_workload_kinds_are_refused_by_the_schema(tmp_path, entry, message):
+    result = helm("template", "iotsec", str(CHART), values={"webhook": {"workloadKinds": [entry]}}, tmp=tmp_path)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
 
 
 def test_the_shipped_webhook_configuration_is_the_builders(tmp_path):

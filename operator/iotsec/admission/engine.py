@@ -6,9 +6,11 @@ from typing import Any
 
 from iotsec.admission.context import Context
 from iotsec.admission.model import Decision, ExceptionUse, Finding, Violation
+from iotsec.admission.podspecs import pod_specs, relocate
 from iotsec.admission.resources import check_object
-from iotsec.admission.workloads import check_pod, pod_spec
+from iotsec.admission.workloads import check_pod
 from iotsec.api.securitydomain import PolicyException
+from iotsec.model.workloads import WorkloadKindLike, checks_object, find_carrier, object_key
 
 CONTROLLED_KINDS = ("ReplicaSet", "Job", "StatefulSet", "DaemonSet", "ReplicationController")
 
@@ -16,11 +18,17 @@ CONTROLLED_KINDS = ("ReplicaSet", "Job", "StatefulSet", "DaemonSet", "Replicatio
 def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
     namespace = (obj.get("metadata") or {}).get("namespace")
     found: list[Finding] = []
-    pod = pod_spec(obj)
-    if pod is not None:
-        check_pod(pod, ctx, found)
-    check_object(obj, ctx, found)
-    if namespace and ctx.domain.name is None and (pod is not None or obj.get("kind") in _NAMESPACED_CHECKED):
+    kinds = workload_kinds(ctx)
+    pods = pod_specs(obj, kinds)
+    for pod in pods:
+        own: list[Finding] = []
+        check_pod(pod, ctx, own)
+        found.extend(relocate(pod, own))
+    key = object_key(obj)
+    checked = checks_object(*key)
+    if checked or find_carrier(*key, kinds) is not None:  # not a kind of the same name in another group
+        check_object(obj, ctx, found)
+    if namespace and ctx.domain.name is None and (pods or (checked and obj.get("kind") in _NAMESPACED_CHECKED)):
         found.append(
             Finding(
                 "domain-membership",
@@ -30,6 +38,13 @@ def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
             )
         )
     return found
+
+
+def workload_kinds(ctx: Context) -> tuple[WorkloadKindLike, ...]:
+    """The kinds beyond the built-in table: the domain's (spec.workloadKinds), then the installation's (the chart's
+    webhook.workloadKinds, carried by the snapshot's Platform)."""
+    platform = getattr(ctx.snapshot, "platform", None)
+    return (*ctx.domain.workload_kinds, *getattr(platform, "workload_kinds", ()))
 
 
 _NAMESPACED_CHECKED = ("Service", "Ingress", "PersistentVolumeClaim")

@@ -9,26 +9,51 @@ from typing import Any
 
 from iotsec.model.labels import MANAGED_BY, MANAGER
 from iotsec.model.platform import Platform
-from iotsec.model.workloads import POD_SPEC_PATHS
+from iotsec.model.workloads import BUILT_IN, PodCarrier
 from iotsec.pki import certs
 
 NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server itself: a tenant cannot forge it
 ALWAYS_EXCLUDED = ("kube-system", "kube-public", "kube-node-lease")
-RESOURCES = {
-    "": [
-        "pods",
-        "pods/ephemeralcontainers",
-        "services",
-        "persistentvolumeclaims",
-        "configmaps",
-        "replicationcontrollers",
-    ],
-    "apps": ["deployments", "statefulsets", "daemonsets", "replicasets"],
-    "batch": ["jobs", "cronjobs"],
+# Resources checked for themselves (admission/resources.py), by group; the kinds with pod specs come from the table.
+OBJECT_RESOURCES: dict[str, list[str]] = {
+    "": ["pods/ephemeralcontainers", "services", "persistentvolumeclaims", "configmaps"],
     "networking.k8s.io": ["ingresses", "networkpolicies"],
     "rbac.authorization.k8s.io": ["rolebindings"],
 }
-assert {"Pod", "Deployment", "CronJob"} <= set(POD_SPEC_PATHS)  # the kinds the engine reads pod specs from
+
+
+def _resources(namespaced: bool) -> dict[str, list[str]]:
+    """Group → resources the workloads hook registers: exactly the workload-kind table's, plus OBJECT_RESOURCES."""
+    resources: dict[str, list[str]] = {}
+    for carrier in BUILT_IN:
+        if carrier.namespaced == namespaced:
+            resources.setdefault(carrier.group, []).append(carrier.resource)
+    if namespaced:
+        for group, names in OBJECT_RESOURCES.items():
+            resources.setdefault(group, []).extend(names)
+    return resources
+
+
+RESOURCES = _resources(namespaced=True)
+CLUSTER_RESOURCES = _resources(namespaced=False)  # Argo's ClusterWorkflowTemplate
+
+
+def workload_rules(extra: Sequence[PodCarrier] = ()) -> list[dict[str, Any]]:
+    """The workloads hook's rules: the built-in table's resources by group, then one rule per added kind (the chart
+    renders the same: its `webhook.workloadKinds` entries in their order)."""
+    rules = [_rule(group, resources, "Namespaced") for group, resources in RESOURCES.items()]
+    rules += [_rule(group, resources, "Cluster") for group, resources in CLUSTER_RESOURCES.items()]
+    return rules + [_rule(c.group, [c.resource], "Namespaced") for c in extra]
+
+
+def _rule(group: str, resources: list[str], scope: str) -> dict[str, Any]:
+    return {
+        "apiGroups": [group],
+        "apiVersions": ["*"],
+        "resources": resources,
+        "operations": ["CREATE", "UPDATE"],
+        "scope": scope,
+    }
 
 
 def client_config(
@@ -56,6 +81,7 @@ def validating_webhook_configuration(
     timeout_seconds: int = 5,
     operator_user: str | None = None,
     server_minor: int | None = None,
+    workload_kinds: Sequence[PodCarrier] = (),
 ) -> dict[str, Any]:
     """Namespaced workloads fail closed (failurePolicy Fail); cluster-scoped bindings fail open so that an
     outage of the webhook cannot lock administrators out of RBAC repairs.
@@ -67,16 +93,7 @@ def validating_webhook_configuration(
     if not 1 <= timeout_seconds <= 5:
         raise ValueError("timeoutSeconds must be 1-5: admission sits in every deploy's path")
     excluded = sorted({*ALWAYS_EXCLUDED, operator_namespace, *excluded_namespaces})
-    rules = [
-        {
-            "apiGroups": [group],
-            "apiVersions": ["*"],
-            "resources": resources,
-            "operations": ["CREATE", "UPDATE"],
-            "scope": "Namespaced",
-        }
-        for group, resources in RESOURCES.items()
-    ]
+    rules = workload_rules(workload_kinds)
     common = {
         "sideEffects": "None",
         "admissionReviewVersions": ["v1"],

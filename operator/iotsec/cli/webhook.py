@@ -11,6 +11,7 @@ from typing import Any
 from iotsec.admission import snapshot as checking
 from iotsec.cli.common import ENFORCEMENT_MODES, EXIT_OK, EXIT_USAGE, fail, settings
 from iotsec.model.manifests import dump_yaml, load_documents
+from iotsec.model.workloads import parse_workload_kinds
 from iotsec.servers import bounded
 
 
@@ -71,6 +72,12 @@ def _register_config(sub: Any) -> None:
         type=int,
         help="the API server's minor version: below 28 the fence fails open (no matchConditions); default: current",
     )
+    config.add_argument(
+        "--workload-kinds",
+        metavar="JSON",
+        help="kinds added to the workload table, registered too: the chart's webhook.workloadKinds as JSON "
+        "([{group, kind, resource, podSpecPaths}])",
+    )
     bundle = config.add_mutually_exclusive_group()
     bundle.add_argument("--ca-bundle", type=Path, metavar="FILE", help="fill caBundle with this PEM CA bundle")
     bundle.add_argument(
@@ -96,20 +103,21 @@ def _webhook(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     tasks = []
     source: SnapshotSource
+    config = settings("webhook")  # IOTSEC_WORKLOAD_KINDS matters with --context too
+    if config is None:
+        return EXIT_USAGE
     if args.context:
         snapshot = checking.snapshot_from_objects(
             [d.obj for d in load_documents(args.context) if isinstance(d.obj, dict)],
             args.unassigned,
             assume_named_namespaces_exist=True,
+            platform=config.platform,
         )
         source = StaticSnapshot(snapshot)
     else:
         from iotsec.k8s.kube import Kube
         from iotsec.servers.webhook.cluster import ClusterSnapshot
 
-        config = settings("webhook")
-        if config is None:
-            return EXIT_USAGE
         source = ClusterSnapshot(Kube(), args.unassigned, config.platform)
     if args.tls_secret_ref:
         from iotsec.k8s.kube import Kube
@@ -147,6 +155,11 @@ def _webhook_config(args: argparse.Namespace) -> int:
         name, _, port = rest.partition(":")
         service = (namespace, name, int(port or 443))
     try:
+        kinds = parse_workload_kinds(args.workload_kinds) if args.workload_kinds else ()
+    except ValueError as exc:
+        fail("webhook-config", f"--workload-kinds: {exc}")
+        return EXIT_USAGE
+    try:
         bundle = _webhook_ca_bundle(args.ca_bundle, args.ca_from_secret)
     except (OSError, ValueError) as exc:
         fail("webhook-config", exc)
@@ -159,6 +172,7 @@ def _webhook_config(args: argparse.Namespace) -> int:
         args.timeout_seconds,
         args.operator_user,
         args.server_minor,
+        kinds,
     )
     sys.stdout.write(dump_yaml([manifest]))
     return EXIT_OK

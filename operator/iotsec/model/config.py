@@ -20,6 +20,7 @@ from typing import Any
 
 from iotsec.model.platform import Image, Platform
 from iotsec.model.text import quoted
+from iotsec.model.workloads import PodCarrier, parse_workload_kinds
 
 PREFIX = "IOTSEC_"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -141,6 +142,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("image", _text, "operator", "image of the pods the operator creates (audit sinks, backup CronJobs)"),
     Setting("image_pull_policy", _pull_policy, "operator", "their imagePullPolicy"),
     Setting("audit_namespace", _dns_label, "operator, webhook", "the audit sinks' namespace; empty: <release>-audit"),
+    Setting(
+        "workload_kinds",
+        parse_workload_kinds,
+        "webhook",
+        "more kinds with pod specs to check, as JSON `[{group, kind, resource, podSpecPaths}]` (the chart's "
+        "webhook.workloadKinds)",
+    ),
 )
 
 
@@ -169,6 +177,7 @@ class Config:
     image: str = Image().reference
     image_pull_policy: str = Image().pull_policy
     audit_namespace: str = ""  # empty: <release>-audit
+    workload_kinds: tuple[PodCarrier, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -203,7 +212,13 @@ class Config:
     @property
     def platform(self) -> Platform:
         """The release namespace (webhook, platform keys), the audit sinks' namespace and the chart's names."""
-        return Platform(self.webhook_namespace, self.release, self.operator_service_account, self.audit_namespace)
+        return Platform(
+            self.webhook_namespace,
+            self.release,
+            self.operator_service_account,
+            self.audit_namespace,
+            self.workload_kinds,
+        )
 
     def unknown(self, env: Mapping[str, str]) -> list[str]:
         """IOTSEC_* variables in `env` that are no setting (a typo would otherwise pass silently)."""
@@ -236,7 +251,7 @@ def _default(value: Any) -> str:
     if isinstance(value, dict):
         value = ",".join(f"{k}={v}" for k, v in value.items())
     elif isinstance(value, tuple):
-        value = ",".join(value)
+        value = ",".join(str(item) for item in value)
     elif isinstance(value, bool):
         value = "true" if value else "false"
     return f"`{value}`" if value != "" else "(empty)"

@@ -30,6 +30,8 @@ class Platform:
     prefix: str = "iotsec"  # the release name: the chart's ClusterRoles are named <prefix>-<role>
     operator_service_account: str = "iotsec-operator"
     audit_namespace: str = ""  # the audit sinks' namespace; empty: <prefix>-audit, as the chart's default
+    # the chart's webhook.workloadKinds (PodCarriers, iotsec.model.workloads): kinds admission checks everywhere
+    workload_kinds: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.audit_namespace:

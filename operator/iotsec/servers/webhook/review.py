@@ -14,19 +14,12 @@ from iotsec.admission.context import Snapshot
 from iotsec.admission.engine import MalformedObjectError, decide
 from iotsec.admission.guard import ANSWERED_KINDS, confine_operator, protect_managed
 from iotsec.admission.model import Decision, Violation
-from iotsec.model.workloads import POD_SPEC_PATHS
+from iotsec.model.workloads import BUILT_IN, CHECKED_OBJECT_KINDS, carriers_of
 
 API_VERSION = "admission.k8s.io/v1"
 MAX_BODY_BYTES = 6 * 1024 * 1024  # the API server sends at most ~3 MiB objects, old and new
-CHECKED_KINDS = frozenset(POD_SPEC_PATHS) | {
-    "Service",
-    "Ingress",
-    "NetworkPolicy",
-    "PersistentVolumeClaim",
-    "RoleBinding",
-    "ClusterRoleBinding",
-    "ConfigMap",
-}
+# (API group, kind): a kind of the same name in another group (example.com/v1 Pod) is not checked
+CHECKED_KINDS = frozenset(c.key for c in BUILT_IN) | CHECKED_OBJECT_KINDS
 CHECKED_OPERATIONS = ("CREATE", "UPDATE")
 MAX_WARNING = 256  # the API server may cut longer warnings
 
@@ -46,6 +39,7 @@ class AdmissionRequest:
     user: str
     old: Any = None
     groups: frozenset[str] = frozenset()
+    group: str = ""  # request.kind.group: "" is the core group
 
 
 @dataclass(frozen=True)
@@ -103,6 +97,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         str(user),
         request.get("oldObject"),
         _groups(request.get("userInfo")),
+        group=kind.get("group") if isinstance(kind.get("group"), str) else "",
     )
 
 
@@ -126,7 +121,7 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
             audit = None if request.dry_run else _audit_annotations(confined)
             body_out = _response(request.uid, False, message=confined.message, audit=audit)
             return ReviewResult(200, body_out, verdict="denied", decision=confined, **base)
-    if request.operation not in CHECKED_OPERATIONS or request.kind not in CHECKED_KINDS:
+    if request.operation not in CHECKED_OPERATIONS or not _checked(request, snapshot):
         return ReviewResult(200, _response(request.uid, True), verdict="skipped", **base)
     if snapshot is None:
         message = "iotsec: the webhook has not loaded the cluster's SecurityDomains yet; retry in a few seconds"
@@ -147,6 +142,18 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
         audit=None if request.dry_run else _audit_annotations(decision),  # a dry run leaves no records
     )
     return ReviewResult(200, body_out, verdict=verdict, decision=decision, **base)
+
+
+def _checked(request: AdmissionRequest, snapshot: Snapshot | None) -> bool:
+    """Whether the webhook judges this (group, kind): built in, added by the chart's values, or by the domain of
+    the request's namespace (the last two are known once the snapshot is)."""
+    key = (request.group, request.kind)
+    if key in CHECKED_KINDS:
+        return True
+    if snapshot is None:
+        return False
+    added = (*snapshot.platform.workload_kinds, *carriers_of(snapshot.domain_of(request.namespace).workload_kinds))
+    return any(c.key == key for c in added)
 
 
 def _confinement(request: AdmissionRequest, snapshot: Snapshot) -> Decision | None:

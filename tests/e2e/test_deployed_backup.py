@@ -217,6 +217,7 @@ def _vault_domain(backups: str) -> dict[str, Any]:
     """The vault's SecurityDomain: port 2222 open to the backup Jobs of the backups domain, to nothing else."""
     return {
         "zone": "support",
+        "imagePinning": "any",  # SSHD_IMAGE is tagged 1, which imagePinning: version refuses
         "allowedPorts": [{"port": SFTP_PORT}],
         "allow": [
             {

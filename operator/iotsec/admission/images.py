@@ -85,13 +85,17 @@ def _host(host: str) -> str:
     return REGISTRY_ALIASES.get(host, host)
 
 
-@lru_cache(maxsize=4096)
 def parse_image(image: str) -> ImageRef:
     """The reference as the runtime normalises it; never raises (an unpullable reference carries a problem)."""
     if not image:
         return _invalid("", "no image is given")
-    if len(image) > MAX_REFERENCE:
+    if len(image) > MAX_REFERENCE:  # checked before the cache, which must not keep megabytes per entry
         return _invalid("", f"the reference is {len(image)} characters long")
+    return _parse(image)
+
+
+@lru_cache(maxsize=4096)
+def _parse(image: str) -> ImageRef:
     if image != image.strip():
         return _invalid(image, "it has leading or trailing spaces")
     name_tag, at, digest = image.partition("@")

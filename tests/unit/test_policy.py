@@ -416,7 +416,10 @@ def test_modes(mode, allowed, warnings):
     assert decision.allowed is allowed
     assert len(decision.warnings) == warnings
     assert [v.rule for v in decision.violations] == ["no-privileged"]
-    assert decision.message.splitlines()[1].startswith("[X1369-9.4.3-1 no-privileged] spec.containers[0]")
+    line = decision.message.splitlines()[1]
+    assert line.startswith("[X1369-9.4.3-1 no-privileged] set privileged: false — container app: ")
+    assert line.endswith("(spec.containers[*].securityContext.privileged)")
+    assert decision.warnings == ((line,) if mode == "warn" else ())
 
 
 def _exception(**overrides: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from iotsec.admission.rules import RULES
 from iotsec.admission.snapshot import snapshot_from_objects
 from iotsec.model.manifests import load_documents
 from iotsec.pki import certs
@@ -144,7 +145,7 @@ def test_conforming_workload_is_allowed(webhook):
     assert answer["response"] == {"uid": "uid-allow", "allowed": True}
 
 
-def test_violating_workload_is_denied_with_one_line_per_violation(webhook):
+def test_violating_workload_is_denied_with_one_line_per_rule_and_fix(webhook):
     status, answer = webhook.post(
         json.dumps(admission_review(_deployment("nonconforming/multiple-violations.yaml"), uid="uid-deny")).encode()
     )
@@ -154,12 +155,14 @@ def test_violating_workload_is_denied_with_one_line_per_violation(webhook):
     assert response["allowed"] is False
     assert response["status"]["code"] == 403
     lines = response["status"]["message"].splitlines()
-    assert lines[0] == f"iotsec: {len(lines) - 1} X.1369 violations"
+    recorded = json.loads(response["auditAnnotations"]["violations"])  # every violation, one by one
+    assert lines[0] == f"iotsec: {len(recorded)} X.1369 violations"
     assert (
-        "[X1369-9.4.3-1 no-privileged] spec.containers[0].securityContext.privileged: privileged containers "
-        "are not allowed in zone core — set privileged: false" in lines
+        "[X1369-9.4.3-1 no-privileged] set privileged: false — container shell: privileged containers are not "
+        "allowed in zone core (spec.containers[*].securityContext.privileged)" in lines
     )
-    assert json.loads(response["auditAnnotations"]["violations"])
+    for rule in {entry.split()[1] for entry in recorded}:  # each rule on a line of its own, its fix first
+        assert any(line.startswith(f"[{RULES[rule].control} {rule}] ") and " — " in line for line in lines), rule
 
 
 def test_warn_domain_admits_with_warnings(webhook):
@@ -441,5 +444,6 @@ def test_kubectl_debug_cannot_add_a_privileged_ephemeral_container(webhook):
     review["request"]["resource"]["resource"] = "pods"
     _status, answer = webhook.post(json.dumps(review).encode())
     assert answer["response"]["allowed"] is False
-    assert "ephemeralContainers[0]" in answer["response"]["status"]["message"]
-    assert "no-privileged" in answer["response"]["status"]["message"]
+    message = answer["response"]["status"]["message"]
+    assert "[X1369-9.4.3-1 no-privileged] set privileged: false — ephemeral container debugger" in message
+    assert "(spec.ephemeralContainers[*].securityContext.privileged)" in message

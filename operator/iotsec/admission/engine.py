@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from iotsec.admission.context import Context
-from iotsec.admission.model import Decision, ExceptionUse, Finding, Violation
+from iotsec.admission.model import Decision, ExceptionUse, Finding, Violation, container_names, warning_lines
 from iotsec.admission.podspecs import pod_specs, relocate
 from iotsec.admission.resources import check_object
 from iotsec.admission.workloads import check_pod
@@ -75,8 +75,9 @@ def _decide(obj: dict[str, Any], ctx: Context) -> Decision:
     violations = sorted(set(violations), key=lambda v: (v.path, v.rule))
     mode = ctx.domain.enforcement
     allowed = not violations or mode != "enforce"
-    warnings = tuple(v.line() for v in violations) if mode == "warn" else ()
-    return Decision(allowed, mode, tuple(violations), tuple(dict.fromkeys(used)), warnings)
+    names = container_names(obj, violations)
+    warnings = warning_lines(violations, names) if mode == "warn" else ()
+    return Decision(allowed, mode, tuple(violations), tuple(dict.fromkeys(used)), warnings, names)
 
 
 def _exception_for(rule: str, obj: dict[str, Any], ctx: Context) -> PolicyException | None:

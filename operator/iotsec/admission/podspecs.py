@@ -50,12 +50,15 @@ def pod_specs(obj: dict[str, Any], extra: Iterable[WorkloadKindLike] = ()) -> li
             if argo:
                 found.extend(_workflow_pods(node, real))
             else:
-                metadata = owner.get("metadata") if isinstance(owner.get("metadata"), dict) else {}
+                metadata: Any = owner.get("metadata")
+                metadata = metadata if isinstance(metadata, dict) else {}
                 found.append(PodSpec(node, real, _strings(metadata, "labels"), _strings(metadata, "annotations")))
     return found
 
 
-def _walk(node: Any, segments: tuple[str, ...], path: str = "", owner: Any = None) -> Iterator[tuple[dict, str, dict]]:
+def _walk(
+    node: Any, segments: tuple[str, ...], path: str = "", owner: Any = None
+) -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
     """(node, its real path, the object holding it) for every dict the segments reach; missing parts: nothing."""
     if not segments:
         if isinstance(node, dict):
@@ -141,7 +144,9 @@ def _items(node: dict[str, Any], path: str, key: str) -> list[tuple[str, Any]]:
     return [(f"{path}.{key}[{index}]", item) for index, item in enumerate(value)]
 
 
-def _gather(spec: dict[str, Any], where: dict[str, str], key: str, sources: list[tuple[dict, str, str]]) -> None:
+def _gather(
+    spec: dict[str, Any], where: dict[str, str], key: str, sources: list[tuple[dict[str, Any], str, str]]
+) -> None:
     items = [item for node, path, name in sources for item in _items(node, path, name)]
     if items:
         spec[key] = [item for _, item in items]

@@ -52,10 +52,14 @@ MAX_PATHS = 16
 class WorkloadKindLike(Protocol):
     """What the engine needs of a kind: a PodCarrier, or a SecurityDomain's WorkloadKind (same field names)."""
 
-    group: str
-    kind: str
-    resource: str
-    pod_spec_paths: Sequence[str]
+    @property
+    def group(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def resource(self) -> str: ...
+    @property
+    def pod_spec_paths(self) -> Sequence[str]: ...
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ class Context:
     own_grants: frozenset[tuple[str, str, str]] = frozenset()  # Platform.own_grants
     # the whole cluster view, for checks that look beyond the namespace (NetworkPolicies, ConfigMaps consumed)
     snapshot: Snapshot | None = field(default=None, compare=False, repr=False)
+    user: str = ""  # who asks (the webhook's request.userInfo.username; "" in iotsec check)
 
 
 @dataclass
@@ -132,7 +133,7 @@ class Snapshot:
             return DomainPolicy(name=namespace, zone=None)
         return self._policies.get(namespace) or DomainPolicy.unassigned(self.unassigned_enforcement)
 
-    def context(self, namespace: str | None, now: datetime) -> Context:
+    def context(self, namespace: str | None, now: datetime, user: str = "") -> Context:
         return Context(
             domain=self.domain_of(namespace),
             now=now,
@@ -143,6 +144,7 @@ class Snapshot:
             tenant=self.tenants.get(namespace) if namespace else None,
             own_grants=self.platform.own_grants,
             snapshot=self,
+            user=user,
         )
 
 

@@ -92,5 +92,11 @@ RULES: dict[str, Rule] = {
             "only through iotsec",
         ),
         Rule("domain-membership", "X1369-9.4.1-1", "high", "every workload namespace belongs to a SecurityDomain"),
+        Rule(
+            "network-policy-scope",
+            "X1369-9.4.1-3",
+            "high",
+            "NetworkPolicies allow nothing beyond the flows of the namespace's SecurityDomain",
+        ),
     )
 }

@@ -130,7 +130,7 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
     if request.namespace and isinstance(obj.get("metadata"), dict) and not obj["metadata"].get("namespace"):
         obj = {**obj, "metadata": {**obj["metadata"], "namespace": request.namespace}}
     try:
-        decision = decide(obj, snapshot.context(request.namespace, now()))
+        decision = decide(obj, snapshot.context(request.namespace, now(), request.user))
     except MalformedObjectError as exc:
         return ReviewResult(400, {"error": str(exc)}, **base)
     verdict = "denied" if not decision.allowed else "warned" if decision.violations else "allowed"

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from iotsec.admission.context import Context, DomainPolicy
-from iotsec.admission.engine import decide
+from iotsec.admission.engine import decide, judges
 from iotsec.admission.podspecs import pod_specs
 from iotsec.admission.snapshot import snapshot_from_objects
 from iotsec.build.webhook import client_config, validating_webhook_configuration
@@ -174,6 +174,16 @@ def test_a_same_named_kind_of_another_group_is_not_judged_as_the_built_in():
     assert _review(foreign, snapshot).verdict == "skipped"
     core = {**foreign, "apiVersion": "v1"}
     assert _review(core, snapshot).verdict == "denied"
+
+
+def test_the_engine_says_which_kinds_it_judges():
+    ctx = _ctx(workload_kinds=tuple(parse_workload_kinds(json.dumps([WIDGET]))))
+    assert judges({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout"}, ctx)
+    assert judges({"apiVersion": "v1", "kind": "ConfigMap"}, ctx)
+    assert judges({"apiVersion": "apps.example.com/v1", "kind": "Widget"}, ctx)
+    assert not judges({"apiVersion": "apps.example.com/v1", "kind": "Widget"}, _ctx())
+    assert not judges({"apiVersion": "example.com/v1", "kind": "Pod"}, ctx)
+    assert not judges({"apiVersion": "v1", "kind": "Secret"}, ctx)
 
 
 def test_an_old_extensions_deployment_is_still_a_deployment():

@@ -24,9 +24,8 @@ def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
         own: list[Finding] = []
         check_pod(pod, ctx, own)
         found.extend(relocate(pod, own))
-    key = object_key(obj)
-    checked = checks_object(*key)
-    if checked or find_carrier(*key, kinds) is not None:  # not a kind of the same name in another group
+    checked = checks_object(*object_key(obj))
+    if judges(obj, ctx, kinds):  # not a kind of the same name in another group (example.com/v1 Pod)
         check_object(obj, ctx, found)
     if namespace and ctx.domain.name is None and (pods or (checked and obj.get("kind") in _NAMESPACED_CHECKED)):
         found.append(
@@ -38,6 +37,13 @@ def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
             )
         )
     return found
+
+
+def judges(obj: dict[str, Any], ctx: Context, kinds: tuple[WorkloadKindLike, ...] | None = None) -> bool:
+    """Whether admission has anything to say about this (group, kind) in this context: a kind checked for itself,
+    or one with pod specs (built in, or added by the domain or the chart's values). Others are not checked."""
+    key = object_key(obj)
+    return checks_object(*key) or find_carrier(*key, workload_kinds(ctx) if kinds is None else kinds) is not None
 
 
 def workload_kinds(ctx: Context) -> tuple[WorkloadKindLike, ...]:

@@ -217,7 +217,7 @@ def contains(wide: PodPeer, narrow: PodPeer, own: OwnNamespace) -> bool:
     """Whether every pod `narrow` may name is one `wide` names, seen from a policy in `own`."""
     if not implies(narrow.pods, wide.pods):
         return False
-    narrow_own = narrow.namespaces is None or _only_names(narrow.namespaces) == {own.name}
+    narrow_own = narrow.namespaces is None or _only_names(narrow.namespaces) == frozenset({own.name})
     if wide.namespaces is None:
         return narrow_own
     if narrow_own:

@@ -84,6 +84,14 @@ class Context:
     user: str = ""  # who asks (the webhook's request.userInfo.username; "" in iotsec check)
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigMapSummary:
+    """What admission of a pod needs of a ConfigMap it takes its environment from: the keys holding a literal
+    secret. Key names only, never values (the webhook keeps one per ConfigMap of the cluster)."""
+
+    secret_keys: tuple[str, ...] = ()
+
+
 @dataclass
 class Snapshot:
     """The cluster as the policy sees it: resolves a namespace to its domain the way the operator does."""
@@ -100,6 +108,8 @@ class Snapshot:
     tenant_claims: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)  # ns -> (tenant, domain, name)
     backup_namespaces: frozenset[str] = frozenset()
     platform: Platform = field(default_factory=Platform)
+    # (namespace, name) -> summary; "" for a ConfigMap of a file without metadata.namespace (iotsec check)
+    config_maps: Mapping[tuple[str, str], ConfigMapSummary] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         infos = {name: NamespaceInfo(name, dict(labels)) for name, labels in self.namespaces.items()}

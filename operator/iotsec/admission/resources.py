@@ -6,6 +6,7 @@ import base64
 import binascii
 from typing import Any
 
+from iotsec.admission.configmaps import check_config_fed, config_map_secrets
 from iotsec.admission.context import Context
 from iotsec.admission.model import Finding
 from iotsec.admission.netpol import check_network_policy
@@ -29,6 +30,7 @@ PRIVATE_KEY_MARKER = "PRIVATE KEY-----"
 
 def check_object(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
     kind = obj.get("kind")
+    check_config_fed(obj, ctx, out)  # pod-bearing kinds only
     if kind == "Service":
         _service(obj, ctx, out)
     elif kind == "Ingress":
@@ -178,3 +180,4 @@ def _config_map(obj: dict[str, Any], out: list[Finding]) -> None:
                         "move it into a Secret with restricted RBAC",
                     )
                 )
+    config_map_secrets(obj, out)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from iotsec.admission.context import Snapshot, TenantStorage, trusted_groups_from
+from iotsec.admission.configmaps import summarise
+from iotsec.admission.context import ConfigMapSummary, Snapshot, TenantStorage, trusted_groups_from
 from iotsec.admission.engine import decide
 from iotsec.admission.model import Decision
 from iotsec.api.tenantisolation import ESCALATING_VERBS
@@ -66,7 +67,7 @@ def check(documents: Iterable[Document], now: datetime, unassigned: str = "enfor
     return report
 
 
-CONTEXT_KINDS = ("Namespace", "StorageClass", "ClusterRole")
+CONTEXT_KINDS = ("Namespace", "StorageClass", "ClusterRole", "ConfigMap")  # a ConfigMap is also checked itself
 
 
 def snapshot_from_objects(
@@ -75,16 +76,19 @@ def snapshot_from_objects(
     assume_named_namespaces_exist: bool = False,
     platform: Platform | None = None,
     parse: Callable[[dict[str, Any]], Resource] = parse_resource,
+    config_maps: Mapping[tuple[str, str], ConfigMapSummary] | None = None,
 ) -> Snapshot:
-    """The policy context from SecurityDomains, AuditPolicies, TenantIsolations, Namespaces, StorageClasses and
-    ClusterRoles, whether they come from files (iotsec check) or from the API server (the webhook). `parse`
-    validates a custom resource (the webhook passes one that remembers unchanged objects)."""
+    """The policy context from SecurityDomains, AuditPolicies, TenantIsolations, Namespaces, StorageClasses,
+    ClusterRoles and ConfigMaps, whether they come from files (iotsec check) or from the API server (the webhook).
+    `parse` validates a custom resource (the webhook passes one that remembers unchanged objects); `config_maps`,
+    when given, are the ConfigMaps' summaries kept elsewhere (the webhook's watch), else they are summarised here."""
     domains, audit_specs = [], []
     namespaces: dict[str, dict[str, str]] = {}
     encrypted, default_class, escalating = set(), None, {"cluster-admin"}
     tenants: dict[str, TenantStorage] = {}
     tenant_claims: dict[str, tuple[str, str, str]] = {}
     backup_namespaces: set[str] = set()
+    summaries: dict[tuple[str, str], ConfigMapSummary] = {}
     for obj in objects:
         kind, meta = obj.get("kind"), obj.get("metadata") or {}
         if is_iotsec(obj):
@@ -114,6 +118,8 @@ def snapshot_from_objects(
                 default_class = meta["name"]
         elif kind == "ClusterRole" and _escalates(obj):
             escalating.add(meta["name"])
+        elif kind == "ConfigMap" and config_maps is None:
+            summaries.update(_config_map_summary(obj))
     return Snapshot(
         domains=domains,
         namespaces=namespaces,
@@ -127,6 +133,7 @@ def snapshot_from_objects(
         tenant_claims=tenant_claims,
         backup_namespaces=frozenset(backup_namespaces),
         platform=platform or Platform(),
+        config_maps=summaries if config_maps is None else config_maps,
     )
 
 
@@ -158,3 +165,16 @@ def _tenant_storage_classes(spec: Any) -> set[str]:
 def _escalates(role: dict[str, Any]) -> bool:
     rules = [rule for rule in role.get("rules") or () if isinstance(rule, dict)]
     return any(set(ESCALATING_VERBS) & set(rule.get("verbs") or ()) for rule in rules)
+
+
+def _config_map_summary(obj: dict[str, Any]) -> dict[tuple[str, str], ConfigMapSummary]:
+    """{(namespace or "", name): summary} of a ConfigMap; nothing for one too malformed to summarise (its own
+    check reports it)."""
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        return {}
+    try:
+        summary = summarise(obj)
+    except (AttributeError, TypeError, ValueError):
+        return {}
+    return {(str(meta.get("namespace") or ""), meta["name"]): summary}

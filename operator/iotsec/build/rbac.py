@@ -276,6 +276,13 @@ WEBHOOK: tuple[Permission, ...] = (
     Permission(("",), ("namespaces",), ("list", "watch"), "which domain each namespace belongs to"),
     Permission(("storage.k8s.io",), ("storageclasses",), ("list", "watch"), "which StorageClasses are encrypted"),
     Permission(
+        ("",),
+        ("configmaps",),
+        ("list", "watch"),
+        "which ConfigMap keys hold a literal secret, for pods taking their environment from them (key names kept, "
+        "never values)",
+    ),
+    Permission(
         ("rbac.authorization.k8s.io",),
         ("clusterroles",),
         ("list", "watch"),

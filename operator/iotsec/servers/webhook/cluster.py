@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from iotsec.admission.context import Snapshot
+from iotsec.admission.configmaps import summarise
+from iotsec.admission.context import ConfigMapSummary, Snapshot
 from iotsec.admission.snapshot import snapshot_from_objects
 from iotsec.api.validation import Resource, parse_resource
 from iotsec.k8s.cache import Reflector
@@ -56,6 +58,57 @@ class ParsedResources:
         self._seen = set()
 
 
+class ConfigMapSummaries:
+    """The Kube a ConfigMap Reflector lists and watches through: each ConfigMap arrives summarised (its name and
+    the names of its keys holding a literal secret, never a value), so the webhook's memory grows with the number
+    of ConfigMaps, not with what they hold. The list answer itself is summarised as it is read."""
+
+    def __init__(self, kube: Kube):
+        self.kube = kube
+
+    def list_at(self, api_version: str, kind: str) -> tuple[list[dict[str, Any]], str]:
+        items, version = self.kube.list_at(api_version, kind)
+        return [_summarised(item) for item in items], version
+
+    def watch(
+        self, api_version: str, kind: str, resource_version: str, timeout_seconds: int = 300
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        for type_, obj in self.kube.watch(api_version, kind, resource_version, timeout_seconds):
+            yield type_, _summarised(obj)
+
+
+def _summarised(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    try:
+        summary = summarise(obj)
+    except (AttributeError, TypeError, ValueError):
+        summary = ConfigMapSummary()  # the API server validated it; never let one object stop the watch
+    # namespace names are interned: thousands of summaries share a few dozen namespaces
+    identity = {"namespace": sys.intern(str(meta.get("namespace") or "")), "name": str(meta.get("name") or "")}
+    return {"metadata": identity, "summary": summary}
+
+
+class ConfigMapView(Mapping[tuple[str, str], ConfigMapSummary]):
+    """The summaries as the watch holds them now: a decision reads the latest without a snapshot rebuild, so the
+    frequent ConfigMap updates of a cluster (leader election, caches) cost no rebuild of the domains' view."""
+
+    def __init__(self, reflector: Reflector):
+        self.reflector = reflector
+
+    def __getitem__(self, key: tuple[str, str]) -> ConfigMapSummary:
+        held = self.reflector.get(*key)
+        if held is None:
+            raise KeyError(key)
+        summary: ConfigMapSummary = held["summary"]
+        return summary
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter([(o["metadata"]["namespace"], o["metadata"]["name"]) for o in self.reflector.items()])
+
+    def __len__(self) -> int:
+        return len(self.reflector.items())
+
+
 class ClusterSnapshot(SnapshotSource):
     """Watches what the policy needs and rebuilds the snapshot after each change (changes that arrive while a
     build runs are folded into the next one). `current` stays None, and /readyz 503, until every kind has been
@@ -73,11 +126,24 @@ class ClusterSnapshot(SnapshotSource):
         self._parse = ParsedResources()
         self._summary = ""
         self._stop = threading.Event()
+        self.config_maps = Reflector(ConfigMapSummaries(kube), "v1", "ConfigMap", self._config_maps_changed)  # type: ignore[arg-type]
+        self._notify: Callable[[], None] = lambda: None
+
+    def _config_maps_changed(self) -> None:
+        """Until the first snapshot is out, a ConfigMap list may be what completes it; later the view is live."""
+        if self.current is None:
+            self._notify()
 
     def load(self) -> Snapshot:
         """The snapshot from what the reflectors hold now."""
         objects = [obj for reflector in self.reflectors for obj in reflector.items()]
-        snapshot = snapshot_from_objects(objects, self.unassigned, platform=self.platform, parse=self._parse)
+        snapshot = snapshot_from_objects(
+            objects,
+            self.unassigned,
+            platform=self.platform,
+            parse=self._parse,
+            config_maps=ConfigMapView(self.config_maps),
+        )
         self._parse.forget_unseen()
         return snapshot
 
@@ -104,7 +170,8 @@ class ClusterSnapshot(SnapshotSource):
             loop.call_soon_threadsafe(changed.set)
 
         self.reflectors = [Reflector(self.kube, api_version, kind, notify) for api_version, kind in SOURCES]
-        for reflector in self.reflectors:
+        self._notify = notify
+        for reflector in (*self.reflectors, self.config_maps):
             threading.Thread(
                 target=reflector.run, args=(self._stop,), name=f"watch-{reflector.kind}", daemon=True
             ).start()
@@ -112,7 +179,7 @@ class ClusterSnapshot(SnapshotSource):
             while True:
                 await changed.wait()
                 changed.clear()
-                if all(reflector.synced.is_set() for reflector in self.reflectors):
+                if all(reflector.synced.is_set() for reflector in (*self.reflectors, self.config_maps)):
                     self._publish(await asyncio.to_thread(self.load))
                     async with self._published:
                         self._published.notify_all()

@@ -2,9 +2,10 @@
 
 The corpus (tests/data/env_names.yaml) holds environment variables as public charts, manifests and documented
 defaults use them, each labelled: is the literal value a secret? Every 3rd entry (index % 3 == 2) is held out.
-Prints precision, recall and counts for the tuning part, the held-out part and the whole corpus, and the decision's
-cost per call. Misclassified entries are listed for the tuning part only (`--show-held-out` lists the held-out
-ones too): the held-out part is there to be looked at last.
+Prints precision, recall and counts for the tuning part, the held-out part, the fresh part (entries gathered after
+the decision was written) and the whole corpus, and the decision's cost per call. Misclassified entries are listed
+for the tuning part only (`--show-held-out` lists the held-out and fresh ones too): those are there to be looked at
+last.
 
 Run: PYTHONPATH=operator .venv/bin/python benchmarks/secret_names.py [--show-held-out]
 """
@@ -22,6 +23,7 @@ import yaml
 from iotsec.admission.secrets import literal_secret, secret_name
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "env_names.yaml"
+FRESH_FROM = 233  # entries from here on were gathered after the decision was written, labelled before it ran on them
 Decision = Callable[[str, object], bool]
 
 
@@ -34,6 +36,7 @@ def parts(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return {
         "tuning": [entry for index, entry in enumerate(entries) if index % 3 != 2],
         "held-out": [entry for index, entry in enumerate(entries) if index % 3 == 2],
+        "fresh": entries[FRESH_FROM:],
         "all": entries,
     }
 
@@ -90,7 +93,7 @@ def report(show_held_out: bool = False) -> None:
             f"{part:>8}: precision {result['precision']:.3f}  recall {result['recall']:.3f}  "
             f"tp {result['tp']} fp {result['fp']} fn {result['fn']} tn {result['tn']}  (n={len(chosen)})"
         )
-        if part == "tuning" or (part == "held-out" and show_held_out):
+        if part == "tuning" or (part in ("held-out", "fresh") and show_held_out):
             for entry in result["wrong"]:
                 kind = "missed" if entry["secret"] else "false alarm"
                 print(f"          {kind}: {entry['name']}={entry['value']!r}")

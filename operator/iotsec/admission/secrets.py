@@ -39,12 +39,14 @@ SECRET_WORDS = frozenset({"pass", "pwd", "pw", "psk", "token", "tokens", "apikey
 SECRET_SUFFIXES = ("token", "apikey")  # accesstoken, authtoken, xapikey
 KEY_WORDS = frozenset({"key", "keys"})
 MAYBE_KEY_WORDS = frozenset({"auth", "jwt"})  # REDIS_AUTH may be a password, AUTH_TYPE is not: the value decides
+# Words before KEY that make it a secret key. Not "access": an access key alone is the identifier half of a key pair
+# (AWS_ACCESS_KEY_ID, MinIO's access key is the user name); SECRET_ACCESS_KEY is the secret half.
 KEY_QUALIFIERS = frozenset(
-    "api secret private access signing sign encryption encrypt crypt master auth hmac jwt session license licence "
-    "client app application account storage shared ssh gpg pgp aes cipher webhook admin root service subscription "
+    "api secret private signing sign encryption encrypt crypt master auth hmac jwt session license licence client "
+    "app application account storage shared ssh gpg pgp aes cipher webhook admin root service subscription "
     "credentials credential password".split()
 )
-PUBLIC_QUALIFIERS = frozenset({"public", "publishable", "existing"})
+PUBLIC_KEY_QUALIFIERS = frozenset({"public", "publishable"})  # a public key is no secret; NEXT_PUBLIC_JWT_SECRET is
 # Words after the secret word that make the name about the secret: where it is, how it is sent, checked or named.
 ABOUT_WORDS = frozenset(
     "file files path paths dir directory location mount name names ref reference id ids url urls uri uris endpoint "
@@ -184,14 +186,18 @@ def _about_a_secret(words: list[str], last: int) -> bool:
         return True
     if any(word in ABOUT_WORDS for word in words[last + 1 :]):
         return True
-    if any(word in PUBLIC_QUALIFIERS for word in words[: last + 1]):
+    if "existing" in words[:last] or (
+        words[last] in KEY_WORDS and last > 0 and words[last - 1] in PUBLIC_KEY_QUALIFIERS
+    ):
         return True
     return any(word in ("secret", "secrets") and after in SECRET_OBJECT_WORDS for word, after in pairwise(words))
 
 
 def _qualified_key(words: list[str], index: int) -> bool:
     """`API_KEY`, `SECRET_ACCESS_KEY`, `SIGNING_KEY` are secrets; a bare `TLS_KEY` or `PARTITION_KEY` may not be."""
-    return index > 0 and (words[index - 1] in KEY_QUALIFIERS or any(stem in words[index - 1] for stem in SECRET_STEMS))
+    if index > 0 and words[index - 1] in KEY_QUALIFIERS:
+        return True
+    return any(stem in word for word in words[:index] for stem in SECRET_STEMS)
 
 
 def _not_the_secret(text: str) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from iotsec.admission.engine import decide
 from iotsec.admission.secrets import literal_secret, name_kind, secret_flag, secret_name, secret_value
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "env_names.yaml"
@@ -217,3 +218,27 @@ def test_a_megabyte_of_adversarial_value_is_decided_quickly(value: str):
     for name in ("MQTT_PASSWORD", "TLS_KEY", "DATABASE_URL", "PASSWORD_FILE", "LOG_LEVEL"):
         literal_secret(name, value)
     assert time.perf_counter() - started < 0.5
+
+
+def env_findings(env: list[dict[str, str]], args: list[str] | None = None) -> list[str]:
+    """no-literal-secrets paths the admission engine reports for a conforming pod with this environment."""
+    from tests.unit.test_policy import ctx, with_container
+
+    obj = with_container(env=env, **({"args": args} if args else {}))
+    return [v.path for v in decide(obj, ctx()).violations if v.rule == "no-literal-secrets"]
+
+
+def test_the_admission_engine_applies_the_decision_to_env_and_args():
+    env = [
+        {"name": "JWT_TOKEN_EXPIRATION_TIME", "value": "9000"},
+        {"name": "OAUTH2_TOKEN_URI", "value": "https://keycloak.example.com/realms/iot/protocol/openid-connect/token"},
+        {"name": "PASSWORD_MIN_LENGTH", "value": "12"},
+        {"name": "DATABASE_URL", "value": "postgres://registry:Regi5try-pw@timescale:5432/registry"},
+        {"name": "MQTT_PASS", "value": "Xr7!pQ2m"},
+    ]
+    args = ["--token-ttl=1h", "--database-url=postgres://app:pw-123@db/app"]
+    assert sorted(env_findings(env, args)) == [
+        "spec.containers[0].args[1]",
+        "spec.containers[0].env[3].value",
+        "spec.containers[0].env[4].value",
+    ]

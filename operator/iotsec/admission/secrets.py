@@ -78,6 +78,7 @@ FLAG_VALUES = frozenset(
     "true false yes no on off y n none null nil enabled disabled enable disable required optional".split()
 )
 REFERENCE_STARTS = ("$", "{{", "<%", "%(", "ENC(", "arn:", "vault:", "ref+", "secret://")
+PLACEHOLDER_STARTS = ("$", "{", "<", "%(", "%s", "%{")  # inside a URI or an assignment: $(VAR), ${VAR}, {{ }}, %s
 PATH_STARTS = ("/", "./", "../", "~/", "file:", "classpath:")
 FILE_SUFFIX = re.compile(
     r"\.(pem|key|crt|cer|der|csr|p8|p12|pfx|jks|keystore|truststore|json|txt|ya?ml|conf|cfg|ini|properties|env|asc|"
@@ -237,7 +238,7 @@ def _password_in_userinfo(text: str) -> bool:
         authority = text[start + 3 : end.start() if end else len(text)]
         userinfo, at, _ = authority.rpartition("@")
         _, colon, password = userinfo.partition(":")
-        if at and colon and password and not password.startswith(("$", "{", "%", "<")):
+        if at and colon and password and not password.startswith(PLACEHOLDER_STARTS):
             return True
         start = text.find("://", start + 3)
     return False
@@ -261,7 +262,7 @@ def _embedded_credential(text: str) -> bool:
         return False
     for match in EMBEDDED.finditer(text):
         value = match.group("value")
-        if not value.startswith(("$", "{", "%", "<")) and value.lower() not in FLAG_VALUES:
+        if not value.startswith(PLACEHOLDER_STARTS) and value.lower() not in FLAG_VALUES:
             return True
     return False
 

@@ -6,6 +6,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from iotsec.admission.rules import RULES
@@ -94,23 +95,22 @@ class Decision:
     violations: tuple[Violation, ...] = ()
     exceptions_used: tuple[ExceptionUse, ...] = ()
     warnings: tuple[str, ...] = field(default=())
-    names: Mapping[str, str] = field(
-        default_factory=dict, compare=False, hash=False, repr=False
-    )  # container path → name
+    # the names of the containers the violations point into (container_names), for the message
+    names: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
-    @property
+    @cached_property
     def message(self) -> str:
         """`iotsec: N X.1369 violations`, then one line per rule and fix (see grouped_lines), within MESSAGE_BUDGET."""
         if not self.violations:
             return ""
         head = f"iotsec: {len(self.violations)} X.1369 violation{'s' if len(self.violations) > 1 else ''}"
-        lines = _within(grouped_lines(self.violations, self.names), MESSAGE_BUDGET - len(head) - 1, separator=1)
+        lines = _within(_groups(self.violations, self.names), MESSAGE_BUDGET - len(head) - 1, separator=1)
         return "\n".join([head, *lines])
 
 
 def warning_lines(violations: Sequence[Violation], names: Mapping[str, str]) -> tuple[str, ...]:
     """The warn-mode warnings: the message's grouped lines, each one warning, all within WARNINGS_BUDGET."""
-    return tuple(_within(grouped_lines(violations, names), WARNINGS_BUDGET, separator=0)) if violations else ()
+    return tuple(_within(_groups(violations, names), WARNINGS_BUDGET, separator=0)) if violations else ()
 
 
 # ---------------------------------------------------------------- grouping, as Pod Security Admission does
@@ -140,14 +140,30 @@ def grouped_lines(violations: Sequence[Violation], names: Mapping[str, str]) -> 
     `[X1369-9.4.3-1 no-privilege-escalation] set allowPrivilegeEscalation: false — containers a, b: may gain
     privileges (spec.template.spec.containers[*].securityContext.allowPrivilegeEscalation)`. Most severe first.
     """
+    return [GroupedLine(g.text, len(g.members), g.rule) for g in _groups(violations, names)]
+
+
+@dataclass
+class _Group:
+    """The violations of one rule with one fix; its line is written only when it is said (a budget may cut it)."""
+
+    control: str
+    rule: str
+    fix: str
+    members: list[Violation]
+    names: Mapping[str, str]
+
+    @cached_property
+    def text(self) -> str:
+        return _group_line(self.control, self.rule, self.fix, [_item(v, self.names) for v in self.members])
+
+
+def _groups(violations: Sequence[Violation], names: Mapping[str, str]) -> list[_Group]:
     groups: dict[tuple[str, str, str], list[Violation]] = {}
     for violation in violations:
         groups.setdefault((violation.control, violation.rule, violation.fix), []).append(violation)
     ordered = sorted(groups.items(), key=lambda kv: _SEVERITY_ORDER.get(kv[1][0].severity, 9))
-    return [
-        GroupedLine(_group_line(control, rule, fix, [_item(v, names) for v in members]), len(members), rule)
-        for (control, rule, fix), members in ordered
-    ]
+    return [_Group(control, rule, fix, members, names) for (control, rule, fix), members in ordered]
 
 
 def _item(violation: Violation, names: Mapping[str, str]) -> _Item:
@@ -167,12 +183,14 @@ def _item(violation: Violation, names: Mapping[str, str]) -> _Item:
 def _group_line(control: str, rule: str, fix: str, items: list[_Item]) -> str:
     head = f"[{control} {rule}] {fix} — "
     room = MAX_LINE - len(head)
+    candidates = _candidates(items)
     for cut in (False, True):
-        for prefix, parts, joiner, suffix in _candidates(items):
+        for prefix, parts, joiner, suffix in candidates:
             body = _join(prefix, parts, joiner, suffix, room, cut)
             if body is not None:
                 return _clean(head + body)
-    return _clean(_clip(head, MAX_LINE))
+    prefix, parts, joiner, suffix = candidates[-1]  # a fix too long for a line: clipped, never dropped
+    return _clean(_clip(head + prefix + joiner.join(parts[:1]) + suffix, MAX_LINE))
 
 
 def _candidates(items: list[_Item]) -> list[tuple[str, list[str], str, str]]:
@@ -236,33 +254,41 @@ def _join(prefix: str, parts: list[str], joiner: str, suffix: str, room: int, cu
         return whole
     if not cut:
         return None
-    for shown in range(len(parts) - 1, 0, -1):
-        text = f"{prefix}{joiner.join(parts[:shown])} and {len(parts) - shown} more{suffix}"
-        if len(text) <= room:
-            return text
-    return None
+    shown, used = 0, len(prefix) + len(suffix)
+    for part in parts[:-1]:
+        grown = used + len(part) + (len(joiner) if shown else 0)
+        if grown + len(f" and {len(parts) - shown - 1} more") > room:
+            break
+        shown, used = shown + 1, grown
+    if not shown:
+        return None
+    return f"{prefix}{joiner.join(parts[:shown])} and {len(parts) - shown} more{suffix}"
 
 
-def _within(lines: list[GroupedLine], budget: int, separator: int) -> list[str]:
+def _within(groups: list[_Group], budget: int, separator: int) -> list[str]:
     """The lines that fit the budget (separator: characters between lines); what does not is counted at the end."""
-    if sum(len(g.text) + separator for g in lines) <= budget:
-        return [g.text for g in lines]
-    kept: list[str] = []
+    said: list[str] = []
     used = 0
-    for index, line in enumerate(lines):
-        rest = lines[index + 1 :]
-        cut_line = _cut_line(rest) if rest else ""
-        if used + len(line.text) + separator + len(cut_line) + separator > budget:
-            kept.append(_cut_line(lines[index:]))
-            return kept
-        kept.append(line.text)
-        used += len(line.text) + separator
-    return kept
+    for group in groups:  # lines are written only up to the budget: an object may break thousands of (rule, fix)
+        used += len(group.text) + separator
+        if used > budget:
+            break
+        said.append(group.text)
+    else:
+        return said
+    room = budget - MAX_LINE - separator  # the closing count is one line of at most MAX_LINE
+    kept: list[str] = []
+    for text in said:
+        room -= len(text) + separator
+        if room < 0:
+            break
+        kept.append(text)
+    return [*kept, _cut_line(groups[len(kept) :])]
 
 
-def _cut_line(left: list[GroupedLine]) -> str:
+def _cut_line(left: list[_Group]) -> str:
     """`… and 12 more violations (no-host-path, selinux-options): run iotsec check for all`."""
-    count = sum(g.violations for g in left)
+    count = sum(len(g.members) for g in left)
     line = f"… and {count} more violation{'s' if count != 1 else ''} ({{}}): run iotsec check for all"
     rules = _distinct(g.rule for g in left)
     return line.format(_join("", rules, ", ", "", MAX_LINE - len(line) + 2, cut=True) or rules[0])

@@ -28,7 +28,8 @@ Decision = Callable[[str, object], bool]
 
 
 def load(path: Path = CORPUS) -> list[dict[str, Any]]:
-    return yaml.safe_load(path.read_text())
+    entries: list[dict[str, Any]] = yaml.safe_load(path.read_text())
+    return entries
 
 
 def parts(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

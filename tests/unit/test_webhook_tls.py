@@ -53,11 +53,18 @@ class RecordingKube:
         found = self.objects.get((kind, name))
         return copy.deepcopy(found) if found is not None else None
 
+    def list(self, api_version, kind, namespace=None, label_selector=None):
+        return [copy.deepcopy(obj) for (k, _), obj in self.objects.items() if k == kind]
+
     def apply(self, obj, owner=None):
         key = (obj["kind"], obj["metadata"]["name"])
         if obj["kind"] == VWC:
             bundles = {w["name"]: w["clientConfig"]["caBundle"] for w in obj["webhooks"]}
-            for webhook in self.objects[key]["webhooks"]:
+            live = self.objects[key]["webhooks"]
+            owned = {w["name"]: w for w in obj["webhooks"] if "rules" in w}  # entries the operator adds wholly
+            live[:] = [w for w in live if w["name"] != webhook_tls.DOMAIN_KINDS_HOOK]  # server-side apply drops
+            live += [copy.deepcopy(w) for w in owned.values()]  # what the manager no longer applies
+            for webhook in live:
                 assert webhook["name"] in bundles, "the patch names every webhook of the configuration"
                 webhook["clientConfig"]["caBundle"] = bundles[webhook["name"]]
         else:
@@ -358,3 +365,52 @@ def test_a_replacement_never_adds_a_ca_the_api_server_did_not_trust():
     assert "previous-ca.crt" not in api.secret_data()
     (encoded,) = api.bundles()
     assert len(certs.certs_in_bundle(base64.b64decode(encoded).decode())) == 1
+
+
+# --- the SecurityDomains' workload kinds (issue 16) ------------------------------------------------------------
+
+
+def _domain(name: str, kinds: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "SecurityDomain",
+        "metadata": {"name": name},
+        "spec": {"zone": "core", "namespaces": [name], "workloadKinds": kinds},
+    }
+
+
+WIDGET = {"group": "apps.example.com", "kind": "Widget", "resource": "widgets", "podSpecPaths": ["spec.template.spec"]}
+ROLLOUT = {"group": "argoproj.io", "kind": "Rollout", "resource": "rollouts", "podSpecPaths": ["spec.template.spec"]}
+
+
+def _hooks(api: RecordingKube) -> dict[str, dict[str, Any]]:
+    return {w["name"]: w for w in api.objects[(VWC, CONFIGURATION)]["webhooks"]}
+
+
+def test_a_domains_workload_kinds_are_registered_and_unregistered_by_the_operator():
+    api = RecordingKube()
+    api.objects[("SecurityDomain", "field")] = _domain("field", [WIDGET, ROLLOUT])
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    hooks = _hooks(api)
+    added, workloads = hooks[webhook_tls.DOMAIN_KINDS_HOOK], hooks["workloads.iotsec.io"]
+    # only what the workloads hook does not register already (Rollouts are in the built-in table)
+    assert [(r["apiGroups"], r["resources"], r["scope"]) for r in added["rules"]] == [
+        (["apps.example.com"], ["widgets"], "Namespaced")
+    ]
+    assert added["clientConfig"] == workloads["clientConfig"]  # the same server, with the same CA bundle
+    assert added["clientConfig"]["caBundle"]
+    for key in ("namespaceSelector", "failurePolicy", "timeoutSeconds", "sideEffects"):
+        assert added[key] == workloads[key], key
+    writes = len(api.writes)
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    assert len(api.writes) == writes, "nothing changed: nothing written"
+    api.objects[("SecurityDomain", "field")] = _domain("field", [ROLLOUT])
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    assert webhook_tls.DOMAIN_KINDS_HOOK not in _hooks(api)
+
+
+async def test_a_domain_event_wakes_the_check(monkeypatch):
+    wake = asyncio.Event()
+    monkeypatch.setattr(webhook_tls, "_wake", wake)
+    await webhook_tls.domains_changed(type="MODIFIED")
+    assert wake.is_set()

@@ -116,7 +116,8 @@ OPERATOR_WEBHOOK_CA: tuple[Permission, ...] = (
         ("admissionregistration.k8s.io",),
         ("validatingwebhookconfigurations",),
         ("get", "patch"),
-        "inject the CA bundle into iotsec's own configuration only",
+        "inject the CA bundle into iotsec's own configuration only, and add the webhook for SecurityDomains' "
+        "workloadKinds to it (domainkinds.iotsec.io)",
         (WEBHOOK_CONFIGURATION,),
     ),
     Permission(

@@ -4,7 +4,8 @@ namespace selector) and the webhook's TLS Secret."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from iotsec.model.labels import MANAGED_BY, MANAGER
@@ -212,15 +213,43 @@ PLATFORM_RULES: list[dict[str, Any]] = [
 ]
 
 
-def ca_bundle_patch(name: str, webhook_names: Sequence[str], ca_bundle: str) -> dict[str, Any]:
-    """The partial object iotsec server-side applies to inject the CA bundle, owning only that field."""
+def ca_bundle_patch(
+    name: str, webhook_names: Sequence[str], ca_bundle: str, added: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """The partial object iotsec server-side applies to inject the CA bundle, owning only that field of the
+    chart's webhooks, and the whole of the webhooks it adds itself (`added`, e.g. domain_kinds_webhook)."""
     encoded = base64.b64encode(ca_bundle.encode()).decode()
+    own = [{**hook, "clientConfig": {**hook["clientConfig"], "caBundle": encoded}} for hook in added]
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name},
-        "webhooks": [{"name": webhook, "clientConfig": {"caBundle": encoded}} for webhook in webhook_names],
+        "webhooks": [{"name": webhook, "clientConfig": {"caBundle": encoded}} for webhook in webhook_names] + own,
     }
+
+
+WORKLOADS_HOOK = "workloads.iotsec.io"
+DOMAIN_KINDS_HOOK = "domainkinds.iotsec.io"
+_COPIED = ("clientConfig", "namespaceSelector", "failurePolicy", "sideEffects", "admissionReviewVersions")
+
+
+def domain_kinds_webhook(workloads_hook: Mapping[str, Any], kinds: Iterable[tuple[str, str]]) -> dict[str, Any] | None:
+    """The webhook the operator adds to iotsec's configuration for the SecurityDomains' workloadKinds: the
+    (group, resource) pairs the workloads hook does not register already (the table's, the chart's values'), with
+    that hook's client, namespace selector and failure policy; None when nothing is left to register. The webhook
+    checks such a kind only in the namespaces of a domain that lists it."""
+    registered = {
+        (g, r) for rule in workloads_hook.get("rules") or () for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    wanted = sorted(set(kinds) - registered)
+    if not wanted:
+        return None
+    copied = {key: copy.deepcopy(workloads_hook[key]) for key in _COPIED if key in workloads_hook}
+    copied["clientConfig"] = {k: v for k, v in copied.get("clientConfig", {}).items() if k != "caBundle"}
+    for key in ("timeoutSeconds", "matchPolicy"):
+        if key in workloads_hook:
+            copied[key] = workloads_hook[key]
+    return {"name": DOMAIN_KINDS_HOOK, "rules": [_rule(g, [r], "Namespaced") for g, r in wanted], **copied}
 
 
 def validated_ca_bundle(pem: str, where: str) -> str:

@@ -13,6 +13,11 @@ A Secret that exists but is unreadable, or is not labelled as iotsec's, is never
 Warning log line, a Warning event and iotsec_key_unreadable{secret} = 1, until a person annotates it
 `iotsec.io/replace-unreadable: "true"`. The annotation on a Secret iotsec can read is ignored (and said so). A
 replacement keeps the old CA in the bundle when it can be read and the API server trusts it already.
+
+The same apply keeps the webhook `domainkinds.iotsec.io` in the configuration: the kinds SecurityDomains add to the
+workload table (`spec.workloadKinds`) that the chart's workloads hook does not register, with that hook's client and
+selector. A SecurityDomain event wakes the check. With cert-manager the operator cannot write the configuration: such
+kinds are registered through the chart's `webhook.workloadKinds` instead.
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ from typing import Any
 
 import kopf
 
-from iotsec.build.webhook import ca_bundle_patch, tls_secret
+from iotsec.api.common import API_VERSION, GROUP, VERSION
+from iotsec.build.webhook import (
+    DOMAIN_KINDS_HOOK,
+    WORKLOADS_HOOK,
+    ca_bundle_patch,
+    domain_kinds_webhook,
+    tls_secret,
+)
 from iotsec.controllers import metrics
 from iotsec.controllers.runtime import config, kube
 from iotsec.k8s.kube import ApiError, Kube
@@ -38,6 +50,7 @@ from iotsec.pki import certs
 
 log = logging.getLogger(__name__)
 CONFIGURATION_API = ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")
+DOMAIN_KIND = "SecurityDomain"
 _lock = threading.Lock()  # the periodic loop and a direct call never issue two CAs at once
 _reported: set[str] = set()  # unreadable Secrets whose Warning event is out: one event per episode, not per check
 _ignored: set[str] = set()  # readable Secrets whose ignored replace annotation was reported
@@ -182,18 +195,41 @@ def _readable(namespace: str, name: str) -> None:
 
 
 def _inject(api: Kube, bundle: str) -> bool:
-    """Put `bundle` into every webhook of iotsec's configuration (all call the same webhook server)."""
+    """Put `bundle` into every webhook of iotsec's configuration (all call the same webhook server), and keep the
+    webhook for the SecurityDomains' workloadKinds (domainkinds.iotsec.io) registering exactly their kinds."""
     name = config().webhook_configuration
     configuration = api.get(*CONFIGURATION_API, name)
     if configuration is None:
         return False  # installed by the chart; the watch injects as soon as it exists
-    webhooks = configuration.get("webhooks") or []
-    wanted = ca_bundle_patch(name, [w["name"] for w in webhooks], bundle)
-    have = {w["name"]: (w.get("clientConfig") or {}).get("caBundle") for w in webhooks}
-    if all(have[w["name"]] == w["clientConfig"]["caBundle"] for w in wanted["webhooks"]):
+    live = {w["name"]: w for w in configuration.get("webhooks") or []}
+    chart = [hook for hook in live if hook != DOMAIN_KINDS_HOOK]
+    workloads = live.get(WORKLOADS_HOOK)
+    added = domain_kinds_webhook(workloads, domain_kinds(api)) if workloads is not None else None
+    wanted = ca_bundle_patch(name, chart, bundle, [added] if added else [])
+    if _unchanged(live, wanted, added):
         return False
-    api.apply(wanted)
+    api.apply(wanted)  # one apply owns both: a second one under the same field manager would drop the other's fields
     return True
+
+
+def _unchanged(live: dict[str, dict[str, Any]], wanted: dict[str, Any], added: dict[str, Any] | None) -> bool:
+    if any(
+        (live.get(w["name"], {}).get("clientConfig") or {}).get("caBundle") != w["clientConfig"]["caBundle"]
+        for w in wanted["webhooks"]
+    ):
+        return False
+    current = live.get(DOMAIN_KINDS_HOOK)
+    return (current is None) == (added is None) and (added is None or current.get("rules") == added["rules"])
+
+
+def domain_kinds(api: Kube) -> list[tuple[str, str]]:
+    """(group, resource) of every kind a SecurityDomain adds to the workload table (its CRD schema validated them)."""
+    found: set[tuple[str, str]] = set()
+    for domain in api.list(API_VERSION, DOMAIN_KIND):
+        for entry in (domain.get("spec") or {}).get("workloadKinds") or ():
+            if isinstance(entry, dict) and isinstance(entry.get("resource"), str):
+                found.add((str(entry.get("group") or ""), entry["resource"]))
+    return sorted(found)
 
 
 async def _check_now() -> bool:
@@ -239,6 +275,12 @@ async def stop_webhook_tls(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
 
 
+async def domains_changed(type: str | None, **_: Any) -> None:
+    """A SecurityDomain changed: its workloadKinds may have, so check the configuration now."""
+    if _wake is not None:
+        _wake.set()
+
+
 def _is_ours(name: str, **_: Any) -> bool:
     return name == config().webhook_configuration
 
@@ -247,3 +289,4 @@ if config().webhook_secret_name:  # with cert-manager the operator neither keeps
     kopf.on.event("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", when=_is_ours)(
         configuration_changed
     )
+    kopf.on.event(GROUP, VERSION, "securitydomains")(domains_changed)

@@ -106,6 +106,23 @@ def test_long_container_names_shorten_the_list_not_the_fix():
         assert shown + (int(more[1]) if more else 0) == 10, warning
 
 
+def test_a_fix_per_image_is_said_in_one_line_and_leaves_room_for_every_other_rule():
+    deployment = bare_deployment()
+    for i, container in enumerate(deployment["spec"]["template"]["spec"]["containers"]):
+        container["image"] = f"registry.example.com/iot/service-{i}:latest"
+    decision = decide(deployment, context("warn"))
+    pinned = [v for v in decision.violations if v.rule == "image-pinned"]
+    assert len({v.fix for v in pinned}) == 10, "each fix names its own image"
+    lines = [w for w in decision.warnings if "image-pinned" in w]
+    assert lines == [
+        f"[X1369-9.3.2-1 image-pinned] {RULES['image-pinned'].title} — containers c0, c1, c2, c3, c4, c5, c6, c7, c8, "
+        "c9 (spec.template.spec.containers[*].image)"
+    ]
+    others = [v for v in decision.violations if v.rule != "image-pinned"]
+    assert_every_rule_and_fix_is_said(Decision(True, "warn", tuple(others)), list(decision.warnings))
+    assert not any(" more" in w for w in decision.warnings)
+
+
 # ---------------------------------------------------------------- more than fits
 
 

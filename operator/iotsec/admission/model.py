@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ MAX_LINE = 255
 WARNINGS_BUDGET = 3072  # leaves 1,024 of the 4,096 for the other sources of warnings on the same request
 MESSAGE_BUDGET = 4000  # the denial message, with room for the API server's 'admission webhook "…" denied' prefix
 MEMBERSHIP_RULE = "domain-membership"
+MAX_FIXES_PER_RULE = 3  # more distinct fixes (hostNetwork, hostPID, hostIPC is three): one line with the rule's title
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 _CONTAINER = re.compile(
     r"^(?P<at>(?P<before>(?:.*\.)?)(?P<list>initContainers|containers|ephemeralContainers)\[(?P<index>\d+)\])(?P<after>.*)$"
@@ -149,30 +150,39 @@ class _Group:
 
     control: str
     rule: str
-    fix: str
+    fix: str | None  # None: a fix per violation (each names its own image, say), said as the rule's title
     members: list[Violation]
     names: Mapping[str, str]
 
     @cached_property
     def text(self) -> str:
+        if self.fix is None:
+            items = [_item(replace(v, message=v.fix), self.names, strip_name=False) for v in self.members]
+            return _group_line(self.control, self.rule, RULES[self.rule].title, items)
         return _group_line(self.control, self.rule, self.fix, [_item(v, self.names) for v in self.members])
 
 
 def _groups(violations: Sequence[Violation], names: Mapping[str, str]) -> list[_Group]:
-    groups: dict[tuple[str, str, str], list[Violation]] = {}
+    by_fix: dict[tuple[str, str, str], list[Violation]] = {}
     for violation in violations:
-        groups.setdefault((violation.control, violation.rule, violation.fix), []).append(violation)
+        by_fix.setdefault((violation.control, violation.rule, violation.fix), []).append(violation)
+    fixes: dict[str, int] = {}
+    for _control, rule, _fix in by_fix:
+        fixes[rule] = fixes.get(rule, 0) + 1
+    groups: dict[tuple[str, str, str | None], list[Violation]] = {}
+    for (control, rule, fix), members in by_fix.items():  # a fix per image must not crowd the other rules out
+        groups.setdefault((control, rule, fix if fixes[rule] <= MAX_FIXES_PER_RULE else None), []).extend(members)
     ordered = sorted(groups.items(), key=lambda kv: _SEVERITY_ORDER.get(kv[1][0].severity, 9))
     return [_Group(control, rule, fix, members, names) for (control, rule, fix), members in ordered]
 
 
-def _item(violation: Violation, names: Mapping[str, str]) -> _Item:
+def _item(violation: Violation, names: Mapping[str, str], strip_name: bool = True) -> _Item:
     match = _CONTAINER.match(violation.path)
     if match is None:
         return _Item(False, None, violation.path, violation.message, _INDEX.sub("[*]", violation.path), "", "")
     name = names.get(match["at"])
     detail = violation.message
-    if name and detail.startswith(f"{name} "):
+    if strip_name and name and detail.startswith(f"{name} "):
         detail = detail[len(name) + 1 :]
     label = name or f"{match['list']}[{match['index']}]"
     kind = _KIND_WORDS[match["list"]] if name else None

@@ -62,6 +62,9 @@ ORDINARY = config_map(
     "broker-settings",
     {
         "MQTT_BROKER_URL": "tcp://mosquitto:1883",
+        "OAUTH2_TOKEN_URI": "https://keycloak.example.com/realms/iot/protocol/openid-connect/token",
+        "TOKEN_EXPIRATION_SECONDS": "3600",
+        "JWT_TOKEN_EXPIRATION_TIME": "9000",
         "PASSWORD_MIN_LENGTH": "12",
         "CONNECT_TIMEOUT": "30s",
         "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
@@ -299,3 +302,37 @@ def test_a_10_mb_value_and_a_deeply_nested_file_are_read_in_bounded_time():
     found = []
     config_map_secrets(huge_line, found)
     assert [f.path for f in found] == ["data[DB_PASSWORD]"]
+
+
+# -- every pod-bearing kind, and object checks by API group ----------------------------------------------------
+
+
+def test_a_rollout_taking_its_environment_from_a_secret_bearing_config_map_is_denied():
+    rollout = deployment({"envFrom": [{"configMapRef": {"name": "registry-config"}}]})
+    rollout.update(apiVersion="argoproj.io/v1alpha1", kind="Rollout")
+    (fed,) = secret_violations(rollout, in_domain(SPRING))
+    assert fed.path == ENV_FROM
+
+
+def test_object_checks_go_by_api_group_and_pod_checks_by_the_pod_table():
+    knative = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "ingest", "namespace": "plant"},
+        "spec": {"type": "NodePort", "template": {"spec": {"containers": [{"image": "ingest:1.0", "envFrom": [
+            {"configMapRef": {"name": "registry-config"}}]}]}}},
+    }  # fmt: skip
+    snapshot = in_domain(SPRING)
+    rules = {v.rule: v.path for v in decide(knative, snapshot.context("plant", NOW)).violations}
+    assert "exposure-zone" not in rules, "a Knative Service exposes nothing the way a core Service does"
+    assert rules["no-literal-secrets"] == "spec.template.spec.containers[0].envFrom[0].configMapRef"
+    core = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ingest", "namespace": "plant"},
+            "spec": {"type": "NodePort"}}  # fmt: skip
+    assert "exposure-zone" in {v.rule for v in decide(core, snapshot.context("plant", NOW)).violations}
+    claims = {"volumeClaimTemplates": [{"metadata": {"name": "data", "labels": {"iotsec.io/data-class": "secret"}}}]}
+    for api_version in ("apps/v1", "apps.kruise.io/v1beta1"):
+        stateful = deployment({})
+        stateful.update(apiVersion=api_version, kind="StatefulSet")
+        stateful["spec"].update(claims)
+        violations = decide(stateful, snapshot.context("plant", NOW)).violations
+        assert "encrypted-storage" in {v.rule for v in violations}, api_version

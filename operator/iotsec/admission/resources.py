@@ -12,6 +12,7 @@ from iotsec.admission.model import Finding
 from iotsec.admission.netpol import check_network_policy
 from iotsec.api.securitydomain import EXPOSABLE_ZONES
 from iotsec.model.labels import DATA_CLASS, RATE_LIMIT
+from iotsec.model.workloads import canonical, object_key
 
 ENCRYPTED_CLASSES = ("confidential", "secret")
 RATE_LIMIT_ANNOTATIONS = frozenset(
@@ -28,9 +29,26 @@ RATE_LIMIT_ANNOTATIONS = frozenset(
 PRIVATE_KEY_MARKER = "PRIVATE KEY-----"
 
 
+# The groups of each kind checked here: a kind of the same name in another group is another thing (a
+# serving.knative.dev Service carries pods, it exposes nothing the way a core Service does). OpenKruise's Advanced
+# StatefulSet claims volumes as the apps one does.
+OBJECT_GROUPS: dict[str, tuple[str, ...]] = {
+    "Service": ("",),
+    "Ingress": ("networking.k8s.io",),
+    "PersistentVolumeClaim": ("",),
+    "StatefulSet": ("apps", "apps.kruise.io"),
+    "RoleBinding": ("rbac.authorization.k8s.io",),
+    "ClusterRoleBinding": ("rbac.authorization.k8s.io",),
+    "ConfigMap": ("",),
+    "NetworkPolicy": ("networking.k8s.io",),
+}
+
+
 def check_object(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
-    kind = obj.get("kind")
-    check_config_fed(obj, ctx, out)  # pod-bearing kinds only
+    check_config_fed(obj, ctx, out)  # every kind that carries pod specs
+    group, kind = canonical(*object_key(obj))
+    if group is not None and group not in OBJECT_GROUPS.get(kind, ()):
+        return  # group None: a hand-written manifest without apiVersion, taken as the built-in kind
     if kind == "Service":
         _service(obj, ctx, out)
     elif kind == "Ingress":

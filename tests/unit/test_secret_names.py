@@ -15,7 +15,14 @@ import pytest
 import yaml
 
 from iotsec.admission.engine import decide
-from iotsec.admission.secrets import literal_secret, name_kind, secret_flag, secret_name, secret_value
+from iotsec.admission.secrets import (
+    literal_secret,
+    name_kind,
+    names_a_secret,
+    secret_flag,
+    secret_name,
+    secret_value,
+)
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "env_names.yaml"
 REQUIRED = 0.95
@@ -183,6 +190,25 @@ def test_names_are_read_as_words_whatever_their_style():
     assert name_kind("DATABASE_URL") == "carrier"
     assert name_kind("LOG_LEVEL") == "none"
     assert not secret_name("TOKENIZERS_PARALLELISM") or not literal_secret("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.mark.parametrize(
+    ("name", "says_secret"),
+    [
+        ("MQTT_PASSWORD", True),
+        ("API_KEY", True),
+        ("RABBITMQ_ERLANG_COOKIE", True),
+        ("PASSWORD_MIN_LENGTH", False),
+        ("TOKEN_TTL", False),
+        ("SESSION_COOKIE_SECURE", False),
+        ("DATABASE_URL", False),
+        ("TLS_KEY", False),
+        ("LOG_LEVEL", False),
+    ],
+)
+def test_where_no_value_is_at_hand_only_names_that_say_secret_count(name: str, says_secret: bool):
+    assert names_a_secret(name) is says_secret
+    assert secret_name(name) is (name != "LOG_LEVEL"), "the gate stays broad: the value decides"
 
 
 def test_secret_value_keeps_its_meaning_for_callers():

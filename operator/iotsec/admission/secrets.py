@@ -122,8 +122,16 @@ def name_kind(name: str) -> NameKind:
 
 
 def secret_name(name: str) -> bool:
-    """Whether a name may carry a secret at all: the cheap gate before `literal_secret` decides on the value."""
+    """Whether a name may carry a secret at all: the cheap gate before `literal_secret` decides on the value.
+
+    Broad on purpose (`DATABASE_URL`, `JAVA_OPTS`, `TOKEN_TTL` pass it): the value decides. Where no value is at
+    hand and the name alone must say "this is a secret", use `names_a_secret`."""
     return name_kind(name) != "none"
+
+
+def names_a_secret(name: str) -> bool:
+    """Whether the name alone says its value is a secret: `MQTT_PASSWORD`, `API_KEY`; not `TOKEN_TTL`, `DB_URL`."""
+    return name_kind(name) == "secret"
 
 
 def secret_value(value: object) -> bool:

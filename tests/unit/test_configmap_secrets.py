@@ -18,6 +18,7 @@ from iotsec.admission.engine import decide
 from iotsec.admission.model import Finding
 from iotsec.admission.snapshot import check, snapshot_from_objects
 from iotsec.build import rbac
+from iotsec.k8s.kube import ApiError
 from iotsec.model.manifests import Document
 from iotsec.servers.webhook.cluster import ClusterSnapshot
 from iotsec.servers.webhook.review import review
@@ -267,6 +268,28 @@ def test_the_cluster_snapshot_keeps_config_map_summaries_current_from_its_watch(
     demo = deployment({"envFrom": [{"configMapRef": {"name": "tenant-demo"}}]})
     (fed,) = secret_violations(demo, source.current)
     assert "DEVICE_PASSWORD" in fed.message
+
+
+def test_a_webhook_that_may_not_list_config_maps_still_serves():
+    kube = scripted_cluster(SecurityDomain=[domain("plant", ["plant"])], Namespace=[namespace("plant")])
+    kube.lists["ConfigMap"] = [ApiError("configmaps is forbidden", 403)]
+    source = ClusterSnapshot(kube)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        task = asyncio.create_task(source.run())
+        for _ in range(400):
+            if source.current is not None:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        kube.release.set()
+    assert source.current is not None, "ready without ConfigMaps: failurePolicy Fail must not stop the cluster"
+    assert dict(source.current.config_maps) == {}
+    assert decide(SPRING, source.current.context("plant", NOW)).allowed is False, "the ConfigMap's own check holds"
 
 
 def test_the_webhook_may_list_and_watch_config_maps_and_nothing_more():

@@ -126,13 +126,9 @@ class ClusterSnapshot(SnapshotSource):
         self._parse = ParsedResources()
         self._summary = ""
         self._stop = threading.Event()
-        self.config_maps = Reflector(ConfigMapSummaries(kube), "v1", "ConfigMap", self._config_maps_changed)  # type: ignore[arg-type]
-        self._notify: Callable[[], None] = lambda: None
-
-    def _config_maps_changed(self) -> None:
-        """Until the first snapshot is out, a ConfigMap list may be what completes it; later the view is live."""
-        if self.current is None:
-            self._notify()
+        # Not among the kinds readiness waits for: a webhook that may not list ConfigMaps (an older RBAC) still
+        # serves, and a ConfigMap not (yet) known only costs the envFrom check, which its own admission backs up.
+        self.config_maps = Reflector(ConfigMapSummaries(kube), "v1", "ConfigMap", lambda: None)  # type: ignore[arg-type]
 
     def load(self) -> Snapshot:
         """The snapshot from what the reflectors hold now."""
@@ -170,7 +166,6 @@ class ClusterSnapshot(SnapshotSource):
             loop.call_soon_threadsafe(changed.set)
 
         self.reflectors = [Reflector(self.kube, api_version, kind, notify) for api_version, kind in SOURCES]
-        self._notify = notify
         for reflector in (*self.reflectors, self.config_maps):
             threading.Thread(
                 target=reflector.run, args=(self._stop,), name=f"watch-{reflector.kind}", daemon=True
@@ -179,7 +174,7 @@ class ClusterSnapshot(SnapshotSource):
             while True:
                 await changed.wait()
                 changed.clear()
-                if all(reflector.synced.is_set() for reflector in (*self.reflectors, self.config_maps)):
+                if all(reflector.synced.is_set() for reflector in self.reflectors):
                     self._publish(await asyncio.to_thread(self.load))
                     async with self._published:
                         self._published.notify_all()

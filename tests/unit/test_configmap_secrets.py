@@ -177,6 +177,94 @@ def test_secrets_set_in_configuration_files_are_found_by_line(filename: str, tex
     assert summarise(config_map("files", {filename: text})) == ConfigMapSummary(), "a file is no env var"
 
 
+# Configuration files as IoT platforms' charts put them in ConfigMaps (written here, modelled on public charts:
+# Hono, Ditto, ThingsBoard, ChirpStack, EMQX, Mosquitto, InfluxDB/Telegraf, Grafana, Node-RED, Keycloak, MinIO).
+SECRET_FILES = [
+    ("application.properties", "spring.datasource.password=hono-secret"),
+    ("application.yml", "spring:\n  datasource:\n    password: tb-postgres-pw"),
+    ("grafana.ini", "[security]\nadmin_password = Gr4fana!"),
+    ("influxdb.conf", '[http]\n  shared-secret = "abcdef0123456789"'),
+    ("telegraf.conf", '[[outputs.influxdb_v2]]\n  token = "my-super-secret-auth-token"'),
+    ("ditto.conf", 'ditto {\n  mongodb {\n    password = "ditto-mongo-pw"\n  }\n}'),
+    ("tenant.json", '{\n  "tenant": "DEFAULT",\n  "password": "hono-secret"\n}'),
+    ("credentials.yaml", '- auth-id: sensor1\n  type: hashed-password\n  secrets:\n    - pwd-plain: "hono-secret"'),
+    ("emqx.conf", "dashboard.default_password = public123"),
+    ("node-red.env", "export NODE_RED_CREDENTIAL_SECRET=a-long-random-string"),
+    (".env", "MQTT_PASSWORD=mqtt-pass-1\nMQTT_USER=device"),
+    (
+        "kafka.properties",
+        'sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="kafka-pw";',
+    ),
+    ("redis.conf-like.yaml", "redis:\n  auth:\n    password: r3dis-pw"),
+    ("chirpstack.toml", '[postgresql]\ndsn="postgres://chirpstack:chirp-pw@postgres/chirpstack?sslmode=disable"'),
+    ("keycloak.yaml", "clientSecret: 8f3b2a1c-4d5e-6f70-8192-a3b4c5d6e7f8"),
+    ("thingsboard.yml", "security:\n  jwt:\n    tokenSigningKey: thingsboardDefaultSigningKey"),
+    ("mongo.yaml", "mongodb:\n  uri: mongodb://ditto:mongo-pw@mongodb:27017/ditto"),
+    ("app.ini", "[database]\nPASSWD = gitea-db-pw"),
+    ("minio.env", "MINIO_ROOT_PASSWORD=minio-root-pw\nMINIO_ROOT_USER=admin"),
+    ("aws.yaml", "aws:\n  secretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+]
+ORDINARY_FILES = [
+    (
+        "application.properties",
+        "spring.datasource.password=${DB_PASSWORD}\nspring.datasource.url=jdbc:postgresql://db/hono",
+    ),
+    ("application.yml", "spring:\n  datasource:\n    password: ${SPRING_DATASOURCE_PASSWORD}\n    username: tb"),
+    ("grafana.ini", "[security]\nadmin_password = $__file{/etc/secrets/admin-password}"),
+    ("mosquitto.conf", "password_file /mosquitto/config/passwd\nlistener 8883"),
+    ("telegraf.conf", '[[outputs.influxdb_v2]]\n  token = "$INFLUX_TOKEN"'),
+    ("ditto.conf", "ditto {\n  mongodb {\n    password = ${?MONGO_DB_PASSWORD}\n  }\n}"),
+    (
+        "hono.yaml",
+        "hono:\n  auth:\n    validation:\n      certPath: /etc/hono/certs/auth-server-cert.pem\n    tokenExpiration: 3600",
+    ),
+    (
+        "thingsboard.yml",
+        'security:\n  jwt:\n    tokenExpirationTime: "${JWT_TOKEN_EXPIRATION_TIME:9000}"\n    refreshTokenExpTime: 604800',
+    ),
+    ("keycloak.yaml", "tokenUrl: https://keycloak/realms/iot/protocol/openid-connect/token\nclientId: dashboard"),
+    ("emqx.conf", "authentication.password_hash_algorithm = sha256\nlistener.ssl.keyfile = /certs/key.pem"),
+    ("influxdb.yaml", "auth:\n  tokenFile: /run/secrets/token\n  passwordMinLength: 12"),
+    (
+        "kafka.properties",
+        "security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\nssl.truststore.location=/certs/truststore.jks",
+    ),
+    ("app.ini", "[security]\nINSTALL_LOCK = true\nPASSWORD_COMPLEXITY = lower,upper,digit\nMIN_PASSWORD_LENGTH = 12"),
+    ("node-red.json", '{\n  "credentialSecret": false,\n  "uiPort": 1880\n}'),
+    ("chirpstack.toml", '[api]\nsecret="{{ .Values.api.secret }}"\nbind="0.0.0.0:8080"'),
+    ("vault.hcl", 'auth_method "kubernetes" {\n  token_path = "/var/run/secrets/token"\n}'),
+    ("oauth.yaml", "oauth2:\n  tokenUri: https://auth.example.com/oauth/token\n  tokenValiditySeconds: 3600"),
+    ("nginx.conf.yaml", "rateLimit:\n  tokenBucket: 100\n  burst: 20"),
+    ("minio.env", "MINIO_ROOT_PASSWORD_FILE=/run/secrets/minio\nMINIO_BROWSER=on"),
+    (
+        "redis.yaml",
+        "redis:\n  auth:\n    enabled: true\n    existingSecret: redis-auth\n    existingSecretPasswordKey: password",
+    ),
+]
+KNOWN_FALSE = {"app.ini"}  # PASSWORD_COMPLEXITY = lower,upper,digit: secrets.py reads the name as a secret's
+
+
+@pytest.mark.parametrize(("filename", "text"), SECRET_FILES, ids=[f"secret-{n}" for n, _ in SECRET_FILES])
+def test_each_secret_setting_of_the_corpus_is_found(filename: str, text: str):
+    found: list[Finding] = []
+    config_map_secrets(config_map("files", {filename: text + "\n"}), found)
+    assert [f.path for f in found] == [f"data[{filename}]"]
+
+
+@pytest.mark.parametrize(
+    ("filename", "text"),
+    [
+        pytest.param(n, t, marks=pytest.mark.xfail(reason="secrets.py's name decision")) if n in KNOWN_FALSE else (n, t)
+        for n, t in ORDINARY_FILES
+    ],
+    ids=[f"ordinary-{n}" for n, _ in ORDINARY_FILES],
+)
+def test_no_ordinary_setting_of_the_corpus_is_flagged(filename: str, text: str):
+    found: list[Finding] = []
+    config_map_secrets(config_map("files", {filename: text + "\n"}), found)
+    assert found == []
+
+
 def test_references_comments_and_empty_values_in_files_are_not_secrets():
     text = (
         "spring.datasource.password=${DB_PASSWORD}\n"

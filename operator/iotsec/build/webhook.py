@@ -230,7 +230,14 @@ def ca_bundle_patch(
 
 WORKLOADS_HOOK = "workloads.iotsec.io"
 DOMAIN_KINDS_HOOK = "domainkinds.iotsec.io"
-_COPIED = ("clientConfig", "namespaceSelector", "failurePolicy", "sideEffects", "admissionReviewVersions")
+_COPIED = (
+    "clientConfig",
+    "namespaceSelector",
+    "objectSelector",
+    "failurePolicy",
+    "sideEffects",
+    "admissionReviewVersions",
+)
 
 
 def domain_kinds_webhook(workloads_hook: Mapping[str, Any], kinds: Iterable[tuple[str, str]]) -> dict[str, Any] | None:

@@ -186,6 +186,20 @@ def test_the_engine_says_which_kinds_it_judges():
     assert not judges({"apiVersion": "v1", "kind": "Secret"}, ctx)
 
 
+def test_a_knative_service_is_judged_by_its_pods_never_as_a_core_service():
+    knative = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "ingest", "namespace": NAMESPACE},
+        "spec": {"type": "NodePort", "template": {"spec": copy.deepcopy(RISKY_POD)}},
+    }
+    rules = {v.rule for v in decide(knative, _ctx()).violations}
+    assert "no-privileged" in rules
+    assert "exposure-zone" not in rules  # a core Service's rule, for a field a Knative Service does not have
+    core = {"apiVersion": "v1", "kind": "Service", "metadata": knative["metadata"], "spec": {"type": "NodePort"}}
+    assert "exposure-zone" in {v.rule for v in decide(core, _ctx()).violations}
+
+
 def test_an_old_extensions_deployment_is_still_a_deployment():
     obj = {"apiVersion": "extensions/v1beta1", "kind": "Deployment", "metadata": {"name": "d"}}
     _place(obj, "spec.template.spec", RISKY_POD)

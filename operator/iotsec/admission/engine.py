@@ -10,7 +10,7 @@ from iotsec.admission.podspecs import pod_specs, relocate
 from iotsec.admission.resources import check_object
 from iotsec.admission.workloads import check_pod
 from iotsec.api.securitydomain import PolicyException
-from iotsec.model.workloads import WorkloadKindLike, checks_object, find_carrier, object_key
+from iotsec.model.workloads import CHECKED_OBJECT_NAMES, WorkloadKindLike, checks_object, find_carrier, object_key
 
 CONTROLLED_KINDS = ("ReplicaSet", "Job", "StatefulSet", "DaemonSet", "ReplicationController")
 
@@ -24,8 +24,11 @@ def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
         own: list[Finding] = []
         check_pod(pod, ctx, own)
         found.extend(relocate(pod, own))
-    checked = checks_object(*object_key(obj))
-    if judges(obj, ctx, kinds):  # not a kind of the same name in another group (example.com/v1 Pod)
+    key = object_key(obj)
+    checked = checks_object(*key)
+    carrier = find_carrier(*key, kinds) is not None
+    # not a kind of the same name in another group (example.com/v1 Pod); a Knative Service by its pods alone
+    if checked or (carrier and key[1] not in CHECKED_OBJECT_NAMES):
         check_object(obj, ctx, found)
     if namespace and ctx.domain.name is None and (pods or (checked and obj.get("kind") in _NAMESPACED_CHECKED)):
         found.append(

@@ -21,6 +21,7 @@ OWNER = {  # command -> the module that registers and handles it
     "crds": "crds",
     "validate": "validate",
     "controls": "controls",
+    "rules": "rules",
     "render": "render",
     "run": "run",
     "check": "check",

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from iotsec.admission.configmaps import summarise
 from iotsec.admission.context import ConfigMapSummary, Snapshot, TenantStorage, trusted_groups_from
-from iotsec.admission.engine import decide
+from iotsec.admission.defaults import CURRENT_MINOR, DEFAULT_NAMESPACE, apply_api_defaults
+from iotsec.admission.engine import MalformedObjectError, decide, judges
 from iotsec.admission.model import Decision
 from iotsec.api.tenantisolation import ESCALATING_VERBS
 from iotsec.api.validation import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
 from iotsec.build.securitydomain import Domain
 from iotsec.build.tenant import storage_class_name
 from iotsec.model.labels import ENCRYPTED_LABEL
-from iotsec.model.manifests import Document
+from iotsec.model.manifests import Document, clip, shape_problem
 from iotsec.model.platform import Platform
 
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
@@ -24,10 +26,17 @@ DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 
 @dataclass(frozen=True)
 class Checked:
-    document: Document
-    namespace: str | None
+    document: Document  # as written (the decision is on the object as the API server stores it)
+    namespace: str | None  # judged in: the object's own, or the one it is created in
     domain: str | None
     decision: Decision
+
+    @property
+    def title(self) -> str:
+        """`Kind namespace/name` with the namespace judged in."""
+        metadata = self.document.obj.get("metadata") or {}
+        stored = {**self.document.obj, "metadata": {**metadata, "namespace": self.namespace}}
+        return replace(self.document, obj=stored).title
 
 
 @dataclass
@@ -35,36 +44,78 @@ class Report:
     checked: list[Checked] = field(default_factory=list)
     invalid: list[tuple[Document, list[Problem]]] = field(default_factory=list)
     context_objects: int = 0
+    not_checked: Counter[str] = field(default_factory=Counter)  # kind -> objects the webhook does not judge
 
     @property
     def violations(self) -> int:
         return sum(len(c.decision.violations) for c in self.checked)
 
+    @property
+    def denied(self) -> int:
+        return sum(1 for c in self.checked if not c.decision.allowed)
 
-def check(documents: Iterable[Document], now: datetime, unassigned: str = "enforce") -> Report:
-    """Check every workload object; iotsec custom resources, Namespaces and StorageClasses form the context."""
+
+def check(
+    documents: Iterable[Document],
+    now: datetime,
+    unassigned: str = "enforce",
+    namespace: str = DEFAULT_NAMESPACE,
+    server_minor: int = CURRENT_MINOR,
+) -> Report:
+    """Judge every object of a kind the webhook judges, as the API server of version 1.`server_minor` would
+    store it when created in `namespace` (apply_api_defaults); iotsec custom resources, Namespaces,
+    StorageClasses, ClusterRoles and ConfigMaps form the context. An object that is no Kubernetes object, or too
+    malformed to judge, is reported invalid; the others are still judged."""
     report = Report()
-    context_objects, workloads = [], []
-    for doc in documents:
-        if not isinstance(doc.obj, dict):
+    context_objects, candidates = [], []
+    for original in documents:
+        problem = shape_problem(original.obj)
+        if problem is not None:
+            report.invalid.append((original, [Problem("", problem)]))
             continue
-        if is_iotsec(doc.obj):
+        stored = apply_api_defaults(original.obj, namespace, server_minor)
+        if is_iotsec(stored) or stored["kind"] in CONTEXT_KINDS:
             report.context_objects += 1
-            try:
-                parse_resource(doc.obj)
-            except InvalidResourceError as exc:
-                report.invalid.append((doc, exc.problems))
+            problems = _context_problems(stored)
+            if problems:
+                report.invalid.append((original, problems))
                 continue
-        if is_iotsec(doc.obj) or doc.obj.get("kind") in CONTEXT_KINDS:
-            context_objects.append(doc.obj)
-        if not is_iotsec(doc.obj) and doc.obj.get("kind") not in ("Namespace", "StorageClass"):
-            workloads.append(doc)
+            context_objects.append(stored)
+        if not is_iotsec(stored):
+            candidates.append((original, stored))
     snapshot = snapshot_from_objects(context_objects, unassigned, assume_named_namespaces_exist=True)
-    for doc in workloads:
-        namespace = (doc.obj.get("metadata") or {}).get("namespace")
-        context = snapshot.context(namespace, now)
-        report.checked.append(Checked(doc, namespace, context.domain.name, decide(doc.obj, context)))
+    for doc, stored in candidates:
+        _judge(doc, stored, snapshot, now, report)
     return report
+
+
+def _judge(doc: Document, stored: dict[str, Any], snapshot: Snapshot, now: datetime, report: Report) -> None:
+    """Decide on one object as stored (`doc` as written) as the webhook would, or count its kind as not checked
+    (context kinds aside)."""
+    target = (stored.get("metadata") or {}).get("namespace")
+    context = snapshot.context(target, now)
+    if not judges(stored, context):
+        if stored["kind"] not in CONTEXT_KINDS:
+            report.not_checked[stored["kind"]] += 1
+        return
+    try:
+        decision = decide(stored, context)
+    except MalformedObjectError as exc:
+        report.invalid.append((doc, [Problem("", clip(exc))]))
+        return
+    report.checked.append(Checked(doc, target, context.domain.name, decision))
+
+
+def _context_problems(obj: dict[str, Any]) -> list[Problem]:
+    if is_iotsec(obj):
+        try:
+            parse_resource(obj)
+        except InvalidResourceError as exc:
+            return exc.problems
+        return []
+    if not isinstance((obj.get("metadata") or {}).get("name"), str):
+        return [Problem("metadata.name", f"a {obj['kind']} needs a name")]
+    return []
 
 
 CONTEXT_KINDS = ("Namespace", "StorageClass", "ClusterRole", "ConfigMap")  # a ConfigMap is also checked itself

@@ -11,9 +11,15 @@ from typing import Any, get_args
 
 from iotsec.api.securitydomain import Enforcement
 from iotsec.model.config import Config, ConfigError
+from iotsec.model.manifests import Document, clip
 from iotsec.model.time import parse_rfc3339
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_CODES_EPILOG = """exit codes:
+  0  everything checked passes (for check: is admitted; warn/audit-mode findings are printed but admitted)
+  1  something fails (check: the webhook would deny it; validate: a resource is invalid)
+  2  invalid input or usage: unreadable or malformed files, objects that are not Kubernetes objects, bad options"""
+PROBLEMS_SHOWN = 5  # per object on one INVALID line; the rest are counted
 OUTPUT_FORMATS = ("text", "json")
 ENFORCEMENT_MODES = get_args(Enforcement)  # enforce, warn, audit: for --unassigned
 
@@ -21,6 +27,13 @@ ENFORCEMENT_MODES = get_args(Enforcement)  # enforce, warn, audit: for --unassig
 def fail(command: str, message: object) -> None:
     """Print `iotsec COMMAND: MESSAGE` on stderr (the caller returns the exit code)."""
     print(f"iotsec {command}: {message}", file=sys.stderr)
+
+
+def print_invalid(document: Document, problems: list[Any]) -> None:
+    """One bounded stderr line for an object that cannot be judged: where it is and why (input quoted short)."""
+    shown = "; ".join(clip(p) for p in problems[:PROBLEMS_SHOWN])
+    more = f"; and {len(problems) - PROBLEMS_SHOWN} more" if len(problems) > PROBLEMS_SHOWN else ""
+    print(f"INVALID {document.title} ({clip(document.where)}): {shown}{more}", file=sys.stderr)
 
 
 def rfc3339_argument(text: str) -> datetime:

@@ -23,6 +23,7 @@ from iotsec.cli import (
     render,
     report,
     restore,
+    rules,
     run,
     validate,
     webhook,
@@ -31,7 +32,7 @@ from iotsec.cli.common import EXIT_OK, EXIT_USAGE
 from iotsec.model.manifests import ManifestError
 
 # in `iotsec --help` order
-COMMANDS = (crds, validate, controls, render, run, check, webhook, device, rbac, restore, backup, audit, report)
+COMMANDS = (crds, validate, controls, rules, render, run, check, webhook, device, rbac, restore, backup, audit, report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_OK
+    except (RecursionError, MemoryError) as exc:  # input beyond the bounds checked while loading
+        print(f"iotsec: input too large or too deeply nested ({type(exc).__name__})", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -3,37 +3,68 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from typing import Any
 
 from iotsec.api.validation import is_iotsec, validate_resource
-from iotsec.cli.common import EXIT_INVALID, EXIT_OK, OUTPUT_FORMATS, print_json
-from iotsec.model.manifests import load_documents
+from iotsec.cli.common import (
+    EXIT_CODES_EPILOG,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    OUTPUT_FORMATS,
+    print_invalid,
+    print_json,
+)
+from iotsec.model.manifests import clip, load_documents, shape_problem
 
 
 def register(sub: Any) -> None:
-    validate = sub.add_parser("validate", help="validate iotsec custom resources in files or folders")
+    validate = sub.add_parser(
+        "validate",
+        help="validate iotsec custom resources in files or folders",
+        epilog=EXIT_CODES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     validate.add_argument("paths", nargs="+", metavar="PATH", help="YAML/JSON files or folders (- for stdin)")
     validate.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="text")
     validate.set_defaults(handler=_validate)
 
 
 def _validate(args: argparse.Namespace) -> int:
-    results, skipped = [], 0
+    results: list[dict[str, Any]] = []
+    skipped: Counter[str] = Counter()
+    malformed = 0
     for document in load_documents(args.paths):
-        if not is_iotsec(document.obj):
-            skipped += 1
+        problem = shape_problem(document.obj)
+        if problem is not None:
+            malformed += 1
+            print_invalid(document, [problem])
             continue
-        problems = validate_resource(document.obj)
+        if not is_iotsec(document.obj):
+            skipped[clip(document.obj["kind"], 60)] += 1
+            continue
+        problems = [clip(p) for p in validate_resource(document.obj)]
         results.append({"source": document.where, "object": document.title, "problems": problems})
     invalid = [r for r in results if r["problems"]]
     if args.output == "json":
-        print_json([{**r, "problems": [str(p) for p in r["problems"]]} for r in results])
+        print_json(results)
     else:
         for result in results:
             mark = "INVALID" if result["problems"] else "ok     "
             print(f"{mark} {result['object']}  ({result['source']})")
             for problem in result["problems"]:
                 print(f"          {problem}")
-        summary = f"{len(results)} iotsec resources: {len(results) - len(invalid)} valid, {len(invalid)} invalid"
-        print(f"{summary}; {skipped} other objects skipped")
+        print(_summary(len(results), len(invalid), skipped, malformed))
+    if malformed:
+        return EXIT_USAGE
     return EXIT_INVALID if invalid else EXIT_OK
+
+
+def _summary(resources: int, invalid: int, skipped: Counter[str], malformed: int) -> str:
+    line = f"{resources} iotsec resources: {resources - invalid} valid, {invalid} invalid"
+    kinds = ", ".join(f"kind {kind}: {count}" for kind, count in sorted(skipped.items()))
+    line += f"; {sum(skipped.values())} other objects skipped" + (f" ({kinds})" if kinds else "")
+    if malformed:
+        line += f"; {malformed} not Kubernetes objects (exit 2)"
+    return line

@@ -1,4 +1,10 @@
-"""Reading Kubernetes manifests from files and folders (multi-document YAML, JSON, `List` kinds)."""
+"""Reading Kubernetes manifests from files and folders (multi-document YAML, JSON, `List` kinds).
+
+Input is untrusted (a chart's output, a colleague's file): parsing is bounded. YAML aliases are never expanded
+(PyYAML shares the aliased object), but anything walking the result would expand them, so a document whose
+expanded size exceeds MAX_NODES is refused, as is one nested deeper than MAX_DEPTH; both are measured on the
+shared structure in time proportional to its distinct nodes. Every message quoting input is cut to MESSAGE_LIMIT.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,10 @@ from typing import Any
 import yaml
 
 SUFFIXES = (".yaml", ".yml", ".json")
+MAX_DEPTH = 200  # nesting levels in one document; real objects (CRD schemas included) stay well below 100
+MAX_NODES = 1_000_000  # values in one document with aliases expanded; a large CRD has about 50,000
+MESSAGE_LIMIT = 200  # characters of one error message; input is never echoed beyond this
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser is ~10x faster when present
 
 
 class ManifestError(ValueError):
@@ -32,50 +42,151 @@ class Document:
     def title(self) -> str:
         obj: dict[str, Any] = self.obj if isinstance(self.obj, dict) else {}
         metadata: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
-        name = metadata.get("name", "<unnamed>")
+        name = clip(metadata.get("name", "<unnamed>"), 80)
         namespace = metadata.get("namespace")
-        return f"{obj.get('kind', '<no kind>')} {namespace + '/' if namespace else ''}{name}"
+        prefix = clip(namespace, 80) + "/" if namespace else ""
+        kind = obj.get("kind") if isinstance(obj.get("kind"), str) else "<no kind>"
+        return f"{clip(kind, 80)} {prefix}{name}"
+
+
+def clip(value: object, limit: int = MESSAGE_LIMIT) -> str:
+    """`value` as text on one line, at most `limit` characters (a 10 MB field is never printed back whole)."""
+    text = str(value) if not isinstance(value, str) else value
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text.replace("\n", "\\n")
+
+
+def shape_problem(obj: Any) -> str | None:
+    """Why `obj` cannot be a Kubernetes object at all (None when it is shaped like one)."""
+    if not isinstance(obj, dict):
+        return f"not an object but {_a(obj)}: every document must be a Kubernetes object"
+    kind = obj.get("kind")
+    if not isinstance(kind, str) or not kind:
+        return "kind is missing" if kind is None else f"kind must be a string, got {_a(kind)}"
+    if not isinstance(obj.get("apiVersion", ""), str):
+        return f"apiVersion must be a string, got {_a(obj['apiVersion'])}"
+    metadata = obj.get("metadata", {})
+    if not isinstance(metadata, dict):
+        return f"metadata must be an object, got {_a(metadata)}"
+    for field in ("name", "namespace", "generateName"):
+        if not isinstance(metadata.get(field, ""), str):
+            return f"metadata.{field} must be a string, got {_a(metadata[field])}"
+    for field in ("labels", "annotations"):
+        if not isinstance(metadata.get(field) or {}, dict):
+            return f"metadata.{field} must be an object, got {_a(metadata[field])}"
+    return None
+
+
+def _a(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The manifest files named by `paths`, folders expanded recursively, in a stable order."""
+    """The manifest files named by `paths`, folders expanded recursively (suffixes in any case), stable order."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()))
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+            if not found:
+                raise ManifestError(f"{clip(raw)}: no manifests (*.yaml, *.yml, *.json) in this folder")
+            files.extend(found)
         elif path.is_file() or str(raw) == "-":
             files.append(path)
         else:
-            raise ManifestError(f"{raw}: no such file or directory")
+            raise ManifestError(f"{clip(raw)}: no such file or directory")
     return files
 
 
 def load_documents(paths: Iterable[str | Path]) -> Iterator[Document]:
-    """Every object in the given files; `kind: List` objects are flattened into their items."""
-    for path in manifest_files(paths):
-        yield from _documents(path)
+    """Every document in the given files, `kind: *List` objects flattened (nested Lists too); a document that is
+    not an object is yielded as it is (the caller reports it). ManifestError when nothing at all was found."""
+    names = [str(p) for p in paths]
+    count = 0
+    for path in manifest_files(names):
+        for document in _documents(path):
+            count += 1
+            yield document
+    if count == 0:
+        raise ManifestError(f"{clip(', '.join(names))}: no Kubernetes objects found")
 
 
 def _documents(path: Path) -> Iterator[Document]:
-    text = _read(path)
+    index = 0
+    for number, doc in enumerate(_parse(path, _read(path))):
+        if doc is None:
+            continue  # an empty document (`---` alone, comments only), as kubectl skips it
+        _measure(doc, f"{path} (document {number + 1})")
+        for obj in _flatten(doc):
+            yield Document(str(path), index, obj)
+            index += 1
+
+
+def _parse(path: Path, text: str) -> list[Any]:
     try:
-        docs = [json.loads(text)] if path.suffix == ".json" else list(yaml.safe_load_all(text))
+        if path.suffix.lower() == ".json":
+            return [json.loads(text)]
+        return list(yaml.load_all(text, Loader=_LOADER))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(f"{path}{where}: invalid YAML: {problem}") from None
+        raise ManifestError(f"{path}{where}: invalid YAML: {clip(problem)}") from None
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-    index = 0
-    for doc in docs:
-        if doc is None:
+        raise ManifestError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {clip(exc.msg)}") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
+
+
+def _flatten(doc: Any) -> Iterator[Any]:
+    """The objects of a document: a `*List` gives its items, recursively (kubectl accepts nested Lists)."""
+    stack = [doc]
+    while stack:
+        obj = stack.pop()
+        items = obj.get("items") if isinstance(obj, dict) and str(obj.get("kind", "")).endswith("List") else None
+        if isinstance(items, list):
+            stack.extend(reversed(items))
+        else:
+            yield obj
+
+
+def _measure(root: Any, where: str) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH, larger than MAX_NODES with aliases expanded, or
+    containing itself (a recursive alias); shared sub-objects are measured once (iterative, no recursion)."""
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (expanded nodes, height)
+    in_progress: set[int] = set()
+    stack = [root] if isinstance(root, dict | list) else []
+    while stack:
+        node = stack[-1]
+        key = id(node)
+        if key in sizes:
+            stack.pop()
+            if len(in_progress) + sizes[key][1] > MAX_DEPTH:
+                raise ManifestError(f"{where}: nested deeper than {MAX_DEPTH} levels")
             continue
-        items = doc.get("items") if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List") else None
-        for obj in items if isinstance(items, list) else [doc]:
-            yield Document(str(path), index, obj)
-            index += 1
+        children = _containers(node)
+        if key not in in_progress:
+            in_progress.add(key)
+            if len(in_progress) > MAX_DEPTH:
+                raise ManifestError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+            if any(id(child) in in_progress for child in children):
+                raise ManifestError(f"{where}: a recursive alias (an object that contains itself)")
+            stack.extend(child for child in children if id(child) not in sizes)
+            continue
+        stack.pop()
+        in_progress.discard(key)
+        nodes = 1 + len(node) * (2 if isinstance(node, dict) else 1) - len(children)
+        nodes += sum(sizes[id(child)][0] for child in children)
+        if nodes > MAX_NODES:
+            raise ManifestError(f"{where}: more than {MAX_NODES:,} values once aliases are expanded")
+        sizes[key] = (nodes, 1 + max((sizes[id(child)][1] for child in children), default=0))
+
+
+def _containers(node: Any) -> list[Any]:
+    values = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    return [value for value in values if isinstance(value, dict | list)]
 
 
 def _read(path: Path) -> str:
@@ -84,7 +195,7 @@ def _read(path: Path) -> str:
             return sys.stdin.read()
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: cannot read: {exc}") from None
+        raise ManifestError(f"{path}: cannot read: {clip(exc)}") from None
 
 
 class _PlainDumper(yaml.SafeDumper):

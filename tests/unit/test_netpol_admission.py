@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from iotsec.model.manifests import Document
 from iotsec.model.platform import Platform
 from iotsec.servers.webhook.review import review
 from tests.conftest import EXAMPLES
-from tests.netpol import allow_all, namespace_manifest, run_nca
+from tests.netpol import External, Pod, allow_all, namespace_manifest, run_nca
+from tests.netpol import _direction_allows as direction_allows
 from tests.unit.test_isolation_nca_render import converged_render, declared_topology
 
 NOW = datetime(2026, 12, 3, tzinfo=UTC)
@@ -560,14 +562,21 @@ REFUSED = [
 
 
 @pytest.fixture(scope="module")
-def analysed(tmp_path_factory):
-    """nca's map with every namespace but JUDGED wide open: JUDGED's own side decides each connection there, so a
-    policy that widens that side shows, and one that does not leaves the map as it was."""
+def converged() -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], Snapshot]:
+    """The example platform's policies and namespace labels as the cluster ends up, and the webhook's view of it."""
     policies, ns_labels = converged_render()
     snapshot = snapshot_from_objects(
         [*PLATFORM_DOCS, *(namespace_manifest(n, labels) for n, labels in ns_labels.items())],
         assume_named_namespaces_exist=True,
     )
+    return policies, ns_labels, snapshot
+
+
+@pytest.fixture(scope="module")
+def analysed(converged, tmp_path_factory):
+    """nca's map with every namespace but JUDGED wide open: JUDGED's own side decides each connection there, so a
+    policy that widens that side shows, and one that does not leaves the map as it was."""
+    policies, ns_labels, snapshot = converged
     pods = declared_topology(ns_labels).pods(unlabelled=False)
     control = [*policies, *(allow_all(ns) for ns in sorted({p.namespace for p in pods.values()} - set(JUDGED)))]
     workdir: Path = tmp_path_factory.mktemp("nca-netpol")
@@ -590,3 +599,124 @@ def test_nca_sees_what_a_refused_policy_would_open(analysed, obj):
     namespace = obj["metadata"]["namespace"]
     assert widened, "the refused policy would have changed the connectivity"
     assert all(namespace in pair[0] + pair[1] for pair in widened), "and only around its own namespace"
+
+
+# ---------------------------------------------------------------- soundness against tests/netpol.py, at random
+
+
+EXTERNALS = [
+    External(ip)
+    for ip in (
+        "10.20.1.1",
+        "10.21.0.1",
+        "192.168.1.1",
+        "198.51.100.10",
+        "203.0.113.5",
+        "203.0.113.66",
+        "203.0.113.200",
+        "8.8.8.8",
+        "2001:db8:1200::1",
+    )
+]
+PROBES = [("TCP", 53), ("UDP", 53), ("TCP", 443), ("TCP", 8000), ("TCP", 8080), ("TCP", 8443)]
+PROBES += [("TCP", 8883), ("TCP", 9090), ("TCP", 9092), ("UDP", 9092), ("TCP", 5432)]
+POD_SELECTORS = [
+    {},
+    {"matchLabels": {LEVEL: "low"}},
+    {"matchLabels": {LEVEL: "high"}},
+    LOW_AND_HIGH,
+    {"matchLabels": {"app.kubernetes.io/name": "app"}},
+    {"matchExpressions": [{"key": LEVEL, "operator": "DoesNotExist"}]},
+    {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+]
+NAMESPACE_SELECTORS = [
+    {},
+    *({"matchLabels": {DOMAIN: d}} for d in ("ingestion", "device-gateway", "operations", "partner-api")),
+    {"matchLabels": {DOMAIN: "ingestion", "iotsec.io/tenant": "acme"}},
+    {"matchLabels": {"kubernetes.io/metadata.name": "iot-ingest"}},
+    {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+]
+BLOCKS = [
+    {"cidr": "10.20.0.0/16"},
+    {"cidr": "10.20.0.0/24"},
+    {"cidr": "10.0.0.0/8"},
+    {"cidr": "203.0.113.0/25", "except": ["203.0.113.66/32"]},
+    {"cidr": "203.0.113.0/24"},
+    {"cidr": "198.51.100.10/32"},
+    {"cidr": "0.0.0.0/0"},
+    PUBLIC_V4,
+    {"cidr": "2001:db8:1200::/48"},
+]
+PORT_LISTS = [
+    None,
+    [{"port": 9092}],
+    [{"port": 8080}, {"port": 9090}],
+    [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    [{"port": 9000, "endPort": 9100}],
+    [{"port": 8443}],
+    [{"port": 8000}],
+    [{"port": 443}],
+    [{"protocol": "UDP", "port": 1, "endPort": 65535}],  # the evaluator needs a port: every UDP port
+]
+
+
+def _random_peer(rng: random.Random) -> dict[str, Any]:
+    kind = rng.randrange(4)
+    if kind == 0:
+        return {"ipBlock": copy.deepcopy(rng.choice(BLOCKS))}
+    if kind == 1:
+        return {"podSelector": rng.choice(POD_SELECTORS)}
+    if kind == 2:
+        return {"namespaceSelector": rng.choice(NAMESPACE_SELECTORS)}
+    return {"namespaceSelector": rng.choice(NAMESPACE_SELECTORS), "podSelector": rng.choice(POD_SELECTORS)}
+
+
+def _random_policy(rng: random.Random, index: int) -> dict[str, Any]:
+    rules: dict[str, list[dict[str, Any]]] = {"ingress": [], "egress": []}
+    for key, peers_key in (("ingress", "from"), ("egress", "to")):
+        for _ in range(rng.randrange(3)):
+            rule: dict[str, Any] = {peers_key: [_random_peer(rng) for _ in range(rng.randint(1, 2))]}
+            if (ports := rng.choice(PORT_LISTS)) is not None:
+                rule["ports"] = copy.deepcopy(ports)
+            rules[key].append(rule)
+    namespace = rng.choice(["iot-ingest", "acme-meters", "iot-gateway", "partner-api", "admin-console", "backup"])
+    return policy(
+        namespace,
+        name=f"random-{index}",
+        podSelector=rng.choice(POD_SELECTORS),
+        policyTypes=["Ingress", "Egress"],
+        **{k: v for k, v in rules.items() if v},
+    )
+
+
+def _opened(domain_policies, extra, pods, others, ns_labels) -> set[tuple[str, str, str, str, int]]:
+    """Every (direction, pod, other, protocol, port) the namespace's side allows with `extra` but not without."""
+    found = set()
+    for (name, pod), (other_name, other), (protocol, port), direction in itertools.product(
+        pods.items(), others.items(), PROBES, ("Ingress", "Egress")
+    ):
+        before = direction_allows(domain_policies, pod, other, port, protocol, ns_labels, direction)
+        if not before and direction_allows([*domain_policies, extra], pod, other, port, protocol, ns_labels, direction):
+            found.add((direction, name, other_name, protocol, port))
+    return found
+
+
+def test_no_admitted_random_policy_opens_anything_the_evaluator_can_see(converged):
+    """Soundness, asked of tests/netpol.py (Kubernetes semantics, written apart from the check): for random
+    policies the check admits, no pod of the namespace may send or receive one more (peer, port) than before."""
+    policies, ns_labels, snapshot = converged
+    pods = declared_topology(ns_labels).pods(unlabelled=True)
+    others: dict[str, Pod | External] = {**pods, **{e.ip: e for e in EXTERNALS}}
+    rng = random.Random(16)
+    admitted = refused = 0
+    for index in range(400):
+        obj = _random_policy(rng, index)
+        namespace = obj["metadata"]["namespace"]
+        if judged(snapshot, obj).violations:
+            refused += 1
+            continue
+        admitted += 1
+        own = [p for p in policies if p["metadata"]["namespace"] == namespace]
+        mine = {n: p for n, p in pods.items() if p.namespace == namespace}
+        assert _opened(own, obj, mine, others, ns_labels) == set(), obj
+    assert admitted >= 20, f"too few admitted to mean anything: {admitted} of {admitted + refused}"

@@ -18,6 +18,7 @@ from iotsec.admission.context import Context, DomainPolicy
 from iotsec.admission.engine import decide, judges
 from iotsec.admission.podspecs import pod_specs
 from iotsec.admission.snapshot import snapshot_from_objects
+from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.build.webhook import client_config, validating_webhook_configuration
 from iotsec.model.config import Config, ConfigError
 from iotsec.model.workloads import BUILT_IN, POD, parse_path, parse_workload_kinds
@@ -350,6 +351,18 @@ def test_a_malformed_entry_is_refused_with_a_clear_message(entry, says):
     (problem,) = config_error.value.problems
     assert problem.startswith("IOTSEC_WORKLOAD_KINDS=")
     assert says in problem
+
+
+@pytest.mark.parametrize("path", ["spec..template", "spec.pods[0].spec", "spec.[*]", "spec.template.spec ", ""])
+def test_a_domain_with_a_malformed_path_is_refused_by_its_schema(path):
+    domain = copy.deepcopy(DOMAIN)
+    domain["spec"]["workloadKinds"] = [{**WIDGET, "podSpecPaths": [path]}]
+    with pytest.raises(InvalidResourceError) as caught:
+        parse_resource(domain)
+    assert "podSpecPaths" in str(caught.value)
+    with pytest.raises(ValueError, match="pod-spec path"):
+        parse_path(path)  # the table's reader refuses the same paths
+    assert parse_resource(_domain_with_widget())  # and a good one passes
 
 
 def test_a_duplicate_or_a_non_list_is_refused():

@@ -152,6 +152,11 @@ class PolicyException(Model):
     ticket: ShortText | None = Field(default=None, description="Change or risk ticket reference.")
 
 
+# Dotted field names, each optionally followed by [*] (every item of a list); iotsec.model.workloads.parse_path
+# reads them and explains a mismatch segment by segment.
+POD_SPEC_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\[\*\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\*\])?)*$"
+
+
 class WorkloadKind(Model):
     """A custom workload kind that embeds pod specs (e.g. an operator's own Deployment-like kind)."""
 
@@ -164,7 +169,7 @@ class WorkloadKind(Model):
     resource: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] = Field(
         description="Plural resource name the webhook registers, e.g. rollouts."
     )
-    pod_spec_paths: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+    pod_spec_paths: list[Annotated[str, Field(min_length=1, max_length=253, pattern=POD_SPEC_PATH)]] = Field(
         min_length=1,
         max_length=16,
         description=(

@@ -127,6 +127,7 @@ def test_connection_strings_without_a_literal_password_are_not(name: str, value:
         ("OAUTH2_TOKEN_URI", "https://oauth2.googleapis.com/token"),
         ("TOKEN_ENDPOINT", "https://keycloak.example.com/realms/iot/protocol/openid-connect/token"),
         ("PASSWORD_MIN_LENGTH", "12"),
+        ("PASSWORD_COMPLEXITY", "lower,upper,digit"),
         ("SECRET_NAME", "my-secret"),
         ("DB_PASSWORD_SECRET_REF", "postgres-credentials"),
         ("EXISTING_SECRET", "postgres-credentials"),
@@ -193,22 +194,26 @@ def test_names_are_read_as_words_whatever_their_style():
 
 
 @pytest.mark.parametrize(
-    ("name", "says_secret"),
+    ("name", "says_secret", "may_carry"),
     [
-        ("MQTT_PASSWORD", True),
-        ("API_KEY", True),
-        ("RABBITMQ_ERLANG_COOKIE", True),
-        ("PASSWORD_MIN_LENGTH", False),
-        ("TOKEN_TTL", False),
-        ("SESSION_COOKIE_SECURE", False),
-        ("DATABASE_URL", False),
-        ("TLS_KEY", False),
-        ("LOG_LEVEL", False),
+        ("MQTT_PASSWORD", True, True),
+        ("API_KEY", True, True),
+        ("RABBITMQ_ERLANG_COOKIE", True, True),
+        ("DATABASE_URL", False, True),
+        ("JAVA_OPTS", False, True),
+        ("TLS_KEY", False, True),
+        ("PASSWORD_MIN_LENGTH", False, False),
+        ("TOKEN_TTL", False, False),
+        ("SESSION_COOKIE_SECURE", False, False),
+        ("KEYCLOAK_CLIENT_SECRET_FILE", False, False),
+        ("LOG_LEVEL", False, False),
     ],
 )
-def test_where_no_value_is_at_hand_only_names_that_say_secret_count(name: str, says_secret: bool):
+def test_the_gate_passes_names_that_may_carry_a_secret_and_names_a_secret_only_those_that_say_so(
+    name: str, says_secret: bool, may_carry: bool
+):
     assert names_a_secret(name) is says_secret
-    assert secret_name(name) is (name != "LOG_LEVEL"), "the gate stays broad: the value decides"
+    assert secret_name(name) is may_carry
 
 
 def test_secret_value_keeps_its_meaning_for_callers():

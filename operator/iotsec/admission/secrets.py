@@ -54,6 +54,7 @@ ABOUT_WORDS = frozenset(
     "algorithms algo hash hashing encryption encoder encoding format mode method methods strategy policy provider "
     "providers source backend issuer audience aud scope scopes claim claims realm alias regex pattern validation "
     "validate validator required require enabled enable disabled disable allow allowed check checking rotation "
+    "complexity strength requirements rules history reuse "
     "version env var variable cmd command query secure httponly samesite same site domain label usage generator "
     "cache".split()
 )
@@ -122,11 +123,12 @@ def name_kind(name: str) -> NameKind:
 
 
 def secret_name(name: str) -> bool:
-    """Whether a name may carry a secret at all: the cheap gate before `literal_secret` decides on the value.
+    """Whether a name may carry a secret: the cheap gate before `literal_secret` decides on the value.
 
-    Broad on purpose (`DATABASE_URL`, `JAVA_OPTS`, `TOKEN_TTL` pass it): the value decides. Where no value is at
-    hand and the name alone must say "this is a secret", use `names_a_secret`."""
-    return name_kind(name) != "none"
+    Broader than the names that say "secret" (`DATABASE_URL`, `JAVA_OPTS`, `TLS_KEY` pass it: the value decides); names
+    about a secret (`TOKEN_TTL`, `PASSWORD_MIN_LENGTH`, `*_FILE`) do not. Where no value is at hand and the name alone
+    must say "this is a secret", use `names_a_secret`."""
+    return name_kind(name) in ("secret", "key", "carrier")
 
 
 def names_a_secret(name: str) -> bool:

@@ -19,7 +19,8 @@ Whatever the name, a value that is self-evidently a secret counts: a URI with a 
 private key, a JWT, a token with a vendor's secret prefix (`sk_live_`, `ghp_`, `hvs.`, ...). Under any name that
 may carry one, so does an embedded `password=...`/`"token": "..."` assignment with a literal value.
 
-Every test here is linear in the value: no nested quantifiers, and scans start only at a literal marker.
+A value is decided on its first MAX_DECIDED_CHARS, and every check is linear in it (no ambiguous repetition; the
+URI and JWT scans hop between literal markers), so an adversarial megabyte costs milliseconds.
 """
 
 from __future__ import annotations

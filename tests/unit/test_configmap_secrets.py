@@ -241,7 +241,6 @@ ORDINARY_FILES = [
         "redis:\n  auth:\n    enabled: true\n    existingSecret: redis-auth\n    existingSecretPasswordKey: password",
     ),
 ]
-KNOWN_FALSE = {"app.ini"}  # PASSWORD_COMPLEXITY = lower,upper,digit: secrets.py reads the name as a secret's
 
 
 @pytest.mark.parametrize(("filename", "text"), SECRET_FILES, ids=[f"secret-{n}" for n, _ in SECRET_FILES])
@@ -251,14 +250,7 @@ def test_each_secret_setting_of_the_corpus_is_found(filename: str, text: str):
     assert [f.path for f in found] == [f"data[{filename}]"]
 
 
-@pytest.mark.parametrize(
-    ("filename", "text"),
-    [
-        pytest.param(n, t, marks=pytest.mark.xfail(reason="secrets.py's name decision")) if n in KNOWN_FALSE else (n, t)
-        for n, t in ORDINARY_FILES
-    ],
-    ids=[f"ordinary-{n}" for n, _ in ORDINARY_FILES],
-)
+@pytest.mark.parametrize(("filename", "text"), ORDINARY_FILES, ids=[f"ordinary-{n}" for n, _ in ORDINARY_FILES])
 def test_no_ordinary_setting_of_the_corpus_is_flagged(filename: str, text: str):
     found: list[Finding] = []
     config_map_secrets(config_map("files", {filename: text + "\n"}), found)

@@ -19,9 +19,8 @@ from typing import Any
 
 from iotsec.admission.context import ConfigMapSummary, Context
 from iotsec.admission.model import Finding
-from iotsec.admission.podspecs import pod_specs, relocate
 from iotsec.admission.secrets import literal_secret, secret_name
-from iotsec.admission.workloads import containers
+from iotsec.admission.workloads import PodSpec, containers
 
 MAX_SCANNED_CHARS = 256 * 1024  # of one value; a larger file is read up to there (a ConfigMap holds at most 1 MiB)
 MAX_LINE_CHARS = 4096  # longer lines are blobs (base64, minified JSON), not settings someone wrote
@@ -60,17 +59,12 @@ def summarise(obj: dict[str, Any]) -> ConfigMapSummary:
     return ConfigMapSummary(tuple(sys.intern(key) for key in sorted(keys)[:MAX_SUMMARY_KEYS]))
 
 
-def check_config_fed(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
-    """Findings for an object whose pods' containers take a secret from a ConfigMap (every pod spec it carries)."""
-    namespace = str((obj.get("metadata") or {}).get("namespace") or "")
+def check_config_fed(pod: PodSpec, namespace: str | None, ctx: Context, out: list[Finding]) -> None:
+    """Findings for a pod spec whose containers take a secret from a ConfigMap of `namespace`."""
     known: Mapping[tuple[str, str], ConfigMapSummary] = ctx.snapshot.config_maps if ctx.snapshot else {}
-    extra = (*ctx.domain.workload_kinds, *getattr(getattr(ctx.snapshot, "platform", None), "workload_kinds", ()))
-    for pod in pod_specs(obj, extra):
-        found: list[Finding] = []
-        for path, container in containers(pod):
-            _key_refs(path, container.get("env"), namespace, known, found)
-            _env_from(path, container.get("envFrom"), namespace, known, found)
-        out.extend(relocate(pod, found))
+    for path, container in containers(pod):
+        _key_refs(path, container.get("env"), namespace or "", known, out)
+        _env_from(path, container.get("envFrom"), namespace or "", known, out)
 
 
 def _data(obj: dict[str, Any]) -> Iterator[tuple[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from iotsec.admission.configmaps import check_config_fed
 from iotsec.admission.context import Context
 from iotsec.admission.model import Decision, ExceptionUse, Finding, Violation, container_names, warning_lines
 from iotsec.admission.podspecs import pod_specs, relocate
@@ -23,6 +24,7 @@ def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
     for pod in pods:
         own: list[Finding] = []
         check_pod(pod, ctx, own)
+        check_config_fed(pod, namespace, ctx, own)
         found.extend(relocate(pod, own))
     key = object_key(obj)
     checked = checks_object(*key)

@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import Any
 
-from iotsec.admission.configmaps import check_config_fed, config_map_secrets
+from iotsec.admission.configmaps import config_map_secrets
 from iotsec.admission.context import Context
 from iotsec.admission.model import Finding
 from iotsec.admission.netpol import check_network_policy
@@ -45,7 +45,6 @@ OBJECT_GROUPS: dict[str, tuple[str, ...]] = {
 
 
 def check_object(obj: dict[str, Any], ctx: Context, out: list[Finding]) -> None:
-    check_config_fed(obj, ctx, out)  # every kind that carries pod specs
     group, kind = canonical(*object_key(obj))
     if group is not None and group not in OBJECT_GROUPS.get(kind, ()):
         return  # group None: a hand-written manifest without apiVersion, taken as the built-in kind

@@ -37,6 +37,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 POD = "pod"  # each path leads to a core/v1 PodSpec
@@ -186,6 +187,7 @@ def checks_object(group: str | None, kind: str) -> bool:
     return (group, kind) in CHECKED_OBJECT_KINDS
 
 
+@lru_cache(maxsize=256)  # every object of a kind walks the same few paths
 def parse_path(path: str) -> tuple[str, ...]:
     """The segments of a pod-spec path; ValueError saying what is wrong with it."""
     if not isinstance(path, str) or not path:

@@ -165,6 +165,17 @@ def test_a_10_mb_field_is_never_printed_back_whole(tmp_path):
         assert "xxx..." in done.stdout + done.stderr, "the value is quoted, cut short"
 
 
+def test_violations_quoting_a_10_mb_value_are_cut(tmp_path):
+    container = {"name": TEN_MB, "image": f"registry.example.com/{TEN_MB}:latest", "env": [{"name": TEN_MB}]}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [container]}}
+    path = write(tmp_path / "big.yaml", pod)
+    for output, bound in (("text", 10_000), ("json", 100_000)):
+        done = iotsec("check", "-o", output, "-n", "iot-processing", EXAMPLES / "platform", path)
+        assert done.returncode == 1, done.stderr[-1000:]
+        assert len(done.stdout) + len(done.stderr) < bound, output
+    assert "run-as-non-root" in done.stdout
+
+
 def test_a_yaml_error_quoting_a_huge_token_is_cut(tmp_path):
     path = tmp_path / "alias.yaml"
     path.write_text(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\ndata: *{'a' * 1_000_000}\n")

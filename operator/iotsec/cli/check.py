@@ -10,7 +10,7 @@ from typing import Any
 
 from iotsec.admission import snapshot as checking
 from iotsec.admission.defaults import CURRENT_MINOR, DEFAULT_NAMESPACE
-from iotsec.admission.model import MEMBERSHIP_RULE, summarise_membership
+from iotsec.admission.model import MEMBERSHIP_RULE, Violation, summarise_membership
 from iotsec.cli.common import (
     ENFORCEMENT_MODES,
     EXIT_CODES_EPILOG,
@@ -22,7 +22,9 @@ from iotsec.cli.common import (
     print_json,
     rfc3339_argument,
 )
-from iotsec.model.manifests import clip, load_documents
+from iotsec.model.manifests import MESSAGE_LIMIT, clip, load_documents
+
+JSON_FIELD_LIMIT = 4_096  # characters of one field of a violation in -o json (input quoted in it is cut)
 
 EPILOG = f"""{EXIT_CODES_EPILOG}
   With --strict, findings in warn or audit mode (admitted, but reported) exit 1 as well.
@@ -131,7 +133,9 @@ def _checked_json(checked: checking.Checked) -> dict[str, object]:
         "domain": checked.domain,
         "mode": decision.mode,
         "allowed": decision.allowed,
-        "violations": [v.as_dict() for v in decision.violations],
+        "violations": [
+            {key: clip(value, JSON_FIELD_LIMIT) for key, value in v.as_dict().items()} for v in decision.violations
+        ],
         "exceptionsUsed": [u.line() for u in decision.exceptions_used],
     }
 
@@ -151,12 +155,18 @@ def _print_check(report: checking.Report) -> None:
         print(f"{verdict} {checked.title}  ({checked.document.where}, domain {checked.domain or '-'})")
         for violation in decision.violations:
             if violation.rule != MEMBERSHIP_RULE:  # said once per namespace below
-                print(f"  {violation.line()}")
+                print(f"  {_line(violation)}")
         for use in decision.exceptions_used:
             print(f"  note: {use.line()}")
     for line in summarise_membership(report.checked):
-        print(line)
+        print(clip(line, 2 * MESSAGE_LIMIT))
     print(_summary(report))
+
+
+def _line(violation: Violation) -> str:
+    """violation.line() with each part bounded: a 10 MB container name or image is quoted short."""
+    path, message, fix = (clip(part, 2 * MESSAGE_LIMIT) for part in (violation.path, violation.message, violation.fix))
+    return f"[{violation.control} {violation.rule}] {path}: {message} — {fix}"
 
 
 def _summary(report: checking.Report) -> str:

@@ -21,7 +21,7 @@ MAX_BODY_BYTES = 6 * 1024 * 1024  # the API server sends at most ~3 MiB objects,
 # (API group, kind): a kind of the same name in another group (example.com/v1 Pod) is not checked
 CHECKED_KINDS = frozenset(c.key for c in BUILT_IN) | CHECKED_OBJECT_KINDS
 CHECKED_OPERATIONS = ("CREATE", "UPDATE")
-MAX_WARNING = 256  # the API server may cut longer warnings
+MAX_WARNING = 256  # a last guard: the engine's grouped warnings fit already (admission.model.MAX_LINE, WARNINGS_BUDGET)
 
 
 class ReviewError(ValueError):

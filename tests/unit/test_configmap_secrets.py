@@ -439,3 +439,15 @@ def test_object_checks_go_by_api_group_and_pod_checks_by_the_pod_table():
         stateful["spec"].update(claims)
         violations = decide(stateful, snapshot.context("plant", NOW)).violations
         assert "encrypted-storage" in {v.rule for v in violations}, api_version
+
+
+def test_a_url_or_options_from_an_unknown_config_map_is_not_taken_for_a_secret():
+    """Without the ConfigMap's value only a name that says "secret" by itself counts: DATABASE_URL or JAVA_OPTS
+    may carry one, but nothing shows that this one does."""
+    env = [
+        {"name": "DATABASE_URL", "valueFrom": {"configMapKeyRef": {"name": "unknown", "key": "DATABASE_URL"}}},
+        {"name": "JAVA_OPTS", "valueFrom": {"configMapKeyRef": {"name": "unknown", "key": "opts"}}},
+        {"name": "BROKER_PASSWORD", "valueFrom": {"configMapKeyRef": {"name": "unknown", "key": "pw"}}},
+    ]  # fmt: skip
+    found = secret_violations(deployment({"env": env}), in_domain(SPRING))
+    assert [v.path for v in found] == ["spec.template.spec.containers[0].env[2].valueFrom.configMapKeyRef"]

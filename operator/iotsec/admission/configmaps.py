@@ -19,7 +19,7 @@ from typing import Any
 
 from iotsec.admission.context import ConfigMapSummary, Context
 from iotsec.admission.model import Finding
-from iotsec.admission.secrets import literal_secret, secret_name
+from iotsec.admission.secrets import literal_secret, names_a_secret, secret_name
 from iotsec.admission.workloads import PodSpec, containers
 
 MAX_SCANNED_CHARS = 256 * 1024  # of one value; a larger file is read up to there (a ConfigMap holds at most 1 MiB)
@@ -122,9 +122,10 @@ def _key_refs(
         if not isinstance(ref, dict):
             continue
         variable, key, config_map = str(entry.get("name")), str(ref.get("key")), str(ref.get("name"))
-        if not (secret_name(variable) or secret_name(key)):
-            continue
         summary = _lookup(known, namespace, config_map)
+        says = secret_name if summary is not None else names_a_secret  # no value at hand: not DATABASE_URL
+        if not (says(variable) or says(key)):
+            continue
         if summary is not None and secret_name(key) and key not in summary.secret_keys:
             continue  # the ConfigMap is known and that key's value is no literal secret (a URL, a number, empty)
         out.append(

@@ -295,6 +295,15 @@ def test_kinds_the_webhook_does_not_judge_are_not_counted_clean(tmp_path):
     assert {"kind": "Secret", "objects": 2, "checked": False} in rows
 
 
+def test_objects_in_namespaces_the_webhook_leaves_out_are_not_checked(tmp_path):
+    path = write(tmp_path / "system.yaml", deployment("dns", privileged_pod_spec(), namespace="kube-system"))
+    path2 = write(tmp_path / "release.yaml", deployment("operator", privileged_pod_spec(), namespace=None))
+    done = iotsec("check", "-n", "iotsec-system", path, path2)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 objects checked" in done.stdout
+    assert "namespace iotsec-system: 1, namespace kube-system: 1" in done.stdout
+
+
 # ---------------------------------------------------------------- exit codes
 
 

@@ -17,6 +17,7 @@ from iotsec.api.tenantisolation import ESCALATING_VERBS
 from iotsec.api.validation import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
 from iotsec.build.securitydomain import Domain
 from iotsec.build.tenant import storage_class_name
+from iotsec.build.webhook import ALWAYS_EXCLUDED
 from iotsec.model.labels import ENCRYPTED_LABEL
 from iotsec.model.manifests import Document, clip, shape_problem
 from iotsec.model.platform import Platform
@@ -45,6 +46,7 @@ class Report:
     invalid: list[tuple[Document, list[Problem]]] = field(default_factory=list)
     context_objects: int = 0
     not_checked: Counter[str] = field(default_factory=Counter)  # kind -> objects the webhook does not judge
+    excluded: Counter[str] = field(default_factory=Counter)  # namespace -> objects the webhook never sees there
 
     @property
     def violations(self) -> int:
@@ -93,6 +95,9 @@ def _judge(doc: Document, stored: dict[str, Any], snapshot: Snapshot, now: datet
     """Decide on one object as stored (`doc` as written) as the webhook would, or count its kind as not checked
     (context kinds aside)."""
     target = (stored.get("metadata") or {}).get("namespace")
+    if target in (*ALWAYS_EXCLUDED, snapshot.platform.namespace):
+        report.excluded[target] += 1  # the webhook's namespaceSelector leaves these namespaces out
+        return
     context = snapshot.context(target, now)
     if not judges(stored, context):
         if stored["kind"] not in CONTEXT_KINDS:

@@ -32,7 +32,8 @@ EPILOG = f"""{EXIT_CODES_EPILOG}
 Objects are judged as the API server stores them: a namespaced object without metadata.namespace is judged in the
 -n namespace (default "default", as kubectl and helm), a cluster-scoped one in none; container ports get protocol
 TCP and, with hostNetwork, hostPort = containerPort (Pods; pod templates too before Kubernetes 1.28).
-Kinds the webhook does not judge (Secrets, ServiceAccounts, ...) are counted as not checked, never as clean.
+Kinds the webhook does not judge (Secrets, ServiceAccounts, ...) and objects in the namespaces it leaves out
+(kube-system, kube-public, kube-node-lease, iotsec-system) are counted as not checked, never as clean.
 """
 
 
@@ -120,6 +121,10 @@ def _report_json(report: checking.Report) -> list[dict[str, object]]:
         for document, problems in report.invalid
     ]
     rows += [{"kind": kind, "objects": count, "checked": False} for kind, count in sorted(report.not_checked.items())]
+    rows += [
+        {"namespace": namespace, "objects": count, "checked": False, "excluded": True}
+        for namespace, count in sorted(report.excluded.items())
+    ]
     return rows
 
 
@@ -181,6 +186,9 @@ def _summary(report: checking.Report) -> str:
     if report.not_checked:
         kinds = ", ".join(f"kind {clip(kind, 60)}: {count}" for kind, count in sorted(report.not_checked.items()))
         line += f"; not checked ({kinds})"
+    if report.excluded:
+        spaces = ", ".join(f"namespace {clip(ns, 60)}: {count}" for ns, count in sorted(report.excluded.items()))
+        line += f"; not checked, the webhook leaves these namespaces out ({spaces})"
     if report.invalid:
         line += f"; {len(report.invalid)} invalid (exit 2)"
     return line

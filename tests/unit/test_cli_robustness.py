@@ -273,6 +273,21 @@ def test_upper_case_suffixes_are_found_in_folders(tmp_path):
         assert f"DENIED Deployment iot-processing/{name}" in done.stdout
 
 
+def test_a_pipe_is_read_as_a_file(tmp_path):
+    """`iotsec check <(helm template ...)`: the shell passes /dev/fd/N, which is no regular file."""
+    path = write(tmp_path / "pod.yaml", deployment("piped", privileged_pod_spec()))
+    done = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m iotsec check "{EXAMPLES / "platform"}" <(cat "{path}")'],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "DENIED Deployment iot-processing/piped" in done.stdout
+
+
 def test_a_list_nested_in_a_list_is_flattened(tmp_path):
     inner = {"apiVersion": "v1", "kind": "List", "items": [deployment("nested", privileged_pod_spec())]}
     outer = {"apiVersion": "v1", "kind": "List", "items": [inner, deployment("outer", privileged_pod_spec())]}

@@ -93,7 +93,7 @@ def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
             if not found:
                 raise ManifestError(f"{clip(raw)}: no manifests (*.yaml, *.yml, *.json) in this folder")
             files.extend(found)
-        elif path.is_file() or str(raw) == "-":
+        elif path.exists() or str(raw) == "-":  # a file, or a pipe: iotsec check <(helm template ...)
             files.append(path)
         else:
             raise ManifestError(f"{clip(raw)}: no such file or directory")

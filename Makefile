@@ -66,7 +66,8 @@ e2e-images:
 ## here, not skip)
 e2e-deployed: $(STAMP)
 	IOTSEC_IMAGE_REQUIRED=1 IOTSEC_DEPLOYED_REQUIRED=1 $(BIN)/pytest -m e2e tests/e2e/test_image.py \
-	  tests/e2e/test_deployed.py tests/e2e/test_deployed_backup.py tests/e2e/test_deployed_audit.py
+	  tests/e2e/test_deployed.py tests/e2e/test_deployed_backup.py tests/e2e/test_deployed_audit.py \
+	  tests/e2e/test_deployed_admission.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -103,6 +103,16 @@ def test_a_yaml_bomb_fails_fast_with_one_line(tmp_path, command):
     assert_one_line_usage_error(iotsec(command, bomb), "once aliases are expanded")
 
 
+def test_many_documents_each_below_the_alias_limit_add_up(tmp_path):
+    document = BOMB.split("  g:")[0]  # 6 levels: 531,441 values expanded, below the per-document limit
+    many = tmp_path / "many.yaml"
+    many.write_text("---\n".join([document] * 5))
+    assert_one_line_usage_error(iotsec("check", many), "aliases add more than 1,000,000 values to the input in all")
+    single = tmp_path / "one.yaml"
+    single.write_text(document)
+    assert iotsec("check", single).returncode == 0, "one such document is still read"
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize(
     ("name", "text"),

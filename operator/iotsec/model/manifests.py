@@ -104,21 +104,24 @@ def load_documents(paths: Iterable[str | Path]) -> Iterator[Document]:
     """Every document in the given files, `kind: *List` objects flattened (nested Lists too); a document that is
     not an object is yielded as it is (the caller reports it). ManifestError when nothing at all was found."""
     names = [str(p) for p in paths]
-    count = 0
+    count, aliased = 0, [0]  # values added by alias expansion so far, over all documents
     for path in manifest_files(names):
-        for document in _documents(path):
+        for document in _documents(path, aliased):
             count += 1
             yield document
     if count == 0:
         raise ManifestError(f"{clip(', '.join(names))}: no Kubernetes objects found")
 
 
-def _documents(path: Path) -> Iterator[Document]:
+def _documents(path: Path, aliased: list[int]) -> Iterator[Document]:
     index = 0
     for number, doc in enumerate(_parse(path, _read(path))):
         if doc is None:
             continue  # an empty document (`---` alone, comments only), as kubectl skips it
-        _measure(doc, f"{path} (document {number + 1})")
+        where = f"{path} (document {number + 1})"
+        aliased[0] += _measure(doc, where)
+        if aliased[0] > MAX_NODES:  # many documents each just under the limit add up
+            raise ManifestError(f"{where}: aliases add more than {MAX_NODES:,} values to the input in all")
         for obj in _flatten(doc):
             yield Document(str(path), index, obj)
             index += 1
@@ -152,10 +155,12 @@ def _flatten(doc: Any) -> Iterator[Any]:
             yield obj
 
 
-def _measure(root: Any, where: str) -> None:
+def _measure(root: Any, where: str) -> int:
     """Refuse a document nested deeper than MAX_DEPTH, larger than MAX_NODES with aliases expanded, or
-    containing itself (a recursive alias); shared sub-objects are measured once (iterative, no recursion)."""
+    containing itself (a recursive alias); shared sub-objects are measured once (iterative, no recursion).
+    Returns how many values alias expansion adds (0 without aliases)."""
     sizes: dict[int, tuple[int, int]] = {}  # id -> (expanded nodes, height)
+    distinct = 0
     in_progress: set[int] = set()
     stack = [root] if isinstance(root, dict | list) else []
     while stack:
@@ -178,10 +183,12 @@ def _measure(root: Any, where: str) -> None:
         stack.pop()
         in_progress.discard(key)
         nodes = 1 + len(node) * (2 if isinstance(node, dict) else 1) - len(children)
+        distinct += nodes
         nodes += sum(sizes[id(child)][0] for child in children)
         if nodes > MAX_NODES:
             raise ManifestError(f"{where}: more than {MAX_NODES:,} values once aliases are expanded")
         sizes[key] = (nodes, 1 + max((sizes[id(child)][1] for child in children), default=0))
+    return sizes[id(root)][0] - distinct if id(root) in sizes else 0
 
 
 def _containers(node: Any) -> list[Any]:

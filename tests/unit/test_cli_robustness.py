@@ -432,6 +432,7 @@ def test_pod_templates_get_host_ports_only_from_servers_before_1_28(tmp_path):
     assert host_rules("--kube-version", "1.27") == ["no-host-namespaces", "no-host-ports", "no-host-ports"]
     assert host_rules("--kube-version", "1.28") == ["no-host-namespaces"]
     assert iotsec("check", "--kube-version", "2.1", path).returncode == 2
+    assert iotsec("check", "-n", "Not_A_Namespace", path).returncode == 2
 
 
 def test_api_defaults_are_pure_and_copying():

@@ -55,6 +55,7 @@ def register(sub: Any) -> None:
     check.add_argument(
         "-n",
         "--namespace",
+        type=_namespace,
         default=DEFAULT_NAMESPACE,
         help="namespace of namespaced objects that name none, as helm --namespace (default: default)",
     )
@@ -77,6 +78,12 @@ def register(sub: Any) -> None:
         help="mode for namespaces in no SecurityDomain (default: enforce)",
     )
     check.set_defaults(handler=_check)
+
+
+def _namespace(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
+        raise argparse.ArgumentTypeError(f"{clip(text, 40)!r} is not a namespace name (a DNS label)")
+    return text
 
 
 def _minor_version(text: str) -> int:

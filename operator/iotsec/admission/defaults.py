@@ -17,7 +17,7 @@ import copy
 from typing import Any
 
 from iotsec.api.kinds import BY_KIND
-from iotsec.model.workloads import POD_SPEC_PATHS
+from iotsec.model.workloads import BUILT_IN, POD_SPEC_PATHS
 
 DEFAULT_NAMESPACE = "default"  # what kubectl and helm use without -n and without a context namespace
 CURRENT_MINOR = 99  # "a current server" for the version switch below
@@ -66,8 +66,12 @@ CLUSTER_SCOPED_KINDS = frozenset(
 )
 
 
+# Workload kinds of the pod-spec table that are cluster-scoped (Argo's ClusterWorkflowTemplate)
+CLUSTER_SCOPED_WORKLOADS = frozenset(c.kind for c in BUILT_IN if not c.namespaced)
+
+
 def is_namespaced(kind: str) -> bool:
-    return kind not in CLUSTER_SCOPED_KINDS
+    return kind not in CLUSTER_SCOPED_KINDS and kind not in CLUSTER_SCOPED_WORKLOADS
 
 
 def apply_api_defaults(

@@ -16,7 +16,6 @@ from iotsec.admission.images import parse_image, pinned_forms, pinning_problem
 from iotsec.admission.model import Finding
 from iotsec.admission.secrets import literal_secret, secret_flag, secret_name
 from iotsec.model.labels import LEVEL_LABEL
-from iotsec.model.workloads import POD_SPEC_PATHS
 
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 BASELINE_CAPABILITIES = frozenset(
@@ -45,28 +44,6 @@ class PodSpec:
     annotations: dict[str, str]
     _containers: list[tuple[str, dict[str, Any]]] | None = None
     _contexts: list[tuple[str, str, dict[str, Any]]] | None = None
-
-
-def pod_spec(obj: dict[str, Any]) -> PodSpec | None:
-    """The pod spec an object carries (with the JSON path to it), or None for kinds without one."""
-    steps = POD_SPEC_PATHS.get(obj.get("kind", ""))
-    if steps is None:
-        return None
-    node: Any = obj
-    for step in steps:
-        node = node.get(step) if isinstance(node, dict) else None
-    if not isinstance(node, dict):
-        return None
-    template = obj if obj["kind"] == "Pod" else _parent(obj, steps)
-    metadata = template.get("metadata") or {}
-    return PodSpec(node, ".".join(steps), metadata.get("labels") or {}, metadata.get("annotations") or {})
-
-
-def _parent(obj: dict[str, Any], steps: tuple[str, ...]) -> dict[str, Any]:
-    node = obj
-    for step in steps[:-1]:
-        node = node.get(step) or {}
-    return node
 
 
 def containers(pod: PodSpec) -> list[tuple[str, dict[str, Any]]]:

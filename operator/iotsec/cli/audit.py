@@ -138,7 +138,7 @@ def _spec_from_file(path: Path) -> Any:
     from iotsec.model.manifests import load_documents
 
     for document in load_documents([path]):
-        if document.obj.get("kind") == "AuditPolicy":
+        if isinstance(document.obj, dict) and document.obj.get("kind") == "AuditPolicy":
             try:
                 return parse_resource(document.obj).spec
             except InvalidResourceError as exc:

@@ -6,7 +6,9 @@ from typing import Any
 
 from iotsec.admission.rules import RULES, Rule
 from iotsec.cli.common import EXIT_OK, OUTPUT_FORMATS, print_json
-from iotsec.model.workloads import POD_SPEC_PATHS
+from iotsec.model.workloads import BUILT_IN
+
+POD_CARRIERS = tuple(dict.fromkeys(c.kind for c in BUILT_IN))
 
 POD_KINDS = "pod kinds"  # Pods and every kind with a pod template (the engine's table, workload CRDs included)
 SERVICE_KINDS = ("Service", "Ingress")
@@ -69,7 +71,7 @@ def kinds(rule: Rule) -> list[str]:
     """The kinds `rule` judges, "pod kinds" spelled out."""
     found: list[str] = []
     for kind in KINDS.get(rule.id, ("-",)):
-        found.extend(POD_SPEC_PATHS if kind == POD_KINDS else (kind,))
+        found.extend(POD_CARRIERS if kind == POD_KINDS else (kind,))
     return list(dict.fromkeys(found))
 
 
@@ -81,7 +83,8 @@ def print_rules(output: str) -> int:
     for rule in RULES.values():
         judged = ", ".join(KINDS.get(rule.id, ("-",)))
         print(f"{rule.id:<26} {rule.control:<17} {level(rule):<15} {rule.severity:<9} {judged}")
-    print(f"{len(RULES)} rules; pod kinds: {', '.join(POD_SPEC_PATHS)} and the workload kinds with pod templates")
+    carriers = ", ".join(f"{c.kind} ({c.group or 'core'})" for c in BUILT_IN)
+    print(f"{len(RULES)} rules; pod kinds: {carriers}; more through webhook.workloadKinds and spec.workloadKinds")
     return EXIT_OK
 
 

@@ -141,7 +141,7 @@ CHECKED_OBJECT_KINDS: frozenset[tuple[str, str]] = frozenset(
 
 CHECKED_OBJECT_NAMES = frozenset(kind for _, kind in CHECKED_OBJECT_KINDS)
 
-# The bare-kind view an older caller (iotsec.admission.workloads.pod_spec) still reads: core and apps kinds only.
+# Where Kubernetes' own kinds keep their pod spec: the objects the API server itself defaults (admission.defaults).
 POD_SPEC_PATHS = {
     c.kind: tuple(c.pod_spec_paths[0].split("."))
     for c in BUILT_IN

@@ -720,3 +720,31 @@ def test_no_admitted_random_policy_opens_anything_the_evaluator_can_see(converge
         mine = {n: p for n, p in pods.items() if p.namespace == namespace}
         assert _opened(own, obj, mine, others, ns_labels) == set(), obj
     assert admitted >= 20, f"too few admitted to mean anything: {admitted} of {admitted + refused}"
+
+
+def test_iotsec_check_of_rendered_output_judges_the_operators_own_policies_as_the_webhook_does():
+    """`iotsec render | iotsec check`: a BackupPolicy's egress (wider than its domain) is the operator's and is
+    admitted exactly as planned; the same name with one more port, or written anew elsewhere, is judged as anyone's."""
+    from iotsec.admission.snapshot import check
+    from iotsec.model.manifests import load_documents
+
+    context = list(load_documents([EXAMPLES / "platform"]))
+    rendered = iotsec_render.render(context).objects
+    backup = next(
+        o
+        for o in rendered
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["labels"].get("iotsec.io/owner-kind") == "BackupPolicy"
+    )
+    widened = copy.deepcopy(backup)
+    widened["spec"]["egress"][0].setdefault("ports", []).append({"protocol": "TCP", "port": 8080})
+    moved = copy.deepcopy(backup)
+    moved["metadata"]["name"] = "copied-egress"
+
+    def verdict(obj: dict[str, Any]) -> bool:
+        report = check([*context, Document("rendered.yaml", 0, obj)], NOW)
+        (checked,) = [c for c in report.checked if c.document.obj is obj]
+        return checked.decision.allowed
+
+    assert verdict(backup), "the operator's own planned policy is admitted"
+    assert not verdict(widened), "one port more is no longer the operator's plan"
+    assert not verdict(moved), "the plan's spec under another name is a user's policy"

@@ -51,7 +51,12 @@ RULES: dict[str, Rule] = {
         Rule("no-privilege-escalation", "X1369-9.4.3-1", "high", "allowPrivilegeEscalation: false", "restricted"),
         Rule("run-as-non-root", "X1369-9.4.3-1", "high", "run as a non-root user", "restricted"),
         # iotsec: X.1369 beyond Pod Security
-        Rule("image-pinned", "X1369-9.3.2-1", "high", "images pinned by digest or a version tag, never latest"),
+        Rule(
+            "image-pinned",
+            "X1369-9.3.2-1",
+            "high",
+            "images pinned as the domain's imagePinning asks: digest, full version, or any tag but latest",
+        ),
         Rule("allowed-registry", "X1369-9.3.2-1", "high", "images from the domain's registries"),
         Rule("read-only-root-fs", "X1369-9.3.2-2", "medium", "read-only root filesystem"),
         Rule("allowed-ports", "X1369-9.3.2-3", "medium", "only the domain's container ports"),

@@ -49,7 +49,7 @@ def register(sub: Any) -> None:
         nargs="*",
         metavar="PATH",
         help="manifests (- for stdin, e.g. helm template ... | iotsec check -); iotsec custom "
-        "resources, Namespaces and StorageClasses among them give the context",
+        "resources, Namespaces, StorageClasses, ClusterRoles and ConfigMaps among them give the context",
     )
     check.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="text")
     check.add_argument(

@@ -52,7 +52,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "trusted-admin-binding": ("RoleBinding", "ClusterRoleBinding"),
     "operator-confinement": ("requests of iotsec's own service account",),
     "managed-object-integrity": ("ConfigMap",),
-    "domain-membership": (POD_KINDS, "Service", "Ingress", "PersistentVolumeClaim"),
+    "domain-membership": (POD_KINDS, "Service", "Ingress", "PersistentVolumeClaim", "NetworkPolicy"),
     "network-policy-scope": ("NetworkPolicy",),
 }
 

@@ -137,6 +137,7 @@ def test_every_rule_has_a_test_case():
     covered = set(VIOLATING) | set(OBJECT_CASES) | {"domain-membership", "ingress-tls-management", "data-class"}
     covered |= {"operator-confinement", "managed-object-integrity"}  # tests/unit/test_operator_fence.py
     covered |= {"network-policy-scope"}  # tests/unit/test_netpol_admission.py
+    covered |= {"pod-spec-patch"}  # tests/unit/test_workload_kinds.py
     assert covered == set(RULES)
 
 

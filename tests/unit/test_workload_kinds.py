@@ -414,3 +414,115 @@ def test_a_kind_a_domain_adds_is_checked_in_its_namespaces_only():
     elsewhere = {**widget, "metadata": {"name": "w", "namespace": "office"}}
     assert decide(elsewhere, snapshot.context("office", NOW)).violations == ()
     assert _review(elsewhere, snapshot).verdict == "skipped"
+
+
+# ---------------------------------------------------------------- Argo podSpecPatch, templateDefaults, references
+
+CONFORMING_MAIN = {
+    "image": "registry.example.com/iot/etl:1.2.3",
+    "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+    "securityContext": {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+}
+PRIVILEGED_PATCH = '{"containers":[{"name":"main","securityContext":{"privileged":true}}]}'
+CPU_PARAMETER_PATCH = '{"containers":[{"name":"main","resources":{"limits":{"cpu":"{{inputs.parameters.cpu}}"}}}]}'
+
+
+def _argo(**spec: Any) -> dict[str, Any]:
+    body = {"serviceAccountName": "etl", "entrypoint": "run", **spec}
+    body.setdefault("templates", [{"name": "run", "container": copy.deepcopy(CONFORMING_MAIN)}])
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "etl", "namespace": NAMESPACE},
+        "spec": body,
+    }
+
+
+def _findings(obj: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(v.rule, v.path) for v in decide(obj, _ctx()).violations}
+
+
+def test_a_conforming_workflow_is_admitted():
+    assert _findings(_argo()) == set()
+
+
+@pytest.mark.parametrize(
+    ("where", "patch_path"), [("workflow", "spec.podSpecPatch"), ("template", "spec.templates[0].podSpecPatch")]
+)
+def test_a_pod_spec_patch_cannot_smuggle_privileges_past_admission(where, patch_path):
+    workflow = _argo()
+    node = workflow["spec"] if where == "workflow" else workflow["spec"]["templates"][0]
+    node["podSpecPatch"] = PRIVILEGED_PATCH
+    assert _findings(workflow) == {("no-privileged", f"{patch_path}.containers[0].securityContext.privileged")}
+    node["podSpecPatch"] = "containers: [{name: main, securityContext: {privileged: {{inputs.parameters.p}}}}]"
+    assert ("no-privileged", f"{patch_path}.containers[0].securityContext.privileged") in _findings(workflow), (
+        "a parameter where a boolean belongs counts as set: its value is chosen at submit time"
+    )
+
+
+def test_a_parameterised_resources_patch_is_admitted():
+    """Argo's documented use of podSpecPatch: limits from parameters."""
+    workflow = _argo()
+    workflow["spec"]["templates"][0]["podSpecPatch"] = CPU_PARAMETER_PATCH
+    assert _findings(workflow) == set()
+
+
+def test_a_container_a_patch_adds_is_judged_whole_at_the_patch():
+    workflow = _argo(podSpecPatch='{"containers":[{"name":"debug","image":"busybox:latest"}]}')
+    found = _findings(workflow)
+    assert ("image-pinned", "spec.podSpecPatch.containers[0].image") in found
+    assert ("read-only-root-fs", "spec.podSpecPatch.containers[0].securityContext.readOnlyRootFilesystem") in found
+    assert all(path.startswith("spec.podSpecPatch") for _, path in found), found
+
+
+def test_a_patch_adding_a_host_path_or_root_is_denied():
+    workflow = _argo(podSpecPatch='{"volumes":[{"name":"node","hostPath":{"path":"/"}}]}')
+    assert _findings(workflow) == {("no-host-path", "spec.podSpecPatch.volumes[0].hostPath")}
+    workflow = _argo()
+    workflow["spec"]["templates"][0]["podSpecPatch"] = "securityContext: {runAsUser: 0}"
+    assert _findings(workflow) == {("run-as-non-root", "spec.templates[0].podSpecPatch.securityContext.runAsUser")}
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        '{"containers":[{"name":"main","securityContext":{"$patch":"delete"}}]}',  # removes the securityContext
+        "{{{",
+        '{"containers":"x"}',
+        "a: &a [1]\nb: *a",
+        "just text",
+        "x" * (64 * 1024 + 1),
+    ],
+    ids=["directive", "garbage", "shape", "alias", "scalar", "oversized"],
+)
+def test_a_patch_that_cannot_be_verified_is_a_finding_of_its_own(patch):
+    found = _findings(_argo(podSpecPatch=patch))
+    assert found == {("pod-spec-patch", "spec.podSpecPatch")}
+
+
+def test_template_defaults_are_merged_under_every_template():
+    bare = {k: v for k, v in CONFORMING_MAIN.items() if k != "securityContext"}
+    defaults = {"container": {"securityContext": CONFORMING_MAIN["securityContext"]}}
+    assert _findings(_argo(templateDefaults=defaults, templates=[{"name": "run", "container": bare}])) == set()
+    risky = {"container": {"securityContext": {"privileged": True}}}
+    assert {rule for rule, _ in _findings(_argo(templateDefaults=risky))} == {"no-privileged"}
+
+
+def test_a_workflow_that_references_a_template_answers_for_what_it_sets():
+    reference = {"workflowTemplateRef": {"name": "etl"}, "templates": []}
+    assert _findings(_argo(**reference)) == set()
+    assert _findings(_argo(**reference, hostNetwork=True)) == {("no-host-namespaces", "spec.hostNetwork")}
+    assert _findings(_argo(**reference, securityContext={"runAsUser": 0})) == {
+        ("run-as-non-root", "spec.securityContext.runAsUser")
+    }
+    privileged = {("no-privileged", "spec.podSpecPatch.containers[0].securityContext.privileged")}
+    assert _findings(_argo(**reference, podSpecPatch=PRIVILEGED_PATCH)) == privileged
+    assert _findings(_argo(**reference, podSpecPatch=CPU_PARAMETER_PATCH)) == set(), (
+        "what the referenced template's containers lack is judged with the WorkflowTemplate"
+    )

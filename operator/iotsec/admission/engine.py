@@ -7,7 +7,7 @@ from typing import Any
 from iotsec.admission.configmaps import check_config_fed
 from iotsec.admission.context import Context
 from iotsec.admission.model import Decision, ExceptionUse, Finding, Violation, container_names, warning_lines
-from iotsec.admission.podspecs import pod_specs, relocate
+from iotsec.admission.podspecs import UnreadablePatch, patch_path, pod_specs, relocate
 from iotsec.admission.resources import check_object
 from iotsec.admission.workloads import check_pod
 from iotsec.api.securitydomain import PolicyException
@@ -23,8 +23,14 @@ def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
     pods = pod_specs(obj, kinds)
     for pod in pods:
         own: list[Finding] = []
-        check_pod(pod, ctx, own)
-        check_config_fed(pod, namespace, ctx, own)
+        try:
+            check_pod(pod, ctx, own)
+            check_config_fed(pod, namespace, ctx, own)
+        except (AttributeError, TypeError, KeyError, ValueError) as shape:
+            patch = patch_path(pod)
+            if patch is None:
+                raise
+            pod = UnreadablePatch(patch, f"the pod it makes is not shaped like a pod spec ({shape})")
         found.extend(relocate(pod, own))
     key = object_key(obj)
     checked = checks_object(*key)

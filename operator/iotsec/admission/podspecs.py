@@ -8,16 +8,27 @@ workflow's `hostNetwork`; `securityContext`, `serviceAccountName` and `automount
 template where it sets them, else from the workflow; the workflow's and the template's `volumes`; labels and
 annotations from the workflow's `podMetadata` and the template's `metadata`. Findings on the assembled pod are
 moved back to the field they come from (`spec.templates[2].container.securityContext.privileged`,
-`spec.hostNetwork`). Not read: `podSpecPatch` (a strategic-merge patch in a string, often with `{{...}}`
-parameters) and `templateDefaults`; both can add to the pod what this does not see.
+`spec.hostNetwork`). The workflow's `templateDefaults` are merged under every template first (the template's own
+fields win), as Argo does.
+
+`podSpecPatch` (workflow or template; a strategic-merge patch in a string, often with `{{...}}` parameters) can
+add anything to the pod, also on a Workflow that only references a WorkflowTemplate. Each patch is read as a pod
+spec of its own, parameters replaced by an unresolved marker (so `privileged: {{...}}` counts as set), and judged
+on the fields it sets: a finding at a field the patch does not set is dropped (the template's pod answers for
+those). A patch that cannot be read, is longer than 64 KiB, uses YAML aliases or strategic-merge directives
+(`$patch: delete` can remove a securityContext) cannot be verified and is a `pod-spec-patch` finding.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 from iotsec.admission.model import Finding
 from iotsec.admission.workloads import PodSpec
@@ -25,6 +36,10 @@ from iotsec.model.workloads import ARGO, WorkloadKindLike, find_carrier, object_
 
 ASSEMBLED = "@pod"  # the path of an assembled pod spec; relocate() replaces it with the real paths
 _RUNS_A_POD = ("container", "script", "containerSet")
+PATCH = "podSpecPatch"
+MAX_PATCH_CHARS = 64 * 1024
+UNRESOLVED = "iotsec-unresolved-parameter"  # stands for a {{...}} parameter: set, to a value nobody knows yet
+_PARAMETER = re.compile(r"\{\{[^{}]{0,512}\}\}")
 
 
 @dataclass
@@ -34,6 +49,7 @@ class AssembledPodSpec(PodSpec):
 
     where: dict[str, str] = field(default_factory=dict)
     fallback: str = ""
+    patches: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (podSpecPatch, its path), applied
 
 
 def pod_specs(obj: dict[str, Any], extra: Iterable[WorkloadKindLike] = ()) -> list[PodSpec]:
@@ -82,29 +98,59 @@ def _strings(metadata: dict[str, Any], key: str) -> dict[str, str]:
 
 
 def _workflow_pods(workflow: dict[str, Any], path: str) -> list[PodSpec]:
+    workflow_patches, found = _patches(workflow, path)
+    found += _referenced_pods(workflow, path, workflow_patches)
     templates = workflow.get("templates")
     if not isinstance(templates, list):
-        return []
-    return [
-        _template_pod(workflow, path, template, f"{path}.templates[{index}]")
-        for index, template in enumerate(templates)
-        if isinstance(template, dict) and any(key in template for key in _RUNS_A_POD)
-    ]
+        return found
+    defaults = workflow.get("templateDefaults")
+    defaults = defaults if isinstance(defaults, dict) else {}
+    for index, template in enumerate(templates):
+        if not isinstance(template, dict):
+            continue
+        t_path = f"{path}.templates[{index}]"
+        template_patches, unreadable = _patches(template, t_path)
+        found += unreadable
+        merged = _under(defaults, template)
+        if any(key in merged for key in _RUNS_A_POD):
+            pod = _template_pod(workflow, path, merged, t_path, _origins(defaults, template, path))
+            found.append(_patched(pod, [*workflow_patches, *template_patches]))
+    return found
 
 
-def _template_pod(workflow: dict[str, Any], wf_path: str, template: dict[str, Any], t_path: str) -> PodSpec:
+def _under(defaults: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    """`template` over `defaults`, objects merged key by key (Argo's templateDefaults)."""
+    merged = dict(defaults)
+    for key, value in template.items():
+        base = merged.get(key)
+        merged[key] = _under(base, value) if isinstance(base, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def _origins(defaults: dict[str, Any], template: dict[str, Any], wf_path: str) -> dict[str, str]:
+    """Where a merged template's top-level field was written: on the template, or in templateDefaults."""
+    return {key: f"{wf_path}.templateDefaults" for key in defaults if key not in template}
+
+
+def _template_pod(
+    workflow: dict[str, Any], wf_path: str, template: dict[str, Any], t_path: str, origins: dict[str, str]
+) -> PodSpec:
     spec: dict[str, Any] = {}
     where: dict[str, str] = {}
     if "hostNetwork" in workflow:
         spec["hostNetwork"], where["hostNetwork"] = workflow["hostNetwork"], f"{wf_path}.hostNetwork"
     for key in ("securityContext", "serviceAccountName", "automountServiceAccountToken"):
-        source, source_path = (template, t_path) if key in template else (workflow, wf_path)
+        source, source_path = (template, origins.get(key, t_path)) if key in template else (workflow, wf_path)
         if key in source:
             spec[key] = source[key]
         where[key] = f"{source_path}.{key}"  # unset: the fix belongs on the workflow, for every template
     _gather(spec, where, "volumes", [(workflow, wf_path, "volumes"), (template, t_path, "volumes")])
     _gather(spec, where, "initContainers", [(template, t_path, "initContainers")])
-    main = [(f"{t_path}.{key}", _named_main(template[key])) for key in ("container", "script") if key in template]
+    main = [
+        (f"{origins.get(key, t_path)}.{key}", _named_main(template[key]))
+        for key in ("container", "script")
+        if key in template
+    ]
     containers = [(p, c) for p, c in main] + _items(template, t_path, "sidecars")
     container_set = template.get("containerSet")
     if container_set is not None:
@@ -153,11 +199,235 @@ def _gather(
         where.update({f"{key}[{index}]": path for index, (path, _) in enumerate(items)})
 
 
+@dataclass
+class PatchPodSpec(AssembledPodSpec):
+    """A podSpecPatch read as a pod spec: only findings at fields it sets are its own."""
+
+
+def _patches(node: dict[str, Any], path: str) -> tuple[list[tuple[dict[str, Any], str]], list[PodSpec]]:
+    """The node's podSpecPatch, read ([(patch, path)]), or one UnreadablePatch to report."""
+    text = node.get(PATCH)
+    if text is None:
+        return [], []
+    where = f"{path}.{PATCH}"
+    try:
+        return [(_read_patch(text), where)], []
+    except ValueError as problem:
+        return [], [UnreadablePatch(where, str(problem))]
+
+
+def _patched(pod: AssembledPodSpec, patches: list[tuple[dict[str, Any], str]]) -> AssembledPodSpec:
+    """The pod as Argo creates it: the workflow's podSpecPatch, then the template's, merged over it."""
+    spec = pod.spec
+    for patch, _ in patches:
+        spec = merge_patch(spec, patch)
+    where = dict(pod.where)
+    for key in ("initContainers", "containers", "volumes"):
+        for index, item in enumerate(spec.get(key) or ()):
+            if f"{key}[{index}]" not in where or index >= len(pod.spec.get(key) or ()):
+                where[f"{key}[{index}]"] = _added_by(item, key, patches) or where.get(f"{key}[{index}]", "")
+    where = {k: v for k, v in where.items() if v}
+    return dataclasses.replace(pod, spec=spec, where=where, patches=patches, _containers=None, _contexts=None)
+
+
+def _added_by(item: Any, key: str, patches: list[tuple[dict[str, Any], str]]) -> str | None:
+    """The path of an item a podSpecPatch added to the list `key` (the last patch that names it)."""
+    for patch, where in reversed(patches):
+        for position, candidate in enumerate(patch.get(key) or () if isinstance(patch.get(key), list) else ()):
+            if _same(item, candidate, MERGE_KEYS[key]):
+                return f"{where}.{key}[{position}]"
+    return None
+
+
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "volumes": "name",
+    "env": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+    "imagePullSecrets": "name",
+}
+
+
+def merge_patch(base: Any, patch: Any, key: str = "") -> Any:
+    """A strategic-merge patch without directives (read_patch refuses those): objects merge key by key, the
+    lists of a pod spec that Kubernetes merges by a key (containers by name, ...) merge item by item, anything
+    else is replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        merged = dict(base)
+        for name, value in patch.items():
+            merged[name] = merge_patch(base.get(name), value, name) if name in base else value
+        return merged
+    merge_key = MERGE_KEYS.get(key)
+    if merge_key and isinstance(base, list) and isinstance(patch, list):
+        merged_list = list(base)
+        for item in patch:
+            match = next(
+                (i for i, old in enumerate(merged_list) if _same(old, item, merge_key)),
+                None,
+            )
+            if match is None:
+                merged_list.append(item)
+            else:
+                merged_list[match] = merge_patch(merged_list[match], item)
+        return merged_list
+    return patch
+
+
+def _same(old: Any, new: Any, merge_key: str) -> bool:
+    return isinstance(old, dict) and isinstance(new, dict) and merge_key in new and old.get(merge_key) == new[merge_key]
+
+
+_WORKFLOW_POD_FIELDS = (
+    "hostNetwork",
+    "securityContext",
+    "volumes",
+    "serviceAccountName",
+    "automountServiceAccountToken",
+)
+
+
+def _referenced_pods(workflow: dict[str, Any], path: str, patches: list[tuple[dict[str, Any], str]]) -> list[PodSpec]:
+    """A Workflow that runs a WorkflowTemplate's templates (workflowTemplateRef) still sets their pods'
+    hostNetwork, securityContext and volumes, and patches them: what it sets, judged where it is set (the
+    templates themselves are judged with the WorkflowTemplate)."""
+    if "workflowTemplateRef" not in workflow:
+        return []
+    fields = {key: workflow[key] for key in _WORKFLOW_POD_FIELDS if key in workflow}
+    where = {key: f"{path}.{key}" for key in fields}
+    if not fields and not patches:
+        return []
+    pod = PatchPodSpec(fields, ASSEMBLED, {}, {}, where=where, fallback=path)
+    return [_patched(pod, patches)]
+
+
+def _read_patch(text: Any) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise ValueError("it is not a string")
+    if len(text) > MAX_PATCH_CHARS:
+        raise ValueError(f"it is longer than {MAX_PATCH_CHARS // 1024} KiB")
+    text = _PARAMETER.sub(UNRESOLVED, text)
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise ValueError("it uses YAML aliases")
+        patch = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as error:
+        raise ValueError(f"it is not JSON or YAML ({type(error).__name__})") from None
+    if not isinstance(patch, dict):
+        raise ValueError("it is not an object")
+    directive = _directive(patch)
+    if directive:
+        raise ValueError(f"it uses the strategic-merge directive {json.dumps(directive)[:60]}")
+    return patch
+
+
+def _directive(node: Any) -> str | None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if str(key).startswith("$"):
+                return str(key)
+            found = _directive(value)
+            if found:
+                return found
+    elif isinstance(node, list):
+        return next((d for d in map(_directive, node) if d), None)
+    return None
+
+
+class UnreadablePatch(PodSpec):
+    """A podSpecPatch iotsec cannot read: judged as one finding, never as a pod."""
+
+    def __init__(self, where: str, problem: str):
+        super().__init__({}, where, {}, {})
+        self.problem = problem
+
+    def finding(self) -> Finding:
+        return Finding(
+            "pod-spec-patch",
+            self.path,
+            f"podSpecPatch cannot be verified: {self.problem}",
+            "write podSpecPatch as a JSON or YAML object without $-directives or aliases, or set the fields on "
+            "the template",
+        )
+
+
+def patch_path(pod: PodSpec) -> str | None:
+    """Where the podSpecPatch that shaped `pod` is (the last one), or a Workflow's own fields; None for others."""
+    if isinstance(pod, AssembledPodSpec) and pod.patches:
+        return pod.patches[-1][1]
+    return pod.fallback if isinstance(pod, PatchPodSpec) else None
+
+
 def relocate(pod: PodSpec, findings: list[Finding]) -> list[Finding]:
-    """Findings on `pod` with paths into the object itself (only assembled pod specs need it)."""
+    """Findings on `pod` with paths into the object itself (only assembled pod specs need it): a value a
+    podSpecPatch set is found in the patch. A Workflow's own fields (PatchPodSpec) answer only for what they set."""
+    if isinstance(pod, UnreadablePatch):
+        return [pod.finding()]
     if not isinstance(pod, AssembledPodSpec):
         return findings
-    return [dataclasses.replace(f, path=_real(pod, f.path)) for f in findings]
+    placed = []
+    for finding in findings:
+        in_patch = _in_patches(pod, finding.path)
+        if isinstance(pod, PatchPodSpec) and (finding.rule in _ABSENCE_RULES or not (in_patch or _set(pod, finding))):
+            continue  # the referenced WorkflowTemplate's containers answer for what is missing
+        placed.append(dataclasses.replace(finding, path=in_patch or _real(pod, finding.path)))
+    return placed
+
+
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_ABSENCE_RULES = ("resource-limits",)  # found at an object that exists but lacks a key
+
+
+def _in_patches(pod: AssembledPodSpec, path: str) -> str | None:
+    """The path in the last podSpecPatch that sets the value at `path` of the patched pod, or None."""
+    if not path.startswith(ASSEMBLED + "."):
+        return None
+    steps = _STEP.findall(path[len(ASSEMBLED) + 1 :])
+    for patch, where in reversed(pod.patches):
+        found = _walk_patch(pod.spec, patch, steps)
+        if found is not None:
+            return f"{where}.{found}" if found else where
+    return None
+
+
+def _walk_patch(spec: Any, patch: Any, steps: list[tuple[str, str]]) -> str | None:
+    """Follow `steps` through the patched pod and the patch together (list items matched by their merge key)."""
+    parts: list[str] = []
+    node, list_key = spec, ""
+    for name, index in steps:
+        if index:
+            if not (isinstance(node, list) and isinstance(patch, list) and int(index) < len(node)):
+                return None
+            item, merge_key = node[int(index)], MERGE_KEYS.get(list_key, "")
+            position = next((i for i, p in enumerate(patch) if merge_key and _same(item, p, merge_key)), None)
+            if position is None:
+                return None
+            node, patch = item, patch[position]
+            parts[-1] += f"[{position}]"
+        else:
+            if not (isinstance(node, dict) and isinstance(patch, dict) and name in patch):
+                return None
+            node, patch, list_key = node.get(name), patch[name], name
+            parts.append(name)
+    return ".".join(parts)
+
+
+def _set(pod: PatchPodSpec, finding: Finding) -> bool:
+    """Whether a Workflow's own pod fields set the value a finding is about."""
+    if not finding.path.startswith(ASSEMBLED + "."):
+        return False
+    node: Any = pod.spec
+    for name, index in _STEP.findall(finding.path[len(ASSEMBLED) + 1 :]):
+        node = (
+            (node[int(index)] if isinstance(node, list) and int(index) < len(node) else None)
+            if index
+            else (node.get(name) if isinstance(node, dict) else None)
+        )
+        if node is None:
+            return False
+    return True
 
 
 def _real(pod: AssembledPodSpec, path: str) -> str:

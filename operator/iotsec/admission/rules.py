@@ -96,6 +96,12 @@ RULES: dict[str, Rule] = {
             "the ConfigMaps iotsec writes (device trust bundles and CRLs, runner and audit configuration) change "
             "only through iotsec",
         ),
+        Rule(
+            "pod-spec-patch",
+            "X1369-9.4.3-1",
+            "high",
+            "an Argo podSpecPatch is a readable JSON/YAML object, so what it adds to the pod can be judged",
+        ),
         Rule("domain-membership", "X1369-9.4.1-1", "high", "every workload namespace belongs to a SecurityDomain"),
         Rule(
             "network-policy-scope",

@@ -54,6 +54,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "managed-object-integrity": ("ConfigMap",),
     "domain-membership": (POD_KINDS, "Service", "Ingress", "PersistentVolumeClaim", "NetworkPolicy"),
     "network-policy-scope": ("NetworkPolicy",),
+    "pod-spec-patch": ("Workflow", "CronWorkflow", "WorkflowTemplate", "ClusterWorkflowTemplate"),
 }
 
 

@@ -134,7 +134,7 @@ def _origins(defaults: dict[str, Any], template: dict[str, Any], wf_path: str) -
 
 def _template_pod(
     workflow: dict[str, Any], wf_path: str, template: dict[str, Any], t_path: str, origins: dict[str, str]
-) -> PodSpec:
+) -> AssembledPodSpec:
     spec: dict[str, Any] = {}
     where: dict[str, str] = {}
     if "hostNetwork" in workflow:

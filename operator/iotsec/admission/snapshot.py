@@ -122,7 +122,7 @@ def _judge(
     if target in (*ALWAYS_EXCLUDED, snapshot.platform.namespace):
         report.excluded[target] += 1  # the webhook's namespaceSelector leaves these namespaces out
         return
-    key = (target or "", metadata.get("name"))
+    key = (str(target or ""), str(metadata.get("name")))
     planned = stored["kind"] == "NetworkPolicy" and key in operator_policies
     user = snapshot.platform.operator_user if planned and operator_policies[key] == stored.get("spec") else ""
     context = snapshot.context(target, now, user=user)

@@ -22,7 +22,7 @@ import yaml
 from iotsec.admission.context import Snapshot
 from iotsec.admission.engine import decide
 from iotsec.admission.model import Decision
-from iotsec.admission.netpol import Ports, implies, requirements, uncovered_ports
+from iotsec.admission.netpol import MAX_ITEMS, Ports, implies, requirements, uncovered_ports
 from iotsec.admission.rules import RULES
 from iotsec.admission.snapshot import snapshot_from_objects
 from iotsec.build import render as iotsec_render
@@ -419,10 +419,13 @@ def test_a_namespace_of_no_domain_is_treated_as_for_other_kinds(bridge):
     assert decision.allowed is judged(bridge, service).allowed is False
 
 
-def test_iotsecs_audit_namespace_is_no_domains_business():
+def test_iotsecs_audit_namespace_takes_network_policies_from_the_operator_alone():
+    """No domain has a say in the audit sinks' namespace; anyone else's policy there could open the sinks."""
     snapshot = Snapshot(platform=Platform())
     decision = decide(allow_all("iotsec-audit"), snapshot.context("iotsec-audit", NOW, TENANT_ADMIN))
-    assert decision.violations == ()
+    assert [(v.rule, v.path) for v in decision.violations] == [("network-policy-scope", "metadata.namespace")]
+    operator = snapshot.platform.operator_user
+    assert decide(allow_all("iotsec-audit"), snapshot.context("iotsec-audit", NOW, operator)).violations == ()
 
 
 # ---------------------------------------------------------------- iotsec's own policies
@@ -441,11 +444,16 @@ def test_every_planned_domain_policy_is_admitted_whoever_writes_it(name, docs):
     objects = rendered(docs)
     snapshot = snapshot_of(docs)
     planned = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].startswith("iotsec-")]
-    domain_policies = [o for o in planned if not o["metadata"]["name"].startswith("iotsec-backup-")]
+    audit = snapshot.platform.audit_namespace
+    sinks = [o for o in planned if o["metadata"]["namespace"] == audit]
+    domain_policies = [o for o in planned if not o["metadata"]["name"].startswith("iotsec-backup-") and o not in sinks]
     assert domain_policies, name
     for obj in domain_policies:
         for user in (OPERATOR, TENANT_ADMIN):
             assert judged(snapshot, obj, user).violations == (), (obj["metadata"], user)
+    for obj in sinks:  # the audit sinks' own policies: the operator's alone
+        assert judged(snapshot, obj, OPERATOR).violations == (), obj["metadata"]
+        assert not judged(snapshot, obj, TENANT_ADMIN).allowed, obj["metadata"]
 
 
 def test_a_backup_egress_is_admitted_for_the_operator_only(platform):
@@ -748,3 +756,52 @@ def test_iotsec_check_of_rendered_output_judges_the_operators_own_policies_as_th
     assert verdict(backup), "the operator's own planned policy is admitted"
     assert not verdict(widened), "one port more is no longer the operator's plan"
     assert not verdict(moved), "the plan's spec under another name is a user's policy"
+
+
+# ---------------------------------------------------------------- found by the red-team review
+
+
+@pytest.mark.parametrize(
+    "cidr", ["::ffff:10.0.0.0/104", "::ffff:198.51.100.0/120", "64:ff9b::a00:0/104", "2002:a00::/24"]
+)
+def test_ipv6_ranges_that_embed_ipv4_addresses_do_not_reach_past_the_internet_rule(bridge, cidr):
+    """A CNI may match ::ffff:10.0.0.0/104 as 10.0.0.0/8: the IPv6 internet the domain opens leaves them out."""
+    egress = [{"to": [{"ipBlock": {"cidr": cidr}}], "ports": [{"port": 443}]}]
+    assert not judged(bridge, policy("bridge", egress=egress)).allowed
+
+
+def test_the_operators_identity_writes_only_a_backup_egress_unjudged(platform):
+    """A stolen operator token gains no allow-all: only the BackupPolicy Job-egress shape skips the check."""
+    assert not judged(platform, allow_all("acme-meters"), OPERATOR).allowed
+    renamed = allow_all("acme-meters")
+    renamed["metadata"]["name"] = "iotsec-backup-x"
+    assert not judged(platform, renamed, OPERATOR).allowed
+    selector = {"matchLabels": {"iotsec.io/owner-kind": "BackupPolicy", "iotsec.io/owner-name": "x"}}
+    backup = policy(
+        "acme-meters",
+        "iotsec-backup-x",
+        podSelector=selector,
+        policyTypes=["Egress"],
+        egress=[{"ports": [{"port": 443}]}],
+    )
+    assert judged(platform, backup, OPERATOR).allowed
+    assert not judged(platform, backup, TENANT_ADMIN).allowed
+    with_ingress = copy.deepcopy(backup)
+    with_ingress["spec"].update(policyTypes=["Egress", "Ingress"], ingress=[{}])
+    assert not judged(platform, with_ingress, OPERATOR).allowed
+
+
+def test_rules_of_a_direction_the_policy_does_not_declare_are_ignored_as_kubernetes_does(bridge):
+    ignored = policy("bridge", policyTypes=["Egress"], ingress=[{}])
+    assert judged(bridge, ignored).violations == ()
+    assert not judged(bridge, policy("bridge", ingress=[{}])).allowed, "no policyTypes: Ingress applies"
+
+
+def test_a_policy_too_large_to_verify_in_time_is_refused_and_a_large_one_is_decided(bridge):
+    ports = [{"port": p} for p in range(1000, 1000 + 2 * (MAX_ITEMS + 1), 2)]
+    [violation] = judged(bridge, policy("bridge", egress=[{"to": [{"ipBlock": PUBLIC_V4}], "ports": ports}])).violations
+    assert "too large to verify in time" in violation.message
+    holes = [f"203.0.{i // 256}.{i % 256}/32" for i in range(0, 2 * MAX_ITEMS, 2)]
+    block = {"ipBlock": {"cidr": "203.0.0.0/16", "except": holes}}
+    wide = policy("bridge", egress=[{"to": [block] * 3, "ports": ports[:MAX_ITEMS]}])
+    assert {v.rule for v in judged(bridge, wide).violations} == {RULE}, "beyond the internet rule's port 443"

@@ -22,7 +22,7 @@ from typing import Any
 from iotsec.admission.context import Context
 from iotsec.admission.model import Finding
 from iotsec.build.securitydomain import Domain, namespace_labels, network_policies
-from iotsec.model.labels import TENANT_LABEL
+from iotsec.model.labels import OWNER_KIND, OWNER_NAME, TENANT_LABEL
 
 RULE = "network-policy-scope"
 NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace (1.21+), not changeable
@@ -292,10 +292,15 @@ def uncovered_addresses(peer: AddressPeer, wanted: Ports, rules: Sequence[Domain
     ]
     spans: dict[Addresses, dict[str, list[Interval]]] = {}
     named: dict[Addresses, set[tuple[str, str]]] = {}
+    gaps: dict[tuple[int, ...], Addresses] = {}  # by the covering rules: as many as the domain has port pieces
     for protocol, wanted_spans in wanted.ranges:
         for piece in _pieces(wanted_spans, [s for _, ports in entries for s in ports.of_protocol(protocol)]):
-            covering = [a for a, ports in entries if _subtract([piece], ports.of_protocol(protocol)) == ()]
-            if gap := _address_gap(peer, covering):
+            covering = tuple(
+                i for i, (_, ports) in enumerate(entries) if not _subtract([piece], ports.of_protocol(protocol))
+            )
+            if covering not in gaps:
+                gaps[covering] = _address_gap(peer, [entries[i][0] for i in covering])
+            if gap := gaps[covering]:
                 spans.setdefault(gap, {}).setdefault(protocol, []).append(piece)
     for protocol, name in sorted(wanted.named):
         if gap := _address_gap(peer, [a for a, ports in entries if ports.covers_named(protocol, name)]):
@@ -351,7 +356,18 @@ def check_network_policy(obj: dict[str, Any], ctx: Context, out: list[Finding]) 
     """Findings for a NetworkPolicy that opens more than the domain's own policies."""
     namespace = (obj.get("metadata") or {}).get("namespace")
     snapshot = ctx.snapshot
-    if not namespace or snapshot is None or ctx.user == snapshot.platform.operator_user:
+    if not namespace or snapshot is None:
+        return
+    operator = ctx.user == snapshot.platform.operator_user
+    if namespace == snapshot.platform.audit_namespace:
+        if not operator:
+            out.append(_not_in_audit_namespace(namespace))
+        return
+    if operator and backup_egress(obj):
+        return  # a BackupPolicy's Job egress: wider than the domain by design (the repositories are URLs)
+    too_large = _too_large(obj.get("spec") or {})
+    if too_large:
+        out.append(too_large)
         return
     if ctx.domain.name is None:
         out.append(_unassigned(namespace))
@@ -365,6 +381,68 @@ def check_network_policy(obj: dict[str, Any], ctx: Context, out: list[Finding]) 
     out += judge(obj, domain, namespace, tenant)
 
 
+MAX_ITEMS = 256  # peers, ports or except entries of one rule: real policies hold a handful
+MAX_WORK = 500_000  # sum of ports x (1 + except ranges) over all peers: about 0.1 s of coverage work on this code
+
+
+def _too_large(spec: Mapping[str, Any]) -> Finding | None:
+    """A policy too large to verify in the few milliseconds admission has (coverage grows with ports x ranges)."""
+    work = 0
+    for _, key, peers_key, _ in DIRECTIONS:
+        for index, rule in enumerate(spec.get(key) or ()):
+            if not isinstance(rule, Mapping):
+                continue
+            peers = [p for p in rule.get(peers_key) or () if isinstance(p, Mapping)]
+            ports = rule.get("ports") or ()
+            holes = [len((p.get("ipBlock") or {}).get("except") or ()) for p in peers]
+            work += sum(max(1, len(ports)) * (1 + h) for h in holes)
+            if max(len(peers), len(ports), *holes, 0) > MAX_ITEMS or work > MAX_WORK:
+                return Finding(
+                    RULE,
+                    f"spec.{key}[{index}]",
+                    f"{key}[{index}] is too large to verify in time ({len(peers)} peers, {len(ports)} ports, up to "
+                    f"{max(holes, default=0)} except ranges; at most {MAX_ITEMS} of each and {MAX_WORK:,} "
+                    "port x range pairs in a policy)",
+                    "split the policy, or add the flow to the SecurityDomain",
+                )
+    return None
+
+
+def backup_egress(obj: Mapping[str, Any]) -> bool:
+    """Whether a policy has the shape of a BackupPolicy's Job egress (build.backup): `iotsec-backup-<policy>`,
+    selecting that policy's Job pods only, egress only, to any address on listed ports. The operator's identity
+    writes only this shape unjudged; anything else it writes is judged like anyone's."""
+    metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    selected = (spec.get("podSelector") or {}).get("matchLabels") or {}
+    owner = selected.get(OWNER_NAME)
+    return (
+        isinstance(owner, str)
+        and metadata.get("name") == f"iotsec-backup-{owner}"
+        and spec.get("podSelector") == {"matchLabels": {OWNER_KIND: "BackupPolicy", OWNER_NAME: owner}}
+        and spec.get("policyTypes") == ["Egress"]
+        and not spec.get("ingress")
+        and all(isinstance(r, Mapping) and set(r) == {"ports"} and r["ports"] for r in spec.get("egress") or ())
+    )
+
+
+def policy_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The directions a policy applies to: its policyTypes, or (unset) Ingress, plus Egress when it has egress
+    rules (the API server's default)."""
+    declared = spec.get("policyTypes")
+    if isinstance(declared, list) and declared:
+        return tuple(str(t) for t in declared)
+    return ("Ingress", "Egress") if spec.get("egress") else ("Ingress",)
+
+
+def _not_in_audit_namespace(namespace: str) -> Finding:
+    return Finding(
+        RULE,
+        "metadata.namespace",
+        f"{namespace} is iotsec's audit namespace: its NetworkPolicies are the operator's alone (the audit sinks)",
+        "remove the policy; the AuditPolicy's sink settings decide who reaches the sinks",
+    )
+
+
 def judge(obj: Mapping[str, Any], domain: Domain, namespace: str, tenant: str | None) -> list[Finding]:
     """Every (rule, peer) of the policy that allows something the domain's planned policies do not."""
     planned, _ = network_policies(domain, namespace, tenant=tenant)
@@ -374,6 +452,8 @@ def judge(obj: Mapping[str, Any], domain: Domain, namespace: str, tenant: str | 
     pods = requirements(spec.get("podSelector"))
     found = []
     for direction, key, peers_key, field in DIRECTIONS:
+        if direction not in policy_types(spec):
+            continue  # Kubernetes ignores the rules of a direction the policy does not declare
         rules = domain_rules(planned, pods, direction)
         fix = f"add the flow to SecurityDomain {domain.name} ({field}) instead"
         for index, rule in enumerate(spec.get(key) or ()):

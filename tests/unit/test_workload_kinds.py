@@ -526,3 +526,93 @@ def test_a_workflow_that_references_a_template_answers_for_what_it_sets():
     assert _findings(_argo(**reference, podSpecPatch=CPU_PARAMETER_PATCH)) == set(), (
         "what the referenced template's containers lack is judged with the WorkflowTemplate"
     )
+
+
+# ---------------------------------------------------------------- red-team review: Argo as Argo reads it
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        '{"HostNetwork": true}',
+        '{"containers":[{"name":"main","securityContext":{"Privileged":true}}]}',
+        "HostPID: true",
+        '{"ho\u017ftNetwork": true}',  # Go's encoding/json folds the long s to s
+        '{"hostNetwor\u212a": true}',  # and the Kelvin sign to k
+        "{ {{workflow.parameters.p}} }",
+        '{"containers":[{"name":"main", {{inputs.parameters.extra}} }]}',
+        '{"nodeSelector":{ {{inputs.parameters.where}} }}',
+    ],
+    ids=["HostNetwork", "Privileged", "yaml-HostPID", "long-s", "kelvin", "param-key", "param-key-in-item", "free-map"],
+)
+def test_a_patch_field_name_go_would_match_case_insensitively_or_a_parameter_key_is_unverifiable(patch):
+    assert _findings(_argo(podSpecPatch=patch)) == {("pod-spec-patch", "spec.podSpecPatch")}
+
+
+def test_the_keys_of_map_fields_in_a_patch_are_free():
+    patch = (
+        '{"nodeSelector":{"kubernetes.io/arch":"arm64"},"containers":[{"name":"main","resources":'
+        '{"limits":{"cpu":"1","memory":"1Gi","nvidia.com/gpu":"1"},"requests":{"Memory-X":"1"}}}],'
+        '"affinity":{"podAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":'
+        '[{"topologyKey":"zone","labelSelector":{"matchLabels":{"app.kubernetes.io/name":"etl"}}}]}}}'
+    )
+    assert _findings(_argo(podSpecPatch=patch)) == set()
+
+
+def _sidecar(name: str, **extra: Any) -> dict[str, Any]:
+    return {**copy.deepcopy(CONFORMING_MAIN), "name": name, **extra}
+
+
+def test_template_defaults_merge_lists_by_their_keys_as_argo_does():
+    privileged = _sidecar("proxy")
+    privileged["securityContext"]["privileged"] = True
+    template = {"name": "run", "container": copy.deepcopy(CONFORMING_MAIN), "sidecars": [_sidecar("log")]}
+    workflow = _argo(templateDefaults={"sidecars": [privileged]}, templates=[template])
+    assert _findings(workflow) == {("no-privileged", "spec.templateDefaults.sidecars[0].securityContext.privileged")}
+    with_ports = {**copy.deepcopy(CONFORMING_MAIN), "ports": [{"containerPort": 8080}]}
+    host_port = {"container": {"ports": [{"containerPort": 80, "hostPort": 80}]}}
+    workflow = _argo(templateDefaults=host_port, templates=[{"name": "run", "container": with_ports}])
+    assert {rule for rule, _ in _findings(workflow)} == {"no-host-ports"}
+    volumes = {"volumes": [{"name": "node", "hostPath": {"path": "/"}}]}
+    template = {"name": "run", "container": copy.deepcopy(CONFORMING_MAIN), "volumes": [{"name": "d", "emptyDir": {}}]}
+    workflow = _argo(templateDefaults=volumes, templates=[template])
+    assert _findings(workflow) == {("no-host-path", "spec.templateDefaults.volumes[0].hostPath")}
+
+
+def test_a_referencing_workflow_answers_for_its_template_defaults_and_its_nulls():
+    reference = {"workflowTemplateRef": {"name": "etl"}, "templates": []}
+    risky = {
+        "container": {"securityContext": {"privileged": True}},
+        "volumes": [{"name": "n", "hostPath": {"path": "/"}}],
+    }
+    assert _findings(_argo(**reference, templateDefaults=risky)) == {
+        ("no-privileged", "spec.templateDefaults.container.securityContext.privileged"),
+        ("no-host-path", "spec.templateDefaults.volumes[0].hostPath"),
+    }
+    sidecar = {"sidecars": [{"name": "proxy", "image": "envoy:v1.29.0", "securityContext": {"privileged": True}}]}
+    assert ("no-privileged", "spec.templateDefaults.sidecars[0].securityContext.privileged") in _findings(
+        _argo(**reference, templateDefaults=sidecar)
+    )
+    assert _findings(_argo(**reference, templateDefaults={"securityContext": {"runAsUser": 0}})) == {
+        ("run-as-non-root", "spec.templateDefaults.securityContext.runAsUser")
+    }
+    nulled = _findings(_argo(**reference, podSpecPatch='{"containers":[{"name":"main","securityContext":null}]}'))
+    assert nulled
+    assert {path for _, path in nulled} == {"spec.podSpecPatch.containers[0].securityContext"}
+
+
+def test_argo_names_the_main_container_main_whatever_the_template_calls_it():
+    named = {**copy.deepcopy(CONFORMING_MAIN), "name": "worker"}
+    named.pop("resources")
+    patch = '{"containers":[{"name":"main","resources":{"limits":{"cpu":"{{inputs.parameters.cpu}}","memory":"1Gi"}}}]}'
+    workflow = _argo(templates=[{"name": "run", "container": named, "podSpecPatch": patch}])
+    assert _findings(workflow) == set()
+    script = {**copy.deepcopy(CONFORMING_MAIN), "name": "py", "source": "print(1)"}
+    escalating = '{"containers":[{"name":"main","securityContext":{"allowPrivilegeEscalation":true}}]}'
+    workflow = _argo(templates=[{"name": "run", "script": script, "podSpecPatch": escalating}])
+    assert _findings(workflow) == {
+        (
+            "no-privilege-escalation",
+            "spec.templates[0].podSpecPatch.containers[0].securityContext.allowPrivilegeEscalation",
+        )
+    }

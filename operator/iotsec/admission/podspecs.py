@@ -8,15 +8,19 @@ workflow's `hostNetwork`; `securityContext`, `serviceAccountName` and `automount
 template where it sets them, else from the workflow; the workflow's and the template's `volumes`; labels and
 annotations from the workflow's `podMetadata` and the template's `metadata`. Findings on the assembled pod are
 moved back to the field they come from (`spec.templates[2].container.securityContext.privileged`,
-`spec.hostNetwork`). The workflow's `templateDefaults` are merged under every template first (the template's own
-fields win), as Argo does.
+`spec.hostNetwork`). The workflow's `templateDefaults` are merged under every template first as Argo merges them
+(strategic merge on the template: the template's own fields win; sidecars, initContainers and volumes merge by name,
+ports by containerPort).
 
 `podSpecPatch` (workflow or template; a strategic-merge patch in a string, often with `{{...}}` parameters) can
 add anything to the pod, also on a Workflow that only references a WorkflowTemplate. Each patch is read as a pod
 spec of its own, parameters replaced by an unresolved marker (so `privileged: {{...}}` counts as set), and judged
 on the fields it sets: a finding at a field the patch does not set is dropped (the template's pod answers for
 those). A patch that cannot be read, is longer than 64 KiB, uses YAML aliases or strategic-merge directives
-(`$patch: delete` can remove a securityContext) cannot be verified and is a `pod-spec-patch` finding.
+(`$patch: delete` can remove a securityContext), or writes a field name other than as Kubernetes spells it (Argo
+decodes it with Go's case-insensitive encoding/json: `HostNetwork` sets hostNetwork) or a parameter where a field
+name belongs, cannot be verified and is a `pod-spec-patch` finding. An explicit `null` removes a field: findings
+about what is missing below it point at the null.
 """
 
 from __future__ import annotations
@@ -111,47 +115,63 @@ def _workflow_pods(workflow: dict[str, Any], path: str) -> list[PodSpec]:
         t_path = f"{path}.templates[{index}]"
         template_patches, unreadable = _patches(template, t_path)
         found += unreadable
-        merged = _under(defaults, template)
+        merged = merge_patch(defaults, template)
         if any(key in merged for key in _RUNS_A_POD):
-            pod = _template_pod(workflow, path, merged, t_path, _origins(defaults, template, path))
+            pod = _template_pod(workflow, path, merged, t_path, _Origins(defaults, template, path))
             found.append(_patched(pod, [*workflow_patches, *template_patches]))
     return found
 
 
-def _under(defaults: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
-    """`template` over `defaults`, objects merged key by key (Argo's templateDefaults)."""
-    merged = dict(defaults)
-    for key, value in template.items():
-        base = merged.get(key)
-        merged[key] = _under(base, value) if isinstance(base, dict) and isinstance(value, dict) else value
-    return merged
+@dataclass(frozen=True)
+class _Origins:
+    """Where a field or list item of a template merged over templateDefaults was written: on the template (it
+    sets the field, or an item of the same merge key), else in templateDefaults."""
 
+    defaults: dict[str, Any]
+    template: dict[str, Any]
+    wf_path: str
 
-def _origins(defaults: dict[str, Any], template: dict[str, Any], wf_path: str) -> dict[str, str]:
-    """Where a merged template's top-level field was written: on the template, or in templateDefaults."""
-    return {key: f"{wf_path}.templateDefaults" for key in defaults if key not in template}
+    def of(self, key: str, t_path: str) -> str:
+        if key in self.defaults and key not in self.template:
+            return f"{self.wf_path}.templateDefaults"
+        return t_path
+
+    def items(self, merged: dict[str, Any], key: str, t_path: str) -> list[tuple[str, Any]]:
+        """The merged list `key`, each item with the path of the template's item of its merge key, else the
+        templateDefaults' one."""
+        own = _items(self.template, t_path, key)
+        defaults = _items(self.defaults, f"{self.wf_path}.templateDefaults", key)
+        placed = []
+        for where, item in _items(merged, t_path, key):
+            merge_key = MERGE_KEYS[key]
+            source = next((p for p, c in own if _same(item, c, merge_key)), None)
+            source = source or next((p for p, c in defaults if _same(item, c, merge_key)), None)
+            placed.append((source or where, item))
+        return placed
 
 
 def _template_pod(
-    workflow: dict[str, Any], wf_path: str, template: dict[str, Any], t_path: str, origins: dict[str, str]
+    workflow: dict[str, Any], wf_path: str, template: dict[str, Any], t_path: str, origins: _Origins
 ) -> AssembledPodSpec:
     spec: dict[str, Any] = {}
     where: dict[str, str] = {}
     if "hostNetwork" in workflow:
         spec["hostNetwork"], where["hostNetwork"] = workflow["hostNetwork"], f"{wf_path}.hostNetwork"
     for key in ("securityContext", "serviceAccountName", "automountServiceAccountToken"):
-        source, source_path = (template, origins.get(key, t_path)) if key in template else (workflow, wf_path)
+        source, source_path = (template, origins.of(key, t_path)) if key in template else (workflow, wf_path)
         if key in source:
             spec[key] = source[key]
         where[key] = f"{source_path}.{key}"  # unset: the fix belongs on the workflow, for every template
-    _gather(spec, where, "volumes", [(workflow, wf_path, "volumes"), (template, t_path, "volumes")])
-    _gather(spec, where, "initContainers", [(template, t_path, "initContainers")])
+    _gather(
+        spec, where, "volumes", [*_items(workflow, wf_path, "volumes"), *origins.items(template, "volumes", t_path)]
+    )
+    _gather(spec, where, "initContainers", origins.items(template, "initContainers", t_path))
     main = [
-        (f"{origins.get(key, t_path)}.{key}", _named_main(template[key]))
+        (f"{origins.of(key, t_path)}.{key}", _named_main(template[key]))
         for key in ("container", "script")
         if key in template
     ]
-    containers = [(p, c) for p, c in main] + _items(template, t_path, "sidecars")
+    containers = [(p, c) for p, c in main] + origins.items(template, "sidecars", t_path)
     container_set = template.get("containerSet")
     if container_set is not None:
         if not isinstance(container_set, dict):
@@ -176,8 +196,10 @@ def _meta(node: Any) -> dict[str, Any]:
 
 
 def _named_main(container: Any) -> Any:
-    if isinstance(container, dict) and "name" not in container:
-        return {"name": "main", **container}  # Argo names the container of a container/script template `main`
+    if isinstance(container, dict):
+        # Argo names the container of a container/script template `main`, whatever name the template gives it
+        # (mainCtr.Name = common.MainContainerName), so a podSpecPatch for `main` merges into it
+        return {**container, "name": "main"}
     return container
 
 
@@ -190,10 +212,7 @@ def _items(node: dict[str, Any], path: str, key: str) -> list[tuple[str, Any]]:
     return [(f"{path}.{key}[{index}]", item) for index, item in enumerate(value)]
 
 
-def _gather(
-    spec: dict[str, Any], where: dict[str, str], key: str, sources: list[tuple[dict[str, Any], str, str]]
-) -> None:
-    items = [item for node, path, name in sources for item in _items(node, path, name)]
+def _gather(spec: dict[str, Any], where: dict[str, str], key: str, items: list[tuple[str, Any]]) -> None:
     if items:
         spec[key] = [item for _, item in items]
         where.update({f"{key}[{index}]": path for index, (path, _) in enumerate(items)})
@@ -241,6 +260,7 @@ def _added_by(item: Any, key: str, patches: list[tuple[dict[str, Any], str]]) ->
 
 MERGE_KEYS = {
     "containers": "name",
+    "sidecars": "name",  # an Argo template's, merged over templateDefaults' as Argo merges wfv1.Template
     "initContainers": "name",
     "ephemeralContainers": "name",
     "volumes": "name",
@@ -291,16 +311,40 @@ _WORKFLOW_POD_FIELDS = (
 
 def _referenced_pods(workflow: dict[str, Any], path: str, patches: list[tuple[dict[str, Any], str]]) -> list[PodSpec]:
     """A Workflow that runs a WorkflowTemplate's templates (workflowTemplateRef) still sets their pods'
-    hostNetwork, securityContext and volumes, and patches them: what it sets, judged where it is set (the
-    templates themselves are judged with the WorkflowTemplate)."""
+    hostNetwork, securityContext and volumes, merges its templateDefaults (container, sidecars, initContainers,
+    volumes, securityContext) into them, and patches them: what it sets, judged where it is set (the templates
+    themselves are judged with the WorkflowTemplate)."""
     if "workflowTemplateRef" not in workflow:
         return []
     fields = {key: workflow[key] for key in _WORKFLOW_POD_FIELDS if key in workflow}
     where = {key: f"{path}.{key}" for key in fields}
+    defaults = workflow.get("templateDefaults")
+    if isinstance(defaults, dict):
+        _default_fields(defaults, f"{path}.templateDefaults", fields, where)
     if not fields and not patches:
         return []
     pod = PatchPodSpec(fields, ASSEMBLED, {}, {}, where=where, fallback=path)
     return [_patched(pod, patches)]
+
+
+def _default_fields(defaults: dict[str, Any], d_path: str, fields: dict[str, Any], where: dict[str, str]) -> None:
+    """Add what a referencing Workflow's templateDefaults put into every template's pod to `fields`."""
+    for key in ("securityContext", "serviceAccountName", "automountServiceAccountToken"):
+        if key in defaults:  # the template's own value wins over the workflow's
+            fields[key], where[key] = defaults[key], f"{d_path}.{key}"
+    items = {
+        "volumes": [*_items(fields, where.get("volumes", ""), "volumes"), *_items(defaults, d_path, "volumes")],
+        "initContainers": _items(defaults, d_path, "initContainers"),
+        "containers": [
+            *((f"{d_path}.{key}", _named_main(defaults[key])) for key in ("container", "script") if key in defaults),
+            *_items(defaults, d_path, "sidecars"),
+        ],
+    }
+    for key, placed in items.items():
+        if placed:
+            fields[key] = [item for _, item in placed]
+            where.pop(key, None)
+            where.update({f"{key}[{index}]": p for index, (p, _) in enumerate(placed)})
 
 
 def _read_patch(text: Any) -> dict[str, Any]:
@@ -320,7 +364,47 @@ def _read_patch(text: Any) -> dict[str, Any]:
     directive = _directive(patch)
     if directive:
         raise ValueError(f"it uses the strategic-merge directive {json.dumps(directive)[:60]}")
+    odd = _odd_key(patch)
+    if odd is not None:
+        raise ValueError(odd)
     return patch
+
+
+_FIELD_NAME = re.compile(r"[a-z][A-Za-z0-9]*")
+# PodSpec fields of map type (map[string]string, ResourceList): their keys are free, not field names
+FREE_KEYED = frozenset(
+    {
+        "labels",  # ephemeral volumeClaimTemplate.metadata
+        "annotations",
+        "nodeSelector",
+        "overhead",
+        "limits",  # resources of a container, of the pod, of a volumeClaimTemplate
+        "requests",
+        "matchLabels",  # label selectors of affinity terms, topologySpreadConstraints, volumeClaimTemplate
+        "volumeAttributes",  # csi volumes
+        "options",  # flexVolume (dnsConfig.options is a list of objects: still checked)
+    }
+)
+
+
+def _odd_key(node: Any, free: bool = False) -> str | None:
+    """Why a key of the patch cannot be trusted to mean what iotsec reads, or None. Argo decodes the patched pod
+    with Go's encoding/json, which matches field names case-insensitively (and folds the long s, U+017F, to s, the
+    Kelvin sign to k): `HostNetwork` sets hostNetwork. A {{...}} parameter where a key belongs can expand to
+    any fields."""
+    if isinstance(node, list):
+        return next((odd for odd in (_odd_key(item) for item in node) if odd), None)
+    if not isinstance(node, dict):
+        return None
+    for key, value in node.items():
+        if UNRESOLVED in str(key):
+            return "a {{...}} parameter stands where a field name belongs"
+        if not free and not (isinstance(key, str) and _FIELD_NAME.fullmatch(key)):
+            return f"the field name {json.dumps(str(key))[:60]} is not written as Kubernetes spells it (lowerCamel)"
+        odd = _odd_key(value, not free and key in FREE_KEYED and isinstance(value, dict))
+        if odd:
+            return odd
+    return None
 
 
 def _directive(node: Any) -> str | None:
@@ -411,6 +495,8 @@ def _walk_patch(spec: Any, patch: Any, steps: list[tuple[str, str]]) -> str | No
                 return None
             node, patch, list_key = node.get(name), patch[name], name
             parts.append(name)
+            if patch is None:
+                break  # an explicit null removes the field (strategic merge): what is missing below is its doing
     return ".".join(parts)
 
 

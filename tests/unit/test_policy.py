@@ -487,7 +487,9 @@ def test_a_wildcard_exception_covers_every_rule_of_its_target():
 
 def test_pods_of_an_excepted_deployment_are_excepted_too():
     pod_obj = _legacy("Pod", "legacy-7d9f8b-x2x4z")
-    pod_obj["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "legacy-7d9f8b"}]
+    pod_obj["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "legacy-7d9f8b", "controller": True}
+    ]
     assert decide(pod_obj, _with_exceptions(_exception())).violations == ()
     del pod_obj["metadata"]["ownerReferences"]  # a bare pod does not borrow a deployment's waiver by its name
     assert decide(pod_obj, _with_exceptions(_exception())).violations != ()

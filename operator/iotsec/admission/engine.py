@@ -6,14 +6,13 @@ from typing import Any
 
 from iotsec.admission.configmaps import check_config_fed
 from iotsec.admission.context import Context
+from iotsec.admission.exceptions import exception_for
 from iotsec.admission.model import Decision, ExceptionUse, Finding, Violation, container_names, warning_lines
 from iotsec.admission.podspecs import UnreadablePatch, patch_path, pod_specs, relocate
 from iotsec.admission.resources import check_object
 from iotsec.admission.workloads import check_pod
 from iotsec.api.securitydomain import PolicyException
 from iotsec.model.workloads import CHECKED_OBJECT_NAMES, WorkloadKindLike, checks_object, find_carrier, object_key
-
-CONTROLLED_KINDS = ("ReplicaSet", "Job", "StatefulSet", "DaemonSet", "ReplicationController")
 
 
 def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
@@ -84,7 +83,7 @@ def decide(obj: dict[str, Any], ctx: Context) -> Decision:
 def _decide(obj: dict[str, Any], ctx: Context) -> Decision:
     violations, used = [], []
     for finding in findings(obj, ctx):
-        exception = _exception_for(finding.rule, obj, ctx)
+        exception = exception_for(finding.rule, obj, ctx)
         if exception is None:
             violations.append(Violation.of(finding))
         else:
@@ -95,31 +94,6 @@ def _decide(obj: dict[str, Any], ctx: Context) -> Decision:
     names = container_names(obj, violations)
     warnings = warning_lines(violations, names) if mode == "warn" else ()
     return Decision(allowed, mode, tuple(violations), tuple(dict.fromkeys(used)), warnings, names)
-
-
-def _exception_for(rule: str, obj: dict[str, Any], ctx: Context) -> PolicyException | None:
-    metadata = obj.get("metadata") or {}
-    for exception in ctx.domain.exceptions:
-        target = exception.target
-        if exception.rule not in (rule, "*") or exception.expires <= ctx.now:
-            continue
-        if target.namespace != metadata.get("namespace"):
-            continue
-        if _targets(target.kind, target.name, obj):
-            return exception
-    return None
-
-
-def _targets(kind: str | None, name: str | None, obj: dict[str, Any]) -> bool:
-    """Whether an exception's kind and name select the object, or the pods and ReplicaSets it creates."""
-    metadata = obj.get("metadata") or {}
-    if kind in (None, obj.get("kind")) and name in (None, metadata.get("name")):
-        return True
-    if name is None or obj.get("kind") not in ("Pod", *CONTROLLED_KINDS):
-        return False
-    owners = metadata.get("ownerReferences") or []
-    generated = str(metadata.get("name") or metadata.get("generateName") or "")
-    return any(o.get("kind") in CONTROLLED_KINDS for o in owners) and generated.startswith(f"{name}-")
 
 
 def _use(exception: PolicyException, rule: str, ctx: Context) -> ExceptionUse:

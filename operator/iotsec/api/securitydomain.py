@@ -55,6 +55,10 @@ Registry = Annotated[
     ),
 ]
 
+ApiGroup = Annotated[
+    str, Field(max_length=253, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$")
+]
+
 _INTERNET_RULE = cel(
     "!has(self.internet) || !(self.internet.ingress || self.internet.egress) || self.zone in ['access', 'interface']",
     "internet ingress/egress is only permitted for access and interface zones (X1369-9.4.1-4)",
@@ -137,6 +141,18 @@ class ExceptionTarget(Model):
         default=None, description="Kind of the excepted object (default: any kind)."
     )
     name: ResourceName | None = Field(default=None, description="Name of the excepted object (default: any).")
+    api_group: (
+        Annotated[
+            str, Field(max_length=253, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$")
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description=(
+            "API group of kind ('' for the core group). Default: the group Kubernetes knows the kind by (Service "
+            "is core, not Knative's; StatefulSet is apps, not OpenKruise's), else any group."
+        ),
+    )
 
 
 class PolicyException(Model):

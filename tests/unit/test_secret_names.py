@@ -275,3 +275,100 @@ def test_the_admission_engine_applies_the_decision_to_env_and_args():
         "spec.containers[0].env[3].value",
         "spec.containers[0].env[4].value",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "secret"),
+    [
+        ("SPRING_DATASOURCE_PASSWORD", "${DB_PASS:Hunter2pass}", True),  # Spring: the default when DB_PASS is unset
+        ("spring.datasource.password", "${DB_CRED:Hunter2pass}", True),
+        ("quarkus.datasource.password", "${DB_PWD_ENV:Hunter2pass}", True),
+        ("MQTT_PASSWORD", "${MQTT_PW:-Hunter2pass}", True),  # shell and compose
+        ("MQTT_PASSWORD", "${MQTT_PW-Hunter2pass}", True),
+        ("MQTT_PASSWORD", "${MQTT_PW:=Hunter2pass}", True),
+        ("DB_PASSWORD", "${A:${B:Hunter2pass}}", True),
+        ("SPRING_APPLICATION_JSON", '{"db": {"password": "${DB_PASS:Hunter2pass}"}}', True),
+        ("DB_PASSWORD", "${DB_PASS}", False),
+        ("DB_PASSWORD", "${DB_PASS:}", False),
+        ("DB_PASSWORD", "${DB_PASS:?DB_PASS must be set}", False),
+        ("DB_PASSWORD", "${A:${B}}", False),
+        ("JWT_TOKEN_EXPIRATION_TIME", "${JWT_TOKEN_EXPIRATION_TIME:9000}", False),
+        ("SPRING_DATASOURCE_URL", "jdbc:mysql://${MYSQL_HOST:localhost}:3306/app", False),
+    ],
+)
+def test_a_placeholder_with_a_literal_default_is_judged_by_its_default(name: str, value: str, secret: bool):
+    assert decided(name, value) is secret
+
+
+def test_a_deployment_env_value_with_a_literal_default_is_denied():
+    env = [
+        {"name": "SPRING_DATASOURCE_PASSWORD", "value": "${DB_PASS:Hunter2pass}"},
+        {"name": "MQTT_PASSWORD", "value": "${MQTT_PASSWORD}"},
+    ]
+    assert env_findings(env) == ["spec.containers[0].env[0].value"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CONNECT_KEY_CONVERTER", "org.apache.kafka.connect.storage.StringConverter"),
+        ("KEY_CONVERTER", "org.apache.kafka.connect.json.JsonConverter"),
+        ("key.converter", "org.apache.kafka.connect.json.JsonConverter"),
+        ("SPRING_KAFKA_PRODUCER_KEY_SERIALIZER", "org.apache.kafka.common.serialization.StringSerializer"),
+        ("spring.kafka.consumer.key-deserializer", "org.apache.kafka.common.serialization.StringDeserializer"),
+        ("KEY_SERDE", "org.apache.kafka.common.serialization.StringSerde"),
+        ("KAFKA_KEY_CLASS", "com.example.iot.telemetry.DeviceKeyClass"),
+        ("ROUTING_KEY", "telemetry.Sensors.Temperature"),
+        ("CACHE_KEY", "DeviceRegistryCacheKey01"),
+        ("MESSAGE_KEY", "DeviceIdWithTenantPrefix"),
+        ("TLS_KEY", "org.example.iot.GatewayKeyAlias"),
+        ("MQTT_PSK_HINT", "gateway-fleet-eu"),
+    ],
+)
+def test_kafka_class_names_and_identifier_roles_are_not_key_material(name: str, value: str):
+    assert not decided(name, value)
+
+
+def test_key_material_under_those_words_is_still_caught():
+    assert decided("TLS_KEY", "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg")
+    assert decided("KEY", "2B7E151628AED2A6ABF7158809CF4F3C")
+    assert decided("KAFKA_SASL_PASSWORD", "org.apache.kafka")  # a secret name: any literal is the secret
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "process.env.NODE_RED_CREDENTIAL_SECRET,",
+        "process.env['NODE_RED_CREDENTIAL_SECRET']",
+        'os.environ["DB_PASSWORD"]',
+        'os.environ.get("DB_PASSWORD")',
+        'os.getenv("DB_PASSWORD")',
+        'System.getenv("DB_PASSWORD")',
+        "env('DB_PASSWORD')",
+        'ENV["DB_PASSWORD"]',
+        'ENV.fetch("DB_PASSWORD")',
+    ],
+)
+def test_code_reading_the_environment_is_a_reference(value: str):
+    assert not decided("credentialSecret", value)
+
+
+def test_code_with_a_literal_fallback_is_not_a_reference():
+    assert decided("credentialSecret", 'process.env.NODE_RED_CREDENTIAL_SECRET || "Hunter2pass"')
+
+
+@pytest.mark.parametrize(
+    ("value", "secret"),
+    [
+        ('{"mqtt":{"user":"a","password":"Hunter2pass"}}', True),
+        ("{mqtt: {user: a, password: Hunter2pass}}", True),
+        ("users: [{username: 'admin', password: 'Hunter2pass'}]", True),
+        ('{"mqtt":{"user":"a","password":"${MQTT_PASSWORD}"}}', False),
+        ('{"password": "", "passwordMinLength": 12, "tokenType": "Bearer"}', False),
+        ('{"password": null, "token": true}', False),
+        ("url: http://broker:1883, topic: sensors/token", False),
+        ("${DB_PASS:?DB_PASS must be set}, #{token:x}", False),
+    ],
+)
+def test_credentials_set_inside_json_or_a_flow_mapping_are_caught_under_any_name(value: str, secret: bool):
+    assert literal_secret("APP_SETTINGS", value) is secret

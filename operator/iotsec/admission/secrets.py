@@ -57,7 +57,7 @@ ABOUT_WORDS = frozenset(
     "validate validator required require enabled enable disabled disable allow allowed check checking rotation "
     "complexity strength requirements rules history reuse "
     "version env var variable cmd command query secure httponly samesite same site domain label usage generator "
-    "cache".split()
+    "cache hint serializer deserializer serde converter class classname".split()
 )
 # Words that make the name a quantity wherever they stand: TTL_TOKEN, MIN_PASSWORD_LENGTH, TOKEN_EXPIRATION_TIME.
 QUANTITY_WORDS = frozenset(
@@ -66,6 +66,8 @@ QUANTITY_WORDS = frozenset(
     "length len min minimum max maximum size bits count limit limits rate retries attempts rounds window threshold "
     "delay".split()
 )
+# Words before KEY that make it an identifier's role, not key material: ROUTING_KEY, CACHE_KEY, MESSAGE_KEY.
+KEY_ROLE_WORDS = frozenset("routing cache message partition sort shard primary foreign record".split())
 SECRET_OBJECT_WORDS = frozenset({"name", "names", "ref", "id", "arn", "path", "manager", "store"})  # SECRET_NAME_*
 CARRIER_WORDS = frozenset(
     "url urls uri uris dsn conn connection connstr connectionstring jaas opts options args json properties props "
@@ -105,7 +107,27 @@ EMBEDDED = re.compile(  # applied to the lowercased value: IGNORECASE makes the 
     r"(?:password|passwd|pwd|secret|token|apikey|api_key|api-key|accountkey|sharedaccesskey)\W{0,2}[=:]\s{0,2}"
     r"[\"']?(?P<value>[^\s\"';&,})]+)"
 )
-EMBEDDED_MARKERS = ("pass", "pwd", "secret", "token", "key")
+EMBEDDED_MARKERS = ("pass", "pwd", "secret", "token", "key", "cred", "auth", "psk", "cookie")
+# `"password": "..."`, `{password: x}`, `, token: 'y'`: a mapping entry inside JSON or a YAML/JS flow mapping; the
+# name is quoted or follows `{`/`,` (not `${`, a placeholder), so `url: http://...` is not one. Bounded repetitions,
+# none nested: at most ~100 steps per character.
+MAPPING_ENTRY = re.compile(
+    r"""(?:(?<![$#%])[{,]\s{0,8}["']?|["'])(?P<name>[A-Za-z0-9_.-]{1,100})["']?\s{0,8}:\s{0,8}"""
+    r"""(?:"(?P<double>[^"\\]{0,1024})"|'(?P<single>[^'\\]{0,1024})'|(?P<bare>[^\s,{}\[\]"']{1,1024}))"""
+)
+# `${NAME:default}` (Spring, Quarkus, MicroProfile), `${NAME:-default}`, `${NAME-default}`, `${NAME:=default}` (shell):
+# the default is what runs when NAME is unset, so it is judged as the value. `${NAME:?message}` has no default.
+FALLBACK = re.compile(
+    r"\$\{(?:[A-Za-z0-9_.\[\]-]{1,200}:(?![?])[-=]?|[A-Za-z_][A-Za-z0-9_]{0,200}[-=])(?P<default>.*)\}"
+)
+MAX_FALLBACK_DEPTH = 4  # ${A:${B:${C:x}}}
+# Code that reads the value from the environment: process.env.X, os.environ["X"], System.getenv("X"), env("X").
+ENV_READ = re.compile(
+    r"""(?:process\.env(?:\.[A-Za-z_$][\w$]*|\[[^\]]{1,200}\])|os\.environ(?:\[[^\]]{1,200}\]|\.get\([^)]{1,200}\))"""
+    r"""|os\.getenv\([^)]{1,200}\)|System\.getenv\([^)]{1,200}\)|(?:env|getenv|ENV\.fetch)\([^)]{1,200}\)"""
+    r"""|ENV\[[^\]]{1,200}\])"""
+)
+DOTTED_IDENTIFIER = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+")  # org.apache.kafka...StringSerializer
 
 
 @lru_cache(maxsize=8192)
@@ -118,6 +140,8 @@ def name_kind(name: str) -> NameKind:
     if _about_a_secret(words, last):
         return "about"
     word = words[last]
+    if word in KEY_WORDS and last > 0 and words[last - 1] in KEY_ROLE_WORDS:
+        return "about"  # ROUTING_KEY, CACHE_KEY: the role of an identifier
     if word in MAYBE_KEY_WORDS or (word in KEY_WORDS and not _qualified_key(words, last)):
         return "key"
     return "secret"
@@ -149,11 +173,32 @@ def literal_secret(name: str, value: object) -> bool:
     """The decision: `name=value` carries a secret in clear."""
     if not isinstance(value, str):
         return False
-    text = value[:MAX_DECIDED_CHARS].strip()
+    text = _fallback(value[:MAX_DECIDED_CHARS].strip())
     if len(text) < MIN_SECRET_CHARS:
         return False
-    if _self_evident(text):
+    if _self_evident(text) or _decided(name, text):
         return True
+    return embedded_secret(text) is not None
+
+
+def embedded_secret(text: str) -> str | None:
+    """The name of a mapping entry inside `text` that sets a literal secret: `{"mqtt": {"password": "..."}}`,
+    `mqtt: {user: a, password: x}`, `users: [{username: 'admin', password: '...'}]`; None if there is none."""
+    if ":" not in text:
+        return None
+    lower = text.lower()
+    if not any(marker in lower for marker in EMBEDDED_MARKERS):
+        return None
+    for match in MAPPING_ENTRY.finditer(text):
+        value = next(part for part in (match["double"], match["single"], match["bare"]) if part is not None)
+        entry = _fallback(value.strip())
+        if len(entry) >= MIN_SECRET_CHARS and _decided(match["name"], entry):
+            return match["name"]
+    return None
+
+
+def _decided(name: str, text: str) -> bool:
+    """Name and value together, `text` stripped and at least MIN_SECRET_CHARS long."""
     kind = name_kind(name)
     if kind == "none":
         return False
@@ -164,6 +209,16 @@ def literal_secret(name: str, value: object) -> bool:
     if kind == "key":
         return _key_material(text)
     return False
+
+
+def _fallback(text: str) -> str:
+    """The literal a placeholder falls back to (`${DB_PASS:Hunter2}` -> `Hunter2`); any other text unchanged."""
+    for _ in range(MAX_FALLBACK_DEPTH):
+        match = FALLBACK.fullmatch(text) if text.startswith("${") else None
+        if match is None:
+            return text
+        text = match["default"].strip()
+    return text
 
 
 def secret_flag(argument: str) -> str | None:
@@ -214,7 +269,7 @@ def _qualified_key(words: list[str], index: int) -> bool:
 def _not_the_secret(text: str) -> bool:
     """Shapes that, even under a secret's name, are not the secret: pointers, settings, templates."""
     lower = text.lower()
-    if lower in FLAG_VALUES or text.startswith(REFERENCE_STARTS) or _path(text, lower):
+    if lower in FLAG_VALUES or text.startswith(REFERENCE_STARTS) or _path(text, lower) or _env_read(text):
         return True
     if ":" in lower and URL_START.match(lower):
         return True  # one with credentials was caught as self-evident already
@@ -283,11 +338,26 @@ def _embedded_credential(text: str) -> bool:
 def _key_material(text: str) -> bool:
     """Long hex (16+ bytes) or high-entropy base64/URL-safe text: what keys and tokens look like."""
     lower = text.lower()
-    if text.startswith(REFERENCE_STARTS) or _path(text, lower) or URL_START.match(lower):
+    if text.startswith(REFERENCE_STARTS) or _path(text, lower) or URL_START.match(lower) or _env_read(text):
         return False
     if HEX_BYTES.fullmatch(lower):
         return True
-    if not TOKEN_CHARS.fullmatch(text):
+    if not TOKEN_CHARS.fullmatch(text) or _dotted_name(text):
         return False
     classes = sum((any(c.islower() for c in text), any(c.isupper() for c in text), any(c.isdigit() for c in text)))
     return (classes >= 2 and len(text) >= 20) or (classes == 3 and len(text) >= 16)
+
+
+def _env_read(text: str) -> bool:
+    """Code that reads the value from the environment (`process.env.SECRET,` in a settings.js)."""
+    return text[:1] in "peosSgE" and ENV_READ.fullmatch(text.rstrip(",;")) is not None
+
+
+def _dotted_name(text: str) -> bool:
+    """A dotted name (`org.apache.kafka.connect.storage.StringConverter`, `telemetry.Sensors.Temperature`): the name
+    of a class or a topic, not key material. A lowercase word segment tells it from a dotted token."""
+    return (
+        "." in text
+        and DOTTED_IDENTIFIER.fullmatch(text) is not None
+        and any(part.isalpha() and part.islower() for part in text.split("."))
+    )

@@ -451,3 +451,126 @@ def test_a_url_or_options_from_an_unknown_config_map_is_not_taken_for_a_secret()
     ]  # fmt: skip
     found = secret_violations(deployment({"env": env}), in_domain(SPRING))
     assert [v.path for v in found] == ["spec.template.spec.containers[0].env[2].valueFrom.configMapKeyRef"]
+
+
+def test_a_value_with_a_trailing_line_end_is_one_value_at_both_ends():
+    """`MQTT_PASSWORD: |` in YAML gives `Hunter2pass\n`: one value, not a file of one line that sets nothing."""
+    block = config_map("mqtt", {"MQTT_PASSWORD": "Hunter2pass\n", "MQTT_USER": "gateway\n", "NOTE": "a\nb\n"})
+    snapshot = in_domain(block)
+    assert [v.path for v in secret_violations(block, snapshot)] == ["data[MQTT_PASSWORD]"]
+    assert summarise(block) == ConfigMapSummary(("MQTT_PASSWORD",))
+    fed = deployment({"envFrom": [{"configMapRef": {"name": "mqtt"}}]})
+    assert [v.path for v in secret_violations(fed, snapshot)] == [ENV_FROM]
+
+
+PLACEHOLDER_DEFAULTS = [
+    ("application.properties", "server.port=8080\nspring.datasource.password=${DB_PASS:Hunter2pass}"),
+    ("application.yaml", "spring:\n  datasource:\n    password: ${DB_PASS:Hunter2pass}"),
+    ("application.properties", "quarkus.datasource.password=${DB_PWD_ENV:Hunter2pass}"),
+    (".env", "A=1\nMQTT_PASSWORD=${MQTT_PW:-Hunter2pass}"),
+    (".env", "A=1\nMQTT_PASSWORD=${MQTT_PW-Hunter2pass}"),
+]
+
+
+@pytest.mark.parametrize(("filename", "text"), PLACEHOLDER_DEFAULTS)
+def test_a_placeholder_falling_back_to_a_literal_in_a_file_is_a_secret(filename: str, text: str):
+    found: list[Finding] = []
+    config_map_secrets(config_map("files", {filename: text + "\n"}), found)
+    assert [f.path for f in found] == [f"data[{filename}]"]
+
+
+def test_a_key_set_to_a_placeholder_with_a_literal_default_is_a_secret_and_feeds_envfrom():
+    fallback = config_map("registry", {"SPRING_DATASOURCE_PASSWORD": "${X:Hunter2pass}", "DB_PASS": "${DB_PASS}"})
+    assert [v.path for v in secret_violations(fallback, in_domain(fallback))] == ["data[SPRING_DATASOURCE_PASSWORD]"]
+    assert summarise(fallback) == ConfigMapSummary(("SPRING_DATASOURCE_PASSWORD",))
+
+
+SPACED_FILES = [
+    (
+        "mosquitto.conf",
+        "listener 8883\nconnection cloud\naddress hub.example.com:8883\nremote_username gw01\n"
+        "remote_password Hunter2pass",
+        "remote_password (line 5)",
+    ),
+    ("app.properties", "a=1\nspring.datasource.password Hunter2pass", "spring.datasource.password (line 2)"),
+    ("app.properties", "a=1\nspring.datasource.password:Hunter2pass", "spring.datasource.password (line 2)"),
+    ("mosquitto.conf", "connection cloud\nbridge_psk 2b7e151628aed2a6abf7158809cf4f3c", "bridge_psk (line 2)"),
+]
+
+
+@pytest.mark.parametrize(("filename", "text", "setting"), SPACED_FILES)
+def test_settings_separated_by_whitespace_or_a_bare_colon_are_read(filename: str, text: str, setting: str):
+    found: list[Finding] = []
+    config_map_secrets(config_map("files", {filename: text + "\n"}), found)
+    assert [f.path for f in found] == [f"data[{filename}]"]
+    assert setting in found[0].message
+
+
+def test_whitespace_settings_count_only_under_names_that_say_secret():
+    text = (
+        "listener 8883\n"
+        "password_file /mosquitto/config/passwd\n"
+        "psk_hint gateway-fleet\n"
+        "psk_file /mosquitto/config/psk\n"
+        "keyfile /mosquitto/certs/server.key\n"
+        "address broker.example.com:8883\n"
+        "remote_password\n"
+        "Password must be set by the operator\n"
+        "auth_plugin_opt_password_file /etc/mosquitto/pw\n"
+    )
+    found: list[Finding] = []
+    config_map_secrets(config_map("files", {"mosquitto.conf": text}), found)
+    assert found == []
+
+
+EMBEDDED_FILES = [
+    ("settings", '{"mqtt":{"user":"a","password":"Hunter2pass"}}', "password (line 1)"),
+    ("config.json", '{"mqtt":{"user":"a","password":"Hunter2pass"}}', "password (line 1)"),
+    ("app.yaml", "{mqtt: {password: Hunter2pass}}", "password (line 1)"),
+    ("config.json", '{"a":1,"password":"Hunter2pass"}\n', "password (line 1)"),
+    ("app.yaml", "mqtt: {user: a, password: Hunter2pass}\nx: 1\n", "password (line 1)"),
+    (
+        "settings.js",
+        "module.exports = {\n  adminAuth: {users: [{username: 'admin', password: 'Hunter2pass'}]},\n}\n",
+        "password (line 2)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("filename", "text", "setting"), EMBEDDED_FILES)
+def test_credentials_inside_json_one_liners_and_flow_mappings_are_found(filename: str, text: str, setting: str):
+    found: list[Finding] = []
+    config_map_secrets(config_map("files", {filename: text}), found)
+    assert [f.path for f in found] == [f"data[{filename}]"]
+    assert setting in found[0].message
+
+
+def test_kafka_class_names_and_environment_reads_in_files_are_not_secrets():
+    files = {
+        "application.properties": "spring.kafka.bootstrap-servers=kafka:9092\n"
+        "spring.kafka.producer.key-serializer=org.apache.kafka.common.serialization.StringSerializer\n"
+        "spring.kafka.consumer.key-deserializer=org.apache.kafka.common.serialization.StringDeserializer\n",
+        "connect.properties": "key.converter=org.apache.kafka.connect.json.JsonConverter\n"
+        "key.converter.schemas.enable=false\ndefault.key.serde=org.apache.kafka.common.serialization.Serdes$StringSerde\n",
+        "settings.js": "module.exports = {\n    flowFile: 'flows.json',\n"
+        "    credentialSecret: process.env.NODE_RED_CREDENTIAL_SECRET,\n"
+        '    httpNodeAuth: {user: "user", pass: process.env.NODE_RED_HTTP_PASSWORD_HASH},\n}\n',
+        "settings.py": "SECRET_KEY = os.environ['DJANGO_SECRET_KEY']\nDB_PASSWORD = os.getenv('DB_PASSWORD')\n",
+        "CONNECT_KEY_CONVERTER": "org.apache.kafka.connect.storage.StringConverter",
+        "ROUTING_KEY": "telemetry.Sensors.Temperature",
+        "app.json": '{"datasource": {"url": "jdbc:postgresql://db/app", "password": "${DB_PASSWORD}"}}',
+    }
+    found: list[Finding] = []
+    config_map_secrets(config_map("files", files), found)
+    assert found == []
+
+
+def test_a_key_ref_to_a_value_embedding_a_credential_is_denied_whatever_the_names():
+    settings = config_map("gateway", {"APP_CONFIG": '{"mqtt": {"user": "gw", "password": "Hunter2pass"}}'})
+    snapshot = in_domain(settings)
+    (own,) = secret_violations(settings, snapshot)
+    assert "APP_CONFIG sets password (line 1)" in own.message
+    ref = {"name": "SETTINGS", "valueFrom": {"configMapKeyRef": {"name": "gateway", "key": "APP_CONFIG"}}}
+    assert [v.path for v in secret_violations(deployment({"env": [ref]}), snapshot)] == [
+        "spec.template.spec.containers[0].env[0].valueFrom.configMapKeyRef"
+    ]

@@ -244,7 +244,17 @@ def test_flags_are_decided_like_variables(argument: str, flag: str | None):
 
 @pytest.mark.parametrize(
     "value",
-    ["eyJ" * 300_000, "://" * 300_000, "key:" * 250_000, "password=" * 100_000, "1m" * 500_000, "a@:" * 300_000],
+    [
+        "eyJ" * 300_000,
+        "://" * 300_000,
+        "key:" * 250_000,
+        "password=" * 100_000,
+        "1m" * 500_000,
+        "a@:" * 300_000,
+        '{"password' * 100_000,
+        ',"' + "k" * 99 + " :" * 500_000,
+        "${A:" * 250_000 + "}" * 250_000,
+    ],
 )
 def test_a_megabyte_of_adversarial_value_is_decided_quickly(value: str):
     started = time.perf_counter()

@@ -5,9 +5,13 @@ in clear, whichever way a pod takes it in. Checked at both ends: a ConfigMap's o
 configuration files it holds (`config_map_secrets`), and a pod's `env[].valueFrom.configMapKeyRef` and
 `envFrom[].configMapRef` (`check_config_fed`, which knows a ConfigMap's keys from the snapshot's summaries).
 
-Configuration files are read line by line, never parsed: `name=value` and `name: value` lines of properties, .env,
-INI, TOML, YAML and pretty-printed JSON, in the first MAX_SCANNED_CHARS of a value. No nesting, anchors, block scalars
-or XML, so the cost is linear in that bounded prefix whatever the file holds.
+A value of one line (a trailing line end, as YAML's `KEY: |` leaves, does not count) is judged as the key's value,
+and as a one-line file. Configuration files are read line by line, never parsed: `name=value`, `name: value` and
+`name:value` lines of properties, .env, INI, TOML, YAML and pretty-printed JSON, `secret_name value` lines (Mosquitto's
+`remote_password`, properties' whitespace separator) where the name says it holds a secret, and `"password": "..."`
+entries inside a JSON one-liner or a flow mapping (`mqtt: {password: x}`) on any line, in the first MAX_SCANNED_CHARS
+of a value. No nesting, anchors, block scalars or XML, so the cost is linear in that bounded prefix whatever the file
+holds.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from iotsec.admission.context import ConfigMapSummary, Context
 from iotsec.admission.model import Finding
-from iotsec.admission.secrets import literal_secret, names_a_secret, secret_name
+from iotsec.admission.secrets import embedded_secret, literal_secret, names_a_secret, secret_name
 from iotsec.admission.workloads import PodSpec, containers
 
 MAX_SCANNED_CHARS = 256 * 1024  # of one value; a larger file is read up to there (a ConfigMap holds at most 1 MiB)
@@ -27,8 +31,11 @@ MAX_LINE_CHARS = 4096  # longer lines are blobs (base64, minified JSON), not set
 MAX_LISTED = 3  # names a message lists before "and N more" (a warning line is cut at 256 characters)
 MAX_SUMMARY_KEYS = 64  # secret key names kept per ConfigMap: enough to name them, bounded for the webhook's memory
 SETTING = re.compile(
-    r"""^\s*(?:-\s+)?(?:export\s+)?["']?(?P<name>[A-Za-z0-9_.\-\[\]]{1,200})["']?\s*(?:=|:(?=\s|$))\s*(?P<value>.*)$"""
+    r"""^\s*(?:-\s+)?(?:export\s+)?["']?(?P<name>[A-Za-z0-9_.\-\[\]]{1,200})["']?\s*[=:]\s*(?P<value>.*)$"""
 )
+# `remote_password Hunter2` (Mosquitto), `db.password Hunter2` (Java properties): one token after a name; taken only
+# where the name says it holds a secret, so prose (`listener 1883`, `Password must be set`) is not a setting.
+SPACED_SETTING = re.compile(r"""^\s*(?P<name>[A-Za-z0-9_.\-\[\]]{1,200})[ \t]+(?P<value>[^\s=:]\S*)\s*$""")
 COMMENT_STARTS = ("#", ";", "//", "!")
 NO_SECRETS = ConfigMapSummary()
 
@@ -36,11 +43,8 @@ NO_SECRETS = ConfigMapSummary()
 def config_map_secrets(obj: dict[str, Any], out: list[Finding]) -> None:
     """Findings for a ConfigMap's data: keys holding a literal secret, files setting one."""
     for key, value in _data(obj):
-        if "\n" in value:
-            settings = list(_secret_settings(value))
-            if settings:
-                out.append(_file_finding(key, settings))
-        elif literal_secret(key, value[:MAX_SCANNED_CHARS]):
+        single = not _is_file(value)
+        if single and _holds_secret(key, value[:MAX_SCANNED_CHARS]):
             out.append(
                 Finding(
                     "no-literal-secrets",
@@ -49,11 +53,15 @@ def config_map_secrets(obj: dict[str, Any], out: list[Finding]) -> None:
                     f"move {_short(key)} to a Secret and reference it with secretKeyRef/secretRef",
                 )
             )
+            continue
+        settings = list(_secret_settings(value.strip() if single else value))  # a one-line file is a file too
+        if settings:
+            out.append(_file_finding(key, settings))
 
 
 def summarise(obj: dict[str, Any]) -> ConfigMapSummary:
     """The keys of a ConfigMap that a pod's envFrom would turn into env vars holding a literal secret."""
-    keys = [key for key, value in _data(obj) if "\n" not in value and literal_secret(key, value[:MAX_SCANNED_CHARS])]
+    keys = [key for key, value in _data(obj) if not _is_file(value) and literal_secret(key, value[:MAX_SCANNED_CHARS])]
     if not keys:
         return NO_SECRETS
     return ConfigMapSummary(tuple(sys.intern(key) for key in sorted(keys)[:MAX_SUMMARY_KEYS]))
@@ -76,14 +84,41 @@ def _data(obj: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield str(key), value
 
 
+def _is_file(value: str) -> bool:
+    """A value of several lines; `Hunter2\\n` (what YAML's `KEY: |` gives) is one value with a line end."""
+    text = value[:MAX_SCANNED_CHARS].strip()
+    return "\n" in text or "\r" in text
+
+
+def _holds_secret(key: str, value: str) -> bool:
+    """The key's value is a secret; one only set inside it (`{"password": ...}` under `config.json`) is reported by
+    the line, as a file's."""
+    return literal_secret(key, value) and (names_a_secret(key) or embedded_secret(value.strip()) is None)
+
+
 def _secret_settings(text: str) -> Iterator[tuple[int, str]]:
     """(line number, setting name) of each line of a configuration file that sets a secret literally."""
     for number, line in enumerate(text[:MAX_SCANNED_CHARS].splitlines(), 1):
         if len(line) > MAX_LINE_CHARS or line.lstrip().startswith(COMMENT_STARTS):
             continue
-        match = SETTING.match(line)
-        if match and literal_secret(match["name"], _setting_value(match["value"])):
-            yield number, match["name"]
+        name = _line_secret(line)
+        if name is not None:
+            yield number, name
+
+
+def _line_secret(line: str) -> str | None:
+    """The name a line sets a literal secret under: `name=value`, `name: value`, `secret_name value`, or a mapping
+    entry inside it (`mqtt: {password: x}`, a minified JSON line)."""
+    inside = embedded_secret(line)
+    if inside is not None:
+        return inside
+    match = SETTING.match(line)
+    if match and literal_secret(match["name"], _setting_value(match["value"])):
+        return match["name"]
+    spaced = None if match else SPACED_SETTING.match(line)
+    if spaced and names_a_secret(spaced["name"]) and literal_secret(spaced["name"], _setting_value(spaced["value"])):
+        return spaced["name"]
+    return None
 
 
 def _setting_value(raw: str) -> str:
@@ -124,7 +159,8 @@ def _key_refs(
         variable, key, config_map = str(entry.get("name")), str(ref.get("key")), str(ref.get("name"))
         summary = _lookup(known, namespace, config_map)
         says = secret_name if summary is not None else names_a_secret  # no value at hand: not DATABASE_URL
-        if not (says(variable) or says(key)):
+        known_secret = summary is not None and key in summary.secret_keys  # APP_CONFIG={"password": ...}
+        if not (known_secret or says(variable) or says(key)):
             continue
         if summary is not None and secret_name(key) and key not in summary.secret_keys:
             continue  # the ConfigMap is known and that key's value is no literal secret (a URL, a number, empty)

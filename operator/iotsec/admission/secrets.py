@@ -11,13 +11,19 @@ sorted into what it says about its value:
 - "key": it may hold key material (`TLS_KEY`, `NETWORK_KEY`, `REDIS_AUTH`, `JWT`): only a value shaped like it
   (long hex, high-entropy base64, a PEM private key) is one;
 - "about": it is about a secret, not the secret (`*_PASSWORD_FILE`, `TOKEN_TTL`, `API_KEY_HEADER`, `TOKEN_TYPE`,
-  `PASSWORD_MIN_LENGTH`, `SECRET_NAME`, `EXISTING_SECRET`, `OAUTH2_TOKEN_URI`, `*_PASSWORD_HASH`);
+  `PASSWORD_MIN_LENGTH`, `SECRET_NAME`, `EXISTING_SECRET`, `OAUTH2_TOKEN_URI`, `*_PASSWORD_HASH`, `KEY_SERIALIZER`,
+  `ROUTING_KEY`);
 - "carrier": it may embed one (`DATABASE_URL`, `*_DSN`, `JAVA_OPTS`, `*_JAAS_CONFIG`, `SPRING_APPLICATION_JSON`);
 - "none": anything else.
 
 Whatever the name, a value that is self-evidently a secret counts: a URI with a password in its userinfo, a PEM
 private key, a JWT, a token with a vendor's secret prefix (`sk_live_`, `ghp_`, `hvs.`, ...). Under any name that
-may carry one, so does an embedded `password=...`/`"token": "..."` assignment with a literal value.
+may carry one, so does an embedded `password=...` assignment with a literal value; under any name, a mapping entry
+`"password": "..."` / `{token: x}` inside JSON or a flow mapping that sets a literal secret (`embedded_secret`).
+
+A placeholder with a default (`${DB_PASS:Hunter2}`, `${PW:-Hunter2}`, `${PW-Hunter2}`) is judged by its default: that
+literal runs whenever the variable is unset. `${VAR}` alone, and code reading the environment (`process.env.X`,
+`os.environ["X"]`, `System.getenv("X")`), are references.
 
 A value is decided on its first MAX_DECIDED_CHARS, and every check is linear in it (no ambiguous repetition; the
 URI and JWT scans hop between literal markers), so an adversarial megabyte costs milliseconds.

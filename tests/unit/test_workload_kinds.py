@@ -616,3 +616,56 @@ def test_argo_names_the_main_container_main_whatever_the_template_calls_it():
             "spec.templates[0].podSpecPatch.containers[0].securityContext.allowPrivilegeEscalation",
         )
     }
+
+
+def _review_as(obj: dict[str, Any], group: str, version: str, kind: str, operation: str = "CREATE") -> Any:
+    body = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": group, "version": version, "kind": kind},
+            "namespace": NAMESPACE,
+            "operation": operation,
+            "userInfo": {"username": "alice"},
+            "object": obj,
+        },
+    }
+    return review(
+        json.dumps(body).encode(), snapshot_from_objects([DOMAIN], assume_named_namespaces_exist=True), lambda: NOW
+    )
+
+
+def test_the_webhook_judges_an_object_by_request_kind_not_by_what_the_object_claims():
+    claims_custom = {
+        "apiVersion": "example.com/v1",
+        "kind": "Pod",
+        "metadata": {"name": "broker", "namespace": NAMESPACE},
+        "spec": copy.deepcopy(RISKY_POD),
+    }
+    result = _review_as(claims_custom, "", "v1", "Pod")
+    assert result.verdict == "denied"
+    assert {v.rule for v in result.decision.violations} >= {"no-privileged", "no-host-namespaces"}
+    claims_core = {**claims_custom, "apiVersion": "v1"}
+    assert _review_as(claims_core, "example.com", "v1", "Pod").verdict == "skipped"
+
+
+def test_kubectl_debug_on_kubernetes_1_21_is_judged_by_its_ephemeral_containers():
+    debug = {
+        "apiVersion": "v1",
+        "kind": "EphemeralContainers",
+        "metadata": {"name": "broker", "namespace": NAMESPACE},
+        "ephemeralContainers": [
+            {"name": "debugger", "image": "busybox:1.36.1", "securityContext": {"privileged": True}},
+        ],
+    }
+    result = _review_as(debug, "", "v1", "EphemeralContainers", operation="UPDATE")
+    assert result.verdict == "denied"
+    paths = {(v.rule, v.path) for v in result.decision.violations}
+    assert ("no-privileged", "ephemeralContainers[0].securityContext.privileged") in paths
+    assert all(path.startswith("ephemeralContainers[0].") for _, path in paths), "the pod's own fields are not judged"
+    assert "debugger" in result.body["response"]["status"]["message"]
+    conforming = copy.deepcopy(debug)
+    conforming["ephemeralContainers"] = [{**copy.deepcopy(CONFORMING_MAIN), "name": "debugger"}]
+    conforming["ephemeralContainers"][0].pop("resources")  # ephemeral containers may not set resources
+    assert _review_as(conforming, "", "v1", "EphemeralContainers", operation="UPDATE").verdict == "allowed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,16 +11,18 @@ from typing import Any
 
 import orjson
 
-from iotsec.admission.context import Snapshot
+from iotsec.admission.context import Context, Snapshot
 from iotsec.admission.engine import MalformedObjectError, decide
 from iotsec.admission.guard import ANSWERED_KINDS, confine_operator, protect_managed
-from iotsec.admission.model import Decision, Violation
+from iotsec.admission.model import Decision, Violation, container_names, warning_lines
 from iotsec.model.workloads import BUILT_IN, CHECKED_OBJECT_KINDS, carriers_of
 
 API_VERSION = "admission.k8s.io/v1"
 MAX_BODY_BYTES = 6 * 1024 * 1024  # the API server sends at most ~3 MiB objects, old and new
 # (API group, kind): a kind of the same name in another group (example.com/v1 Pod) is not checked
-CHECKED_KINDS = frozenset(c.key for c in BUILT_IN) | CHECKED_OBJECT_KINDS
+# pods/ephemeralcontainers of Kubernetes 1.16-1.21 (`kubectl debug`): an object of its own, judged as a pod's
+EPHEMERAL_CONTAINERS = ("", "EphemeralContainers")
+CHECKED_KINDS = frozenset(c.key for c in BUILT_IN) | CHECKED_OBJECT_KINDS | {EPHEMERAL_CONTAINERS}
 CHECKED_OPERATIONS = ("CREATE", "UPDATE")
 MAX_WARNING = 256  # a last guard: the engine's grouped warnings fit already (admission.model.MAX_LINE, WARNINGS_BUDGET)
 
@@ -40,6 +43,11 @@ class AdmissionRequest:
     old: Any = None
     groups: frozenset[str] = frozenset()
     group: str = ""  # request.kind.group: "" is the core group
+    version: str = ""  # request.kind.version
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         request.get("oldObject"),
         _groups(request.get("userInfo")),
         group=str(kind.get("group") or ""),
+        version=str(kind.get("version") or ""),
     )
 
 
@@ -126,11 +135,14 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
     if snapshot is None:
         message = "iotsec: the webhook has not loaded the cluster's SecurityDomains yet; retry in a few seconds"
         return ReviewResult(200, _response(request.uid, False, message=message, code=503), verdict="denied", **base)
-    obj = request.obj
+    # The API server sends the object converted to request.kind's version (matchPolicy Equivalent): its group and
+    # kind are request.kind's, whatever the object claims
+    obj = {**request.obj, "apiVersion": request.api_version, "kind": request.kind}
     if request.namespace and isinstance(obj.get("metadata"), dict) and not obj["metadata"].get("namespace"):
         obj = {**obj, "metadata": {**obj["metadata"], "namespace": request.namespace}}
+    judge = _decide_ephemeral if (request.group, request.kind) == EPHEMERAL_CONTAINERS else decide
     try:
-        decision = decide(obj, snapshot.context(request.namespace, now(), request.user))
+        decision = judge(obj, snapshot.context(request.namespace, now(), request.user))
     except MalformedObjectError as exc:
         return ReviewResult(400, {"error": str(exc)}, **base)
     verdict = "denied" if not decision.allowed else "warned" if decision.violations else "allowed"
@@ -142,6 +154,28 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
         audit=None if request.dry_run else _audit_annotations(decision),  # a dry run leaves no records
     )
     return ReviewResult(200, body_out, verdict=verdict, decision=decision, **base)
+
+
+def _decide_ephemeral(obj: dict[str, Any], ctx: Context) -> Decision:
+    """An EphemeralContainers object judged as the pod it adds containers to: only the findings on its
+    ephemeralContainers count (the rest of the pod was judged when it was created)."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": obj.get("metadata") or {},
+        "spec": {"containers": [], "ephemeralContainers": obj.get("ephemeralContainers") or []},
+    }
+    decision = decide(pod, ctx)
+    prefix = "spec.ephemeralContainers"
+    violations = tuple(
+        dataclasses.replace(v, path=v.path.removeprefix("spec."))
+        for v in decision.violations
+        if v.path == prefix or v.path.startswith((prefix + ".", prefix + "["))
+    )
+    names = container_names(obj, violations)
+    warnings = warning_lines(violations, names) if decision.mode == "warn" else ()
+    allowed = not violations or decision.mode != "enforce"
+    return Decision(allowed, decision.mode, violations, decision.exceptions_used, warnings, names)
 
 
 def _checked(request: AdmissionRequest, snapshot: Snapshot | None) -> bool:

@@ -495,6 +495,8 @@ SPACED_FILES = [
     ("app.properties", "a=1\nspring.datasource.password Hunter2pass", "spring.datasource.password (line 2)"),
     ("app.properties", "a=1\nspring.datasource.password:Hunter2pass", "spring.datasource.password (line 2)"),
     ("mosquitto.conf", "connection cloud\nbridge_psk 2b7e151628aed2a6abf7158809cf4f3c", "bridge_psk (line 2)"),
+    ("redis.conf", "port 6379\nrequirepass Hunter2pass", "requirepass (line 2)"),
+    ("redis.conf", "replicaof redis-0 6379\nmasterauth Hunter2pass", "masterauth (line 2)"),
 ]
 
 

@@ -302,6 +302,7 @@ def test_the_admission_engine_applies_the_decision_to_env_and_args():
         ("DB_PASSWORD", "${DB_PASS:}", False),
         ("DB_PASSWORD", "${DB_PASS:?DB_PASS must be set}", False),
         ("DB_PASSWORD", "${A:${B}}", False),
+        ("spring.datasource.password", "${DB_PASSWORD:#{null}}", False),  # a SpEL expression, not a literal
         ("JWT_TOKEN_EXPIRATION_TIME", "${JWT_TOKEN_EXPIRATION_TIME:9000}", False),
         ("SPRING_DATASOURCE_URL", "jdbc:mysql://${MYSQL_HOST:localhost}:3306/app", False),
     ],

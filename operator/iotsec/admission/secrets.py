@@ -42,7 +42,9 @@ MIN_SECRET_DIGITS = 4  # a number under a secret name with fewer digits is a set
 MAX_DECIDED_CHARS = 16 * 1024  # of a value: keys and tokens are shorter (an RSA-4096 PEM is ~3.3 KB); bounds the cost
 
 SECRET_STEMS = ("password", "passwd", "passphrase", "secret", "credential")  # inside a word: PGPASSWORD
-SECRET_WORDS = frozenset({"pass", "pwd", "pw", "psk", "token", "tokens", "apikey", "apikeys", "cookie"})
+SECRET_WORDS = frozenset(
+    {"pass", "pwd", "pw", "psk", "token", "tokens", "apikey", "apikeys", "cookie", "requirepass", "masterauth"}
+)  # requirepass, masterauth: Redis
 SECRET_SUFFIXES = ("token", "apikey")  # accesstoken, authtoken, xapikey
 KEY_WORDS = frozenset({"key", "keys"})
 MAYBE_KEY_WORDS = frozenset({"auth", "jwt"})  # REDIS_AUTH may be a password, AUTH_TYPE is not: the value decides
@@ -87,7 +89,7 @@ FLAG = re.compile(r"^--?(?P<name>[A-Za-z][A-Za-z0-9_.-]*)=(?P<value>.+)$", re.S)
 FLAG_VALUES = frozenset(
     "true false yes no on off y n none null nil enabled disabled enable disable required optional".split()
 )
-REFERENCE_STARTS = ("$", "{{", "<%", "%(", "ENC(", "arn:", "vault:", "ref+", "secret://")
+REFERENCE_STARTS = ("$", "#{", "{{", "<%", "%(", "ENC(", "arn:", "vault:", "ref+", "secret://")  # #{...}: SpEL
 PLACEHOLDER_STARTS = ("$", "{", "<", "%(", "%s", "%{")  # inside a URI or an assignment: $(VAR), ${VAR}, {{ }}, %s
 PATH_STARTS = ("/", "./", "../", "~/", "file:", "classpath:")
 FILE_SUFFIX = re.compile(

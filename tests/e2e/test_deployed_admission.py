@@ -23,12 +23,13 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.e2e.conftest import eventually
-from tests.e2e.deployed import domain_namespace, require_install
+from tests.e2e.deployed import domain_name, domain_namespace, require_install
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 IOTSEC = str(Path(sys.executable).parent / "iotsec")
 IMAGE = "registry.example.com/iot/app:1.4.2"
+RUNNABLE_IMAGE = "localhost/testenv/busybox:1.35"  # made by the testenv's images.sh on the node
 ROLLOUT_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
@@ -88,9 +89,9 @@ def warned(core, custom, installed) -> Iterator[str]:
         yield name
 
 
-def _dry_run(manifest: dict[str, Any], namespace: str) -> subprocess.CompletedProcess[str]:
+def _dry_run(manifest: dict[str, Any], namespace: str, *as_user: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [KUBECTL, "apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+        [KUBECTL, "apply", "--dry-run=server", "-n", namespace, *as_user, "-f", "-"],
         input=json.dumps(manifest),
         capture_output=True,
         text=True,
@@ -250,3 +251,65 @@ def test_check_offline_says_what_the_webhook_says_for_a_host_network_pod(custom,
     ], checked["violations"]
     for path in paths:
         assert path in denied.stderr or "hostPort" in denied.stderr, denied.stderr
+
+
+def test_an_excepted_deployments_replicaset_and_pod_inherit_the_waiver_and_run(api_client, core, custom, installed):
+    """The waiver reaches what the Deployment and ReplicaSet controllers create (their controller ownerReferences,
+    written by a system identity): the pod runs on the node. A person's pod that claims the ReplicaSet as its
+    parent gets no waiver."""
+    exception = {
+        "rule": "read-only-root-fs",
+        "target": {"kind": "Deployment", "name": "legacy"},
+        "justification": "the vendor binary writes under /opt until release 4.2 of the gateway",
+        "approver": "ciso@example.com",
+        "expires": "2099-01-01T00:00:00Z",
+    }
+    name = domain_name("adm16x")
+    exception["target"]["namespace"] = name
+    with domain_namespace(core, custom, name=name, imagePinning="any", exceptions=[exception]) as namespace:
+        container = {**_conforming_container("app"), "image": RUNNABLE_IMAGE, "command": ["sh", "-c", "sleep 3600"]}
+        container["securityContext"] = {**container["securityContext"], "readOnlyRootFilesystem": False}
+        container["securityContext"]["runAsUser"] = 10002
+        labels = {"app": "legacy"}
+        deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "legacy", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": _pod_spec(container)},
+            },
+        }
+        apps = client.AppsV1Api(api_client)
+        apps.create_namespaced_deployment(namespace, deployment)
+
+        def running() -> list[client.V1Pod]:
+            pods = core.list_namespaced_pod(namespace, label_selector="app=legacy").items
+            return [p for p in pods if p.status.phase == "Running"]
+
+        (pod,) = eventually(running, timeout=120, what="the excepted Deployment's pod Running on the node")
+        owner = pod.metadata.owner_references[0]
+        assert (owner.kind, owner.controller) == ("ReplicaSet", True)
+
+        forged = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{owner.name}-debug",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": owner.name,
+                        "uid": owner.uid,
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": _pod_spec(container),
+        }
+        person = ("--as=alice@acme.example", "--as-group=system:masters")  # a person, whatever her rights
+        denied = _dry_run(forged, namespace, *person)
+        assert denied.returncode != 0, denied.stdout
+        assert "read-only-root-fs" in denied.stderr, denied.stderr

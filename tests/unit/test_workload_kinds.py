@@ -669,3 +669,49 @@ def test_kubectl_debug_on_kubernetes_1_21_is_judged_by_its_ephemeral_containers(
     conforming["ephemeralContainers"] = [{**copy.deepcopy(CONFORMING_MAIN), "name": "debugger"}]
     conforming["ephemeralContainers"][0].pop("resources")  # ephemeral containers may not set resources
     assert _review_as(conforming, "", "v1", "EphemeralContainers", operation="UPDATE").verdict == "allowed"
+
+
+@pytest.mark.parametrize("api_version", [" apps/v1", "apps/v1/extra", "Apps/v1", "/v1", "apps", "v1/", "apps/v1 "])
+def test_an_api_version_the_api_server_refuses_is_invalid_not_unchecked(api_version):
+    from iotsec.admission.snapshot import check
+    from iotsec.model.manifests import Document, shape_problem
+
+    deployment = {
+        "apiVersion": api_version,
+        "kind": "Deployment",
+        "metadata": {"name": "broker", "namespace": NAMESPACE},
+        "spec": {"template": {"spec": copy.deepcopy(RISKY_POD)}},
+    }
+    assert "apiVersion" in (shape_problem(deployment) or "")
+    report = check([Document("d.yaml", 0, deployment)], NOW)
+    assert len(report.invalid) == 1
+    for fine in ("apps/v1", "v1", "argoproj.io/v1alpha1", "batch/v1beta1"):
+        assert shape_problem({**deployment, "apiVersion": fine}) is None
+
+
+def test_check_for_a_server_before_1_24_judges_a_windows_pod_as_the_linux_pod_it_stores():
+    from iotsec.admission.defaults import apply_api_defaults
+    from iotsec.admission.snapshot import check
+    from iotsec.model.manifests import Document
+
+    container = {"name": "app", "image": "registry.example.com/app:1.2.3", "securityContext": {"runAsNonRoot": True}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "w", "namespace": NAMESPACE},
+        "spec": {"os": {"name": "windows"}, "serviceAccountName": "app", "containers": [container]},
+    }
+    assert "os" not in apply_api_defaults(pod, server_minor=23)["spec"]
+    assert apply_api_defaults(pod, server_minor=24)["spec"]["os"] == {"name": "windows"}
+    assert "os" in pod["spec"], "the input is not changed"
+    domain = Document("d.yaml", 0, DOMAIN)
+    rules = {
+        minor: {
+            v.rule
+            for c in check([domain, Document("p.yaml", 0, pod)], NOW, server_minor=minor).checked
+            for v in c.decision.violations
+        }
+        for minor in (21, 24)
+    }
+    assert "read-only-root-fs" in rules[21]
+    assert "read-only-root-fs" not in rules[24]

@@ -7,6 +7,8 @@ rule can see are applied (kube's pkg/apis/core/v1/defaults.go):
 - with `hostNetwork: true`, a container or init container port without `hostPort` gets `hostPort = containerPort`
   (defaultHostNetworkPorts). Since Kubernetes 1.28 only in Pods (SetDefaults_Pod); before, in every pod template
   too (SetDefaults_PodSpec; since 1.28 behind the DefaultHostNetworkHostPortsInPodTemplates gate, off);
+- before 1.24 a pod spec's `os` is dropped: the field is unknown before 1.23 and behind the IdentifyPodOS gate (off
+  by default) in 1.23, so the API server prunes it and the pod is judged as a Linux pod;
 - a namespaced object without `metadata.namespace` is created in the request's namespace (`-n`, Helm's
   `--namespace`, kubectl's context: "default" unless given); a cluster-scoped one never gets one.
 """
@@ -22,6 +24,7 @@ from iotsec.model.workloads import BUILT_IN, POD_SPEC_PATHS
 DEFAULT_NAMESPACE = "default"  # what kubectl and helm use without -n and without a context namespace
 CURRENT_MINOR = 99  # "a current server" for the version switch below
 TEMPLATE_HOST_PORTS_UNTIL = 28  # from this minor version on, pod templates keep hostPort unset
+POD_OS_FROM = 24  # IdentifyPodOS on by default (beta); before, the API server drops spec.os
 
 # Cluster-scoped kinds of Kubernetes itself (every other kind, custom ones included, is taken as namespaced).
 CLUSTER_SCOPED_KINDS = frozenset(
@@ -86,6 +89,10 @@ def apply_api_defaults(
         result = {**obj, "metadata": {**metadata, "namespace": namespace}}
     steps = _pod_spec_steps(obj)
     spec = _at(result, steps) if steps else None
+    if steps and spec is not None and "os" in spec and server_minor < POD_OS_FROM:
+        result = {**result, steps[0]: copy.deepcopy(result.get(steps[0]))}
+        spec = _at(result, steps) or {}
+        spec.pop("os", None)
     if steps and spec is not None and _needs_port_defaults(spec):
         result = {**result, steps[0]: copy.deepcopy(result.get(steps[0]))}
         host_ports = spec.get("hostNetwork") is True and (kind == "Pod" or server_minor < TEMPLATE_HOST_PORTS_UNTIL)

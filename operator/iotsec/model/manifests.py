@@ -9,6 +9,7 @@ shared structure in time proportional to its distinct nodes. Every message quoti
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -66,6 +67,11 @@ def shape_problem(obj: Any) -> str | None:
         return "kind is missing" if kind is None else f"kind must be a string, got {_a(kind)}"
     if not isinstance(obj.get("apiVersion", ""), str):
         return f"apiVersion must be a string, got {_a(obj['apiVersion'])}"
+    if obj.get("apiVersion") and not _API_VERSION.fullmatch(obj["apiVersion"]):
+        return (
+            f"apiVersion {clip(json.dumps(obj['apiVersion']), 80)} is not GROUP/VERSION (a lowercase DNS name, "
+            "a version such as v1beta1) nor v1: the API server refuses it"
+        )
     metadata = obj.get("metadata", {})
     if not isinstance(metadata, dict):
         return f"metadata must be an object, got {_a(metadata)}"
@@ -76,6 +82,11 @@ def shape_problem(obj: Any) -> str | None:
         if not isinstance(metadata.get(field) or {}, dict):
             return f"metadata.{field} must be an object, got {_a(metadata[field])}"
     return None
+
+
+_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+# GROUP/VERSION (group a DNS-1123 subdomain, version a DNS-1035 label), or a version of the core group
+_API_VERSION = re.compile(rf"(?=[^/]{{1,253}}/){_LABEL}(\.{_LABEL})*/[a-z]([-a-z0-9]{{0,61}}[a-z0-9])?|v1")
 
 
 def _a(value: Any) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,3 +74,51 @@ def domain_namespace(core, custom, prefix: str = "deployed", name: str | None = 
     finally:
         custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
         core.delete_namespace(name)
+
+
+def delete_quietly(delete: Callable[[], Any]) -> None:
+    """Run a delete call; an object already gone (404) is fine."""
+    try:
+        delete()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def local_storage_class(api_client, name: str) -> Callable[[], None]:
+    """A StorageClass without a provisioner (its PersistentVolumes are made by the test: host_path_volume); returns
+    what removes it."""
+    storage = client.StorageV1Api(api_client)
+    storage.create_storage_class(
+        {
+            "metadata": {"name": name},
+            "provisioner": "kubernetes.io/no-provisioner",
+            "volumeBindingMode": "Immediate",
+            "reclaimPolicy": "Retain",
+        }
+    )
+    return lambda: delete_quietly(lambda: storage.delete_storage_class(name))
+
+
+def host_path_volume(
+    core,
+    name: str,
+    path: Path,
+    storage_class: str,
+    claim: tuple[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> None:
+    """A PersistentVolume on a folder of this machine (the testenv's node is this machine), writable by any UID:
+    a hostPath volume knows no fsGroup, and the product's pods run as UID 10001."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)
+    spec: dict[str, Any] = {
+        "capacity": {"storage": "1Gi"},
+        "accessModes": ["ReadWriteOnce"],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "storageClassName": storage_class,
+        "hostPath": {"path": str(path), "type": "Directory"},
+    }
+    if claim:
+        spec["claimRef"] = {"namespace": claim[0], "name": claim[1]}
+    core.create_persistent_volume({"metadata": {"name": name, "labels": labels or {}}, "spec": spec})

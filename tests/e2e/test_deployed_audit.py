@@ -31,7 +31,7 @@ from kubernetes.client.rest import ApiException
 from iotsec.build.audit import canary_name, signing_secret_name, sink_name, sink_selector, store_claim_name
 from tests.e2e.conftest import eventually
 from tests.e2e.controlplane import TESTENV, kubectl, restart_control_plane
-from tests.e2e.deployed import RELEASE, require_install
+from tests.e2e.deployed import RELEASE, delete_quietly, host_path_volume, local_storage_class, require_install
 
 SUFFIX = uuid.uuid4().hex[:5]
 POLICY = f"deployed-audit-{SUFFIX}"
@@ -100,30 +100,9 @@ def pipeline(api_client, core, custom, tmp_path_factory) -> Iterator[Pipeline]:
     if not (TESTENV / "start.sh").exists():
         pytest.fail(f"the deployed audit test restarts the control plane but {TESTENV}/start.sh is missing")
     apps = require_install(api_client)
-    storage = client.StorageV1Api(api_client)
-    storage.create_storage_class(
-        {
-            "metadata": {"name": STORAGE_CLASS},
-            "provisioner": "kubernetes.io/no-provisioner",
-            "volumeBindingMode": "Immediate",
-            "reclaimPolicy": "Retain",
-        }
-    )
+    remove_storage_class = local_storage_class(api_client, STORAGE_CLASS)
     store = Path(tempfile.mkdtemp(prefix=f"iotsec-e2e-audit-{SUFFIX}-", dir="/var/tmp"))
-    store.chmod(0o777)  # a hostPath volume knows no fsGroup: the sink's UID 10001 writes it
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": STORAGE_CLASS},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": STORAGE_CLASS,
-                "hostPath": {"path": str(store), "type": "Directory"},
-                "claimRef": {"namespace": AUDIT_NAMESPACE, "name": store_claim_name(POLICY)},
-            },
-        }
-    )
+    host_path_volume(core, STORAGE_CLASS, store, STORAGE_CLASS, claim=(AUDIT_NAMESPACE, store_claim_name(POLICY)))
     core.create_namespace({"metadata": {"name": WORK_NAMESPACE}})
     custom.create_cluster_custom_object(GROUP, VERSION, "auditpolicies", _policy())
     folder = tmp_path_factory.mktemp("deployed-audit")
@@ -155,22 +134,14 @@ def pipeline(api_client, core, custom, tmp_path_factory) -> Iterator[Pipeline]:
     finally:
         if restarted:
             restart_control_plane("")
-        _delete_quietly(lambda: custom.delete_cluster_custom_object(GROUP, VERSION, "auditpolicies", POLICY))
-        _delete_quietly(lambda: core.delete_namespace(WORK_NAMESPACE))
-        _delete_quietly(
+        delete_quietly(lambda: custom.delete_cluster_custom_object(GROUP, VERSION, "auditpolicies", POLICY))
+        delete_quietly(lambda: core.delete_namespace(WORK_NAMESPACE))
+        delete_quietly(
             lambda: core.delete_namespaced_persistent_volume_claim(store_claim_name(POLICY), AUDIT_NAMESPACE)
         )
-        _delete_quietly(lambda: core.delete_persistent_volume(STORAGE_CLASS))
-        _delete_quietly(lambda: storage.delete_storage_class(STORAGE_CLASS))
+        delete_quietly(lambda: core.delete_persistent_volume(STORAGE_CLASS))
+        remove_storage_class()
         shutil.rmtree(store, ignore_errors=True)
-
-
-def _delete_quietly(delete) -> None:
-    try:
-        delete()
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
 
 
 def _records(store: Path) -> list[dict[str, Any]]:

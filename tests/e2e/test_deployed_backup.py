@@ -36,8 +36,11 @@ from iotsec.build.backup import plan_backup
 from iotsec.model.platform import Image
 from tests.e2e.conftest import eventually
 from tests.e2e.deployed import (
+    delete_quietly,
     domain_name,
     domain_namespace,
+    host_path_volume,
+    local_storage_class,
     require_install,
 )
 from tests.netpol import Pod, allows, run_nca
@@ -92,18 +95,7 @@ def _keypair(folder: Path, name: str) -> tuple[str, str]:
 
 
 def _volume(core, name: str, path: Path, claim: tuple[str, str] | None) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o777)  # a hostPath volume knows no fsGroup: the Jobs' UID 10001 must be able to write it
-    spec: dict[str, Any] = {
-        "capacity": {"storage": "1Gi"},
-        "accessModes": ["ReadWriteOnce"],
-        "persistentVolumeReclaimPolicy": "Retain",
-        "storageClassName": STORAGE_CLASS,
-        "hostPath": {"path": str(path), "type": "Directory"},
-    }
-    if claim:
-        spec["claimRef"] = {"namespace": claim[0], "name": claim[1]}
-    core.create_persistent_volume({"metadata": {"name": name, "labels": {"iotsec-e2e": SUFFIX}}, "spec": spec})
+    host_path_volume(core, name, path, STORAGE_CLASS, claim, labels={"iotsec-e2e": SUFFIX})
 
 
 def _claim(core, namespace: str, name: str) -> None:
@@ -250,15 +242,7 @@ def _spec(site: Site) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def site(api_client, core, custom) -> Iterator[Site]:
     apps_api = require_install(api_client)
-    storage = client.StorageV1Api(api_client)
-    storage.create_storage_class(
-        {
-            "metadata": {"name": STORAGE_CLASS},
-            "provisioner": "kubernetes.io/no-provisioner",
-            "volumeBindingMode": "Immediate",
-            "reclaimPolicy": "Retain",
-        }
-    )
+    remove_storage_class = local_storage_class(api_client, STORAGE_CLASS)
     root = Path(tempfile.mkdtemp(prefix=f"iotsec-e2e-{SUFFIX}-", dir="/var/tmp"))
     root.chmod(0o755)
     backups = domain_name("backups")
@@ -295,8 +279,8 @@ def site(api_client, core, custom) -> Iterator[Site]:
             custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "backuppolicies", POLICY)
     finally:
         for volume in core.list_persistent_volume(label_selector=f"iotsec-e2e={SUFFIX}").items:
-            _delete_quietly(lambda v=volume: core.delete_persistent_volume(v.metadata.name))
-        _delete_quietly(lambda: storage.delete_storage_class(STORAGE_CLASS))
+            delete_quietly(lambda v=volume: core.delete_persistent_volume(v.metadata.name))
+        remove_storage_class()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -304,14 +288,6 @@ def _keys(root: Path) -> Path:
     keys = root / "keys"
     keys.mkdir(mode=0o700, exist_ok=True)
     return keys
-
-
-def _delete_quietly(delete) -> None:
-    try:
-        delete()
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
 
 
 # -- reading back --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ the not-secret side is mostly names that contain password/secret/token/key and a
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -383,3 +384,27 @@ def test_code_with_a_literal_fallback_is_not_a_reference():
 )
 def test_credentials_set_inside_json_or_a_flow_mapping_are_caught_under_any_name(value: str, secret: bool):
     assert literal_secret("APP_SETTINGS", value) is secret
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FOO", "ghp_" + "a1B2" * 9),
+        ("APP_SETTINGS", '{"mqtt": {"user": "gw", "password": "Hunter2pass"}}'),
+        ("BROKER", "mqtts://gateway:Hunter2pass@broker.example.com:8883"),
+    ],
+)
+def test_an_env_value_that_is_a_secret_by_itself_is_one_whatever_its_name(name, value):
+    """As for flags and ConfigMap keys: the name only decides values that are not secrets by themselves."""
+    from iotsec.admission.context import Context, DomainPolicy
+
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "n"},
+        "spec": {
+            "containers": [{"name": "app", "image": "r.example.com/a:1.2.3", "env": [{"name": name, "value": value}]}]
+        },
+    }
+    ctx = Context(DomainPolicy(name="d", zone="core", pod_security="privileged"), datetime(2026, 12, 3, tzinfo=UTC))
+    assert "no-literal-secrets" in {v.rule for v in decide(pod, ctx).violations}

@@ -486,12 +486,11 @@ def _env(path: str, env: Any, out: list[Finding]) -> None:
         value = entry.get("value") if type(entry) is dict else None
         if type(value) is not str:
             continue  # valueFrom and malformed entries carry no literal
-        name = entry.get("name")
-        secret, algorithm = _env_name(name if type(name) is str else str(name))
-        if not (secret or algorithm):
-            continue  # the common case: an ordinary setting
-        name = str(name)
-        if secret and literal_secret(name, value):
+        name = str(entry.get("name"))
+        algorithm = _env_name(name)[1]
+        # under any name, a value that is a secret by itself (a vendor token, a PEM key, a JWT, a URI or JSON
+        # carrying a password) is one; the name decides the rest
+        if literal_secret(name, value):
             out.append(
                 Finding(
                     "no-literal-secrets",

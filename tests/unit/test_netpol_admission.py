@@ -805,3 +805,12 @@ def test_a_policy_too_large_to_verify_in_time_is_refused_and_a_large_one_is_deci
     block = {"ipBlock": {"cidr": "203.0.0.0/16", "except": holes}}
     wide = policy("bridge", egress=[{"to": [block] * 3, "ports": ports[:MAX_ITEMS]}])
     assert {v.rule for v in judged(bridge, wide).violations} == {RULE}, "beyond the internet rule's port 443"
+
+
+def test_offline_iotsecs_own_labelled_policy_in_the_audit_namespace_passes_and_the_webhook_ignores_the_label():
+    snapshot = Snapshot(platform=Platform())
+    labelled = allow_all("iotsec-audit")
+    labelled["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "iotsec"}
+    assert decide(labelled, snapshot.context("iotsec-audit", NOW)).violations == (), "iotsec check: no identity"
+    assert not decide(labelled, snapshot.context("iotsec-audit", NOW, TENANT_ADMIN)).allowed
+    assert not decide(allow_all("iotsec-audit"), snapshot.context("iotsec-audit", NOW)).allowed

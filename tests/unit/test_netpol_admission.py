@@ -9,6 +9,7 @@ an admitted policy leaves nca's connectivity map unchanged, a refused one change
 from __future__ import annotations
 
 import copy
+import ipaddress
 import itertools
 import json
 import random
@@ -814,3 +815,23 @@ def test_offline_iotsecs_own_labelled_policy_in_the_audit_namespace_passes_and_t
     assert decide(labelled, snapshot.context("iotsec-audit", NOW)).violations == (), "iotsec check: no identity"
     assert not decide(labelled, snapshot.context("iotsec-audit", NOW, TENANT_ADMIN)).allowed
     assert not decide(allow_all("iotsec-audit"), snapshot.context("iotsec-audit", NOW)).allowed
+
+
+def test_no_planned_ipv6_block_excepts_an_ipv4_mapped_range_the_api_server_would_refuse():
+    """Go reads ::ffff:0:0/96 as IPv4: as an except of ::/0 the API server refuses it (no strict subset), so the
+    operator's internet policies must never carry it (a 422 at apply, found on the live cluster)."""
+    from iotsec.admission.netpol import MAPPED
+
+    blocks = [
+        peer["ipBlock"]
+        for obj in rendered([*PLATFORM_DOCS, *BRIDGE])
+        if obj["kind"] == "NetworkPolicy"
+        for rule in [*obj["spec"].get("ingress", ()), *obj["spec"].get("egress", ())]
+        for peer in [*rule.get("from", ()), *rule.get("to", ())]
+        if "ipBlock" in peer
+    ]
+    assert any(":" in b["cidr"] for b in blocks), "the examples open the IPv6 internet somewhere"
+    for block in blocks:
+        for hole in block.get("except", ()):
+            network = ipaddress.ip_network(hole, strict=False)
+            assert network.version == 4 or not network.subnet_of(MAPPED), block

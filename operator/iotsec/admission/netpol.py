@@ -193,12 +193,24 @@ Peer = PodPeer | AddressPeer
 def parse_peer(peer: Mapping[str, Any]) -> Peer:
     block = peer.get("ipBlock")
     if block is not None:
-        network = ipaddress.ip_network(str(block["cidr"]), strict=False)
-        holes = [ipaddress.ip_network(str(e), strict=False) for e in block.get("except") or ()]
+        network = as_go_reads(str(block["cidr"]))
+        holes = [as_go_reads(str(e)) for e in block.get("except") or ()]
         left = _subtract([_span(network)], [_span(h) for h in holes if h.version == network.version])
         return AddressPeer(tuple((network.version, a, b) for a, b in left))
     namespaces = peer.get("namespaceSelector")
     return PodPeer(None if namespaces is None else requirements(namespaces), requirements(peer.get("podSelector")))
+
+
+MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def as_go_reads(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The network the API server and the CNIs (Go's net package) see: an IPv4-mapped IPv6 block
+    (::ffff:10.0.0.0/104) is the IPv4 block 10.0.0.0/8, and is judged as that."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(MAPPED):
+        return ipaddress.IPv4Network((int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96))
+    return network
 
 
 def _span(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Interval:

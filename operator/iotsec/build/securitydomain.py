@@ -32,9 +32,10 @@ KIND = "SecurityDomain"
 PSA_PREFIX = "pod-security.kubernetes.io"
 PRIVATE_RANGES = {
     4: ("10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"),
-    # and the IPv6 ranges that embed IPv4 addresses (mapped, NAT64, 6to4): a CNI may match ::ffff:10.0.0.0/104 as
-    # 10.0.0.0/8, so "the IPv6 internet" must not open private IPv4 ranges through them
-    6: ("::1/128", "fc00::/7", "fe80::/10", "::ffff:0:0/96", "64:ff9b::/96", "2002::/16"),
+    # and the IPv6 ranges that embed IPv4 addresses (NAT64, 6to4), so "the IPv6 internet" opens no private IPv4
+    # range through them. IPv4-mapped ::ffff:0:0/96 cannot be excepted from ::/0: Go (the API server, CNIs) reads
+    # such a block as IPv4 and refuses it as no subset; the webhook reads user blocks in it as IPv4 the same way.
+    6: ("::1/128", "fc00::/7", "fe80::/10", "64:ff9b::/96", "2002::/16"),
 }
 EVERYWHERE = {4: "0.0.0.0/0", 6: "::/0"}
 INTERNET = "internet"

@@ -435,8 +435,9 @@ def check_scenario(server: ServerProcess, limit: int) -> None:
     for kind in KINDS:
         times = figures.crowd.cut_after(kind)
         assert len(times) == 375, report
-        # not before its deadline (this side notes its last send a little late: its loop is busy with 1,500)
-        assert min(times) >= deadline[kind] * 0.75, report
+        # not before its deadline; this side notes its last send late (its loop is busy with 1,500 connections, by
+        # seconds on a loaded CI machine), so what it measures is shorter than what the server waited
+        assert min(times) >= deadline[kind] * 0.5, report
         assert max(times) <= deadline[kind] + 5.0, report
     for kind, reason in EXPECTED_REASON.items():
         wanted = sum(1 for k in KINDS if EXPECTED_REASON[k] == reason) * 375
@@ -669,6 +670,9 @@ def test_large_bodies_wait_for_the_body_budget_and_small_ones_do_not(kind, tmp_p
         while server.body_bytes_reserved() != 200_000:  # the stalled body holds the budget
             assert time.monotonic() < deadline, server.body_bytes_reserved()
             time.sleep(0.02)
+        # the waiting body's own deadline runs while it waits: start it well after the stalled one's, or a loaded
+        # machine cuts both (seen in CI: the waiting connection was closed unanswered)
+        time.sleep(bounds.body_seconds / 3)
         waiting = server.tls_connect("127.0.0.3")
         started = time.monotonic()
         waiting.sendall(server.files.slow_headers() + b"Content-Length: 200000\r\n\r\n" + b" " * 200_000)
@@ -680,7 +684,7 @@ def test_large_bodies_wait_for_the_body_budget_and_small_ones_do_not(kind, tmp_p
         assert small_status == 200
         assert small_seconds < 1.0
         assert answer.startswith(b"HTTP/1.1 ")
-        assert 0.9 <= waited < 5, waited  # answered only once the stalled body's deadline freed the budget
+        assert 0.5 <= waited < 5, waited  # answered only once the stalled body's deadline freed the budget
         for sock in (stalled, waiting):
             sock.close()
 

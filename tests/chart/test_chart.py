@@ -544,3 +544,26 @@ def test_the_chart_gives_its_pods_settings_iotsec_reads(tmp_path, values):
         assert settings.platform.sink_service_account in accounts, deployment
         if deployment == "iotsec-operator":
             assert settings.image == container["image"], "the operator's Jobs and sinks run the chart's image"
+
+
+def test_the_webhook_admits_every_network_policy_the_chart_installs_from_an_administrator(tmp_path):
+    """`helm upgrade` goes through iotsec's own webhook: the chart's policies must pass it (one in the audit
+    namespace was refused in CI)."""
+    from datetime import UTC, datetime
+
+    from iotsec.admission.context import Snapshot
+    from iotsec.admission.engine import decide
+    from iotsec.model.platform import Platform
+
+    snapshot = Snapshot(platform=Platform())
+    judged = [  # the release namespace is left out of the webhook's namespaceSelector: it never sees those
+        o
+        for o in render(tmp_path)
+        if o.get("kind") == "NetworkPolicy" and o["metadata"]["namespace"] != snapshot.platform.namespace
+    ]
+    assert {o["metadata"]["namespace"] for o in judged} == {snapshot.platform.audit_namespace}
+    policies = judged
+    for obj in policies:
+        namespace = obj["metadata"]["namespace"]
+        decision = decide(obj, snapshot.context(namespace, datetime.now(UTC), "kubernetes-admin"))
+        assert decision.allowed, (obj["metadata"], decision.message)

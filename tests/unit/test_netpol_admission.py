@@ -835,3 +835,12 @@ def test_no_planned_ipv6_block_excepts_an_ipv4_mapped_range_the_api_server_would
         for hole in block.get("except", ()):
             network = ipaddress.ip_network(hole, strict=False)
             assert network.version == 4 or not network.subnet_of(MAPPED), block
+
+
+def test_anyone_may_deny_in_the_audit_namespace():
+    """The chart's own default deny there is applied by Helm as an administrator (helm upgrade was refused)."""
+    snapshot = Snapshot(platform=Platform())
+    deny = policy("iotsec-audit", "iotsec-default-deny", policyTypes=["Ingress", "Egress"])
+    assert decide(deny, snapshot.context("iotsec-audit", NOW, TENANT_ADMIN)).violations == ()
+    opens = policy("iotsec-audit", "iotsec-default-deny", policyTypes=["Egress"], egress=[{}])
+    assert not decide(opens, snapshot.context("iotsec-audit", NOW, TENANT_ADMIN)).allowed

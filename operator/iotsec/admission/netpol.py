@@ -372,7 +372,7 @@ def check_network_policy(obj: dict[str, Any], ctx: Context, out: list[Finding]) 
         return
     operator = ctx.user == snapshot.platform.operator_user
     if namespace == snapshot.platform.audit_namespace:
-        if not (operator or (not ctx.user and _iotsecs(obj))):
+        if not (operator or (not ctx.user and _iotsecs(obj)) or _only_denies(obj.get("spec") or {})):
             out.append(_not_in_audit_namespace(namespace))
         return
     if operator and backup_egress(obj):
@@ -446,6 +446,11 @@ def policy_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
     return ("Ingress", "Egress") if spec.get("egress") else ("Ingress",)
 
 
+def _only_denies(spec: Mapping[str, Any]) -> bool:
+    """A policy without a rule in any direction it applies to allows nothing (the chart's default deny)."""
+    return not any(spec.get(key) for direction, key, _, _ in DIRECTIONS if direction in policy_types(spec))
+
+
 def _iotsecs(obj: Mapping[str, Any]) -> bool:
     """Offline (`iotsec check`, no identity): iotsec's own rendered objects say so; the webhook always knows the
     writer, and there the label counts for nothing."""
@@ -457,7 +462,8 @@ def _not_in_audit_namespace(namespace: str) -> Finding:
     return Finding(
         RULE,
         "metadata.namespace",
-        f"{namespace} is iotsec's audit namespace: its NetworkPolicies are the operator's alone (the audit sinks)",
+        f"{namespace} is iotsec's audit namespace: only the operator opens paths there (the audit sinks); others "
+        "may only deny",
         "remove the policy; the AuditPolicy's sink settings decide who reaches the sinks",
     )
 

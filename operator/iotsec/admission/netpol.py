@@ -23,6 +23,7 @@ from iotsec.admission.context import Context
 from iotsec.admission.model import Finding
 from iotsec.build.securitydomain import Domain, namespace_labels, network_policies
 from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME, TENANT_LABEL
+from iotsec.model.selectors import Requirement, requirements, selected
 
 RULE = "network-policy-scope"
 NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace (1.21+), not changeable
@@ -31,21 +32,10 @@ LOWEST, HIGHEST = 1, 65535
 DIRECTIONS = (("Ingress", "ingress", "from", "spec.allow"), ("Egress", "egress", "to", "spec.egress"))
 MAX_LISTED = 3  # address ranges, and (addresses, ports) groups, named in one message
 
-Requirement = tuple[str, str, frozenset[str]]  # key, operator (In, NotIn, Exists, DoesNotExist), values
 Interval = tuple[int, int]
 
 
 # ---------------------------------------------------------------- label selectors
-
-
-def requirements(selector: Mapping[str, Any] | None) -> tuple[Requirement, ...]:
-    """A LabelSelector manifest as requirements (matchLabels k: v is k In {v}); () selects everything."""
-    selector = selector or {}
-    found = [(str(k), "In", frozenset({str(v)})) for k, v in (selector.get("matchLabels") or {}).items()]
-    for expression in selector.get("matchExpressions") or ():
-        values = frozenset(str(v) for v in expression.get("values") or ())
-        found.append((str(expression["key"]), str(expression["operator"]), values))
-    return tuple(found)
 
 
 def implies(narrow: Sequence[Requirement], wide: Sequence[Requirement]) -> bool:
@@ -69,20 +59,6 @@ def _implies(mine: Requirement, wanted: Requirement) -> bool:
             or have == "DoesNotExist"
         )
     return False
-
-
-def selects(reqs: Sequence[Requirement], labels: Mapping[str, str]) -> bool:
-    for key, operator, values in reqs:
-        present, value = key in labels, labels.get(key)
-        satisfied = {
-            "In": present and value in values,
-            "NotIn": not present or value not in values,
-            "Exists": present,
-            "DoesNotExist": not present,
-        }.get(operator, False)
-        if not satisfied:
-            return False
-    return True
 
 
 # ---------------------------------------------------------------- ports
@@ -233,7 +209,7 @@ def contains(wide: PodPeer, narrow: PodPeer, own: OwnNamespace) -> bool:
     if wide.namespaces is None:
         return narrow_own
     if narrow_own:
-        return selects(wide.namespaces, own.labels)
+        return selected(wide.namespaces, own.labels)
     assert narrow.namespaces is not None
     return implies(narrow.namespaces, wide.namespaces)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from iotsec.api.common import LabelSelector
@@ -35,13 +35,24 @@ def manifest(selector: LabelSelector | None) -> dict[str, Any]:
     return selector.model_dump(by_alias=True, exclude_none=True)
 
 
-Requirement = tuple[str, str, frozenset[str]]  # key, operator (=, !=, in, notin, exists, !), values
+Requirement = tuple[str, str, frozenset[str]]  # key, operator (In, NotIn, Exists, DoesNotExist), values
+_STRING_OPERATORS = {"=": "In", "in": "In", "!=": "NotIn", "notin": "NotIn", "exists": "Exists", "!": "DoesNotExist"}
+
+
+def requirements(selector: Mapping[str, Any] | None) -> tuple[Requirement, ...]:
+    """A LabelSelector manifest as requirements (matchLabels k: v is k In {v}); () selects everything."""
+    selector = selector or {}
+    found = [(str(k), "In", frozenset({str(v)})) for k, v in (selector.get("matchLabels") or {}).items()]
+    for expression in selector.get("matchExpressions") or ():
+        values = frozenset(str(v) for v in expression.get("values") or ())
+        found.append((str(expression["key"]), str(expression["operator"]), values))
+    return tuple(found)
 
 
 def parse_selector(text: str) -> list[Requirement] | None:
     """A label selector string as the API takes it (`a=b,c!=d,e in (x,y),f notin (z),g,!h`); None when it is not
     one this parser is sure of (the caller then asks the API server)."""
-    requirements: list[Requirement] = []
+    found: list[tuple[str, str, frozenset[str]]] = []
     for part in _split_outside_parentheses(text):
         part = part.strip()
         if not part:
@@ -52,34 +63,33 @@ def parse_selector(text: str) -> list[Requirement] | None:
             if not (rest.startswith("(") and rest.endswith(")")):
                 return None
             values = frozenset(v.strip() for v in rest[1:-1].split(",") if v.strip())
-            requirements.append((words[0], words[1], values))
+            found.append((words[0], words[1], values))
         elif "!=" in part:
             key, value = part.split("!=", 1)
-            requirements.append((key.strip(), "!=", frozenset({value.strip()})))
+            found.append((key.strip(), "!=", frozenset({value.strip()})))
         elif "=" in part:
             key, value = part.replace("==", "=").split("=", 1)
-            requirements.append((key.strip(), "=", frozenset({value.strip()})))
+            found.append((key.strip(), "=", frozenset({value.strip()})))
         elif part.startswith("!") and " " not in part:
-            requirements.append((part[1:], "!", frozenset()))
+            found.append((part[1:], "!", frozenset()))
         elif " " not in part:
-            requirements.append((part, "exists", frozenset()))
+            found.append((part, "exists", frozenset()))
         else:
             return None
-    return requirements
+    return [(key, _STRING_OPERATORS[operator], values) for key, operator, values in found]
 
 
-def selected(requirements: list[Requirement], labels: Mapping[str, str]) -> bool:
-    """Whether `labels` satisfy every requirement of a parsed selector string."""
+def selected(requirements: Sequence[Requirement], labels: Mapping[str, str]) -> bool:
+    """Whether `labels` satisfy every requirement (of a manifest or of a parsed selector string); an unknown
+    operator satisfies nothing."""
     for key, operator, values in requirements:
         present, value = key in labels, labels.get(key)
         satisfied = {
-            "=": present and value in values,
-            "in": present and value in values,
-            "!=": not present or value not in values,
-            "notin": not present or value not in values,
-            "exists": present,
-            "!": not present,
-        }[operator]
+            "In": present and value in values,
+            "NotIn": not present or value not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }.get(operator, False)
         if not satisfied:
             return False
     return True

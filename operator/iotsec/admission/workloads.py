@@ -14,7 +14,7 @@ from typing import Any
 from iotsec.admission.context import Context
 from iotsec.admission.images import parse_image, pinned_forms, pinning_problem
 from iotsec.admission.model import Finding
-from iotsec.admission.secrets import literal_secret, secret_flag, secret_name
+from iotsec.admission.secrets import literal_secret, secret_flag
 from iotsec.model.labels import LEVEL_LABEL
 
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
@@ -466,12 +466,6 @@ def _image(path: str, image: Any, ctx: Context, out: list[Finding]) -> None:
 
 
 @lru_cache(maxsize=8192)
-def _env_name(name: str) -> tuple[bool, bool]:
-    """(names a secret, names an algorithm) for an env var; cached: every pod of a workload repeats its names."""
-    return secret_name(name), bool(ALGORITHM_KEY.search(name))
-
-
-@lru_cache(maxsize=8192)
 def _algorithm_key(key: str) -> bool:
     return bool(ALGORITHM_KEY.search(key))
 
@@ -487,7 +481,7 @@ def _env(path: str, env: Any, out: list[Finding]) -> None:
         if type(value) is not str:
             continue  # valueFrom and malformed entries carry no literal
         name = str(entry.get("name"))
-        algorithm = _env_name(name)[1]
+        algorithm = _algorithm_key(name)
         # under any name, a value that is a secret by itself (a vendor token, a PEM key, a JWT, a URI or JSON
         # carrying a password) is one; the name decides the rest
         if literal_secret(name, value):

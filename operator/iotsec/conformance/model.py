@@ -18,7 +18,7 @@ class Verdict(StrEnum):
     OUT_OF_SCOPE = "out-of-scope"
 
     @property
-    def title(self) -> str:
+    def label(self) -> str:
         return self.value.replace("-", " ")
 
 

@@ -1,0 +1,215 @@
+"""The inventory a report is judged from, and the views of it every probe shares.
+
+Offline (`from_documents`) the objects are the documents given and `planned` is what the operator would write for
+the custom resources among them (`iotsec render`), plus the background scan's PolicyReports over the documents.
+Live, `iotsec.services.inventory` reads the objects from the API server. Either way `view(inventory)` resolves
+namespaces to their SecurityDomain and tenant as the webhook does (admission.snapshot) and plans the desired
+state with the operator's own builders (build.render), once per inventory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from iotsec.admission.context import Snapshot
+from iotsec.admission.snapshot import snapshot_from_objects
+from iotsec.api.validation import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
+from iotsec.build import render
+from iotsec.conformance.model import Inventory, ObjectRef, Scope
+from iotsec.model.labels import MANAGED_BY, MANAGER, TENANT_LABEL
+from iotsec.model.manifests import Document, shape_problem
+
+POLICY_REPORT_GROUP = "wgpolicyk8s.io"
+SCAN_MODULES = ("iotsec.admission.scan", "iotsec.build.policyreport")
+
+
+def from_documents(documents: Iterable[Document], now: datetime, source: str = "") -> Inventory:
+    """An offline inventory: the documents as objects, the operator's plan for them and the background scan's
+    findings over them (PolicyReports, planned: what the operator's scan would publish)."""
+    docs = [d for d in documents if shape_problem(d.obj) is None]
+    objects = [d.obj for d in docs]
+    planned = render.render([d for d in docs if is_iotsec(d.obj) or d.obj.get("kind") == "Namespace"]).objects
+    reports = scan_reports(objects, now)
+    inventory = Inventory("files", now, objects, [*planned, *(reports or [])], source)
+    if reports is None:
+        inventory.unavailable[f"{POLICY_REPORT_GROUP}/PolicyReport"] = "background scan not available in this build"
+    return inventory
+
+
+def scan_available() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in SCAN_MODULES)
+
+
+def scan_reports(objects: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]] | None:
+    """The PolicyReports the background scan would publish for `objects`; None when the scan is not built in."""
+    if not scan_available():
+        return None
+    scan = importlib.import_module(SCAN_MODULES[0])
+    policyreport = importlib.import_module(SCAN_MODULES[1])
+    reports: list[dict[str, Any]] = policyreport.policy_reports(scan.scan(objects, now), now)
+    return reports
+
+
+@dataclass
+class Invalid:
+    obj: dict[str, Any]
+    problems: list[Problem]
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef.of(self.obj)
+
+
+@dataclass
+class View:
+    """What every probe needs of an inventory, computed once."""
+
+    inventory: Inventory
+    resources: list[Resource] = field(default_factory=list)
+    invalid: list[Invalid] = field(default_factory=list)
+    snapshot: Snapshot = field(default_factory=Snapshot)
+    namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Namespace object (as judged)
+    members: dict[str, str] = field(default_factory=dict)  # namespace -> its SecurityDomain
+    tenant_of: dict[str, str] = field(default_factory=dict)  # namespace -> its TenantIsolation's name
+    desired: list[dict[str, Any]] = field(default_factory=list)  # what the operator would write (its builders)
+    actual: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (kind, ns, name) -> object
+
+    @property
+    def offline(self) -> bool:
+        return self.inventory.mode == "files"
+
+    def of_kind(self, kind: str) -> list[Resource]:
+        return [r for r in self.resources if r.kind == kind]
+
+    def namespace_scope(self, namespace: str) -> Scope:
+        return Scope("namespace", namespace, self.members.get(namespace), self.tenant_of.get(namespace))
+
+    def tenant_scope(self, resource: Resource) -> Scope:
+        return Scope("tenant", resource.name, getattr(resource.spec, "security_domain", None), resource.name)
+
+    def lookup(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self.actual.get((kind, namespace or "", name))
+
+    def observed(self, kind: str, group: str | None = None) -> list[dict[str, Any]]:
+        """Objects of `kind` as found: observed live; offline, the documents and the planned objects."""
+        found = self.inventory.of_kind(kind, group)
+        if self.offline:
+            found = found + [o for o in self.inventory.planned_of_kind(kind) if group is None or _group(o) == group]
+        return found
+
+    def is_planned(self, obj: Mapping[str, Any]) -> bool:
+        return self.offline and any(obj is p for p in self.inventory.planned)
+
+    def ref(self, obj: Mapping[str, Any]) -> ObjectRef:
+        return ObjectRef.of(obj, planned=self.is_planned(obj))
+
+
+_VIEWS: dict[int, tuple[weakref.ref[Inventory], View]] = {}
+
+
+def view(inventory: Inventory) -> View:
+    """The shared view of `inventory` (computed on first use; the inventory must not change afterwards)."""
+    cached = _VIEWS.get(id(inventory))
+    if cached is not None and cached[0]() is inventory:
+        return cached[1]
+    made = _build(inventory)
+    _VIEWS[id(inventory)] = (weakref.ref(inventory, lambda _: _VIEWS.pop(id(inventory), None)), made)
+    return made
+
+
+def _build(inventory: Inventory) -> View:
+    made = View(inventory)
+    for obj in inventory.objects:
+        if is_iotsec(obj):
+            try:
+                made.resources.append(parse_resource(obj))
+            except InvalidResourceError as exc:
+                made.invalid.append(Invalid(obj, exc.problems))
+    offline = inventory.mode == "files"
+    namespaces = {_name(o): o for o in inventory.of_kind("Namespace", "") if not _meta(o).get("deletionTimestamp")}
+    if offline:  # the labels the operator would put on them, over those written
+        for patch in inventory.planned_of_kind("Namespace"):
+            name = _name(patch)
+            base = namespaces.get(name, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            labels = {**(_meta(base).get("labels") or {}), **(_meta(patch).get("labels") or {})}
+            namespaces[name] = {**base, "metadata": {**_meta(base), "labels": labels}}
+    made.namespaces = namespaces
+    context = [o for o in inventory.objects if is_iotsec(o) or o.get("kind") in ("StorageClass", "ClusterRole")]
+    made.snapshot = snapshot_from_objects(
+        [*context, *namespaces.values()], assume_named_namespaces_exist=offline, parse=_parsed(made)
+    )
+    for plan in _plan(made, inventory).plans:
+        made.members.update(dict.fromkeys(plan.members, plan.domain))
+    for resource in made.of_kind("TenantIsolation"):
+        for namespace in getattr(resource.spec, "namespaces", ()):
+            made.tenant_of.setdefault(namespace, resource.name)
+    for namespace, obj in namespaces.items():
+        tenant_id = (_meta(obj).get("labels") or {}).get(TENANT_LABEL)
+        if tenant_id and namespace not in made.tenant_of:
+            made.tenant_of[namespace] = _tenant_name(made, tenant_id)
+    actual = [*inventory.planned, *inventory.objects] if offline else inventory.objects
+    made.actual = {(str(o.get("kind")), _meta(o).get("namespace") or "", _name(o)): o for o in actual}
+    return made
+
+
+def _plan(made: View, inventory: Inventory) -> render.Rendered:
+    """The operator's desired state for the custom resources of the inventory (the same builders it applies)."""
+    if inventory.mode == "files":
+        made.desired = list(inventory.planned)
+        sources = [Document("<inventory>", i, o) for i, o in enumerate(inventory.objects)]
+    else:
+        given = [o for o in inventory.objects if is_iotsec(o)] + list(made.namespaces.values())
+        sources = [Document("<cluster>", i, o) for i, o in enumerate(given)]
+    rendered = render.render([d for d in sources if is_iotsec(d.obj) or d.obj.get("kind") == "Namespace"])
+    if inventory.mode != "files":
+        made.desired = rendered.objects
+    return rendered
+
+
+def _parsed(made: View) -> Any:
+    by_id = {id(r.body): r for r in made.resources}
+
+    def parse(obj: dict[str, Any]) -> Resource:
+        found = by_id.get(id(obj))
+        return found if found is not None else parse_resource(obj)
+
+    return parse
+
+
+def _tenant_name(made: View, tenant_id: str) -> str:
+    for resource in made.of_kind("TenantIsolation"):
+        if getattr(resource.spec, "tenant_id", None) == tenant_id:
+            return resource.name
+    return tenant_id
+
+
+def policy_reports(made: View) -> list[dict[str, Any]]:
+    """iotsec's background-scan reports (PolicyReport and ClusterPolicyReport), observed or, offline, planned."""
+    found = [*made.observed("PolicyReport", POLICY_REPORT_GROUP), *made.observed("ClusterPolicyReport")]
+    return [r for r in found if _group(r) == POLICY_REPORT_GROUP and _ours(r)]
+
+
+def _ours(report: Mapping[str, Any]) -> bool:
+    if (_meta(report).get("labels") or {}).get(MANAGED_BY) == MANAGER:
+        return True
+    return any(r.get("policy") == MANAGER or r.get("source") == MANAGER for r in report.get("results") or ())
+
+
+def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(_meta(obj).get("name", ""))
+
+
+def _group(obj: Mapping[str, Any]) -> str:
+    api_version = str(obj.get("apiVersion", ""))
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""

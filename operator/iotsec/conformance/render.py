@@ -153,9 +153,15 @@ def _control_lines(control: Mapping[str, Any], paint: Paint) -> list[str]:
     return lines
 
 
-def _listed(names: Sequence[str], most: int) -> str:
-    shown = ", ".join(_plain(n) for n in names[:most])
-    return shown + (f" (+{len(names) - most} more)" if len(names) > most else "")
+def _listed(names: Sequence[str], most: int, budget: int = 90) -> str:
+    """At most `most` names and about `budget` characters, then how many more."""
+    shown: list[str] = []
+    for name in names[:most]:
+        if shown and len(", ".join([*shown, name])) > budget:
+            break
+        shown.append(_plain(name))
+    rest = len(names) - len(shown)
+    return ", ".join(shown) + (f" (+{rest} more)" if rest else "")
 
 
 def _plain(value: Any) -> str:

@@ -1,21 +1,117 @@
-"""`iotsec report`: reserved for the conformance report, which is not implemented yet."""
+"""`iotsec report`: the X.1369 conformance report, offline from manifests or live from a cluster (same probes)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from iotsec.cli.common import EXIT_USAGE, fail
+from iotsec.cli.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, fail, rfc3339_argument
+from iotsec.conformance.model import WORST_FIRST, Verdict
+from iotsec.model.manifests import load_documents, shape_problem
 
-WHY = "the X.1369 conformance report is not built yet; `iotsec controls` lists the catalog and what iotsec does"
+FORMATS = ("text", "json", "markdown", "html")
+FAIL_ON = {"partial": Verdict.PARTIAL, "not-met": Verdict.NOT_MET}
+EPILOG = """exit codes:
+  0  the report was written (and, with --fail-on, no control in the view is that bad)
+  1  --fail-on: some control's verdict is at least as bad as the level given
+  2  invalid input or usage: unreadable files, objects that are not Kubernetes objects, unreachable cluster"""
 
 
 def register(sub: Any) -> None:
-    stub = sub.add_parser("report", help="(not yet implemented) the X.1369 conformance report")
-    stub.add_argument("args", nargs=argparse.REMAINDER)
-    stub.set_defaults(handler=_not_yet)
+    parser = sub.add_parser(
+        "report",
+        help="the X.1369 conformance report: a verdict per control and scope, with its evidence",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="manifests to report on offline (files, folders)")
+    parser.add_argument("--cluster", action="store_true", help="read the cluster (kubeconfig) instead of files")
+    parser.add_argument("--context", help="kubeconfig context (with --cluster)")
+    parser.add_argument("-o", "--output", choices=FORMATS, default="text", help="output format (default text)")
+    parser.add_argument("--output-file", metavar="FILE", help="write the report here instead of stdout")
+    parser.add_argument("--domain", help="only this SecurityDomain's scopes (cluster-wide facts stay)")
+    parser.add_argument("--tenant", help="only this TenantIsolation's scopes")
+    parser.add_argument("--namespace", help="only this namespace")
+    parser.add_argument("--fail-on", choices=tuple(FAIL_ON), help="exit 1 when a control is at least this bad")
+    parser.add_argument("--now", type=rfc3339_argument, help="judge as of this time (RFC 3339; default: now)")
+    parser.set_defaults(handler=_report)
 
 
-def _not_yet(_: argparse.Namespace) -> int:
-    fail("report", f"not yet implemented: {WHY}")
-    return EXIT_USAGE
+def _report(args: argparse.Namespace) -> int:
+    if args.cluster == bool(args.paths):
+        fail("report", "give manifest paths, or --cluster to read the cluster (not both)")
+        return EXIT_USAGE
+    if args.context and not args.cluster:
+        fail("report", "--context needs --cluster")
+        return EXIT_USAGE
+    now = args.now or datetime.now(UTC)
+    inventory = _live(args.context, now) if args.cluster else _files(args.paths, now)
+    if inventory is None:
+        return EXIT_USAGE
+    from iotsec.conformance.assess import assess, filtered
+    from iotsec.conformance.document import to_document
+
+    report = filtered(assess(inventory), args.domain, args.tenant, args.namespace)
+    document = to_document(report)
+    _write(_rendered(document, args.output), args.output_file)
+    if args.fail_on and _at_least(document, FAIL_ON[args.fail_on]):
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _files(paths: list[str], now: datetime) -> Any:
+    from iotsec.conformance.inventory import from_documents
+
+    documents = list(load_documents(paths))
+    bad = [d for d in documents if shape_problem(d.obj) is not None]
+    if bad:
+        fail("report", f"{bad[0].where}: {shape_problem(bad[0].obj)} ({len(bad)} documents are no Kubernetes objects)")
+        return None
+    return from_documents(documents, now, " ".join(paths))
+
+
+def _live(context: str | None, now: datetime) -> Any:
+    from iotsec.services.inventory import connect, gather
+
+    try:
+        kube, server = connect(context)
+        return gather(kube, now, server)
+    except Exception as exc:  # kubeconfig missing, connection refused, TLS, 401: one clear line, exit 2
+        fail("report", f"cannot read the cluster: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return None
+
+
+def _rendered(document: dict[str, Any], output: str) -> str:
+    if output == "json":
+        return json.dumps(document, indent=2) + "\n"
+    renderer = _renderer(output)
+    if renderer is None:
+        fail("report", f"-o {output} is not built in yet: printing JSON")
+        return json.dumps(document, indent=2) + "\n"
+    return renderer(document)
+
+
+def _renderer(output: str) -> Callable[[dict[str, Any]], str] | None:
+    module, name = {"html": ("iotsec.conformance.html", "html")}.get(output, ("iotsec.conformance.render", output))
+    try:
+        found: Callable[[dict[str, Any]], str] = getattr(__import__(module, fromlist=[name]), name)
+    except (ImportError, AttributeError):
+        return None
+    return found
+
+
+def _write(text: str, output_file: str | None) -> None:
+    if output_file:
+        Path(output_file).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _at_least(document: dict[str, Any], level: Verdict) -> bool:
+    bad = {str(v) for v in WORST_FIRST[: WORST_FIRST.index(level) + 1]}
+    return any(control["verdict"] in bad for control in document["controls"])

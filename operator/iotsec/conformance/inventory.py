@@ -146,6 +146,9 @@ def _build(inventory: Inventory) -> View:
     )
     for plan in _plan(made, inventory).plans:
         made.members.update(dict.fromkeys(plan.members, plan.domain))
+    if not offline:  # the planner assumes named namespaces exist; live, only those found are members
+        made.members = {ns: d for ns, d in made.members.items() if ns in namespaces}
+        made.desired = [o for o in made.desired if _meta(o).get("namespace") in (None, *namespaces)]
     for resource in made.of_kind("TenantIsolation"):
         for namespace in getattr(resource.spec, "namespaces", ()):
             made.tenant_of.setdefault(namespace, resource.name)

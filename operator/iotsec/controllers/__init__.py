@@ -10,7 +10,7 @@ import importlib
 
 from iotsec.model.config import Config
 
-HANDLER_MODULES = ("securitydomain", "tenant", "backup", "audit", "grants", "webhook_tls")
+HANDLER_MODULES = ("securitydomain", "tenant", "backup", "audit", "grants", "webhook_tls", "scan")
 
 
 def register(settings: Config) -> None:

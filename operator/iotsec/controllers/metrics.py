@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -56,3 +56,49 @@ def forget(kind: str, name: str) -> None:
             MANAGED_OBJECTS.remove(*labels)
     with contextlib.suppress(KeyError):
         RESOURCE_READY.remove(kind, name)
+
+
+# ---------------------------------------------------------------- the background scan (controllers/scan.py)
+
+BACKGROUND_VIOLATIONS = Gauge(
+    "iotsec_background_violations",
+    "Objects that exist in violation of a rule, found by the background scan, by control, namespace ('' for "
+    "cluster-scoped objects), rule and the domain's mode; mode enforce: they bypassed admission.",
+    ["control", "namespace", "rule", "mode"],
+)
+BACKGROUND_SCAN_SECONDS = Histogram(
+    "iotsec_background_scan_seconds",
+    "Time of one background scan: listing, judging and publishing the PolicyReports.",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+BACKGROUND_SCAN_OBJECTS = Gauge("iotsec_background_scan_objects", "Objects the last background scan judged.")
+BACKGROUND_SCAN_TIMESTAMP = Gauge(
+    "iotsec_background_scan_timestamp_seconds", "Unix time the last background scan succeeded."
+)
+
+
+class ScannedLike(Protocol):
+    @property
+    def namespace(self) -> str | None: ...
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def violations(self) -> Sequence[Any]: ...
+
+
+def record_background_scan(objects: Sequence[ScannedLike], seconds: float, finished: float) -> None:
+    """Set the scan's gauges; series whose count went to 0 (fixed, deleted) are removed, not left at 0."""
+    counts: dict[tuple[str, str, str, str], int] = {}
+    for scanned in objects:
+        for finding in scanned.violations:
+            key = (finding.control, scanned.namespace or "", finding.rule, scanned.mode)
+            counts[key] = counts.get(key, 0) + 1
+    for labels in list(BACKGROUND_VIOLATIONS._metrics):  # prometheus_client keeps children keyed by label values
+        if labels not in counts:
+            BACKGROUND_VIOLATIONS.remove(*labels)
+    for labels, count in counts.items():
+        BACKGROUND_VIOLATIONS.labels(*labels).set(count)
+    BACKGROUND_SCAN_SECONDS.observe(seconds)
+    BACKGROUND_SCAN_OBJECTS.set(len(objects))
+    BACKGROUND_SCAN_TIMESTAMP.set(finished)

@@ -144,7 +144,8 @@ def default_api_client() -> k8s_client.ApiClient:
     return k8s_config.new_client_from_config()
 
 
-UNGRANTED_GROUPS = ("iotsec.io/", "events.k8s.io/")  # custom resources and events: cluster-wide rights
+# custom resources, events and the background scan's PolicyReports: cluster-wide rights
+UNGRANTED_GROUPS = ("iotsec.io/", "events.k8s.io/", "wgpolicyk8s.io/")
 
 
 class NamespaceGrants:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from iotsec.api.durations import parse_duration
 from iotsec.model.platform import Image, Platform
 from iotsec.model.text import quoted
 from iotsec.model.workloads import PodCarrier, parse_workload_kinds
@@ -85,6 +86,18 @@ def _flag(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _interval(text: str) -> float:
+    """Seconds, or a duration such as 300s or 5m; 0 turns what it paces off."""
+    stripped = text.strip()
+    try:
+        value = float(stripped)
+    except ValueError:
+        return parse_duration(stripped).total_seconds()
+    if value < 0 or value == float("inf"):
+        raise ValueError("must be a duration such as 300s or 5m, or 0 to disable")
+    return value
+
+
 def _pull_policy(text: str) -> str:
     if text not in _PULL_POLICIES:
         raise ValueError(f"must be one of {', '.join(_PULL_POLICIES)}")
@@ -149,6 +162,19 @@ SETTINGS: tuple[Setting, ...] = (
         "more kinds with pod specs to check, as JSON `[{group, kind, resource, podSpecPaths}]` (the chart's "
         "webhook.workloadKinds)",
     ),
+    Setting(
+        "scan_interval",
+        _interval,
+        "operator",
+        "how often the background scan re-checks existing objects (seconds or 300s, 5m); 0 turns it off",
+    ),
+    Setting(
+        "excluded_namespaces",
+        _items,
+        "operator",
+        "namespaces the webhook leaves out besides the system and release ones (the chart's "
+        "webhook.excludedNamespaces): the background scan leaves them out too",
+    ),
 )
 
 
@@ -178,6 +204,8 @@ class Config:
     image_pull_policy: str = Image().pull_policy
     audit_namespace: str = ""  # empty: <release>-audit
     workload_kinds: tuple[PodCarrier, ...] = ()
+    scan_interval: float = 300.0
+    excluded_namespaces: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:

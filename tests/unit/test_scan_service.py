@@ -1,0 +1,219 @@
+"""The background scan against an API (services/scan.py, controllers/scan.py) with a fake adapter: what is read, what is
+published, what is never touched, the metrics, one scan at a time and failures that never stop the operator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from iotsec.controllers import metrics
+from iotsec.controllers import scan as controller
+from iotsec.k8s.kube import ApiError
+from iotsec.model.config import Config, ConfigError
+from iotsec.model.platform import Platform
+from iotsec.services import scan as service
+from tests.unit.test_scan import NOW, deployment, domain, namespace
+
+OURS = {"app.kubernetes.io/managed-by": "iotsec"}
+
+
+class FakeKube:
+    """Lists from a dict of (apiVersion, kind) -> objects; records writes."""
+
+    def __init__(self, objects: list[dict[str, Any]], served_reports: bool = True):
+        self.store: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for obj in objects:
+            self.store.setdefault((obj["apiVersion"], obj["kind"]), []).append(obj)
+        self.served_reports = served_reports
+        self.forbidden: set[str] = set()
+        self.created: list[dict[str, Any]] = []
+        self.applied: list[dict[str, Any]] = []
+        self.deleted: list[tuple[str, str, str | None]] = []
+
+    def list(self, api_version: str, kind: str) -> list[dict[str, Any]]:
+        if kind in self.forbidden:
+            raise ApiError(f"list {kind}: 403 Forbidden", 403)
+        if api_version.startswith("wgpolicyk8s.io/") and not self.served_reports:
+            raise ApiError(f"the API server does not serve {kind} in {api_version}", 404)
+        custom = api_version.startswith(("argoproj", "serving.knative", "apps.kruise", "keda"))
+        if custom and (api_version, kind) not in self.store:
+            raise ApiError(f"the API server does not serve {kind} in {api_version}", 404)
+        return list(self.store.get((api_version, kind), []))
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        self.created.append(obj)
+        return True
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(obj)
+        return obj
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        self.deleted.append((kind, name, namespace))
+        return True
+
+
+def report(namespace: str | None, labels: dict[str, str] | None, name: str = "iotsec-scan") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": labels or {}}
+    if namespace:
+        meta["namespace"] = namespace
+    kind = "PolicyReport" if namespace else "ClusterPolicyReport"
+    return {"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": kind, "metadata": meta}
+
+
+def world(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        domain("plant", ["line-a", "line-b"]),
+        namespace("line-a"),
+        namespace("line-b"),
+        deployment("mqtt", "line-a", privileged=True),
+        deployment("clean", "line-b"),
+        *extra,
+    ]
+
+
+def test_reads_context_and_scanned_kinds_and_notes_what_it_may_not_list():
+    kube = FakeKube(world())
+    kube.forbidden = {"ClusterRoleBinding"}
+    cluster = service.read_cluster(kube)  # type: ignore[arg-type]
+    assert {o["metadata"]["name"] for o in cluster.objects} >= {"plant", "line-a", "mqtt", "clean"}
+    assert list(cluster.unavailable) == ["rbac.authorization.k8s.io/v1/ClusterRoleBinding"]
+
+
+def test_new_reports_are_created_ours_applied_and_stale_ours_deleted():
+    kube = FakeKube(
+        world(
+            report("line-b", OURS),  # still backed: applied
+            report("gone", OURS),  # no checked objects there any more: deleted
+            report(None, OURS),  # no cluster-scoped objects judged: deleted
+            report("gone2", {}, name="kyverno-report"),  # not ours, other name: never touched
+        )
+    )
+    outcome = service.scan_and_publish(kube, Platform(), now=NOW)  # type: ignore[arg-type]
+    assert [r["metadata"]["namespace"] for r in kube.created] == ["line-a"]
+    assert [r["metadata"]["namespace"] for r in kube.applied] == ["line-b"]
+    assert kube.deleted == [("ClusterPolicyReport", "iotsec-scan", None), ("PolicyReport", "iotsec-scan", "gone")]
+    assert outcome.published is not None
+    assert outcome.published.refused == []
+    fail = next(r for r in kube.created[0]["results"] if r["result"] == "fail")
+    assert fail["resources"][0]["name"] == "mqtt"
+
+
+def test_a_report_of_our_name_that_we_did_not_make_is_refused_and_logged(caplog: pytest.LogCaptureFixture):
+    planted = report("line-a", {"app.kubernetes.io/managed-by": "someone"})
+    elsewhere = report("quiet", {})
+    kube = FakeKube(world(planted, elsewhere))
+    with caplog.at_level(logging.WARNING):
+        outcome = service.scan_and_publish(kube, Platform(), now=NOW)  # type: ignore[arg-type]
+    assert outcome.published is not None
+    assert outcome.published.refused == ["PolicyReport line-a/iotsec-scan"]
+    assert all(r["metadata"]["namespace"] != "line-a" for r in kube.created + kube.applied)
+    assert kube.deleted == []  # neither the planted one nor the unlabelled one elsewhere
+    assert "left PolicyReport line-a/iotsec-scan alone" in caplog.text
+
+
+def test_without_the_crd_the_scan_still_judges_and_says_why_nothing_was_published():
+    kube = FakeKube(world(), served_reports=False)
+    outcome = service.scan_and_publish(kube, Platform(), now=NOW)  # type: ignore[arg-type]
+    assert outcome.published is not None
+    assert "not installed" in outcome.published.unavailable
+    assert [o.ref.name for o in outcome.result.objects if o.failing] == ["mqtt"]
+    assert kube.created == kube.applied == []
+
+
+def _sample(name: str, labels: dict[str, str]) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_metrics_count_violating_objects_and_drop_series_that_went_away():
+    kube = FakeKube(world())
+    outcome = service.run_scan(kube, Platform(), now=NOW)  # type: ignore[arg-type]
+    metrics.record_background_scan(outcome.result.objects, 1.5, 1_700_000_000)
+    labels = {"control": "X1369-9.4.3-1", "namespace": "line-a", "rule": "no-privileged", "mode": "enforce"}
+    assert _sample("iotsec_background_violations", labels) == 1
+    assert _sample("iotsec_background_scan_objects", {}) == 2
+    assert _sample("iotsec_background_scan_timestamp_seconds", {}) == 1_700_000_000
+    fixed = FakeKube([o for o in world() if o["metadata"]["name"] != "mqtt"])
+    metrics.record_background_scan(service.run_scan(fixed, Platform(), now=NOW).result.objects, 1.0, 1_700_000_300)  # type: ignore[arg-type]
+    assert _sample("iotsec_background_violations", labels) is None
+
+
+def test_the_scan_interval_setting():
+    assert Config().scan_interval == 300
+    assert Config.from_env({"IOTSEC_SCAN_INTERVAL": "5m"}).scan_interval == 300
+    assert Config.from_env({"IOTSEC_SCAN_INTERVAL": "90"}).scan_interval == 90
+    assert Config.from_env({"IOTSEC_SCAN_INTERVAL": "0"}).scan_interval == 0
+    with pytest.raises(ConfigError, match="IOTSEC_SCAN_INTERVAL"):
+        Config.from_env({"IOTSEC_SCAN_INTERVAL": "soon"})
+    assert Config.from_env({"IOTSEC_EXCLUDED_NAMESPACES": "a, b"}).excluded_namespaces == ("a", "b")
+
+
+def test_a_failing_scan_logs_one_line_and_the_next_request_runs_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    calls: list[str] = []
+
+    def broken() -> Any:
+        calls.append("scan")
+        if len(calls) == 1:
+            raise ApiError("list Pod: 503 Service Unavailable", 503)
+        raise RuntimeError("something nobody expected")
+
+    monkeypatch.setattr(controller, "scan_once", broken)
+
+    async def scenario() -> None:
+        scanner = controller.Scanner(interval=3600, debounce=0)
+        task = asyncio.create_task(scanner.run())
+        for _ in range(200):  # bounded: the first scan happens at start, the second on request
+            await asyncio.sleep(0.01)
+            if len(calls) == 1 and not scanner.wanted.is_set():
+                scanner.request()
+            if len(calls) >= 2:
+                break
+        await asyncio.sleep(0.01)
+        assert not task.done()  # the loop survived both failures
+        task.cancel()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    assert len(calls) == 2
+    failures = [r for r in caplog.records if "background scan failed" in r.getMessage()]
+    assert len(failures) == 2
+    assert all("\n" not in r.getMessage() for r in failures)
+
+
+def test_requests_during_a_scan_fold_into_one_more_scan(monkeypatch: pytest.MonkeyPatch):
+    running = 0
+    most = 0
+    count = 0
+
+    def slow() -> None:
+        nonlocal running, most, count
+        running += 1
+        most = max(most, running)
+        count += 1
+        time.sleep(0.05)
+        running -= 1
+
+    monkeypatch.setattr(controller, "scan_once", slow)
+
+    async def scenario() -> None:
+        scanner = controller.Scanner(interval=3600, debounce=0.01)
+        task = asyncio.create_task(scanner.run())
+        await asyncio.sleep(0.01)  # the first scan is running
+        for _ in range(5):
+            scanner.request()
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if count >= 2 and not scanner.wanted.is_set() and running == 0:
+                break
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert most == 1
+    assert count == 2  # the first, then one for the five requests

@@ -1,0 +1,223 @@
+"""Vulnerability and configuration scanning as evidence, read from Trivy Operator's reports instead of claimed.
+
+Pinning an image is not patching it. Where Trivy Operator runs, its `VulnerabilityReport` (one per workload
+container) and `ConfigAuditReport` (one per object) objects, `aquasecurity.github.io/v1alpha1`, say what the running
+images contain; this module judges X1369-9.3.2-1, -9.3.3-1 and -9.1.4-3 from them per member namespace. Without
+the CRDs the controls stay `partial`: iotsec has no scanner of its own.
+
+Shapes as Trivy Operator writes them (pkg/apis/aquasecurity/v1alpha1/vulnerability_types.go and
+config_audit_types.go of aquasecurity/trivy-operator): `report.summary.{critical,high,medium,low}Count`,
+`report.artifact.{repository,tag,digest}`, `report.registry.server`, `report.updateTimestamp`, and the labels
+`trivy-operator.resource.{kind,name,namespace}` and `trivy-operator.container.name` naming the scanned object.
+A Deployment's reports name its ReplicaSet (`<deployment>-<pod-template-hash>`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from iotsec.conformance.model import CLUSTER, Assessment, Evidence, Inventory, ObjectRef, Probe, Scope, Verdict
+from iotsec.conformance.runtime import Finding, ago, assess, members, not_applicable, when
+
+GROUP = "aquasecurity.github.io"
+VULNERABILITY_REPORT = "VulnerabilityReport"
+CONFIG_AUDIT_REPORT = "ConfigAuditReport"
+STALE_AFTER = timedelta(days=7)
+KIND_LABEL = "trivy-operator.resource.kind"
+NAME_LABEL = "trivy-operator.resource.name"
+NAMESPACE_LABEL = "trivy-operator.resource.namespace"
+CONTAINER_LABEL = "trivy-operator.container.name"
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob", "Job", "Pod")
+NO_SCANNER = "no vulnerability scanner installed (Trivy Operator's VulnerabilityReports are read when present)"
+INSTALL = "install Trivy Operator (aquasecurity/trivy-operator): its VulnerabilityReports become the evidence"
+MECHANISM = "Trivy Operator VulnerabilityReport / ConfigAuditReport"
+
+C_SCANNING = "X1369-9.1.4-3"
+C_PATCHED = "X1369-9.3.2-1"
+C_MIDDLEWARE = "X1369-9.3.3-1"
+_POD_TEMPLATE_HASH = r"-[a-z0-9]{1,10}"
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Workload:
+    obj: Mapping[str, Any]
+    kind: str
+    name: str
+
+    @property
+    def title(self) -> str:
+        return f"{self.kind} {self.name}"
+
+    def reported_by(self, report: Mapping[str, Any]) -> bool:
+        labels = _labels(report)
+        kind, name = labels.get(KIND_LABEL), str(labels.get(NAME_LABEL, ""))
+        if self.kind == "Deployment" and kind == "ReplicaSet":
+            return re.fullmatch(re.escape(self.name) + _POD_TEMPLATE_HASH, name) is not None
+        return kind == self.kind and name == self.name
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _namespace(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("namespace") or _labels(obj).get(NAMESPACE_LABEL) or "")
+
+
+def _report(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return obj.get("report") or {}
+
+
+def scanned_at(report: Mapping[str, Any]) -> datetime | None:
+    return when(_report(report).get("updateTimestamp")) or when((report.get("metadata") or {}).get("creationTimestamp"))
+
+
+def image_of(report: Mapping[str, Any]) -> str:
+    body = _report(report)
+    artifact = body.get("artifact") or {}
+    server = (body.get("registry") or {}).get("server")
+    image = f"{server}/{artifact.get('repository', '?')}" if server else str(artifact.get("repository", "?"))
+    if artifact.get("tag"):
+        image += f":{artifact['tag']}"
+    if artifact.get("digest"):
+        image += f"@{artifact['digest']}"
+    return image
+
+
+def _counts(report: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """Critical, high, medium and low counts of the report's summary."""
+    summary = _report(report).get("summary") or {}
+
+    def count(severity: str) -> int:
+        return int(summary.get(f"{severity}Count") or 0)
+
+    return count("critical"), count("high"), count("medium"), count("low")
+
+
+def _workloads(inventory: Inventory, namespace: str) -> list[_Workload]:
+    """The namespace's workloads that Trivy scans: controllers, and Jobs and Pods that no controller owns."""
+    found = []
+    for kind in WORKLOAD_KINDS:
+        for obj in inventory.of_kind(kind):
+            meta = obj.get("metadata") or {}
+            if meta.get("namespace") != namespace:
+                continue
+            if kind in ("Job", "Pod") and meta.get("ownerReferences"):
+                continue
+            found.append(_Workload(obj, kind, str(meta.get("name", ""))))
+    return found
+
+
+def _latest_per_container(reports: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The newest report of each container (an older ReplicaSet's reports stay until it is deleted)."""
+    newest: dict[str, Mapping[str, Any]] = {}
+    for report in reports:
+        container = str(_labels(report).get(CONTAINER_LABEL, ""))
+        before = newest.get(container)
+        if before is None or (scanned_at(report) or _NEVER) > (scanned_at(before) or _NEVER):
+            newest[container] = report
+    return list(newest.values())
+
+
+def vulnerabilities(inventory: Inventory) -> Iterator[Assessment]:
+    """9.3.2-1, 9.3.3-1 and 9.1.4-3 per member namespace from VulnerabilityReports (and ConfigAuditReports for
+    9.1.4-3)."""
+    why = inventory.unavailable.get(f"{GROUP}/{VULNERABILITY_REPORT}")
+    reports = inventory.of_kind(VULNERABILITY_REPORT, GROUP)
+    if why is not None or (inventory.mode == "files" and not reports):
+        text = f"{NO_SCANNER}: {why}" if why else f"{NO_SCANNER}; offline, none given"
+        for control in (C_PATCHED, C_MIDDLEWARE, C_SCANNING):
+            yield Assessment(control, CLUSTER, Verdict.PARTIAL, text, (Evidence(text),), INSTALL, MECHANISM)
+        return
+    audits = inventory.of_kind(CONFIG_AUDIT_REPORT, GROUP)
+    group = members(inventory)
+    for namespace in sorted(group.of):
+        scope = group.scope(namespace)
+        workloads = _workloads(inventory, namespace)
+        if not workloads:
+            for control in (C_PATCHED, C_MIDDLEWARE, C_SCANNING):
+                yield not_applicable(control, scope, "no workloads in the namespace: nothing to scan", (), MECHANISM)
+            continue
+        own = [r for r in reports if _namespace(r) == namespace]
+        findings = [_vulnerability_finding(inventory.now, w, own) for w in workloads]
+        yield assess(C_PATCHED, scope, findings, MECHANISM)
+        yield assess(C_MIDDLEWARE, scope, findings, MECHANISM)
+        yield _scanning(inventory, scope, workloads, findings, [a for a in audits if _namespace(a) == namespace])
+
+
+def _vulnerability_finding(now: datetime, workload: _Workload, reports: Sequence[Mapping[str, Any]]) -> Finding:
+    mine = _latest_per_container([r for r in reports if workload.reported_by(r)])
+    ref = ObjectRef.of(workload.obj)
+    if not mine:
+        text = f"{workload.title}: no VulnerabilityReport (not scanned yet, or excluded from scanning)"
+        return Finding(Verdict.PARTIAL, text, (ref,), missing="let Trivy Operator scan every workload")
+    refs = (ref, *(ObjectRef.of(r) for r in mine))
+    times = [t for t in (scanned_at(r) for r in mine) if t is not None]
+    oldest = min(times, default=None)
+    parts = []
+    for report in mine:
+        critical, high, medium, low = _counts(report)
+        parts.append(f"{image_of(report)}: {critical} critical, {high} high, {medium} medium, {low} low")
+    scanned = f"scanned {ago(now, oldest)}" if oldest else "scan time unknown"
+    text = f"{workload.title}: {'; '.join(parts)} ({scanned})"
+    critical = sum(_counts(r)[0] for r in mine)
+    high = sum(_counts(r)[1] for r in mine)
+    if critical:
+        return Finding(Verdict.NOT_MET, text, refs, oldest, "update the images: critical vulnerabilities are known")
+    if oldest is None or now - oldest > STALE_AFTER:
+        stale = f"{text}: stale (older than {STALE_AFTER.days} d)"
+        return Finding(Verdict.PARTIAL, stale, refs, oldest, "reports are stale: check that Trivy Operator rescans")
+    if high:
+        return Finding(
+            Verdict.PARTIAL, text, refs, oldest, "update the images: high-severity vulnerabilities are known"
+        )
+    return Finding(Verdict.MET, text, refs, oldest)
+
+
+def _scanning(
+    inventory: Inventory,
+    scope: Scope,
+    workloads: Sequence[_Workload],
+    vulnerability: Sequence[Finding],
+    audits: Sequence[Mapping[str, Any]],
+) -> Assessment:
+    """9.1.4-3: vulnerability and configuration scanning; the configuration half from ConfigAuditReports."""
+    findings = list(vulnerability)
+    if f"{GROUP}/{CONFIG_AUDIT_REPORT}" in inventory.unavailable:
+        why = inventory.unavailable[f"{GROUP}/{CONFIG_AUDIT_REPORT}"]
+        findings.append(Finding(Verdict.PARTIAL, f"no configuration audit reports: {why}", missing=INSTALL))
+    else:
+        findings += [_config_finding(inventory.now, w, audits) for w in workloads]
+    return assess(C_SCANNING, scope, findings, MECHANISM)
+
+
+def _config_finding(now: datetime, workload: _Workload, audits: Sequence[Mapping[str, Any]]) -> Finding:
+    mine = _latest_per_container([a for a in audits if workload.reported_by(a)])
+    ref = ObjectRef.of(workload.obj)
+    if not mine:
+        text = f"{workload.title}: no ConfigAuditReport"
+        return Finding(Verdict.PARTIAL, text, (ref,), missing="enable Trivy Operator's configuration auditing")
+    report = mine[0]
+    critical, high, medium, low = _counts(report)
+    failed = [c.get("checkID") for c in _report(report).get("checks") or () if c.get("success") is False]
+    at = scanned_at(report)
+    text = (
+        f"{workload.title} configuration audit: {critical} critical, {high} high, {medium} medium, {low} low failed "
+        f"checks{' (' + ', '.join(str(f) for f in failed[:5]) + ')' if failed else ''}"
+        f"{', audited ' + ago(now, at) if at else ''}"
+    )
+    refs = (ref, ObjectRef.of(report))
+    if critical:
+        return Finding(Verdict.NOT_MET, text, refs, at, "fix the failed critical configuration checks")
+    if at is None or now - at > STALE_AFTER or high:
+        return Finding(Verdict.PARTIAL, text, refs, at, "fix the failed high checks, or let Trivy re-audit")
+    return Finding(Verdict.MET, text, refs, at)
+
+
+ANSWERS: dict[Probe, tuple[str, ...]] = {vulnerabilities: (C_PATCHED, C_MIDDLEWARE, C_SCANNING)}
+PROBES: tuple[Probe, ...] = tuple(ANSWERS)

@@ -12,6 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from iotsec.conformance.render import WIDTH, markdown, text
 
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "conformance_report.json"
@@ -110,6 +112,13 @@ def test_fixture_is_a_realistic_document():
     scopes = {a["scope"]["kind"] for c in document["controls"] for a in c["assessments"]}
     assert scopes == {"cluster", "domain", "tenant", "namespace"}
     assert visible_totals(document) == Counter({k: v for k, v in document["totals"].items() if v})
+
+
+def test_fixture_follows_the_committed_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    from iotsec.conformance.document import schema
+
+    jsonschema.validate(report(), schema())
 
 
 # ---- text ----
@@ -229,3 +238,17 @@ def test_markdown_escapes_pipes_newlines_and_markup_in_cells():
 def test_markdown_is_deterministic_and_survives_a_json_round_trip():
     document = report()
     assert markdown(document) == markdown(json.loads(json.dumps(document)))
+
+
+def test_a_limited_view_says_so_and_a_scope_judged_twice_is_named_once():
+    document = report()
+    document["filters"] = {"tenant": "acme"}
+    entry = control(document, "X1369-9.4.3-1")
+    entry["assessments"].insert(1, copy.deepcopy(entry["assessments"][0]))
+    output = text(document)
+    assert "\nlimited to tenant acme\n" in output
+    assert "    not met in: namespace acme-meters\n" in output
+    md = markdown(document)
+    assert "- Limited to: tenant acme" in md
+    row = next(x for x in md.splitlines() if x.startswith("| X1369-9.4.3-1 |"))
+    assert _cells(row)[3] == "namespace acme-meters"

@@ -168,3 +168,10 @@ def test_a_thousand_namespaces_render_to_a_few_megabytes():
     size = len(html(document).encode())
     print(f"\nHTML report: {rows} assessments over 1000 namespaces -> {size / 1e6:.1f} MB")
     assert size < 20e6
+
+
+def test_a_limited_view_is_named_in_the_header():
+    document = report()
+    document["filters"] = {"domain": "ingestion", "namespace": "acme-meters"}
+    assert "Limited to" + "domain ingestion, namespace acme-meters" in Page(html(document)).text
+    assert "Limited to" not in Page(html(report())).text

@@ -24,6 +24,7 @@ from iotsec.conformance.render import (
     assessments_of,
     controls_of,
     label,
+    limited_to,
     object_title,
     scope_title,
     source_line,
@@ -50,7 +51,8 @@ details.c>summary{cursor:pointer;padding:.35rem .5rem}details.c[open]>summary{ba
 details.c>div{padding:.3rem .6rem .6rem}code{font-size:.92em}
 .missing{margin:.2rem 0;color:#333}.missing::before{content:"Missing: ";font-weight:600}
 ul.ev{margin:0;padding-left:1.1rem}ul.ob{margin:.1rem 0;padding-left:1rem;list-style:square}
-.mech{color:#555;font-size:.9em}
+.mech{color:#555;font-size:.9em}table.a td:nth-child(1){width:13%}table.a td:nth-child(2){width:9%}
+table.a td:nth-child(3){width:32%}
 """
 
 _SCRIPT = """
@@ -155,6 +157,7 @@ def html(document: Document) -> str:
         f'<dt>Generated</dt><dd><time datetime="{_e(document.get("generatedAt"))}">'
         f"{_e(document.get('generatedAt'))}</time></dd>",
         f"<dt>Schema</dt><dd>{_e(document.get('apiVersion'))}</dd>",
+        f"<dt>Limited to</dt><dd>{_e(limited_to(document))}</dd>" if limited_to(document) else "",
         *(f"<dt>Not readable</dt><dd>{_e(kind)}: {_e(why)}</dd>" for kind, why in unavailable_of(document)),
         "</dl></header><main>",
         _filters(document),
@@ -263,7 +266,7 @@ def _control(control: Mapping[str, Any]) -> str:
         f'<p class="mech">How: {_e(control.get("k8sControl"))} (coverage {_e(control.get("coverage"))}'
         + (f"; {_e(mechanisms)}" if mechanisms else "")
         + ")</p>"
-        '<table><thead><tr><th scope="col">Scope</th><th scope="col">Verdict</th><th scope="col">Finding</th>'
+        '<table class="a"><thead><tr><th scope="col">Scope</th><th scope="col">Verdict</th><th scope="col">Finding</th>'
         f'<th scope="col">Evidence</th></tr></thead><tbody>{rows}</tbody></table></div></details>'
     )
 
@@ -272,7 +275,9 @@ def _assessment(assessment: Mapping[str, Any]) -> str:
     scope = assessment.get("scope") or {}
     verdict = str(assessment.get("verdict"))
     missing = f'<p class="missing">{_e(assessment["missing"])}</p>' if assessment.get("missing") else ""
-    mechanism = f'<div class="mech">{_e(assessment["mechanism"])}</div>' if assessment.get("mechanism") else ""
+    mechanism = (
+        f'<div class="mech">Read from: {_e(assessment["mechanism"])}</div>' if assessment.get("mechanism") else ""
+    )
     evidence = "".join(_evidence(e) for e in assessment.get("evidence") or [])
     return (
         f'<tr data-v="{_e(verdict)}" data-t="{_e(scope.get("tenant") or "")}" data-d="{_e(scope.get("domain") or "")}">'

@@ -71,6 +71,17 @@ def failing_assessments(control: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return sorted(failing, key=lambda a: verdict_rank(str(a.get("verdict"))))
 
 
+def _unique(names: Iterable[str]) -> list[str]:
+    """In first-seen order: a scope judged twice (by two probes) is named once."""
+    return list(dict.fromkeys(names))
+
+
+def limited_to(document: Document) -> str:
+    """The view the report was limited to (`iotsec report --tenant/--domain/--namespace`), "" for all."""
+    filters = document.get("filters") or {}
+    return ", ".join(f"{key} {filters[key]}" for key in ("domain", "tenant", "namespace") if filters.get(key))
+
+
 def evidence_line(evidence: Mapping[str, Any]) -> str:
     objects = ", ".join(object_title(o) for o in evidence.get("objects") or [])
     observed = f" (observed {evidence['observedAt']})" if evidence.get("observedAt") else ""
@@ -99,6 +110,8 @@ def text(document: Document, color: bool = False) -> str:
         f"generated {_plain(document.get('generatedAt') or '?')}",
         f"{len(controls_of(document))} controls: {_counts(totals_of(document), paint)}",
     ]
+    if limited_to(document):
+        lines.append(f"limited to {_plain(limited_to(document))}")
     lines += [f"  cannot read {_plain(kind)}: {_plain(why)}" for kind, why in unavailable_of(document)]
     lines.append("")
     lines += [f"  {area_line}" for area_line in _area_lines(document, paint)]
@@ -141,7 +154,7 @@ def _control_lines(control: Mapping[str, Any], paint: Paint) -> list[str]:
     lines = [f"{head}  {_plain(control.get('id'))}  {_plain(control.get('requirement'))}"]
     failing = failing_assessments(control)
     for kind in FAILING:
-        scopes = [scope_title(a.get("scope") or {}) for a in failing if a.get("verdict") == kind]
+        scopes = _unique(scope_title(a.get("scope") or {}) for a in failing if a.get("verdict") == kind)
         if scopes:
             lines.append(f"    {label(kind)} in: {_listed(scopes, 8)}")
     first = next((e for a in failing for e in a.get("evidence") or []), None)
@@ -233,6 +246,8 @@ def _md_header(document: Document) -> list[str]:
         f"- Generated: {md_escape(document.get('generatedAt'))}",
         f"- Schema: {md_escape(document.get('apiVersion'))}",
     ]
+    if limited_to(document):
+        lines.append(f"- Limited to: {md_escape(limited_to(document))}")
     lines += [f"- Could not read {md_escape(kind)}: {md_escape(why)}" for kind, why in unavailable_of(document)]
     return lines
 
@@ -250,7 +265,9 @@ def _md_area(document: Document, area: Mapping[str, Any]) -> list[str]:
     for control in controls_of(document):
         if control.get("area") != area.get("id"):
             continue
-        not_met = [scope_title(a.get("scope") or {}) for a in failing_assessments(control) if a["verdict"] == "not-met"]
+        not_met = _unique(
+            scope_title(a.get("scope") or {}) for a in failing_assessments(control) if a["verdict"] == "not-met"
+        )
         cells = [
             md_escape(control.get("id")),
             label(str(control.get("verdict"))),

@@ -3,7 +3,7 @@ package, with the system chromium as its executable: nothing is downloaded). The
 auditor would, and read as a person reads it: the totals shown, a failing control expanded to its evidence, the
 tenant/domain/verdict filters, and no script injected through the document's strings.
 
-Without chromium or playwright these tests skip with the reason; with IOTSEC_BROWSER_REQUIRED=1 (as CI sets) that
+IOTSEC_CHROMIUM names another chromium binary. Without chromium or playwright these tests skip with the reason; with IOTSEC_BROWSER_REQUIRED=1 (as CI sets) that
 is a failure instead, so CI never passes with the browser tier silently skipped.
 """
 
@@ -33,9 +33,9 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    executable = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if executable is None:
-        _unavailable("chromium is not installed (apt-get install chromium)")
+    executable = os.environ.get("IOTSEC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(executable).is_file():
+        _unavailable(f"chromium is not installed at {executable} (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -168,3 +168,17 @@ def test_the_live_inventory_never_keeps_values_and_lists_what_it_cannot_read():
 def test_other_api_errors_propagate():
     with pytest.raises(ApiError):
         live_inventory.gather(FakeKube([], {"Namespace": 500}), datetime(2026, 12, 3, tzinfo=UTC))  # type: ignore[arg-type]
+
+
+def test_cronjobs_of_an_older_server_are_read_and_built_in_kinds_are_not_called_crds():
+    class OldServer(FakeKube):
+        def list(self, api_version, kind, namespace=None, label_selector=None):
+            if (api_version, kind) in (("batch/v1", "CronJob"), ("v1", "Pod")):
+                raise ApiError(f"{kind} not served", 404)
+            return super().list(api_version, kind)
+
+    cronjob = {"apiVersion": "batch/v1beta1", "kind": "CronJob", "metadata": {"name": "c", "namespace": "a"}}
+    found = live_inventory.gather(OldServer([cronjob], {}), datetime(2026, 12, 3, tzinfo=UTC))  # type: ignore[arg-type]
+    assert [o["metadata"]["name"] for o in found.objects if o["kind"] == "CronJob"] == ["c"]
+    assert "batch/CronJob" not in found.unavailable
+    assert found.unavailable["/Pod"] == "not served by this API server (v1)"

@@ -50,6 +50,8 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("aquasecurity.github.io/v1alpha1", "ConfigAuditReport"),
 )
 VALUES_DROPPED = ("Secret", "ConfigMap")
+OLDER_VERSIONS = {("batch/v1", "CronJob"): "batch/v1beta1"}  # Kubernetes before 1.21 serves CronJob as v1beta1
+CRD_GROUPS = ("iotsec.io", "wgpolicyk8s.io", "aquasecurity.github.io")
 
 
 def group_kind(api_version: str, kind: str) -> str:
@@ -61,16 +63,32 @@ def gather(kube: Kube, now: datetime, source: str = "", kinds: Iterable[tuple[st
     inventory = Inventory("cluster", now, source=source)
     for api_version, kind in kinds:
         try:
-            found = kube.list(api_version, kind)
+            found = _list(kube, api_version, kind)
         except ApiError as exc:
             if exc.status not in (403, 404):
                 raise
-            why = "CRD not installed" if exc.status == 404 else f"forbidden: {exc}"
-            inventory.unavailable[group_kind(api_version, kind)] = why
+            inventory.unavailable[group_kind(api_version, kind)] = _why(api_version, exc)
             continue
         inventory.objects += [without_values(obj) for obj in found]
     log.info("inventory: %d objects, %d kinds unavailable", len(inventory.objects), len(inventory.unavailable))
     return inventory
+
+
+def _list(kube: Kube, api_version: str, kind: str) -> list[dict[str, Any]]:
+    try:
+        return kube.list(api_version, kind)
+    except ApiError as exc:
+        older = OLDER_VERSIONS.get((api_version, kind))
+        if exc.status != 404 or older is None:
+            raise
+        return kube.list(older, kind)
+
+
+def _why(api_version: str, exc: ApiError) -> str:
+    if exc.status == 403:
+        return f"forbidden: {exc}"
+    crd = any(api_version.startswith(f"{group}/") for group in CRD_GROUPS)
+    return "CRD not installed" if crd else f"not served by this API server ({api_version})"
 
 
 def without_values(obj: dict[str, Any]) -> dict[str, Any]:

@@ -186,3 +186,13 @@ def test_a_thousand_namespaces_open_and_filter(open_report: Callable[[dict[str, 
     filtered = time.monotonic() - started
     assert shown_totals(page) == expected_totals(dict(visible_totals(document, tenant="tenant-042")))
     print(f"\nbrowser: 1,000 namespaces opened in {opened:.2f} s, tenant filter applied in {filtered:.2f} s")
+
+
+def test_printing_opens_every_control(open_report: Callable[[dict[str, Any]], Any]) -> None:
+    page = open_report(report())
+    assert page.locator("details.c[open]").count() == 0
+    page.evaluate("window.dispatchEvent(new Event('beforeprint'))")
+    assert page.locator("details.c[open]").count() == 81
+    page.emulate_media(media="print")
+    assert not page.locator("#filters").is_visible()
+    assert page.locator(f'details[id="{FAILING_CONTROL}"] ul.ev li').first.is_visible()

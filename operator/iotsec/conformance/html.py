@@ -53,6 +53,7 @@ details.c>div{padding:.3rem .6rem .6rem}code{font-size:.92em}
 ul.ev{margin:0;padding-left:1.1rem}ul.ob{margin:.1rem 0;padding-left:1rem;list-style:square}
 .mech{color:#555;font-size:.9em}table.a td:nth-child(1){width:13%}table.a td:nth-child(2){width:9%}
 table.a td:nth-child(3){width:32%}
+@media print{#filters{display:none}details.c{break-inside:avoid-page}}
 """
 
 _SCRIPT = """
@@ -115,6 +116,7 @@ _SCRIPT = """
   [tenant, domain, verdict, shared].forEach(function (el) { el.addEventListener("change", apply); });
   $("expand").addEventListener("click", function () { expand(true); });
   $("collapse").addEventListener("click", function () { expand(false); });
+  window.addEventListener("beforeprint", function () { expand(true); });  // a printed report shows its evidence
   $("filters").hidden = false;
   apply();
 })();

@@ -284,6 +284,11 @@ def test_the_operator_writes_cluster_wide_only_what_its_fence_confines(tmp_path)
     }
     harmless |= {("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch")}  # resourceNames
     harmless |= {("storage.k8s.io", "storageclasses", v) for v in ("create", "patch", "delete")}
+    harmless |= {  # the background scan's reports, by resourceNames iotsec-scan (test_scan_rbac_...)
+        ("wgpolicyk8s.io", r, v)
+        for r in ("policyreports", "clusterpolicyreports")
+        for v in ("create", "patch", "delete")
+    }
     assert cluster_wide - fenced - harmless == set(), "a cluster-wide write nobody confines"
     secrets = [r for r in _rules(render(tmp_path), "iotsec-operator") if "secrets" in r["resources"]]
     assert secrets == [], "no Secret is readable cluster-wide: only in the namespaces the operator was granted"
@@ -567,3 +572,108 @@ def test_the_webhook_admits_every_network_policy_the_chart_installs_from_an_admi
         namespace = obj["metadata"]["namespace"]
         decision = decide(obj, snapshot.context(namespace, datetime.now(UTC), "kubernetes-admin"))
         assert decision.allowed, (obj["metadata"], decision.message)
+
+
+# ---------------------------------------------------------------- the background scan (issue 17)
+
+POLICY_REPORT_CRDS = {"policyreports.wgpolicyk8s.io", "clusterpolicyreports.wgpolicyk8s.io"}
+
+
+def _crds(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
+
+
+def test_scan_policyreport_crds_installed_when_absent_and_kept_on_uninstall(tmp_path):
+    """helm template has no cluster: lookup finds nothing, so auto installs them, annotated keep."""
+    crds = _crds(render(tmp_path))
+    assert set(crds) >= POLICY_REPORT_CRDS
+    for name in POLICY_REPORT_CRDS:
+        assert crds[name]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crds[name]["spec"]["versions"][0]["name"] == "v1alpha2"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"scan": {"installPolicyReportCRDs": False}},
+        {"scan": {"installPolicyReportCRDs": "false"}},
+        {"scan": {"enabled": False}},
+    ],
+    ids=["false", "false-string", "scan-off"],
+)
+def test_scan_policyreport_crds_not_installed_when_told(tmp_path, values):
+    assert not POLICY_REPORT_CRDS & set(_crds(render(tmp_path, values)))
+
+
+def test_scan_policyreport_crd_template_is_guarded_by_a_lookup_of_each_crd():
+    template = (CHART / "templates" / "policyreport-crds.yaml").read_text()
+    assert 'lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" $crd.metadata.name' in template
+
+
+def _operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (container,) = one(docs, "Deployment", "iotsec-operator")["spec"]["template"]["spec"]["containers"][:1]
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+def test_scan_interval_and_exclusions_reach_the_operator(tmp_path):
+    env = _operator_env(render(tmp_path))
+    assert Config.from_env(env).scan_interval == 300
+    env = _operator_env(render(tmp_path, {"scan": {"interval": "2m"}, "webhook": {"excludedNamespaces": ["a", "b"]}}))
+    settings = Config.from_env(env)
+    assert (settings.scan_interval, settings.excluded_namespaces) == (120, ("a", "b"))
+    assert Config.from_env(_operator_env(render(tmp_path, {"scan": {"enabled": False}}))).scan_interval == 0
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"scan": {"interval": "soon"}}, {"scan": {"installPolicyReportCRDs": "maybe"}}, {"scan": {"typo": 1}}],
+    ids=["interval", "install", "unknown"],
+)
+def test_scan_values_schema_refuses_nonsense(tmp_path, values):
+    result = helm("template", "iotsec", str(CHART), values=values, tmp=tmp_path)
+    assert result.returncode != 0
+    assert "scan" in result.stderr
+
+
+def test_scan_rbac_reads_every_scanned_kind_and_writes_only_reports_named_iotsec_scan(tmp_path):
+    from iotsec.admission.scan import SCANNED_KINDS
+    from iotsec.model.workloads import CHECKED_OBJECT_KINDS
+
+    rules = _rules(render(tmp_path), "iotsec-operator")
+    listable = {
+        (g, r) for rule in rules if "list" in rule["verbs"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    plural = {c.key: c.resource for c in BUILT_IN}
+    plural |= {
+        ("", "Service"): "services",
+        ("", "PersistentVolumeClaim"): "persistentvolumeclaims",
+        ("", "ConfigMap"): "configmaps",
+        ("networking.k8s.io", "Ingress"): "ingresses",
+        ("networking.k8s.io", "NetworkPolicy"): "networkpolicies",
+        ("rbac.authorization.k8s.io", "RoleBinding"): "rolebindings",
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"): "clusterrolebindings",
+    }
+    assert set(plural) >= {c.key for c in BUILT_IN} | CHECKED_OBJECT_KINDS
+    for versions, kind in SCANNED_KINDS:
+        group = versions[0].rpartition("/")[0]
+        assert (group, plural[(group, kind)]) in listable, kind
+    writes = [r for r in rules if "wgpolicyk8s.io" in r["apiGroups"] and set(r["verbs"]) - {"list", "watch"}]
+    assert writes == [
+        {
+            "apiGroups": ["wgpolicyk8s.io"],
+            "resources": ["policyreports", "clusterpolicyreports"],
+            "verbs": ["get", "create", "patch", "delete"],
+            "resourceNames": ["iotsec-scan"],
+        }
+    ]
+
+
+def test_scan_alert_for_objects_that_bypassed_admission(tmp_path):
+    rule = one(render(tmp_path, {"metrics": {"prometheusRule": {"enabled": True}}}), "PrometheusRule", "iotsec")
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    alert = alerts["IoTSecBackgroundViolations"]
+    assert alert["expr"] == 'iotsec_background_violations{mode="enforce"} > 0'
+    assert alert["for"] == "10m"
+    description = alert["annotations"]["description"]
+    for reason in ("bypassed admission", "webhook was unavailable", "tightened", "joined"):
+        assert reason in description

@@ -85,7 +85,7 @@ def test_reads_context_and_scanned_kinds_and_notes_what_it_may_not_list():
     assert list(cluster.unavailable) == ["rbac.authorization.k8s.io/v1/ClusterRoleBinding"]
 
 
-def test_new_reports_are_created_ours_applied_and_stale_ours_deleted():
+def test_reports_are_applied_and_stale_ours_deleted():
     kube = FakeKube(
         world(
             report("line-b", OURS),  # still backed: applied
@@ -95,12 +95,12 @@ def test_new_reports_are_created_ours_applied_and_stale_ours_deleted():
         )
     )
     outcome = service.scan_and_publish(kube, Platform(), now=NOW)  # type: ignore[arg-type]
-    assert [r["metadata"]["namespace"] for r in kube.created] == ["line-a"]
-    assert [r["metadata"]["namespace"] for r in kube.applied] == ["line-b"]
+    assert kube.created == []  # server-side apply creates too: RBAC limits both to the name iotsec-scan
+    assert [r["metadata"]["namespace"] for r in kube.applied] == ["line-a", "line-b"]
     assert kube.deleted == [("ClusterPolicyReport", "iotsec-scan", None), ("PolicyReport", "iotsec-scan", "gone")]
     assert outcome.published is not None
     assert outcome.published.refused == []
-    fail = next(r for r in kube.created[0]["results"] if r["result"] == "fail")
+    fail = next(r for r in kube.applied[0]["results"] if r["result"] == "fail")
     assert fail["resources"][0]["name"] == "mqtt"
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iotsec.model.rbac import policy_rule
+from iotsec.model.workloads import BUILT_IN
 
 WEBHOOK_CONFIGURATION = "iotsec"
 
@@ -29,6 +30,25 @@ class Permission:
 RELEASE = "{release}"  # stands for the Helm release name in resource names; the chart fills it in (tpl)
 CONFINED = "confined by the platform.iotsec.io webhook and, on servers >= 1.30, the chart's ValidatingAdmissionPolicy"
 READ = ("get", "list", "watch")
+
+
+def _scanned_resources() -> dict[str, tuple[str, ...]]:
+    """Group -> resources the background scan lists: the pod-spec table's and the objects admission checks."""
+    found: dict[str, list[str]] = {}
+    for carrier in BUILT_IN:
+        found.setdefault(carrier.group, []).append(carrier.resource)
+    for group, resources in SCANNED_OBJECTS.items():
+        found.setdefault(group, []).extend(resources)
+    return {group: tuple(sorted(set(resources))) for group, resources in found.items()}
+
+
+SCANNED_OBJECTS = {
+    "": ("services", "persistentvolumeclaims", "configmaps"),
+    "networking.k8s.io": ("ingresses", "networkpolicies"),
+    "rbac.authorization.k8s.io": ("rolebindings", "clusterrolebindings", "clusterroles"),
+    "storage.k8s.io": ("storageclasses",),
+}
+SCANNED_RESOURCES = _scanned_resources()
 WRITE = ("get", "list", "create", "patch", "delete")
 
 OPERATOR: tuple[Permission, ...] = (
@@ -106,6 +126,31 @@ OPERATOR: tuple[Permission, ...] = (
         ("storageclasses",),
         ("get", "list", "create", "patch", "delete"),
         "per-tenant encrypted StorageClasses",
+    ),
+    *(
+        Permission(
+            (group,),
+            resources,
+            ("list",),
+            "read only, for the background scan (iotsec.admission.scan): every kind admission judges is listed "
+            "cluster-wide and judged again, periodically and when a domain changes",
+        )
+        for group, resources in sorted(SCANNED_RESOURCES.items())
+    ),
+    Permission(
+        ("wgpolicyk8s.io",),
+        ("policyreports", "clusterpolicyreports"),
+        ("list",),
+        "the background scan finds its own reports (and leaves others' alone)",
+    ),
+    Permission(
+        ("wgpolicyk8s.io",),
+        ("policyreports", "clusterpolicyreports"),
+        ("get", "create", "patch", "delete"),
+        "the background scan's findings, written by server-side apply (a create by apply is authorized with the "
+        "name, so create too is limited to it): only reports named iotsec-scan, and of those only the ones "
+        "labelled as iotsec's are ever changed or deleted",
+        ("iotsec-scan",),
     ),
 )
 

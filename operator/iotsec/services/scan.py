@@ -94,7 +94,9 @@ def run_scan(
 
 
 def publish(api: Kube, reports: list[dict[str, Any]]) -> Published:
-    """Create or server-side apply iotsec's reports, delete iotsec's reports no scan result backs any more."""
+    """Server-side apply iotsec's reports (a report of that name someone else made is refused), delete iotsec's
+    reports no scan result backs any more. A report someone creates between the list and the apply is taken over:
+    the window is one request long, and the next scan's list sees whose it is."""
     published = Published()
     try:
         existing = _existing(api)
@@ -110,11 +112,7 @@ def publish(api: Kube, reports: list[dict[str, Any]]) -> Published:
         if live is not None and not _ours(live):
             published.refused.append(_title(key))
             continue
-        if live is None and not api.create(report):
-            published.refused.append(_title(key))  # made by someone between our list and our create
-            continue
-        if live is not None:
-            api.apply(report)
+        api.apply(report)
         published.applied.append(_title(key))
     for key, live in sorted(existing.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         if key not in wanted and _ours(live) and api.delete(API_VERSION, key[0], NAME, key[1]):

@@ -144,11 +144,8 @@ def _build(inventory: Inventory) -> View:
     made.snapshot = snapshot_from_objects(
         [*context, *namespaces.values()], assume_named_namespaces_exist=offline, parse=_parsed(made)
     )
-    for plan in _plan(made, inventory).plans:
-        made.members.update(dict.fromkeys(plan.members, plan.domain))
-    if not offline:  # the planner assumes named namespaces exist; live, only those found are members
-        made.members = {ns: d for ns, d in made.members.items() if ns in namespaces}
-        made.desired = [o for o in made.desired if _meta(o).get("namespace") in (None, *namespaces)]
+    made.members = _members(made, offline)
+    made.desired = list(inventory.planned) if offline else _desired(made)
     for resource in made.of_kind("TenantIsolation"):
         for namespace in getattr(resource.spec, "namespaces", ()):
             made.tenant_of.setdefault(namespace, resource.name)
@@ -161,18 +158,22 @@ def _build(inventory: Inventory) -> View:
     return made
 
 
-def _plan(made: View, inventory: Inventory) -> render.Rendered:
-    """The operator's desired state for the custom resources of the inventory (the same builders it applies)."""
-    if inventory.mode == "files":
-        made.desired = list(inventory.planned)
-        sources = [Document("<inventory>", i, o) for i, o in enumerate(inventory.objects)]
-    else:
-        given = [o for o in inventory.objects if is_iotsec(o)] + list(made.namespaces.values())
-        sources = [Document("<cluster>", i, o) for i, o in enumerate(given)]
-    rendered = render.render([d for d in sources if is_iotsec(d.obj) or d.obj.get("kind") == "Namespace"])
-    if inventory.mode != "files":
-        made.desired = rendered.objects
-    return rendered
+def _members(made: View, offline: bool) -> dict[str, str]:
+    """namespace -> its SecurityDomain, as the webhook resolves it (offline, named namespaces count as existing)."""
+    candidates = set(made.namespaces)
+    if offline:
+        candidates |= {ns for r in made.of_kind("SecurityDomain") for ns in getattr(r.spec, "namespaces", None) or ()}
+    audit = made.snapshot.platform.audit_namespace
+    owners = {ns: made.snapshot.domain_of(ns).name for ns in candidates if ns != audit}
+    return {ns: domain for ns, domain in sorted(owners.items()) if domain}
+
+
+def _desired(made: View) -> list[dict[str, Any]]:
+    """Live: what the operator would write for the cluster's custom resources and namespaces (its own builders),
+    in the namespaces that exist."""
+    given = [o for o in made.inventory.objects if is_iotsec(o)] + list(made.namespaces.values())
+    planned = render.render([Document("<cluster>", i, o) for i, o in enumerate(given)]).objects
+    return [o for o in planned if _meta(o).get("namespace") in (None, *made.namespaces)]
 
 
 def _parsed(made: View) -> Any:

@@ -79,6 +79,7 @@ class View:
     tenant_of: dict[str, str] = field(default_factory=dict)  # namespace -> its TenantIsolation's name
     desired: list[dict[str, Any]] = field(default_factory=list)  # what the operator would write (its builders)
     actual: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (kind, ns, name) -> object
+    planned_ids: frozenset[int] = frozenset()  # id() of the inventory's planned objects (held by it, so stable)
 
     @property
     def offline(self) -> bool:
@@ -104,7 +105,7 @@ class View:
         return found
 
     def is_planned(self, obj: Mapping[str, Any]) -> bool:
-        return self.offline and any(obj is p for p in self.inventory.planned)
+        return self.offline and id(obj) in self.planned_ids
 
     def ref(self, obj: Mapping[str, Any]) -> ObjectRef:
         return ObjectRef.of(obj, planned=self.is_planned(obj))
@@ -140,6 +141,7 @@ def _build(inventory: Inventory) -> View:
             labels = {**(_meta(base).get("labels") or {}), **(_meta(patch).get("labels") or {})}
             namespaces[name] = {**base, "metadata": {**_meta(base), "labels": labels}}
     made.namespaces = namespaces
+    made.planned_ids = frozenset(id(o) for o in inventory.planned)
     context = [o for o in inventory.objects if is_iotsec(o) or o.get("kind") in ("StorageClass", "ClusterRole")]
     made.snapshot = snapshot_from_objects(
         [*context, *namespaces.values()], assume_named_namespaces_exist=offline, parse=_parsed(made)

@@ -589,3 +589,18 @@ def test_each_probe_answers_only_its_declared_catalog_controls(ca: Any) -> None:
             assert answered, probe
             assert answered <= set(controls), probe
     assert tuple(runtime.ANSWERS) == runtime.PROBES
+
+
+def test_missing_anomaly_rules_are_judged_offline_too() -> None:
+    found = audit(audit_policy({}, rules=[]), mode="files")
+    assert only(found, runtime.C_BRUTE_FORCE, "cluster").verdict == Verdict.NOT_MET
+    assert only(found, runtime.C_INTRUSION, "cluster").verdict == Verdict.PARTIAL
+    assert only(found, runtime.C_SYSTEM_LOG, "cluster").verdict == Verdict.PARTIAL
+
+
+def test_rules_in_one_of_two_audit_policies_are_enough() -> None:
+    second = audit_policy(rules=[])
+    second["metadata"]["name"] = "edge"
+    found = only(audit(audit_policy(), second), runtime.C_BRUTE_FORCE, "cluster")
+    assert found.verdict == Verdict.MET
+    assert "AuditPolicy cluster: rules brute-force (AuthFailures, 10 in 5m)" in found.summary

@@ -17,10 +17,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from iotsec.api.cron import CronError, validate_cron
 from iotsec.api.durations import parse_duration
+from iotsec.conformance.inventory import view
 from iotsec.conformance.model import (
     CLUSTER,
     Assessment,
@@ -133,12 +135,30 @@ def unavailable(inventory: Inventory, kind: str, group: str = "") -> str | None:
     return None
 
 
-def _find(inventory: Inventory, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
-    for obj in inventory.of_kind(kind, ""):
-        meta = _meta(obj)
-        if meta.get("name") == name and meta.get("namespace") == namespace:
-            return obj
-    return None
+@dataclass(frozen=True)
+class Index:
+    """Observed objects of some kinds by (kind, namespace, name) and by (kind, namespace): built once per probe, so
+    a report over thousands of namespaces does not scan the inventory once per namespace."""
+
+    named: Mapping[tuple[str, str | None, str], dict[str, Any]]
+    grouped: Mapping[tuple[str, str | None], list[dict[str, Any]]]
+
+    @classmethod
+    def of(cls, inventory: Inventory, kinds: Sequence[str], group: str | None = "") -> Index:
+        named: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+        grouped: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+        for kind in kinds:
+            for obj in inventory.of_kind(kind, group):
+                meta = _meta(obj)
+                named[(kind, meta.get("namespace"), str(meta.get("name", "")))] = obj
+                grouped.setdefault((kind, meta.get("namespace")), []).append(obj)
+        return cls(named, grouped)
+
+    def get(self, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        return self.named.get((kind, namespace, name))
+
+    def in_namespace(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        return self.grouped.get((kind, namespace), [])
 
 
 @dataclass(frozen=True)
@@ -202,6 +222,8 @@ class Members:
 
 
 def members(inventory: Inventory) -> Members:
+    """Member namespaces with their domain and tenant: as the webhook resolves them (the report's shared view),
+    completed from the tenants' namespaces and the labels the operator puts on namespaces."""
     by_tenant_id = {str(_spec(t).get("tenantID", "")): _name(t) for t in tenants(inventory)}
     found: dict[str, tuple[str | None, str | None]] = {}
     for tenant in tenants(inventory):
@@ -213,6 +235,10 @@ def members(inventory: Inventory) -> Members:
         if domain or tenant_id:
             before = found.get(_name(obj), (None, None))
             found[_name(obj)] = (domain or before[0], by_tenant_id.get(tenant_id or "") or before[1])
+    shared = view(inventory)
+    for namespace in {*shared.members, *shared.tenant_of}:
+        before = found.get(namespace, (None, None))
+        found[namespace] = (shared.members.get(namespace) or before[0], shared.tenant_of.get(namespace) or before[1])
     return Members(found)
 
 
@@ -226,6 +252,7 @@ def app_keys(inventory: Inventory) -> Iterator[Assessment]:
     """9.1.1.2-4 (a key per application, rotated on schedule) and 9.1.1.2-3 (no weak algorithm), per tenant and per
     namespace holding application keys."""
     mechanism = "TenantIsolation status (applications) and the key Secrets' metadata"
+    index = Index.of(inventory, ("Secret",))
     for tenant in tenants(inventory):
         scope, ref = tenant_scope(tenant), ObjectRef.of(tenant)
         apps = [a for a in _spec(tenant).get("applications") or () if isinstance(a, Mapping)]
@@ -240,7 +267,7 @@ def app_keys(inventory: Inventory) -> Iterator[Assessment]:
             for control in (C_APP_KEYS, C_APP_KEY_STRENGTH):
                 yield offline(control, scope, declared, (ref, *planned), mechanism)
             continue
-        findings = [(str(a.get("namespace", "")), _app_key_finding(inventory, tenant, a)) for a in apps]
+        findings = [(str(a.get("namespace", "")), _app_key_finding(inventory, index, tenant, a)) for a in apps]
         rotated = condition(tenant, "KeysRotated")
         if _is(rotated, "False"):
             text = f"KeysRotated=False on TenantIsolation {_name(tenant)}: {(rotated or {}).get('message', '')}"
@@ -270,7 +297,7 @@ def _algorithms(apps: Sequence[Mapping[str, Any]]) -> str:
     return ", ".join(f"{name} x{count}" for name, count in sorted(counts.items()))
 
 
-def _app_key_finding(inventory: Inventory, tenant: Mapping[str, Any], app: Mapping[str, Any]) -> Finding:
+def _app_key_finding(inventory: Inventory, index: Index, tenant: Mapping[str, Any], app: Mapping[str, Any]) -> Finding:
     now: datetime = inventory.now
     name, namespace = str(app.get("name", "")), str(app.get("namespace", ""))
     recorded = {a.get("name"): a for a in _status(tenant).get("applications") or () if isinstance(a, Mapping)}
@@ -280,7 +307,7 @@ def _app_key_finding(inventory: Inventory, tenant: Mapping[str, Any], app: Mappi
     refs = (ObjectRef.of(tenant), secret_ref)
     rotation = str(app.get("keyRotation") or "90d")
     cannot_list = unavailable(inventory, "Secret")
-    secret = _find(inventory, "Secret", secret_name, namespace)
+    secret = index.get("Secret", secret_name, namespace)
     if secret is None and cannot_list is None:
         return Finding(
             Verdict.NOT_MET,
@@ -355,6 +382,7 @@ def device_ca(inventory: Inventory) -> Iterator[Assessment]:
     """9.1.1.3-2 (the device CA and its key management), 9.1.1.3-3 (the CA bundle and a fresh CRL published where
     brokers verify devices) and 9.1.1.3-4 (strong device and CA keys), per tenant."""
     mechanism = "TenantIsolation status (deviceCASecret, deviceCANotAfter) and the iotsec-device-trust ConfigMaps"
+    index = Index.of(inventory, ("Secret", "ConfigMap"))
     for tenant in tenants(inventory):
         scope, ref = tenant_scope(tenant), ObjectRef.of(tenant)
         if inventory.mode == "files":
@@ -366,8 +394,8 @@ def device_ca(inventory: Inventory) -> Iterator[Assessment]:
             for control in (C_DEVICE_KEYS, C_DEVICE_AUTH, C_DEVICE_KEY_STRENGTH):
                 yield offline(control, scope, declared, (ref, *planned), mechanism)
             continue
-        bundles = [_trust_bundle(inventory, ns) for ns in tenant_namespaces(tenant)]
-        yield assess(C_DEVICE_KEYS, scope, _ca_findings(inventory, tenant), mechanism)
+        bundles = [_trust_bundle(index, ns) for ns in tenant_namespaces(tenant)]
+        yield assess(C_DEVICE_KEYS, scope, _ca_findings(inventory, index, tenant), mechanism)
         yield assess(C_DEVICE_AUTH, scope, [_bundle_finding(inventory, b) for b in bundles], mechanism)
         yield assess(C_DEVICE_KEY_STRENGTH, scope, _strength_findings(inventory, tenant, bundles), mechanism)
 
@@ -380,8 +408,8 @@ class _Bundle:
     crls: tuple[x509.CertificateRevocationList, ...]
 
 
-def _trust_bundle(inventory: Inventory, namespace: str) -> _Bundle:
-    found = _find(inventory, "ConfigMap", TRUST_BUNDLE, namespace)
+def _trust_bundle(index: Index, namespace: str) -> _Bundle:
+    found = index.get("ConfigMap", TRUST_BUNDLE, namespace)
     data = (found or {}).get("data") or {}
     return _Bundle(namespace, found, tuple(_certificates(data.get("ca-bundle.crt"))), tuple(_crls(data.get("crl.pem"))))
 
@@ -406,7 +434,7 @@ def _crls(pem: Any) -> list[x509.CertificateRevocationList]:
     return out
 
 
-def _ca_findings(inventory: Inventory, tenant: Mapping[str, Any]) -> list[Finding]:
+def _ca_findings(inventory: Inventory, index: Index, tenant: Mapping[str, Any]) -> list[Finding]:
     now: datetime = inventory.now
     status = _status(tenant)
     recorded = str(status.get("deviceCASecret") or "")
@@ -416,7 +444,7 @@ def _ca_findings(inventory: Inventory, tenant: Mapping[str, Any]) -> list[Findin
         return [Finding(Verdict.NOT_MET, text, refs, missing="check the TenantIsolation's Ready condition")]
     namespace, name = recorded.split("/", 1)
     refs = (*refs, ObjectRef("v1", "Secret", name, namespace))
-    secret = _find(inventory, "Secret", name, namespace)
+    secret = index.get("Secret", name, namespace)
     if secret is None and unavailable(inventory, "Secret") is None:
         text = f"device CA Secret {recorded} does not exist"
         return [Finding(Verdict.NOT_MET, text, refs, missing="restore the device CA Secret from a backup")]
@@ -486,25 +514,17 @@ def _strength_findings(inventory: Inventory, tenant: Mapping[str, Any], bundles:
         if "/" not in str(_status(tenant).get("deviceCASecret") or ""):
             return [Finding(Verdict.NOT_MET, f"no device CA yet; declared {declared}", (ref,))]
         return [Finding(Verdict.MET, f"device CA issued by the operator; declared {declared}", (ref,))]
-    findings = []
+    findings: dict[bytes, Finding] = {}  # one per CA: the same bundle is published in every tenant namespace
     for bundle, cert in seen:
         weakness = _weakness(cert)
         text = f"CA {cert.subject.rfc4514_string()} in {bundle.namespace}/{TRUST_BUNDLE}: {_describe_key(cert)}"
         cm = ObjectRef("v1", "ConfigMap", TRUST_BUNDLE, bundle.namespace)
         if weakness:
-            findings.append(Finding(Verdict.NOT_MET, f"{text}: {weakness}", (ref, cm), missing="rotate to a strong CA"))
+            finding = Finding(Verdict.NOT_MET, f"{text}: {weakness}", (ref, cm), missing="rotate to a strong CA")
         else:
-            findings.append(Finding(Verdict.MET, text, (ref, cm)))
-    return _unique(findings)
-
-
-def _unique(findings: list[Finding]) -> list[Finding]:
-    """One finding per CA (the same bundle is published in every namespace of the tenant)."""
-    seen: dict[str, Finding] = {}
-    for finding in findings:
-        key = finding.text.split(" in ", 1)[0] + finding.text.split(": ", 1)[-1]
-        seen.setdefault(key, finding)
-    return list(seen.values())
+            finding = Finding(Verdict.MET, text, (ref, cm))
+        findings.setdefault(cert.fingerprint(hashes.SHA256()), finding)
+    return list(findings.values())
 
 
 def _describe_key(cert: x509.Certificate) -> str:
@@ -604,14 +624,14 @@ def backups(inventory: Inventory) -> Iterator[Assessment]:
     """9.2-1, 9.2.4-4, 9.2.4-3, 9.2.4-5 (and the drill controls 9.6.1-2, 9.6.6-2) per namespace: from each
     BackupPolicy's status; member namespaces holding PVCs that no BackupPolicy covers are not-met for 9.2-1."""
     mechanism = "BackupPolicy status (lastSuccess, lastVerified, lastRestoreSeconds, conditions)"
-    group = members(inventory)
+    group, index = members(inventory), Index.of(inventory, ("PersistentVolumeClaim",))
     policies: dict[str, list[dict[str, Any]]] = {}
     for policy in inventory.of_kind("BackupPolicy", GROUP):
         policies.setdefault(str(_meta(policy).get("namespace", "")), []).append(policy)
     for namespace in sorted(set(policies) | set(group.of)):
         scope = group.scope(namespace)
         own = policies.get(namespace, [])
-        claims = [c for c in inventory.of_kind("PersistentVolumeClaim", "") if _meta(c).get("namespace") == namespace]
+        claims = index.in_namespace("PersistentVolumeClaim", namespace)
         if not own:
             yield from _uncovered(inventory, scope, claims, mechanism)
             continue
@@ -830,25 +850,49 @@ def audit_trail(inventory: Inventory) -> Iterator[Assessment]:
     refs = tuple(ObjectRef.of(p) for p in policies)
     if inventory.mode == "files":
         declared = f"{len(policies)} AuditPolicy(ies) declared"
-        for control in (C_SYSTEM_LOG, C_OPERATION_LOG, C_INTEGRITY, C_LOG_NOT_LOST, C_LOG_PROTECTED, *RULE_TYPES):
+        for control in (C_SYSTEM_LOG, C_OPERATION_LOG, C_INTEGRITY, C_LOG_NOT_LOST, C_LOG_PROTECTED):
             yield offline(control, CLUSTER, declared, refs, mechanism)
+        for control, types in RULE_TYPES.items():
+            absent = _no_rules(policies, control, types)
+            names = ", ".join(_rule_names(p, types) for p in policies if _rules(p, types))
+            if absent is None:
+                yield offline(control, CLUSTER, f"anomaly rules declared: {names}", refs, mechanism)
+            else:
+                yield assess(control, CLUSTER, [absent], mechanism)
         return
     now: datetime = inventory.now
-    pipeline = [_pipeline_finding(now, p) for p in policies]
+    pipeline = {_name(p): _pipeline_finding(now, p) for p in policies}
     store = [_store_finding(p) for p in policies]
     chain = [_chain_finding(now, p) for p in policies]
-    yield assess(C_SYSTEM_LOG, CLUSTER, pipeline + store, mechanism)
-    yield assess(C_OPERATION_LOG, CLUSTER, pipeline + store, mechanism)
-    yield assess(C_LOG_NOT_LOST, CLUSTER, pipeline + store, mechanism)
+    for control in (C_SYSTEM_LOG, C_OPERATION_LOG, C_LOG_NOT_LOST):
+        yield assess(control, CLUSTER, [*pipeline.values(), *store], mechanism)
     yield assess(C_INTEGRITY, CLUSTER, chain, mechanism)
     yield assess(C_LOG_PROTECTED, CLUSTER, chain, mechanism)
     for control, types in RULE_TYPES.items():
-        yield assess(
-            control,
-            CLUSTER,
-            [_rules_finding(now, p, control, types, f) for p, f in zip(policies, pipeline, strict=True)],
-            mechanism,
-        )
+        absent = _no_rules(policies, control, types)
+        findings = [_rules_finding(now, p, types, pipeline[_name(p)]) for p in policies if _rules(p, types)]
+        yield assess(control, CLUSTER, [absent] if absent else findings, mechanism)
+
+
+def _rules(policy: Mapping[str, Any], types: tuple[str, ...]) -> list[Mapping[str, Any]]:
+    return [r for r in _spec(policy).get("anomalyRules") or () if isinstance(r, Mapping) and r.get("type") in types]
+
+
+def _rule_names(policy: Mapping[str, Any], types: tuple[str, ...]) -> str:
+    return ", ".join(
+        f"{r.get('name')} ({r.get('type')}, {r.get('threshold', 1)} in {r.get('window', '5m')})"
+        for r in _rules(policy, types)
+    )
+
+
+def _no_rules(policies: Sequence[Mapping[str, Any]], control: str, types: tuple[str, ...]) -> Finding | None:
+    """The finding when no AuditPolicy has an anomaly rule of these types (a declared fact, offline too)."""
+    if any(_rules(p, types) for p in policies):
+        return None
+    text = f"no anomaly rule of type {' or '.join(types)} in any AuditPolicy"
+    verdict = Verdict.PARTIAL if control == C_INTRUSION else Verdict.NOT_MET  # denials are still recorded
+    refs = tuple(ObjectRef.of(p) for p in policies)
+    return Finding(verdict, text, refs, missing=f"add an anomalyRules entry of type {types[0]}")
 
 
 def _canary_limit(policy: Mapping[str, Any]) -> timedelta:
@@ -920,30 +964,20 @@ def _chain_finding(now: datetime, policy: Mapping[str, Any]) -> Finding:
     )
 
 
-def _rules_finding(
-    now: datetime, policy: Mapping[str, Any], control: str, types: tuple[str, ...], pipeline: Finding
-) -> Finding:
-    refs = (ObjectRef.of(policy),)
-    rules = [r for r in _spec(policy).get("anomalyRules") or () if r.get("type") in types]
-    where = f"AuditPolicy {_name(policy)}"
-    if not rules:
-        text = f"{where}: no anomaly rule of type {' or '.join(types)}"
-        verdict = Verdict.PARTIAL if control == C_INTRUSION else Verdict.NOT_MET
-        return Finding(verdict, text, refs, missing=f"add an anomalyRules entry of type {types[0]}")
-    names = ", ".join(
-        f"{r.get('name')} ({r.get('type')}, {r.get('threshold', 1)} in {r.get('window', '5m')})" for r in rules
-    )
-    hits = [h for h in _status(policy).get("anomalies") or () if h.get("rule") in {r.get("name") for r in rules}]
+def _rules_finding(now: datetime, policy: Mapping[str, Any], types: tuple[str, ...], pipeline: Finding) -> Finding:
+    refs, where, names = (ObjectRef.of(policy),), f"AuditPolicy {_name(policy)}", _rule_names(policy, types)
+    rules = {r.get("name") for r in _rules(policy, types)}
+    hits = [h for h in _status(policy).get("anomalies") or () if isinstance(h, Mapping) and h.get("rule") in rules]
+    last = max((t for t in (when(h.get("lastSeen")) for h in hits) if t is not None), default=None)
     fired = (
-        f"; {len(hits)} recent hit(s), last {ago(now, when(hits[0].get('lastSeen')) or now)}"
-        if hits
-        else "; no recent hits"
+        f"; {len(hits)} recent hit(s)" + (f", last {ago(now, last)}" if last else "") if hits else "; no recent hits"
     )
     if pipeline.verdict != Verdict.MET:
         text = f"{where}: rules {names} configured but the audit pipeline is not delivering{fired}"
         return Finding(Verdict.PARTIAL, text, refs, pipeline.observed_at, "restore the audit pipeline (see 9.3.1-1)")
-    text = f"{where}: rules {names} watch live audit events (canary fresh){fired}"
-    return Finding(Verdict.MET, text, refs, pipeline.observed_at)
+    return Finding(
+        Verdict.MET, f"{where}: rules {names} watch live audit events (canary fresh){fired}", refs, pipeline.observed_at
+    )
 
 
 # ---------------------------------------------------------------- what this module answers

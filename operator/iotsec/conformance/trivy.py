@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from iotsec.conformance.model import CLUSTER, Assessment, Evidence, Inventory, ObjectRef, Probe, Scope, Verdict
-from iotsec.conformance.runtime import Finding, ago, assess, members, not_applicable, when
+from iotsec.conformance.runtime import Finding, Index, ago, assess, members, not_applicable, when
 
 GROUP = "aquasecurity.github.io"
 VULNERABILITY_REPORT = "VulnerabilityReport"
@@ -39,7 +39,7 @@ MECHANISM = "Trivy Operator VulnerabilityReport / ConfigAuditReport"
 C_SCANNING = "X1369-9.1.4-3"
 C_PATCHED = "X1369-9.3.2-1"
 C_MIDDLEWARE = "X1369-9.3.3-1"
-_POD_TEMPLATE_HASH = r"-[a-z0-9]{1,10}"
+_POD_TEMPLATE_HASH = re.compile(r"[a-z0-9]{1,10}")
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
@@ -53,12 +53,25 @@ class _Workload:
     def title(self) -> str:
         return f"{self.kind} {self.name}"
 
-    def reported_by(self, report: Mapping[str, Any]) -> bool:
-        labels = _labels(report)
-        kind, name = labels.get(KIND_LABEL), str(labels.get(NAME_LABEL, ""))
-        if self.kind == "Deployment" and kind == "ReplicaSet":
-            return re.fullmatch(re.escape(self.name) + _POD_TEMPLATE_HASH, name) is not None
-        return kind == self.kind and name == self.name
+
+def scanned_object(report: Mapping[str, Any]) -> tuple[str, str]:
+    """(kind, name) of the workload a report is about: a ReplicaSet `<deployment>-<pod-template-hash>` stands for its
+    Deployment (Trivy Operator scans the ReplicaSet a Deployment runs)."""
+    labels = _labels(report)
+    kind, name = str(labels.get(KIND_LABEL, "")), str(labels.get(NAME_LABEL, ""))
+    if kind == "ReplicaSet" and _POD_TEMPLATE_HASH.fullmatch(name.rsplit("-", 1)[-1]) and "-" in name:
+        return "Deployment", name.rsplit("-", 1)[0]
+    return kind, name
+
+
+_Reports = dict[tuple[str, str], list[Mapping[str, Any]]]  # (kind, name) of the workload -> its reports
+
+
+def _by_workload(reports: Sequence[Mapping[str, Any]]) -> _Reports:
+    out: _Reports = {}
+    for report in reports:
+        out.setdefault(scanned_object(report), []).append(report)
+    return out
 
 
 def _labels(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -99,14 +112,12 @@ def _counts(report: Mapping[str, Any]) -> tuple[int, int, int, int]:
     return count("critical"), count("high"), count("medium"), count("low")
 
 
-def _workloads(inventory: Inventory, namespace: str) -> list[_Workload]:
+def _workloads(index: Index, namespace: str) -> list[_Workload]:
     """The namespace's workloads that Trivy scans: controllers, and Jobs and Pods that no controller owns."""
     found = []
     for kind in WORKLOAD_KINDS:
-        for obj in inventory.of_kind(kind):
+        for obj in index.in_namespace(kind, namespace):
             meta = obj.get("metadata") or {}
-            if meta.get("namespace") != namespace:
-                continue
             if kind in ("Job", "Pod") and meta.get("ownerReferences"):
                 continue
             found.append(_Workload(obj, kind, str(meta.get("name", ""))))
@@ -134,24 +145,27 @@ def vulnerabilities(inventory: Inventory) -> Iterator[Assessment]:
         for control in (C_PATCHED, C_MIDDLEWARE, C_SCANNING):
             yield Assessment(control, CLUSTER, Verdict.PARTIAL, text, (Evidence(text),), INSTALL, MECHANISM)
         return
-    audits = inventory.of_kind(CONFIG_AUDIT_REPORT, GROUP)
-    group = members(inventory)
+    by_namespace: dict[str, list[dict[str, Any]]] = {}
+    for report in [*reports, *inventory.of_kind(CONFIG_AUDIT_REPORT, GROUP)]:
+        by_namespace.setdefault(_namespace(report), []).append(report)
+    group, index = members(inventory), Index.of(inventory, WORKLOAD_KINDS, None)
     for namespace in sorted(group.of):
         scope = group.scope(namespace)
-        workloads = _workloads(inventory, namespace)
+        workloads = _workloads(index, namespace)
         if not workloads:
             for control in (C_PATCHED, C_MIDDLEWARE, C_SCANNING):
                 yield not_applicable(control, scope, "no workloads in the namespace: nothing to scan", (), MECHANISM)
             continue
-        own = [r for r in reports if _namespace(r) == namespace]
+        own = _by_workload([r for r in by_namespace.get(namespace, []) if r.get("kind") == VULNERABILITY_REPORT])
+        audits = _by_workload([r for r in by_namespace.get(namespace, []) if r.get("kind") == CONFIG_AUDIT_REPORT])
         findings = [_vulnerability_finding(inventory.now, w, own) for w in workloads]
         yield assess(C_PATCHED, scope, findings, MECHANISM)
         yield assess(C_MIDDLEWARE, scope, findings, MECHANISM)
-        yield _scanning(inventory, scope, workloads, findings, [a for a in audits if _namespace(a) == namespace])
+        yield _scanning(inventory, scope, workloads, findings, audits)
 
 
-def _vulnerability_finding(now: datetime, workload: _Workload, reports: Sequence[Mapping[str, Any]]) -> Finding:
-    mine = _latest_per_container([r for r in reports if workload.reported_by(r)])
+def _vulnerability_finding(now: datetime, workload: _Workload, reports: _Reports) -> Finding:
+    mine = _latest_per_container(reports.get((workload.kind, workload.name), []))
     ref = ObjectRef.of(workload.obj)
     if not mine:
         text = f"{workload.title}: no VulnerabilityReport (not scanned yet, or excluded from scanning)"
@@ -184,7 +198,7 @@ def _scanning(
     scope: Scope,
     workloads: Sequence[_Workload],
     vulnerability: Sequence[Finding],
-    audits: Sequence[Mapping[str, Any]],
+    audits: _Reports,
 ) -> Assessment:
     """9.1.4-3: vulnerability and configuration scanning; the configuration half from ConfigAuditReports."""
     findings = list(vulnerability)
@@ -196,8 +210,8 @@ def _scanning(
     return assess(C_SCANNING, scope, findings, MECHANISM)
 
 
-def _config_finding(now: datetime, workload: _Workload, audits: Sequence[Mapping[str, Any]]) -> Finding:
-    mine = _latest_per_container([a for a in audits if workload.reported_by(a)])
+def _config_finding(now: datetime, workload: _Workload, audits: _Reports) -> Finding:
+    mine = _latest_per_container(audits.get((workload.kind, workload.name), []))
     ref = ObjectRef.of(workload.obj)
     if not mine:
         text = f"{workload.title}: no ConfigAuditReport"

@@ -182,3 +182,19 @@ def test_cronjobs_of_an_older_server_are_read_and_built_in_kinds_are_not_called_
     assert [o["metadata"]["name"] for o in found.objects if o["kind"] == "CronJob"] == ["c"]
     assert "batch/CronJob" not in found.unavailable
     assert found.unavailable["/Pod"] == "not served by this API server (v1)"
+
+
+def test_only_iotsecs_public_device_trust_bundle_keeps_values():
+    def trust(labels, data):
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "iotsec-device-trust", "labels": labels},
+            "data": data,
+        }
+
+    ours = trust({"app.kubernetes.io/managed-by": "iotsec"}, {"ca-bundle.crt": "CERT", "crl.pem": "CRL", "x": "y"})
+    assert live_inventory.without_values(ours)["data"] == {"ca-bundle.crt": "CERT", "crl.pem": "CRL"}
+    assert "data" not in live_inventory.without_values(trust({}, {"ca-bundle.crt": "CERT"}))
+    secret = {**ours, "kind": "Secret"}
+    assert "data" not in live_inventory.without_values(secret)

@@ -1,7 +1,8 @@
 """Read the cluster into a conformance Inventory, through the one API adapter (k8s.kube.Kube.list).
 
 Secrets are kept as metadata only (their data and stringData are dropped on reading, only the key names stay, as
-`dataKeys`); ConfigMaps likewise keep their key names, never values. A kind the report may not list (403) or the
+`dataKeys`); ConfigMaps likewise keep their key names, never values, except the public device trust bundle iotsec
+writes (CA certificates and CRL). A kind the report may not list (403) or the
 API server does not serve (404: a CRD not installed) goes into `unavailable` with the reason.
 """
 
@@ -12,8 +13,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from iotsec.build.tenant import DEVICE_TRUST
 from iotsec.conformance.model import Inventory
 from iotsec.k8s.kube import ApiError, Kube
+from iotsec.model.labels import MANAGED_BY, MANAGER
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("aquasecurity.github.io/v1alpha1", "ConfigAuditReport"),
 )
 VALUES_DROPPED = ("Secret", "ConfigMap")
+PUBLIC_TRUST_KEYS = ("ca-bundle.crt", "crl.pem")  # of the ConfigMap DEVICE_TRUST: certificates and a CRL
 OLDER_VERSIONS = {("batch/v1", "CronJob"): "batch/v1beta1"}  # Kubernetes before 1.21 serves CronJob as v1beta1
 CRD_GROUPS = ("iotsec.io", "wgpolicyk8s.io", "aquasecurity.github.io")
 
@@ -99,7 +103,18 @@ def without_values(obj: dict[str, Any]) -> dict[str, Any]:
         return {**obj, "metadata": meta}
     keys = sorted({*(obj.get("data") or {}), *(obj.get("stringData") or {}), *(obj.get("binaryData") or {})})
     kept = {k: v for k, v in obj.items() if k not in ("data", "stringData", "binaryData", "metadata")}
-    return {**kept, "metadata": meta, "dataKeys": keys}
+    public = _public_data(obj, meta)
+    return {**kept, "metadata": meta, "dataKeys": keys, **({"data": public} if public else {})}
+
+
+def _public_data(obj: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
+    """The device trust bundle iotsec writes holds public material only (CA certificates, the signed CRL): the
+    device-CA probe reads CA expiry and CRL freshness from it. Nothing else keeps a value."""
+    ours = (meta.get("labels") or {}).get(MANAGED_BY) == MANAGER
+    if obj.get("kind") != "ConfigMap" or meta.get("name") != DEVICE_TRUST or not ours:
+        return {}
+    data = obj.get("data") or {}
+    return {k: str(data[k]) for k in PUBLIC_TRUST_KEYS if k in data}
 
 
 def connect(context: str | None = None) -> tuple[Kube, str]:

@@ -55,7 +55,7 @@ def test_offline_report_over_the_examples_finds_the_nonconforming_workloads(exam
 
 
 def test_the_platform_alone_has_no_violation(capsys):
-    code, out, _ = run(capsys, PLATFORM, *NOW, "-o", "json")
+    code, out, _ = run(capsys, PLATFORM, *NOW, "-o", "json")  # no --fail-on: exit 0 whatever the verdicts
     assert code == 0
     assert "not-met" not in {verdicts(json.loads(out))[c] for c in ("X1369-9.4.3-1", "X1369-9.4.1-2")}
 
@@ -65,12 +65,18 @@ def test_fail_on_with_violations(capsys, level, code):
     assert run(capsys, PLATFORM, WORKLOADS, *NOW, "-o", "json", "--fail-on", level)[0] == code
 
 
-def test_fail_on_distinguishes_partial_from_not_met(capsys):
-    # the platform alone: controls are partial (runtime facts offline, no probe yet) but none not met
+def test_fail_on_distinguishes_partial_from_not_met(capsys, monkeypatch):
+    # the configuration probes alone over the platform: partial controls (no probe yet), none not met
+    from iotsec.conformance import assess, policy
+
+    monkeypatch.setattr(assess, "default_probes", lambda: policy.PROBES)
     code, out, _ = run(capsys, PLATFORM, *NOW, "-o", "json", "--fail-on", "not-met")
-    assert "not-met" not in set(verdicts(json.loads(out)).values())
+    found = set(verdicts(json.loads(out)).values())
+    assert "not-met" not in found
+    assert "partial" in found
     assert code == 0
     assert run(capsys, PLATFORM, *NOW, "-o", "json", "--fail-on", "partial")[0] == 1
+    assert run(capsys, PLATFORM, *NOW, "-o", "json")[0] == 0
 
 
 def test_filters_limit_the_view(capsys, example_json):

@@ -67,7 +67,7 @@ e2e-images:
 e2e-deployed: $(STAMP)
 	IOTSEC_IMAGE_REQUIRED=1 IOTSEC_DEPLOYED_REQUIRED=1 $(BIN)/pytest -m e2e tests/e2e/test_image.py \
 	  tests/e2e/test_deployed.py tests/e2e/test_deployed_backup.py tests/e2e/test_deployed_audit.py \
-	  tests/e2e/test_deployed_admission.py
+	  tests/e2e/test_deployed_admission.py tests/e2e/test_deployed_scan.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

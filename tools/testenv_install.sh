@@ -10,6 +10,7 @@
 #     schema"): there they are created or replaced, and helm installs with --skip-crds. From 1.25 helm installs them.
 # helm installs with server-side apply, as users do. Env: KUBECONFIG, RELEASE (iotsec), NAMESPACE (iotsec-system),
 # IMAGE (default: localhost/iotsec/iotsec:<version>, what `make image` builds), TIMEOUT (seconds, 300),
+# SCAN_INTERVAL (the background scan's, 20s here so the deployed tests wait seconds, not the default 5 minutes),
 # HELM_EXTRA (more helm flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +73,7 @@ fi
 # shellcheck disable=SC2086
 "$HELM" upgrade --install "$RELEASE" "$chart" --namespace "$NAMESPACE" "${crd_flags[@]}" \
   --set image.repository="$REPOSITORY" --set image.tag="$TAG" --set image.pullPolicy=IfNotPresent \
+  --set scan.interval="${SCAN_INTERVAL:-20s}" \
   --wait --timeout "${TIMEOUT}s" ${HELM_EXTRA:-} \
   || { "$KUBECTL" -n "$NAMESPACE" get pods -o wide >&2 || true; die "helm install did not become Ready"; }
 if [ "$minor" -lt 21 ]; then label_namespace "$RELEASE-audit"; fi

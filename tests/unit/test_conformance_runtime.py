@@ -563,9 +563,72 @@ def test_missing_anomaly_rules_and_a_missing_audit_policy() -> None:
     assert only(none, runtime.C_SYSTEM_LOG, "cluster").verdict == Verdict.NOT_MET
 
 
-def test_offline_audit_is_partial() -> None:
+def test_offline_audit_is_partial_except_what_the_spec_already_lacks() -> None:
     found = audit(audit_policy({}), mode="files")
-    assert {a.verdict for a in found} == {Verdict.PARTIAL}
+    assert only(found, runtime.C_LOG_BACKED_UP, "cluster").verdict == Verdict.NOT_MET  # no backupPolicyRef
+    assert {a.verdict for a in found if a.control != runtime.C_LOG_BACKED_UP} == {Verdict.PARTIAL}
+    named = audit_policy({})
+    named["spec"]["backupPolicyRef"] = {"name": "audit-store", "namespace": "iotsec-audit"}
+    assert only(audit(named, mode="files"), runtime.C_LOG_BACKED_UP, "cluster").verdict == Verdict.PARTIAL
+
+
+def store_backup(status: dict[str, Any]) -> dict[str, Any]:
+    found = policy(status, {"pvcNames": ["iotsec-audit-store-cluster"]}, namespace="iotsec-audit")
+    found["metadata"]["name"] = "audit-store"
+    return found
+
+
+def test_the_audit_store_backed_up_by_a_current_backup_policy() -> None:
+    status = sink_status()
+    status["conditions"].append(cond("BackedUp", True, "BackupPolicyFound", "backs up the store claim"))
+    named = audit_policy(status)
+    named["spec"]["backupPolicyRef"] = {"name": "audit-store", "namespace": "iotsec-audit"}
+    found = only(audit(named, store_backup(healthy_status())), runtime.C_LOG_BACKED_UP, "cluster")
+    assert found.verdict == Verdict.MET
+    assert "store backed up by BackupPolicy iotsec-audit/audit-store: last success 3 h ago" in found.summary
+    assert ObjectRef("iotsec.io/v1alpha1", "BackupPolicy", "audit-store", "iotsec-audit") in found.evidence[0].objects
+    stale = only(
+        audit(named, store_backup(healthy_status(lastSuccess=at(days=-3)))), runtime.C_LOG_BACKED_UP, "cluster"
+    )
+    assert stale.verdict == Verdict.NOT_MET
+    assert only(audit(named), runtime.C_LOG_BACKED_UP, "cluster").verdict == Verdict.NOT_MET  # policy missing
+    status["conditions"][-1] = cond("BackedUp", False, "StoreNotSelected", "does not name the store claim")
+    unselected = only(audit(named, store_backup(healthy_status())), runtime.C_LOG_BACKED_UP, "cluster")
+    assert unselected.verdict == Verdict.NOT_MET
+    assert "does not name the store claim" in unselected.summary
+
+
+def test_export_tls_and_monitoring_of_the_audit_trail() -> None:
+    found = audit(audit_policy(sink_status(lastExport=at(days=-6))))
+    export = only(found, runtime.C_LOG_EXPORT, "cluster")
+    assert export.verdict == Verdict.MET
+    assert "exported 6 d ago" in export.summary
+    assert only(audit(audit_policy()), runtime.C_LOG_EXPORT, "cluster").verdict == Verdict.PARTIAL
+    tls = only(found, runtime.C_LOG_TLS, "cluster")
+    assert tls.verdict == Verdict.MET
+    assert "clientCertificate" in tls.summary
+    silent = audit(audit_policy(sink_status(lastCanarySeen=at(hours=-1))))
+    assert only(silent, runtime.C_LOG_TLS, "cluster").verdict == Verdict.PARTIAL
+    assert only(found, runtime.C_MONITORING, "cluster").verdict == Verdict.MET
+    assert only(found, runtime.C_INTRUSION_DETECTION, "cluster").verdict == Verdict.MET
+    assert only(found, runtime.C_ADMIN_ACTIVITY, "cluster").verdict == Verdict.MET
+
+
+def test_an_offsite_copy_with_snapshots_and_current_backups() -> None:
+    targets = [
+        {"name": "primary", "repository": "s3:https://s3.example/backups"},
+        {"name": "dr", "role": "offsite", "repository": "b2:dr-bucket:/plant"},
+    ]
+    status = healthy_status(targets=[{"name": "primary", "snapshots": 41}, {"name": "dr", "snapshots": 40}])
+    found = only(backups(policy(status, {"targets": targets}), claim()), runtime.C_OFFSITE, "namespace")
+    assert found.verdict == Verdict.MET
+    assert "dr (b2:dr-bucket:/plant): 40 snapshots" in found.summary
+    none = only(backups(policy(healthy_status()), claim()), runtime.C_OFFSITE, "namespace")
+    assert none.verdict == Verdict.NOT_MET
+    empty = healthy_status(targets=[{"name": "primary", "snapshots": 41}])
+    assert only(backups(policy(empty, {"targets": targets}), claim()), runtime.C_OFFSITE, "namespace").verdict == (
+        Verdict.PARTIAL
+    )
 
 
 # ---------------------------------------------------------------- what the module answers

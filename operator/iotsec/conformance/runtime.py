@@ -61,6 +61,7 @@ C_BACKUP_RESTORE = "X1369-9.2.4-4"
 C_ARCHIVE = "X1369-9.2.4-5"
 C_DRILLS = "X1369-9.6.1-2"
 C_FAST_RESTORE = "X1369-9.6.6-2"
+C_OFFSITE = "X1369-9.6.6-1"
 C_SYSTEM_LOG = "X1369-9.3.1-1"
 C_OPERATION_LOG = "X1369-9.5.1-2"
 C_BRUTE_FORCE = "X1369-9.1.1.1-5"
@@ -68,6 +69,12 @@ C_INTRUSION = "X1369-9.1.4-5"
 C_INVOCATIONS = "X1369-9.1.5.5-1"
 C_LOG_NOT_LOST = "X1369-9.6.4-2"
 C_LOG_PROTECTED = "X1369-9.6.4-4"
+C_ADMIN_ACTIVITY = "X1369-9.6.4-1"
+C_LOG_BACKED_UP = "X1369-9.6.4-3"
+C_LOG_EXPORT = "X1369-9.6.4-5"
+C_LOG_TLS = "X1369-9.6.4-6"
+C_MONITORING = "X1369-9.6.4-7"
+C_INTRUSION_DETECTION = "X1369-9.6.5-1"
 
 
 # ---------------------------------------------------------------- small pieces
@@ -638,7 +645,7 @@ def backups(inventory: Inventory) -> Iterator[Assessment]:
         if inventory.mode == "files":
             refs = tuple(ObjectRef.of(p) for p in own)
             declared = f"{len(own)} BackupPolicy(ies): schedule {', '.join(str(_spec(p).get('schedule')) for p in own)}"
-            for control in (C_BACKUP, C_BACKUP_RESTORE, C_INTEGRITY, C_ARCHIVE, C_DRILLS, C_FAST_RESTORE):
+            for control in (C_BACKUP, C_BACKUP_RESTORE, C_INTEGRITY, C_ARCHIVE, C_DRILLS, C_FAST_RESTORE, C_OFFSITE):
                 yield offline(control, scope, declared, refs, mechanism)
             continue
         now: datetime = inventory.now
@@ -650,6 +657,7 @@ def backups(inventory: Inventory) -> Iterator[Assessment]:
         yield assess(C_ARCHIVE, scope, [_retention_finding(p, f) for p, f in zip(own, backup, strict=True)], mechanism)
         yield assess(C_DRILLS, scope, drill, mechanism)
         yield assess(C_FAST_RESTORE, scope, drill, mechanism)
+        yield assess(C_OFFSITE, scope, [_offsite_finding(p, f) for p, f in zip(own, backup, strict=True)], mechanism)
 
 
 def _uncovered(
@@ -785,7 +793,7 @@ def _drill_finding(now: datetime, policy: Mapping[str, Any]) -> Finding:
     period, every = _period(drill.get("schedule") or "0 5 1 * *")
     if outcome is None or ran is None:
         text = f"{where}: no restore drill has run yet (drills {every})"
-        return Finding(Verdict.PARTIAL, text, refs, missing="await the first drill, or run one: iotsec restore --drill")
+        return Finding(Verdict.PARTIAL, text, refs, missing="await the first scheduled drill")
     if now - ran > FRESH_FACTOR * period:
         text = f"{where}: last restore drill {ago(now, ran)}, stale for drills {every}{rto}"
         return Finding(Verdict.PARTIAL, text, refs, ran, "drill Jobs stopped: check the drill CronJob")
@@ -803,6 +811,35 @@ def _job_time(cond: Mapping[str, Any] | None) -> datetime | None:
         return None
     found = _JOB_TIME.search(str(cond.get("message", "")))
     return (when(found.group(1).rstrip(":")) if found else None) or when(cond.get("lastTransitionTime"))
+
+
+def _offsite_finding(policy: Mapping[str, Any], backup: Finding) -> Finding:
+    """9.6.6-1: an off-site target, holding snapshots, copied with backups that are current."""
+    where = f"BackupPolicy {_meta(policy).get('namespace')}/{_name(policy)}"
+    offsite = [t for t in _spec(policy).get("targets") or () if isinstance(t, Mapping) and t.get("role") == "offsite"]
+    if not offsite:
+        text = f"{where}: no off-site target: a single repository holds every backup"
+        return Finding(Verdict.NOT_MET, text, backup.objects, missing="add a target with role offsite")
+    counts = {
+        t.get("name"): t.get("snapshots", 0) for t in _status(policy).get("targets") or () if isinstance(t, Mapping)
+    }
+    figures = ", ".join(
+        f"{t.get('name')} ({t.get('repository')}): {counts.get(t.get('name'), 0)} snapshots" for t in offsite
+    )
+    if not any(counts.get(t.get("name")) for t in offsite):
+        text = f"{where}: off-site {figures}: no copy observed yet"
+        return Finding(Verdict.PARTIAL, text, backup.objects, backup.observed_at, "check the backup Jobs' copy step")
+    if backup.verdict != Verdict.MET:
+        text = f"{where}: off-site {figures}, but the backups are not current (see 9.2-1)"
+        return Finding(
+            Verdict.PARTIAL, text, backup.objects, backup.observed_at, "backups must run for copies to be ready in time"
+        )
+    return Finding(
+        Verdict.MET,
+        f"{where}: off-site {figures}, copied with the backup of {stamp(backup.observed_at)}",
+        backup.objects,
+        backup.observed_at,
+    )
 
 
 def _retention_finding(policy: Mapping[str, Any], backup: Finding) -> Finding:
@@ -829,11 +866,16 @@ def _retention_finding(policy: Mapping[str, Any], backup: Finding) -> Finding:
 # ---------------------------------------------------------------- audit trail
 
 
+INTRUSION_TYPES = ("AuthFailures", "UnexpectedSource", "AdmissionDenials", "ExecIntoPod", "PrivilegeGrant")
 RULE_TYPES = {
     C_BRUTE_FORCE: ("AuthFailures",),
     C_INVOCATIONS: ("RequestRate",),
-    C_INTRUSION: ("AuthFailures", "UnexpectedSource", "AdmissionDenials", "ExecIntoPod", "PrivilegeGrant"),
+    C_INTRUSION: INTRUSION_TYPES,
+    C_INTRUSION_DETECTION: INTRUSION_TYPES,
+    C_MONITORING: (*INTRUSION_TYPES, "SecretAccess", "RequestRate", "AuditConfigChange"),
 }
+PARTIAL_WITHOUT_RULES = (C_INTRUSION, C_INTRUSION_DETECTION)  # denials are recorded (audit, metrics) even so
+PIPELINE_CONTROLS = (C_SYSTEM_LOG, C_OPERATION_LOG, C_LOG_NOT_LOST, C_ADMIN_ACTIVITY)
 
 
 def audit_trail(inventory: Inventory) -> Iterator[Assessment]:
@@ -844,14 +886,15 @@ def audit_trail(inventory: Inventory) -> Iterator[Assessment]:
     if not policies:
         text = "no AuditPolicy: iotsec records no API server audit trail"
         missing = "create an AuditPolicy and point the API server at its rendered policy and sink"
-        for control in (C_SYSTEM_LOG, C_OPERATION_LOG, C_LOG_NOT_LOST, C_BRUTE_FORCE, C_INVOCATIONS, C_INTRUSION):
+        for control in (*PIPELINE_CONTROLS, C_LOG_BACKED_UP, C_LOG_EXPORT, *RULE_TYPES):
             yield Assessment(control, CLUSTER, Verdict.NOT_MET, text, (Evidence(text),), missing, mechanism)
         return
     refs = tuple(ObjectRef.of(p) for p in policies)
     if inventory.mode == "files":
         declared = f"{len(policies)} AuditPolicy(ies) declared"
-        for control in (C_SYSTEM_LOG, C_OPERATION_LOG, C_INTEGRITY, C_LOG_NOT_LOST, C_LOG_PROTECTED):
+        for control in (*PIPELINE_CONTROLS, C_INTEGRITY, C_LOG_PROTECTED, C_LOG_EXPORT, C_LOG_TLS):
             yield offline(control, CLUSTER, declared, refs, mechanism)
+        yield _backed_up_declared(inventory, policies, mechanism)
         for control, types in RULE_TYPES.items():
             absent = _no_rules(policies, control, types)
             names = ", ".join(_rule_names(p, types) for p in policies if _rules(p, types))
@@ -864,14 +907,111 @@ def audit_trail(inventory: Inventory) -> Iterator[Assessment]:
     pipeline = {_name(p): _pipeline_finding(now, p) for p in policies}
     store = [_store_finding(p) for p in policies]
     chain = [_chain_finding(now, p) for p in policies]
-    for control in (C_SYSTEM_LOG, C_OPERATION_LOG, C_LOG_NOT_LOST):
+    for control in PIPELINE_CONTROLS:
         yield assess(control, CLUSTER, [*pipeline.values(), *store], mechanism)
     yield assess(C_INTEGRITY, CLUSTER, chain, mechanism)
     yield assess(C_LOG_PROTECTED, CLUSTER, chain, mechanism)
+    yield assess(C_LOG_TLS, CLUSTER, [_tls_finding(p, pipeline[_name(p)]) for p in policies], mechanism)
+    yield assess(C_LOG_BACKED_UP, CLUSTER, [_backed_up_finding(inventory, p) for p in policies], mechanism)
+    yield assess(C_LOG_EXPORT, CLUSTER, [_export_finding(now, p) for p in policies], mechanism)
     for control, types in RULE_TYPES.items():
         absent = _no_rules(policies, control, types)
         findings = [_rules_finding(now, p, types, pipeline[_name(p)]) for p in policies if _rules(p, types)]
         yield assess(control, CLUSTER, [absent] if absent else findings, mechanism)
+
+
+def _tls_finding(policy: Mapping[str, Any], pipeline: Finding) -> Finding:
+    """9.6.4-6: the sink serves TLS only (build.audit); the canary arriving proves the API server reaches it so."""
+    how = str(((_spec(policy).get("sink") or {}).get("authentication")) or "clientCertificate")
+    text = f"audit sink of AuditPolicy {_name(policy)} serves TLS only, the API server authenticating by {how}"
+    if pipeline.verdict != Verdict.MET:
+        return Finding(
+            Verdict.PARTIAL,
+            f"{text}; no recent delivery observed",
+            pipeline.objects,
+            pipeline.observed_at,
+            "restore the audit pipeline (see 9.3.1-1)",
+        )
+    return Finding(
+        Verdict.MET,
+        f"{text}; last canary delivered {stamp(pipeline.observed_at)}",
+        pipeline.objects,
+        pipeline.observed_at,
+    )
+
+
+def _store_backup(inventory: Inventory, policy: Mapping[str, Any]) -> tuple[str, str] | None:
+    ref = _spec(policy).get("backupPolicyRef") or {}
+    if not ref.get("name"):
+        return None
+    namespace = ref.get("namespace") or str(((_status(policy).get("policyConfigMap") or "/").split("/", 1))[0])
+    return namespace, str(ref["name"])
+
+
+def _backed_up_declared(inventory: Inventory, policies: Sequence[Mapping[str, Any]], mechanism: str) -> Assessment:
+    named = [p for p in policies if _store_backup(inventory, p) is not None]
+    refs = tuple(ObjectRef.of(p) for p in policies)
+    if not named:
+        text = "no AuditPolicy names a BackupPolicy for its store (spec.backupPolicyRef)"
+        return Assessment(
+            C_LOG_BACKED_UP,
+            CLUSTER,
+            Verdict.NOT_MET,
+            text,
+            (Evidence(text, refs),),
+            "set spec.backupPolicyRef to a BackupPolicy selecting the store claim",
+            mechanism,
+        )
+    return offline(C_LOG_BACKED_UP, CLUSTER, "the audit store's BackupPolicy is named", refs, mechanism)
+
+
+def _backed_up_finding(inventory: Inventory, policy: Mapping[str, Any]) -> Finding:
+    """9.6.4-3: the BackedUp condition (the named BackupPolicy exists and takes the store claim) and that policy's
+    own last success."""
+    refs: tuple[ObjectRef, ...] = (ObjectRef.of(policy),)
+    where = f"AuditPolicy {_name(policy)}"
+    named = _store_backup(inventory, policy)
+    if named is None:
+        return Finding(
+            Verdict.NOT_MET,
+            f"{where} names no BackupPolicy for its store",
+            refs,
+            missing="set spec.backupPolicyRef to a BackupPolicy selecting the store claim",
+        )
+    backed = condition(policy, "BackedUp")
+    if _is(backed, "False"):
+        return Finding(
+            Verdict.NOT_MET,
+            f"{where}: {(backed or {}).get('message', '')}",
+            refs,
+            missing="make the BackupPolicy select the store claim",
+        )
+    found = next(
+        (p for p in inventory.of_kind("BackupPolicy", GROUP) if (_meta(p).get("namespace"), _name(p)) == named), None
+    )
+    if found is None:
+        text = f"{where}: BackupPolicy {named[0]}/{named[1]} not found"
+        return Finding(Verdict.NOT_MET, text, refs, missing="create it, selecting the store claim")
+    backup = _backup_finding(inventory.now, found)
+    text = f"{where}: store backed up by BackupPolicy {named[0]}/{named[1]}: {backup.text.split(': ', 1)[-1]}"
+    return Finding(backup.verdict, text, (*refs, ObjectRef.of(found)), backup.observed_at, backup.missing)
+
+
+def _export_finding(now: datetime, policy: Mapping[str, Any]) -> Finding:
+    """9.6.4-5: retention configured and records leaving the store (export, or a backup the sink counts)."""
+    refs, where = (ObjectRef.of(policy),), f"AuditPolicy {_name(policy)}"
+    retention = str(((_spec(policy).get("sink") or {}).get("retention")) or "400d")
+    exported = when(_status(policy).get("lastExport"))
+    if exported is not None:
+        text = f"{where}: segments exported {ago(now, exported)}; retention {retention} deletes exported segments"
+        return Finding(Verdict.MET, text, refs, exported)
+    if _is(condition(policy, "BackedUp"), "True"):
+        text = f"{where}: never exported, but backed up; retention {retention} deletes backed-up segments"
+        return Finding(Verdict.MET, text, refs)
+    text = f"{where}: retention {retention} configured, but no export or backup observed: nothing can be deleted"
+    return Finding(
+        Verdict.PARTIAL, text, refs, missing="export the segments (iotsec audit export) or back up the store"
+    )
 
 
 def _rules(policy: Mapping[str, Any], types: tuple[str, ...]) -> list[Mapping[str, Any]]:
@@ -890,7 +1030,7 @@ def _no_rules(policies: Sequence[Mapping[str, Any]], control: str, types: tuple[
     if any(_rules(p, types) for p in policies):
         return None
     text = f"no anomaly rule of type {' or '.join(types)} in any AuditPolicy"
-    verdict = Verdict.PARTIAL if control == C_INTRUSION else Verdict.NOT_MET  # denials are still recorded
+    verdict = Verdict.PARTIAL if control in PARTIAL_WITHOUT_RULES else Verdict.NOT_MET
     refs = tuple(ObjectRef.of(p) for p in policies)
     return Finding(verdict, text, refs, missing=f"add an anomalyRules entry of type {types[0]}")
 
@@ -985,16 +1125,15 @@ def _rules_finding(now: datetime, policy: Mapping[str, Any], types: tuple[str, .
 ANSWERS: dict[Probe, tuple[str, ...]] = {
     app_keys: (C_APP_KEYS, C_APP_KEY_STRENGTH),
     device_ca: (C_DEVICE_KEYS, C_DEVICE_AUTH, C_DEVICE_KEY_STRENGTH),
-    backups: (C_BACKUP, C_BACKUP_RESTORE, C_INTEGRITY, C_ARCHIVE, C_DRILLS, C_FAST_RESTORE),
+    backups: (C_BACKUP, C_BACKUP_RESTORE, C_INTEGRITY, C_ARCHIVE, C_DRILLS, C_FAST_RESTORE, C_OFFSITE),
     audit_trail: (
-        C_SYSTEM_LOG,
-        C_OPERATION_LOG,
+        *PIPELINE_CONTROLS,
         C_INTEGRITY,
-        C_LOG_NOT_LOST,
         C_LOG_PROTECTED,
-        C_BRUTE_FORCE,
-        C_INVOCATIONS,
-        C_INTRUSION,
+        C_LOG_TLS,
+        C_LOG_BACKED_UP,
+        C_LOG_EXPORT,
+        *RULE_TYPES,
     ),
 }
 PROBES: tuple[Probe, ...] = tuple(ANSWERS)

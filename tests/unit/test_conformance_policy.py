@@ -291,7 +291,7 @@ def webhook_config(failure: str) -> dict:
 def test_the_webhook_registration(configs, verdict):
     found = [a for a in policy.background_scan(live(configs)) if a.mechanism == "ValidatingWebhookConfiguration"]
     assert {a.verdict for a in found} == {verdict}
-    assert {a.control for a in found} == set(policy.ADMISSION_CONTROLS)
+    assert {a.control for a in found} == set(policy.ANSWERS[policy.background_scan])
 
 
 def test_offline_there_is_no_webhook_verdict():
@@ -380,3 +380,20 @@ def test_the_answers_cover_every_control_the_builders_annotate():
     inventory = offline([d.obj for d in load_documents([root])])
     annotated = {c for o in policy._judged(view(inventory).desired) for c in policy._controls_judged(o)}
     assert annotated <= set(policy.ANSWERS[policy.desired_state])
+
+
+def test_a_control_the_same_mechanism_answers_gets_the_same_verdict_saying_so():
+    tls = {**result("fail", "ingress-tls"), "category": "X1369-9.2.2-1", "properties": {"control": "X1369-9.2.2-1"}}
+    found = list(policy.background_scan(live([*applied_cluster(domain()), report("app", tls)])))
+    integrity = one(found, "X1369-9.2.2-2", "app")
+    assert integrity.verdict is Verdict.NOT_MET
+    assert integrity.summary.startswith("(as X1369-9.2.2-1)")
+    assert "X1369-9.2.2-2" in policy.ANSWERS[policy.background_scan]
+
+
+def test_an_alias_the_mechanism_meets_only_in_part_is_partial():
+    found = list(policy.background_scan(live([*applied_cluster(domain()), report("app", result("pass", "all"))])))
+    assert one(found, "X1369-9.5.3-1", "app").verdict is Verdict.MET
+    limited = one(found, "X1369-9.1.3.3-1", "app")
+    assert limited.verdict is Verdict.PARTIAL
+    assert "anomaly rules" in limited.missing

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,7 +87,7 @@ def applied(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
     return True
 
 
-def desired_state(inventory: Inventory) -> Iterator[Assessment]:
+def _desired_state(inventory: Inventory) -> Iterator[Assessment]:
     """Every object the operator writes for SecurityDomains and TenantIsolations (NetworkPolicies, Roles,
     RoleBindings, ServiceAccounts, quotas, LimitRanges, StorageClasses) present and equal to its desired state,
     judged for the controls the object itself names (its iotsec.io/controls annotation); a NetworkPolicy also
@@ -215,7 +216,7 @@ def _planned_ref(obj: Mapping[str, Any]) -> ObjectRef:
 # ---------------------------------------------------------------- Pod Security labels
 
 
-def pod_security_labels(inventory: Inventory) -> Iterator[Assessment]:
+def _pod_security_labels(inventory: Inventory) -> Iterator[Assessment]:
     """Every member namespace carries the Pod Security Admission labels its domain asks for (the SecurityDomain
     controller writes them: enforce, warn and audit at the domain's level), so the API server's own Pod Security
     admission backs iotsec's checks of host access (9.3.1-4) and container isolation (9.4.3-1)."""
@@ -428,7 +429,7 @@ def _outside_domains(made: View) -> Iterator[Assessment]:
 # ---------------------------------------------------------------- background scan and exceptions
 
 
-def background_scan(inventory: Inventory) -> Iterator[Assessment]:
+def _background_scan(inventory: Inventory) -> Iterator[Assessment]:
     """The findings of iotsec's background scan (PolicyReport / ClusterPolicyReport results, one per rule and
     object) for every admission rule's control, per namespace: fail -> not met, warn -> partial, skip (an
     exception) -> partial naming the exception, only passes -> met. Active and expired exceptions of every domain
@@ -773,32 +774,89 @@ def _cross_tenant(made: View, scope: Scope, spec: Any) -> Assessment:
     )
 
 
+# ---------------------------------------------------------------- controls one mechanism also answers
+
+ALIASES: dict[str, tuple[str, ...]] = {
+    "X1369-9.2.2-1": ("X1369-9.2.2-2", "X1369-9.1.5.3-1"),  # TLS gives integrity too; credentials in transit
+    "X1369-9.1.1.2-3": ("X1369-9.1.5.3-1",),  # no literal secrets: credentials only in Secrets
+    "X1369-9.2.4-2": ("X1369-9.1.5.3-1",),  # keys never in ConfigMaps
+    "X1369-9.3.1-4": ("X1369-9.6.3-2",),  # host resource access by policy: the catalog says "as 9.3.1-4"
+    "X1369-9.1.1.2-1": ("X1369-9.1.5.1-1",),  # per-app identity (as 9.1.1.2)
+    "X1369-9.1.1.2-5": ("X1369-9.1.5.4-1",),  # per-app Roles
+    "X1369-9.1.3.2-1": ("X1369-9.1.5.4-1",),  # quotas
+    "X1369-9.5.3-1": ("X1369-9.1.3.3-1",),  # rate limits on exposed Ingress
+}
+PART_ONLY: dict[str, str] = {
+    "X1369-9.1.3.3-1": "suspending users on abnormal behaviour (anomaly rules on audit events) is not judged here",
+}
+"""Aliased controls the mechanism meets only in part: a met there reads partial."""
+
+
+def with_aliases(assessments: Iterable[Assessment]) -> Iterator[Assessment]:
+    """Each assessment, and a copy for every control the same mechanism answers (ALIASES), saying so."""
+    for a in assessments:
+        yield a
+        for alias in ALIASES.get(a.control, ()):
+            verdict, missing = a.verdict, a.missing
+            if alias in PART_ONLY and verdict is Verdict.MET:
+                verdict, missing = Verdict.PARTIAL, PART_ONLY[alias]
+            yield replace(a, control=alias, verdict=verdict, missing=missing, summary=f"(as {a.control}) {a.summary}")
+
+
+def desired_state(inventory: Inventory) -> Iterator[Assessment]:
+    return with_aliases(_desired_state(inventory))
+
+
+desired_state.__doc__ = _desired_state.__doc__
+
+
+def pod_security_labels(inventory: Inventory) -> Iterator[Assessment]:
+    return with_aliases(_pod_security_labels(inventory))
+
+
+pod_security_labels.__doc__ = _pod_security_labels.__doc__
+
+
+def background_scan(inventory: Inventory) -> Iterator[Assessment]:
+    return with_aliases(_background_scan(inventory))
+
+
+background_scan.__doc__ = _background_scan.__doc__
+
+
+def _aliased(controls: Iterable[str]) -> tuple[str, ...]:
+    found = list(controls)
+    return tuple(dict.fromkeys([*found, *(alias for c in found for alias in ALIASES.get(c, ()))]))
+
+
 PROBES: tuple[Probe, ...] = (desired_state, pod_security_labels, zones, background_scan, tenants)
 
 ANSWERS: dict[Probe, tuple[str, ...]] = {
-    desired_state: (
-        C_SEGMENT,
-        C_MUTUAL,
-        C_ISOLATION,
-        C_LEGITIMACY,
-        "X1369-9.5.2-1",
-        "X1369-9.5.2-2",
-        "X1369-9.3.2-3",
-        "X1369-9.1.4-1",
-        C_BOUNDARY,
-        "X1369-9.1.2-1",
-        "X1369-9.1.2-2",
-        "X1369-9.1.1.2-1",
-        "X1369-9.1.1.2-2",
-        "X1369-9.1.1.2-5",
-        "X1369-9.1.3.2-1",
-        "X1369-9.1.4-4",
-        C_STORAGE,
-        "X1369-9.1.1.1-1",
-        "X1369-9.2.4-6",
+    desired_state: _aliased(
+        (
+            C_SEGMENT,
+            C_MUTUAL,
+            C_ISOLATION,
+            C_LEGITIMACY,
+            "X1369-9.5.2-1",
+            "X1369-9.5.2-2",
+            "X1369-9.3.2-3",
+            "X1369-9.1.4-1",
+            C_BOUNDARY,
+            "X1369-9.1.2-1",
+            "X1369-9.1.2-2",
+            "X1369-9.1.1.2-1",
+            "X1369-9.1.1.2-2",
+            "X1369-9.1.1.2-5",
+            "X1369-9.1.3.2-1",
+            "X1369-9.1.4-4",
+            C_STORAGE,
+            "X1369-9.1.1.1-1",
+            "X1369-9.2.4-6",
+        )
     ),
-    pod_security_labels: (C_HOST_ACCESS, C_CONTAINERS),
+    pod_security_labels: _aliased((C_HOST_ACCESS, C_CONTAINERS)),
     zones: (C_MEMBERSHIP, C_BOUNDARY),
-    background_scan: ADMISSION_CONTROLS,
+    background_scan: _aliased(ADMISSION_CONTROLS),
     tenants: (C_STORAGE, C_TENANT_RBAC),
 }

@@ -290,7 +290,7 @@ def webhook_config(failure: str) -> dict:
 )
 def test_the_webhook_registration(configs, verdict):
     found = [a for a in policy.background_scan(live(configs)) if a.mechanism == "ValidatingWebhookConfiguration"]
-    assert {a.verdict for a in found} == {verdict}
+    assert {a.verdict for a in found if a.control not in policy.PART_ONLY} == {verdict}
     assert {a.control for a in found} == set(policy.ANSWERS[policy.background_scan])
 
 

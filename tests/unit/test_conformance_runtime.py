@@ -256,6 +256,15 @@ def test_an_expired_crl_is_not_met(ca: Any) -> None:
     assert "expired 3 d ago" in auth.summary
 
 
+def test_a_crl_signed_by_another_ca_does_not_count(ca: Any) -> None:
+    other = devices.new_device_ca("acme", "ecdsa-p256", timedelta(days=1825), NOW - timedelta(days=1))
+    forged = devices.build_crl(other, {}, NOW - timedelta(hours=1))
+    objects = (device_tenant(at(days=400)), ca_secret(), trust_bundle(ca.cert_pem, forged))
+    found = only(runtime.device_ca(inventory(*objects)), runtime.C_DEVICE_AUTH)
+    assert found.verdict == Verdict.NOT_MET
+    assert "none signed by a CA of its bundle" in found.summary
+
+
 def test_a_bundle_without_data_is_partial_and_a_missing_one_not_met() -> None:
     bare = {
         "apiVersion": "v1",

@@ -285,7 +285,7 @@ def app_keys(inventory: Inventory) -> Iterator[Assessment]:
         for namespace in sorted({ns for ns, _ in findings if ns}):
             own = [f for ns, f in findings if ns == namespace]
             yield assess(C_APP_KEYS, _namespace_scope(namespace, tenant), own, mechanism)
-        yield _app_key_strength(inventory, tenant, apps, [f for _, f in findings], mechanism)
+        yield _app_key_strength(tenant, apps, [f for _, f in findings], mechanism)
 
 
 def _namespace_scope(namespace: str, tenant: Mapping[str, Any]) -> Scope:
@@ -359,7 +359,6 @@ def _duration(text: str, default: timedelta) -> timedelta:
 
 
 def _app_key_strength(
-    inventory: Inventory,
     tenant: Mapping[str, Any],
     apps: Sequence[Mapping[str, Any]],
     keys: Sequence[Finding],
@@ -404,7 +403,7 @@ def device_ca(inventory: Inventory) -> Iterator[Assessment]:
         bundles = [_trust_bundle(index, ns) for ns in tenant_namespaces(tenant)]
         yield assess(C_DEVICE_KEYS, scope, _ca_findings(inventory, index, tenant), mechanism)
         yield assess(C_DEVICE_AUTH, scope, [_bundle_finding(inventory, b) for b in bundles], mechanism)
-        yield assess(C_DEVICE_KEY_STRENGTH, scope, _strength_findings(inventory, tenant, bundles), mechanism)
+        yield assess(C_DEVICE_KEY_STRENGTH, scope, _strength_findings(tenant, bundles), mechanism)
 
 
 @dataclass(frozen=True)
@@ -494,11 +493,15 @@ def _bundle_finding(inventory: Inventory, bundle: _Bundle) -> Finding:
         keys = ", ".join(sorted(names)) or "none"
         text = f"trust bundle {where} published (keys: {keys}); CRL freshness not observable (data not read)"
         return Finding(Verdict.PARTIAL, text, (ref,), missing="the report needs the trust bundle's crl.pem to judge it")
-    next_updates = [c.next_update_utc for c in bundle.crls]
+    crls = _signed_by_bundle(bundle)
+    if not crls:
+        text = f"trust bundle {where} holds {len(bundle.crls)} CRL(s), none signed by a CA of its bundle"
+        return Finding(Verdict.NOT_MET, text, (ref,), missing="the operator re-signs the CRLs: check that it runs")
+    next_updates = [c.next_update_utc for c in crls]
     soonest = min((n for n in next_updates if n is not None), default=None)
-    revoked = len({entry.serial_number for crl in bundle.crls for entry in crl})
-    last = max(c.last_update_utc for c in bundle.crls)
-    figures = f"{len(bundle.crls)} CRL(s), {revoked} revoked certificate(s), issued {ago(now, last)}"
+    revoked = len({entry.serial_number for crl in crls for entry in crl})
+    last = max(c.last_update_utc for c in crls)
+    figures = f"{len(crls)} CRL(s), {revoked} revoked certificate(s), issued {ago(now, last)}"
     if soonest is None or soonest <= now:
         expired = f"expired {ago(now, soonest)}" if soonest is not None else "has no nextUpdate"
         text = f"CRL in {where} {expired} ({figures}): brokers that check CRLs reject every device"
@@ -507,7 +510,23 @@ def _bundle_finding(inventory: Inventory, bundle: _Bundle) -> Finding:
     return Finding(Verdict.MET, text, (ref,), last)
 
 
-def _strength_findings(inventory: Inventory, tenant: Mapping[str, Any], bundles: Sequence[_Bundle]) -> list[Finding]:
+def _signed_by_bundle(bundle: _Bundle) -> list[x509.CertificateRevocationList]:
+    """The CRLs a CA of the bundle signed (all of them when the bundle's certificates were not read)."""
+    if not bundle.certificates:
+        return list(bundle.crls)
+    return [crl for crl in bundle.crls if any(_crl_signed_by(crl, ca) for ca in bundle.certificates)]
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    if crl.issuer != ca.subject:
+        return False
+    try:
+        return crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _strength_findings(tenant: Mapping[str, Any], bundles: Sequence[_Bundle]) -> list[Finding]:
     ref = ObjectRef.of(tenant)
     spec = _spec(tenant)
     ca_algorithm = str((spec.get("deviceCA") or {}).get("keyAlgorithm") or "ecdsa-p256")
@@ -940,7 +959,7 @@ def _tls_finding(policy: Mapping[str, Any], pipeline: Finding) -> Finding:
     )
 
 
-def _store_backup(inventory: Inventory, policy: Mapping[str, Any]) -> tuple[str, str] | None:
+def _store_backup(policy: Mapping[str, Any]) -> tuple[str, str] | None:
     ref = _spec(policy).get("backupPolicyRef") or {}
     if not ref.get("name"):
         return None
@@ -949,7 +968,7 @@ def _store_backup(inventory: Inventory, policy: Mapping[str, Any]) -> tuple[str,
 
 
 def _backed_up_declared(inventory: Inventory, policies: Sequence[Mapping[str, Any]], mechanism: str) -> Assessment:
-    named = [p for p in policies if _store_backup(inventory, p) is not None]
+    named = [p for p in policies if _store_backup(p) is not None]
     refs = tuple(ObjectRef.of(p) for p in policies)
     if not named:
         text = "no AuditPolicy names a BackupPolicy for its store (spec.backupPolicyRef)"
@@ -970,7 +989,7 @@ def _backed_up_finding(inventory: Inventory, policy: Mapping[str, Any]) -> Findi
     own last success."""
     refs: tuple[ObjectRef, ...] = (ObjectRef.of(policy),)
     where = f"AuditPolicy {_name(policy)}"
-    named = _store_backup(inventory, policy)
+    named = _store_backup(policy)
     if named is None:
         return Finding(
             Verdict.NOT_MET,

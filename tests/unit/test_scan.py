@@ -150,6 +150,15 @@ def test_a_child_breaking_more_than_its_owner_is_reported_itself():
     assert [f.rule for f in titles["Pod line-a/sneaky"].violations] == ["no-privileged"]
 
 
+def test_an_old_replica_set_scaled_to_zero_is_answered_by_its_fixed_deployment():
+    old = replica_set("mqtt-old", "line-a", "mqtt", privileged=True)
+    rolling = replica_set("mqtt-rolling", "line-a", "mqtt", privileged=True)
+    old["spec"]["replicas"] = 0
+    rolling["spec"]["replicas"] = 1
+    titles = by_title(scan(cluster(deployment("mqtt", "line-a"), old, rolling), NOW))
+    assert set(titles) == {"Deployment line-a/mqtt", "ReplicaSet line-a/mqtt-rolling"}
+
+
 def test_a_child_whose_owner_is_gone_is_reported():
     result = scan(cluster(pod("orphan", "line-a", ("apps/v1", "ReplicaSet", "gone"), privileged=True)), NOW)
     assert list(by_title(result)) == ["Pod line-a/orphan"]
@@ -247,3 +256,23 @@ def test_scanned_kinds_cover_workloads_and_the_checked_objects():
     assert {"Service", "Ingress", "ConfigMap", "PersistentVolumeClaim", "NetworkPolicy"} <= kinds
     assert {"RoleBinding", "ClusterRoleBinding"} <= kinds
     assert (("batch/v1", "batch/v1beta1"), "CronJob") in SCANNED_KINDS
+
+
+def test_kubernetes_own_rbac_defaults_are_left_out_but_the_label_alone_hides_nothing():
+    def binding(name: str, subject: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [subject],
+        }
+
+    aggregation = binding(
+        "system:controller:clusterrole-aggregation-controller",
+        {"kind": "ServiceAccount", "name": "clusterrole-aggregation-controller", "namespace": "kube-system"},
+    )
+    disguised = binding("system:totally-default", {"kind": "Group", "name": "developers"})
+    result = scan(cluster(aggregation, disguised), NOW)
+    assert list(by_title(result)) == ["ClusterRoleBinding system:totally-default"]
+    assert result.not_checked == {"ClusterRoleBinding (Kubernetes' own RBAC defaults)": 1}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -217,3 +218,38 @@ def test_requests_during_a_scan_fold_into_one_more_scan(monkeypatch: pytest.Monk
     asyncio.run(scenario())
     assert most == 1
     assert count == 2  # the first, then one for the five requests
+
+
+def test_check_cluster_usage_errors_and_an_unreadable_kubeconfig_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from iotsec.cli.main import main
+
+    manifest = tmp_path / "x.yaml"
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    assert main(["check", "--cluster", str(manifest)]) == 2
+    assert main(["check", "--context", "prod", str(manifest)]) == 2
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert main(["check", "--cluster"]) == 2
+    assert "cannot read the cluster" in capsys.readouterr().err
+
+
+def test_check_cluster_prints_the_scan_as_check_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from iotsec.cli import check as check_cli
+    from iotsec.cli.main import main
+
+    kube = FakeKube(world())
+    kube.forbidden = {"ClusterRoleBinding"}
+    monkeypatch.setattr("iotsec.k8s.kube.default_api_client", lambda context=None: None)
+    monkeypatch.setattr("iotsec.k8s.kube.Kube", lambda api_client: kube)
+    assert check_cli  # the module reads both through iotsec.k8s.kube at call time
+    assert main(["check", "--cluster"]) == 2  # a kind that could not be listed: never reported as clean
+    out = capsys.readouterr()
+    assert "DENIED Deployment line-a/mqtt  (cluster, domain plant)" in out.out
+    assert "not checked, cannot list rbac.authorization.k8s.io/v1/ClusterRoleBinding" in out.out
+    kube.forbidden = set()
+    assert main(["check", "--cluster"]) == 1
+    assert main(["check", "--cluster", "--exclude", "line-a"]) == 0

@@ -6,14 +6,17 @@ object of a kind the webhook judges with the same engine and context `iotsec che
 kube-node-lease, the platform's release namespace and the chart's `webhook.excludedNamespaces`. Only namespaces
 that belong to a SecurityDomain (and iotsec's audit namespace, which the webhook holds to restricted) are scanned,
 with the cluster-scoped objects (ClusterRoleBindings): a namespace in no domain is the membership check's concern,
-not a finding per object.
+not a finding per object. Kubernetes' own RBAC defaults (bindings labelled kubernetes.io/bootstrapping=rbac-defaults
+that bind only system identities) are left out: the API server keeps them, and its controllers need escalating
+roles.
 
 Objects are read as stored (a live object has the API server's defaults and its namespace already).
 
 One answer per object that a person wrote: an object whose controller ownerReference points to an object of the
 scan (a Deployment's ReplicaSet, the Pods of a ReplicaSet, Job, StatefulSet or DaemonSet, a CronJob's Job) is not
-reported separately when it breaks no rule its owner does not already break; the owner answers for it. A child
-that breaks more than its owner (a Pod written with a forged ownerReference, or changed after creation) is reported
+reported separately when it breaks no rule its owner does not already break, or when it is scaled to zero (the old
+ReplicaSets a Deployment keeps for rollbacks); the owner answers for it. A child that breaks more than its owner and
+runs (a Pod written with a forged ownerReference, the old ReplicaSet of a rollout still under way) is reported
 itself: ownerReferences are written by clients, and must not hide a finding.
 
 An exception (a SecurityDomain's waiver) that applies to a finding turns it into a waiver with the exception's
@@ -182,6 +185,9 @@ def scan(
         if namespace in excluded:
             result.excluded[namespace] += 1
             continue
+        if _kubernetes_bootstrap(obj):
+            result.not_checked[f"{obj['kind']} {KUBERNETES_BOOTSTRAP}"] += 1
+            continue
         if namespace and snapshot.domain_of(namespace).name is None:
             result.outside_domains[namespace] += 1
             continue
@@ -190,6 +196,32 @@ def scan(
             judged[_identity(obj)] = scanned
     result.objects = _owners_answer(judged, candidates, result)
     return result
+
+
+KUBERNETES_BOOTSTRAP = "(Kubernetes' own RBAC defaults)"
+BOOTSTRAP_LABEL = ("kubernetes.io/bootstrapping", "rbac-defaults")
+
+
+def _kubernetes_bootstrap(obj: Mapping[str, Any]) -> bool:
+    """A binding the API server itself keeps (its controllers' escalating roles): labelled as RBAC defaults and
+    binding only system identities (system: users and groups, kube-system ServiceAccounts). The label alone would
+    let anyone hide a binding; these subjects can only be used from inside kube-system, which is excluded anyway."""
+    if obj.get("kind") not in ("ClusterRoleBinding", "RoleBinding"):
+        return False
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if labels.get(BOOTSTRAP_LABEL[0]) != BOOTSTRAP_LABEL[1]:
+        return False
+    subjects = obj.get("subjects") or []
+    return isinstance(subjects, list) and all(_system_subject(s) for s in subjects)
+
+
+def _system_subject(subject: Any) -> bool:
+    if not isinstance(subject, Mapping):
+        return False
+    name = str(subject.get("name") or "")
+    if subject.get("kind") == "ServiceAccount":
+        return subject.get("namespace") == "kube-system"
+    return name.startswith("system:")
 
 
 def _scan_one(
@@ -279,11 +311,21 @@ def _owners_answer(
     by_identity = {_identity(o): o for o in candidates}
     for identity, scanned in judged.items():
         owner = _owner_identity(by_identity[identity])
-        if owner is not None and owner in judged and _rules(scanned) <= _rules(judged[owner]):
+        if (
+            owner is not None
+            and owner in judged
+            and (_idle(by_identity[identity]) or _rules(scanned) <= _rules(judged[owner]))
+        ):
             result.answered_by_owner += 1
             continue
         kept.append(scanned)
     return kept
+
+
+def _idle(obj: Mapping[str, Any]) -> bool:
+    """A controller's child scaled to zero (an old ReplicaSet a Deployment keeps for rollbacks): it runs nothing."""
+    spec = obj.get("spec")
+    return isinstance(spec, Mapping) and spec.get("replicas") == 0
 
 
 def _rules(scanned: ScannedObject) -> set[str]:

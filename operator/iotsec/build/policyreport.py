@@ -37,40 +37,60 @@ SEVERITIES = frozenset(_SEVERITY_ORDER)
 
 
 class Ref(Protocol):
-    api_version: str
-    kind: str
-    name: str
-    namespace: str | None
-    uid: str | None
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str | None: ...
+    @property
+    def uid(self) -> str | None: ...
 
 
 class Finding(Protocol):
-    rule: str
-    control: str
-    severity: str
-    message: str
+    @property
+    def rule(self) -> str: ...
+    @property
+    def control(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def message(self) -> str: ...
 
 
 class WaiverLike(Protocol):
-    rule: str
-    control: str
-    severity: str
-    exception: str
-    justification: str
-    approver: str
-    expires: str
-    ticket: str | None
+    @property
+    def rule(self) -> str: ...
+    @property
+    def control(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def exception(self) -> str: ...
+    @property
+    def justification(self) -> str: ...
+    @property
+    def approver(self) -> str: ...
+    @property
+    def expires(self) -> str: ...
+    @property
+    def ticket(self) -> str | None: ...
 
 
 class Scanned(Protocol):
-    ref: Ref
-    namespace: str | None
-    domain: str | None
-    mode: str
+    @property
+    def ref(self) -> Ref: ...
+    @property
+    def namespace(self) -> str | None: ...
+    @property
+    def domain(self) -> str | None: ...
+    @property
+    def mode(self) -> str: ...
 
     @property
     def violations(self) -> Sequence[Finding]: ...
-
     @property
     def waivers(self) -> Sequence[WaiverLike]: ...
 
@@ -93,7 +113,7 @@ def policy_reports(result: Result, now: datetime) -> list[dict[str, Any]]:
 
 def _results(scanned: Scanned, stamp: dict[str, int]) -> list[dict[str, Any]]:
     resource = _resource(scanned.ref)
-    base = {"domain": scanned.domain or "", "mode": scanned.mode}
+    base = {"domain": scanned.domain or "", "mode": scanned.mode}  # a cluster-scoped object has no domain
     out = []
     for finding in scanned.violations:
         verdict = "fail" if scanned.mode == "enforce" else "warn"
@@ -135,7 +155,8 @@ def _result(
         "message": message,
         "timestamp": dict(stamp),
         "resources": [resource],
-        "properties": {**({"control": control} if control else {}), **properties},
+        # no empty values: the API server's JSON handling turns "" into null, which the schema refuses
+        "properties": {key: value for key, value in {"control": control, **properties}.items() if value},
         "scored": True,
     }
     if control:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from iotsec.cli.common import (
     print_json,
     rfc3339_argument,
 )
-from iotsec.model.manifests import MESSAGE_LIMIT, clip, load_documents
+from iotsec.model.manifests import MESSAGE_LIMIT, Document, clip, load_documents
 
 JSON_FIELD_LIMIT = 4_096  # characters of one field of a violation in -o json (input quoted in it is cut)
 
@@ -34,6 +35,11 @@ Objects are judged as the API server stores them: a namespaced object without me
 TCP and, with hostNetwork, hostPort = containerPort (Pods; pod templates too before Kubernetes 1.28).
 Kinds the webhook does not judge (Secrets, ServiceAccounts, ...) and objects in the namespaces it leaves out
 (kube-system, kube-public, kube-node-lease, iotsec-system) are counted as not checked, never as clean.
+
+With --cluster, the objects that exist in the kubeconfig's cluster are judged instead (the background scan's
+findings, on demand): every kind the webhook judges, in the namespaces of SecurityDomains, and the cluster-scoped
+ones, as stored; a Deployment's ReplicaSets and Pods are answered for by the Deployment. The release namespace
+(--release-namespace) and --exclude namespaces are left out as the webhook leaves them out.
 """
 
 
@@ -77,6 +83,24 @@ def register(sub: Any) -> None:
         default="enforce",
         help="mode for namespaces in no SecurityDomain (default: enforce)",
     )
+    check.add_argument(
+        "--cluster", action="store_true", help="judge the objects in the kubeconfig's cluster instead of files"
+    )
+    check.add_argument("--context", help="kubeconfig context (with --cluster)")
+    check.add_argument(
+        "--release-namespace",
+        type=_namespace,
+        default="iotsec-system",
+        help="with --cluster: iotsec's release namespace, which the webhook leaves out (default: iotsec-system)",
+    )
+    check.add_argument(
+        "--exclude",
+        type=_namespace,
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="with --cluster: a namespace the webhook leaves out (the chart's webhook.excludedNamespaces); repeatable",
+    )
     check.set_defaults(handler=_check)
 
 
@@ -98,21 +122,84 @@ def _check(args: argparse.Namespace) -> int:
         from iotsec.cli.rules import print_rules
 
         return print_rules(args.output)
-    if not args.paths:
-        print("iotsec check: give at least one PATH (or --list-rules)", file=sys.stderr)
+    if args.cluster and args.paths:
+        print("iotsec check: give PATHs or --cluster, not both", file=sys.stderr)
+        return EXIT_USAGE
+    if args.context and not args.cluster:
+        print("iotsec check: --context needs --cluster", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.paths and not args.cluster:
+        print("iotsec check: give at least one PATH (or --cluster, or --list-rules)", file=sys.stderr)
         return EXIT_USAGE
     now = args.now or datetime.now(UTC)
-    report = checking.check(load_documents(args.paths), now, args.unassigned, args.namespace, args.kube_version)
+    notes: list[str] = []
+    if args.cluster:
+        read = _cluster_report(args, now)
+        if read is None:
+            return EXIT_USAGE
+        report, notes = read
+    else:
+        report = checking.check(load_documents(args.paths), now, args.unassigned, args.namespace, args.kube_version)
     for document, problems in report.invalid:
         print_invalid(document, problems)
     if args.output == "json":
         print_json(_report_json(report))
     else:
         _print_check(report)
-    if report.invalid:
+        for note in notes:
+            print(note)
+    if report.invalid or any(note.startswith("not checked, cannot list") for note in notes):
         return EXIT_USAGE
     failing = report.violations if args.strict else report.denied
     return EXIT_INVALID if failing else EXIT_OK
+
+
+def _cluster_report(args: argparse.Namespace, now: datetime) -> tuple[checking.Report, list[str]] | None:
+    """The cluster's objects judged by the background scan's code, as a check Report, and the lines that say what
+    could not be checked (None: no cluster to read)."""
+    from iotsec.k8s.kube import ApiError, Kube, default_api_client
+    from iotsec.model.platform import Platform
+    from iotsec.services.scan import run_scan
+
+    try:
+        api = Kube(default_api_client(args.context))
+        outcome = run_scan(api, Platform(namespace=args.release_namespace), args.exclude, now, args.unassigned)
+    except (ApiError, OSError, ValueError) as exc:  # no kubeconfig, no such context, unreachable or refused
+        print(f"iotsec check: cannot read the cluster: {clip(exc, 300)}", file=sys.stderr)
+        return None
+    for kind, why in sorted(outcome.unavailable.items()):
+        print(f"iotsec check: not checked, cannot list {kind}: {why}", file=sys.stderr)
+    notes = [f"not checked, cannot list {kind} (exit 2)" for kind in sorted(outcome.unavailable)]
+    outside = outcome.result.outside_domains
+    if outside:
+        spaces = ", ".join(f"namespace {clip(ns, 60)}: {count}" for ns, count in sorted(outside.items()))
+        notes.append(f"not checked, in no SecurityDomain ({spaces})")
+    return as_check_report(outcome.result), notes
+
+
+def as_check_report(result: Any) -> checking.Report:
+    """A ScanResult in `iotsec check`'s terms (where: the cluster)."""
+    report = checking.Report(not_checked=result.not_checked, excluded=result.excluded)
+    for scanned in result.objects:
+        document = _cluster_document(scanned.ref)
+        report.checked.append(checking.Checked(document, scanned.namespace, scanned.domain, scanned.decision))
+    for ref, problem in result.invalid:
+        report.invalid.append((_cluster_document(ref), [problem]))
+    return report
+
+
+@dataclass(frozen=True)
+class _InCluster(Document):
+    """An object read from the cluster: where it is, is the cluster."""
+
+    @property
+    def where(self) -> str:
+        return self.source
+
+
+def _cluster_document(ref: Any) -> Document:
+    metadata = {"name": ref.name, **({"namespace": ref.namespace} if ref.namespace else {})}
+    return _InCluster("cluster", 0, {"apiVersion": ref.api_version, "kind": ref.kind, "metadata": metadata})
 
 
 def _report_json(report: checking.Report) -> list[dict[str, object]]:

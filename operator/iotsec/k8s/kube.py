@@ -136,12 +136,16 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-def default_api_client() -> k8s_client.ApiClient:
-    """In-cluster credentials inside a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+def default_api_client(context: str | None = None) -> k8s_client.ApiClient:
+    """In-cluster credentials inside a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config), in its `context`
+    when one is named."""
+    if context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         k8s_config.load_incluster_config()
         return k8s_client.ApiClient()
-    return k8s_config.new_client_from_config()
+    try:
+        return k8s_config.new_client_from_config(context=context)
+    except k8s_config.ConfigException as exc:  # no kubeconfig, or no such context in it
+        raise ApiError(f"kubeconfig: {exc}", transient=False) from None
 
 
 # custom resources, events and the background scan's PolicyReports: cluster-wide rights

@@ -676,3 +676,18 @@ def test_rules_in_one_of_two_audit_policies_are_enough() -> None:
     found = only(audit(audit_policy(), second), runtime.C_BRUTE_FORCE, "cluster")
     assert found.verdict == Verdict.MET
     assert "AuditPolicy cluster: rules brute-force (AuthFailures, 10 in 5m)" in found.summary
+
+
+def test_a_security_domain_member_namespace_carries_its_domain() -> None:
+    """Namespaces a SecurityDomain selects (no labels yet) are resolved as the webhook resolves them."""
+    domain = {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "SecurityDomain",
+        "metadata": {"name": "gateway"},
+        "spec": {"zone": "access", "namespaces": ["iot-gateway"], "enforcement": "enforce"},
+    }
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "iot-gateway"}}
+    found = list(runtime.backups(inventory(domain, namespace, claim("queue", "iot-gateway"))))
+    backup = only(found, runtime.C_BACKUP, "namespace", "iot-gateway")
+    assert backup.verdict == Verdict.NOT_MET
+    assert backup.scope.domain == "gateway"

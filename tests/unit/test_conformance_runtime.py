@@ -691,3 +691,11 @@ def test_a_security_domain_member_namespace_carries_its_domain() -> None:
     backup = only(found, runtime.C_BACKUP, "namespace", "iot-gateway")
     assert backup.verdict == Verdict.NOT_MET
     assert backup.scope.domain == "gateway"
+
+
+def test_unreadable_backup_policies_make_uncovered_claims_partial() -> None:
+    objects = (tenant(status={"namespaces": ["acme-prod"]}), claim())
+    found = list(runtime.backups(inventory(*objects, unavailable={"iotsec.io/BackupPolicy": "forbidden"})))
+    backup = only(found, runtime.C_BACKUP, "namespace")
+    assert backup.verdict == Verdict.PARTIAL
+    assert "forbidden" in backup.summary

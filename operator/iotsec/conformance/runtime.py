@@ -694,8 +694,11 @@ def _uncovered(
     names = ", ".join(_name(c) for c in claims)
     text = f"{len(claims)} PersistentVolumeClaim(s) ({names}) and no BackupPolicy in the namespace"
     missing = "create a BackupPolicy selecting these claims (schedule, retention, verification, restore drill)"
+    verdict, hidden = Verdict.NOT_MET, unavailable(inventory, "BackupPolicy", GROUP)
+    if hidden is not None:  # a policy may exist that the report cannot see
+        verdict, text, missing = Verdict.PARTIAL, f"{text} observable (BackupPolicies unreadable: {hidden})", hidden
     for control in (C_BACKUP, C_BACKUP_RESTORE):
-        yield Assessment(control, scope, Verdict.NOT_MET, text, (Evidence(text, refs),), missing, mechanism)
+        yield Assessment(control, scope, verdict, text, (Evidence(text, refs),), missing, mechanism)
 
 
 def _coverage(policies: Sequence[Mapping[str, Any]], claims: Sequence[Mapping[str, Any]]) -> list[Finding]:
@@ -905,6 +908,10 @@ def audit_trail(inventory: Inventory) -> Iterator[Assessment]:
     if not policies:
         text = "no AuditPolicy: iotsec records no API server audit trail"
         missing = "create an AuditPolicy and point the API server at its rendered policy and sink"
+        why = unavailable(inventory, "AuditPolicy", GROUP)
+        if why is not None:
+            text = f"no AuditPolicy readable ({why}): iotsec's audit trail is not known to exist"
+            missing = "install iotsec's CRDs and create an AuditPolicy, or grant the report read access to them"
         for control in (*PIPELINE_CONTROLS, C_LOG_BACKED_UP, C_LOG_EXPORT, *RULE_TYPES):
             yield Assessment(control, CLUSTER, Verdict.NOT_MET, text, (Evidence(text),), missing, mechanism)
         return

@@ -37,9 +37,13 @@ def applied_cluster(*resources: dict, extra: list[dict] | None = None) -> list[d
     planned = render.render(docs).objects
     objects = [copy.deepcopy(o) for o in planned if o["kind"] != "Namespace"]
     labels: dict[str, dict[str, str]] = {}
+    annotations: dict[str, dict[str, str]] = {}
     for patch in (o for o in planned if o["kind"] == "Namespace"):
         labels.setdefault(patch["metadata"]["name"], {}).update(patch["metadata"].get("labels") or {})
-    objects += [namespace(ns, labels.get(ns, {})) for ns in sorted(names | labels.keys())]
+        annotations.setdefault(patch["metadata"]["name"], {}).update(patch["metadata"].get("annotations") or {})
+    for ns in sorted(names | labels.keys()):
+        objects.append(namespace(ns, labels.get(ns, {})))
+        objects[-1]["metadata"]["annotations"] = annotations.get(ns, {})
     return [*resources, *objects, *(extra or [])]
 
 
@@ -397,3 +401,23 @@ def test_an_alias_the_mechanism_meets_only_in_part_is_partial():
     limited = one(found, "X1369-9.1.3.3-1", "app")
     assert limited.verdict is Verdict.PARTIAL
     assert "anomaly rules" in limited.missing
+
+
+def test_a_tenant_namespace_that_does_not_exist_is_not_met():
+    objects = applied_cluster(
+        domain(namespaces=("app", "data")), {**tenant(), "spec": {**tenant()["spec"], "namespaces": ["app", "data"]}}
+    )
+    assert one(policy.desired_state(live(objects)), "X1369-9.2.1-1", "acme").verdict is Verdict.MET
+    objects = [o for o in objects if not (o["kind"] == "Namespace" and o["metadata"]["name"] == "data")]
+    found = one(policy.desired_state(live(objects)), "X1369-9.2.1-1", "acme")
+    assert found.verdict is Verdict.NOT_MET
+    assert "Namespace data (missing)" in found.summary
+
+
+def test_offline_a_policy_given_in_the_files_that_differs_from_the_plan_reads_drifted():
+    planned = [o for o in applied_cluster(domain()) if o["metadata"]["name"] == "iotsec-core-default-deny"]
+    widened = copy.deepcopy(planned[0])
+    widened["spec"]["ingress"] = [{}]
+    found = one(policy.desired_state(offline([domain(), namespace("app"), widened])), "X1369-9.4.1-2", "app")
+    assert found.verdict is Verdict.NOT_MET
+    assert "iotsec-core-default-deny (drifted)" in found.summary

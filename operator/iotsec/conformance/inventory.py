@@ -155,7 +155,10 @@ def _build(inventory: Inventory) -> View:
         tenant_id = (_meta(obj).get("labels") or {}).get(TENANT_LABEL)
         if tenant_id and namespace not in made.tenant_of:
             made.tenant_of[namespace] = _tenant_name(made, tenant_id)
-    actual = [*inventory.planned, *inventory.objects] if offline else inventory.objects
+    # Offline the plan counts as applied; a document of the same object overrides it (a drifted policy given in
+    # the files reads drifted), but not a Namespace: the operator merges its labels into the one written.
+    written = [o for o in inventory.objects if o.get("kind") != "Namespace"]
+    actual = [*inventory.planned, *written] if offline else inventory.objects
     made.actual = {(str(o.get("kind")), _meta(o).get("namespace") or "", _name(o)): o for o in actual}
     return made
 

@@ -35,7 +35,7 @@ from iotsec.model.time import rfc3339
 OFFLINE = "planned (offline)"
 SHOWN = 10  # objects named in one piece of evidence; the rest are counted
 JUDGED_OWNERS = ("SecurityDomain", "TenantIsolation")
-NOT_JUDGED_KINDS = ("Secret", "ConfigMap", "Namespace")  # keys and bundles: conformance.runtime; labels: below
+NOT_JUDGED_KINDS = ("Secret", "ConfigMap")  # keys and bundles: conformance.runtime
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet")
 ADMISSION_CONTROLS = tuple(sorted({rule.control for rule in RULES.values()}))
 WEBHOOK = "workloads.iotsec.io"  # the hook of build/webhook.py that judges namespaced objects

@@ -421,3 +421,12 @@ def test_offline_a_policy_given_in_the_files_that_differs_from_the_plan_reads_dr
     found = one(policy.desired_state(offline([domain(), namespace("app"), widened])), "X1369-9.4.1-2", "app")
     assert found.verdict is Verdict.NOT_MET
     assert "iotsec-core-default-deny (drifted)" in found.summary
+
+
+def test_policies_left_in_a_namespace_being_deleted_are_not_stale():
+    objects = applied_cluster(domain())
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            obj["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    found = list(policy.desired_state(live([o for o in objects if o["kind"] != "SecurityDomain"])))
+    assert not [a for a in found if a.verdict is Verdict.NOT_MET]

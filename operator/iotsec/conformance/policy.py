@@ -138,7 +138,8 @@ def _stale(made: View) -> Iterator[dict[str, Any]]:
     for obj in made.inventory.of_kind("NetworkPolicy", "networking.k8s.io"):
         meta = obj.get("metadata") or {}
         owned = (meta.get("labels") or {}).get(OWNER_KIND) == "SecurityDomain"
-        if owned and (meta.get("namespace"), meta.get("name")) not in wanted:
+        live_namespace = meta.get("namespace") in made.namespaces  # not one being deleted
+        if owned and live_namespace and (meta.get("namespace"), meta.get("name")) not in wanted:
             yield obj
 
 

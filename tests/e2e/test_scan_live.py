@@ -255,3 +255,26 @@ def test_iotsec_check_cluster_gives_the_same_findings(world: Kube, api_client):
     )
     assert bad_context.returncode == 2
     assert "cannot read the cluster" in bad_context.stderr
+
+
+def test_the_chart_installs_the_policyreport_crds_only_where_absent(world: Kube, tmp_path: Path):
+    """Helm's lookup against the real API server, where the CRDs exist and belong to no release (as when Kyverno
+    installed them). The chart asks for Kubernetes >= 1.27 and the testenv is 1.20: a copy without that line."""
+    import shutil
+
+    chart = tmp_path / "chart"
+    shutil.copytree(ROOT / "charts/iotsec-operator", chart)
+    meta = chart / "Chart.yaml"
+    meta.write_text("".join(line for line in meta.read_text().splitlines(True) if not line.startswith("kubeVersion:")))
+    helm = str(Path(sys.executable).parent / "helm")
+    base = [helm, "template", "iotsec", str(chart), "--namespace", "iotsec-system", "--dry-run=server"]
+
+    auto = subprocess.run(base, capture_output=True, text=True, timeout=120, check=False)
+    assert auto.returncode == 0, auto.stderr
+    crds = [d for d in yaml.safe_load_all(auto.stdout) if d and d["kind"] == "CustomResourceDefinition"]
+    assert not [c for c in crds if c["spec"]["group"] == GROUP]
+    forced = subprocess.run(
+        [*base, "--set", "scan.installPolicyReportCRDs=true"], capture_output=True, text=True, timeout=120
+    )
+    assert forced.returncode != 0  # what auto avoids: Helm refuses to take over another owner's CRD
+    assert "policyreports.wgpolicyk8s.io" in forced.stderr

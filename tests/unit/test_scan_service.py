@@ -32,6 +32,7 @@ class FakeKube:
             self.store.setdefault((obj["apiVersion"], obj["kind"]), []).append(obj)
         self.served_reports = served_reports
         self.forbidden: set[str] = set()
+        self.failing: set[str] = set()
         self.created: list[dict[str, Any]] = []
         self.applied: list[dict[str, Any]] = []
         self.deleted: list[tuple[str, str, str | None]] = []
@@ -51,6 +52,8 @@ class FakeKube:
         return True
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["metadata"].get("namespace") in self.failing:
+            raise ApiError(f"apply: namespace {obj['metadata']['namespace']} is terminating", 403)
         self.applied.append(obj)
         return obj
 
@@ -116,6 +119,15 @@ def test_a_report_of_our_name_that_we_did_not_make_is_refused_and_logged(caplog:
     assert all(r["metadata"]["namespace"] != "line-a" for r in kube.created + kube.applied)
     assert kube.deleted == []  # neither the planted one nor the unlabelled one elsewhere
     assert "left PolicyReport line-a/iotsec-scan alone" in caplog.text
+
+
+def test_one_report_that_cannot_be_written_costs_the_others_nothing():
+    kube = FakeKube(world())
+    kube.failing = {"line-a"}
+    outcome = service.scan_and_publish(kube, Platform(), now=NOW)  # type: ignore[arg-type]
+    assert outcome.published is not None
+    assert [r["metadata"]["namespace"] for r in kube.applied] == ["line-b"]
+    assert outcome.published.failed[0].startswith("PolicyReport line-a/iotsec-scan: apply: namespace line-a")
 
 
 def test_without_the_crd_the_scan_still_judges_and_says_why_nothing_was_published():

@@ -41,6 +41,7 @@ class Published:
     applied: list[str] = field(default_factory=list)  # "namespace/name" ("name" for the cluster report)
     deleted: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # a report of iotsec's name that iotsec did not make
+    failed: list[str] = field(default_factory=list)  # "<report>: <why>" of the writes that failed
     unavailable: str = ""  # why nothing was published (the PolicyReport CRD is not installed)
 
 
@@ -112,11 +113,22 @@ def publish(api: Kube, reports: list[dict[str, Any]]) -> Published:
         if live is not None and not _ours(live):
             published.refused.append(_title(key))
             continue
-        api.apply(report)
+        try:
+            api.apply(report)
+        except ApiError as exc:  # one namespace (terminating, say) must not cost the others their reports
+            published.failed.append(f"{_title(key)}: {clip(exc, 200)}")
+            continue
         published.applied.append(_title(key))
     for key, live in sorted(existing.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-        if key not in wanted and _ours(live) and api.delete(API_VERSION, key[0], NAME, key[1]):
-            published.deleted.append(_title(key))
+        if key in wanted or not _ours(live):
+            continue
+        try:
+            if api.delete(API_VERSION, key[0], NAME, key[1]):
+                published.deleted.append(_title(key))
+        except ApiError as exc:
+            published.failed.append(f"{_title(key)}: {clip(exc, 200)}")
+    if published.failed:
+        log.warning("background scan: could not publish %s", "; ".join(published.failed[:5]))
     if published.refused:
         log.warning(
             "background scan: left %s alone: a report named %s that iotsec did not make (no %s=%s label); "

@@ -7,7 +7,7 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from iotsec.admission.scan import SCANNED_KINDS, scan
+from iotsec.admission.scan import SCANNED_KINDS, scan, scan_manifests
 from iotsec.model.platform import Platform
 
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
@@ -276,3 +276,13 @@ def test_kubernetes_own_rbac_defaults_are_left_out_but_the_label_alone_hides_not
     result = scan(cluster(aggregation, disguised), NOW)
     assert list(by_title(result)) == ["ClusterRoleBinding system:totally-default"]
     assert result.not_checked == {"ClusterRoleBinding (Kubernetes' own RBAC defaults)": 1}
+
+
+def test_manifests_as_written_are_scanned_as_stored_in_the_default_namespace():
+    """Offline (iotsec report over files): no Namespace objects, no metadata.namespace, as `iotsec check -n`."""
+    written = deployment("mqtt", "line-a", privileged=True)
+    del written["metadata"]["namespace"]
+    objects = [domain("plant", ["line-a"]), written]
+    (found,) = scan_manifests(objects, NOW, namespace="line-a").objects
+    assert (found.namespace, found.domain, found.failing) == ("line-a", "plant", True)
+    assert scan([domain("plant", ["line-a"]), deployment("mqtt", "line-a")], NOW).outside_domains == {"line-a": 1}

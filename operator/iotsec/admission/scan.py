@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from iotsec.admission.context import Context, Snapshot
+from iotsec.admission.defaults import DEFAULT_NAMESPACE, apply_api_defaults
 from iotsec.admission.exceptions import exception_for
 from iotsec.admission.model import Decision, Violation, grouped_lines
 from iotsec.admission.rules import RULES
@@ -222,6 +223,21 @@ def _system_subject(subject: Any) -> bool:
     if subject.get("kind") == "ServiceAccount":
         return subject.get("namespace") == "kube-system"
     return name.startswith("system:")
+
+
+def scan_manifests(
+    objects: Iterable[dict[str, Any]],
+    now: datetime,
+    namespace: str = DEFAULT_NAMESPACE,
+    platform: Platform | None = None,
+    unassigned: str = "enforce",
+) -> ScanResult:
+    """The scan over manifests as written (`iotsec report` offline): each object as the API server would store it
+    when created in `namespace` (as `iotsec check -n`), and the namespaces a domain names taken to exist."""
+    stored = [
+        apply_api_defaults(o, namespace) for o in objects if isinstance(o, dict) and isinstance(o.get("kind"), str)
+    ]
+    return scan(stored, now, platform, unassigned, assume_named_namespaces_exist=True)
 
 
 def _scan_one(

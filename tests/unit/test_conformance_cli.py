@@ -204,3 +204,18 @@ def test_only_iotsecs_public_device_trust_bundle_keeps_values():
     assert "data" not in live_inventory.without_values(trust({}, {"ca-bundle.crt": "CERT"}))
     secret = {**ours, "kind": "Secret"}
     assert "data" not in live_inventory.without_values(secret)
+
+
+def test_the_device_registry_keeps_its_serials_and_monitoring_kinds_are_listed_or_unavailable():
+    registry = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "iotsec-device-registry-acme", "labels": {"app.kubernetes.io/managed-by": "iotsec"}},
+        "data": {"issued": '{"11": "dev-1"}', "revoked": "{}", "other": "x"},
+    }
+    assert live_inventory.without_values(registry)["data"] == {"issued": '{"11": "dev-1"}', "revoked": "{}"}
+    assert "data" not in live_inventory.without_values({**registry, "metadata": {"name": registry["metadata"]["name"]}})
+    rule = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": {"name": "r"}}
+    found = live_inventory.gather(FakeKube([rule], {"ServiceMonitor": 404}), datetime(2026, 12, 3, tzinfo=UTC))  # type: ignore[arg-type]
+    assert [o["metadata"]["name"] for o in found.objects if o["kind"] == "PrometheusRule"] == ["r"]
+    assert found.unavailable["monitoring.coreos.com/ServiceMonitor"] == "CRD not installed"

@@ -430,3 +430,18 @@ def test_policies_left_in_a_namespace_being_deleted_are_not_stale():
             obj["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
     found = list(policy.desired_state(live([o for o in objects if o["kind"] != "SecurityDomain"])))
     assert not [a for a in found if a.verdict is Verdict.NOT_MET]
+
+
+def test_unneeded_middleware_interfaces_read_as_allowed_ports_but_never_met():
+    """9.3.3-2 is answered as 9.3.2-3 (only declared ports open), partial at best: interfaces served on a declared
+    port are neither disabled nor detected."""
+    clean = list(policy.background_scan(live([*applied_cluster(domain()), report("app", result("pass", "all"))])))
+    assert one(clean, "X1369-9.3.2-3", "app").verdict is Verdict.MET
+    middleware = one(clean, "X1369-9.3.3-2", "app")
+    assert middleware.verdict is Verdict.PARTIAL
+    assert "(as X1369-9.3.2-3)" in middleware.summary
+    assert "admin consoles" in middleware.missing
+    port = {**result("fail", "allowed-ports"), "category": "X1369-9.3.2-3", "properties": {"control": "X1369-9.3.2-3"}}
+    failing = list(policy.background_scan(live([*applied_cluster(domain()), report("app", port)])))
+    assert one(failing, "X1369-9.3.3-2", "app").verdict is Verdict.NOT_MET
+    assert "X1369-9.3.3-2" in policy.ANSWERS[policy.desired_state]

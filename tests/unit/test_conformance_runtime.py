@@ -3,6 +3,7 @@ sink write (shapes copied from controllers/tenant.py, controllers/backup.py, ser
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -305,6 +306,71 @@ def test_no_device_ca_recorded_is_not_met_and_offline_partial() -> None:
     assert only(found, runtime.C_DEVICE_KEYS).verdict == Verdict.NOT_MET
     offline = list(runtime.device_ca(inventory(tenant(), mode="files")))
     assert {a.verdict for a in offline} == {Verdict.PARTIAL}
+
+
+# ---------------------------------------------------------------- device identities and classes
+
+SENSOR = {"name": "sensor", "keyUsage": ["digitalSignature"], "extendedKeyUsage": ["clientAuth"], "validity": "90d"}
+
+
+def registry(issued: dict[str, str] | None, revoked: dict[str, str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "iotsec-device-registry-acme",
+            "namespace": "iotsec-system",
+            "labels": {"app.kubernetes.io/managed-by": "iotsec", "iotsec.io/tenant": "acme"},
+        },
+        "dataKeys": ["issued", "revoked"],
+    }
+    if issued is not None:
+        body["data"] = {"issued": json.dumps(issued), "revoked": json.dumps(revoked or {})}
+    return body
+
+
+def classed_tenant(classes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    body = device_tenant(at(days=400))
+    body["spec"]["deviceClasses"] = [SENSOR] if classes is None else classes
+    return body
+
+
+def identity(*objects: dict[str, Any], **kwargs: Any) -> list[Assessment]:
+    return list(runtime.device_identity(inventory(*objects, **kwargs)))
+
+
+def test_devices_recorded_against_their_ids_are_met_with_counts() -> None:
+    found = identity(classed_tenant(), registry({"11": "dev-1", "12": "dev-1", "13": "dev-2"}, {"11": at(days=-1)}))
+    ids = only(found, runtime.C_DEVICE_IDENTITY)
+    assert ids.verdict == Verdict.MET
+    assert "3 device certificates issued to 2 device ids (2 not revoked)" in ids.summary
+    assert "manufacturer (O)" in ids.summary
+    assert ObjectRef("v1", "ConfigMap", "iotsec-device-registry-acme", "iotsec-system") in ids.evidence[0].objects
+
+
+def test_device_identity_unread_registry_partial_no_ca_not_met_no_devices_not_applicable() -> None:
+    unread = only(identity(classed_tenant(), registry(None)), runtime.C_DEVICE_IDENTITY)
+    assert unread.verdict == Verdict.PARTIAL
+    assert "entries were not read" in unread.summary
+    no_ca = {**classed_tenant(), "status": {"namespaces": ["acme-prod"]}}
+    assert only(identity(no_ca), runtime.C_DEVICE_IDENTITY).verdict == Verdict.NOT_MET
+    assert only(identity(no_ca), runtime.C_DEVICE_CLASSES).verdict == Verdict.NOT_MET
+    assert only(identity(classed_tenant()), runtime.C_DEVICE_IDENTITY).verdict == Verdict.NOT_APPLICABLE
+    hidden = identity(classed_tenant(), unavailable={"/ConfigMap": "forbidden"})
+    assert only(hidden, runtime.C_DEVICE_IDENTITY).verdict == Verdict.PARTIAL
+    unnamed = only(identity(classed_tenant(), registry({"14": ""})), runtime.C_DEVICE_IDENTITY)
+    assert unnamed.verdict == Verdict.NOT_MET
+
+
+def test_device_classes_are_profiles_partial_at_best_and_absent_not_applicable() -> None:
+    classes = only(identity(classed_tenant()), runtime.C_DEVICE_CLASSES)
+    assert classes.verdict == Verdict.PARTIAL  # the catalog's coverage is partial: the broker authorises
+    assert "sensor: ecdsa-p256, digitalSignature + clientAuth, valid 90d" in classes.summary
+    assert "broker" in classes.missing
+    assert only(identity(classed_tenant([])), runtime.C_DEVICE_CLASSES).verdict == Verdict.NOT_APPLICABLE
+    offline = identity(classed_tenant(), mode="files")
+    assert {a.verdict for a in offline} == {Verdict.PARTIAL}
+    assert all(runtime.OFFLINE in a.summary for a in offline)
 
 
 # ---------------------------------------------------------------- backups

@@ -21,7 +21,12 @@ from iotsec.conformance.model import (
 )
 from iotsec.model.controls import CONTROLS, Control
 
-PROBE_MODULES = ("iotsec.conformance.policy", "iotsec.conformance.runtime", "iotsec.conformance.trivy")
+PROBE_MODULES = (
+    "iotsec.conformance.policy",
+    "iotsec.conformance.runtime",
+    "iotsec.conformance.trivy",
+    "iotsec.conformance.observability",
+)
 SCOPE_ORDER = {"cluster": 0, "domain": 1, "tenant": 2, "namespace": 3}
 
 

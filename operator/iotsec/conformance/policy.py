@@ -786,9 +786,12 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "X1369-9.1.1.2-5": ("X1369-9.1.5.4-1",),  # per-app Roles
     "X1369-9.1.3.2-1": ("X1369-9.1.5.4-1",),  # quotas
     "X1369-9.5.3-1": ("X1369-9.1.3.3-1",),  # rate limits on exposed Ingress
+    "X1369-9.3.2-3": ("X1369-9.3.3-2",),  # unneeded middleware interfaces: only declared ports open
 }
 PART_ONLY: dict[str, str] = {
     "X1369-9.1.3.3-1": "suspending users on abnormal behaviour (anomaly rules on audit events) is not judged here",
+    "X1369-9.3.3-2": "interfaces a middleware serves on a declared port (admin consoles, debug endpoints) are neither "
+    "disabled nor detected",
 }
 """Aliased controls the mechanism meets only in part: a met there reads partial."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from iotsec.conformance.model import (
     worst,
 )
 from iotsec.model import conditions, selectors
+from iotsec.model.controls import CONTROLS
 from iotsec.model.labels import DOMAIN_LABEL, TENANT_LABEL
 from iotsec.model.time import parse_rfc3339, rfc3339
 
@@ -55,6 +57,8 @@ C_APP_KEY_STRENGTH = "X1369-9.1.1.2-3"
 C_DEVICE_KEYS = "X1369-9.1.1.3-2"
 C_DEVICE_AUTH = "X1369-9.1.1.3-3"
 C_DEVICE_KEY_STRENGTH = "X1369-9.1.1.3-4"
+C_DEVICE_IDENTITY = "X1369-9.1.1.3-1"
+C_DEVICE_CLASSES = "X1369-9.1.2-3"
 C_BACKUP = "X1369-9.2-1"
 C_INTEGRITY = "X1369-9.2.4-3"
 C_BACKUP_RESTORE = "X1369-9.2.4-4"
@@ -579,6 +583,138 @@ def _weakness(cert: x509.Certificate) -> str | None:
     if algorithm is not None and algorithm.name in ("md5", "sha1", "sha224"):
         return f"signed with {algorithm.name}"
     return None
+
+
+# ---------------------------------------------------------------- device identities and device classes
+
+
+REGISTRY_PREFIX = "iotsec-device-registry-"  # iotsec.model.platform.device_registry_name(tenant id)
+SUBJECT = "device id (CN, serialNumber), manufacturer (O), device class and tenant (OU), model (title)"
+
+
+def device_identity(inventory: Inventory) -> Iterator[Assessment]:
+    """9.1.1.3-1 (each device certificate binds a unique device id and its attributes: iotsec writes them into the
+    subject and records every serial against its device id in the tenant's registry) and 9.1.2-3 (device classes
+    declared as certificate profiles), per tenant. The certificates themselves are on the devices: the report reads
+    the registry and the tenant's status, never the CA's Secret data."""
+    mechanism = "TenantIsolation deviceClasses and status, the device registry ConfigMap"
+    index = Index.of(inventory, ("ConfigMap",))
+    for tenant in tenants(inventory):
+        scope, ref = tenant_scope(tenant), ObjectRef.of(tenant)
+        classes = [c for c in _spec(tenant).get("deviceClasses") or () if isinstance(c, Mapping)]
+        yield _device_classes(inventory, tenant, scope, ref, classes, mechanism)
+        if inventory.mode == "files":
+            declared = f"{len(classes)} device classes declared; certificate subjects carry {SUBJECT}"
+            yield offline(C_DEVICE_IDENTITY, scope, declared, (ref,), mechanism)
+            continue
+        yield assess(C_DEVICE_IDENTITY, scope, [_identity_finding(inventory, index, tenant, classes)], mechanism)
+
+
+def _device_classes(
+    inventory: Inventory,
+    tenant: Mapping[str, Any],
+    scope: Scope,
+    ref: ObjectRef,
+    classes: Sequence[Mapping[str, Any]],
+    mechanism: str,
+) -> Assessment:
+    if not classes:
+        why = "no device class declared: iotsec issues device certificates only to a declared class"
+        return not_applicable(C_DEVICE_CLASSES, scope, why, (ref,), mechanism)
+    profiles = "; ".join(_profile(c) for c in classes)
+    text = f"{len(classes)} device classes, each a certificate profile: {profiles}"
+    if inventory.mode == "files":
+        return offline(C_DEVICE_CLASSES, scope, text, (ref,), mechanism)
+    if "/" not in str(_status(tenant).get("deviceCASecret") or ""):
+        text = f"{text}; but no device CA is recorded, so no profile is issued"
+        missing = "check the TenantIsolation's Ready condition"
+        return Assessment(C_DEVICE_CLASSES, scope, Verdict.NOT_MET, text, (Evidence(text, (ref,)),), missing, mechanism)
+    gap = control_gap(C_DEVICE_CLASSES)
+    return Assessment(C_DEVICE_CLASSES, scope, Verdict.PARTIAL, text, (Evidence(text, (ref,)),), gap, mechanism)
+
+
+def _profile(device_class: Mapping[str, Any]) -> str:
+    usages = [*(device_class.get("keyUsage") or ["digitalSignature"])]
+    extended = [*(device_class.get("extendedKeyUsage") or ["clientAuth"])]
+    return (
+        f"{device_class.get('name')}: {device_class.get('keyAlgorithm') or 'ecdsa-p256'}, "
+        f"{'/'.join(usages)} + {'/'.join(extended)}, valid {device_class.get('validity') or '365d'}"
+    )
+
+
+def control_gap(control_id: str) -> str:
+    """What the catalog says iotsec does not do about `control_id` (a partial control's missing part)."""
+    return next((c.missing for c in CONTROLS if c.id == control_id), "")
+
+
+def _identity_finding(
+    inventory: Inventory, index: Index, tenant: Mapping[str, Any], classes: Sequence[Mapping[str, Any]]
+) -> Finding:
+    status = _status(tenant)
+    refs: tuple[ObjectRef, ...] = (ObjectRef.of(tenant),)
+    tenant_id = str(_spec(tenant).get("tenantID", ""))
+    if "/" not in str(status.get("deviceCASecret") or ""):
+        text = "no device CA recorded: no device can get a certificate bound to its id"
+        return Finding(Verdict.NOT_MET, text, refs, missing="check the TenantIsolation's Ready condition")
+    recorded = str(status.get("deviceRegistry") or "")
+    namespace, name = recorded.split("/", 1) if "/" in recorded else (None, REGISTRY_PREFIX + tenant_id)
+    found = _registry(index, tenant_id, namespace, name)
+    where = f"{namespace}/{name}" if namespace else name
+    if found is None:
+        why = unavailable(inventory, "ConfigMap")
+        if why is not None:
+            return Finding(Verdict.PARTIAL, f"device registry {where} not observable: {why}", refs, missing=why)
+        if not classes:
+            return Finding(Verdict.NOT_APPLICABLE, "no device class declared and no device enrolled", refs)
+        text = f"no device enrolled yet (no registry {where}); certificates iotsec issues carry {SUBJECT}"
+        return Finding(Verdict.NOT_APPLICABLE, text, refs)
+    refs = (*refs, ObjectRef.of(found))
+    entries = _registry_entries(found)
+    if entries is None:
+        keys = ", ".join(found.get("dataKeys") or ()) or "none"
+        text = f"device registry {where} present (keys: {keys}); its entries were not read"
+        return Finding(Verdict.PARTIAL, text, refs, missing="the report reads the registry's serials (public)")
+    issued, revoked = entries
+    devices = len(set(issued.values()))
+    active = len(issued.keys() - revoked)
+    text = (
+        f"{len(issued)} device certificates issued to {devices} device ids ({active} not revoked), each serial "
+        f"recorded against its device id in {where}; subjects carry {SUBJECT}, issued by CA {tenant_id}"
+    )
+    if not issued:
+        return Finding(Verdict.NOT_APPLICABLE, f"no device enrolled yet ({where} is empty)", refs)
+    unnamed = sorted(serial for serial, device in issued.items() if not device)
+    if unnamed:
+        text = f"{len(unnamed)} serial(s) in {where} bound to no device id: {', '.join(unnamed[:SHOWN_SERIALS])}"
+        return Finding(Verdict.NOT_MET, text, refs, missing="revoke certificates that name no device")
+    return Finding(Verdict.MET, text, refs)
+
+
+SHOWN_SERIALS = 5
+
+
+def _registry(index: Index, tenant_id: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    if namespace is not None:
+        return index.get("ConfigMap", name, namespace)
+    for (kind, _, found_name), obj in index.named.items():
+        labels = _meta(obj).get("labels") or {}
+        if kind == "ConfigMap" and found_name == name and labels.get(TENANT_LABEL) in (None, tenant_id):
+            return obj
+    return None
+
+
+def _registry_entries(registry: Mapping[str, Any]) -> tuple[dict[str, str], set[str]] | None:
+    """(serial -> device id, revoked serials) from the registry's data; None when its data was not read."""
+    data = registry.get("data")
+    if not isinstance(data, Mapping) or "issued" not in data:
+        return None
+    try:
+        issued, revoked = json.loads(data["issued"]), json.loads(data.get("revoked") or "{}")
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(issued, dict) or not isinstance(revoked, dict):
+        return None
+    return {str(k): str(v or "") for k, v in issued.items()}, {str(k) for k in revoked}
 
 
 # ---------------------------------------------------------------- backups
@@ -1151,6 +1287,7 @@ def _rules_finding(now: datetime, policy: Mapping[str, Any], types: tuple[str, .
 ANSWERS: dict[Probe, tuple[str, ...]] = {
     app_keys: (C_APP_KEYS, C_APP_KEY_STRENGTH),
     device_ca: (C_DEVICE_KEYS, C_DEVICE_AUTH, C_DEVICE_KEY_STRENGTH),
+    device_identity: (C_DEVICE_IDENTITY, C_DEVICE_CLASSES),
     backups: (C_BACKUP, C_BACKUP_RESTORE, C_INTEGRITY, C_ARCHIVE, C_DRILLS, C_FAST_RESTORE, C_OFFSITE),
     audit_trail: (
         *PIPELINE_CONTROLS,

@@ -2,8 +2,8 @@
 
 Secrets are kept as metadata only (their data and stringData are dropped on reading, only the key names stay, as
 `dataKeys`); ConfigMaps likewise keep their key names, never values, except the public device trust bundle iotsec
-writes (CA certificates and CRL). A kind the report may not list (403) or the
-API server does not serve (404: a CRD not installed) goes into `unavailable` with the reason.
+writes (CA certificates and CRL) and its device registries (serials and device ids). A kind the report may not
+list (403) or the API server does not serve (404: a CRD not installed) goes into `unavailable` with the reason.
 """
 
 from __future__ import annotations
@@ -51,11 +51,15 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("wgpolicyk8s.io/v1alpha2", "ClusterPolicyReport"),
     ("aquasecurity.github.io/v1alpha1", "VulnerabilityReport"),
     ("aquasecurity.github.io/v1alpha1", "ConfigAuditReport"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
 )
 VALUES_DROPPED = ("Secret", "ConfigMap")
 PUBLIC_TRUST_KEYS = ("ca-bundle.crt", "crl.pem")  # of the ConfigMap DEVICE_TRUST: certificates and a CRL
+REGISTRY_PREFIX = "iotsec-device-registry-"  # iotsec.model.platform.device_registry_name
+REGISTRY_KEYS = ("issued", "revoked", "details")  # serials, device ids, expiries, issuer fingerprints
 OLDER_VERSIONS = {("batch/v1", "CronJob"): "batch/v1beta1"}  # Kubernetes before 1.21 serves CronJob as v1beta1
-CRD_GROUPS = ("iotsec.io", "wgpolicyk8s.io", "aquasecurity.github.io")
+CRD_GROUPS = ("iotsec.io", "wgpolicyk8s.io", "aquasecurity.github.io", "monitoring.coreos.com")
 
 
 def group_kind(api_version: str, kind: str) -> str:
@@ -109,12 +113,15 @@ def without_values(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _public_data(obj: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
     """The device trust bundle iotsec writes holds public material only (CA certificates, the signed CRL): the
-    device-CA probe reads CA expiry and CRL freshness from it. Nothing else keeps a value."""
+    device-CA probe reads CA expiry and CRL freshness from it. The device registry holds serials, device ids and
+    expiries (no key material): the device-identity probe counts them. Nothing else keeps a value."""
     ours = (meta.get("labels") or {}).get(MANAGED_BY) == MANAGER
-    if obj.get("kind") != "ConfigMap" or meta.get("name") != DEVICE_TRUST or not ours:
+    name = str(meta.get("name", ""))
+    if obj.get("kind") != "ConfigMap" or not ours:
         return {}
+    kept = PUBLIC_TRUST_KEYS if name == DEVICE_TRUST else REGISTRY_KEYS if name.startswith(REGISTRY_PREFIX) else ()
     data = obj.get("data") or {}
-    return {k: str(data[k]) for k in PUBLIC_TRUST_KEYS if k in data}
+    return {k: str(data[k]) for k in kept if k in data}
 
 
 def connect(context: str | None = None) -> tuple[Kube, str]:

@@ -103,6 +103,17 @@ def _scale_webhook(apps: client.AppsV1Api, replicas: int) -> None:
         return (found.status.ready_replicas or 0) == replicas and (found.status.replicas or 0) == replicas
 
     eventually(settled, timeout=120, what=f"{name} at {replicas} ready replicas")
+    if replicas == 0:
+        eventually(lambda: not _serving(apps.api_client, name), timeout=120, what=f"no pod of {name} serving")
+
+
+def _serving(api_client, deployment: str) -> bool:
+    """Whether a pod still serves the webhook: terminating pods serve out their grace period, behind the
+    Service's endpoints until they are gone."""
+    core = client.CoreV1Api(api_client)
+    selector = client.AppsV1Api(api_client).read_namespaced_deployment(deployment, NAMESPACE).spec.selector
+    labels = ",".join(f"{k}={v}" for k, v in (selector.match_labels or {}).items())
+    return bool(core.list_namespaced_pod(NAMESPACE, label_selector=labels).items)
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from typing import Any
 
 from iotsec.cli.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, fail, rfc3339_argument
 from iotsec.conformance.model import WORST_FIRST, Verdict
-from iotsec.model.manifests import load_documents, shape_problem
+from iotsec.model.manifests import clip, load_documents, shape_problem
 
 FORMATS = ("text", "json", "markdown", "html")
+MAX_DOCUMENT_BYTES = 256 * 2**20  # a report of 1,000 namespaces is ~10 MB; this bounds what --document reads
 FAIL_ON = {"partial": Verdict.PARTIAL, "not-met": Verdict.NOT_MET}
 EPILOG = """exit codes:
   0  the report was written (and, with --fail-on, no control in the view is that bad)
@@ -32,6 +33,11 @@ def register(sub: Any) -> None:
     parser.add_argument("paths", nargs="*", metavar="PATH", help="manifests to report on offline (files, folders)")
     parser.add_argument("--cluster", action="store_true", help="read the cluster (kubeconfig) instead of files")
     parser.add_argument("--context", help="kubeconfig context (with --cluster)")
+    parser.add_argument(
+        "--document",
+        metavar="FILE",
+        help="render a report written earlier with -o json (checked against its schema) in another -o format",
+    )
     parser.add_argument("-o", "--output", choices=FORMATS, default="text", help="output format (default text)")
     parser.add_argument("--output-file", metavar="FILE", help="write the report here instead of stdout")
     parser.add_argument("--domain", help="only this SecurityDomain's scopes (cluster-wide facts stay)")
@@ -43,25 +49,63 @@ def register(sub: Any) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    if args.cluster == bool(args.paths):
-        fail("report", "give manifest paths, or --cluster to read the cluster (not both)")
+    problem = _usage_problem(args)
+    if problem:
+        fail("report", problem)
         return EXIT_USAGE
-    if args.context and not args.cluster:
-        fail("report", "--context needs --cluster")
+    document = _stored(args.document) if args.document else _assessed(args)
+    if document is None:
         return EXIT_USAGE
-    now = args.now or datetime.now(UTC)
-    inventory = _live(args.context, now) if args.cluster else _files(args.paths, now)
-    if inventory is None:
-        return EXIT_USAGE
-    from iotsec.conformance.assess import assess, filtered
-    from iotsec.conformance.document import to_document
-
-    report = filtered(assess(inventory), args.domain, args.tenant, args.namespace)
-    document = to_document(report)
     _write(_rendered(document, args.output), args.output_file)
     if args.fail_on and _at_least(document, FAIL_ON[args.fail_on]):
         return EXIT_INVALID
     return EXIT_OK
+
+
+def _usage_problem(args: argparse.Namespace) -> str:
+    if sum((bool(args.paths), args.cluster, bool(args.document))) != 1:
+        return "give manifest paths, or --cluster to read the cluster, or --document FILE (one source, not both)"
+    if args.context and not args.cluster:
+        return "--context needs --cluster"
+    if args.document and (args.domain or args.tenant or args.namespace or args.now):
+        return (
+            "--document renders the report as it was written: --domain, --tenant, --namespace and --now need a new one"
+        )
+    return ""
+
+
+def _assessed(args: argparse.Namespace) -> dict[str, Any] | None:
+    now = args.now or datetime.now(UTC)
+    inventory = _live(args.context, now) if args.cluster else _files(args.paths, now)
+    if inventory is None:
+        return None
+    from iotsec.conformance.assess import assess, filtered
+    from iotsec.conformance.document import to_document
+
+    return to_document(filtered(assess(inventory), args.domain, args.tenant, args.namespace))
+
+
+def _stored(path: str) -> dict[str, Any] | None:
+    """A document written by `iotsec report -o json`, only when its schema says it is one (the renderers trust it)."""
+    import jsonschema
+
+    from iotsec.conformance.document import schema
+
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(MAX_DOCUMENT_BYTES + 1)
+        if len(text) > MAX_DOCUMENT_BYTES:
+            raise ValueError(f"over {MAX_DOCUMENT_BYTES // 2**20} MiB")
+        document = json.loads(text)
+        jsonschema.validate(document, schema())
+    except (OSError, ValueError) as exc:
+        fail("report", f"{path}: {clip(exc)}")
+        return None
+    except jsonschema.ValidationError as exc:
+        where = "/".join(map(str, exc.absolute_path)) or "the document"
+        fail("report", f"{path}: not an iotsec conformance report: {where}: {clip(exc.message)}")
+        return None
+    return dict(document)
 
 
 def _files(paths: list[str], now: datetime) -> Any:
@@ -87,22 +131,15 @@ def _live(context: str | None, now: datetime) -> Any:
 
 
 def _rendered(document: dict[str, Any], output: str) -> str:
-    if output == "json":
-        return json.dumps(document, indent=2) + "\n"
-    renderer = _renderer(output)
-    if renderer is None:
-        fail("report", f"-o {output} is not built in yet: printing JSON")
-        return json.dumps(document, indent=2) + "\n"
-    return renderer(document)
+    from iotsec.conformance import html, render
 
-
-def _renderer(output: str) -> Callable[[dict[str, Any]], str] | None:
-    module, name = {"html": ("iotsec.conformance.html", "html")}.get(output, ("iotsec.conformance.render", output))
-    try:
-        found: Callable[[dict[str, Any]], str] = getattr(__import__(module, fromlist=[name]), name)
-    except (ImportError, AttributeError):
-        return None
-    return found
+    renderers: dict[str, Callable[[dict[str, Any]], str]] = {
+        "json": lambda d: json.dumps(d, indent=2) + "\n",
+        "text": render.text,
+        "markdown": render.markdown,
+        "html": html.html,
+    }
+    return renderers[output](document)
 
 
 def _write(text: str, output_file: str | None) -> None:

@@ -108,7 +108,9 @@ def platform(namespaces: int, per_namespace: int, tenants: int) -> Inventory:
     bare = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names]
     custom = [*domains, *owners]
     planned = render.render([Document("<bench>", i, o) for i, o in enumerate([*custom, *bare])]).objects
-    labels = {o["metadata"]["name"]: o["metadata"].get("labels") or {} for o in planned if o["kind"] == "Namespace"}
+    labels: dict[str, dict[str, str]] = {}
+    for patch in (o for o in planned if o["kind"] == "Namespace"):  # tenants' and domains' labels, merged
+        labels.setdefault(patch["metadata"]["name"], {}).update(patch["metadata"].get("labels") or {})
     namespace_objects = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels.get(n, {})}} for n in names
     ]

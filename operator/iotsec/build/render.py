@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from iotsec.api.validation import InvalidResourceError, Problem, is_iotsec, parse_resource
+from iotsec.api.validation import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
 from iotsec.build import audit, backup, tenant
 from iotsec.build import securitydomain as sd
 from iotsec.model.manifests import Document
@@ -26,8 +26,9 @@ class Rendered:
 PLATFORM = Platform()  # a release named iotsec in iotsec-system, its sinks in iotsec-audit (the chart's defaults)
 
 
-def render(documents: Iterable[Document]) -> Rendered:
-    """Objects for every valid custom resource; Namespace objects in the input feed namespace selectors."""
+def render(documents: Iterable[Document], parse: Callable[[dict[str, Any]], Resource] = parse_resource) -> Rendered:
+    """Objects for every valid custom resource; Namespace objects in the input feed namespace selectors. `parse`:
+    parse_resource, or a caller's cache of it (the report has parsed the same objects already)."""
     result = Rendered()
     domains, namespace_docs, pending = [], {}, set()
     tenants: list[tuple[str, Any]] = []
@@ -39,7 +40,7 @@ def render(documents: Iterable[Document]) -> Rendered:
             namespace_docs[obj["metadata"]["name"]] = obj["metadata"].get("labels") or {}
         elif is_iotsec(obj):
             try:
-                resource = parse_resource(obj)
+                resource = parse(obj)
             except InvalidResourceError as exc:
                 result.invalid.append((doc, exc.problems))
                 continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -80,6 +80,8 @@ class View:
     desired: list[dict[str, Any]] = field(default_factory=list)  # what the operator would write (its builders)
     actual: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (kind, ns, name) -> object
     planned_ids: frozenset[int] = frozenset()  # id() of the inventory's planned objects (held by it, so stable)
+    _by_kind: dict[str, list[dict[str, Any]]] | None = None
+    _planned_by_kind: dict[str, list[dict[str, Any]]] | None = None
 
     @property
     def offline(self) -> bool:
@@ -97,11 +99,21 @@ class View:
     def lookup(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         return self.actual.get((kind, namespace or "", name))
 
+    def objects_of(self, kind: str, group: str | None = None) -> list[dict[str, Any]]:
+        """`inventory.of_kind(kind, group)` from an index built once (the inventory does not change any more)."""
+        if self._by_kind is None:
+            self._by_kind = _index(self.inventory.objects)
+        found = self._by_kind.get(kind, [])
+        return found if group is None else [o for o in found if _group(o) == group]
+
     def observed(self, kind: str, group: str | None = None) -> list[dict[str, Any]]:
         """Objects of `kind` as found: observed live; offline, the documents and the planned objects."""
-        found = self.inventory.of_kind(kind, group)
+        found = self.objects_of(kind, group)
         if self.offline:
-            found = found + [o for o in self.inventory.planned_of_kind(kind) if group is None or _group(o) == group]
+            if self._planned_by_kind is None:
+                self._planned_by_kind = _index(self.inventory.planned)
+            planned = self._planned_by_kind.get(kind, [])
+            found = found + [o for o in planned if group is None or _group(o) == group]
         return found
 
     def is_planned(self, obj: Mapping[str, Any]) -> bool:
@@ -109,6 +121,13 @@ class View:
 
     def ref(self, obj: Mapping[str, Any]) -> ObjectRef:
         return ObjectRef.of(obj, planned=self.is_planned(obj))
+
+
+def _index(objects: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        by_kind.setdefault(obj.get("kind"), []).append(obj)  # type: ignore[arg-type]
+    return by_kind
 
 
 _VIEWS: dict[int, tuple[weakref.ref[Inventory], View]] = {}
@@ -126,12 +145,15 @@ def view(inventory: Inventory) -> View:
 
 def _build(inventory: Inventory) -> View:
     made = View(inventory)
+    parsed: dict[int, Resource] = {}  # id() of each valid custom resource of the inventory -> its parse
     for obj in inventory.objects:
         if is_iotsec(obj):
             try:
-                made.resources.append(parse_resource(obj))
+                parsed[id(obj)] = resource = parse_resource(obj)
             except InvalidResourceError as exc:
                 made.invalid.append(Invalid(obj, exc.problems))
+                continue
+            made.resources.append(resource)
     offline = inventory.mode == "files"
     namespaces = {_name(o): o for o in inventory.of_kind("Namespace", "") if not _meta(o).get("deletionTimestamp")}
     if offline:  # the labels the operator would put on them, over those written
@@ -144,10 +166,10 @@ def _build(inventory: Inventory) -> View:
     made.planned_ids = frozenset(id(o) for o in inventory.planned)
     context = [o for o in inventory.objects if is_iotsec(o) or o.get("kind") in ("StorageClass", "ClusterRole")]
     made.snapshot = snapshot_from_objects(
-        [*context, *namespaces.values()], assume_named_namespaces_exist=offline, parse=_parsed(made)
+        [*context, *namespaces.values()], assume_named_namespaces_exist=offline, parse=_parsed(parsed)
     )
     made.members = _members(made, offline)
-    made.desired = list(inventory.planned) if offline else _desired(made)
+    made.desired = list(inventory.planned) if offline else _desired(made, _parsed(parsed))
     for resource in made.of_kind("TenantIsolation"):
         for namespace in getattr(resource.spec, "namespaces", ()):
             made.tenant_of.setdefault(namespace, resource.name)
@@ -173,19 +195,19 @@ def _members(made: View, offline: bool) -> dict[str, str]:
     return {ns: domain for ns, domain in sorted(owners.items()) if domain}
 
 
-def _desired(made: View) -> list[dict[str, Any]]:
+def _desired(made: View, parse: Callable[[dict[str, Any]], Resource]) -> list[dict[str, Any]]:
     """Live: what the operator would write for the cluster's custom resources and namespaces (its own builders),
     in the namespaces that exist."""
     given = [o for o in made.inventory.objects if is_iotsec(o)] + list(made.namespaces.values())
-    planned = render.render([Document("<cluster>", i, o) for i, o in enumerate(given)]).objects
+    planned = render.render([Document("<cluster>", i, o) for i, o in enumerate(given)], parse=parse).objects
     return [o for o in planned if _meta(o).get("namespace") in (None, *made.namespaces)]
 
 
-def _parsed(made: View) -> Any:
-    by_id = {id(r.body): r for r in made.resources}
+def _parsed(parsed: Mapping[int, Resource]) -> Callable[[dict[str, Any]], Resource]:
+    """parse_resource, answered from the view's own parse for the inventory's objects (CEL rules are slow)."""
 
     def parse(obj: dict[str, Any]) -> Resource:
-        found = by_id.get(id(obj))
+        found = parsed.get(id(obj))
         return found if found is not None else parse_resource(obj)
 
     return parse

@@ -209,7 +209,7 @@ def _stamps(report: Mapping[str, Any]) -> list[datetime]:
 
 def _observed(inventory: Inventory, kind: str, group: str) -> list[dict[str, Any]]:
     """Objects of `kind` as found (offline: in the documents, e.g. the chart rendered by helm template)."""
-    return inventory.of_kind(kind, group)
+    return view(inventory).objects_of(kind, group)
 
 
 def _unavailable(inventory: Inventory, kind: str) -> str | None:

@@ -7,9 +7,10 @@ Each probe answers the controls `ANSWERS` names for it; `assess` collects `PROBE
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -135,7 +136,7 @@ def _unreadable(made: View, obj: Mapping[str, Any]) -> bool:
 def _stale(made: View) -> Iterator[dict[str, Any]]:
     """NetworkPolicies a SecurityDomain wrote that its desired state no longer has (they may open more)."""
     wanted = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in made.desired}
-    for obj in made.inventory.of_kind("NetworkPolicy", "networking.k8s.io"):
+    for obj in made.objects_of("NetworkPolicy", "networking.k8s.io"):
         meta = obj.get("metadata") or {}
         owned = (meta.get("labels") or {}).get(OWNER_KIND) == "SecurityDomain"
         live_namespace = meta.get("namespace") in made.namespaces  # not one being deleted
@@ -404,7 +405,7 @@ def _outside_domains(made: View) -> Iterator[Assessment]:
     reserved = set(Platform().reserved_namespaces)
     loose: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for kind in WORKLOAD_KINDS:
-        for obj in made.inventory.of_kind(kind):
+        for obj in made.objects_of(kind):
             meta = obj.get("metadata") or {}
             namespace = meta.get("namespace")
             if not namespace or namespace in reserved or namespace in made.members or meta.get("ownerReferences"):
@@ -449,9 +450,9 @@ def _background_scan(inventory: Inventory) -> Iterator[Assessment]:
                 "run the background scan (it publishes PolicyReports iotsec-scan per namespace)",
                 "background scan",
             )
-    for (namespace, control), results in sorted(_results(reports).items(), key=lambda i: (i[0][1], i[0][0] or "")):
+    for (namespace, control), bucket in sorted(_results(reports).items(), key=lambda i: (i[0][1], i[0][0] or "")):
         scope = made.namespace_scope(namespace) if namespace else CLUSTER
-        yield _scan_assessment(made, scope, control, results)
+        yield _scan_assessment(made, scope, control, bucket)
     yield from _exceptions(made)
     if not made.offline:
         yield from _webhook(made)
@@ -460,31 +461,61 @@ def _background_scan(inventory: Inventory) -> Iterator[Assessment]:
 Result = tuple[dict[str, Any], dict[str, Any]]  # (report, result)
 
 
-def _results(reports: list[dict[str, Any]]) -> dict[tuple[str | None, str], list[Result]]:
-    """(namespace or None, control) -> results; an object's passes count for every admission control."""
-    by_scope: dict[tuple[str | None, str], list[Result]] = defaultdict(list)
+@dataclass
+class _Passes:
+    """A scope's passing results, shared by every admission control there (an object passes them all); what the
+    verdicts need of them is computed once per scope, not once per control."""
+
+    results: list[Result] = field(default_factory=list)
+    _facts: tuple[int, tuple[ObjectRef, ...], int | None] | None = None
+
+    def facts(self, made: View) -> tuple[int, tuple[ObjectRef, ...], int | None]:
+        """(objects checked, the first SHOWN of their refs, the latest scan time in epoch seconds)."""
+        if self._facts is None:
+            objects = {t for _, r in self.results for t in _resource_titles(r)}
+            refs = tuple(itertools.islice((ref for _, r in self.results for ref in _resource_refs(made, r)), SHOWN))
+            self._facts = (len(objects), refs, _latest(self.results))
+        return self._facts
+
+
+@dataclass
+class _Bucket:
+    findings: list[Result] = field(default_factory=list)  # the control's own fail/warn/skip results, in order
+    passes: _Passes = field(default_factory=_Passes)
+
+
+def _results(reports: list[dict[str, Any]]) -> dict[tuple[str | None, str], _Bucket]:
+    """(namespace or None, control) -> results; an object's passes (and findings of rules that answer no
+    admission control) count as passes for every admission control."""
+    by_scope: dict[tuple[str | None, str], _Bucket] = {}
+    passes: dict[str | None, _Passes] = {}
     for report in reports:
         namespace = (report.get("metadata") or {}).get("namespace") if report.get("kind") == "PolicyReport" else None
+        shared = passes.setdefault(namespace, _Passes())
         for result in report.get("results") or ():
             if not isinstance(result, dict) or result.get("policy", "iotsec") != "iotsec":
                 continue
             control = (result.get("properties") or {}).get("control") or result.get("category")
             if result.get("result") == "pass" or control not in ADMISSION_CONTROLS:
-                for each in ADMISSION_CONTROLS:
-                    by_scope[(namespace, each)].append((report, {**result, "result": "pass"}))
+                shared.results.append((report, result))
             else:
-                by_scope[(namespace, control)].append((report, result))
+                by_scope.setdefault((namespace, control), _Bucket(passes=shared)).findings.append((report, result))
+    for namespace, shared in passes.items():
+        if shared.results:
+            for control in ADMISSION_CONTROLS:
+                by_scope.setdefault((namespace, control), _Bucket(passes=shared))
     return by_scope
 
 
-def _scan_assessment(made: View, scope: Scope, control: str, results: list[Result]) -> Assessment:
+def _scan_assessment(made: View, scope: Scope, control: str, bucket: _Bucket) -> Assessment:
     mechanism = "background scan (PolicyReport)" + (f", {OFFLINE}" if made.offline else "")
+    results = bucket.findings
     fails = [r for r in results if r[1].get("result") in ("fail", "error")]
     warns = [r for r in results if r[1].get("result") == "warn"]
     skips = [r for r in results if r[1].get("result") == "skip"]
-    passes = [r for r in results if r[1].get("result") == "pass"]
     evidence = [_finding(made, report, result) for report, result in [*fails, *warns, *skips][:SHOWN]]
-    when = _scanned_at(results)
+    checked, refs, passed_at = bucket.passes.facts(made) if bucket.passes.results else (0, (), None)
+    when = _scanned_at(max((t for t in (_latest(results), passed_at) if t is not None), default=None))
     if fails:
         failing = _counted(sorted({t for _, r in fails for t in _resource_titles(r)}))
         return Assessment(
@@ -508,18 +539,12 @@ def _scan_assessment(made: View, scope: Scope, control: str, results: list[Resul
             "fix the objects, then enforce the domain or let the exceptions expire",
             mechanism,
         )
-    objects = {t for _, r in passes for t in _resource_titles(r)}
     return Assessment(
         control,
         scope,
         Verdict.MET,
-        f"{len(objects)} objects checked{when}, no finding",
-        (
-            Evidence(
-                f"background scan{when}: no finding for this control",
-                _refs(r for _, res in passes for r in _resource_refs(made, res)),
-            ),
-        ),
+        f"{checked} objects checked{when}, no finding",
+        (Evidence(f"background scan{when}: no finding for this control", refs),),
         "",
         mechanism,
     )
@@ -565,16 +590,24 @@ def _exception_names(skips: list[Result]) -> list[str]:
     return sorted({str((r.get("properties") or {}).get("exception", "?")) for _, r in skips})
 
 
-def _timestamp(result: Mapping[str, Any]) -> str | None:
+def _seconds(result: Mapping[str, Any]) -> int | None:
     stamp = result.get("timestamp")
     if isinstance(stamp, dict) and isinstance(stamp.get("seconds"), int):
-        return rfc3339(datetime.fromtimestamp(stamp["seconds"], UTC))
+        return int(stamp["seconds"])
     return None
 
 
-def _scanned_at(results: list[Result]) -> str:
-    stamps = sorted(t for _, r in results if (t := _timestamp(r)))
-    return f" (scanned {stamps[-1]})" if stamps else ""
+def _timestamp(result: Mapping[str, Any]) -> str | None:
+    seconds = _seconds(result)
+    return rfc3339(datetime.fromtimestamp(seconds, UTC)) if seconds is not None else None
+
+
+def _latest(results: list[Result]) -> int | None:
+    return max((t for _, r in results if (t := _seconds(r)) is not None), default=None)
+
+
+def _scanned_at(latest: int | None) -> str:
+    return f" (scanned {rfc3339(datetime.fromtimestamp(latest, UTC))})" if latest is not None else ""
 
 
 def _exceptions(made: View) -> Iterator[Assessment]:
@@ -633,7 +666,7 @@ def _webhook(made: View) -> Iterator[Assessment]:
     mechanism = "ValidatingWebhookConfiguration"
     if "admissionregistration.k8s.io/ValidatingWebhookConfiguration" in made.inventory.unavailable:
         return
-    for config in made.inventory.of_kind("ValidatingWebhookConfiguration"):
+    for config in made.objects_of("ValidatingWebhookConfiguration"):
         hook = next((h for h in config.get("webhooks") or () if h.get("name") == WEBHOOK), None)
         if hook is None:
             continue

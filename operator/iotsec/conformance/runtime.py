@@ -159,7 +159,7 @@ class Index:
         named: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         grouped: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
         for kind in kinds:
-            for obj in inventory.of_kind(kind, group):
+            for obj in view(inventory).objects_of(kind, group):
                 meta = _meta(obj)
                 named[(kind, meta.get("namespace"), str(meta.get("name", "")))] = obj
                 grouped.setdefault((kind, meta.get("namespace")), []).append(obj)
@@ -208,7 +208,7 @@ def not_applicable(control: str, scope: Scope, why: str, objects: tuple[ObjectRe
 
 
 def tenants(inventory: Inventory) -> list[dict[str, Any]]:
-    return inventory.of_kind("TenantIsolation", GROUP)
+    return view(inventory).objects_of("TenantIsolation", GROUP)
 
 
 def tenant_scope(tenant: Mapping[str, Any]) -> Scope:
@@ -240,7 +240,7 @@ def members(inventory: Inventory) -> Members:
     for tenant in tenants(inventory):
         for namespace in tenant_namespaces(tenant):
             found[namespace] = (_spec(tenant).get("securityDomain"), _name(tenant))
-    for obj in inventory.of_kind("Namespace", ""):
+    for obj in view(inventory).objects_of("Namespace", ""):
         labels = _meta(obj).get("labels") or {}
         domain, tenant_id = labels.get(DOMAIN_LABEL), labels.get(TENANT_LABEL)
         if domain or tenant_id:
@@ -788,7 +788,7 @@ def backups(inventory: Inventory) -> Iterator[Assessment]:
     mechanism = "BackupPolicy status (lastSuccess, lastVerified, lastRestoreSeconds, conditions)"
     group, index = members(inventory), Index.of(inventory, ("PersistentVolumeClaim",))
     policies: dict[str, list[dict[str, Any]]] = {}
-    for policy in inventory.of_kind("BackupPolicy", GROUP):
+    for policy in view(inventory).objects_of("BackupPolicy", GROUP):
         policies.setdefault(str(_meta(policy).get("namespace", "")), []).append(policy)
     for namespace in sorted(set(policies) | set(group.of)):
         scope = group.scope(namespace)
@@ -1040,7 +1040,7 @@ def audit_trail(inventory: Inventory) -> Iterator[Assessment]:
     """9.3.1-1 and 9.5.1-2 (logs recorded: canary fresh, store taking writes), 9.2.4-3 and 9.6.4-4 (hash chain
     verified), 9.6.4-2 (not lost), and the anomaly-rule controls 9.1.1.1-5, 9.1.5.5-1, 9.1.4-5, at cluster scope."""
     mechanism = "AuditPolicy status written by the audit sink (lastCanarySeen, ChainIntact, store figures)"
-    policies = inventory.of_kind("AuditPolicy", GROUP)
+    policies = view(inventory).objects_of("AuditPolicy", GROUP)
     if not policies:
         text = "no AuditPolicy: iotsec records no API server audit trail"
         missing = "create an AuditPolicy and point the API server at its rendered policy and sink"
@@ -1149,7 +1149,12 @@ def _backed_up_finding(inventory: Inventory, policy: Mapping[str, Any]) -> Findi
             missing="make the BackupPolicy select the store claim",
         )
     found = next(
-        (p for p in inventory.of_kind("BackupPolicy", GROUP) if (_meta(p).get("namespace"), _name(p)) == named), None
+        (
+            p
+            for p in view(inventory).objects_of("BackupPolicy", GROUP)
+            if (_meta(p).get("namespace"), _name(p)) == named
+        ),
+        None,
     )
     if found is None:
         text = f"{where}: BackupPolicy {named[0]}/{named[1]} not found"

@@ -104,3 +104,26 @@ def test_filters_keep_the_scope_and_cluster_facts_and_recompute():
 def test_probe_modules_missing_are_skipped():
     names = [m.__name__ for m in assess_module.probe_modules()]
     assert "iotsec.conformance.policy" in names
+
+
+def test_assess_pauses_the_collector_for_the_inventory_only_and_restores_it():
+    import gc
+
+    seen = []
+
+    def probe(_: Inventory):
+        seen.append(gc.get_freeze_count())
+        return ()
+
+    assert gc.get_freeze_count() == 0
+    assess(EMPTY, probes=(probe,))
+    assert seen[0] > 0  # the objects alive before the run are frozen: collections skip them
+    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assess(EMPTY, probes=(probe,))
+        assert gc.get_freeze_count() == frozen  # a caller's own freeze is left alone
+    finally:
+        gc.unfreeze()

@@ -3,9 +3,11 @@ assessments. Out-of-scope controls are answered from the catalog; a control no p
 
 from __future__ import annotations
 
+import gc
 import importlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
@@ -88,14 +90,30 @@ def _out_of_scope(control: Control) -> bool:
 def assess(inventory: Inventory, probes: Sequence[Probe] | None = None) -> ConformanceReport:
     chosen = tuple(probes) if probes is not None else default_probes()
     by_control: dict[str, list[Assessment]] = defaultdict(list)
-    for probe in chosen:
-        for assessment in _run(probe, inventory):
-            by_control[assessment.control].append(assessment)
+    with _collector_paused_for_old_objects():
+        for probe in chosen:
+            for assessment in _run(probe, inventory):
+                by_control[assessment.control].append(assessment)
     covered = answered(chosen)
     report = ConformanceReport(inventory.mode, inventory.now, inventory.source, dict(inventory.unavailable))
     for control in CONTROLS:
         report.results.append(_result(control, by_control.get(control.id, []), control.id in covered))
     return report
+
+
+@contextmanager
+def _collector_paused_for_old_objects() -> Iterator[None]:
+    """An inventory is tens of thousands of long-lived dicts; the cyclic collector would traverse all of them again
+    on each collection the probes' many small allocations trigger (40 % of the time at 1,000 namespaces). Freeze
+    what exists for the run (garbage made during it is still collected), unless the caller froze objects itself."""
+    if gc.get_freeze_count() or not gc.isenabled():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _run(probe: Probe, inventory: Inventory) -> list[Assessment]:

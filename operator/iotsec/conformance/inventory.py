@@ -200,7 +200,7 @@ def _desired(made: View, parse: Callable[[dict[str, Any]], Resource]) -> list[di
     in the namespaces that exist."""
     given = [o for o in made.inventory.objects if is_iotsec(o)] + list(made.namespaces.values())
     planned = render.render([Document("<cluster>", i, o) for i, o in enumerate(given)], parse=parse).objects
-    return [o for o in planned if _meta(o).get("namespace") in (None, *made.namespaces)]
+    return [o for o in planned if (namespace := _meta(o).get("namespace")) is None or namespace in made.namespaces]
 
 
 def _parsed(parsed: Mapping[int, Resource]) -> Callable[[dict[str, Any]], Resource]:

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint unit e2e crds bench clean image testenv-install e2e-deployed e2e-images
+.PHONY: demo test lint unit e2e crds bench clean image testenv-install e2e-deployed e2e-images example-report
 
 $(STAMP): pyproject.toml Makefile tools/install_helm.py
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ e2e-deployed: $(STAMP)
 	IOTSEC_IMAGE_REQUIRED=1 IOTSEC_DEPLOYED_REQUIRED=1 $(BIN)/pytest -m e2e tests/e2e/test_image.py \
 	  tests/e2e/test_deployed.py tests/e2e/test_deployed_backup.py tests/e2e/test_deployed_audit.py \
 	  tests/e2e/test_deployed_admission.py tests/e2e/test_deployed_scan.py
+
+## example-report: the committed example conformance report (examples/report/), made live on the testenv where
+## `make image testenv-install` runs the chart: the example platform applied, reconciled and scanned, then reported
+example-report: $(STAMP)
+	BIN=$(BIN) tools/example_report.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

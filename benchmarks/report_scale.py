@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from iotsec.build import render
-from iotsec.conformance import html, inventory, render as text_render
+from iotsec.conformance import html, inventory
+from iotsec.conformance import render as text_render
 from iotsec.conformance.assess import assess
 from iotsec.conformance.document import to_document
 from iotsec.conformance.model import Inventory
@@ -117,7 +118,7 @@ def platform(namespaces: int, per_namespace: int, tenants: int) -> Inventory:
     written = [o for o in planned if o["kind"] != "Namespace"]
     workloads = [deployment(n, i) for n in names for i in range(per_namespace)]
     objects = [*custom, *namespace_objects, *written, *workloads]
-    reports = inventory.scan_reports(objects, NOW) or []
+    reports = inventory.scan_reports(objects, NOW, as_written=False) or []
     return Inventory("cluster", NOW, [*objects, *reports], source="benchmark")
 
 

@@ -445,3 +445,23 @@ def test_unneeded_middleware_interfaces_read_as_allowed_ports_but_never_met():
     failing = list(policy.background_scan(live([*applied_cluster(domain()), report("app", port)])))
     assert one(failing, "X1369-9.3.3-2", "app").verdict is Verdict.NOT_MET
     assert "X1369-9.3.3-2" in policy.ANSWERS[policy.desired_state]
+
+
+def test_offline_manifests_are_scanned_as_written_even_without_their_namespace_objects():
+    """As `iotsec check`: a Deployment in a namespace a domain names is judged though no Namespace document is
+    given (the background scan of live objects would call it outside every domain)."""
+    privileged = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "app"},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]},
+            },
+        },
+    }
+    found = one(policy.background_scan(offline([domain(), privileged])), "X1369-9.4.3-1", "app")
+    assert found.verdict is Verdict.NOT_MET
+    assert "Deployment app/web" in found.summary

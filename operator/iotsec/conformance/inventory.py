@@ -46,13 +46,17 @@ def scan_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in SCAN_MODULES)
 
 
-def scan_reports(objects: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]] | None:
-    """The PolicyReports the background scan would publish for `objects`; None when the scan is not built in."""
+def scan_reports(objects: list[dict[str, Any]], now: datetime, as_written: bool = True) -> list[dict[str, Any]] | None:
+    """The PolicyReports the background scan would publish for `objects`; None when the scan is not built in.
+    `as_written`: manifests as in files (stored as the API server would store them, in the default namespace when
+    they name none, and the namespaces domains name taken to exist, as `iotsec check`); else objects as read live."""
     if not scan_available():
         return None
     scan = importlib.import_module(SCAN_MODULES[0])
     policyreport = importlib.import_module(SCAN_MODULES[1])
-    reports: list[dict[str, Any]] = policyreport.policy_reports(scan.scan(objects, now), now)
+    run = getattr(scan, "scan_manifests", None) if as_written else None
+    result = run(objects, now) if run is not None else scan.scan(objects, now)
+    reports: list[dict[str, Any]] = policyreport.policy_reports(result, now)
     return reports
 
 

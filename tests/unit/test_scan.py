@@ -286,3 +286,45 @@ def test_manifests_as_written_are_scanned_as_stored_in_the_default_namespace():
     (found,) = scan_manifests(objects, NOW, namespace="line-a").objects
     assert (found.namespace, found.domain, found.failing) == ("line-a", "plant", True)
     assert scan([domain("plant", ["line-a"]), deployment("mqtt", "line-a")], NOW).outside_domains == {"line-a": 1}
+
+
+def _waiving(rule: str, name: str) -> dict[str, Any]:
+    return {
+        "rule": rule,
+        "target": {"namespace": "line-a", "kind": "Deployment", "name": name},
+        "justification": "the vendor converter writes its licence cache to /opt until 4.2",
+        "approver": "ciso@example.com",
+        "expires": (NOW + timedelta(days=30)).isoformat(),
+    }
+
+
+def test_a_childs_violation_does_not_hide_behind_its_owners_waiver():
+    """A Pod with a forged controller ownerReference to a waived Deployment breaks the waived rule itself, and no
+    exception covers the Pod (the webhook would deny it now): it is a failure, not the owner's skip."""
+    objects = [domain("plant", ["line-a"], exceptions=[_waiving("read-only-root-fs", "legacy")]), namespace("line-a")]
+    objects.append(deployment("legacy", "line-a", readOnlyRootFilesystem=False))
+    objects.append(pod("intruder", "line-a", ("apps/v1", "Deployment", "legacy"), readOnlyRootFilesystem=False))
+    titles = by_title(scan(objects, NOW))
+    assert set(titles) == {"Deployment line-a/legacy", "Pod line-a/intruder"}
+    assert [f.rule for f in titles["Pod line-a/intruder"].violations] == ["read-only-root-fs"]
+    assert titles["Pod line-a/intruder"].failing
+
+
+def test_the_real_children_of_a_waived_deployment_are_still_answered_by_it():
+    objects = [domain("plant", ["line-a"], exceptions=[_waiving("read-only-root-fs", "legacy")]), namespace("line-a")]
+    objects += [
+        deployment("legacy", "line-a", readOnlyRootFilesystem=False),
+        replica_set("legacy-5d8f9", "line-a", "legacy", readOnlyRootFilesystem=False),
+        pod("legacy-5d8f9-x2x4z", "line-a", ("apps/v1", "ReplicaSet", "legacy-5d8f9"), readOnlyRootFilesystem=False),
+    ]
+    result = scan(objects, NOW)
+    assert list(by_title(result)) == ["Deployment line-a/legacy"]
+    assert result.answered_by_owner == 2
+
+
+def test_manifests_with_malformed_owner_references_are_judged_not_a_crash():
+    """Offline (iotsec report PATH) objects are as written: ownerReferences that are not a list of mappings."""
+    for refs in (-1, "owner", {"kind": "Deployment"}, [None, 3]):
+        obj = pod("p", "line-a", None, privileged=True)
+        obj["metadata"]["ownerReferences"] = refs
+        assert [o.ref.title for o in scan(cluster(obj), NOW).objects] == ["Pod line-a/p"]

@@ -17,7 +17,9 @@ scan (a Deployment's ReplicaSet, the Pods of a ReplicaSet, Job, StatefulSet or D
 reported separately when it breaks no rule its owner does not already break, or when it is scaled to zero (the old
 ReplicaSets a Deployment keeps for rollbacks); the owner answers for it. A child that breaks more than its owner and
 runs (a Pod written with a forged ownerReference, the old ReplicaSet of a rollout still under way) is reported
-itself: ownerReferences are written by clients, and must not hide a finding.
+itself: ownerReferences are written by clients, and must not hide a finding. An owner's waiver answers only for its
+children's waivers, never for their violations: the real children of a waived object are waived themselves (the
+exception's lineage), so a child that breaks the waived rule unwaived is not one of them.
 
 An exception (a SecurityDomain's waiver) that applies to a finding turns it into a waiver with the exception's
 name (`<domain>/exceptions[i]`), justification and approver: reported as skipped, never as passed.
@@ -312,7 +314,8 @@ def _identity(obj: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _owner_identity(obj: Mapping[str, Any]) -> tuple[str, ...] | None:
     meta = obj.get("metadata") or {}
-    for ref in meta.get("ownerReferences") or ():
+    refs = meta.get("ownerReferences")
+    for ref in refs if isinstance(refs, list) else ():  # as written offline, anything
         if isinstance(ref, Mapping) and ref.get("controller") is True:
             group, kind = canonical(group_of(ref.get("apiVersion")), str(ref.get("kind") or ""))
             return (str(group or ""), kind, str(meta.get("namespace") or ""), str(ref.get("name") or ""))
@@ -330,7 +333,7 @@ def _owners_answer(
         if (
             owner is not None
             and owner in judged
-            and (_idle(by_identity[identity]) or _rules(scanned) <= _rules(judged[owner]))
+            and (_idle(by_identity[identity]) or _answered_for(scanned, judged[owner]))
         ):
             result.answered_by_owner += 1
             continue
@@ -344,5 +347,10 @@ def _idle(obj: Mapping[str, Any]) -> bool:
     return isinstance(spec, Mapping) and spec.get("replicas") == 0
 
 
-def _rules(scanned: ScannedObject) -> set[str]:
-    return {f.rule for f in scanned.violations} | {w.rule for w in scanned.waivers}
+def _answered_for(child: ScannedObject, owner: ScannedObject) -> bool:
+    """Whether the owner's findings say all the child's: each violation the owner's too (a waiver there would turn
+    the child's failure into a skip), each waiver the owner's violation or waiver."""
+    violated = {f.rule for f in owner.violations}
+    return {f.rule for f in child.violations} <= violated and {w.rule for w in child.waivers} <= violated | {
+        w.rule for w in owner.waivers
+    }

@@ -168,3 +168,25 @@ def test_a_small_namespace_is_not_cut():
     (report,) = policy_reports(_many(10), NOW)
     assert len(report["results"]) == 11
     assert report["summary"]["error"] == 0
+
+
+def test_an_object_the_engine_cannot_judge_is_an_error_result_not_left_out():
+    """A privileged Rollout whose pod template holds one odd field (a CRD kind the API server stores in any shape)
+    cannot be judged: it is reported as an error naming the object and why, so it cannot vanish from the reports
+    (and the summary counts it)."""
+    template = {"spec": {"securityContext": 1, "containers": [{"name": "app", "image": "x", "securityContext": {}}]}}
+    template["spec"]["containers"][0]["securityContext"]["privileged"] = True
+    rollout = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "odd", "namespace": "line-a", "uid": "uid-odd"},
+        "spec": {"template": template},
+    }
+    result = scan(cluster(rollout), NOW)
+    assert [ref.title for ref, _ in result.invalid] == ["Rollout line-a/odd"]
+    (report,) = policy_reports(result, NOW)
+    valid(report)
+    (error,) = report["results"]
+    assert (error["result"], error["rule"], error["resources"][0]["name"]) == ("error", policyreport.ERROR_RULE, "odd")
+    assert "malformed" in error["message"]
+    assert report["summary"]["error"] == 1

@@ -7,7 +7,9 @@ cluster-scoped ones, each labelled `app.kubernetes.io/managed-by: iotsec`. One r
 - `fail`: a violation in an enforce-mode domain (the webhook would deny the object now);
 - `warn`: a violation in a warn- or audit-mode domain;
 - `skip`: a finding an exception waives (properties name the exception, its justification and approver);
-- `pass`: one per checked object with no finding at all (rule `all`).
+- `pass`: one per checked object with no finding at all (rule `all`);
+- `error`: an object of a checked kind the engine could not judge (malformed: a custom resource whose schema lets any
+  shape through), rule `malformed`: never left out, or a privileged object with one odd field would vanish.
 
 `category` and `properties.control` carry the X.1369 control id, `severity` the rule's. A report stays well under
 etcd's 1.5 MB object limit: beyond `MAX_REPORT_BYTES` of results (failures kept first) the rest are left out and a
@@ -29,6 +31,7 @@ POLICY = "iotsec"
 SOURCE = "iotsec"
 PASS_RULE = "all"
 CUT_RULE = "results-left-out"
+ERROR_RULE = "malformed"
 MAX_REPORT_BYTES = 1_000_000  # etcd refuses objects over 1.5 MiB; room for metadata and managedFields
 SUMMARY_KEYS = ("pass", "fail", "warn", "error", "skip")
 _RESULT_ORDER = {"fail": 0, "warn": 1, "error": 2, "skip": 3, "pass": 4}
@@ -98,6 +101,8 @@ class Scanned(Protocol):
 class Result(Protocol):
     @property
     def objects(self) -> Sequence[Scanned]: ...
+    @property
+    def invalid(self) -> Sequence[tuple[Ref, str]]: ...
 
 
 def policy_reports(result: Result, now: datetime) -> list[dict[str, Any]]:
@@ -107,6 +112,10 @@ def policy_reports(result: Result, now: datetime) -> list[dict[str, Any]]:
     by_namespace: dict[str | None, list[dict[str, Any]]] = {}
     for scanned in result.objects:
         by_namespace.setdefault(scanned.namespace, []).extend(_results(scanned, stamp))
+    for ref, problem in result.invalid:
+        message = f"{ref.kind} {ref.name} could not be judged (malformed): {problem}"
+        error = _result(ERROR_RULE, "", "high", "error", message[:1024], _resource(ref), stamp, {})
+        by_namespace.setdefault(ref.namespace, []).append(error)
     reports = [_report(ns, results, stamp) for ns, results in sorted(by_namespace.items(), key=lambda kv: kv[0] or "")]
     return sorted(reports, key=lambda r: (r["kind"] != "PolicyReport", r["metadata"].get("namespace", "")))
 

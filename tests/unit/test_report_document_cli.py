@@ -65,3 +65,15 @@ def test_a_document_over_the_bound_is_not_read_whole(written, capsys, monkeypatc
 def test_a_written_report_is_not_mixed_with_a_new_one(written, capsys, extra):
     assert main(["report", "--document", str(written), *extra]) == 2
     assert "--document" in capsys.readouterr().err
+
+
+def test_a_report_beside_the_manifests_is_not_taken_for_one(written, tmp_path, capsys):
+    from iotsec.conformance.model import SCHEMA_VERSION
+    from iotsec.model.manifests import NOT_MANIFESTS
+
+    assert SCHEMA_VERSION in NOT_MANIFESTS
+    (tmp_path / "report.json").write_text(written.read_text())
+    assert main(["check", str(tmp_path)]) == 2
+    assert "no Kubernetes objects found" in capsys.readouterr().err
+    (tmp_path / "pod.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")
+    assert main(["check", str(tmp_path)]) == 0

@@ -2,7 +2,8 @@
 
 `scan(objects, now)` takes what a cluster holds (or what files hold, for `iotsec report` offline) and judges every
 object of a kind the webhook judges with the same engine and context `iotsec check` uses
-(`snapshot_from_objects`, `_operator_policies`, `_judge`), and the webhook's exclusions: kube-system, kube-public,
+(`snapshot_from_objects`, `operator_policies`, `judge_document`), and the webhook's exclusions: kube-system,
+kube-public,
 kube-node-lease, the platform's release namespace and the chart's `webhook.excludedNamespaces`. Only namespaces
 that belong to a SecurityDomain (and iotsec's audit namespace, which the webhook holds to restricted) are scanned,
 with the cluster-scoped objects (ClusterRoleBindings): a namespace in no domain is the membership check's concern,
@@ -38,7 +39,7 @@ from iotsec.admission.defaults import DEFAULT_NAMESPACE, apply_api_defaults
 from iotsec.admission.exceptions import exception_for
 from iotsec.admission.model import Decision, Violation, grouped_lines
 from iotsec.admission.rules import RULES
-from iotsec.admission.snapshot import CONTEXT_KINDS, Report, _judge, _operator_policies, snapshot_from_objects
+from iotsec.admission.snapshot import CONTEXT_KINDS, Report, judge_document, operator_policies, snapshot_from_objects
 from iotsec.api.validation import is_iotsec
 from iotsec.build.webhook import ALWAYS_EXCLUDED
 from iotsec.model.manifests import Document, clip
@@ -179,7 +180,7 @@ def scan(
     context = [o for o in everything if is_iotsec(o) or o.get("kind") in CONTEXT_KINDS]
     snapshot = snapshot_from_objects(context, unassigned, assume_named_namespaces_exist, platform=platform)
     candidates = [o for o in everything if not is_iotsec(o) and o.get("kind") not in ("Namespace",)]
-    own = _operator_policies(context) if any(o.get("kind") == "NetworkPolicy" for o in candidates) else {}
+    own = operator_policies(context) if any(o.get("kind") == "NetworkPolicy" for o in candidates) else {}
     result = ScanResult(now)
     excluded = {*ALWAYS_EXCLUDED, platform.namespace, *excluded_namespaces}
     judged: dict[tuple[str, ...], ScannedObject] = {}
@@ -245,9 +246,9 @@ def scan_manifests(
 def _scan_one(
     obj: dict[str, Any], snapshot: Snapshot, now: datetime, own: Mapping[tuple[str, str], Any], result: ScanResult
 ) -> ScannedObject | None:
-    """One object judged through `iotsec check`'s own `_judge` (exclusions, the operator's planned policies)."""
+    """One object judged through `iotsec check`'s own `judge_document` (exclusions, the operator's planned policies)."""
     report = Report()
-    _judge(Document("<cluster>", 0, obj), obj, snapshot, now, report, own)
+    judge_document(Document("<cluster>", 0, obj), obj, snapshot, now, report, own)
     result.not_checked.update({k: v for k, v in report.not_checked.items() if k not in CONTEXT_KINDS})
     result.excluded.update(report.excluded)
     ref = ObjectRef.of(obj)

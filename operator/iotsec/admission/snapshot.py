@@ -86,13 +86,13 @@ def check(
         if not is_iotsec(stored):
             candidates.append((original, stored))
     snapshot = snapshot_from_objects(context_objects, unassigned, assume_named_namespaces_exist=True)
-    own = _operator_policies(context_objects) if any(s["kind"] == "NetworkPolicy" for _, s in candidates) else {}
+    own = operator_policies(context_objects) if any(s["kind"] == "NetworkPolicy" for _, s in candidates) else {}
     for doc, stored in candidates:
-        _judge(doc, stored, snapshot, now, report, own)
+        judge_document(doc, stored, snapshot, now, report, own)
     return report
 
 
-def _operator_policies(context_objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+def operator_policies(context_objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
     """(namespace, name) -> spec of every NetworkPolicy the operator plans for the custom resources given: the
     webhook admits those from the operator's identity (a BackupPolicy's egress is wider than its domain), so
     `iotsec render ... | iotsec check ...` judges them as written by the operator, and nothing else is."""
@@ -107,7 +107,7 @@ def _operator_policies(context_objects: list[dict[str, Any]]) -> dict[tuple[str,
     }
 
 
-def _judge(
+def judge_document(
     doc: Document,
     stored: dict[str, Any],
     snapshot: Snapshot,

@@ -111,6 +111,9 @@ def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+NOT_MANIFESTS = ("iotsec.io/conformance/v1",)  # documents iotsec writes that are no Kubernetes objects
+
+
 def load_documents(paths: Iterable[str | Path]) -> Iterator[Document]:
     """Every document in the given files, `kind: *List` objects flattened (nested Lists too); a document that is
     not an object is yielded as it is (the caller reports it). ManifestError when nothing at all was found."""
@@ -129,6 +132,8 @@ def _documents(path: Path, aliased: list[int]) -> Iterator[Document]:
     for number, doc in enumerate(_parse(path, _read(path))):
         if doc is None:
             continue  # an empty document (`---` alone, comments only), as kubectl skips it
+        if isinstance(doc, dict) and doc.get("apiVersion") in NOT_MANIFESTS:
+            continue  # iotsec's own report (`iotsec report -o json`) kept beside the manifests it was made from
         where = f"{path} (document {number + 1})"
         aliased[0] += _measure(doc, where)
         if aliased[0] > MAX_NODES:  # many documents each just under the limit add up

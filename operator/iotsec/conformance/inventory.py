@@ -46,6 +46,9 @@ def scan_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in SCAN_MODULES)
 
 
+SCAN_REPORT_NAME = "iotsec-scan"  # build.policyreport.NAME (imported lazily there)
+
+
 def scan_reports(objects: list[dict[str, Any]], now: datetime, as_written: bool = True) -> list[dict[str, Any]] | None:
     """The PolicyReports the background scan would publish for `objects`; None when the scan is not built in.
     `as_written`: manifests as in files (stored as the API server would store them, in the default namespace when
@@ -77,6 +80,7 @@ class View:
     inventory: Inventory
     resources: list[Resource] = field(default_factory=list)
     invalid: list[Invalid] = field(default_factory=list)
+    judged_again: list[dict[str, Any]] | None = None  # live: the scan's reports of the objects read (policy_reports)
     snapshot: Snapshot = field(default_factory=Snapshot)
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Namespace object (as judged)
     members: dict[str, str] = field(default_factory=dict)  # namespace -> its SecurityDomain
@@ -225,15 +229,53 @@ def _tenant_name(made: View, tenant_id: str) -> str:
 
 
 def policy_reports(made: View) -> list[dict[str, Any]]:
-    """iotsec's background-scan reports (PolicyReport and ClusterPolicyReport), observed or, offline, planned."""
+    """iotsec's background-scan reports (PolicyReport and ClusterPolicyReport): offline, the scan's planned ones;
+    live, the scan judged again over the objects read (`_judged_again`), so a report forged or edited by whoever may
+    write PolicyReports in a namespace can hide nothing the objects show."""
+    published = published_reports(made)
+    if made.offline:
+        return published
+    if made.judged_again is None:
+        made.judged_again = _judged_again(made, published)
+    return made.judged_again
+
+
+def published_reports(made: View) -> list[dict[str, Any]]:
+    """The scan reports iotsec published (its name and label), as read: when the operator last scanned."""
     found = [*made.observed("PolicyReport", POLICY_REPORT_GROUP), *made.observed("ClusterPolicyReport")]
     return [r for r in found if _group(r) == POLICY_REPORT_GROUP and _ours(r)]
 
 
+def _judged_again(made: View, published: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reports the scan makes of the objects read, with the published failures on ConfigMaps added: the
+    inventory keeps no ConfigMap values (they may hold secrets), so only the operator's scan, which reads them, can
+    find a password in one. Without the scan built in, the published reports as they are."""
+    again = scan_reports(made.inventory.objects, made.inventory.now, as_written=False)
+    if again is None:
+        return published
+    failed_config_maps = {
+        (_meta(r).get("namespace"), r.get("kind")): [x for x in r.get("results") or () if _on_config_map_failing(x)]
+        for r in published
+    }
+    for report in again:
+        key = (_meta(report).get("namespace"), report.get("kind"))
+        kept = [x for x in report.get("results") or () if not _on_config_map(x)]
+        report["results"] = kept + failed_config_maps.get(key, [])
+    return again
+
+
+def _on_config_map(result: Mapping[str, Any]) -> bool:
+    return any(isinstance(r, dict) and r.get("kind") == "ConfigMap" for r in result.get("resources") or ())
+
+
+def _on_config_map_failing(result: Mapping[str, Any]) -> bool:
+    return _on_config_map(result) and result.get("result") in ("fail", "warn", "error")
+
+
 def _ours(report: Mapping[str, Any]) -> bool:
-    if (_meta(report).get("labels") or {}).get(MANAGED_BY) == MANAGER:
-        return True
-    return any(r.get("policy") == MANAGER or r.get("source") == MANAGER for r in report.get("results") or ())
+    """Only iotsec's name and label: results saying policy/source iotsec are what a forger writes too."""
+    labels = _meta(report).get("labels") or {}
+    return _name(report) == SCAN_REPORT_NAME and isinstance(labels, dict) and labels.get(MANAGED_BY) == MANAGER
 
 
 def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from iotsec.conformance.inventory import policy_reports, view
+from iotsec.conformance.inventory import published_reports, view
 from iotsec.conformance.model import CLUSTER, Assessment, Evidence, Inventory, ObjectRef, Probe, Verdict
 from iotsec.model.controls import CONTROLS
 from iotsec.model.time import rfc3339
@@ -177,7 +177,7 @@ def _dashboard(inventory: Inventory) -> Facet:
 
 
 def _assess(inventory: Inventory) -> Facet:
-    reports = policy_reports(view(inventory))
+    reports = published_reports(view(inventory))
     if not reports:
         why = inventory.unavailable.get("wgpolicyk8s.io/PolicyReport", "no iotsec PolicyReport found")
         text = f"this report only; no background-scan results ({why})"

@@ -108,3 +108,43 @@ def test_a_published_failure_on_a_config_map_stays_though_the_report_cannot_see_
     forger = forged(published, name="other")  # another tool's report, or iotsec's results under another name
     read = read_reports(view(Inventory("cluster", NOW, [*objects, *forger], source="https://test")))
     assert all(r["metadata"]["name"] == "iotsec-scan" for r in read)
+
+
+def test_an_object_the_scan_could_not_judge_is_not_counted_as_passing(monkeypatch):
+    """Red-team F4: a malformed object (a custom resource whose schema lets any shape through) is an error result;
+    it fails every admission control in its namespace instead of reading as a pass."""
+    objects = applied_cluster(domain())
+    reports = policy_reports(scan(objects, NOW), NOW)
+    [report] = [r for r in reports if r["metadata"].get("namespace") == "app"]
+    report["results"].append(
+        {
+            "policy": "iotsec",
+            "rule": "malformed",
+            "result": "error",
+            "message": "spec.template.spec.securityContext: not an object",
+            "resources": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "odd", "namespace": "app"}],
+        }
+    )
+    inventory = Inventory("cluster", NOW, [*objects, *reports], source="https://test")
+    from iotsec.conformance import inventory as reading
+
+    monkeypatch.setattr(reading, "scan_reports", lambda objects, now, as_written=True: copy.deepcopy(reports))
+    assessments = [a for probe in policy.PROBES for a in probe(inventory)]
+    scanned = [a for a in of(assessments, CONTROL, "app") if "scan" in a.mechanism]
+    assert worst_of(scanned) is Verdict.NOT_MET
+    assert any(o.name == "odd" for a in scanned for e in a.evidence for o in e.objects)
+
+
+def test_the_html_report_carries_no_terminal_control_characters():
+    """Red-team F7: an object name with ESC or CR is harmless in a browser but runs in a terminal that `cat`s it."""
+    from iotsec.conformance.html import html
+
+    objects = [*applied_cluster(domain()), escalating_deployment()]
+    objects[-1]["metadata"]["name"] = "slipped\x1b[2J\rgone"
+    inventory = Inventory("cluster", NOW, objects, source="https://test")
+    from iotsec.conformance.assess import assess
+    from iotsec.conformance.document import to_document
+
+    page = html(to_document(assess(inventory)))
+    assert "slipped" in page
+    assert not any(ch in page for ch in "\x1b\r\x07")

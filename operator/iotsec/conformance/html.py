@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Mapping
 from html import escape
 from typing import Any
@@ -134,8 +135,13 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _e(value: Any) -> str:
-    return escape(str(value if value is not None else ""), quote=True)
+    """Escaped for HTML, with control characters from the cluster (ESC, CR, ...) made spaces: harmless in a browser,
+    but not when someone `cat`s the file in a terminal."""
+    return escape(_CONTROL_CHARACTERS.sub(" ", str(value if value is not None else "")), quote=True)
 
 
 def html(document: Document) -> str:

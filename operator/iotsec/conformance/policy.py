@@ -496,6 +496,12 @@ def _results(reports: list[dict[str, Any]]) -> dict[tuple[str | None, str], _Buc
             if not isinstance(result, dict) or result.get("policy", "iotsec") != "iotsec":
                 continue
             control = (result.get("properties") or {}).get("control") or result.get("category")
+            if result.get("result") == "error" and control not in ADMISSION_CONTROLS:
+                # An object the engine could not judge may break any rule: it fails every admission control there.
+                # Other errors (the report's cap saying how many results it left out) are neither pass nor fail.
+                for every in ADMISSION_CONTROLS if result.get("rule") == "malformed" else ():
+                    by_scope.setdefault((namespace, every), _Bucket(passes=shared)).findings.append((report, result))
+                continue
             if result.get("result") == "pass" or control not in ADMISSION_CONTROLS:
                 shared.results.append((report, result))
             else:

@@ -143,7 +143,8 @@ def default_api_client(context: str | None = None) -> k8s_client.ApiClient:
         k8s_config.load_incluster_config()
         return k8s_client.ApiClient()
     try:
-        return k8s_config.new_client_from_config(context=context)
+        # KUBECONFIG as it is now: the client library reads it once, when it is imported
+        return k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG") or None, context=context)
     except k8s_config.ConfigException as exc:  # no kubeconfig, or no such context in it
         raise ApiError(f"kubeconfig: {exc}", transient=False) from None
 

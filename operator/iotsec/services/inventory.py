@@ -126,9 +126,7 @@ def _public_data(obj: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
 
 def connect(context: str | None = None) -> tuple[Kube, str]:
     """A Kube for the kubeconfig's `context` (or the current one / in-cluster), and the API server's URL."""
-    from kubernetes import config as k8s_config
-
     from iotsec.k8s.kube import default_api_client
 
-    api_client = default_api_client() if context is None else k8s_config.new_client_from_config(context=context)
+    api_client = default_api_client(context)
     return Kube(api_client), str(api_client.configuration.host)

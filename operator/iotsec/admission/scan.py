@@ -48,16 +48,6 @@ from iotsec.model.workloads import BUILT_IN, CHECKED_OBJECT_KINDS, canonical, gr
 
 MESSAGE_LIMIT = 1024  # one result's message: the grouped lines of one rule on one object
 
-# What the scan reads: (apiVersion, kind), the first served version of each kind is listed.
-CONTEXT_SOURCES: tuple[tuple[str, str], ...] = (
-    ("iotsec.io/v1alpha1", "SecurityDomain"),
-    ("iotsec.io/v1alpha1", "AuditPolicy"),
-    ("iotsec.io/v1alpha1", "TenantIsolation"),
-    ("iotsec.io/v1alpha1", "BackupPolicy"),
-    ("v1", "Namespace"),
-    ("storage.k8s.io/v1", "StorageClass"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
-)
 _VERSIONS = {
     "": ("v1",),
     "apps": ("v1",),

@@ -150,6 +150,19 @@ def _context_problems(obj: dict[str, Any]) -> list[Problem]:
     return []
 
 
+# The kinds the policy context is built from, as read from the API server (the webhook's watches, the background
+# scan's lists): (apiVersion, kind), the first served version of each kind.
+CONTEXT_SOURCES: tuple[tuple[str, str], ...] = (
+    ("iotsec.io/v1alpha1", "SecurityDomain"),
+    ("iotsec.io/v1alpha1", "AuditPolicy"),
+    ("iotsec.io/v1alpha1", "TenantIsolation"),
+    ("iotsec.io/v1alpha1", "BackupPolicy"),
+    ("v1", "Namespace"),
+    ("storage.k8s.io/v1", "StorageClass"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+)
+
+
 CONTEXT_KINDS = ("Namespace", "StorageClass", "ClusterRole", "ConfigMap")  # a ConfigMap is also checked itself
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from iotsec.admission.scan import CONTEXT_SOURCES, SCANNED_KINDS, ScanResult, scan
+from iotsec.admission.scan import SCANNED_KINDS, ScanResult, scan
+from iotsec.admission.snapshot import CONTEXT_SOURCES
 from iotsec.build.policyreport import API_VERSION, NAME, policy_reports
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model.labels import MANAGED_BY, MANAGER

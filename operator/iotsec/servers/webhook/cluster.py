@@ -15,7 +15,7 @@ from typing import Any
 
 from iotsec.admission.configmaps import summarise
 from iotsec.admission.context import ConfigMapSummary, Snapshot
-from iotsec.admission.snapshot import snapshot_from_objects
+from iotsec.admission.snapshot import CONTEXT_SOURCES, snapshot_from_objects
 from iotsec.api.validation import Resource, parse_resource
 from iotsec.k8s.cache import Reflector
 from iotsec.k8s.kube import ApiError, Kube
@@ -23,15 +23,6 @@ from iotsec.model.platform import Platform
 from iotsec.servers.webhook.server import SnapshotSource
 
 log = logging.getLogger(__name__)
-SOURCES = (
-    ("iotsec.io/v1alpha1", "SecurityDomain"),
-    ("iotsec.io/v1alpha1", "AuditPolicy"),
-    ("iotsec.io/v1alpha1", "TenantIsolation"),
-    ("iotsec.io/v1alpha1", "BackupPolicy"),
-    ("v1", "Namespace"),
-    ("storage.k8s.io/v1", "StorageClass"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
-)
 
 
 class ParsedResources:
@@ -165,7 +156,7 @@ class ClusterSnapshot(SnapshotSource):
         def notify() -> None:
             loop.call_soon_threadsafe(changed.set)
 
-        self.reflectors = [Reflector(self.kube, api_version, kind, notify) for api_version, kind in SOURCES]
+        self.reflectors = [Reflector(self.kube, api_version, kind, notify) for api_version, kind in CONTEXT_SOURCES]
         for reflector in (*self.reflectors, self.config_maps):
             threading.Thread(
                 target=reflector.run, args=(self._stop,), name=f"watch-{reflector.kind}", daemon=True

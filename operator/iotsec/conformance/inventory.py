@@ -21,6 +21,7 @@ from iotsec.admission.context import Snapshot
 from iotsec.admission.snapshot import snapshot_from_objects
 from iotsec.api.validation import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
 from iotsec.build import render
+from iotsec.build.policyreport import NAME as SCAN_REPORT_NAME
 from iotsec.conformance.model import Inventory, ObjectRef, Scope
 from iotsec.model.labels import MANAGED_BY, MANAGER, TENANT_LABEL
 from iotsec.model.manifests import Document, shape_problem
@@ -44,9 +45,6 @@ def from_documents(documents: Iterable[Document], now: datetime, source: str = "
 
 def scan_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in SCAN_MODULES)
-
-
-SCAN_REPORT_NAME = "iotsec-scan"  # build.policyreport.NAME (imported lazily there)
 
 
 def scan_reports(objects: list[dict[str, Any]], now: datetime, as_written: bool = True) -> list[dict[str, Any]] | None:

@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from iotsec.admission import snapshot as snapshot_module
+from iotsec.admission.snapshot import CONTEXT_SOURCES as SOURCES
 from iotsec.k8s.cache import Reflector
 from iotsec.k8s.kube import ApiError
 from iotsec.servers.webhook import cluster
-from iotsec.servers.webhook.cluster import SOURCES, ClusterSnapshot
+from iotsec.servers.webhook.cluster import ClusterSnapshot
 from iotsec.servers.webhook.review import review
 
 

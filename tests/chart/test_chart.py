@@ -677,3 +677,25 @@ def test_scan_alert_for_objects_that_bypassed_admission(tmp_path):
     description = alert["annotations"]["description"]
     for reason in ("bypassed admission", "webhook was unavailable", "tightened", "joined"):
         assert reason in description
+
+
+def test_the_operator_outlasts_a_control_plane_restart_and_never_hangs_when_it_stops(tmp_path, monkeypatch):
+    """kopf stops the whole operator when one of its own requests fails its last retry, and a stopping operator
+    whose handler threads are mid-request used to hang for kopf's 10 minutes with its liveness endpoint closed
+    (CI, issue 17: after the audit test restarted the control plane, kubelet killed the pod 70 s later)."""
+    import dataclasses
+
+    import kopf
+
+    from iotsec.controllers import runtime
+
+    monkeypatch.setattr(runtime, "_loaded", dataclasses.replace(runtime.config(), metrics_port=0))
+    settings = kopf.OperatorSettings()
+    assert sum(settings.networking.error_backoffs) < 60  # kopf's own budget: shorter than a restart
+    runtime.configure(settings=settings)
+    assert sum(settings.networking.error_backoffs) >= 240, "a control plane down for four minutes is outlasted"
+    assert max(settings.networking.error_backoffs) <= 30, "and found again within half a minute of its return"
+    operator = one(render(tmp_path), "Deployment", "iotsec-operator")["spec"]["template"]["spec"]
+    grace = operator.get("terminationGracePeriodSeconds", 30)  # the Kubernetes default when the chart sets none
+    assert settings.process.ultimate_exiting_timeout is not None
+    assert settings.process.ultimate_exiting_timeout < grace, "the operator exits itself before kubelet has to"

@@ -68,12 +68,37 @@ def domain_namespace(core, custom, prefix: str = "deployed", name: str | None = 
         ready = [c for c in (found.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"]
         return bool(ready) and ready[0]["status"] == "True"
 
-    eventually(reconciled, timeout=60, what=f"SecurityDomain {name} Ready (reconciled by the operator's pod)")
+    try:
+        eventually(reconciled, timeout=60, what=f"SecurityDomain {name} Ready (reconciled by the operator's pod)")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{operator_state(core)}") from None
     try:
         yield name
     finally:
         custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
         core.delete_namespace(name)
+
+
+def operator_pods(core) -> list[Any]:
+    selector = f"app.kubernetes.io/component=operator,app.kubernetes.io/instance={RELEASE}"
+    return list(core.list_namespaced_pod(NAMESPACE, label_selector=selector).items)
+
+
+def operator_state(core) -> str:
+    """Where the operator's pod is and what it last said (this container's and the one before), for a failure."""
+    lines = []
+    for pod in operator_pods(core):
+        for status in pod.status.container_statuses or ():
+            last = status.last_state.terminated if status.last_state else None
+            ended = f"; last ended: {last.reason} (exit {last.exit_code}) at {last.finished_at}" if last else ""
+            lines.append(f"pod {pod.metadata.name}: ready={status.ready} restarts={status.restart_count}{ended}")
+        for previous in (False, True):
+            try:
+                text = core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE, tail_lines=40, previous=previous)
+            except ApiException as exc:
+                text = f"(none: {exc.reason})"
+            lines.append(f"--- its {'previous' if previous else 'current'} container's log, last lines:\n{text}")
+    return "\n".join(lines)[-12000:]
 
 
 def delete_quietly(delete: Callable[[], Any]) -> None:

@@ -31,7 +31,16 @@ from kubernetes.client.rest import ApiException
 from iotsec.build.audit import canary_name, signing_secret_name, sink_name, sink_selector, store_claim_name
 from tests.e2e.conftest import eventually
 from tests.e2e.controlplane import TESTENV, kubectl, restart_control_plane
-from tests.e2e.deployed import RELEASE, delete_quietly, host_path_volume, local_storage_class, require_install
+from tests.e2e.deployed import (
+    RELEASE,
+    delete_quietly,
+    domain_namespace,
+    host_path_volume,
+    local_storage_class,
+    operator_pods,
+    operator_state,
+    require_install,
+)
 
 SUFFIX = uuid.uuid4().hex[:5]
 POLICY = f"deployed-audit-{SUFFIX}"
@@ -46,6 +55,7 @@ GROUP, VERSION = "iotsec.io", "v1alpha1"
 class Pipeline:
     store: Path
     folder: Path
+    operator_before: dict[str, int]  # the operator's pods and their restart counts before the control plane went
     log: str = ""
 
 
@@ -128,9 +138,10 @@ def pipeline(api_client, core, custom, tmp_path_factory) -> Iterator[Pipeline]:
         ).split()  # fmt: skip
         flags = [f for f in flags if not f.startswith("--audit-webhook-batch-max-wait")]
         flags += ["--audit-webhook-batch-max-wait=1s", "--audit-webhook-initial-backoff=1s"]
+        operator_before = _restarts(core)
         restart_control_plane(" ".join(flags))
         restarted = True
-        yield Pipeline(store, folder)
+        yield Pipeline(store, folder, operator_before)
     finally:
         if restarted:
             restart_control_plane("")
@@ -230,3 +241,19 @@ def test_the_canary_arrives_and_the_sink_reports_it_in_the_status(pipeline, cust
         if (r["event"].get("objectRef") or {}).get("name") == canary_name(POLICY)
     ]
     assert own, "the canary's writes are in the chain"
+
+
+def _restarts(core) -> dict[str, int]:
+    return {
+        pod.metadata.name: sum(s.restart_count for s in pod.status.container_statuses or ())
+        for pod in operator_pods(core)
+    }
+
+
+def test_the_operator_pod_outlasted_the_control_plane_restart_and_still_reconciles(pipeline, core, custom):
+    """The control plane was down while the operator's pod ran: kopf must not give up on its requests and stop,
+    and a stopping operator must not hang without a liveness endpoint (CI, issue 17: kubelet restarted it 70 s
+    later and a domain was not reconciled within 60 s). Same pod, no restart, and a new domain reconciles."""
+    with domain_namespace(core, custom, prefix="outlast"):
+        pass
+    assert _restarts(core) == pipeline.operator_before, operator_state(core)

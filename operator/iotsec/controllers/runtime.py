@@ -96,6 +96,10 @@ class _ApiRequests:
         yield hits
 
 
+API_RETRY_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 30, 30, 30, 30, 30, 30)
+EXIT_TIMEOUT_SECONDS = 20.0
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = "iotsec.io/finalizer"
@@ -110,6 +114,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 15
     settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
+    # kopf stops the whole operator when its own request (a status patch, a watch) fails its last retry. Its
+    # default budget, 54 s, is shorter than a control-plane restart: retry for about five minutes instead
+    settings.networking.error_backoffs = API_RETRY_BACKOFFS
+    # a stopping operator whose threads hang (a handler mid-request) is killed after this, not after kopf's 10
+    # minutes without a liveness endpoint: the pod restarts at once
+    settings.process.ultimate_exiting_timeout = EXIT_TIMEOUT_SECONDS
     # a deleted object keeps its finalizer until its resync timer has stopped: look every second, not minute
     settings.background.cancellation_polling = 1.0
     process = config()

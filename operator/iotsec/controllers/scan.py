@@ -51,7 +51,10 @@ class Scanner:
         try:
             return await asyncio.to_thread(scan_once)
         except Exception as exc:  # a background task must survive anything: the next interval tries again
-            log.warning("background scan failed, next try in %.0fs: %s", self.interval, clip(exc, 500))
+            log.warning(
+                "background scan failed, next try in %.0fs: %s: %s", self.interval, type(exc).__name__, clip(exc, 500)
+            )
+            log.debug("background scan failure", exc_info=True)
             return None
 
 

@@ -74,9 +74,9 @@ def domain_namespace(core, custom, prefix: str = "deployed", name: str | None = 
         raise AssertionError(f"{exc}\n{operator_state(core)}") from None
     try:
         yield name
-    finally:
-        custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
-        core.delete_namespace(name)
+    finally:  # quietly: a test may have deleted the domain itself
+        delete_quietly(lambda: custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name))
+        delete_quietly(lambda: core.delete_namespace(name))
 
 
 def operator_pods(core) -> list[Any]:

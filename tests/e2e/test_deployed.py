@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from iotsec.model.labels import DOMAIN_LABEL, ZONE_LABEL
 from tests.e2e.conftest import eventually
 from tests.e2e.deployed import DEPLOYMENTS, NAMESPACE, RELEASE, domain_namespace, require_install
 
@@ -131,3 +132,24 @@ def test_a_conforming_deployment_is_admitted_and_runs(api_client, namespace):
         return (found.status.ready_replicas or 0) >= 1
 
     eventually(ready, timeout=90, what="the conforming Deployment Ready on the node")
+
+
+def test_deleting_a_domain_takes_its_labels_off_the_namespace_it_leaves_and_the_domain_goes(core, custom, apps):
+    """Red team F8, as deployed: the deletion handler's unlabel is the operator's own request, judged by the
+    webhook's fence, which saw the domain (it exists until its finalizer is removed) still prescribing the labels
+    and refused; the domain never went while its namespace stayed."""
+    with domain_namespace(core, custom, prefix="leave") as name:
+        assert (core.read_namespace(name).metadata.labels or {}).get(DOMAIN_LABEL) == name
+        custom.delete_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
+
+        def gone() -> bool:
+            try:
+                custom.get_cluster_custom_object("iotsec.io", "v1alpha1", "securitydomains", name)
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        eventually(gone, timeout=60, what=f"SecurityDomain {name} deleted (its finalizer removed by the operator)")
+        labels = core.read_namespace(name).metadata.labels or {}
+        assert DOMAIN_LABEL not in labels, labels
+        assert ZONE_LABEL not in labels, labels

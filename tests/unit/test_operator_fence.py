@@ -556,3 +556,41 @@ def test_a_tenant_cannot_delete_and_create_the_trust_bundle_again():
     own = _trust("x", managed=False)
     own["metadata"]["name"] = "broker-config"
     assert create(own)["allowed"] is True
+
+
+def test_a_domain_being_deleted_lets_the_operator_take_its_labels_off_and_nothing_else():
+    """Red team F8: deleting a SecurityDomain deadlocked. Its deletion handler takes the domain's labels off its
+    namespaces, but the fence still saw the domain (it exists until its finalizer is removed) prescribing them,
+    refused, and the finalizer never came off while the namespace stayed."""
+    member = namespace("acme-meters", **{"iotsec.io/security-domain": "ingest", "iotsec.io/tenant": "acme"})
+    labelled = namespace("acme-meters", **member["metadata"]["labels"], **INGEST_LABELS)
+    unlabelled = namespace("acme-meters", **member["metadata"]["labels"])
+    refused = guard("Namespace", "UPDATE", "acme-meters", unlabelled, labelled)
+    assert refused, "while the domain stays, its labels stay"
+    assert "prescribes" in refused[0]
+    deleting = {**DOMAIN, "metadata": {**DOMAIN["metadata"], "deletionTimestamp": "2026-12-03T22:00:00Z"}}
+    objects = [deleting, TENANT, BACKUP, member, namespace("monitoring")]
+    leaving = snapshot_from_objects(objects, platform=PLATFORM).managed
+
+    def fenced(obj: Any, old: Any) -> list[str]:
+        return [
+            f.message
+            for f in confine_operator(OPERATOR, "Namespace", "UPDATE", "acme-meters", obj, old, PLATFORM, leaving)
+        ]
+
+    assert fenced(unlabelled, labelled) == [], "the deletion handler's unlabel"
+    privileged = namespace(
+        "acme-meters", **{**labelled["metadata"]["labels"], "pod-security.kubernetes.io/enforce": "privileged"}
+    )
+    assert fenced(privileged, labelled), "a leaving domain prescribes nothing, so nothing may be set in its name"
+    other = namespace("monitoring", **INGEST_LABELS)
+    assert [
+        f.message
+        for f in confine_operator(
+            OPERATOR, "Namespace", "UPDATE", "monitoring", other, namespace("monitoring"), PLATFORM, leaving
+        )
+    ]
+    still = snapshot_from_objects(
+        [deleting, namespace("acme-meters", **labelled["metadata"]["labels"])], platform=PLATFORM
+    )
+    assert still.domain_of("acme-meters").name == "ingest", "its workloads are judged by it until it is gone"

@@ -110,6 +110,10 @@ class Snapshot:
     platform: Platform = field(default_factory=Platform)
     # (namespace, name) -> summary; "" for a ConfigMap of a file without metadata.namespace (iotsec check)
     config_maps: Mapping[tuple[str, str], ConfigMapSummary] = field(default_factory=dict)
+    # domains being deleted: they still judge their namespaces' workloads until they are gone, but prescribe no
+    # labels, so the operator's deletion handler may take theirs off (else the fence refused it and the
+    # domain's finalizer never came off)
+    leaving_domains: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         infos = {name: NamespaceInfo(name, dict(labels)) for name, labels in self.namespaces.items()}
@@ -132,8 +136,9 @@ class Snapshot:
     def _domain_labels(self, namespace: str, labels: Mapping[str, str]) -> Mapping[str, str] | None:
         """The labels the domain that would hold `namespace`, were it labelled so, prescribes (the fence's check)."""
         infos = {**self._infos, namespace: NamespaceInfo(namespace, dict(labels))}
-        owners, _ = assign_namespaces(self.domains, infos, NetworkSettings())
-        owner = next((d for d in self.domains if d.name == owners.get(namespace)), None)
+        staying = [d for d in self.domains if d.name not in self.leaving_domains]
+        owners, _ = assign_namespaces(staying, infos, NetworkSettings())
+        owner = next((d for d in staying if d.name == owners.get(namespace)), None)
         return namespace_labels(owner) if owner is not None else None
 
     def domain_of(self, namespace: str | None) -> DomainPolicy:

@@ -179,6 +179,7 @@ def snapshot_from_objects(
     `parse` validates a custom resource (the webhook passes one that remembers unchanged objects); `config_maps`,
     when given, are the ConfigMaps' summaries kept elsewhere (the webhook's watch), else they are summarised here."""
     domains, audit_specs = [], []
+    leaving: set[str] = set()
     namespaces: dict[str, dict[str, str]] = {}
     encrypted, default_class, escalating = set(), None, {"cluster-admin"}
     tenants: dict[str, TenantStorage] = {}
@@ -194,6 +195,8 @@ def snapshot_from_objects(
                 continue  # an invalid custom resource contributes nothing; it reports its own problems
             if resource.kind == "SecurityDomain":
                 domains.append(Domain(resource.name, resource.spec, _created(obj)))  # type: ignore[arg-type]
+                if meta.get("deletionTimestamp"):
+                    leaving.add(resource.name)
             elif resource.kind == "AuditPolicy":
                 audit_specs.append(resource.spec)
             elif resource.kind == "TenantIsolation":
@@ -218,6 +221,7 @@ def snapshot_from_objects(
             summaries.update(_config_map_summary(obj))
     return Snapshot(
         domains=domains,
+        leaving_domains=frozenset(leaving),
         namespaces=namespaces,
         trusted_groups=trusted_groups_from(audit_specs),
         encrypted_storage_classes=frozenset(encrypted),

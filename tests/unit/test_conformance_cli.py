@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from iotsec.cli.main import main
-from iotsec.conformance.inventory import scan_available
 from iotsec.k8s.kube import ApiError
 from iotsec.services import inventory as live_inventory
 
@@ -36,10 +35,6 @@ def verdicts(document: dict) -> dict[str, str]:
     return {c["id"]: c["verdict"] for c in document["controls"]}
 
 
-@pytest.mark.skipif(
-    not scan_available(),
-    reason="the background scan (iotsec.admission.scan, iotsec.build.policyreport) is not built yet",
-)
 def test_offline_report_over_the_examples_finds_the_nonconforming_workloads(example_json):
     found = verdicts(example_json)
     assert found["X1369-9.4.3-1"] == "not-met"  # privileged, root, capabilities in examples/workloads

@@ -9,25 +9,23 @@ state with the operator's own builders (build.render), once per inventory.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from iotsec.admission import scan
 from iotsec.admission.context import Snapshot
 from iotsec.admission.snapshot import snapshot_from_objects
 from iotsec.api.validation import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
-from iotsec.build import render
+from iotsec.build import policyreport, render
 from iotsec.build.policyreport import NAME as SCAN_REPORT_NAME
 from iotsec.conformance.model import Inventory, ObjectRef, Scope
 from iotsec.model.labels import MANAGED_BY, MANAGER, TENANT_LABEL
 from iotsec.model.manifests import Document, shape_problem
 
 POLICY_REPORT_GROUP = "wgpolicyk8s.io"
-SCAN_MODULES = ("iotsec.admission.scan", "iotsec.build.policyreport")
 
 
 def from_documents(documents: Iterable[Document], now: datetime, source: str = "") -> Inventory:
@@ -37,28 +35,15 @@ def from_documents(documents: Iterable[Document], now: datetime, source: str = "
     objects = [d.obj for d in docs]
     planned = render.render([d for d in docs if is_iotsec(d.obj) or d.obj.get("kind") == "Namespace"]).objects
     reports = scan_reports(objects, now)
-    inventory = Inventory("files", now, objects, [*planned, *(reports or [])], source)
-    if reports is None:
-        inventory.unavailable[f"{POLICY_REPORT_GROUP}/PolicyReport"] = "background scan not available in this build"
-    return inventory
+    return Inventory("files", now, objects, [*planned, *reports], source)
 
 
-def scan_available() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in SCAN_MODULES)
-
-
-def scan_reports(objects: list[dict[str, Any]], now: datetime, as_written: bool = True) -> list[dict[str, Any]] | None:
-    """The PolicyReports the background scan would publish for `objects`; None when the scan is not built in.
-    `as_written`: manifests as in files (stored as the API server would store them, in the default namespace when
-    they name none, and the namespaces domains name taken to exist, as `iotsec check`); else objects as read live."""
-    if not scan_available():
-        return None
-    scan = importlib.import_module(SCAN_MODULES[0])
-    policyreport = importlib.import_module(SCAN_MODULES[1])
-    run = getattr(scan, "scan_manifests", None) if as_written else None
-    result = run(objects, now) if run is not None else scan.scan(objects, now)
-    reports: list[dict[str, Any]] = policyreport.policy_reports(result, now)
-    return reports
+def scan_reports(objects: list[dict[str, Any]], now: datetime, as_written: bool = True) -> list[dict[str, Any]]:
+    """The PolicyReports the background scan would publish for `objects`. `as_written`: manifests as in files
+    (stored as the API server would store them, in the default namespace when they name none, and the namespaces
+    domains name taken to exist, as `iotsec check`); else objects as read live."""
+    result = scan.scan_manifests(objects, now) if as_written else scan.scan(objects, now)
+    return policyreport.policy_reports(result, now)
 
 
 @dataclass
@@ -247,10 +232,8 @@ def published_reports(made: View) -> list[dict[str, Any]]:
 def _judged_again(made: View, published: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The reports the scan makes of the objects read, with the published failures on ConfigMaps added: the
     inventory keeps no ConfigMap values (they may hold secrets), so only the operator's scan, which reads them, can
-    find a password in one. Without the scan built in, the published reports as they are."""
+    find a password in one."""
     again = scan_reports(made.inventory.objects, made.inventory.now, as_written=False)
-    if again is None:
-        return published
     failed_config_maps = {
         (_meta(r).get("namespace"), r.get("kind")): [x for x in r.get("results") or () if _on_config_map_failing(x)]
         for r in published

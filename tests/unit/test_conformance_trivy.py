@@ -30,8 +30,13 @@ def namespace(name: str = NAMESPACE) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
-def deployment(name: str = "mqtt") -> dict[str, Any]:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NAMESPACE}}
+def deployment(name: str = "mqtt", image: str = "eclipse-mosquitto:2.0.18") -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"template": {"spec": {"containers": [{"name": "broker", "image": image}]}}},
+    }
 
 
 def vulnerability_report(
@@ -41,6 +46,7 @@ def vulnerability_report(
     high: int = 0,
     updated: str | None = None,
     container: str = "broker",
+    tag: str = "2.0.18",
 ) -> dict[str, Any]:
     return {
         "apiVersion": "aquasecurity.github.io/v1alpha1",
@@ -60,7 +66,7 @@ def vulnerability_report(
         },
         "report": {
             "updateTimestamp": updated or at(hours=-5),
-            "artifact": {"repository": "library/eclipse-mosquitto", "tag": "2.0.18"},
+            "artifact": {"repository": "library/eclipse-mosquitto", "tag": tag},
             "os": {"family": "alpine", "name": "3.19.1"},
             "registry": {"server": "index.docker.io"},
             "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.57.1"},
@@ -197,10 +203,51 @@ def test_only_the_deployments_own_replicasets_match() -> None:
     assert "no VulnerabilityReport" in found.summary
 
 
-def test_the_newest_report_of_a_container_wins() -> None:
-    old = vulnerability_report(name="mqtt-5b6c7d8e9f", critical=3, updated=at(days=-3))  # previous ReplicaSet
+def test_a_previous_replicasets_report_of_an_older_image_no_longer_counts() -> None:
+    old = vulnerability_report(name="mqtt-5b6c7d8e9f", critical=3, updated=at(days=-3), tag="2.0.15")
     found = only(run(deployment(), old, vulnerability_report()), trivy.C_PATCHED)
     assert found.verdict == Verdict.MET
+    assert "2.0.15" not in found.summary
+
+
+def test_a_forged_newer_clean_report_cannot_hide_the_real_ones_criticals() -> None:
+    """Red team F2: whoever may write VulnerabilityReports in the namespace added a newer one with no findings for
+    the same container; the newest won and 2 critical CVEs read met. Now the worst report of the current image
+    counts, so a forged report can only make the verdict worse."""
+    real = vulnerability_report(critical=2, updated=at(hours=-5))
+    forged = vulnerability_report(name="mqtt-6d4cf56db6", updated=at(minutes=-1))
+    forged["metadata"]["name"] = "forged"
+    found = only(run(deployment(), real, forged), trivy.C_PATCHED)
+    assert found.verdict == Verdict.NOT_MET
+    assert "2 critical" in found.summary
+
+
+def test_a_report_of_another_image_is_not_evidence_for_the_running_one() -> None:
+    other = vulnerability_report(tag="2.0.99")  # clean, newer, for an image the Deployment does not run
+    found = only(run(deployment(), other), trivy.C_PATCHED)
+    assert found.verdict == Verdict.PARTIAL
+    assert "no VulnerabilityReport of its current images" in found.summary
+    pinned = deployment(image="docker.io/library/eclipse-mosquitto:2.0.18@sha256:" + "a" * 64)
+    report = vulnerability_report()
+    report["report"]["artifact"]["digest"] = "sha256:" + "b" * 64  # same tag, another build
+    assert only(run(pinned, report), trivy.C_PATCHED).verdict == Verdict.PARTIAL
+
+
+def test_a_container_without_a_report_of_its_image_leaves_the_workload_partial() -> None:
+    two = deployment()
+    two["spec"]["template"]["spec"]["containers"].append({"name": "exporter", "image": "ghcr.io/acme/exporter:1"})
+    found = only(run(two, vulnerability_report()), trivy.C_PATCHED)
+    assert found.verdict == Verdict.PARTIAL
+    assert "not scanned for its current image: exporter (ghcr.io/acme/exporter:1)" in found.summary
+
+
+def test_image_references_are_compared_as_docker_spells_them() -> None:
+    assert trivy.same_image("eclipse-mosquitto:2.0.18", "index.docker.io/library/eclipse-mosquitto:2.0.18")
+    assert trivy.same_image("nginx", "docker.io/library/nginx:latest")
+    assert trivy.same_image("localhost:5000/app:1", "localhost:5000/app:1@sha256:" + "c" * 64)
+    assert not trivy.same_image("nginx:1.25", "nginx:1.26")
+    assert not trivy.same_image("acme/app:1", "ghcr.io/acme/app:1")
+    assert not trivy.same_image("app@sha256:" + "a" * 64, "app@sha256:" + "b" * 64)
 
 
 def test_statefulsets_and_bare_pods_are_matched_by_kind_and_name_owned_pods_skipped() -> None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from iotsec.admission.podspecs import pod_specs
+from iotsec.admission.workloads import containers
 from iotsec.conformance.model import CLUSTER, Assessment, Evidence, Inventory, ObjectRef, Probe, Scope, Verdict
 from iotsec.conformance.runtime import Finding, Index, ago, assess, members, not_applicable, when
 
@@ -41,6 +43,7 @@ C_PATCHED = "X1369-9.3.2-1"
 C_MIDDLEWARE = "X1369-9.3.3-1"
 _POD_TEMPLATE_HASH = re.compile(r"[a-z0-9]{1,10}")
 _NEVER = datetime.min.replace(tzinfo=UTC)
+DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
 @dataclass(frozen=True)
@@ -124,15 +127,60 @@ def _workloads(index: Index, namespace: str) -> list[_Workload]:
     return found
 
 
-def _latest_per_container(reports: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The newest report of each container (an older ReplicaSet's reports stay until it is deleted)."""
-    newest: dict[str, Mapping[str, Any]] = {}
+def image_key(image: str) -> tuple[str, str, str]:
+    """(registry/repository, tag, digest) of an image reference, Docker Hub's spellings made one."""
+    name, _, digest = image.partition("@")
+    tag = ""
+    if ":" in name.rsplit("/", 1)[-1]:
+        name, tag = name.rsplit(":", 1)
+    first, _, rest = name.partition("/")
+    if not rest or not ("." in first or ":" in first or first == "localhost"):
+        first, rest = "docker.io", name
+    if first in DOCKER_HUB:
+        first = "docker.io"
+        rest = rest if "/" in rest else f"library/{rest}"
+    return f"{first}/{rest}", tag or ("" if digest else "latest"), digest
+
+
+def same_image(a: str, b: str) -> bool:
+    """Whether two references name the same image: by digest when both carry one, else by repository and tag."""
+    (repository_a, tag_a, digest_a), (repository_b, tag_b, digest_b) = image_key(a), image_key(b)
+    if repository_a != repository_b:
+        return False
+    return digest_a == digest_b if digest_a and digest_b else tag_a == tag_b
+
+
+def current_images(workload: Mapping[str, Any]) -> dict[str, str]:
+    """Container name -> image of the pod template the workload runs now ({} for a shape without one)."""
+    found: dict[str, str] = {}
+    for pod in pod_specs(dict(workload)):
+        for _, container in containers(pod):
+            if isinstance(container.get("name"), str) and isinstance(container.get("image"), str):
+                found.setdefault(container["name"], container["image"])
+    return found
+
+
+def _current_per_container(
+    reports: Sequence[Mapping[str, Any]], images: Mapping[str, str]
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """For each container the report of its current image that says the worst (red team F2: anyone who may write
+    a VulnerabilityReport in the namespace could add a newer, clean one, or one for another image; now a report
+    can only make the verdict worse), and the containers no report of the current image covers. A previous
+    ReplicaSet's reports, for an older image, no longer count. Without a known pod template, every report counts."""
+    chosen: dict[str, Mapping[str, Any]] = {}
     for report in reports:
         container = str(_labels(report).get(CONTAINER_LABEL, ""))
-        before = newest.get(container)
-        if before is None or (scanned_at(report) or _NEVER) > (scanned_at(before) or _NEVER):
-            newest[container] = report
-    return list(newest.values())
+        if images and (container not in images or not same_image(image_of(report), images[container])):
+            continue
+        before = chosen.get(container)
+        if before is None or _severity(report) > _severity(before):
+            chosen[container] = report
+    unscanned = sorted(name for name in images if name not in chosen)
+    return list(chosen.values()), unscanned
+
+
+def _severity(report: Mapping[str, Any]) -> tuple[tuple[int, int, int, int], datetime]:
+    return _counts(report), scanned_at(report) or _NEVER
 
 
 def vulnerabilities(inventory: Inventory) -> Iterator[Assessment]:
@@ -165,10 +213,11 @@ def vulnerabilities(inventory: Inventory) -> Iterator[Assessment]:
 
 
 def _vulnerability_finding(now: datetime, workload: _Workload, reports: _Reports) -> Finding:
-    mine = _latest_per_container(reports.get((workload.kind, workload.name), []))
+    images = current_images(workload.obj)
+    mine, unscanned = _current_per_container(reports.get((workload.kind, workload.name), []), images)
     ref = ObjectRef.of(workload.obj)
     if not mine:
-        text = f"{workload.title}: no VulnerabilityReport (not scanned yet, or excluded from scanning)"
+        text = f"{workload.title}: no VulnerabilityReport of its current images (not scanned yet, or excluded)"
         return Finding(Verdict.PARTIAL, text, (ref,), missing="let Trivy Operator scan every workload")
     refs = (ref, *(ObjectRef.of(r) for r in mine))
     times = [t for t in (scanned_at(r) for r in mine) if t is not None]
@@ -183,6 +232,10 @@ def _vulnerability_finding(now: datetime, workload: _Workload, reports: _Reports
     high = sum(_counts(r)[1] for r in mine)
     if critical:
         return Finding(Verdict.NOT_MET, text, refs, oldest, "update the images: critical vulnerabilities are known")
+    if unscanned:
+        missing = ", ".join(f"{name} ({images[name]})" for name in unscanned)
+        text = f"{text}; not scanned for its current image: {missing}"
+        return Finding(Verdict.PARTIAL, text, refs, oldest, "let Trivy Operator scan every container's current image")
     if oldest is None or now - oldest > STALE_AFTER:
         stale = f"{text}: stale (older than {STALE_AFTER.days} d)"
         return Finding(Verdict.PARTIAL, stale, refs, oldest, "reports are stale: check that Trivy Operator rescans")
@@ -211,7 +264,7 @@ def _scanning(
 
 
 def _config_finding(now: datetime, workload: _Workload, audits: _Reports) -> Finding:
-    mine = _latest_per_container(audits.get((workload.kind, workload.name), []))
+    mine, _ = _current_per_container(audits.get((workload.kind, workload.name), []), {})
     ref = ObjectRef.of(workload.obj)
     if not mine:
         text = f"{workload.title}: no ConfigAuditReport"

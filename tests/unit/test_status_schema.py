@@ -71,7 +71,7 @@ def merged(current: Any, patch: Any) -> Any:
 
 @functools.cache
 def status_validator(kind: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(status_schema(kind), format_checker=validation._FORMATS)
+    return jsonschema.Draft202012Validator(status_schema(kind), format_checker=validation.format_checker())
 
 
 def schema_problems(kind: str, status: dict[str, Any]) -> list[str]:

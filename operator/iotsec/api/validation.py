@@ -17,11 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import celpy
-import jsonschema
-from celpy.adapter import json_to_cel
 from pydantic import ValidationError
 
 from iotsec.api.common import (
@@ -35,6 +32,10 @@ from iotsec.api.common import (
 )
 from iotsec.api.crd import Schema, resource_schema
 from iotsec.api.kinds import BY_KIND, KindInfo
+
+if TYPE_CHECKING:  # celpy and jsonschema cost a fifth of a second to import: loaded when a resource is checked
+    import celpy
+    import jsonschema
 
 _NAME = re.compile(DNS_SUBDOMAIN_PATTERN)
 _PATTERN_HINTS = {
@@ -146,13 +147,22 @@ def _schema(kind: str) -> Schema:
 
 @cache
 def _validator(kind: str) -> jsonschema.protocols.Validator:
-    return jsonschema.Draft7Validator(_schema(kind), format_checker=_FORMATS)
+    import jsonschema
+
+    return jsonschema.Draft7Validator(_schema(kind), format_checker=format_checker())
 
 
-_FORMATS = jsonschema.FormatChecker(formats=())
+@cache
+def format_checker() -> jsonschema.FormatChecker:
+    """The formats the CRDs use, checked as the API server checks them (built on first need)."""
+    import jsonschema
+
+    checker = jsonschema.FormatChecker(formats=())
+    checker.checks("cidr", raises=ValueError)(_is_cidr)
+    checker.checks("date-time", raises=ValueError)(_is_date_time)
+    return checker
 
 
-@_FORMATS.checks("cidr", raises=ValueError)
 def _is_cidr(value: object) -> bool:
     if isinstance(value, str):
         ipaddress.ip_network(value, strict=False)
@@ -161,7 +171,6 @@ def _is_cidr(value: object) -> bool:
     return True
 
 
-@_FORMATS.checks("date-time", raises=ValueError)
 def _is_date_time(value: object) -> bool:
     if isinstance(value, str):
         if "T" not in value.upper() or not re.search(r"(Z|[+-]\d\d:\d\d)$", value, re.IGNORECASE):
@@ -240,8 +249,17 @@ def _list_type_problems(schema: Schema, items: list[Any], path: str) -> Iterator
 
 
 @cache
+def _cel_environment() -> celpy.Environment:
+    """One CEL environment for every rule, built when the first rule is compiled (its parser is the costly part)."""
+    import celpy
+
+    return celpy.Environment()
+
+
+@cache
 def _cel_program(rule: str) -> celpy.Runner:
-    environment = celpy.Environment()
+    """A rule's compiled program: compiled when a resource first reaches it, then reused (keyed by the rule text)."""
+    environment = _cel_environment()
     return environment.program(environment.compile(rule))
 
 
@@ -250,12 +268,15 @@ def _cel_problems(rule: dict[str, str], value: Any, path: str) -> Iterator[Probl
     if "oldSelf" in expression:
         return  # transition rules need the stored object; only the API server can check them
     where = path + rule.get("fieldPath", "") if rule.get("fieldPath", "").startswith(".") else path
+    from celpy.adapter import json_to_cel
+    from celpy.celtypes import BoolType
+
     try:
         result = _cel_program(expression).evaluate({"self": json_to_cel(value)})
     except Exception as exc:  # a CEL runtime error is a failed rule on the server too
         yield Problem(where, f"{rule['message']} (rule error: {type(exc).__name__})")
         return
-    if not (isinstance(result, bool | celpy.celtypes.BoolType) and bool(result)):
+    if not (isinstance(result, bool | BoolType) and bool(result)):
         yield Problem(where, rule["message"])
 
 

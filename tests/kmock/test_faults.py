@@ -221,3 +221,40 @@ async def test_operator_survives_an_expired_watch_and_still_sees_changes(cluster
     await _run_until_ready(cluster, change_spec_after_rewatch)
     assert len(cluster["list", watch]) >= 2, "re-listed after the expired watch"
     assert len(cluster["watch", watch]) >= 2
+
+
+def _policy_list(names: list[str], token: str | None = None) -> dict[str, Any]:
+    metadata = {"resourceVersion": "7", **({"continue": token} if token else {})}
+    items = [{**POLICY, "metadata": {**POLICY["metadata"], "name": n}} for n in names]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicyList", "metadata": metadata, "items": items}
+
+
+async def test_a_list_is_read_in_pages_and_starts_again_when_its_snapshot_expired(k8s):
+    """Red team F5: one list response of every ConfigMap, values and all, was decoded at once. Lists now ask for
+    pages of LIST_PAGE objects and follow `continue`; a 410 Gone between pages (the snapshot compacted away) starts
+    the list again, once."""
+    from iotsec.k8s.kube import LIST_PAGE
+
+    first = k8s.fault(k8s["list", NP, kmock.params(limit=str(LIST_PAGE))][:1])
+    first << _policy_list(["a", "b"], token="page-2")
+    second = k8s.fault(k8s["list", NP, kmock.params({"continue": "page-2"})][:1])
+    second << _policy_list(["c"])
+    found = await asyncio.to_thread(_kube(k8s).list, "networking.k8s.io/v1", "NetworkPolicy", "a")
+    assert [p["metadata"]["name"] for p in found] == ["a", "b", "c"]
+    assert len(list(first)) == 1
+    assert len(list(second)) == 1
+
+
+async def test_a_paged_list_whose_snapshot_expired_starts_again_once(k8s):
+    from iotsec.k8s.kube import LIST_PAGE
+
+    expired = k8s.fault(k8s["list", NP, kmock.params({"continue": "page-2"})][:1])
+    expired << 410 << status(410, "Expired", "The provided continue parameter is too old")
+    k8s.fault(k8s["list", NP, kmock.params({"continue": "page-2"})]) << _policy_list(["c", "d"])
+    pages = k8s.fault(k8s["list", NP, kmock.params(limit=str(LIST_PAGE))])  # the first page (the others: above)
+    pages << _policy_list(["a", "b"], token="page-2")
+    found = await asyncio.to_thread(_kube(k8s).list, "networking.k8s.io/v1", "NetworkPolicy", "a")
+    assert [p["metadata"]["name"] for p in found] == ["a", "b", "c", "d"]
+    firsts = [r for r in pages if "continue" not in r.params]
+    assert len(firsts) == 2, "the list started again from its first page"
+    assert len(list(expired)) == 1

@@ -227,6 +227,9 @@ class ListCache(Protocol):
     def forget(self, api_version: str, kind: str, name: str, namespace: str | None) -> None: ...
 
 
+LIST_PAGE = 500  # objects per list request, as kubectl asks
+
+
 class Kube:
     def __init__(
         self,
@@ -373,23 +376,50 @@ class Kube:
             cached = self.cache.list(api_version, kind, namespace, label_selector)
             if cached is not None:
                 return cached
-        resource = self._resource(api_version, kind)
         try:
-            result = self._in(
-                api_version,
-                kind,
-                namespace,
-                f"list {kind}",
-                lambda: resource.get(namespace=namespace, label_selector=label_selector),
-            ).to_dict()
+            items = self._pages(api_version, kind, namespace, label_selector)
         except ApiError as exc:
             if exc.status == 404 and namespace:
                 return []  # a namespace that does not exist (yet) holds nothing
             raise
-        for item in result.get("items", []):
+        for item in items:
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
-        return result.get("items", [])
+        return items
+
+    def _pages(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
+    ) -> list[dict[str, Any]]:
+        """A list in pages of LIST_PAGE objects (red team F5: one response of every ConfigMap in the cluster, values
+        and all, was held several times over while it was decoded). When the server has compacted away the list's
+        snapshot between two pages (410 Gone), the list starts again, once."""
+        try:
+            return self._each_page(api_version, kind, namespace, label_selector)
+        except ApiError as exc:
+            if exc.status != 410:
+                raise
+        return self._each_page(api_version, kind, namespace, label_selector)
+
+    def _each_page(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
+    ) -> list[dict[str, Any]]:
+        resource = self._resource(api_version, kind)
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = self._in(
+                api_version,
+                kind,
+                namespace,
+                f"list {kind}",
+                lambda after=token: resource.get(
+                    namespace=namespace, label_selector=label_selector, limit=LIST_PAGE, _continue=after
+                ),
+            ).to_dict()
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return items
 
     def list_at(self, api_version: str, kind: str) -> tuple[list[dict[str, Any]], str]:
         """Every object of a kind, cluster-wide, and the list's resourceVersion (where a watch of it resumes)."""

@@ -258,3 +258,26 @@ async def test_a_paged_list_whose_snapshot_expired_starts_again_once(k8s):
     firsts = [r for r in pages if "continue" not in r.params]
     assert len(firsts) == 2, "the list started again from its first page"
     assert len(list(expired)) == 1
+
+
+async def test_replace_is_a_compare_and_swap_none_when_someone_wrote_first(k8s):
+    k8s.resources["coordination.k8s.io/v1/leases"] = kmock.ResourceInfo(
+        kind="Lease", namespaced=True, verbs={"get", "create", "update"}
+    )
+    put = ("put", kmock.resource("coordination.k8s.io/v1/leases"))
+    k8s.fault(k8s[put][:1]) << 409 << status(409, "Conflict", "the object has been modified")
+    k8s.fault(k8s[put]) << (
+        lambda request: {**request.data, "metadata": {**request.data["metadata"], "resourceVersion": "9"}}
+    )
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "iotsec-operator", "namespace": "iotsec-system", "resourceVersion": "7"},
+        "spec": {"holderIdentity": "pod-a"},
+    }
+    kube = _kube(k8s)
+    assert await asyncio.to_thread(kube.replace, lease) is None
+    written = await asyncio.to_thread(kube.replace, lease)
+    assert written is not None
+    assert written["metadata"]["resourceVersion"] == "9"
+    assert [r.data["metadata"]["resourceVersion"] for r in k8s[put]] == ["7", "7"], "the version is the condition"

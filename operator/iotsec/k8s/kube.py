@@ -498,6 +498,20 @@ class Kube:
             raise
         return True
 
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Write `obj` whole, on condition that it is still at its metadata.resourceVersion (PUT): None when someone
+        wrote it in between (409), for a compare-and-swap such as a leader-election Lease."""
+        metadata = obj["metadata"]
+        resource = self._resource(obj["apiVersion"], obj["kind"])
+        action = f"replace {obj['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
+        try:
+            written = self._call(action, lambda: resource.replace(body=obj, namespace=metadata.get("namespace")))
+        except ApiError as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return dict(written.to_dict())
+
     def patch_labels(
         self, api_version: str, kind: str, name: str, labels: dict[str, str | None], namespace: str | None = None
     ) -> bool:

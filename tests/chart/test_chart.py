@@ -126,11 +126,25 @@ def test_both_pods_meet_the_restricted_pod_security_standard(tmp_path, name):
     assert [v.rule for v in verdict.violations] == [], "iotsec's own pods pass iotsec's admission"
 
 
-def test_one_reconciler_and_a_highly_available_webhook(tmp_path):
-    docs = render(tmp_path)
+def test_an_elected_reconciler_and_a_highly_available_webhook(tmp_path):
+    docs = render(tmp_path, None, "--api-versions", "policy/v1")
     operator = one(docs, "Deployment", "iotsec-operator")["spec"]
-    assert operator["replicas"] == 1
-    assert operator["strategy"] == {"type": "Recreate"}
+    assert operator["replicas"] == 2
+    assert operator["strategy"] == {"type": "RollingUpdate"}, "a new pod stands by until the old one lets go"
+    args = operator["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--leader-election") + 1] == "iotsec-system/iotsec-operator"
+    assert operator["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert one(docs, "PodDisruptionBudget", "iotsec-operator")["spec"]["minAvailable"] == 1
+    single = one(
+        render(tmp_path, {"operator": {"replicas": 1}}, "--api-versions", "policy/v1"), "Deployment", "iotsec-operator"
+    )
+    assert single["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-election" not in single["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [
+        d
+        for d in render(tmp_path, {"operator": {"replicas": 1}})
+        if d["kind"] == "PodDisruptionBudget" and "operator" in d["metadata"]["name"]
+    ]
     webhook = one(docs, "Deployment", "iotsec-webhook")["spec"]
     assert webhook["replicas"] >= 2
     assert webhook["template"]["spec"]["affinity"]["podAntiAffinity"]
@@ -215,7 +229,14 @@ def test_the_operator_runs_routes_and_binds_nothing_in_the_release_namespace(tmp
     roles = [d for d in render(tmp_path) if d["kind"] == "Role" and d["metadata"]["name"] == "iotsec-operator"]
     (role,) = [r for r in roles if r["metadata"]["namespace"] == "iotsec-system"]
     resources = {r for rule in role["rules"] for r in rule["resources"]}
-    assert resources == {"secrets", "configmaps"}, "no deployments, services, networkpolicies, roles or claims"
+    assert resources == {"secrets", "configmaps", "leases"}, (
+        "no deployments, services, networkpolicies, roles or claims"
+    )
+    lease_rules = [rule for rule in role["rules"] if rule["resources"] == ["leases"]]
+    assert {tuple(r["verbs"]): r.get("resourceNames") for r in lease_rules} == {
+        ("get", "update"): ["iotsec-operator"],  # leader election: its own Lease only
+        ("create",): None,  # RBAC cannot limit create by name
+    }
 
 
 def test_no_wildcards_and_no_escalation_beyond_what_the_table_explains(tmp_path):

@@ -112,7 +112,9 @@ def test_the_reconciler_works_only_in_the_audit_namespace(monkeypatch):
 
 def test_the_operator_runs_routes_and_binds_nothing_in_the_release_namespace():
     release = {(g, r) for p in rbac.OPERATOR_NAMESPACE for g in p.api_groups for r in p.resources}
-    assert release == {("", "secrets"), ("", "configmaps")}, "platform keys and device registries only"
+    assert release == {("", "secrets"), ("", "configmaps"), ("coordination.k8s.io", "leases")}, (
+        "platform keys, device registries and the leader-election Lease only"
+    )
     audit = {r for p in rbac.OPERATOR_AUDIT_NAMESPACE for r in p.resources}
     assert {"deployments", "services", "networkpolicies", "roles", "rolebindings"} <= audit
     for permission in rbac.OPERATOR_NAMESPACE + rbac.OPERATOR_AUDIT_NAMESPACE:

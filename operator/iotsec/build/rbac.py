@@ -249,6 +249,19 @@ OPERATOR_NAMESPACE: tuple[Permission, ...] = (
         WRITE,
         "the tenants' device registries",
     ),
+    Permission(
+        ("coordination.k8s.io",),
+        ("leases",),
+        ("get", "update"),
+        "leader election among the operator's replicas: their one Lease, by name only",
+        (f"{RELEASE}-operator",),
+    ),
+    Permission(
+        ("coordination.k8s.io",),
+        ("leases",),
+        ("create",),
+        "leader election: the first replica creates the Lease (RBAC cannot limit create by name)",
+    ),
 )
 
 # The operator in the audit namespace (<release>-audit) only: the audit sinks, one set per AuditPolicy.

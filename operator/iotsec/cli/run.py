@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Any
 
 from iotsec.cli.common import EXIT_OK, EXIT_USAGE, settings
+from iotsec.cli.leadership import leadership
 
 
 def register(sub: Any) -> None:
@@ -15,6 +17,11 @@ def register(sub: Any) -> None:
     run.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (IOTSEC_METRICS_PORT, 8000)")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' disables)")
     run.add_argument("--peering", metavar="NAME", help="kopf peering name for several replicas (default: standalone)")
+    run.add_argument(
+        "--leader-election",
+        metavar="NAMESPACE/NAME",
+        help="several replicas: reconcile only while holding this Lease, stand by (answering liveness) otherwise",
+    )
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
     run.set_defaults(handler=_run)
@@ -34,10 +41,22 @@ def _run(args: argparse.Namespace) -> int:
     # log_prefix: each per-object line (e.g. "reconciled (success): ...") names its object as [namespace/name]
     kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
     logging.getLogger("celpy").setLevel(logging.WARNING)  # its DEBUG output traces every CEL evaluation
-    kopf.run(
-        clusterwide=True,
-        liveness_endpoint=args.liveness or None,
-        standalone=args.peering is None,
-        peering_name=args.peering,
-    )
+    lease = _lease(args.leader_election) if args.leader_election else None
+    if args.leader_election and lease is None:
+        return EXIT_USAGE
+    with leadership(lease, args.liveness):
+        kopf.run(
+            clusterwide=True,
+            liveness_endpoint=args.liveness or None,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+        )
     return EXIT_OK
+
+
+def _lease(text: str) -> tuple[str, str] | None:
+    namespace, _, name = text.partition("/")
+    if not namespace or not name or "/" in name:
+        print(f"iotsec run: --leader-election takes NAMESPACE/NAME, not {text!r}", file=sys.stderr)
+        return None
+    return namespace, name

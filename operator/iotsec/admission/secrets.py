@@ -39,6 +39,7 @@ from typing import Literal
 NameKind = Literal["secret", "key", "about", "carrier", "none"]
 MIN_SECRET_CHARS = 4  # shorter literals are placeholders (`|`, `-`, `x`), not secrets
 MIN_SECRET_DIGITS = 4  # a number under a secret name with fewer digits is a setting (`0`, `10`, `365`)
+MAX_REMEMBERED_CHARS = 256  # decisions on names and values up to this long are cached (they repeat in every pod)
 MAX_DECIDED_CHARS = 16 * 1024  # of a value: keys and tokens are shorter (an RSA-4096 PEM is ~3.3 KB); bounds the cost
 
 SECRET_STEMS = ("password", "passwd", "passphrase", "secret", "credential")  # inside a word: PGPASSWORD
@@ -181,6 +182,19 @@ def literal_secret(name: str, value: object) -> bool:
     """The decision: `name=value` carries a secret in clear."""
     if not isinstance(value, str):
         return False
+    if len(value) <= MAX_REMEMBERED_CHARS and len(name) <= MAX_REMEMBERED_CHARS:
+        return _remembered_literal_secret(name, value)
+    return _literal_secret(name, value)
+
+
+@lru_cache(maxsize=4096)
+def _remembered_literal_secret(name: str, value: str) -> bool:
+    """Every pod of a workload, and every review of its rollouts, repeats its env vars and flags: a pure decision on
+    short strings is made once (long ones are not kept: the cache would hold what a client sent)."""
+    return _literal_secret(name, value)
+
+
+def _literal_secret(name: str, value: str) -> bool:
     text = _fallback(value[:MAX_DECIDED_CHARS].strip())
     if len(text) < MIN_SECRET_CHARS:
         return False
@@ -231,7 +245,20 @@ def _fallback(text: str) -> str:
 
 def secret_flag(argument: str) -> str | None:
     """The flag's name when a command-line argument passes a literal secret (`--db-password=hunter2`)."""
-    match = FLAG.match(argument) if argument.startswith("-") else None
+    if not argument.startswith("-"):
+        return None
+    if len(argument) <= MAX_REMEMBERED_CHARS:
+        return _remembered_secret_flag(argument)
+    return _secret_flag(argument)
+
+
+@lru_cache(maxsize=4096)
+def _remembered_secret_flag(argument: str) -> str | None:
+    return _secret_flag(argument)
+
+
+def _secret_flag(argument: str) -> str | None:
+    match = FLAG.match(argument)
     if match is None or not literal_secret(match.group("name"), match.group("value")):
         return None
     return match.group("name")

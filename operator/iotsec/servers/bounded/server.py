@@ -362,12 +362,14 @@ async def request_bounds(request: web.Request, handler: Callable[[web.Request], 
     guard.request_started()
     request.content.on_eof(guard.body_received)
     bodies = guard.listener.bodies
-    try:
-        async with asyncio.timeout(guard.listener.bounds.body_seconds):  # the guard cuts the connection by then
-            reserved = await bodies.take(bodies.size_of(request))
-    except TimeoutError:
-        guard.request_finished()
-        return web.Response(status=503, text="busy")
+    reserved = bodies.size_of(request)
+    if reserved:  # a small body (the usual admission review) takes nothing, so it neither waits nor locks
+        try:
+            async with asyncio.timeout(guard.listener.bounds.body_seconds):  # the guard cuts the connection by then
+                reserved = await bodies.take(reserved)
+        except TimeoutError:
+            guard.request_finished()
+            return web.Response(status=503, text="busy")
     try:
         return await handler(request)
     except (ConnectionError, HttpProcessingError, ssl.SSLError) as exc:
@@ -386,7 +388,8 @@ async def request_bounds(request: web.Request, handler: Callable[[web.Request], 
             )
         return web.Response(status=400, text="connection lost")  # nobody reads it; aiohttp drops it quietly
     finally:
-        await bodies.give(reserved)
+        if reserved:
+            await bodies.give(reserved)
         guard.request_finished()
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -100,9 +101,32 @@ def _too_large() -> ReviewResult:
     return ReviewResult(400, {"error": f"body exceeds the {MAX_BODY_BYTES}-byte limit"})
 
 
+class _Children:
+    """A labelled metric's children by label values, kept so that a request costs a dict lookup instead of
+    prometheus_client's labels() (argument checks, string conversion, a lock). Bounded: past MAX_KEPT label sets
+    (request.kind is the client's) a child is looked up each time, as before."""
+
+    MAX_KEPT = 1024
+
+    def __init__(self, metric: Counter) -> None:
+        self.metric = metric
+        self.kept: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.kept.get(values)
+        if child is None:
+            child = self.metric.labels(*values)
+            if len(self.kept) < self.MAX_KEPT:
+                self.kept[values] = child
+        return child
+
+
+_REQUESTS_BY = _Children(REQUESTS)
+
+
 def _record(outcome: ReviewResult, seconds: float) -> None:
     DURATION.observe(seconds)
-    REQUESTS.labels(outcome.kind, outcome.operation, outcome.verdict).inc()
+    _REQUESTS_BY(outcome.kind, outcome.operation, outcome.verdict).inc()
     decision = outcome.decision
     if decision is None or outcome.dry_run:
         return  # dry-run requests have no side effects, not even in the records

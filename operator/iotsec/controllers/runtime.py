@@ -15,6 +15,7 @@ from iotsec.build.securitydomain import NetworkSettings
 from iotsec.k8s.cache import WatchCache
 from iotsec.k8s.kube import Kube, NamespaceGrants
 from iotsec.model.config import Config
+from iotsec.model.labels import MANAGED_BY, MANAGER
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,19 @@ CACHED_KINDS = (
     ("networking.k8s.io/v1", "NetworkPolicy"),
 )
 LOOKUP_KINDS = (("v1", "Namespace"), ("networking.k8s.io/v1", "NetworkPolicy"))
+# Kinds iotsec applies, followed as far as they are iotsec's (its managed-by label), so that an apply of an unchanged
+# object sends nothing and one edited or deleted by someone else is applied again (issue 18); prune's lists of them
+# come from memory too. Only kinds the operator may list and watch cluster-wide (iotsec.build.rbac): Secrets are
+# not (their applies are decided by the tenant controller, which writes a key only when it changed), nor are
+# StorageClasses (no watch).
+MANAGED_KINDS = (
+    ("v1", "ConfigMap"),
+    ("v1", "ServiceAccount"),
+    ("v1", "ResourceQuota"),
+    ("v1", "LimitRange"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+)
 
 
 @cache
@@ -65,7 +79,7 @@ def kube() -> Kube:
     settings = config()
     api = Kube(grants=NamespaceGrants(settings.platform) if settings.namespace_grants else None)
     if settings.watch_cache:
-        watched = WatchCache(api, CACHED_KINDS, LOOKUP_KINDS)
+        watched = WatchCache(api, CACHED_KINDS, LOOKUP_KINDS, MANAGED_KINDS, f"{MANAGED_BY}={MANAGER}")
         api.cache = watched
         watched.start()
     _API_REQUESTS.api = api
@@ -94,6 +108,14 @@ class _ApiRequests:
         )
         hits.add_metric([], getattr(cache, "hits", 0))
         yield hits
+        skipped = CounterMetricFamily(
+            "iotsec_api_applies_skipped",
+            "Applies the operator did not send: the object was as it would have applied it.",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self.api.skipped.items()):
+            skipped.add_metric([kind], count)
+        yield skipped
 
 
 API_RETRY_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 30, 30, 30, 30, 30, 30)

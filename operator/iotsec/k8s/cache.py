@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model import selectors
@@ -26,8 +26,8 @@ def _key(obj: dict) -> Key:
 
 
 class Reflector:
-    """One kind's objects, cluster-wide, current to the last watch event; `on_change` is called (from the
-    reflector's thread) after each list and each event."""
+    """One kind's objects (those `label_selector` selects), cluster-wide, current to the last watch event;
+    `on_change` is called (from the reflector's thread) after each list and each event."""
 
     def __init__(
         self,
@@ -37,8 +37,11 @@ class Reflector:
         on_change: Callable[[], None],
         retry_seconds: float = 2.0,
         watch_seconds: int = 300,
+        label_selector: str | None = None,
     ):
         self.kube, self.api_version, self.kind = kube, api_version, kind
+        self.label_selector = label_selector
+        self.requirements = selectors.parse_selector(label_selector or "") or []
         self.on_change, self.retry_seconds, self.watch_seconds = on_change, retry_seconds, watch_seconds
         self.synced = threading.Event()
         self.lists = 0
@@ -58,7 +61,7 @@ class Reflector:
         while not stop.is_set():
             try:
                 version = self._list()
-                for type_, obj in self.kube.watch(self.api_version, self.kind, version, self.watch_seconds):
+                for type_, obj in self._watch(version):
                     self._apply(type_, obj)
                     if stop.is_set():
                         return
@@ -71,8 +74,24 @@ class Reflector:
                 )
                 stop.wait(self.retry_seconds)
 
+    def _watch(self, version: str) -> Iterator[tuple[str, dict]]:
+        if self.label_selector:
+            return self.kube.watch(self.api_version, self.kind, version, self.watch_seconds, self.label_selector)
+        return self.kube.watch(self.api_version, self.kind, version, self.watch_seconds)
+
+    def selects(self, labels: dict[str, str]) -> bool:
+        """Whether an object with `labels` belongs in this reflector's store."""
+        return selectors.selected(self.requirements, labels)
+
+    def covers(self, requirements: list[selectors.Requirement]) -> bool:
+        """Whether every object a selector of `requirements` matches is one this reflector follows."""
+        return all(requirement in requirements for requirement in self.requirements)
+
     def _list(self) -> str:
-        items, version = self.kube.list_at(self.api_version, self.kind)
+        if self.label_selector:
+            items, version = self.kube.list_at(self.api_version, self.kind, self.label_selector)
+        else:
+            items, version = self.kube.list_at(self.api_version, self.kind)
         with self._lock:
             self._objects = {_key(obj): obj for obj in items}
         self.lists += 1
@@ -82,7 +101,8 @@ class Reflector:
 
     def _apply(self, type_: str, obj: dict) -> None:
         with self._lock:
-            if type_ == "DELETED":
+            # an object whose labels left the selection arrives as DELETED from a watch, but as itself from a write
+            if type_ == "DELETED" or not self.selects((obj.get("metadata") or {}).get("labels") or {}):
                 self._objects.pop(_key(obj), None)
             else:
                 self._objects[_key(obj)] = obj
@@ -94,13 +114,29 @@ class WatchCache:
     those lists are answered from memory instead of the API server. `list` answers only when the kind is cached,
     its reflector has listed once and the selector is one it can evaluate; otherwise None, and the caller asks the
     API server. Objects the operator itself writes are recorded at once (`observe`), so a reconcile reads its own
-    writes even before their watch event arrives."""
+    writes even before their watch event arrives.
 
-    def __init__(self, kube: Kube, kinds: tuple[tuple[str, str], ...], lookups: tuple[tuple[str, str], ...] = ()):
+    `managed` kinds are followed only as far as `managed_selector` selects (iotsec's own objects): enough for
+    `Kube.apply` to see that an object it wrote is unchanged since (`current`), and for lists that select within
+    them (prune's owner selectors)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        kinds: tuple[tuple[str, str], ...],
+        lookups: tuple[tuple[str, str], ...] = (),
+        managed: tuple[tuple[str, str], ...] = (),
+        managed_selector: str | None = None,
+    ):
         self.kube, self.lookups = kube, set(lookups)  # lookups: the kinds `get` also answers from memory
         self.reflectors = {
             (api_version, kind): Reflector(kube, api_version, kind, lambda: None) for api_version, kind in kinds
         }
+        for api_version, kind in managed:
+            if (api_version, kind) not in self.reflectors:
+                self.reflectors[api_version, kind] = Reflector(
+                    kube, api_version, kind, lambda: None, label_selector=managed_selector
+                )
         self.hits = 0
         self._stop = threading.Event()
         self._started = False
@@ -122,7 +158,7 @@ class WatchCache:
         if reflector is None or not reflector.synced.is_set():
             return None
         requirements = selectors.parse_selector(label_selector or "")
-        if requirements is None:
+        if requirements is None or not reflector.covers(requirements):
             return None
         self.hits += 1
         return [
@@ -142,6 +178,17 @@ class WatchCache:
         if found is not None:
             self.hits += 1
         return copy.deepcopy(found) if found is not None else None
+
+    def current(
+        self, api_version: str, kind: str, name: str, namespace: str | None, labels: dict[str, str]
+    ) -> tuple[bool, dict | None]:
+        """(whether the cache follows an object of this kind with these labels now, the object or None when it is
+        not there): a watched kind, listed once, and labels the reflector's selector selects."""
+        reflector = self.reflectors.get((api_version, kind))
+        if reflector is None or not reflector.synced.is_set() or not reflector.selects(labels):
+            return False, None
+        found = reflector.get(namespace or "", name)
+        return True, copy.deepcopy(found) if found is not None else None
 
     def observe(self, obj: dict) -> None:
         """The server's answer to one of our writes: the cache holds it now, not one watch event later."""

@@ -7,8 +7,11 @@ deletes only objects carrying iotsec's ownership labels. No other module calls t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import Counter
@@ -226,6 +229,28 @@ class ListCache(Protocol):
 
     def forget(self, api_version: str, kind: str, name: str, namespace: str | None) -> None: ...
 
+    def current(
+        self, api_version: str, kind: str, name: str, namespace: str | None, labels: dict[str, str]
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """(whether the cache follows this object now, the object as last seen or None when it is gone)."""
+        ...
+
+
+ObjectKey = tuple[str, str, str, str]  # apiVersion, kind, namespace or "", name
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """What iotsec last applied to one object: a digest of the exact body sent and the version it made."""
+
+    digest: bytes
+    resource_version: str
+
+
+def _object_key(obj: dict[str, Any]) -> ObjectKey:
+    metadata = obj["metadata"]
+    return obj["apiVersion"], obj["kind"], metadata.get("namespace") or "", metadata["name"]
+
 
 LIST_PAGE = 500  # objects per list request, as kubectl asks
 
@@ -250,6 +275,10 @@ class Kube:
         self._grants = grants
         self.cache = cache
         self.requests: Counter[str] = Counter()  # by verb (the action's first word): what reached the API server
+        self.skipped: Counter[str] = Counter()  # applies by kind not sent: the object is as iotsec last applied it
+        self._applied: dict[ObjectKey, _Applied] = {}
+        # keyed digests: what stays in memory of a Secret's body says nothing of its content to anyone without the key
+        self._digest_key = secrets.token_bytes(32)
 
     def _call(self, action: str, fn: Callable[[], T]) -> T:
         self.requests[action.split(" ", 1)[0]] += 1
@@ -421,10 +450,13 @@ class Kube:
             if token is None:
                 return items
 
-    def list_at(self, api_version: str, kind: str) -> tuple[list[dict[str, Any]], str]:
-        """Every object of a kind, cluster-wide, and the list's resourceVersion (where a watch of it resumes)."""
+    def list_at(
+        self, api_version: str, kind: str, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every object of a kind (that `label_selector` selects), cluster-wide, and the list's resourceVersion (where
+        a watch of it resumes)."""
         resource = self._resource(api_version, kind)
-        result = self._call(f"list {kind}", lambda: resource.get()).to_dict()
+        result = self._call(f"list {kind}", lambda: resource.get(label_selector=label_selector)).to_dict()
         items = result.get("items") or []
         for item in items:
             item.setdefault("apiVersion", api_version)
@@ -432,7 +464,12 @@ class Kube:
         return items, (result.get("metadata") or {}).get("resourceVersion") or ""
 
     def watch(
-        self, api_version: str, kind: str, resource_version: str, timeout_seconds: int = 300
+        self,
+        api_version: str,
+        kind: str,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        label_selector: str | None = None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Changes of a kind, cluster-wide, after `resource_version`: (ADDED, MODIFIED or DELETED, object), resumed
         from the last version seen when the server ends a stream. ApiError 410 when the version is too old to
@@ -441,7 +478,11 @@ class Kube:
         watcher = k8s_watch.Watch()
         try:
             for event in self.dynamic.watch(
-                resource, resource_version=resource_version, timeout=timeout_seconds, watcher=watcher
+                resource,
+                resource_version=resource_version,
+                timeout=timeout_seconds,
+                watcher=watcher,
+                label_selector=label_selector,
             ):
                 if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                     obj = event["raw_object"]
@@ -460,15 +501,25 @@ class Kube:
     # ---------------------------------------------------------------- writing
 
     def apply(self, obj: dict[str, Any], owner: Owner | None = None) -> dict[str, Any]:
-        """Server-side apply `obj` as this client's field manager, forcing conflicts on fields it owns."""
+        """Server-side apply `obj` as this client's field manager, forcing conflicts on fields it owns.
+
+        Not sent when nothing would change (issue 18): the body is the one this process last applied and the watch
+        cache shows the object still at the version that apply made, or the cache's copy already holds it.
+        """
         body = dict(obj)
         metadata = dict(body["metadata"])
         if owner is not None and owner.may_own(metadata.get("namespace")):
             metadata["ownerReferences"] = [owner.reference()]
         body["metadata"] = metadata
+        key, digest = _object_key(body), self._digest(body)
+        unchanged = self._unchanged_since_applied(body, key, digest)
+        if unchanged is not None:
+            self.skipped[body["kind"]] += 1
+            return unchanged
         if self.cache is not None:
             live = self.cache.get(body["apiVersion"], body["kind"], metadata["name"], metadata.get("namespace"))
             if live is not None and already_applied(body, live):
+                self.skipped[body["kind"]] += 1
                 return live
         resource = self._resource(body["apiVersion"], body["kind"])
         name = f"apply {body['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
@@ -479,8 +530,28 @@ class Kube:
             name,
             lambda: resource.server_side_apply(body=body, field_manager=self.field_manager, force_conflicts=True),
         ).to_dict()
+        version = (applied.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self._applied[key] = _Applied(digest, version)
         self.observed(applied)
         return applied
+
+    def _digest(self, body: dict[str, Any]) -> bytes:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+        return hashlib.blake2b(text, key=self._digest_key, digest_size=32).digest()
+
+    def _unchanged_since_applied(self, body: dict[str, Any], key: ObjectKey, digest: bytes) -> dict[str, Any] | None:
+        """The live object when this exact body was applied last and nobody has written the object since; None
+        when that is not known for sure (a kind the cache does not follow, or one it has not listed yet)."""
+        last = self._applied.get(key)
+        current = getattr(self.cache, "current", None)
+        if last is None or last.digest != digest or current is None:
+            return None
+        labels = body["metadata"].get("labels") or {}
+        followed, live = current(key[0], key[1], key[3], key[2] or None, labels)
+        if not followed or live is None:
+            return None
+        return live if (live.get("metadata") or {}).get("resourceVersion") == last.resource_version else None
 
     def create(self, obj: dict[str, Any], owner: Owner | None = None) -> bool:
         """Create `obj` only if nothing of that name exists (False then): for keys, which are never overwritten,
@@ -636,6 +707,8 @@ class Kube:
             if exc.status == 404:
                 return False
             raise
+        finally:
+            self._applied.pop((api_version, kind, namespace or "", name), None)
         return True
 
     def prune(

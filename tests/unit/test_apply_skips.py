@@ -1,0 +1,323 @@
+"""Writes only on change (issue 18): `Kube.apply` sends nothing when the body is the one this process last applied
+and the watch cache shows the object still at the version that apply made; a changed body, an object someone else
+edited or deleted, a kind the cache does not follow and a fresh process all write. A TenantIsolation resync with
+nothing changed applies nothing."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import kopf
+import pytest
+
+from iotsec.controllers import tenant as handler
+from iotsec.controllers.runtime import CACHED_KINDS, LOOKUP_KINDS, MANAGED_KINDS, config
+from iotsec.k8s.cache import WatchCache
+from iotsec.k8s.kube import ApiError, Kube
+from iotsec.model import selectors
+from iotsec.model.labels import MANAGED_BY, MANAGER, owner_selector
+from tests.conftest import load_examples
+
+MANAGED = f"{MANAGED_BY}={MANAGER}"
+LABELS = {MANAGED_BY: MANAGER, "iotsec.io/owner-kind": "TenantIsolation", "iotsec.io/owner-name": "t"}
+CONFIG_MAP = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "trust", "namespace": "a", "labels": LABELS},
+    "data": {"ca.crt": "one"},
+}
+
+
+class _Answer:
+    def __init__(self, obj: dict[str, Any]):
+        self._obj = obj
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self._obj)
+
+
+class FakeServer:
+    """An in-memory API server behind the dynamic client's resource calls Kube makes: objects by (apiVersion,
+    kind, namespace, name), each write a new resourceVersion; apply replaces all but status, like a forced apply
+    of every field. Status patches, merge patches of metadata, creates and deletes as the server does them."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._versions = itertools.count(1)
+
+    def resource(self, api_version: str, kind: str) -> _Resource:
+        return _Resource(self, api_version, kind)
+
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        obj["metadata"].setdefault("uid", f"uid-{obj['metadata']['name']}")
+        meta = obj["metadata"]
+        self.objects[obj["apiVersion"], obj["kind"], meta.get("namespace") or "", meta["name"]] = obj
+        return obj
+
+    def find(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        return self.objects.get((api_version, kind, namespace or "", name))
+
+
+class _Status:
+    def __init__(self, resource: _Resource):
+        self._resource = resource
+
+    def patch(self, name: str, namespace: str | None, body: dict[str, Any], **_: Any) -> _Answer:
+        found = self._resource.existing(name, namespace)
+        found["status"] = {**(found.get("status") or {}), **body["status"]}
+        return _Answer(self._resource.server.put(found))
+
+
+class _Resource:
+    def __init__(self, server: FakeServer, api_version: str, kind: str):
+        self.server, self.api_version, self.kind = server, api_version, kind
+        self.status = _Status(self)
+
+    def existing(self, name: str, namespace: str | None) -> dict[str, Any]:
+        found = self.server.find(self.api_version, self.kind, name, namespace)
+        if found is None:
+            raise ApiError(f"{self.kind} {name} not found", 404)
+        return copy.deepcopy(found)
+
+    def get(
+        self,
+        name: str | None = None,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        **_: Any,
+    ) -> _Answer:
+        if name is not None:
+            return _Answer(self.existing(name, namespace))
+        requirements = selectors.parse_selector(label_selector or "") or []
+        named = field_selector.split("=", 1)[1] if field_selector else None
+        items = [
+            obj
+            for (api_version, kind, ns, obj_name), obj in self.server.objects.items()
+            if (api_version, kind) == (self.api_version, self.kind)
+            and namespace in (None, ns)
+            and named in (None, obj_name)
+            and selectors.selected(requirements, obj["metadata"].get("labels") or {})
+        ]
+        return _Answer({"items": items, "metadata": {"resourceVersion": "list"}})
+
+    def server_side_apply(self, body: dict[str, Any], **_: Any) -> _Answer:
+        meta = body["metadata"]
+        before = self.server.find(self.api_version, self.kind, meta["name"], meta.get("namespace"))
+        merged = copy.deepcopy(body)
+        if before is not None and "status" in before:
+            merged["status"] = before["status"]
+        return _Answer(self.server.put(merged))
+
+    def patch(self, name: str, namespace: str | None, body: dict[str, Any], **_: Any) -> _Answer:
+        found = self.existing(name, namespace)
+        for field, values in body["metadata"].items():
+            current = found["metadata"].setdefault(field, {})
+            for key, value in values.items():
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+        return _Answer(self.server.put(found))
+
+    def create(self, body: dict[str, Any], namespace: str | None = None) -> _Answer:
+        meta = body["metadata"]
+        if self.server.find(self.api_version, self.kind, meta.get("name", ""), namespace):
+            raise ApiError(f"{self.kind} {meta['name']} exists", 409)
+        return _Answer(self.server.put(body) if "name" in meta else body)
+
+    def delete(self, name: str, namespace: str | None = None, **_: Any) -> _Answer:
+        self.existing(name, namespace)
+        return _Answer(self.server.objects.pop((self.api_version, self.kind, namespace or "", name)))
+
+
+def kube_on(server: FakeServer, cache: bool = True, managed: tuple[tuple[str, str], ...] = MANAGED_KINDS) -> Kube:
+    """A Kube talking to `server`, with the operator's watch cache listed once (its watch events are fed by hand)."""
+    api = Kube(api_client=object())  # type: ignore[arg-type]
+    api._resource = server.resource  # type: ignore[method-assign]
+    if cache:
+        watched = WatchCache(api, CACHED_KINDS, LOOKUP_KINDS, managed, MANAGED)
+        for reflector in watched.reflectors.values():
+            reflector._list()
+        api.cache = watched
+        api.requests.clear()
+    return api
+
+
+def event(api: Kube, type_: str, obj: dict[str, Any]) -> None:
+    """A watch event reaching the operator's cache."""
+    assert isinstance(api.cache, WatchCache)
+    api.cache.reflectors[obj["apiVersion"], obj["kind"]]._apply(type_, copy.deepcopy(obj))
+
+
+def someone_edits(server: FakeServer, api: Kube, change: dict[str, Any]) -> None:
+    found = server.find("v1", "ConfigMap", "trust", "a")
+    assert found is not None
+    event(api, "MODIFIED", server.put({**found, **change}))
+
+
+# ---------------------------------------------------------------- the adapter
+
+
+def test_a_second_apply_of_an_unchanged_object_sends_nothing():
+    server = FakeServer()
+    api = kube_on(server)
+    first = api.apply(CONFIG_MAP)
+    again = api.apply(copy.deepcopy(CONFIG_MAP))
+    assert api.requests["apply"] == 1
+    assert api.skipped["ConfigMap"] == 1
+    assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    assert again["data"] == {"ca.crt": "one"}
+
+
+def test_a_changed_body_is_applied():
+    server = FakeServer()
+    api = kube_on(server)
+    api.apply(CONFIG_MAP)
+    changed = api.apply({**CONFIG_MAP, "data": {"ca.crt": "two"}})
+    assert api.requests["apply"] == 2
+    assert changed["data"] == {"ca.crt": "two"}
+    found = server.find("v1", "ConfigMap", "trust", "a")
+    assert found is not None
+    assert found["data"] == {"ca.crt": "two"}
+
+
+def test_an_object_someone_else_edited_is_applied_again():
+    server = FakeServer()
+    api = kube_on(server)
+    api.apply(CONFIG_MAP)
+    someone_edits(server, api, {"data": {"ca.crt": "forged"}})
+    restored = api.apply(CONFIG_MAP)
+    assert api.requests["apply"] == 2
+    assert restored["data"] == {"ca.crt": "one"}
+    api.apply(CONFIG_MAP)
+    assert api.requests["apply"] == 2, "restored, then unchanged again"
+
+
+def test_an_object_someone_else_deleted_is_created_again():
+    server = FakeServer()
+    api = kube_on(server)
+    api.apply(CONFIG_MAP)
+    gone = server.objects.pop(("v1", "ConfigMap", "a", "trust"))
+    event(api, "DELETED", gone)
+    api.apply(CONFIG_MAP)
+    assert api.requests["apply"] == 2
+    assert server.find("v1", "ConfigMap", "trust", "a") is not None
+
+
+def test_an_object_whose_labels_someone_removed_is_applied_again():
+    """It leaves the cache's selection (a DELETED from a label-selected watch): no longer known to be unchanged."""
+    server = FakeServer()
+    api = kube_on(server)
+    applied = api.apply(CONFIG_MAP)
+    event(api, "DELETED", applied)
+    restored = api.apply(CONFIG_MAP)
+    assert api.requests["apply"] == 2
+    assert restored["metadata"]["labels"] == LABELS
+
+
+def test_after_a_restart_the_first_apply_writes():
+    server = FakeServer()
+    kube_on(server).apply(CONFIG_MAP)
+    fresh = kube_on(server)
+    fresh.apply(CONFIG_MAP)
+    assert fresh.requests["apply"] == 1
+    fresh.apply(CONFIG_MAP)
+    assert fresh.requests["apply"] == 1
+
+
+@pytest.mark.parametrize("where", ["no cache", "kind not followed", "not iotsec's labels", "cache not listed yet"])
+def test_what_the_cache_cannot_vouch_for_is_always_applied(where):
+    server = FakeServer()
+    api = kube_on(server, cache=where != "no cache", managed=() if where == "kind not followed" else MANAGED_KINDS)
+    obj = copy.deepcopy(CONFIG_MAP)
+    if where == "not iotsec's labels":
+        obj["metadata"]["labels"] = {"app": "mine"}
+    if where == "cache not listed yet":
+        assert isinstance(api.cache, WatchCache)
+        api.cache.reflectors["v1", "ConfigMap"].synced.clear()
+    api.apply(obj)
+    api.apply(obj)
+    assert api.requests["apply"] == 2
+    assert not api.skipped
+
+
+def test_a_delete_forgets_what_was_applied():
+    server = FakeServer()
+    api = kube_on(server)
+    api.apply(CONFIG_MAP)
+    api.delete("v1", "ConfigMap", "trust", "a")
+    api.apply(CONFIG_MAP)
+    assert api.requests["apply"] == 2
+
+
+def test_lists_of_a_label_selected_kind_come_from_memory_only_within_its_selection():
+    server = FakeServer()
+    api = kube_on(server)
+    api.apply(CONFIG_MAP)
+    server.put({**CONFIG_MAP, "metadata": {"name": "theirs", "namespace": "a", "labels": {"app": "x"}}})
+    ours = api.list("v1", "ConfigMap", label_selector=owner_selector("TenantIsolation", "t"))
+    assert [o["metadata"]["name"] for o in ours] == ["trust"]
+    assert api.requests["list"] == 0, "an owner selector lies within the managed-by selection"
+    theirs = api.list("v1", "ConfigMap", label_selector="app=x")
+    assert [o["metadata"]["name"] for o in theirs] == ["theirs"]
+    assert api.requests["list"] == 1, "any other selector asks the API server"
+
+
+# ---------------------------------------------------------------- a tenant's resync
+
+
+@pytest.fixture
+def tenant_server(monkeypatch) -> FakeServer:
+    monkeypatch.setattr(kopf, "event", lambda *a, **k: None)
+    monkeypatch.setattr(kopf, "warn", lambda *a, **k: None)
+    server = FakeServer()
+    doc = next(
+        d for d in load_examples() if d["kind"] == "TenantIsolation" and d["metadata"]["name"] == "acme-utilities"
+    )
+    body = copy.deepcopy(doc)
+    body["metadata"].update(uid="uid-1", generation=1)
+    server.put(body)
+    server.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": config().platform.namespace}})
+    server.put({"apiVersion": "iotsec.io/v1alpha1", "kind": "SecurityDomain", "metadata": {"name": "ingestion"}})
+    return server
+
+
+def _reconcile(api: Kube, monkeypatch) -> dict[str, int]:
+    monkeypatch.setattr(handler, "kube", lambda: api)
+    before = dict(api.requests)
+    handler.reconcile("acme-utilities")
+    return {verb: count - before.get(verb, 0) for verb, count in api.requests.items() if count != before.get(verb, 0)}
+
+
+WRITES = ("apply", "write", "set", "create", "delete", "grant")
+
+
+def test_a_tenant_resync_with_nothing_changed_writes_nothing(tenant_server, monkeypatch):
+    api = kube_on(tenant_server)
+    cold = _reconcile(api, monkeypatch)
+    assert cold["apply"] >= 10
+    _reconcile(api, monkeypatch)  # the second pass still reports the keys created by the first as current
+    resync = _reconcile(api, monkeypatch)
+    assert {verb: resync[verb] for verb in WRITES if verb in resync} == {}, resync
+    assert resync.get("list", 0) == 1, "prune's lists come from the cache, but for StorageClasses (no watch)"
+    tenant = tenant_server.find("iotsec.io/v1alpha1", "TenantIsolation", "acme-utilities")
+    assert tenant is not None
+    ready = next(c for c in tenant["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", ready
+
+
+def test_a_tenant_resync_restores_an_object_someone_edited(tenant_server, monkeypatch):
+    api = kube_on(tenant_server)
+    _reconcile(api, monkeypatch)
+    quota = next(o for k, o in tenant_server.objects.items() if k[1] == "ResourceQuota")
+    event(api, "MODIFIED", tenant_server.put({**quota, "spec": {"hard": {"pods": "1000"}}}))
+    resync = _reconcile(api, monkeypatch)
+    assert resync.get("apply") == 1
+    restored = tenant_server.find("v1", "ResourceQuota", quota["metadata"]["name"], quota["metadata"]["namespace"])
+    assert restored is not None
+    assert restored["spec"] == quota["spec"]

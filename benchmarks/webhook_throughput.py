@@ -6,7 +6,9 @@ connections. Each request posts the same ~11 KB AdmissionReview of a conforming 
 telemetry-ingest, with the metadata the API server sends: managedFields, kubectl's last-applied annotation, status),
 which `iotsec webhook` judges against the example platform (its SecurityDomains and namespaces) and allows.
 Rounds alternate between the two servers so that a noisy neighbour hurts both alike. Prints per round and the
-median: req/s of each, their ratio, p50/p99 latency, and the servers' RSS (now and peak). Asserts nothing.
+median: req/s of each, their ratio, p50/p99 latency, the server's CPU time per request (from /proc: on a shared
+machine req/s swings with the neighbours' load, CPU per request much less) and its ratio, and the servers' RSS (now
+and peak). Asserts nothing.
 
 Run: .venv/bin/python benchmarks/webhook_throughput.py [--seconds 10] [--rounds 5] [--python]
 """
@@ -156,6 +158,11 @@ class Server:
         fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines())
         return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU the server has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -210,6 +217,8 @@ class Round:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int
+    cpu_us: float = 0.0  # the server's CPU time per request: steadier than req/s on a shared machine
 
 
 WRK_SCRIPT = """
@@ -238,7 +247,9 @@ def measure_wrk(port: int, folder: Path, seconds: int) -> Round:
     ).stdout
     rate = float(next(line.split()[1] for line in output.splitlines() if line.startswith("Requests/sec:")))
     summary = json.loads(next(line[5:] for line in output.splitlines() if line.startswith("JSON ")))
-    return Round(rate, summary["p50_us"] / 1000, summary["p99_us"] / 1000, summary["non2xx"] + summary["errors"])
+    requests = int(next(line.split()[0] for line in output.splitlines() if " requests in " in line))
+    errors = summary["non2xx"] + summary["errors"]
+    return Round(rate, summary["p50_us"] / 1000, summary["p99_us"] / 1000, errors, requests)
 
 
 def measure_python(port: int, folder: Path, seconds: int) -> Round:
@@ -247,7 +258,7 @@ def measure_python(port: int, folder: Path, seconds: int) -> Round:
         command, input=(folder / "body.json").read_bytes(), capture_output=True, check=True, preexec_fn=pin_to(LOAD_CPU)
     )
     summary = json.loads(result.stdout)
-    return Round(summary["rate"], summary["p50_ms"], summary["p99_ms"], summary["errors"])
+    return Round(summary["rate"], summary["p50_ms"], summary["p99_ms"], summary["errors"], summary["requests"])
 
 
 async def closed_loop(port: int, cafile: str, seconds: int, body: bytes) -> dict[str, float]:
@@ -281,6 +292,7 @@ async def closed_loop(port: int, cafile: str, seconds: int, body: bytes) -> dict
         "p50_ms": statistics.median(ordered) * 1000,
         "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
         "errors": errors,
+        "requests": len(latencies),
     }
 
 
@@ -342,11 +354,13 @@ def main() -> None:
         for index in range(args.rounds):
             order = (ours, theirs) if index % 2 == 0 else (theirs, ours)
             for server in order:
+                cpu = server.cpu_seconds()
                 result = measure(server.port, folder, args.seconds)
+                result.cpu_us = (server.cpu_seconds() - cpu) / max(result.requests, 1) * 1e6
                 results[server.name].append(result)
                 print(
                     f"  round {index + 1} {server.name:>14}: {result.rate:8,.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
-                    f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
+                    f"p99 {result.p99_ms:6.2f} ms  CPU {result.cpu_us:4.0f} us/request  errors {result.errors}"
                 )
             ratio = results[ours.name][-1].rate / results[theirs.name][-1].rate
             print(f"  round {index + 1} ratio {ratio:.2f}")
@@ -357,11 +371,15 @@ def main() -> None:
                 f"{server.name:>14}: median {statistics.median(r.rate for r in rounds):8,.0f} req/s  "
                 f"p50 {statistics.median(r.p50_ms for r in rounds):6.2f} ms  "
                 f"p99 {statistics.median(r.p99_ms for r in rounds):6.2f} ms  "
+                f"CPU {statistics.median(r.cpu_us for r in rounds):4.0f} us/request  "
                 f"errors {sum(r.errors for r in rounds)}  RSS {rss:.0f} MiB (peak {peak:.0f} MiB)"
             )
         ratios = [o.rate / t.rate for o, t in zip(results[ours.name], results[theirs.name], strict=True)]
         listed = ", ".join(f"{r:.2f}" for r in ratios)
         print(f"ratio iotsec/allow-all: median {statistics.median(ratios):.2f} (rounds: {listed})")
+        by_cpu = [t.cpu_us / o.cpu_us for o, t in zip(results[ours.name], results[theirs.name], strict=True)]
+        listed = ", ".join(f"{r:.2f}" for r in by_cpu)
+        print(f"ratio by CPU per request (allow-all/iotsec): median {statistics.median(by_cpu):.2f} (rounds: {listed})")
     finally:
         for server in (ours, theirs):
             server.stop()

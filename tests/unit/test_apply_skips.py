@@ -198,6 +198,19 @@ def test_an_object_someone_else_edited_is_applied_again():
     assert api.requests["apply"] == 2, "restored, then unchanged again"
 
 
+def test_a_write_that_left_every_applied_field_as_it_was_needs_no_apply():
+    """A ResourceQuota's status, another manager's label: a new version, nothing to apply again."""
+    server = FakeServer()
+    api = kube_on(server)
+    applied = api.apply(CONFIG_MAP)
+    labels = {**LABELS, "someone.example/else": "x"}
+    someone_edits(server, api, {"metadata": {**applied["metadata"], "labels": labels}, "status": {"seen": True}})
+    api.apply(CONFIG_MAP)
+    api.apply(CONFIG_MAP)
+    assert api.requests["apply"] == 1
+    assert api.skipped["ConfigMap"] == 2
+
+
 def test_an_object_someone_else_deleted_is_created_again():
     server = FakeServer()
     api = kube_on(server)

@@ -93,7 +93,9 @@ class Reflector:
         else:
             items, version = self.kube.list_at(self.api_version, self.kind)
         with self._lock:
-            self._objects = {_key(obj): obj for obj in items}
+            self._objects = {
+                _key(obj): obj for obj in items if self.selects((obj.get("metadata") or {}).get("labels") or {})
+            }
         self.lists += 1
         self.synced.set()
         self.on_change()

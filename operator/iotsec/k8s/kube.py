@@ -541,8 +541,10 @@ class Kube:
         return hashlib.blake2b(text, key=self._digest_key, digest_size=32).digest()
 
     def _unchanged_since_applied(self, body: dict[str, Any], key: ObjectKey, digest: bytes) -> dict[str, Any] | None:
-        """The live object when this exact body was applied last and nobody has written the object since; None
-        when that is not known for sure (a kind the cache does not follow, or one it has not listed yet)."""
+        """The live object when this exact body was applied last and the object is as that apply left it: at the
+        version it made, or at a later one that still holds every field the body sets (a ResourceQuota's status,
+        another manager's fields). None when that is not known for sure (a kind the cache does not follow, or one it
+        has not listed yet)."""
         last = self._applied.get(key)
         current = getattr(self.cache, "current", None)
         if last is None or last.digest != digest or current is None:
@@ -551,7 +553,13 @@ class Kube:
         followed, live = current(key[0], key[1], key[3], key[2] or None, labels)
         if not followed or live is None:
             return None
-        return live if (live.get("metadata") or {}).get("resourceVersion") == last.resource_version else None
+        version = (live.get("metadata") or {}).get("resourceVersion")
+        if version == last.resource_version:
+            return live
+        if version and already_applied(body, live):
+            self._applied[key] = _Applied(digest, version)
+            return live
+        return None
 
     def create(self, obj: dict[str, Any], owner: Owner | None = None) -> bool:
         """Create `obj` only if nothing of that name exists (False then): for keys, which are never overwritten,

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import kmock
 from iotsec.k8s.cache import WatchCache
 from iotsec.k8s.kube import Kube
 from iotsec.model.labels import MANAGED_BY, MANAGER
@@ -102,3 +103,9 @@ async def test_a_fresh_process_applies_first_then_skips(emulator):
     await asyncio.to_thread(kube.apply, POLICY)
     await asyncio.to_thread(kube.apply, POLICY)
     assert len(emulator[SSA]) == 2, "one apply per process"
+
+
+async def test_the_cache_lists_only_iotsecs_objects_of_a_managed_kind(emulator):
+    await asyncio.to_thread(_process, emulator)
+    listed = emulator["list", kmock.resource(NETPOL)]
+    assert [r.params.get("labelSelector") for r in listed] == [f"{MANAGED_BY}={MANAGER}"]

@@ -334,3 +334,17 @@ def test_a_tenant_resync_restores_an_object_someone_edited(tenant_server, monkey
     restored = tenant_server.find("v1", "ResourceQuota", quota["metadata"]["name"], quota["metadata"]["namespace"])
     assert restored is not None
     assert restored["spec"] == quota["spec"]
+
+
+def test_skipped_applies_are_exported_by_kind():
+    from iotsec.controllers.runtime import _ApiRequests
+
+    api = kube_on(FakeServer())
+    api.apply(CONFIG_MAP)
+    api.apply(CONFIG_MAP)
+    exported = _ApiRequests()
+    exported.api = api
+    family = next(f for f in exported.collect() if f.name == "iotsec_api_applies_skipped")
+    assert [(s.name, s.labels, s.value) for s in family.samples] == [
+        ("iotsec_api_applies_skipped_total", {"kind": "ConfigMap"}, 1)
+    ]

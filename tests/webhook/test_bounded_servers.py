@@ -124,7 +124,7 @@ class ServerProcess:
             return [
                 "webhook", "--context", str(EXAMPLES / "platform"),
                 "--tls-cert-file", str(self.folder / "tls.crt"), "--tls-key-file", str(self.folder / "tls.key"),
-                *common, *bound_flags(self.bounds),
+                "--drain-seconds", "0", *common, *bound_flags(self.bounds),
             ]  # fmt: skip
         (self.folder / "policy.yaml").write_text(AUDIT_POLICY)
         (self.folder / "token").write_text(TOKEN)

@@ -49,6 +49,13 @@ def _register_serve(sub: Any) -> None:
         default="enforce",
         help="mode for namespaces in no SecurityDomain",
     )
+    hook.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=5.0,
+        help="on SIGTERM: this long not ready, closing each connection after its answer, before the listener closes "
+        "(the endpoint leaves the Service meanwhile; answers in flight always finish)",
+    )
     bounded.add_arguments(hook, bounded.WEBHOOK_BOUNDS)
     hook.set_defaults(handler=_webhook)
 
@@ -137,7 +144,10 @@ def _webhook(args: argparse.Namespace) -> int:
         background = [asyncio.create_task(task(args.refresh_seconds)) for task in tasks]
         try:
             tls = ReloadingTLS(cert_file, key_file)
-            await serve(source, args.host, args.port, tls, args.refresh_seconds, bounds=bounded.bounds_from_args(args))
+            bounds = bounded.bounds_from_args(args)
+            await serve(
+                source, args.host, args.port, tls, args.refresh_seconds, bounds=bounds, drain_seconds=args.drain_seconds
+            )
         finally:
             for task in background:
                 task.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +62,14 @@ class StaticSnapshot(SnapshotSource):
         return self.snapshot
 
 
-def make_app(source: SnapshotSource, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> web.Application:
+def make_app(
+    source: SnapshotSource,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    draining: Callable[[], bool] = lambda: False,
+) -> web.Application:
+    """`draining`: once true (SIGTERM), /readyz fails so the Service stops sending new connections, and each answer
+    closes its connection, so no client's next request lands on a keep-alive connection the server is closing."""
+
     async def validate(request: web.Request) -> web.Response:
         started = time.perf_counter()
         body = await _read_limited(request)
@@ -73,12 +81,17 @@ def make_app(source: SnapshotSource, now: Callable[[], datetime] = lambda: datet
             if fresher is not None and outcome.unknown_namespace in fresher.namespaces:
                 outcome = review(body, fresher, now)
         _record(outcome, time.perf_counter() - started)
-        return web.Response(body=orjson.dumps(outcome.body), status=outcome.status, content_type="application/json")
+        answer = web.Response(body=orjson.dumps(outcome.body), status=outcome.status, content_type="application/json")
+        if draining():
+            answer.force_close()
+        return answer
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
+        if draining():
+            return web.Response(text="draining: shutting down", status=503)
         ready = source.current is not None
         return web.Response(text="ok" if ready else "no cluster state yet", status=200 if ready else 503)
 
@@ -95,6 +108,15 @@ async def _read_limited(request: web.Request) -> bytes | None:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         return None
+
+
+async def _drain(draining: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:
+    if draining.is_set():
+        return
+    log.info("SIGTERM: draining for %.0f s (not ready; each answer closes its connection), then stopping", seconds)
+    draining.set()
+    await asyncio.sleep(seconds)
+    stop.set()
 
 
 def _too_large() -> ReviewResult:
@@ -145,15 +167,27 @@ async def serve(
     reload_seconds: float = 10.0,
     stop: asyncio.Event | None = None,
     bounds: Bounds = WEBHOOK_BOUNDS,
+    drain_seconds: float | None = None,
 ) -> None:
-    """Serve until `stop` is set (or forever), within `bounds` (deadlines and connection caps)."""
+    """Serve until `stop` is set (or forever), within `bounds` (deadlines and connection caps). With
+    `drain_seconds`, SIGTERM drains first: not ready, connections closed after each answer, for that long (the
+    endpoint leaves the Service meanwhile), then the listener closes and answers in flight finish."""
     gc.collect()
     gc.freeze()  # start-up objects (models, schemas, clients) are permanent: keep collections off them
-    runner, _ = await bounded.start(make_app(source), "webhook", host, port, tls.context, bounds, MAX_BODY_BYTES)
+    draining = asyncio.Event()
+    stop = stop or asyncio.Event()
+    app = make_app(source, draining=draining.is_set)
+    runner, _ = await bounded.start(app, "webhook", host, port, tls.context, bounds, MAX_BODY_BYTES)
     log.info("webhook listening on https://%s:%d/validate", host, port)
     tasks = [asyncio.create_task(source.run()), asyncio.create_task(tls.watch(reload_seconds))]
+    if drain_seconds is not None:
+
+        def on_sigterm() -> None:
+            tasks.append(asyncio.create_task(_drain(draining, stop, drain_seconds)))
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
-        await (stop.wait() if stop else asyncio.Event().wait())
+        await stop.wait()
     finally:
         for task in tasks:
             task.cancel()

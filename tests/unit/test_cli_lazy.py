@@ -1,11 +1,14 @@
 """`iotsec check` of a small file starts fast (issue 18): the CLI loads only the command being run, and the CEL
 machinery (celpy, its lark parser, jsonschema) only when a custom resource is checked, compiling each rule of the
-kinds present once, in one CEL environment. Behaviour, not timings, is asserted here."""
+kinds present once, in one CEL environment whose parser is kept in the user's private cache. Behaviour, not
+timings, is asserted here."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -167,3 +170,54 @@ def test_an_unknown_command_is_still_a_usage_error_listing_the_commands(capsys):
     assert "invalid choice: 'chekc'" in err
     assert "'check'" in err
     assert "'audit'" in err
+
+
+CACHED_PROBE = """
+import contextlib, io, json, sys
+import lark.lark
+from iotsec.cli.main import main
+
+if {refuse_analysis!r}:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the CEL grammar was analysed again")
+
+    lark.lark.load_grammar = refuse
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = main(["check", {path!r}])
+print(json.dumps([code, out.getvalue()]))
+"""
+
+
+def _check_with_cache(cache_home: Any, refuse_analysis: bool = False) -> tuple[int, str]:
+    """Exit code and output of `iotsec check` of the SecurityDomains in a fresh interpreter whose cache is
+    `cache_home`; with refuse_analysis, building the CEL parser from its grammar fails (it must come from the cache)."""
+    code = CACHED_PROBE.format(refuse_analysis=refuse_analysis, path=str(DOMAINS))
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    exit_code, output = json.loads(done.stdout.strip().splitlines()[-1])
+    return exit_code, output
+
+
+def test_the_cel_parser_is_kept_in_the_users_cache_and_loaded_from_it(tmp_path):
+    first = _check_with_cache(tmp_path)
+    folder = tmp_path / "iotsec"
+    assert (folder / "cel-parser.lark").is_file()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert _check_with_cache(tmp_path, refuse_analysis=True) == first
+
+
+def test_a_cache_folder_others_may_write_is_not_used(tmp_path):
+    first = _check_with_cache(tmp_path)
+    (tmp_path / "iotsec").chmod(0o777)
+    (tmp_path / "iotsec" / "cel-parser.lark").unlink()
+    assert _check_with_cache(tmp_path) == first
+    assert not (tmp_path / "iotsec" / "cel-parser.lark").exists()
+
+
+def test_no_usable_cache_location_still_checks(tmp_path):
+    expected = _check_with_cache(tmp_path / "usable")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    assert _check_with_cache(blocked) == expected

@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -248,12 +249,42 @@ def _list_type_problems(schema: Schema, items: list[Any], path: str) -> Iterator
             first.setdefault(key, index)
 
 
+_PARSER_CACHE: dict[str, Path] = {}  # "file": where the CEL parser's grammar analysis is kept, if anywhere
+
+
+def cache_cel_parser_in(path: Path | None) -> None:
+    """Save the CEL parser's grammar analysis (most of the time a first CEL rule costs) to `path` and load it from
+    there next time. Lark pickles it: the caller vouches that only this user can write there."""
+    _PARSER_CACHE.pop("file", None)
+    if path is not None:
+        _PARSER_CACHE["file"] = path
+
+
 @cache
 def _cel_environment() -> celpy.Environment:
     """One CEL environment for every rule, built when the first rule is compiled (its parser is the costly part)."""
     import celpy
+    from celpy import celparser
 
+    path = _PARSER_CACHE.get("file")
+    if path is not None and celparser.CELParser.CEL_PARSER is None:
+        _build_cel_parser(path)
     return celpy.Environment()
+
+
+def _build_cel_parser(path: Path) -> None:
+    """celpy's own parser, built by celpy with lark's `cache=path` added to its options: lark keys the file on the
+    grammar, those options and lark's and Python's versions, so a file of any other parser is never used."""
+    import celpy
+    from celpy import celparser
+
+    names = vars(celparser)
+    lark = names["Lark"]
+    names["Lark"] = partial(lark, cache=str(path))
+    try:
+        celparser.CELParser(tree_class=celpy.InterpretedRunner.tree_node_class)  # as celpy.Environment() builds it
+    finally:
+        names["Lark"] = lark
 
 
 @cache

@@ -19,6 +19,7 @@ from iotsec.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     OUTPUT_FORMATS,
+    keep_cel_parser_cached,
     print_invalid,
     print_json,
     rfc3339_argument,
@@ -139,6 +140,7 @@ def _check(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         report, notes = read
     else:
+        keep_cel_parser_cached()
         report = checking.check(load_documents(args.paths), now, args.unassigned, args.namespace, args.kube_version)
     for document, problems in report.invalid:
         print_invalid(document, problems)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any, get_args
 
 from iotsec.api.securitydomain import Enforcement
@@ -58,3 +60,25 @@ def settings(command: str) -> Config | None:
     for name in found.unknown(os.environ):
         fail(command, f"warning: {name} is not an iotsec setting (ignored)")
     return found
+
+
+def keep_cel_parser_cached() -> None:
+    """Let the CEL parser be loaded from the user's cache (see private_cache_dir) instead of built each run."""
+    from iotsec.api.validation import cache_cel_parser_in
+
+    folder = private_cache_dir()
+    cache_cel_parser_in(folder / "cel-parser.lark" if folder else None)
+
+
+def private_cache_dir() -> Path | None:
+    """$XDG_CACHE_HOME/iotsec (~/.cache/iotsec), created if missing; None unless it is a directory of this user's
+    that nobody else may write: what is cached there (lark's pickles) is loaded as code."""
+    configured = Path(os.environ.get("XDG_CACHE_HOME", ""))
+    try:
+        folder = (configured if configured.is_absolute() else Path.home() / ".cache") / "iotsec"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.lstat()
+    except (OSError, RuntimeError):  # no home, read-only or not a directory: no cache, as before
+        return None
+    private = stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077
+    return folder if private else None

@@ -13,6 +13,7 @@ from iotsec.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     OUTPUT_FORMATS,
+    keep_cel_parser_cached,
     print_invalid,
     print_json,
 )
@@ -35,6 +36,7 @@ def _validate(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     malformed = 0
+    keep_cel_parser_cached()
     for document in load_documents(args.paths):
         problem = shape_problem(document.obj)
         if problem is not None:

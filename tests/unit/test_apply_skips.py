@@ -318,6 +318,17 @@ def test_a_tenant_resync_with_nothing_changed_writes_nothing(tenant_server, monk
     resync = _reconcile(api, monkeypatch)
     assert {verb: resync[verb] for verb in WRITES if verb in resync} == {}, resync
     assert resync.get("list", 0) == 1, "prune's lists come from the cache, but for StorageClasses (no watch)"
+
+
+def test_a_tenant_resync_reads_its_role_bindings_from_the_cache(tenant_server, monkeypatch):
+    api = kube_on(tenant_server)
+    _reconcile(api, monkeypatch)
+    sent: list[str] = []
+    call = api._call
+    monkeypatch.setattr(api, "_call", lambda action, fn: sent.append(action) or call(action, fn))
+    _reconcile(api, monkeypatch)
+    assert [a for a in sent if a.startswith("get ")]
+    assert not [a for a in sent if a.startswith("get RoleBinding")], sent
     tenant = tenant_server.find("iotsec.io/v1alpha1", "TenantIsolation", "acme-utilities")
     assert tenant is not None
     ready = next(c for c in tenant["status"]["conditions"] if c["type"] == "Ready")

@@ -57,7 +57,13 @@ CACHED_KINDS = (
     ("v1", "Namespace"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
 )
-LOOKUP_KINDS = (("v1", "Namespace"), ("networking.k8s.io/v1", "NetworkPolicy"))
+LOOKUP_KINDS = (
+    ("v1", "Namespace"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    # a tenant's bindings are read before each apply (a changed roleRef means delete and create): iotsec's own are
+    # answered from the managed cache below, any other from the API server
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+)
 # Kinds iotsec applies, followed as far as they are iotsec's (its managed-by label), so that an apply of an unchanged
 # object sends nothing and one edited or deleted by someone else is applied again (issue 18); prune's lists of them
 # come from memory too. Only kinds the operator may list and watch cluster-wide (iotsec.build.rbac): Secrets are

@@ -67,7 +67,8 @@ e2e-images:
 e2e-deployed: $(STAMP)
 	IOTSEC_IMAGE_REQUIRED=1 IOTSEC_DEPLOYED_REQUIRED=1 $(BIN)/pytest -m e2e tests/e2e/test_image.py \
 	  tests/e2e/test_deployed.py tests/e2e/test_deployed_backup.py tests/e2e/test_deployed_audit.py \
-	  tests/e2e/test_deployed_admission.py tests/e2e/test_deployed_scan.py tests/e2e/test_deployed_failover.py
+	  tests/e2e/test_deployed_admission.py tests/e2e/test_deployed_scan.py tests/e2e/test_deployed_failover.py \
+	  tests/e2e/test_deployed_webhook_availability.py
 
 ## example-report: the committed example conformance report (examples/report/), made live on the testenv where
 ## `make image testenv-install` runs the chart: the example platform applied, reconciled and scanned, then reported

@@ -6,7 +6,9 @@ out. Figures over ten kills: benchmarks/failover.py."""
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.request
 
 import pytest
 from kubernetes import client
@@ -42,6 +44,16 @@ def test_exactly_one_replica_reconciles(api_client, core, two_replicas):
     assert "stands by for lease" in log
     assert "now holds lease" not in log, "the standby never took the lease while the leader lived"
     assert "Handler" not in log, "and ran no kopf handler"
+    for pod in operator_pods(core):
+        assert _leader_gauge(pod) == (1.0 if pod.metadata.name == leader else 0.0), pod.metadata.name
+
+
+def _leader_gauge(pod) -> float:
+    """iotsec_leader as the pod's metrics endpoint serves it (the pod network is reachable from the node)."""
+    port = next(p.container_port for p in pod.spec.containers[0].ports if p.name == "metrics")
+    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return float(re.search(r"^iotsec_leader (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
 
 
 def test_killing_the_leader_hands_reconciling_to_the_standby_and_rotates_nothing(

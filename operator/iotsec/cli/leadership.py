@@ -16,22 +16,30 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from prometheus_client import Gauge
+
 from iotsec.k8s.kube import Kube
 from iotsec.services.leader import Elector, identity
 
 log = logging.getLogger(__name__)
 EXIT_LOST_LEASE = 3
+LEADER = Gauge(
+    "iotsec_leader", "1 while this operator replica reconciles (holds the Lease, or runs alone), 0 standing by"
+)
 
 
 @contextmanager
 def leadership(lease: tuple[str, str] | None, liveness: str) -> Iterator[None]:
     """Run the body as the leader of `lease` (namespace, name); without a lease, just run it."""
     if lease is None:
+        LEADER.set(1)
         yield
         return
     elector = Elector(Kube(), lease[0], lease[1], identity())
     log.info("leader election: %s stands by for lease %s/%s", elector.holder, *lease)
+    LEADER.set(0)
     _stand_by(elector, liveness)
+    LEADER.set(1)
     stop = threading.Event()
     renewing = threading.Thread(target=_renew, args=(elector, stop), name="lease-renewal", daemon=True)
     renewing.start()

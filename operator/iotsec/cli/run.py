@@ -37,6 +37,11 @@ def _run(args: argparse.Namespace) -> int:
     from iotsec.controllers import register as register_handlers
 
     register_handlers(config)
+    if config.metrics_port:  # before the election: a standby replica is a scrape target too (iotsec_leader 0)
+        from prometheus_client import start_http_server
+
+        start_http_server(config.metrics_port, config.metrics_host)
+        logging.getLogger(__name__).info("metrics on http://%s:%d/metrics", config.metrics_host, config.metrics_port)
 
     # log_prefix: each per-object line (e.g. "reconciled (success): ...") names its object as [namespace/name]
     kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)

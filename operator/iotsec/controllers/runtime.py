@@ -8,7 +8,7 @@ from functools import cache
 from typing import Any
 
 import kopf
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily
 
 from iotsec.build.securitydomain import NetworkSettings
@@ -150,11 +150,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.process.ultimate_exiting_timeout = EXIT_TIMEOUT_SECONDS
     # a deleted object keeps its finalizer until its resync timer has stopped: look every second, not minute
     settings.background.cancellation_polling = 1.0
-    process = config()
-    log.info("settings: %s", process.described())
-    if process.metrics_port:
-        start_http_server(process.metrics_port, process.metrics_host)
-        log.info("metrics on http://%s:%d/metrics", process.metrics_host, process.metrics_port)
+    log.info("settings: %s", config().described())
 
 
 @kopf.on.probe(id="apiserver")

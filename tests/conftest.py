@@ -10,6 +10,17 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`iotsec check` and `validate` keep the CEL parser in $XDG_CACHE_HOME/iotsec: tests (and the processes they
+    start) use a folder of their own, never the user's home."""
+    import os
+
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 EXAMPLES = ROOT / "examples"
 SHARED = ROOT.parent / "shared"
 

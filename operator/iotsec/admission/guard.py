@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iotsec.admission.model import Finding
-from iotsec.build.audit import CANARY_ROLE_PREFIX
-from iotsec.build.backup import ACCOUNT_PREFIX
 from iotsec.build.securitydomain import PSA_PREFIX, recorded_psa_labels
 from iotsec.model.labels import (
     CREATED_BY,
@@ -31,6 +29,8 @@ from iotsec.model.labels import (
     TENANT_LABEL,
     ZONE_LABEL,
 )
+from iotsec.model.names import BACKUP_ACCOUNT_PREFIX as ACCOUNT_PREFIX
+from iotsec.model.names import CANARY_ROLE_PREFIX
 from iotsec.model.platform import Platform
 
 RULE = "operator-confinement"

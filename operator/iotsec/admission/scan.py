@@ -41,8 +41,8 @@ from iotsec.admission.model import Decision, Violation, grouped_lines
 from iotsec.admission.rules import RULES
 from iotsec.admission.snapshot import CONTEXT_KINDS, Report, judge_document, operator_policies, snapshot_from_objects
 from iotsec.api.validation import is_iotsec
-from iotsec.build.webhook import ALWAYS_EXCLUDED
 from iotsec.model.manifests import Document, clip
+from iotsec.model.names import ALWAYS_EXCLUDED
 from iotsec.model.platform import Platform
 from iotsec.model.workloads import BUILT_IN, CHECKED_OBJECT_KINDS, canonical, group_of
 

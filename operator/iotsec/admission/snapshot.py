@@ -16,10 +16,9 @@ from iotsec.admission.model import Decision
 from iotsec.api.tenantisolation import ESCALATING_VERBS
 from iotsec.api.validation import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
 from iotsec.build.securitydomain import Domain
-from iotsec.build.tenant import storage_class_name
-from iotsec.build.webhook import ALWAYS_EXCLUDED
 from iotsec.model.labels import ENCRYPTED_LABEL
 from iotsec.model.manifests import Document, clip, shape_problem
+from iotsec.model.names import ALWAYS_EXCLUDED, storage_class_name
 from iotsec.model.platform import Platform
 
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"

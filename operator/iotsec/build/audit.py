@@ -67,6 +67,7 @@ from iotsec.model.labels import (
     owned_metadata,
     restricted_container_security,
 )
+from iotsec.model.names import CANARY_ROLE_PREFIX
 from iotsec.model.time import parse_rfc3339
 
 KIND = "AuditPolicy"
@@ -162,9 +163,6 @@ def service_dns_names(name: str, namespace: str) -> list[str]:
 
 def signing_secret_name(name: str) -> str:
     return bounded_name("iotsec-audit-signing-", name)
-
-
-CANARY_ROLE_PREFIX = "iotsec-audit-sink-canary-"
 
 
 def canary_role_name(name: str) -> str:

@@ -30,6 +30,7 @@ from iotsec.model.labels import (
     owned_metadata,
     restricted_container_security,
 )
+from iotsec.model.names import BACKUP_ACCOUNT_PREFIX
 from iotsec.model.platform import Image
 
 KIND = "BackupPolicy"
@@ -62,7 +63,7 @@ class BackupPlan:
     objects: list[dict[str, Any]] = field(default_factory=list)
 
 
-ACCOUNT_PREFIX = "iotsec-backup-"
+ACCOUNT_PREFIX = BACKUP_ACCOUNT_PREFIX
 
 
 def account_name(policy: str) -> str:

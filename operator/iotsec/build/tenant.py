@@ -21,6 +21,7 @@ from iotsec.model.labels import (
     TENANT_LABEL,
     owned_metadata,
 )
+from iotsec.model.names import storage_class_name
 from iotsec.model.platform import (
     Platform,
     device_ca_secret_name,
@@ -187,10 +188,6 @@ def app_id(tenant: str, app: str) -> str:
 
 def key_secret_name(app: str) -> str:
     return f"iotsec-app-{app}-key"
-
-
-def storage_class_name(tenant: str) -> str:
-    return f"iotsec-{tenant}-encrypted"
 
 
 @dataclass(frozen=True)

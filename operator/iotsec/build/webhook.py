@@ -9,12 +9,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from iotsec.model.labels import MANAGED_BY, MANAGER
+from iotsec.model.names import ALWAYS_EXCLUDED
 from iotsec.model.platform import Platform
 from iotsec.model.workloads import BUILT_IN, PodCarrier
 from iotsec.pki import certs
 
 NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server itself: a tenant cannot forge it
-ALWAYS_EXCLUDED = ("kube-system", "kube-public", "kube-node-lease")
 # Resources checked for themselves (admission/resources.py), by group; the kinds with pod specs come from the table.
 OBJECT_RESOURCES: dict[str, list[str]] = {
     "": ["pods/ephemeralcontainers", "services", "persistentvolumeclaims", "configmaps"],

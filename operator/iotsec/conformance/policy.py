@@ -17,7 +17,6 @@ from typing import Any
 from iotsec.admission.rules import RULES
 from iotsec.api.securitydomain import EXPOSABLE_ZONES, PolicyException
 from iotsec.build.securitydomain import Domain, namespace_labels, psa_labels
-from iotsec.build.tenant import storage_class_name
 from iotsec.conformance.inventory import View, policy_reports, view
 from iotsec.conformance.model import (
     CLUSTER,
@@ -30,6 +29,7 @@ from iotsec.conformance.model import (
     Verdict,
 )
 from iotsec.model.labels import CONTROLS, ENCRYPTED_LABEL, OWNER_KIND, OWNER_NAME, TENANT_LABEL
+from iotsec.model.names import storage_class_name
 from iotsec.model.platform import Platform
 from iotsec.model.time import rfc3339
 

@@ -35,24 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from admission import ALLOW_ALL, free_port  # the sibling benchmark's allow-all server, not a copy of it
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU, LOAD_CPU = 0, 1
 CONNECTIONS = 32
-
-ALLOW_ALL = """
-import json, ssl, sys
-from aiohttp import web
-async def validate(request):
-    review = json.loads(await request.read())
-    return web.json_response({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                              "response": {"uid": review["request"]["uid"], "allowed": True}})
-app = web.Application(client_max_size=6 * 1024 * 1024)
-app.add_routes([web.post("/validate", validate), web.get("/healthz", lambda r: web.Response(text="ok"))])
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(sys.argv[2], sys.argv[3])
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), ssl_context=context, access_log=None, print=None)
-"""
 
 
 def deployment_review() -> bytes:
@@ -131,12 +118,6 @@ def _fields_of(value: Any) -> Any:
             if isinstance(item, dict)
         }
     return {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pin_to(cpu: int) -> Callable[[], None]:

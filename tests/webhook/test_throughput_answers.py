@@ -177,8 +177,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Callable[[bytes], Any]]:
+async def start_webhook(tmp_path: Path) -> tuple[Any, Any, int, ssl.SSLContext]:
+    """The webhook's app on the bounded HTTPS server, as deployed, over the example platform: (runner, site, port,
+    a client TLS context that trusts its CA)."""
     ca = certs.new_ca("test-ca", datetime.now(UTC))
     pair = certs.new_serving_cert(ca, ["localhost"], ["127.0.0.1"], datetime.now(UTC))
     (tmp_path / "tls.crt").write_text(pair.cert_pem)
@@ -187,8 +188,13 @@ async def server(tmp_path: Path) -> AsyncIterator[Callable[[bytes], Any]]:
     serving.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
     port = _free_port()
     app = make_app(StaticSnapshot(SNAPSHOT), now=lambda: NOW)
-    runner, _ = await bounded.start(app, "webhook", "127.0.0.1", port, serving, WEBHOOK_BOUNDS, MAX_BODY_BYTES)
-    client_tls = ssl.create_default_context(cadata=ca.cert_pem)
+    runner, site = await bounded.start(app, "webhook", "127.0.0.1", port, serving, WEBHOOK_BOUNDS, MAX_BODY_BYTES)
+    return runner, site, port, ssl.create_default_context(cadata=ca.cert_pem)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Callable[[bytes], Any]]:
+    runner, _, port, client_tls = await start_webhook(tmp_path)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_tls, limit=1)) as session:
 
         async def post(body: bytes) -> tuple[int, bytes]:

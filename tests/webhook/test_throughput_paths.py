@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import ssl
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -14,14 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from iotsec.admission import secrets
-from iotsec.pki import certs
-from iotsec.servers.bounded import WEBHOOK_BOUNDS
 from iotsec.servers.bounded import server as bounded
 from iotsec.servers.webhook import server as webhook
-from iotsec.servers.webhook.review import MAX_BODY_BYTES
-from tests.webhook.test_webhook import SNAPSHOT, _deployment, admission_review
-
-NOW = datetime(2027, 1, 1, tzinfo=UTC)
+from tests.webhook.test_throughput_answers import start_webhook
+from tests.webhook.test_webhook import _deployment, admission_review
 
 # names and values under which the secret scan says yes and no, short enough to be remembered
 PAIRS = [
@@ -78,29 +71,15 @@ def test_request_counts_past_the_kept_children_still_count(monkeypatch):
     assert _requests_total(kind="ThroughputB", operation="CREATE", decision="skipped") == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_a_small_body_neither_waits_for_nor_locks_the_body_budget(tmp_path: Path):
     """A review of a few KB reserves nothing, so it needs no turn at the budget's lock: it is answered while the
     lock is held (the large bodies' bookkeeping is no queue for it)."""
-    ca = certs.new_ca("test-ca", datetime.now(UTC))
-    pair = certs.new_serving_cert(ca, ["localhost"], ["127.0.0.1"], datetime.now(UTC))
-    (tmp_path / "tls.crt").write_text(pair.cert_pem)
-    (tmp_path / "tls.key").write_text(pair.key_pem)
-    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    serving.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
-    port = _free_port()
-    app = webhook.make_app(webhook.StaticSnapshot(SNAPSHOT), now=lambda: NOW)
-    runner, site = await bounded.start(app, "webhook", "127.0.0.1", port, serving, WEBHOOK_BOUNDS, MAX_BODY_BYTES)
+    runner, site, port, client_tls = await start_webhook(tmp_path)
     body = json.dumps(admission_review(_deployment("conforming/mqtt-gateway.yaml"), uid="u-small")).encode()
     assert len(body) < bounded.UNBUDGETED_BODY_BYTES
     budget = site.listener.bodies
     try:
-        connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cadata=ca.cert_pem))
+        connector = aiohttp.TCPConnector(ssl=client_tls)
         async with aiohttp.ClientSession(connector=connector) as session, budget._freed:
             url = f"https://localhost:{port}/validate"
             async with asyncio.timeout(5):

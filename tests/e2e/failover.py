@@ -14,6 +14,7 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.e2e import deployed
 from tests.e2e.deployed import NAMESPACE, RELEASE, delete_quietly
 
 LEASE = f"{RELEASE}-operator"
@@ -97,9 +98,8 @@ def kill_leader(api_client, core, custom, timeout: float = 90.0) -> Failover:
 
 
 def operator_pods(core) -> list[client.V1Pod]:
-    selector = f"app.kubernetes.io/component=operator,app.kubernetes.io/instance={RELEASE}"
-    pods = core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
-    return [p for p in pods if p.metadata.deletion_timestamp is None]
+    """The operator's pods that are not being deleted."""
+    return [p for p in deployed.operator_pods(core) if p.metadata.deletion_timestamp is None]
 
 
 def replicas_running(core, count: int = 2) -> list[str]:

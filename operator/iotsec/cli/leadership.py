@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,7 +56,7 @@ def _stand_by(elector: Elector, liveness: str) -> None:
     server = _standby_liveness(liveness) if liveness else None
     try:
         while not elector.try_hold():
-            threading.Event().wait(elector.timing.retry)
+            time.sleep(elector.timing.retry)
     finally:
         if server is not None:
             server.shutdown()

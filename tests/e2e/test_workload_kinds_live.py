@@ -112,6 +112,8 @@ def webhook(api_client, kinds, tmp_path_factory) -> Iterator[None]:
     try:
         eventually(lambda: _ready(process, port, folder), timeout=60, what="webhook /readyz")
         admission.create_validating_webhook_configuration(_configuration(port, tls.bundle()))
+        # the API server learns of a new configuration through its informer, a moment after the create returns
+        eventually(lambda: _webhook_called(api_client), timeout=30, what="the API server calls the new webhook")
         yield
     finally:
         terminate(process, timeout=15)
@@ -150,7 +152,14 @@ def _configuration(port: int, bundle: str) -> dict[str, Any]:
     return {**made, "webhooks": [workloads]}
 
 
-def _create(api_client, group: str, plural: str, kind: str, spec: dict[str, Any]) -> ApiException | None:
+def _webhook_called(api_client) -> bool:
+    risky = {"selector": {"matchLabels": {"app": "p"}}, "template": {"spec": RISKY_POD}}
+    return _create(api_client, "argoproj.io", "rollouts", "Rollout", risky, dry_run=True) is not None
+
+
+def _create(
+    api_client, group: str, plural: str, kind: str, spec: dict[str, Any], dry_run: bool = False
+) -> ApiException | None:
     body = {
         "apiVersion": f"{group}/v1alpha1",
         "kind": kind,
@@ -158,7 +167,9 @@ def _create(api_client, group: str, plural: str, kind: str, spec: dict[str, Any]
         "spec": spec,
     }
     try:
-        client.CustomObjectsApi(api_client).create_namespaced_custom_object(group, "v1alpha1", NAMESPACE, plural, body)
+        objects = client.CustomObjectsApi(api_client)
+        extra = {"dry_run": "All"} if dry_run else {}
+        objects.create_namespaced_custom_object(group, "v1alpha1", NAMESPACE, plural, body, **extra)
     except ApiException as exc:
         return exc
     return None

@@ -70,6 +70,11 @@ e2e-deployed: $(STAMP)
 	  tests/e2e/test_deployed_admission.py tests/e2e/test_deployed_scan.py tests/e2e/test_deployed_failover.py \
 	  tests/e2e/test_deployed_webhook_availability.py
 
+## bench: every benchmark in turn, then one table (figure, value, goal); BENCH=--full at the issues' scale. The ones
+## that need the testenv run when KUBECONFIG reaches it (benchmarks/run_all.py says which and why not)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py $(BENCH)
+
 ## example-report: the committed example conformance report (examples/report/), made live on the testenv where
 ## `make image testenv-install` runs the chart: the example platform applied, reconciled and scanned, then reported
 example-report: $(STAMP)

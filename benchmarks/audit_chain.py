@@ -46,6 +46,7 @@ from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from figures import record
 
 from iotsec.api.quantities import quantity_bytes
 from iotsec.api.validation import parse_resource
@@ -675,6 +676,7 @@ def store_phase(
                 f"{run.batches / seconds:>9,.0f} {percentile(lat, 50) * 1e3:>7.2f} {percentile(lat, 99) * 1e3:>7.2f} "
                 f"{max(lat) * 1e3:>7.2f} {run.seals:>5} {seal} {run.stored_bytes / run.events:>8,.0f}"
             )
+            record(f"audit store ingest, {run.label}", f"{run.events / seconds:,.0f} events/s")
             verified.append(check(run.label, run.root, key, run.events))
             shutil.rmtree(run.root)
     print(f"   peak RSS after the store runs: {peak_rss_mib():,.0f} MiB")
@@ -705,6 +707,7 @@ def https_phase(folder: Path, key: Ed25519PrivateKey, events: int, batch: int) -
                 f"{percentile(lat, 50) * 1e3:>7.2f} {percentile(lat, 99) * 1e3:>7.2f} {max(lat) * 1e3:>7.2f} "
                 f"{sum(map(len, bodies)) / 1e6 / seconds:>6.1f}"
             )
+            record(f"audit sink over HTTPS, {connections} connection(s)", f"{events / seconds:,.0f} events/s")
             held = max(held, sum(map(len, bodies)) / 2**20)
             del bodies
     finally:

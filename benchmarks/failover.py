@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 
+from figures import record
 from kubernetes import client, config
 from tests.e2e.failover import kill_leader, replace_pod, replicas_running
 
@@ -45,6 +46,7 @@ def main(runs: int) -> None:
     ):
         low, middle, high = min(values), statistics.median(values), max(values)
         print(f"| {name} ({runs} runs) | {low:.1f} s | {middle:.1f} s | {high:.1f} s | {goal} |")
+        record(f"{name} (median of {runs}; min to max)", f"{middle:.1f} s ({low:.1f} to {high:.1f})", goal)
 
 
 if __name__ == "__main__":

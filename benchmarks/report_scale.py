@@ -19,6 +19,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from figures import record
+
 from iotsec.build import render
 from iotsec.conformance import html, inventory
 from iotsec.conformance import render as text_render
@@ -138,8 +140,11 @@ def main(args: list[str]) -> None:
     numbers = [int(a) for a in args if not a.startswith("--")]
     namespaces, per_namespace, tenants = (numbers + [1000, 20, 100][len(numbers) :])[:3]
     print(f"report over {namespaces} namespaces x {per_namespace} Deployments, {DOMAINS} domains, {tenants} tenants")
+    started = time.perf_counter()
     built = timed("build inventory+scan", lambda: platform(namespaces, per_namespace, tenants))
+    built_in = time.perf_counter() - started
     print(f"  {len(built.objects)} objects, baseline peak RSS {rss_mb():.0f} MB")
+    record(f"scan of {namespaces:,} namespaces x {per_namespace} Deployments (built and scanned)", f"{built_in:.1f} s")
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
@@ -159,6 +164,9 @@ def main(args: list[str]) -> None:
     size = len(json.dumps(document)) / 1e6
     print(f"  view+assess {middle - start:.2f} s, all stages {end - start:.2f} s, peak RSS {rss_mb():.0f} MB")
     print(f"  {assessments} assessments, JSON {size:.1f} MB, HTML {len(page) / 1e6:.1f} MB")
+    scale = f"{namespaces:,} namespaces x {per_namespace} Deployments"
+    record(f"report over {scale}: every stage", f"{end - start:.1f} s")
+    record(f"report over {scale}: peak RSS (inventory and scan included)", f"{rss_mb():,.0f} MB")
 
 
 if __name__ == "__main__":

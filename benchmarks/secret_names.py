@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from figures import record
 
 from iotsec.admission.secrets import literal_secret, secret_name
 
@@ -84,6 +85,10 @@ def cost_per_call(entries: list[dict[str, Any]], rounds: int = 200) -> float:
     return (time.perf_counter() - started) / (rounds * len(entries)) * 1e6
 
 
+def _pair(result: dict[str, Any]) -> str:
+    return f"{result['precision']:.3f} / {result['recall']:.3f}"
+
+
 def report(show_held_out: bool = False) -> None:
     entries = load()
     secrets = sum(entry["secret"] for entry in entries)
@@ -98,6 +103,10 @@ def report(show_held_out: bool = False) -> None:
             for entry in result["wrong"]:
                 kind = "missed" if entry["secret"] else "false alarm"
                 print(f"          {kind}: {entry['name']}={entry['value']!r}")
+        if part == "held-out":
+            record("literal-secret decision, held-out corpus: precision / recall", _pair(result))
+        if part == "all":
+            record("literal-secret decision, whole corpus: precision / recall", _pair(result))
     print(f"cost: {cost_per_call(entries):.2f} µs per env var (name cached)")
 
 

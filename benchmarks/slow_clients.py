@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "operator"))
 
-from tests.webhook.test_bounded_servers import ServerProcess, run_scenario  # noqa: E402
+from figures import record  # noqa: E402
+from tests.webhook.test_bounded_servers import MiB, ServerProcess, run_scenario  # noqa: E402
 
 
 def main() -> None:
@@ -31,10 +32,16 @@ def main() -> None:
             server = ServerProcess(kind, Path(folder))
             server.start()
             try:
-                figures = run_scenario(server, count)
+                seen = run_scenario(server, count)
             finally:
                 server.stop()
-            print("\n".join(figures.lines("iotsec webhook" if kind == "webhook" else "iotsec audit serve")))
+            name = "iotsec webhook" if kind == "webhook" else "iotsec audit serve"
+            print("\n".join(seen.lines(name)))
+            record(f"{name}: peak RSS with {seen.opened:,} slow connections open", f"{seen.rss_peak / MiB:.0f} MiB")
+            record(
+                f"{name}: a real request while they were open",
+                f"HTTP {seen.probe_status} in {seen.probe_seconds * 1000:.0f} ms",
+            )
 
 
 if __name__ == "__main__":

@@ -284,14 +284,12 @@ def test_lists_of_a_label_selected_kind_come_from_memory_only_within_its_selecti
 # ---------------------------------------------------------------- a tenant's resync
 
 
-@pytest.fixture
-def tenant_server(monkeypatch) -> FakeServer:
+def _server_with(monkeypatch, tenant: str) -> FakeServer:
+    """A server holding the example tenant `tenant`, its SecurityDomain and the release namespace."""
     monkeypatch.setattr(kopf, "event", lambda *a, **k: None)
     monkeypatch.setattr(kopf, "warn", lambda *a, **k: None)
     server = FakeServer()
-    doc = next(
-        d for d in load_examples() if d["kind"] == "TenantIsolation" and d["metadata"]["name"] == "acme-utilities"
-    )
+    doc = next(d for d in load_examples() if d["kind"] == "TenantIsolation" and d["metadata"]["name"] == tenant)
     body = copy.deepcopy(doc)
     body["metadata"].update(uid="uid-1", generation=1)
     server.put(body)
@@ -300,10 +298,15 @@ def tenant_server(monkeypatch) -> FakeServer:
     return server
 
 
-def _reconcile(api: Kube, monkeypatch) -> dict[str, int]:
+@pytest.fixture
+def tenant_server(monkeypatch) -> FakeServer:
+    return _server_with(monkeypatch, "acme-utilities")
+
+
+def _reconcile(api: Kube, monkeypatch, tenant: str = "acme-utilities") -> dict[str, int]:
     monkeypatch.setattr(handler, "kube", lambda: api)
     before = dict(api.requests)
-    handler.reconcile("acme-utilities")
+    handler.reconcile(tenant)
     return {verb: count - before.get(verb, 0) for verb, count in api.requests.items() if count != before.get(verb, 0)}
 
 
@@ -317,7 +320,7 @@ def test_a_tenant_resync_with_nothing_changed_writes_nothing(tenant_server, monk
     _reconcile(api, monkeypatch)  # the second pass still reports the keys created by the first as current
     resync = _reconcile(api, monkeypatch)
     assert {verb: resync[verb] for verb in WRITES if verb in resync} == {}, resync
-    assert resync.get("list", 0) == 1, "prune's lists come from the cache, but for StorageClasses (no watch)"
+    assert resync.get("list", 0) == 0, "prune's lists come from the cache"
 
 
 def test_a_tenant_resync_reads_its_role_bindings_from_the_cache(tenant_server, monkeypatch):
@@ -333,6 +336,35 @@ def test_a_tenant_resync_reads_its_role_bindings_from_the_cache(tenant_server, m
     assert tenant is not None
     ready = next(c for c in tenant["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True", ready
+
+
+def test_a_tenant_resync_reads_and_applies_its_storage_class_from_the_cache(monkeypatch):
+    """A tenant with a provisioner gets a StorageClass of its own: read before each apply (a changed provisioner
+    means delete and create), listed by prune; on a resync all three come from the watch cache."""
+    server = _server_with(monkeypatch, "globex-fleet")
+    api = kube_on(server)
+    _reconcile(api, monkeypatch, "globex-fleet")
+    assert [k for k in server.objects if k[1] == "StorageClass"], "the tenant's StorageClass was created"
+    _reconcile(api, monkeypatch, "globex-fleet")
+    sent: list[str] = []
+    call = api._call
+    monkeypatch.setattr(api, "_call", lambda action, fn: sent.append(action) or call(action, fn))
+    skipped = api.skipped["StorageClass"]
+    _reconcile(api, monkeypatch, "globex-fleet")
+    assert not [a for a in sent if "StorageClass" in a], sent
+    assert api.skipped["StorageClass"] == skipped + 1
+
+
+def test_a_storage_class_someone_deleted_is_created_again_on_resync(monkeypatch):
+    server = _server_with(monkeypatch, "globex-fleet")
+    api = kube_on(server)
+    _reconcile(api, monkeypatch, "globex-fleet")
+    _reconcile(api, monkeypatch, "globex-fleet")
+    (key,) = [k for k in server.objects if k[1] == "StorageClass"]
+    event(api, "DELETED", server.objects.pop(key))
+    resync = _reconcile(api, monkeypatch, "globex-fleet")
+    assert resync.get("apply") == 1
+    assert key in server.objects
 
 
 def test_a_tenant_resync_restores_an_object_someone_edited(tenant_server, monkeypatch):

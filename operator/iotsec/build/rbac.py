@@ -124,7 +124,7 @@ OPERATOR: tuple[Permission, ...] = (
     Permission(
         ("storage.k8s.io",),
         ("storageclasses",),
-        ("get", "list", "create", "patch", "delete"),
+        ("get", "list", "watch", "create", "patch", "delete"),
         "per-tenant encrypted StorageClasses",
     ),
     *(

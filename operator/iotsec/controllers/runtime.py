@@ -60,15 +60,15 @@ CACHED_KINDS = (
 LOOKUP_KINDS = (
     ("v1", "Namespace"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
-    # a tenant's bindings are read before each apply (a changed roleRef means delete and create): iotsec's own are
-    # answered from the managed cache below, any other from the API server
+    # a tenant's bindings and StorageClass are read before each apply (a changed roleRef or provisioner means delete
+    # and create): iotsec's own are answered from the managed cache below, any other from the API server
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("storage.k8s.io/v1", "StorageClass"),
 )
 # Kinds iotsec applies, followed as far as they are iotsec's (its managed-by label), so that an apply of an unchanged
 # object sends nothing and one edited or deleted by someone else is applied again (issue 18); prune's lists of them
 # come from memory too. Only kinds the operator may list and watch cluster-wide (iotsec.build.rbac): Secrets are
-# not (their applies are decided by the tenant controller, which writes a key only when it changed), nor are
-# StorageClasses (no watch).
+# not (their applies are decided by the tenant controller, which writes a key only when it changed).
 MANAGED_KINDS = (
     ("v1", "ConfigMap"),
     ("v1", "ServiceAccount"),
@@ -76,6 +76,7 @@ MANAGED_KINDS = (
     ("v1", "LimitRange"),
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("storage.k8s.io/v1", "StorageClass"),
 )
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from iotsec.model import fastyaml
+
 SUFFIXES = (".yaml", ".yml", ".json")
 MAX_DEPTH = 200  # nesting levels in one document; real objects (CRD schemas included) stay well below 100
 MAX_NODES = 1_000_000  # values in one document with aliases expanded; a large CRD has about 50,000
@@ -129,13 +131,13 @@ def load_documents(paths: Iterable[str | Path]) -> Iterator[Document]:
 
 def _documents(path: Path, aliased: list[int]) -> Iterator[Document]:
     index = 0
-    for number, doc in enumerate(_parse(path, _read(path))):
+    for number, (doc, bounded) in enumerate(_parse(path, _read(path))):
         if doc is None:
             continue  # an empty document (`---` alone, comments only), as kubectl skips it
         if isinstance(doc, dict) and doc.get("apiVersion") in NOT_MANIFESTS:
             continue  # iotsec's own report (`iotsec report -o json`) kept beside the manifests it was made from
         where = f"{path} (document {number + 1})"
-        aliased[0] += _measure(doc, where)
+        aliased[0] += 0 if bounded else _measure(doc, where)
         if aliased[0] > MAX_NODES:  # many documents each just under the limit add up
             raise ManifestError(f"{where}: aliases add more than {MAX_NODES:,} values to the input in all")
         for obj in _flatten(doc):
@@ -143,11 +145,18 @@ def _documents(path: Path, aliased: list[int]) -> Iterator[Document]:
             index += 1
 
 
-def _parse(path: Path, text: str) -> list[Any]:
+def _parse(path: Path, text: str) -> list[tuple[Any, bool]]:
+    """The documents of `text`, each with whether it is known to pass _measure adding nothing (a tree within the
+    bounds): then _measure need not walk it. The YAML is built by fastyaml when it can, else by PyYAML's loader;
+    both give the same objects (tests/unit/test_cli_loader.py)."""
     try:
         if path.suffix.lower() == ".json":
-            return [json.loads(text)]
-        return list(yaml.load_all(text, Loader=_LOADER))
+            doc = json.loads(text)
+            return [(doc, _small_tree(doc))]  # json.loads never shares an object: always a tree
+        fast = fastyaml.load_all(text)
+        if fast is not None:
+            return [(d.obj, d.tree and d.values <= MAX_NODES and d.depth <= MAX_DEPTH) for d in fast]
+        return [(doc, False) for doc in yaml.load_all(text, Loader=_LOADER)]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -157,6 +166,26 @@ def _parse(path: Path, text: str) -> list[Any]:
         raise ManifestError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {clip(exc.msg)}") from None
     except RecursionError:
         raise ManifestError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
+
+
+def _small_tree(root: Any) -> bool:
+    """Whether `root`, known to be a tree (no object in it twice), is at most MAX_DEPTH deep and holds at most
+    MAX_NODES values by _measure's count (over-counted here): _measure would then refuse nothing and return 0."""
+    level, depth, values = [root] if isinstance(root, dict | list) else [], 0, 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return False
+        values += sum(1 + 2 * len(node) if type(node) is dict else 1 + len(node) for node in level)
+        if values > MAX_NODES:
+            return False
+        level = [
+            child
+            for node in level
+            for child in (node.values() if type(node) is dict else node)
+            if isinstance(child, dict | list)
+        ]
+    return True
 
 
 def _flatten(doc: Any) -> Iterator[Any]:

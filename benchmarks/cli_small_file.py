@@ -2,7 +2,7 @@
 
 For a file of Deployments only and for a file of SecurityDomains (whose CEL rules need celpy and its parser), prints
 the wall time of N runs (min / median / max) and their CPU time (the steadier figure on a shared machine), then the
-time a fresh interpreter takes to import what `iotsec check` imports.
+time a fresh interpreter takes to import what `iotsec check` imports. The median wall of each file is recorded.
 Run: .venv/bin/python benchmarks/cli_small_file.py [runs]
 Not a test: it asserts nothing about speed; it reports figures for the closing notes and for regressions.
 """
@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from figures import record
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = {
@@ -70,6 +72,11 @@ def main() -> None:
         print(f"iotsec check {path.relative_to(ROOT)} ({label}), {runs} runs:")
         print(f"  wall {spread(list(walls))}")
         print(f"  CPU  {spread(list(cpus))}")
+        record(
+            f"iotsec check of one small file, {label} (median of {runs}, wall)",
+            f"{statistics.median(walls):.3f} s ({statistics.median(cpus):.3f} s CPU)",
+            "≤ 0.3 s",
+        )
     print(f"import iotsec.cli.main + iotsec.cli.check, {runs} runs: {spread(import_seconds(runs))}")
 
 

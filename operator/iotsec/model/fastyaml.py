@@ -146,19 +146,24 @@ class _Builder:
         text = event.value
         if not event.implicit[0]:  # quoted, a block or an empty value with a tag: a string
             return text
-        value = self._plain.get(text, _NO_KEY)
-        return self._resolve(text) if value is _NO_KEY else value
+        try:
+            return self._plain[text]
+        except KeyError:
+            return self._resolve(text)
 
     def _mapping(self, mapping: dict[Any, Any], depth: int) -> dict[Any, Any]:
-        self._deeper(depth)
+        if depth > self._depth:
+            self._deeper(depth)
         get, plain = self._get, self._plain
         while True:
             event = get()
             if event.__class__ is ScalarEvent and event.tag is None and event.anchor is None:
                 key = event.value
                 if event.implicit[0]:
-                    typed = plain.get(key, _NO_KEY)
-                    key = self._resolve(key) if typed is _NO_KEY else typed
+                    try:
+                        key = plain[key]
+                    except KeyError:
+                        key = self._resolve(key)
             elif event.__class__ is MappingEndEvent:
                 self._values += 1 + 2 * len(mapping)
                 return mapping
@@ -170,22 +175,27 @@ class _Builder:
             if event.__class__ is ScalarEvent and event.tag is None and event.anchor is None:
                 value = event.value
                 if event.implicit[0]:
-                    typed = plain.get(value, _NO_KEY)
-                    value = self._resolve(value) if typed is _NO_KEY else typed
+                    try:
+                        value = plain[value]
+                    except KeyError:
+                        value = self._resolve(value)
                 mapping[key] = value
             else:
                 mapping[key] = self._node(event, depth)
 
     def _sequence(self, sequence: list[Any], depth: int) -> list[Any]:
-        self._deeper(depth)
+        if depth > self._depth:
+            self._deeper(depth)
         get, plain, append = self._get, self._plain, sequence.append
         while True:
             event = get()
             if event.__class__ is ScalarEvent and event.tag is None and event.anchor is None:
                 value = event.value
                 if event.implicit[0]:
-                    typed = plain.get(value, _NO_KEY)
-                    value = self._resolve(value) if typed is _NO_KEY else typed
+                    try:
+                        value = plain[value]
+                    except KeyError:
+                        value = self._resolve(value)
                 append(value)
             elif event.__class__ is SequenceEndEvent:
                 self._values += 1 + len(sequence)
@@ -194,10 +204,9 @@ class _Builder:
                 append(self._node(event, depth))
 
     def _deeper(self, depth: int) -> None:
-        if depth > self._depth:
-            if depth > MAX_DEPTH:
-                raise _UnsupportedError("nested too deep")
-            self._depth = depth
+        if depth > MAX_DEPTH:
+            raise _UnsupportedError("nested too deep")
+        self._depth = depth
 
     def _resolve(self, text: str) -> Any:
         """A plain scalar's value, as the loader's resolver and constructor make it (as construct_object does)."""

@@ -9,6 +9,7 @@ the results and errors of `manifests.load_documents` are PyYAML's in both cases.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,24 @@ def test_errors_are_pyyamls_with_the_line(tmp_path, monkeypatch, text, expected)
     assert str(fast_path.value) == str(stock_path.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("date.yaml", "kind: ConfigMap\ndata: {a: 2001-02-30}\n", "invalid YAML: day is out of range for month"),
+        ("int.yaml", "kind: ConfigMap\ndata: {a: 0b_}\n", "invalid YAML: invalid literal for int() with base 2"),
+        ("int.yaml", "kind: ConfigMap\nn: " + "9" * 5_000 + "\n", "invalid YAML: Exceeds the limit (4300 digits)"),
+        (
+            "int.json",
+            '{"kind": "ConfigMap", "n": ' + "9" * 5_000 + "}",
+            "invalid JSON: Exceeds the limit (4300 digits)",
+        ),
+    ],
+)
+def test_a_value_its_type_cannot_hold_is_invalid_input_not_a_crash(tmp_path, name, text, expected):
+    with pytest.raises(ManifestError, match=re.escape(expected)):
+        list(load_documents([write(tmp_path, text, name)]))
+
+
 def write(folder: Path, text: str, name: str = "in.yaml") -> Path:
     path = folder / name
     path.write_text(text)
@@ -310,7 +329,7 @@ def test_hand_written_plain_scalars_load_the_same_both_ways(pairs, flow):
         text = "".join(f"{k}: {v}\n" for k, v in pairs) + "---\n" + "".join(f"- {v}\n" for _, v in pairs)
     try:
         expected = stock(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # `0b_` resolves to an int that int() refuses
         assert fast(text) is None
         return
     built = fast(text)

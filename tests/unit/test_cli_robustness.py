@@ -193,6 +193,13 @@ def test_a_yaml_error_quoting_a_huge_token_is_cut(tmp_path):
     assert_one_line_usage_error(done, "invalid YAML")
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_value_its_type_cannot_hold_fails_with_one_line(tmp_path, command):
+    path = tmp_path / "date.yaml"
+    path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: 2001-02-30}\n")
+    assert_one_line_usage_error(iotsec(command, path), "invalid YAML: day is out of range for month")
+
+
 def test_the_c_loader_is_used_when_libyaml_is_present():
     assert yaml.__with_libyaml__
     assert manifests._LOADER is yaml.CSafeLoader

@@ -166,6 +166,9 @@ def _parse(path: Path, text: str) -> list[tuple[Any, bool]]:
         raise ManifestError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {clip(exc.msg)}") from None
     except RecursionError:
         raise ManifestError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, OverflowError) as exc:  # a value its type cannot hold: `2001-02-30`, a 5,000-digit int
+        language = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise ManifestError(f"{path}: invalid {language}: {clip(exc)}") from None
 
 
 def _small_tree(root: Any) -> bool:

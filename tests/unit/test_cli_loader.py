@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from iotsec.model import fastyaml, manifests
 from iotsec.model.manifests import ManifestError, load_documents
+from tests.conftest import ROOT
 
 
 def canon(obj: Any, seen: dict[int, int] | None = None) -> Any:
@@ -334,3 +335,31 @@ def test_hand_written_plain_scalars_load_the_same_both_ways(pairs, flow):
         return
     built = fast(text)
     assert built is None or canon(built) == canon(expected)
+
+
+# ---------------------------------------------------------------- the project's own YAML
+
+CORPUS = sorted(
+    path
+    for folder in ("examples", "crds", "charts", "tests/data")
+    for path in (ROOT / folder).rglob("*.y*ml")
+    if path.suffix in (".yaml", ".yml")
+)
+
+
+def test_the_loop_is_used_with_the_installed_pyyaml():
+    assert yaml.__with_libyaml__
+    assert fastyaml.load_all("a: 1\n") is not None, "a PyYAML upgrade changed what the loop stands in for"
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_yaml_file_of_the_project_loads_the_same_both_ways(path):
+    text = path.read_text()
+    try:
+        expected = stock(text)
+    except yaml.YAMLError:  # a Helm template
+        assert fast(text) is None
+        return
+    built = fast(text)
+    assert built is not None, "manifests, CRDs and values are built by the loop"
+    assert canon(built) == canon(expected)

@@ -154,10 +154,10 @@ class _Builder:
     def _mapping(self, mapping: dict[Any, Any], depth: int) -> dict[Any, Any]:
         if depth > self._depth:
             self._deeper(depth)
-        get, plain = self._get, self._plain
+        get, plain, scalar = self._get, self._plain, ScalarEvent
         while True:
             event = get()
-            if event.__class__ is ScalarEvent and event.tag is None and event.anchor is None:
+            if event.__class__ is scalar and event.tag is None and event.anchor is None:
                 key = event.value
                 if event.implicit[0]:
                     try:
@@ -172,7 +172,7 @@ class _Builder:
             else:
                 raise _UnsupportedError("a key that is a mapping, a sequence or an alias")
             event = get()
-            if event.__class__ is ScalarEvent and event.tag is None and event.anchor is None:
+            if event.__class__ is scalar and event.tag is None and event.anchor is None:
                 value = event.value
                 if event.implicit[0]:
                     try:
@@ -186,10 +186,10 @@ class _Builder:
     def _sequence(self, sequence: list[Any], depth: int) -> list[Any]:
         if depth > self._depth:
             self._deeper(depth)
-        get, plain, append = self._get, self._plain, sequence.append
+        get, plain, append, scalar = self._get, self._plain, sequence.append, ScalarEvent
         while True:
             event = get()
-            if event.__class__ is ScalarEvent and event.tag is None and event.anchor is None:
+            if event.__class__ is scalar and event.tag is None and event.anchor is None:
                 value = event.value
                 if event.implicit[0]:
                     try:

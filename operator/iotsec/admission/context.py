@@ -124,6 +124,7 @@ class Snapshot:
         owners, _ = assign_namespaces(self.domains, infos, NetworkSettings())
         by_name = {d.name: d for d in self.domains}
         self._policies = {ns: DomainPolicy.of(owner, by_name[owner].spec) for ns, owner in owners.items()}
+        self._contexts: dict[str | None, dict[str, object]] = {}  # namespace -> a Context's fields (see context)
         self._infos = infos
         self.managed = Managed(
             {ns: claim[0] for ns, claim in self.tenant_claims.items()},
@@ -149,6 +150,18 @@ class Snapshot:
         return self._policies.get(namespace) or DomainPolicy.unassigned(self.unassigned_enforcement)
 
     def context(self, namespace: str | None, now: datetime, user: str = "") -> Context:
+        fields = self._contexts.get(namespace)
+        if fields is None:
+            fields = vars(self._context(namespace, now, user))
+            if namespace is None or namespace in self.namespaces or namespace in self._policies:  # not a stray name
+                self._contexts[namespace] = fields
+        # A copy of the namespace's fields with this request's `now` and user: the same Context as the
+        # constructor makes, without its frozen field-by-field __init__ on every admission request
+        ctx = object.__new__(Context)
+        vars(ctx).update(fields, now=now, user=user)
+        return ctx
+
+    def _context(self, namespace: str | None, now: datetime, user: str) -> Context:
         return Context(
             domain=self.domain_of(namespace),
             now=now,

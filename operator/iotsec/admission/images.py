@@ -56,10 +56,11 @@ class ImageRef:
         normalised alike: `docker.io/eclipse` covers `index.docker.io/eclipse/x` and `eclipse/x`."""
         if self.problem is not None:
             return False
-        prefix = normalise_location(allowed)
-        return self.location == prefix or self.location.startswith(prefix + "/")
+        prefix, location = normalise_location(allowed), self.location
+        return location == prefix or location.startswith(prefix + "/")
 
 
+@lru_cache(maxsize=1024)  # a domain's few allowedRegistries, normalised on every container of every review
 def normalise_location(allowed: str) -> str:
     """An allowedRegistries entry (host[/path prefix]) in the form `ImageRef.location` has.
 

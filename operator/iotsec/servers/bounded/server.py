@@ -113,6 +113,8 @@ class Listener:
         # One receive buffer for all connections of this listener (one event loop): the TLS layer copies each
         # read out of it at once. asyncio's default is a zero-filled 256 KiB buffer per connection.
         self.read_buffer = memoryview(bytearray(TLS_READ_BYTES))
+        shortest = min(bounds.handshake_seconds, bounds.header_seconds, bounds.body_seconds, bounds.idle_seconds)
+        self.step = max(shortest, 0.1)  # how often a guard's timer wakes at most (see _Guard.arm)
         OPEN.labels(name).set(0)
 
     def reject(self, reason: str, peer: str, detail: str = "") -> None:
@@ -200,6 +202,7 @@ class _Guard(asyncio.Protocol):
         self.tls: _TLSLayer | None = None
         self.deadline: asyncio.TimerHandle | None = None
         self.reason: str | None = None  # what the armed deadline is for
+        self.due = 0.0  # when it is due (loop time)
         self.cut = False
         self.body_pending = self.in_request = False
         self.admitted = self.handshaken = False
@@ -245,7 +248,7 @@ class _Guard(asyncio.Protocol):
             self.listener.reject(
                 "handshake_failed", self.peer, f": {_one_line(error) if error else 'closed by the client'}"
             )
-        self.disarm()
+        self.stop_timer()
         self.transport = self.tls = None
         if self.admitted:
             self.admitted = False
@@ -276,19 +279,34 @@ class _Guard(asyncio.Protocol):
             self.arm("idle_timeout", self.listener.bounds.idle_seconds)
 
     # -- deadlines
+    # A request re-arms the deadline three times (body, none, idle, then headers again). Rather than a timer each
+    # time, one timer per connection wakes at most every `step` seconds (the shortest deadline) and then at the
+    # deadline itself: re-arming only notes the reason and when it is due.
     def arm(self, reason: str, seconds: float) -> None:
-        self.disarm()
-        self.reason = reason
-        self.deadline = asyncio.get_running_loop().call_later(seconds, self.expire)
+        loop = asyncio.get_running_loop()
+        self.reason, self.due = reason, loop.time() + seconds
+        if self.deadline is None:
+            self.deadline = loop.call_at(min(self.due, loop.time() + self.listener.step), self.expire)
+        elif self.deadline.when() > self.due:  # only the first deadline after the handshake is this short
+            self.deadline.cancel()
+            self.deadline = loop.call_at(self.due, self.expire)
 
     def disarm(self) -> None:
+        self.reason = None  # the timer, if any, wakes and finds nothing due
+
+    def stop_timer(self) -> None:
         if self.deadline is not None:
             self.deadline.cancel()
         self.deadline = self.reason = None
 
     def expire(self) -> None:
-        reason, self.deadline = self.reason, None
+        self.deadline = None
+        reason = self.reason
         if self.transport is None or reason is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.due:  # re-armed since the timer was set: wake again, at most `step` from now
+            self.deadline = loop.call_at(min(self.due, loop.time() + self.listener.step), self.expire)
             return
         self.cut = True
         self.listener.reject(reason, self.peer)

@@ -31,7 +31,7 @@ class ReviewError(ValueError):
     """A request that is not a usable AdmissionReview: answered with HTTP 400 and this reason."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass sets each field through object.__setattr__
 class AdmissionRequest:
     uid: str
     kind: str
@@ -50,7 +50,7 @@ class AdmissionRequest:
         return f"{self.group}/{self.version}" if self.group else self.version
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ReviewResult:
     """What one review came to, for the HTTP layer and for metrics."""
 

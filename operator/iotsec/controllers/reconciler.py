@@ -3,6 +3,8 @@ in one line), the status writer, and the two ways a reconcile ends badly (invali
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import threading
 from collections import defaultdict
@@ -16,7 +18,7 @@ from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.validation import InvalidResourceError, parse_resource
 from iotsec.controllers import metrics
 from iotsec.controllers.runtime import config
-from iotsec.k8s.kube import ApiError, Kube
+from iotsec.k8s.kube import ApiError, Kube, attributed_to
 from iotsec.model import conditions
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,42 @@ _locks: defaultdict[tuple[str, str | None, str], threading.Lock] = defaultdict(t
 def resource_lock(kind: str, name: str, namespace: str | None = None) -> threading.Lock:
     """One lock per custom resource: its reconcile and delete handlers never run at once."""
     return _locks[(kind, namespace, name)]
+
+
+_waiting: set[tuple[str, str | None, str]] = set()  # reconciles asked for that have not taken their lock yet
+_waiting_lock = threading.Lock()
+
+
+def reconcile_soon(
+    kind: str, name: str, reconcile: Callable[[], None], delay: float, namespace: str | None = None
+) -> bool:
+    """Reconcile a resource `delay` seconds from now, in a thread of its own, unless one asked for is still waiting
+    to start: that one reads the cluster after this request and serves it too (False then). A burst of watch events
+    (a cold start labels thousands of namespaces) costs each resource concerned one reconcile, not one per event,
+    and never holds kopf's handler threads (issue 18)."""
+    key = (kind, namespace, name)
+    with _waiting_lock:
+        if key in _waiting:
+            return False
+        _waiting.add(key)
+    # kopf's context (its settings, the queue kopf.event posts to) as the handler that asked has it
+    context = contextvars.copy_context()
+    timer = threading.Timer(delay, context.run, (_run_requested, kind, name, namespace, reconcile))
+    timer.daemon = True
+    timer.start()
+    return True
+
+
+def _run_requested(kind: str, name: str, namespace: str | None, reconcile: Callable[[], None]) -> None:
+    try:
+        reconcile()
+    except (kopf.TemporaryError, kopf.PermanentError) as exc:  # its status says so; the resync timer tries again
+        log.info("%s %s: requested reconcile failed: %s", kind, name, exc)
+    except Exception:
+        log.exception("%s %s: requested reconcile failed", kind, name)
+    finally:
+        with _waiting_lock:  # normally cleared when it took the lock; not when it failed before
+            _waiting.discard((kind, namespace, name))
 
 
 class Reconciliation:
@@ -60,7 +98,9 @@ def live_resource(
     Yields (body, reconciliation); body is None when the resource is gone or being deleted (a success, unlogged).
     `logger` is kopf's per-object logger when a kopf handler is the caller (its lines are about this object)."""
     reconciliation = Reconciliation()
-    with resource_lock(kind, name, namespace), metrics.reconciling(kind, reconciliation):
+    with resource_lock(kind, name, namespace), metrics.reconciling(kind, reconciliation), attributed_to(kind):
+        with _waiting_lock:  # from here on, what changes is read: a request made now needs a reconcile of its own
+            _waiting.discard((kind, namespace, name))
         body = api.get(API_VERSION, kind, name, namespace)
         if body is None or body["metadata"].get("deletionTimestamp"):
             reconciliation.succeeded()
@@ -104,13 +144,30 @@ def write_status(
     return True
 
 
+_specs: dict[str, Any] = {}
+SPECS_KEPT = 8192  # parsed specs remembered; beyond, the memory starts again
+
+
 def parsed_spec(api: Kube, kind: str, body: dict[str, Any], reconciliation: Reconciliation) -> Any:
-    """The resource's typed spec; an invalid one ends the reconcile here (`reject`)."""
+    """The resource's typed spec; an invalid one ends the reconcile here (`reject`).
+
+    Parsed once per content: validation evaluates the CRD's CEL rules, which cost more than the rest of a resync
+    (issue 18). The key is everything validation reads (the body but for metadata other than name and namespace)."""
+    meta = body.get("metadata") or {}
+    content = {key: value for key, value in body.items() if key != "metadata"}
+    key = json.dumps([meta.get("name"), meta.get("namespace"), content], sort_keys=True, default=str)
+    spec = _specs.get(key)
+    if spec is not None:
+        return spec
     try:
-        return parse_resource(body).spec
+        spec = parse_resource(body).spec
     except InvalidResourceError as exc:
         reconciliation.invalid()
         reject(api, kind, body, exc)
+    if len(_specs) >= SPECS_KEPT:
+        _specs.clear()
+    _specs[key] = spec
+    return spec
 
 
 def reject(api: Kube, kind: str, body: dict[str, Any], exc: InvalidResourceError) -> NoReturn:

@@ -32,6 +32,7 @@ class Scanner:
         self.interval, self.debounce = interval, debounce
         self.wanted = asyncio.Event()
         self.scans = 0
+        self.last_seconds = 0.0  # how long the last scan took
 
     def request(self) -> None:
         self.wanted.set()
@@ -41,13 +42,16 @@ class Scanner:
             await self.once()
             try:
                 await asyncio.wait_for(self.wanted.wait(), timeout=self.interval)
-                await asyncio.sleep(self.debounce)  # let a burst of changes (a domain and its namespaces) settle
+                # let a burst of changes (a domain and its namespaces) settle; and at least as long as a scan takes,
+                # so that scans on request never take more than half of the operator's time (a cold start, issue 18)
+                await asyncio.sleep(max(self.debounce, self.last_seconds))
             except TimeoutError:
                 pass
 
     async def once(self) -> Outcome | None:
         self.wanted.clear()
         self.scans += 1
+        started = time.monotonic()
         try:
             return await asyncio.to_thread(scan_once)
         except Exception as exc:  # a background task must survive anything: the next interval tries again
@@ -56,6 +60,8 @@ class Scanner:
             )
             log.debug("background scan failure", exc_info=True)
             return None
+        finally:
+            self.last_seconds = time.monotonic() - started
 
 
 def scan_once() -> Outcome:
@@ -99,9 +105,29 @@ async def stop_background_scan(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
 
 
+_judged: dict[tuple[str, str], tuple[Any, ...]] = {}
+
+
+def _what_judging_reads(body: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a domain or tenant the scan's judgement depends on: its spec (generation), labels, whether it is
+    going, its members. Not the conditions and kopf's annotations its own reconciles write (issue 18: each status
+    write asked for a whole-cluster scan, back to back through a cold start)."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    members = (status.get("memberNamespaces"), status.get("namespaces"))
+    return meta.get("generation"), repr(meta.get("labels")), bool(meta.get("deletionTimestamp")), repr(members)
+
+
 @kopf.on.event(GROUP, VERSION, "securitydomains", id="background-scan")
 @kopf.on.event(GROUP, VERSION, "tenantisolations", id="background-scan")
-async def rescan_on_policy_change(**_: Any) -> None:
+async def rescan_on_policy_change(type: str | None, body: kopf.Body, **_: Any) -> None:
     """A domain or tenant changed: what exists may be judged differently now."""
+    key = (str(body.get("kind")), str((body.get("metadata") or {}).get("name")))
+    if type == "DELETED":
+        _judged.pop(key, None)
+    else:
+        seen = _what_judging_reads(dict(body))
+        if _judged.get(key) == seen:
+            return
+        _judged[key] = seen
     if _scanner is not None:
         _scanner.request()

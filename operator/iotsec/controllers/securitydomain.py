@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import kopf
@@ -27,18 +28,22 @@ from iotsec.controllers.reconciler import (
     api_failed,
     level_triggered,
     live_resource,
+    reconcile_soon,
     reject,
     resource_lock,
     write_status,
 )
 from iotsec.controllers.runtime import config, kube, network
-from iotsec.k8s.kube import ApiError, Kube, Owner
+from iotsec.k8s.kube import ApiError, Kube, Owner, read_only_list
 from iotsec.model import conditions
 from iotsec.model.labels import CONTROLS, DOMAIN_LABEL, OWNER_KIND, OWNER_NAME, PSA_BEFORE
 
 KIND = builder.KIND
 PLURAL = "securitydomains"
 NETPOL = ("networking.k8s.io/v1", "NetworkPolicy")
+# A namespace or policy event reconciles its domains this long after, once for every event in between: a tenant
+# creating three namespaces and the labels that follow cost each domain one reconcile, not six (issue 18)
+EVENT_DELAY_SECONDS = 1.0
 
 
 @dataclass
@@ -85,7 +90,7 @@ def on_namespace(type: str | None, name: str, labels: Mapping[str, str], body: k
     else:
         kube().observed(dict(body))  # the plans list namespaces from the watch cache: it must hold this one
     for domain in _domains_concerned(name, labels):
-        reconcile(domain)
+        reconcile_soon(KIND, domain, partial(reconcile, domain), EVENT_DELAY_SECONDS)
 
 
 @kopf.on.event(*NETPOL[0].split("/"), "networkpolicies", labels={OWNER_KIND: KIND})
@@ -93,13 +98,13 @@ def on_policy_deleted(type: str | None, labels: Mapping[str, str], name: str, na
     """A policy iotsec maintains was deleted by someone: put it back now rather than at the next resync."""
     if type == "DELETED" and labels.get(OWNER_NAME):
         kube().forgotten(*NETPOL, name, namespace)
-        reconcile(labels[OWNER_NAME])
+        reconcile_soon(KIND, labels[OWNER_NAME], partial(reconcile, labels[OWNER_NAME]), EVENT_DELAY_SECONDS)
 
 
 def _domains_concerned(namespace: str, labels: Mapping[str, str]) -> set[str]:
     concerned = {labels[DOMAIN_LABEL]} if labels.get(DOMAIN_LABEL) else set()
     info = {namespace: builder.NamespaceInfo(namespace, dict(labels))}
-    for domain in _valid_domains(kube().list(API_VERSION, KIND)):
+    for domain in _valid_domains(read_only_list(kube(), API_VERSION, KIND)):
         if builder.claimed_namespaces(domain, info)[0] or namespace in (domain.spec.namespaces or ()):
             concerned.add(domain.name)
     return concerned
@@ -168,8 +173,8 @@ def _valid_domains(bodies: list[dict[str, Any]]) -> list[builder.Domain]:
 
 
 def _plan(api: Kube, domain: builder.Domain) -> builder.DomainPlan:
-    domains = _valid_domains(api.list(API_VERSION, KIND))
-    live = [ns for ns in api.list("v1", "Namespace") if not ns["metadata"].get("deletionTimestamp")]
+    domains = _valid_domains(read_only_list(api, API_VERSION, KIND))
+    live = [ns for ns in read_only_list(api, "v1", "Namespace") if not ns["metadata"].get("deletionTimestamp")]
     labels = _with_tenant_labels(api, {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in live})
     namespaces = [
         builder.NamespaceInfo(
@@ -186,20 +191,35 @@ def _with_tenant_labels(api: Kube, labels: dict[str, dict[str, str]]) -> dict[st
     moment (to the other tenants of the domain) and wall them off only after."""
     labels = dict(labels)
     try:
-        tenants = api.list(API_VERSION, tenant_builder.KIND)
+        tenants = read_only_list(api, API_VERSION, tenant_builder.KIND)
     except ApiError as exc:
         if exc.status != 404:
             raise
         return labels  # TenantIsolation not served (its CRD not installed): no tenant labels anything
     for body in sorted(tenants, key=lambda b: b["metadata"]["name"]):
-        try:
-            spec = TenantIsolationSpec.model_validate(body.get("spec") or {})
-        except ValidationError:
+        spec = _tenant_spec(body)
+        if spec is None:
             continue  # an invalid tenant labels nothing; it reports its own problems
         for ns, extra in tenant_builder.tenant_namespace_labels(spec, labels, config().platform).items():
             if ns in labels:
                 labels[ns] = {**labels[ns], **extra}
     return labels
+
+
+_tenant_specs: dict[str, TenantIsolationSpec | None] = {}
+
+
+def _tenant_spec(body: dict[str, Any]) -> TenantIsolationSpec | None:
+    """A tenant's spec, validated once per content (every domain reconcile reads every tenant); None: invalid."""
+    key = repr(body.get("spec"))  # unambiguous for JSON values, and cheaper than the validation
+    if key not in _tenant_specs:
+        if len(_tenant_specs) > 16384:
+            _tenant_specs.clear()
+        try:
+            _tenant_specs[key] = TenantIsolationSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            _tenant_specs[key] = None
+    return _tenant_specs[key]
 
 
 def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied:

@@ -35,7 +35,7 @@ from iotsec.controllers.reconciler import (
     write_status,
 )
 from iotsec.controllers.runtime import config, kube
-from iotsec.k8s.kube import ApiError, Kube, Owner
+from iotsec.k8s.kube import ApiError, Kube, Owner, read_only_list
 from iotsec.model import conditions, secretdata
 from iotsec.model.labels import (
     CREATED_BY,
@@ -46,6 +46,7 @@ from iotsec.model.labels import (
     OWNER_KIND,
     OWNER_NAME,
     TENANT_LABEL,
+    owner_selector,
 )
 from iotsec.model.platform import (
     Platform,
@@ -233,13 +234,14 @@ class _Run:
     ca_annotations: dict[str, str] = field(default_factory=dict)  # of the device CA Secret as read
     registry_missing: str | None = None  # why the device registry counts as lost
     registry: devices.Registry | None = None  # with the published revocations, once read
+    bundles: dict[str | None, dict[str, Any] | None] | None = None  # trust bundle ConfigMaps by namespace, once read
 
 
 def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec, outcome: Reconciliation) -> bool:
     name = body["metadata"]["name"]
     annotations = body["metadata"].get("annotations") or {}
     status = body.get("status") or {}
-    existing = {ns["metadata"]["name"]: ns for ns in api.list("v1", "Namespace")}
+    existing = {ns["metadata"]["name"]: ns for ns in read_only_list(api, "v1", "Namespace")}
     labels = {ns: obj["metadata"].get("labels") or {} for ns, obj in existing.items()}
     plan = builder.plan_tenant(name, spec, labels, config().platform, key_namespace=_recorded_home(status))
     run = _Run(
@@ -252,7 +254,7 @@ def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec, outco
         created=list(status.get("createdNamespaces") or ()),
     )
     if not status.get("deviceCASecret", "").count("/") or not status.get("deviceRegistry"):
-        _migrate_legacy(run, plan, status)
+        _migrate_legacy(run, plan, status, set(existing))
     owner = Owner.of(body)
     ordered = sorted(plan.objects, key=lambda o: APPLY_ORDER.get(o["kind"], len(APPLY_ORDER)))
     for obj in ordered:  # namespaces first, keys before the trust bundles made from them
@@ -415,9 +417,24 @@ def _with_trust(run: _Run, obj: dict[str, Any], plan: builder.TenantPlan) -> dic
     """The trust bundle ConfigMap with the CA bundle and a CRL of the registry's revocations, and of every published
     CRL of the tenant's CAs: a lost or older registry, or a namespace new to the tenant, drops no revocation."""
     assert run.device_ca is not None
-    current = run.api.get("v1", "ConfigMap", builder.DEVICE_TRUST, obj["metadata"]["namespace"])
+    current = _published_bundle(run, obj["metadata"]["namespace"])
     crl = ((current or {}).get("data") or {}).get("crl.pem")
     return {**obj, "data": devices.trust_bundle(run.device_ca, _registry(run, plan), crl, run.now)}
+
+
+def _published_bundle(run: _Run, namespace: str) -> dict[str, Any] | None:
+    """The trust bundle ConfigMap in `namespace` as it is. All of the tenant's are found by one list per reconcile
+    (which the watch cache answers) instead of a read each; one the list misses where the status says the tenant
+    already worked (its labels removed, say) is read by name, so that no published revocation is overlooked."""
+    if run.bundles is None:
+        selector = owner_selector(KIND, run.body["metadata"]["name"])
+        found = run.api.list("v1", "ConfigMap", label_selector=selector)
+        run.bundles = {
+            o["metadata"].get("namespace"): o for o in found if o["metadata"]["name"] == builder.DEVICE_TRUST
+        }
+    if namespace not in run.bundles and namespace in ((run.body.get("status") or {}).get("namespaces") or ()):
+        run.bundles[namespace] = run.api.get("v1", "ConfigMap", builder.DEVICE_TRUST, namespace)
+    return run.bundles.get(namespace)
 
 
 def _registry(run: _Run, plan: builder.TenantPlan) -> devices.Registry:
@@ -444,7 +461,7 @@ def _published_revocations(run: _Run, plan: builder.TenantPlan) -> dict[int, dat
     found: dict[int, datetime] = {}
     for obj in plan.objects:
         if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == builder.DEVICE_TRUST:
-            current = run.api.get("v1", "ConfigMap", builder.DEVICE_TRUST, obj["metadata"]["namespace"])
+            current = _published_bundle(run, obj["metadata"]["namespace"])
             crl = ((current or {}).get("data") or {}).get("crl.pem")
             for serial, when in devices.published_revocations(run.device_ca, crl).items():
                 found[serial] = min(when, found.get(serial, when))
@@ -543,7 +560,7 @@ def _app_status_unknown(run: _Run, secret_name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- migration from the tenant's first namespace
 
 
-def _migrate_legacy(run: _Run, plan: builder.TenantPlan, status: dict[str, Any]) -> None:
+def _migrate_legacy(run: _Run, plan: builder.TenantPlan, status: dict[str, Any], existing: set[str]) -> None:
     """Move the device CA, volume key and registry from where older iotsec kept them to the release namespace.
 
     Copied, never regenerated; the old object is deleted once the copy is in place. The old volume key is kept:
@@ -551,7 +568,8 @@ def _migrate_legacy(run: _Run, plan: builder.TenantPlan, status: dict[str, Any])
     """
     previous = list(status.get("namespaces") or ())[:1]
     candidates = list(dict.fromkeys(previous + list(run.spec.namespaces)))
-    candidates = [ns for ns in candidates if not config().platform.reserved(ns)]
+    # a namespace that does not exist holds nothing to move (a new tenant's): not asked about, nor granted in
+    candidates = [ns for ns in candidates if ns in existing and not config().platform.reserved(ns)]
     moves = [("Secret", builder.LEGACY_DEVICE_CA_SECRET, plan.device_ca, True)]
     if plan.volume_key is not None:
         moves.append(("Secret", builder.LEGACY_VOLUME_KEY_SECRET, plan.volume_key, False))

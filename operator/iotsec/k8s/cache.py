@@ -170,6 +170,16 @@ class WatchCache:
             and selectors.selected(requirements, (obj.get("metadata") or {}).get("labels") or {})
         ]
 
+    def view(self, api_version: str, kind: str) -> list[dict] | None:
+        """Every object of a kind the cache follows whole, as the cache holds them: not copied, so read-only (the
+        reflector replaces an object on each event, never changes one). None: not cached, or not listed yet. For
+        the reconciles that read every namespace, domain or tenant: a copy of each cost more than the reconcile."""
+        reflector = self.reflectors.get((api_version, kind))
+        if reflector is None or reflector.label_selector or not reflector.synced.is_set():
+            return None
+        self.hits += 1
+        return reflector.items()
+
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict | None:
         """One object of a `lookups` kind, when the cache holds it; None: ask the API server (a miss may only mean
         that its watch event has not arrived)."""
@@ -196,7 +206,7 @@ class WatchCache:
         """The server's answer to one of our writes: the cache holds it now, not one watch event later."""
         reflector = self.reflectors.get((obj.get("apiVersion", ""), obj.get("kind", "")))
         if reflector is not None and reflector.synced.is_set():
-            reflector._apply("MODIFIED", obj)
+            reflector._apply("MODIFIED", copy.deepcopy(obj))  # the caller keeps its own: views never change
 
     def forget(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
         reflector = self.reflectors.get((api_version, kind))

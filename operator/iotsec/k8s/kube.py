@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -87,6 +88,21 @@ class Owner:
         return cls(body["apiVersion"], body["kind"], meta["name"], meta["uid"], meta.get("namespace"))
 
 
+_controller = threading.local()
+
+
+@contextmanager
+def attributed_to(kind: str) -> Iterator[None]:
+    """Requests sent by this thread inside count as the `kind` controller's (`Kube.by_controller`): the
+    benchmarks tell a tenant's requests from a domain's."""
+    previous = getattr(_controller, "kind", "")
+    _controller.kind = kind
+    try:
+        yield
+    finally:
+        _controller.kind = previous
+
+
 class _Throttle:
     """Honours the API server's Retry-After for every caller, not only the one that was told."""
 
@@ -142,15 +158,24 @@ def _retry_after(headers: Any) -> float | None:
 def default_api_client(context: str | None = None) -> k8s_client.ApiClient:
     """In-cluster credentials inside a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config), in its `context`
     when one is named."""
+    configuration = k8s_client.Configuration()
     if context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config()
-        return k8s_client.ApiClient()
-    try:
-        # KUBECONFIG as it is now: the client library reads it once, when it is imported
-        return k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG") or None, context=context)
-    except k8s_config.ConfigException as exc:  # no kubeconfig, or no such context in it
-        raise ApiError(f"kubeconfig: {exc}", transient=False) from None
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        try:
+            # KUBECONFIG as it is now: the client library reads it once, when it is imported
+            k8s_config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None, context=context, client_configuration=configuration
+            )
+        except k8s_config.ConfigException as exc:  # no kubeconfig, or no such context in it
+            raise ApiError(f"kubeconfig: {exc}", transient=False) from None
+    # one connection per thread that may call at once (the library's default, 5 per CPU, discarded and re-made a
+    # TLS connection for most requests once kopf ran 16 handlers at a time)
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return k8s_client.ApiClient(configuration)
 
+
+CONNECTIONS = 32  # kept open to the API server: kopf's handler threads, the watch cache's and the services'
 
 # custom resources, events and the background scan's PolicyReports: cluster-wide rights
 UNGRANTED_GROUPS = ("iotsec.io/", "events.k8s.io/", "wgpolicyk8s.io/")
@@ -170,6 +195,9 @@ class NamespaceGrants:
         self.platform = platform
         self._granted: set[str] = set()
         self._lock = threading.Lock()
+        # one lock per namespace: grants in different namespaces are made at once (a cold start makes thousands,
+        # each waiting for RBAC to see it), two in one namespace never
+        self._namespace_locks: dict[str, threading.Lock] = {}
 
     def needed(self, api_version: str, kind: str, namespace: str | None) -> bool:
         if not namespace or self.platform.reserved(namespace):  # the chart's Roles cover its own namespaces
@@ -178,20 +206,25 @@ class NamespaceGrants:
 
     def ensure(self, kube: Kube, namespace: str) -> bool:
         """Bind the operator's namespace role in `namespace`; False when the namespace does not exist (yet)."""
+        if namespace in self._granted:
+            return True
         with self._lock:
+            lock = self._namespace_locks.setdefault(namespace, threading.Lock())
+        with lock:
             if namespace in self._granted:
                 return True
             created = kube._create_grant(operator_grant(self.platform, namespace))
             if created is None:
                 return False
+            if created:
+                kube._await_access(namespace, self.PROPAGATION_SECONDS)
             self._granted.add(namespace)
-        if created:
-            kube._await_access(namespace, self.PROPAGATION_SECONDS)
         return True
 
     def forget(self, namespace: str) -> None:
         with self._lock:
             self._granted.discard(namespace)
+            self._namespace_locks.pop(namespace, None)
 
 
 def already_applied(desired: dict[str, Any], live: dict[str, Any]) -> bool:
@@ -255,6 +288,14 @@ def _object_key(obj: dict[str, Any]) -> ObjectKey:
 LIST_PAGE = 500  # objects per list request, as kubectl asks
 
 
+def read_only_list(api: Kube, api_version: str, kind: str) -> list[dict[str, Any]]:
+    """Every object of a kind, not to be changed: the watch cache's own objects when it holds the whole kind (no
+    copy of each), else `api.list`."""
+    view = getattr(getattr(api, "cache", None), "view", None)
+    found = view(api_version, kind) if view is not None else None
+    return found if found is not None else api.list(api_version, kind)
+
+
 class Kube:
     def __init__(
         self,
@@ -275,13 +316,16 @@ class Kube:
         self._grants = grants
         self.cache = cache
         self.requests: Counter[str] = Counter()  # by verb (the action's first word): what reached the API server
+        self.by_controller: Counter[tuple[str, str]] = Counter()  # by (controller kind or "", verb)
         self.skipped: Counter[str] = Counter()  # applies by kind not sent: the object is as iotsec last applied it
         self._applied: dict[ObjectKey, _Applied] = {}
         # keyed digests: what stays in memory of a Secret's body says nothing of its content to anyone without the key
         self._digest_key = secrets.token_bytes(32)
 
     def _call(self, action: str, fn: Callable[[], T]) -> T:
-        self.requests[action.split(" ", 1)[0]] += 1
+        verb = action.split(" ", 1)[0]
+        self.requests[verb] += 1
+        self.by_controller[getattr(_controller, "kind", ""), verb] += 1
         return _guarded(action, fn, self._throttle)
 
     def _in(self, api_version: str, kind: str, namespace: str | None, action: str, fn: Callable[[], T]) -> T:

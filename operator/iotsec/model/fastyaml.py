@@ -45,7 +45,7 @@ MAX_DEPTH = 200  # containers nested in one document; deeper input goes to PyYAM
 _TAG = "tag:yaml.org,2002:"
 _STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
 _SHARED = {_TAG + "null", _TAG + "bool", _TAG + "int"}  # immutable, so one object per distinct text is safe
-_FRESH = {_TAG + "float", _TAG + "timestamp"}  # built anew each time (two `.nan` keys stay two keys, as in PyYAML)
+_FRESH = {_TAG + "float", _TAG + "timestamp"}  # built anew for each occurrence, as construct_object does
 _STOCK = {  # the constructors the loop stands in for; if any was replaced, the loop is not used
     _STR: SafeConstructor.construct_yaml_str,
     _MAP: SafeConstructor.construct_yaml_map,
@@ -144,7 +144,7 @@ class _Builder:
 
     def _scalar(self, event: Any) -> Any:
         text = event.value
-        if not event.implicit[0]:  # quoted, a block or an empty value with a tag: a string
+        if not event.implicit[0]:  # quoted, literal (|) or folded (>): a string
             return text
         try:
             return self._plain[text]

@@ -358,7 +358,11 @@ def run(args: argparse.Namespace, api: client.ApiClient, suffix: str) -> None:
     try:
         with profiling(operator.pid, args.profile):
             waiting: dict[str, int] = {}
+            shown = started
             while True:
+                if time.monotonic() - shown >= 30:  # a run that misses the goal still says how far it got
+                    shown = time.monotonic()
+                    print(f"  {shown - started:.0f} s: not Ready yet {waiting}; RSS {operator.memory('VmRSS'):.0f} MiB")
                 assert operator.running(), f"the operator exited:\n{operator.tail()}"
                 peak_rss = max(peak_rss, operator.memory("VmRSS"))
                 with contextlib.suppress(OSError):

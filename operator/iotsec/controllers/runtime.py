@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -29,6 +30,7 @@ def load(config: Config) -> Config:
     global _loaded
     _loaded = config
     kube.cache_clear()
+    _made.clear()
     return config
 
 
@@ -80,9 +82,21 @@ MANAGED_KINDS = (
 )
 
 
+_made: list[Kube] = []
+_making = threading.Lock()
+
+
 @cache
 def kube() -> Kube:
-    """The process's API adapter (created on first use, after kopf has started), with its watch cache."""
+    """The process's API adapter (created on first use, after kopf has started), with its watch cache. One per
+    process even when several handler threads ask first at once (each made its own, with watches of its own)."""
+    with _making:
+        if not _made:
+            _made.append(_new_kube())
+        return _made[0]
+
+
+def _new_kube() -> Kube:
     settings = config()
     api = Kube(grants=NamespaceGrants(settings.platform) if settings.namespace_grants else None)
     if settings.watch_cache:

@@ -43,8 +43,8 @@ class Scanner:
             try:
                 await asyncio.wait_for(self.wanted.wait(), timeout=self.interval)
                 # let a burst of changes (a domain and its namespaces) settle; and at least as long as a scan takes,
-                # so that scans on request never take more than half of the operator's time (a cold start, issue 18)
-                await asyncio.sleep(max(self.debounce, self.last_seconds))
+                # twice, so that scans on request take at most a third of the operator's time (a cold start, issue 18)
+                await asyncio.sleep(max(self.debounce, 2 * self.last_seconds))
             except TimeoutError:
                 pass
 

@@ -182,7 +182,27 @@ def _plan(api: Kube, domain: builder.Domain) -> builder.DomainPlan:
         )
         for ns in live
     ]
-    return builder.plan_domain(domain, domains, namespaces, network())
+    return builder.plan_from(domain, _analysis(domains, namespaces))
+
+
+_analysed: list[tuple[tuple[Any, ...], builder.Analysis]] = []  # the last cluster-wide analysis and its inputs
+
+
+def _analysis(domains: list[builder.Domain], namespaces: list[builder.NamespaceInfo]) -> builder.Analysis:
+    """The cluster-wide analysis (who owns each namespace, reachability), shared by every domain's reconcile while
+    its inputs are the same: each domain of 200 computed it anew, and a cold start spent its time there (issue 18).
+    Domains are the parsed objects kept per generation (the analysis holds them, so their ids stay theirs)."""
+    settings = network()
+    key = (
+        tuple(id(d) for d in domains),
+        tuple((ns.name, tuple(ns.labels.items()), tuple(ns.annotations.items())) for ns in namespaces),
+        settings,
+    )
+    if _analysed and _analysed[0][0] == key:
+        return _analysed[0][1]
+    analysis = builder.analyse(domains, namespaces, settings)
+    _analysed[:] = [(key, analysis)]
+    return analysis
 
 
 def _with_tenant_labels(api: Kube, labels: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
@@ -211,7 +231,13 @@ _tenant_specs: dict[str, TenantIsolationSpec | None] = {}
 
 def _tenant_spec(body: dict[str, Any]) -> TenantIsolationSpec | None:
     """A tenant's spec, validated once per content (every domain reconcile reads every tenant); None: invalid."""
-    key = repr(body.get("spec"))  # unambiguous for JSON values, and cheaper than the validation
+    meta = body["metadata"]
+    # a version names one content of one object; a body without one (a test's) is known by its spec's text
+    key = (
+        f"{meta['uid']}/{meta['resourceVersion']}"
+        if meta.get("uid") and meta.get("resourceVersion")
+        else repr(body.get("spec"))
+    )
     if key not in _tenant_specs:
         if len(_tenant_specs) > 16384:
             _tenant_specs.clear()

@@ -25,6 +25,16 @@ def _key(obj: dict) -> Key:
     return meta.get("namespace") or "", meta.get("name") or ""
 
 
+def _older(obj: dict, than: dict | None) -> bool:
+    """Whether `obj` is an earlier version of `than`. Resource versions are opaque to clients, but every server
+    iotsec runs against counts them up (etcd's revision); anything else is taken as newer, as before."""
+    if than is None:
+        return False
+    mine = (obj.get("metadata") or {}).get("resourceVersion") or ""
+    theirs = (than.get("metadata") or {}).get("resourceVersion") or ""
+    return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
+
+
 class Reflector:
     """One kind's objects (those `label_selector` selects), cluster-wide, current to the last watch event;
     `on_change` is called (from the reflector's thread) after each list and each event."""
@@ -106,6 +116,8 @@ class Reflector:
             # an object whose labels left the selection arrives as DELETED from a watch, but as itself from a write
             if type_ == "DELETED" or not self.selects((obj.get("metadata") or {}).get("labels") or {}):
                 self._objects.pop(_key(obj), None)
+            elif _older(obj, self._objects.get(_key(obj))):
+                return  # the watch event of an earlier write, after the answer of a later one (`observe`)
             else:
                 self._objects[_key(obj)] = obj
         self.on_change()
@@ -140,6 +152,7 @@ class WatchCache:
                     kube, api_version, kind, lambda: None, label_selector=managed_selector
                 )
         self.hits = 0
+        self.sync_seconds = 60.0  # how long `view` waits for a kind's first list
         self._stop = threading.Event()
         self._started = False
         self._lock = threading.Lock()
@@ -175,7 +188,11 @@ class WatchCache:
         reflector replaces an object on each event, never changes one). None: not cached, or not listed yet. For
         the reconciles that read every namespace, domain or tenant: a copy of each cost more than the reconcile."""
         reflector = self.reflectors.get((api_version, kind))
-        if reflector is None or reflector.label_selector or not reflector.synced.is_set():
+        if reflector is None or reflector.label_selector:
+            return None
+        # a reconcile right after start waits for the first list: asking the API server instead, every one of
+        # hundreds did the list the cache was doing (1,000 tenants each), and starved it
+        if not reflector.synced.wait(self.sync_seconds):
             return None
         self.hits += 1
         return reflector.items()

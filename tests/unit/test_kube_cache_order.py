@@ -1,0 +1,42 @@
+"""The watch cache holds the newest copy it was given (issue 18): the answer to one of iotsec's writes arrives
+before the watch events of the writes before it, and those must not put an older copy back (a domain then saw its
+labels missing from a namespace it had just labelled, and labelled it again)."""
+
+from __future__ import annotations
+
+from iotsec.k8s.cache import Reflector
+
+
+def _namespace(version: str, labels: dict[str, str]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "a", "resourceVersion": version, "labels": labels},
+    }
+
+
+def _reflector() -> Reflector:
+    return Reflector(object(), "v1", "Namespace", lambda: None)  # type: ignore[arg-type]
+
+
+def test_an_earlier_version_does_not_replace_a_later_one():
+    reflector = _reflector()
+    reflector._apply("MODIFIED", _namespace("20", {"iotsec.io/domain": "d"}))  # the answer to our label patch
+    reflector._apply("MODIFIED", _namespace("19", {}))  # the watch event of the write before it
+    assert reflector.get("", "a")["metadata"]["labels"] == {"iotsec.io/domain": "d"}
+    reflector._apply("MODIFIED", _namespace("21", {}))
+    assert reflector.get("", "a")["metadata"]["labels"] == {}
+
+
+def test_a_deletion_is_taken_whatever_its_version():
+    reflector = _reflector()
+    reflector._apply("MODIFIED", _namespace("20", {}))
+    reflector._apply("DELETED", _namespace("3", {}))
+    assert reflector.get("", "a") is None
+
+
+def test_versions_that_are_not_counters_are_taken_as_newer():
+    reflector = _reflector()
+    reflector._apply("MODIFIED", _namespace("b", {"x": "1"}))
+    reflector._apply("MODIFIED", _namespace("a", {"x": "2"}))
+    assert reflector.get("", "a")["metadata"]["labels"] == {"x": "2"}

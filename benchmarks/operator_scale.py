@@ -371,7 +371,7 @@ def run(args: argparse.Namespace, api: client.ApiClient, suffix: str) -> None:
                         break
                 if time.monotonic() - started > args.timeout:
                     break
-                time.sleep(2)
+                time.sleep(5)  # each poll lists every resource: the API server and this process pay for it
             cold_seconds = time.monotonic() - started
             cold = Snapshot(operator, api)
         finished = not any(waiting.values())

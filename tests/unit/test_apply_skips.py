@@ -355,6 +355,59 @@ def test_a_tenant_resync_reads_and_applies_its_storage_class_from_the_cache(monk
     assert api.skipped["StorageClass"] == skipped + 1
 
 
+def test_a_new_tenant_reads_none_of_its_bindings_nor_its_storage_class(monkeypatch):
+    """The cache follows iotsec's bindings and StorageClasses and holds none of a new tenant's: nothing to compare."""
+    server = _server_with(monkeypatch, "globex-fleet")
+    api = kube_on(server)
+    sent: list[str] = []
+    call = api._call
+    monkeypatch.setattr(api, "_call", lambda action, fn: sent.append(action) or call(action, fn))
+    _reconcile(api, monkeypatch, "globex-fleet")
+    assert [a for a in sent if a.startswith("apply RoleBinding")]
+    assert not [a for a in sent if a.startswith(("get RoleBinding", "get StorageClass"))], sent
+
+
+def test_someone_elses_binding_of_that_name_with_another_role_is_replaced(monkeypatch):
+    server = _server_with(monkeypatch, "globex-fleet")
+    api = kube_on(server)
+    _reconcile(api, monkeypatch, "globex-fleet")
+    key = next(k for k in server.objects if k[1] == "RoleBinding")
+    theirs = copy.deepcopy(server.objects.pop(key))
+    event(api, "DELETED", theirs)
+    wanted_role = theirs["roleRef"]
+    theirs["metadata"]["labels"] = {"app": "theirs"}
+    theirs["roleRef"] = {**wanted_role, "name": "someone-elses-role"}
+    server.put(theirs)  # not iotsec's: the cache does not follow it
+    apply = server.resource("rbac.authorization.k8s.io/v1", "RoleBinding").server_side_apply
+
+    def refuse_role_change(body: dict[str, Any], **kwargs: Any) -> _Answer:
+        found = server.find(key[0], key[1], key[3], key[2] or None)
+        if found is not None and found["roleRef"] != body["roleRef"]:
+            raise ApiError("roleRef is immutable", 422)
+        return apply(body, **kwargs)
+
+    resources = server.resource
+    monkeypatch.setattr(
+        api,
+        "_resource",
+        lambda v, k: _Refusing(resources(v, k), refuse_role_change) if k == "RoleBinding" else resources(v, k),
+    )
+    _reconcile(api, monkeypatch, "globex-fleet")
+    replaced = server.find(key[0], key[1], key[3], key[2] or None)
+    assert replaced is not None
+    assert replaced["roleRef"] == wanted_role
+
+
+class _Refusing:
+    """A resource whose server-side apply is `apply`; everything else as `resource` does it."""
+
+    def __init__(self, resource: Any, apply: Any):
+        self._resource, self.server_side_apply = resource, apply
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._resource, name)
+
+
 def test_a_storage_class_someone_deleted_is_created_again_on_resync(monkeypatch):
     server = _server_with(monkeypatch, "globex-fleet")
     api = kube_on(server)

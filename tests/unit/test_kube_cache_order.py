@@ -40,3 +40,11 @@ def test_versions_that_are_not_counters_are_taken_as_newer():
     reflector._apply("MODIFIED", _namespace("b", {"x": "1"}))
     reflector._apply("MODIFIED", _namespace("a", {"x": "2"}))
     assert reflector.get("", "a")["metadata"]["labels"] == {"x": "2"}
+
+
+def test_the_cache_keeps_no_managed_fields():
+    reflector = _reflector()
+    namespace = _namespace("5", {})
+    namespace["metadata"]["managedFields"] = [{"manager": "iotsec", "operation": "Apply", "fieldsV1": {}}]
+    reflector._apply("ADDED", namespace)
+    assert "managedFields" not in reflector.get("", "a")["metadata"]

@@ -308,10 +308,29 @@ def _apply_replacing_immutable(api: Kube, obj: dict[str, Any], owner: Owner | No
     fields = IMMUTABLE.get(obj["kind"])
     if fields:
         meta = obj["metadata"]
+        if _known_absent(api, obj):  # a new tenant's bindings: nothing to compare, no read (issue 18)
+            try:
+                api.apply(obj, owner)
+                return
+            except ApiError as exc:
+                if exc.status != 422:  # someone else's object of that name, another roleRef: compare, replace
+                    raise
         current = api.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
         if current is not None and any(current.get(f) != obj.get(f) for f in fields if f in obj):
             api.delete(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
     api.apply(obj, owner)
+
+
+def _known_absent(api: Kube, obj: dict[str, Any]) -> bool:
+    """Whether the watch cache follows objects such as `obj` (kind and labels) and holds none of its name."""
+    current = getattr(getattr(api, "cache", None), "current", None)
+    if current is None:
+        return False
+    meta = obj["metadata"]
+    followed, live = current(
+        obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), meta.get("labels") or {}
+    )
+    return bool(followed) and live is None
 
 
 # ---------------------------------------------------------------- keys

@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 from admission import ALLOW_ALL, free_port  # the sibling benchmark's allow-all server, not a copy of it
+from figures import record
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU, LOAD_CPU = 0, 1
@@ -361,6 +362,20 @@ def main() -> None:
         by_cpu = [t.cpu_us / o.cpu_us for o, t in zip(results[ours.name], results[theirs.name], strict=True)]
         listed = ", ".join(f"{r:.2f}" for r in by_cpu)
         print(f"ratio by CPU per request (allow-all/iotsec): median {statistics.median(by_cpu):.2f} (rounds: {listed})")
+        ours_rounds = results[ours.name]
+        label = f"11 KB Deployment review, {tool} -c{CONNECTIONS}, median of {args.rounds} alternated rounds"
+        record(
+            f"webhook closed-loop req/s ÷ allow-all aiohttp TLS webhook, same core ({label})",
+            f"{statistics.median(ratios):.2f} ({statistics.median(r.rate for r in ours_rounds):,.0f} req/s)",
+            "≥ 0.9",
+        )
+        record(
+            f"webhook CPU per request, allow-all's ÷ iotsec's ({label})",
+            f"{statistics.median(by_cpu):.2f} ({statistics.median(r.cpu_us for r in ours_rounds):.0f} µs)",
+            "≥ 0.9 (the req/s ratio's goal)",
+        )
+        record(f"webhook closed-loop p99 ({label})", f"{statistics.median(r.p99_ms for r in ours_rounds):.1f} ms")
+        record("webhook RSS after the closed-loop rounds", f"{ours.rss_mib()[0]:.0f} MiB", "≤ 120 MiB")
     finally:
         for server in (ours, theirs):
             server.stop()

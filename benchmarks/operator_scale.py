@@ -381,7 +381,7 @@ def run(args: argparse.Namespace, api: client.ApiClient, suffix: str) -> None:
             + f"; operator CPU {cold.cpu:.1f} s"
         )
         report_cold(cold, server_before, cold_seconds, tenants, domains, finished)
-        time.sleep(args.settle)  # the resyncs due within the cold phase's last moments run before the window opens
+        time.sleep(args.resync + 10 if args.settle is None else args.settle)
         before = Snapshot(operator, api)
         time.sleep(args.resync + 5)
         after = Snapshot(operator, api)
@@ -452,7 +452,12 @@ def main() -> None:
     parser.add_argument("--domains", type=int, default=20)
     parser.add_argument("--resync", type=float, default=60.0, help="the operator's resync interval (the default)")
     parser.add_argument("--timeout", type=float, default=900.0, help="stop waiting for Ready after this")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds between Ready and the steady window")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        help="seconds between Ready and the steady window (default: one resync and 10 s, so that every resource "
+        "has had its first resync, which still records the keys its creation made, before the window)",
+    )
     parser.add_argument("--profile", help="py-spy record the operator's cold reconcile into this file (raw)")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the operator's environment")
     args = parser.parse_args()

@@ -48,3 +48,28 @@ def test_the_cache_keeps_no_managed_fields():
     namespace["metadata"]["managedFields"] = [{"manager": "iotsec", "operation": "Apply", "fieldsV1": {}}]
     reflector._apply("ADDED", namespace)
     assert "managedFields" not in reflector.get("", "a")["metadata"]
+
+
+def _owned(name: str, owner: str, version: str = "1") -> dict:
+    labels = {"app.kubernetes.io/managed-by": "iotsec", "iotsec.io/owner-name": owner}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "resourceVersion": version, "labels": labels},
+    }
+
+
+def test_lists_of_one_owners_objects_follow_relabels_and_deletions():
+    from iotsec.model import selectors
+
+    reflector = _reflector()
+    for name, owner in (("a", "t1"), ("b", "t1"), ("c", "t2")):
+        reflector._apply("ADDED", _owned(name, owner))
+    t1 = selectors.parse_selector("iotsec.io/owner-name=t1") or []
+    assert sorted(o["metadata"]["name"] for o in reflector.candidates(t1) or []) == ["a", "b"]
+    reflector._apply("MODIFIED", _owned("b", "t2", "2"))
+    reflector._apply("DELETED", _owned("a", "t1", "3"))
+    assert reflector.candidates(t1) == []
+    t2 = selectors.parse_selector("iotsec.io/owner-name=t2") or []
+    assert sorted(o["metadata"]["name"] for o in reflector.candidates(t2) or []) == ["b", "c"]
+    assert reflector.candidates(selectors.parse_selector("app.kubernetes.io/managed-by=iotsec") or []) is None

@@ -56,9 +56,15 @@ def reconcile_soon(
     return True
 
 
+# requested reconciles running at once (the others wait for a slot): 200 domains each in a thread of its own
+# outnumbered the API connections and slowed the tenants' reconciles (issue 18)
+_requested_slots = threading.BoundedSemaphore(4)
+
+
 def _run_requested(kind: str, name: str, namespace: str | None, reconcile: Callable[[], None]) -> None:
     try:
-        reconcile()
+        with _requested_slots:
+            reconcile()
     except (kopf.TemporaryError, kopf.PermanentError) as exc:  # its status says so; the resync timer tries again
         log.info("%s %s: requested reconcile failed: %s", kind, name, exc)
     except Exception:

@@ -226,26 +226,27 @@ def _with_tenant_labels(api: Kube, labels: dict[str, dict[str, str]]) -> dict[st
     return labels
 
 
-_tenant_specs: dict[str, TenantIsolationSpec | None] = {}
+_tenant_specs: dict[str, tuple[str, TenantIsolationSpec | None]] = {}  # uid -> (version or spec text, spec)
 
 
 def _tenant_spec(body: dict[str, Any]) -> TenantIsolationSpec | None:
-    """A tenant's spec, validated once per content (every domain reconcile reads every tenant); None: invalid."""
+    """A tenant's spec, validated once per content (every domain reconcile reads every tenant); None: invalid.
+    One entry per tenant, its latest version's."""
     meta = body["metadata"]
     # a version names one content of one object; a body without one (a test's) is known by its spec's text
-    key = (
-        f"{meta['uid']}/{meta['resourceVersion']}"
-        if meta.get("uid") and meta.get("resourceVersion")
-        else repr(body.get("spec"))
-    )
-    if key not in _tenant_specs:
-        if len(_tenant_specs) > 16384:
-            _tenant_specs.clear()
-        try:
-            _tenant_specs[key] = TenantIsolationSpec.model_validate(body.get("spec") or {})
-        except ValidationError:
-            _tenant_specs[key] = None
-    return _tenant_specs[key]
+    version = meta.get("resourceVersion") if meta.get("uid") else None
+    uid, seen = meta.get("uid") or meta["name"], version or repr(body.get("spec"))
+    known = _tenant_specs.get(uid)
+    if known is not None and known[0] == seen:
+        return known[1]
+    try:
+        spec: TenantIsolationSpec | None = TenantIsolationSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        spec = None
+    if len(_tenant_specs) > 16384:
+        _tenant_specs.clear()
+    _tenant_specs[uid] = (seen, spec)
+    return spec
 
 
 def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied:

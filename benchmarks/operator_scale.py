@@ -133,15 +133,25 @@ def create_all(custom: client.CustomObjectsApi, suffix: str, tenants: int, domai
     return time.monotonic() - started
 
 
-def not_ready(custom: client.CustomObjectsApi, suffix: str) -> dict[str, int]:
-    """Per plural, how many of the benchmark's resources are not Ready=True for their current generation."""
+def not_ready(custom: client.CustomObjectsApi, suffix: str, tenants: int, domains: int) -> dict[str, int]:
+    """Per plural, how many of the benchmark's resources are not Ready=True for their current generation; a domain
+    also not until it holds all its tenants' namespaces (a domain is Ready with the members it has: without this,
+    "all Ready" came while domains were still isolating the namespaces the tenants had made)."""
     waiting = {}
     for plural in ("securitydomains", "tenantisolations"):
         items = custom.list_cluster_custom_object(
             GROUP, VERSION, plural, label_selector=f"{BENCH_LABEL}={suffix}", resource_version="0"
         )["items"]
-        waiting[plural] = sum(1 for item in items if not _ready(item))
+        waiting[plural] = sum(1 for item in items if not _ready(item) or not _complete(item, plural, tenants, domains))
     return waiting
+
+
+def _complete(item: dict[str, Any], plural: str, tenants: int, domains: int) -> bool:
+    if plural != "securitydomains":
+        return True
+    index = int(item["metadata"]["name"].rsplit("-d", 1)[1])
+    members = 3 * sum(1 for t in range(tenants) if t % domains == index)
+    return int((item.get("status") or {}).get("namespaceCount") or 0) == members
 
 
 def _ready(item: dict[str, Any]) -> bool:
@@ -366,7 +376,7 @@ def run(args: argparse.Namespace, api: client.ApiClient, suffix: str) -> None:
                 assert operator.running(), f"the operator exited:\n{operator.tail()}"
                 peak_rss = max(peak_rss, operator.memory("VmRSS"))
                 with contextlib.suppress(OSError):
-                    waiting = not_ready(custom, suffix)
+                    waiting = not_ready(custom, suffix, tenants, domains)
                     if not any(waiting.values()):
                         break
                 if time.monotonic() - started > args.timeout:

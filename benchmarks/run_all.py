@@ -5,9 +5,9 @@ Each benchmark runs as its own process with IOTSEC_BENCH_FIGURES naming the file
 KUBECONFIG reaches an API server: those that start their own operator only while the chart's is not installed,
 failover only while it is (make image testenv-install). Any other appears in the table as not run, with why.
 
-The default is a quick pass of every benchmark at a smaller scale (about 15 minutes here); --full runs each at the
-scale its issue names (about an hour). --only NAME... runs some; --markdown FILE also writes the table as markdown
-headed by the date and the machine.
+The default is a quick pass of every benchmark at a smaller scale (about 10 minutes here, 2026-12-04); --full
+runs each at the scale its issue names (about 45 minutes: the 10-minute soak and 1,000 tenants take most). --only
+NAME... runs some; --markdown FILE also writes the table as markdown headed by the date and the machine.
 Run: .venv/bin/python benchmarks/run_all.py [--full] [--only NAME ...] [--markdown FILE]
 """
 
@@ -166,7 +166,7 @@ def markdown(lines: list[tuple[str, str, str, str]], full: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", help="each benchmark at its issue's scale (about an hour)")
+    parser.add_argument("--full", action="store_true", help="each benchmark at its issue's scale (about 45 minutes)")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=[b.name for b in BENCHES])
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as markdown")
     args = parser.parse_args()

@@ -444,3 +444,131 @@ def test_skipped_applies_are_exported_by_kind():
     assert [(s.name, s.labels, s.value) for s in family.samples] == [
         ("iotsec_api_applies_skipped_total", {"kind": "ConfigMap"}, 1)
     ]
+
+
+# ---------------------------------------------------------------- a new tenant's reads (issue 18: ≤ 5 per tenant)
+
+
+def _sent(api: Kube, monkeypatch) -> list[str]:
+    """Every request `api` makes from now on, as its action line."""
+    sent: list[str] = []
+    call = api._call
+    monkeypatch.setattr(api, "_call", lambda action, fn: sent.append(action) or call(action, fn))
+    return sent
+
+
+def _tenant(server: FakeServer, name: str = "acme-utilities") -> dict[str, Any]:
+    found = server.find("iotsec.io/v1alpha1", "TenantIsolation", name)
+    assert found is not None
+    return found
+
+
+def _ready(tenant: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in tenant["status"]["conditions"] if c["type"] == "Ready")
+
+
+def test_a_new_tenant_reads_nothing_its_keys_are_created_not_looked_for(tenant_server, monkeypatch):
+    api = kube_on(tenant_server)
+    sent = _sent(api, monkeypatch)
+    cold = _reconcile(api, monkeypatch)
+    assert "get" not in cold, [a for a in sent if not a.startswith("apply")]
+    assert "list" not in cold
+    created = sorted(a.split(" ", 2)[2] for a in sent if a.startswith("create Secret"))
+    assert created == [
+        "acme-analytics/iotsec-app-billing-export-key",
+        "acme-meters/iotsec-app-meter-ingest-key",
+        "iotsec-system/iotsec-device-ca-acme",
+    ]
+    for namespace, name in (s.split("/") for s in created):
+        secret = tenant_server.find("v1", "Secret", name, namespace)
+        assert secret is not None
+        assert secret["data"], f"{name} holds key material"
+    assert _ready(_tenant(tenant_server))["status"] == "True"
+    sent.clear()
+    again = _reconcile(api, monkeypatch)
+    assert "create" not in again, "keys the status records are read, never created again"
+    assert sorted(a for a in sent if a.startswith("get Secret")) == [
+        "get Secret iotsec-app-billing-export-key",
+        "get Secret iotsec-app-meter-ingest-key",
+        "get Secret iotsec-device-ca-acme",
+    ]
+
+
+def test_a_key_secret_someone_made_before_the_tenant_is_read_and_never_overwritten(tenant_server, monkeypatch):
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "iotsec-app-billing-export-key", "namespace": "acme-analytics", "labels": {"app": "x"}},
+        "data": {"password": "aHVudGVyMg=="},
+    }
+    tenant_server.put(foreign)
+    api = kube_on(tenant_server)
+    sent = _sent(api, monkeypatch)
+    _reconcile(api, monkeypatch)
+    assert "get Secret iotsec-app-billing-export-key" in sent, "the create was refused (409): the one there is read"
+    kept = tenant_server.find("v1", "Secret", "iotsec-app-billing-export-key", "acme-analytics")
+    assert kept is not None
+    assert kept["data"] == foreign["data"]
+    assert kept["metadata"]["labels"] == {"app": "x"}
+    ready = _ready(_tenant(tenant_server))
+    assert (ready["status"], ready["reason"]) == ("False", "KeyUnreadable")
+    assert "acme-analytics/iotsec-app-billing-export-key" in ready["message"]
+    applications = _tenant(tenant_server)["status"]["applications"]
+    assert sorted(a["name"] for a in applications) == ["billing-export", "meter-ingest"], "one entry per app"
+    billing = next(a for a in applications if a["name"] == "billing-export")
+    assert "keyCreated" not in billing, "no key was made for it, none is reported"
+
+
+def test_a_new_device_ca_reads_no_registry_unless_one_is_there(tenant_server, monkeypatch):
+    api = kube_on(tenant_server)
+    sent = _sent(api, monkeypatch)
+    _reconcile(api, monkeypatch)
+    assert not [a for a in sent if a.startswith("get ConfigMap")], "a CA made just now has issued nothing"
+
+    server = _server_with(monkeypatch, "acme-utilities")
+    registry = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "iotsec-device-registry-acme",
+            "namespace": config().platform.namespace,
+            "labels": {MANAGED_BY: MANAGER, "iotsec.io/tenant": "acme"},
+        },
+        "data": {},
+    }
+    server.put(registry)  # a registry restored from a backup, its CA Secret not
+    api = kube_on(server)
+    sent = _sent(api, monkeypatch)
+    _reconcile(api, monkeypatch)
+    assert "get ConfigMap iotsec-device-registry-acme" in sent, "a registry there is read, whatever the CA's age"
+
+
+def test_a_reconcile_reads_its_tenant_and_domain_from_the_cache_and_its_own_status_writes(tenant_server, monkeypatch):
+    api = kube_on(tenant_server)
+    sent = _sent(api, monkeypatch)
+    _reconcile(api, monkeypatch)
+    _reconcile(api, monkeypatch)
+    assert not [a for a in sent if a.startswith(("get TenantIsolation", "get SecurityDomain"))], sent
+    cached = api.get("iotsec.io/v1alpha1", "TenantIsolation", "acme-utilities")
+    assert cached is not None
+    server_status = _tenant(tenant_server)["status"]
+    assert cached["status"] == server_status, "each status write's answer is in the cache before its watch event"
+    assert sorted(server_status["createdNamespaces"]) == ["acme-analytics", "acme-meters"]
+
+
+def test_a_reconcile_plans_with_the_body_its_event_carried_when_the_cache_lags(tenant_server, monkeypatch):
+    from iotsec.controllers import reconciler
+
+    handlers: list[Any] = []
+    monkeypatch.setattr(kopf.on, "create", lambda *a, **k: lambda fn: handlers.append(fn) or fn)
+    monkeypatch.setattr(kopf.on, "resume", lambda *a, **k: lambda fn: fn)
+    monkeypatch.setattr(kopf.on, "update", lambda *a, **k: lambda fn: fn)
+    monkeypatch.setattr(kopf, "timer", lambda *a, **k: lambda fn: fn)
+    api = kube_on(tenant_server)
+    monkeypatch.setattr(handler, "kube", lambda: api)
+    reconciler.level_triggered(handler.PLURAL, handler.reconcile)
+    newer = copy.deepcopy(_tenant(tenant_server))
+    newer["spec"]["namespaces"] = [*newer["spec"]["namespaces"], "acme-extra"]
+    newer = tenant_server.put(newer)  # its watch event has not reached the cache yet; kopf's has reached the handler
+    handlers[0](name="acme-utilities", logger=None, body=newer)
+    assert "acme-extra" in _tenant(tenant_server)["status"]["namespaces"]

@@ -320,7 +320,8 @@ def _ca_times():
 def test_a_new_request_annotation_reconciles_at_once_and_nothing_else_does(monkeypatch):
     """kopf leaves iotsec.io/ annotations out of its diff: the watch-event handler must see the requests."""
     reconciled: list[str] = []
-    monkeypatch.setattr(handler, "reconcile", reconciled.append)
+    observed: list[dict] = []
+    monkeypatch.setattr(handler, "reconcile", lambda name, seen: reconciled.append(name) or observed.append(seen))
     monkeypatch.setattr(handler, "_requests_seen", {})
 
     def event(annotations: dict[str, str], type_: str = "MODIFIED") -> None:
@@ -331,6 +332,9 @@ def test_a_new_request_annotation_reconciles_at_once_and_nothing_else_does(monke
     assert reconciled == []
     event({CRL_REQUESTED: "2026-12-03T10:00:00Z"})
     assert reconciled == [NAME]
+    assert observed == [{"metadata": {"annotations": {CRL_REQUESTED: "2026-12-03T10:00:00Z"}}}], (
+        "the reconcile reads its tenant from the watch cache: it must hold the body that carried the request"
+    )
     event({CRL_REQUESTED: "2026-12-03T10:00:00Z", "other": "change"})
     assert reconciled == [NAME], "the same request is not handled twice"
     event({CRL_REQUESTED: "2026-12-03T10:00:00Z", handler.ROTATE_ANNOTATION: "leak-1"})

@@ -71,9 +71,9 @@ def on_delete(name: str, body: kopf.Body, **_: Any) -> None:
         metrics.KEY_UNREADABLE.remove(keysecrets.secret_ref(_namespace(), builder.signing_secret_name(name)))
 
 
-def reconcile(name: str, logger: Logger | None = None) -> None:
+def reconcile(name: str, logger: Logger | None = None, seen: dict[str, Any] | None = None) -> None:
     api = kube()
-    with live_resource(api, KIND, name, logger=logger) as (body, outcome):
+    with live_resource(api, KIND, name, logger=logger, seen=seen) as (body, outcome):
         if body is None:
             return
         namespace = _namespace()

@@ -90,10 +90,12 @@ def on_job(type: str | None, labels: dict[str, str], namespace: str, **_: Any) -
         reconcile(labels[OWNER_NAME], namespace)
 
 
-def reconcile(name: str, namespace: str | None, logger: Logger | None = None) -> None:
+def reconcile(
+    name: str, namespace: str | None, logger: Logger | None = None, seen: dict[str, Any] | None = None
+) -> None:
     api = kube()
     assert namespace is not None
-    with live_resource(api, KIND, name, namespace, logger=logger) as (body, outcome):
+    with live_resource(api, KIND, name, namespace, logger=logger, seen=seen) as (body, outcome):
         if body is None:
             return
         spec: BackupPolicySpec = parsed_spec(api, KIND, body, outcome)

@@ -97,16 +97,25 @@ class Reconciliation:
 
 @contextmanager
 def live_resource(
-    api: Kube, kind: str, name: str, namespace: str | None = None, logger: Logger | None = None
+    api: Kube,
+    kind: str,
+    name: str,
+    namespace: str | None = None,
+    logger: Logger | None = None,
+    seen: dict[str, Any] | None = None,
 ) -> Iterator[tuple[dict[str, Any] | None, Reconciliation]]:
     """Hold the resource's lock, read it, count the outcome and log one line about it.
 
     Yields (body, reconciliation); body is None when the resource is gone or being deleted (a success, unlogged).
-    `logger` is kopf's per-object logger when a kopf handler is the caller (its lines are about this object)."""
+    `logger` is kopf's per-object logger when a kopf handler is the caller (its lines are about this object), `seen`
+    the body its event carried: the read may come from the watch cache (issue 18), which is told of it first, so
+    that the reconcile never plans with an older version than the one that triggered it."""
     reconciliation = Reconciliation()
     with resource_lock(kind, name, namespace), metrics.reconciling(kind, reconciliation), attributed_to(kind):
         with _waiting_lock:  # from here on, what changes is read: a request made now needs a reconcile of its own
             _waiting.discard((kind, namespace, name))
+        if seen is not None:
+            api.observed(seen)
         body = api.get(API_VERSION, kind, name, namespace)
         if body is None or body["metadata"].get("deletionTimestamp"):
             reconciliation.succeeded()
@@ -217,11 +226,14 @@ def level_triggered(plural: str, reconcile: Callable[..., None], namespaced: boo
     Every trigger recomputes the whole desired state from the cluster as it is, so each is safe to repeat.
     """
 
-    def reconcile_now(name: str, logger: Logger, namespace: str | None = None, **_: Any) -> None:
+    def reconcile_now(
+        name: str, logger: Logger, body: kopf.Body | None = None, namespace: str | None = None, **_: Any
+    ) -> None:
+        seen = dict(body) if body is not None else None
         if namespaced:
-            reconcile(name, namespace, logger=logger)
+            reconcile(name, namespace, logger=logger, seen=seen)
         else:
-            reconcile(name, logger=logger)
+            reconcile(name, logger=logger, seen=seen)
 
     for trigger in (kopf.on.resume, kopf.on.create, kopf.on.update):
         trigger(GROUP, VERSION, plural, id="reconcile")(reconcile_now)

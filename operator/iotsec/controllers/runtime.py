@@ -60,6 +60,10 @@ CACHED_KINDS = (
     ("networking.k8s.io/v1", "NetworkPolicy"),
 )
 LOOKUP_KINDS = (
+    # a reconcile reads its own resource (and a tenant its domain) from here: the cache holds the body the kopf event
+    # carried and every status iotsec wrote (`Kube.observed`), so it is never older than what triggered the reconcile
+    ("iotsec.io/v1alpha1", "SecurityDomain"),
+    ("iotsec.io/v1alpha1", "TenantIsolation"),
     ("v1", "Namespace"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     # a tenant's bindings and StorageClass are read before each apply (a changed roleRef or provisioner means delete

@@ -113,9 +113,9 @@ def _domains_concerned(namespace: str, labels: Mapping[str, str]) -> set[str]:
 # ---------------------------------------------------------------- reconcile
 
 
-def reconcile(name: str, logger: Logger | None = None) -> None:
+def reconcile(name: str, logger: Logger | None = None, seen: dict[str, Any] | None = None) -> None:
     api = kube()
-    with live_resource(api, KIND, name, logger=logger) as (body, outcome):
+    with live_resource(api, KIND, name, logger=logger, seen=seen) as (body, outcome):
         if body is None:
             return
         try:

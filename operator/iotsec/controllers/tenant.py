@@ -197,9 +197,9 @@ def _tenant_of(api: Kube, namespace: str) -> str | None:
 # ---------------------------------------------------------------- reconcile
 
 
-def reconcile(name: str, logger: Logger | None = None) -> None:
+def reconcile(name: str, logger: Logger | None = None, seen: dict[str, Any] | None = None) -> None:
     api = kube()
-    with live_resource(api, KIND, name, logger=logger) as (body, outcome):
+    with live_resource(api, KIND, name, logger=logger, seen=seen) as (body, outcome):
         if body is None:
             return
         spec: TenantIsolationSpec = parsed_spec(api, KIND, body, outcome)
@@ -235,6 +235,7 @@ class _Run:
     registry_missing: str | None = None  # why the device registry counts as lost
     registry: devices.Registry | None = None  # with the published revocations, once read
     bundles: dict[str | None, dict[str, Any] | None] | None = None  # trust bundle ConfigMaps by namespace, once read
+    fresh_ca: bool = False  # the device CA Secret was created by this reconcile: it has issued nothing yet
 
 
 def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec, outcome: Reconciliation) -> bool:
@@ -342,6 +343,8 @@ def _apply_key_secret(run: _Run, obj: dict[str, Any]) -> None:
     metadata = obj["metadata"]
     ref = _ref((metadata["namespace"], metadata["name"]))
     purpose = metadata["labels"][KEY_PURPOSE_LABEL]
+    if not _recorded(run, metadata["name"], purpose) and _created_new(run, obj, purpose):
+        return
     existing = run.api.get("v1", "Secret", metadata["name"], metadata["namespace"])
     if purpose == "device-ca" and existing is not None:
         run.ca_annotations = dict(existing["metadata"].get("annotations") or {})
@@ -355,18 +358,50 @@ def _apply_key_secret(run: _Run, obj: dict[str, Any]) -> None:
         run.replaced.append(f"Secret {ref} ({problem})")
         run.consumed.append(ref)
         data = {}
-    if purpose == "app-key":
-        new_data = _app_key(run, metadata["name"], data)
-    elif purpose == "device-ca":
-        new_data = _device_ca(run, data)
-    else:
-        new_data = data or _volume_key()
-        if not data:
-            run.rotated.append(f"volume key {ref} created")
+    new_data = _key_material(run, obj, purpose, data)
     if existing is None or problem is not None or new_data != data:
-        secret = {key: value for key, value in obj.items() if key != "stringData"}
-        secret["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(new_data.items())}
-        run.api.apply(secret)  # no owner reference: keys outlive the tenant object unless it is shredded
+        run.api.apply(_key_secret(obj, new_data))  # no owner reference: keys outlive the tenant object unless shredded
+
+
+def _key_material(run: _Run, obj: dict[str, Any], purpose: str, data: dict[str, str]) -> dict[str, str]:
+    """The key Secret's data: `data` kept, rotated or (when empty) made, and what that means noted in `run`."""
+    if purpose == "app-key":
+        return _app_key(run, obj["metadata"]["name"], data)
+    if purpose == "device-ca":
+        return _device_ca(run, data)
+    if not data:
+        run.rotated.append(f"volume key {_ref((obj['metadata']['namespace'], obj['metadata']['name']))} created")
+    return data or _volume_key()
+
+
+def _key_secret(obj: dict[str, Any], data: dict[str, str]) -> dict[str, Any]:
+    secret = {key: value for key, value in obj.items() if key != "stringData"}
+    secret["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())}
+    return secret
+
+
+def _recorded(run: _Run, secret_name: str, purpose: str) -> bool:
+    """Whether the tenant's status knows of this key from an earlier reconcile (then it is read before use)."""
+    status = run.body.get("status") or {}
+    if purpose == "app-key":
+        return any(app.get("keySecret") == secret_name for app in status.get("applications") or ())
+    if purpose == "device-ca":
+        return bool(status.get("deviceCANotAfter"))
+    return bool(status.get("volumeKeySecret"))
+
+
+def _created_new(run: _Run, obj: dict[str, Any], purpose: str) -> bool:
+    """A key the status does not know yet (a new tenant's, a new application's) is made and created without a read
+    first (issue 18): a create never overwrites. False when a Secret of that name exists after all (409): nothing
+    of this attempt is kept, and the caller reads and judges the one there."""
+    kept = (len(run.applications), len(run.rotated), run.device_ca)
+    secret = _key_secret(obj, _key_material(run, obj, purpose, {}))
+    if run.api.create(secret):  # no owner reference, as above
+        run.fresh_ca = run.fresh_ca or purpose == "device-ca"
+        return True
+    del run.applications[kept[0] :], run.rotated[kept[1] :]
+    run.device_ca = kept[2]
+    return False
 
 
 def _readable(run: _Run, existing: dict[str, Any] | None, purpose: str) -> tuple[dict[str, str], str | None]:
@@ -463,7 +498,7 @@ def _registry(run: _Run, plan: builder.TenantPlan) -> devices.Registry:
     assert run.device_ca is not None
     published = _published_revocations(run, plan)
     home, registry_name = plan.device_registry
-    registry_map = run.api.get("v1", "ConfigMap", registry_name, home)
+    registry_map = None if _no_registry_yet(run, plan) else run.api.get("v1", "ConfigMap", registry_name, home)
     if registry_map is None:
         registry = _registry_gone(run, plan, published)
     else:
@@ -485,6 +520,13 @@ def _published_revocations(run: _Run, plan: builder.TenantPlan) -> dict[int, dat
             for serial, when in devices.published_revocations(run.device_ca, crl).items():
                 found[serial] = min(when, found.get(serial, when))
     return found
+
+
+def _no_registry_yet(run: _Run, plan: builder.TenantPlan) -> bool:
+    """A CA created by this reconcile has issued no device, and the watch cache (which follows iotsec's ConfigMaps)
+    holds no registry of the tenant: nothing to read (issue 18). Otherwise the registry is read from the API server,
+    never from the cache: the CLI writes it, and a revocation must reach the next CRL."""
+    return run.fresh_ca and _known_absent(run.api, _registry_object(run, plan, devices.Registry({}, {})))
 
 
 def _mark_devices_issued(run: _Run, plan: builder.TenantPlan) -> None:
@@ -711,4 +753,4 @@ def on_request(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
     first_sight, previous = name not in _requests_seen, _requests_seen.get(name)
     _requests_seen[name] = requests
     if not first_sight and requests != previous:  # at first sight the resume or create handler reconciles
-        reconcile(name)
+        reconcile(name, seen=dict(body))

@@ -198,14 +198,17 @@ class NamespaceGrants:
         # one lock per namespace: grants in different namespaces are made at once (a cold start makes thousands,
         # each waiting for RBAC to see it), two in one namespace never
         self._namespace_locks: dict[str, threading.Lock] = {}
+        self._fresh: dict[str, float] = {}  # namespace -> until when its new grant may not be in force yet
 
     def needed(self, api_version: str, kind: str, namespace: str | None) -> bool:
         if not namespace or self.platform.reserved(namespace):  # the chart's Roles cover its own namespaces
             return False
         return kind != "Event" and not api_version.startswith(UNGRANTED_GROUPS)
 
-    def ensure(self, kube: Kube, namespace: str) -> bool:
-        """Bind the operator's namespace role in `namespace`; False when the namespace does not exist (yet)."""
+    def ensure(self, kube: Kube, namespace: str, trust_cache: bool = True) -> bool:
+        """Bind the operator's namespace role in `namespace`; False when the namespace does not exist (yet).
+
+        `trust_cache`: whether the watch cache may say if the grant exists (no request); not on a second try."""
         if namespace in self._granted:
             return True
         with self._lock:
@@ -213,18 +216,33 @@ class NamespaceGrants:
         with lock:
             if namespace in self._granted:
                 return True
-            created = kube._create_grant(operator_grant(self.platform, namespace))
+            created = kube._create_grant(operator_grant(self.platform, namespace), trust_cache)
             if created is None:
                 return False
             if created:
-                kube._await_access(namespace, self.PROPAGATION_SECONDS)
+                self._fresh[namespace] = time.monotonic() + self.PROPAGATION_SECONDS
             self._granted.add(namespace)
         return True
+
+    def propagating(self, namespace: str) -> float | None:
+        """The deadline until which a 403 in `namespace` may only mean that RBAC has not seen the grant made there
+        a moment ago; None when no such grant is that recent."""
+        deadline = self._fresh.get(namespace)
+        if deadline is not None and deadline <= time.monotonic():
+            self._fresh.pop(namespace, None)
+            return None
+        return deadline
+
+    def in_force(self, namespace: str) -> None:
+        """A call in `namespace` was allowed: a refusal there from now on is no propagation delay."""
+        if namespace in self._fresh:
+            self._fresh.pop(namespace, None)
 
     def forget(self, namespace: str) -> None:
         with self._lock:
             self._granted.discard(namespace)
             self._namespace_locks.pop(namespace, None)
+            self._fresh.pop(namespace, None)
 
 
 def already_applied(desired: dict[str, Any], live: dict[str, Any]) -> bool:
@@ -285,6 +303,13 @@ def _object_key(obj: dict[str, Any]) -> ObjectKey:
     return obj["apiVersion"], obj["kind"], metadata.get("namespace") or "", metadata["name"]
 
 
+def _as_dict(answer: Any) -> dict[str, Any]:
+    """A dynamic client's answer as a dict (an empty one when it is no object)."""
+    to_dict = getattr(answer, "to_dict", None)
+    found = to_dict() if callable(to_dict) else answer
+    return found if isinstance(found, dict) else {}
+
+
 LIST_PAGE = 500  # objects per list request, as kubectl asks
 
 
@@ -336,16 +361,35 @@ class Kube:
         assert namespace is not None
         exists = grants.ensure(self, namespace)
         try:
-            return self._call(action, fn)
+            answer = self._call(action, fn)
         except ApiError as exc:
             if exc.status != 403:
                 raise
             if not exists:  # authorization comes before the lookup: in a missing namespace, say so, not 403
                 raise ApiError(f"{action}: namespace {namespace} does not exist", 404) from None
-            grants.forget(namespace)  # the namespace or its grant was recreated or removed: bind again, once
-            if not grants.ensure(self, namespace):
-                raise ApiError(f"{action}: namespace {namespace} does not exist", 404) from None
-            return self._call(action, fn)
+            if grants.propagating(namespace) is None:
+                grants.forget(namespace)  # the namespace or its grant was recreated or removed: bind again, once
+                if not grants.ensure(self, namespace, trust_cache=False):
+                    raise ApiError(f"{action}: namespace {namespace} does not exist", 404) from None
+            return self._while_propagating(grants, namespace, action, fn)
+        grants.in_force(namespace)
+        return answer
+
+    def _while_propagating(self, grants: NamespaceGrants, namespace: str, action: str, fn: Callable[[], T]) -> T:
+        """The call again, and while it is refused (403) again every 0.1 s until RBAC may have seen a grant made a
+        moment ago. No access review is asked for first: RBAC mostly sees a binding at once, and a cold start
+        makes thousands (issue 18); the call itself is the review."""
+        while True:
+            try:
+                answer = self._call(action, fn)
+                grants.in_force(namespace)
+                return answer
+            except ApiError as exc:
+                deadline = grants.propagating(namespace)
+                fenced = exc.transient  # the webhook's fence, not RBAC: kopf retries it later
+                if exc.status != 403 or fenced or deadline is None or time.monotonic() + 0.1 > deadline:
+                    raise
+            time.sleep(0.1)
 
     def withdraw_grant(self, namespace: str) -> bool:
         """Delete the operator's grant in `namespace` (made by NamespaceGrants); False when it was not there."""
@@ -362,19 +406,18 @@ class Kube:
             raise
         return True
 
-    def _create_grant(self, binding: dict[str, Any]) -> bool | None:
+    def _create_grant(self, binding: dict[str, Any], trust_cache: bool = True) -> bool | None:
         """Create the grant RoleBinding: True when made now, False when it existed, None when its namespace is gone.
 
-        An existing grant is looked for first (a list, which the operator may do anywhere): where iotsec no longer
-        works the fence refuses a create, even of a grant that is still there, and pruning must go on."""
-        namespace, name = binding["metadata"]["namespace"], binding["metadata"]["name"]
-        resource = self._resource("rbac.authorization.k8s.io/v1", "RoleBinding")
-        found = self._call(
-            f"look for the grant in {namespace}",
-            lambda: resource.get(namespace=namespace, field_selector=f"metadata.name={name}"),
-        ).to_dict()
-        if found.get("items"):
+        Whether it exists is asked of the watch cache, which follows iotsec's RoleBindings (no request), or else
+        looked for (a list, which the operator may do anywhere): where iotsec no longer works the fence refuses a
+        create, even of a grant that is still there, and pruning must go on. A refused create is therefore looked
+        into too before it counts as a refusal: the cache may not have seen a grant made a moment ago."""
+        namespace = binding["metadata"]["namespace"]
+        known = self._cached_presence(binding) if trust_cache else None
+        if known or (known is None and self._grant_found(binding)):
             return False
+        resource = self._resource("rbac.authorization.k8s.io/v1", "RoleBinding")
         try:
             self._call(
                 f"grant iotsec in namespace {namespace}", lambda: resource.create(body=binding, namespace=namespace)
@@ -384,22 +427,33 @@ class Kube:
                 return False
             if exc.status == 404:
                 return None
+            if known is False and self._grant_found(binding):
+                return False
             raise ApiError(
                 f"iotsec may not work in namespace {namespace}: {exc}", exc.status, transient=exc.transient
             ) from None
         log.info("granted iotsec's operator its namespace role in %s", namespace)
         return True
 
-    def _await_access(self, namespace: str, seconds: float) -> None:
-        """RBAC takes a moment to see a new RoleBinding: wait until a self access review says it holds."""
-        api = k8s_client.AuthorizationV1Api(self._api_client)
-        review = {"spec": {"resourceAttributes": {"verb": "get", "resource": "secrets", "namespace": namespace}}}
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            answer = self._call("review own access", lambda: api.create_self_subject_access_review(review))
-            if answer.status.allowed:
-                return
-            time.sleep(0.1)
+    def _cached_presence(self, obj: dict[str, Any]) -> bool | None:
+        """Whether `obj` exists as the watch cache knows it; None when the cache does not follow such objects."""
+        current = getattr(self.cache, "current", None)
+        if current is None:
+            return None
+        meta = obj["metadata"]
+        followed, live = current(
+            obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), meta.get("labels") or {}
+        )
+        return (live is not None) if followed else None
+
+    def _grant_found(self, binding: dict[str, Any]) -> bool:
+        namespace, name = binding["metadata"]["namespace"], binding["metadata"]["name"]
+        resource = self._resource("rbac.authorization.k8s.io/v1", "RoleBinding")
+        found = self._call(
+            f"look for the grant in {namespace}",
+            lambda: resource.get(namespace=namespace, field_selector=f"metadata.name={name}"),
+        ).to_dict()
+        return bool(found.get("items"))
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -613,8 +667,11 @@ class Kube:
             obj = {**obj, "metadata": {**metadata, "ownerReferences": [owner.reference()]}}
         resource = self._resource(obj["apiVersion"], obj["kind"])
         name = f"create {obj['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
+        namespace = metadata.get("namespace")
         try:
-            self._call(name, lambda: resource.create(body=obj, namespace=metadata.get("namespace")))
+            self._in(
+                obj["apiVersion"], obj["kind"], namespace, name, lambda: resource.create(body=obj, namespace=namespace)
+            )
         except ApiError as exc:
             if exc.status == 409:
                 return False
@@ -698,12 +755,13 @@ class Kube:
         namespace: str | None = None,
         resource_version: str | None = None,
     ) -> None:
-        """Merge-patch the status; with `resource_version`, a concurrent writer makes it fail with 409."""
+        """Merge-patch the status; with `resource_version`, a concurrent writer makes it fail with 409. The answer
+        goes to the watch cache: a reconcile that reads its resource from there reads its own status writes."""
         resource = self._resource(api_version, kind)
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        self._call(
+        written = self._call(
             f"write status of {kind} {name}",
             lambda: resource.status.patch(
                 name=name,
@@ -713,6 +771,7 @@ class Kube:
                 field_manager=self.field_manager,
             ),
         )
+        self.observed(_as_dict(written))
 
     def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about `involved`; cluster-scoped objects get theirs in the default namespace."""

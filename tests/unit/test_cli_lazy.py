@@ -239,3 +239,25 @@ def test_checking_deployments_loads_no_builder_of_keys_backups_or_audit_sinks():
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert not [m for m in loaded if m in ("iotsec.build.audit", "iotsec.build.backup", "iotsec.build.tenant")], loaded
     assert not [m for m in loaded if m.startswith("iotsec.pki")], loaded
+
+
+def test_handler_threads_reaching_their_first_rules_at_once_build_one_parser(cel_log):
+    """The operator's 16 handler threads validate their first resources together after a start."""
+    import threading
+
+    domains = [d.obj for d in load_documents([DOMAINS]) if d.obj.get("kind") == "SecurityDomain"]
+    start = threading.Barrier(8)
+    problems: list[list[Any]] = []
+
+    def validate() -> None:
+        start.wait()
+        problems.append([validation.validate_resource(domain) for domain in domains])
+
+    threads = [threading.Thread(target=validate) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(problems) == 8
+    assert all(found == problems[0] for found in problems), "every thread judged the same"
+    assert cel_log["environments"] == 1, "one parser, built once, the other threads waiting for it"

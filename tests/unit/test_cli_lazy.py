@@ -85,6 +85,7 @@ def _clear_cel_caches() -> None:
         cached = getattr(validation, name, None)
         if cached is not None:
             cached.cache_clear()
+    validation._CHECKED.clear()  # the answers of an earlier test's resources would spare these their rules
 
 
 def _check(path: Any) -> snapshot.Report:

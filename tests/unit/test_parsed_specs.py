@@ -56,3 +56,44 @@ def test_a_changed_spec_is_validated_again_and_an_invalid_one_rejected(counted, 
 
 def _stop() -> None:
     raise kopf.PermanentError("rejected")
+
+
+@pytest.fixture
+def judged(monkeypatch) -> list[dict[str, Any]]:
+    from iotsec.api import validation
+
+    seen: list[dict[str, Any]] = []
+    real = validation._judge
+    monkeypatch.setattr(validation, "_judge", lambda obj: seen.append(obj) or real(obj))
+    monkeypatch.setattr(validation, "_CHECKED", {})
+    return seen
+
+
+def test_the_same_content_is_judged_once_whoever_asks(judged):
+    """The background scan and the grant check judge every custom resource on each pass."""
+    from iotsec.api.validation import parse_resource, validate_resource
+
+    body = _tenant()
+    first = parse_resource(body)
+    assert parse_resource(copy.deepcopy(body)) is first
+    assert validate_resource(body) == []
+    assert len(judged) == 1
+
+
+def test_an_update_with_the_stored_version_but_a_new_spec_is_judged_anew(judged):
+    """An UPDATE's AdmissionReview carries the stored object's uid and resourceVersion with the new spec: a cache
+    keyed by them would wave the new spec through."""
+    from iotsec.api.validation import InvalidResourceError, parse_resource, validate_resource
+
+    stored = _tenant()
+    stored["metadata"].update(uid="uid-1", resourceVersion="7")
+    parse_resource(stored)
+    update = copy.deepcopy(stored)
+    update["spec"]["namespaces"] = ["Not_A_Namespace"]
+    with pytest.raises(InvalidResourceError):
+        parse_resource(update)
+    problems = validate_resource(update)
+    assert problems
+    problems.clear()  # a caller's copy: the remembered answer is not changed by it
+    assert validate_resource(update)
+    assert len(judged) == 2

@@ -572,3 +572,25 @@ def test_a_reconcile_plans_with_the_body_its_event_carried_when_the_cache_lags(t
     newer = tenant_server.put(newer)  # its watch event has not reached the cache yet; kopf's has reached the handler
     handlers[0](name="acme-utilities", logger=None, body=newer)
     assert "acme-extra" in _tenant(tenant_server)["status"]["namespaces"]
+
+
+def test_prune_reads_the_cache_without_copies_and_deletes_only_strays(tenant_server, monkeypatch):
+    import copy as copy_module
+
+    api = kube_on(tenant_server)
+    _reconcile(api, monkeypatch)
+    owner = {**LABELS, "iotsec.io/owner-name": "acme-utilities"}
+    stray = {**CONFIG_MAP, "metadata": {"name": "stray", "namespace": "acme-meters", "labels": owner}}
+    event(api, "ADDED", tenant_server.put(stray))
+    planned = [(k[2], k[3]) for k in tenant_server.objects if k[1] == "ConfigMap" and k[3] != "stray"]
+    copies: list[Any] = []
+    deepcopy = copy_module.deepcopy
+    monkeypatch.setattr(copy_module, "deepcopy", lambda obj, *a: copies.append(obj) or deepcopy(obj, *a))
+    removed = api.prune("v1", "ConfigMap", "TenantIsolation", "acme-utilities", keep=planned)
+    monkeypatch.setattr(copy_module, "deepcopy", deepcopy)
+    assert removed == [("acme-meters", "stray")]
+    kept = {name for _, name in planned}
+    copied = [c["metadata"]["name"] for c in copies if isinstance(c, dict) and c.get("kind") == "ConfigMap"]
+    assert not kept & set(copied), "read from the cache, not copied (the stray's copy is the fake server's answer)"
+    assert all(tenant_server.find("v1", "ConfigMap", name, ns) is not None for ns, name in planned)
+    assert api.requests["list"] == 0

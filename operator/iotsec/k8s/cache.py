@@ -209,7 +209,11 @@ class WatchCache:
     def stop(self) -> None:
         self._stop.set()
 
-    def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None) -> list[dict] | None:
+    def list(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None, copy_each: bool = True
+    ) -> list[dict] | None:
+        """`copy_each=False`: the cache's own objects, for a caller that only reads them (prune: the copies of every
+        child of every tenant on each resync were a twentieth of the operator's CPU)."""
         reflector = self.reflectors.get((api_version, kind))
         if reflector is None or not reflector.synced.is_set():
             return None
@@ -219,7 +223,7 @@ class WatchCache:
         self.hits += 1
         found = reflector.candidates(requirements)
         return [
-            copy.deepcopy(obj)
+            copy.deepcopy(obj) if copy_each else obj
             for obj in (reflector.items() if found is None else found)
             if (namespace is None or (obj.get("metadata") or {}).get("namespace") == namespace)
             and selectors.selected(requirements, (obj.get("metadata") or {}).get("labels") or {})

@@ -271,7 +271,7 @@ class ListCache(Protocol):
     """Answers some lists from memory (k8s.cache.WatchCache); None: ask the API server."""
 
     def list(
-        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None, copy_each: bool = True
     ) -> list[dict[str, Any]] | None: ...
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None: ...
@@ -525,6 +525,15 @@ class Kube:
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
         return items
+
+    def _read_only(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
+    ) -> list[dict[str, Any]]:
+        """`list`, without a copy of each object where the watch cache answers: for callers that only read them."""
+        cached = None
+        if self.cache is not None:
+            cached = self.cache.list(api_version, kind, namespace, label_selector, copy_each=False)
+        return cached if cached is not None else self.list(api_version, kind, namespace, label_selector)
 
     def _pages(
         self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
@@ -864,7 +873,7 @@ class Kube:
         wanted = set(keep)
         removed = []
         selector = owner_selector(owner_kind, owner_name)
-        for item in self.list(api_version, kind, namespace=namespace, label_selector=selector):
+        for item in self._read_only(api_version, kind, namespace, selector):
             meta = item["metadata"]
             labels = meta.get("labels") or {}
             ours = labels.get(MANAGED_BY) == MANAGER and labels.get(OWNER_KIND) == owner_kind

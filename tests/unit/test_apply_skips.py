@@ -594,3 +594,22 @@ def test_prune_reads_the_cache_without_copies_and_deletes_only_strays(tenant_ser
     assert not kept & set(copied), "read from the cache, not copied (the stray's copy is the fake server's answer)"
     assert all(tenant_server.find("v1", "ConfigMap", name, ns) is not None for ns, name in planned)
     assert api.requests["list"] == 0
+
+
+def test_a_namespace_of_another_tenant_is_seen_through_the_cache_lookups(monkeypatch):
+    """A tenant looks up its own namespaces in the watch cache (not a pass over every namespace): one another tenant
+    holds is still found, and not adopted."""
+    server = _server_with(monkeypatch, "acme-utilities")
+    for index in range(50):
+        server.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"unrelated-{index}"}})
+    theirs = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-meters", "labels": {}}}
+    theirs["metadata"]["labels"]["iotsec.io/tenant"] = "globex"
+    server.put(theirs)
+    api = kube_on(server)
+    _reconcile(api, monkeypatch)
+    ready = _ready(_tenant(server))
+    assert (ready["status"], ready["reason"]) == ("False", "Conflict")
+    assert "namespace acme-meters belongs to tenant globex" in ready["message"]
+    kept = server.find("v1", "Namespace", "acme-meters")
+    assert kept is not None
+    assert kept["metadata"]["labels"]["iotsec.io/tenant"] == "globex"

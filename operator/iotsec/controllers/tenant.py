@@ -242,7 +242,7 @@ def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec, outco
     name = body["metadata"]["name"]
     annotations = body["metadata"].get("annotations") or {}
     status = body.get("status") or {}
-    existing = {ns["metadata"]["name"]: ns for ns in read_only_list(api, "v1", "Namespace")}
+    existing = _existing_namespaces(api, {*spec.namespaces, *(status.get("namespaces") or ())})
     labels = {ns: obj["metadata"].get("labels") or {} for ns, obj in existing.items()}
     plan = builder.plan_tenant(name, spec, labels, config().platform, key_namespace=_recorded_home(status))
     run = _Run(
@@ -280,6 +280,25 @@ def _reconcile(api: Kube, body: dict[str, Any], spec: TenantIsolationSpec, outco
         f"Ready={ready}",
     )
     return ready
+
+
+def _existing_namespaces(api: Kube, names: set[str]) -> dict[str, dict[str, Any]]:
+    """Those of `names` that exist, by name: looked up in the watch cache one by one when it follows namespaces (a
+    comprehension over all 3,600 namespaces made 1,000 tenants' cold start quadratic, issue 18), else one list."""
+    current = getattr(getattr(api, "cache", None), "current", None)
+    if current is not None:
+        found: dict[str, dict[str, Any]] = {}
+        for name in names:
+            followed, namespace = current("v1", "Namespace", name, None, {})
+            if not followed:
+                break
+            if namespace is not None:
+                found[name] = namespace
+        else:
+            return found
+    return {
+        ns["metadata"]["name"]: ns for ns in read_only_list(api, "v1", "Namespace") if ns["metadata"]["name"] in names
+    }
 
 
 def _recorded_home(status: dict[str, Any]) -> str | None:

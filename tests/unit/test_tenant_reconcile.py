@@ -3,6 +3,7 @@ at a fixed home (and migrated there), conflicts that change nothing, Shred limit
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import logging
@@ -325,7 +326,7 @@ def test_a_new_request_annotation_reconciles_at_once_and_nothing_else_does(monke
     monkeypatch.setattr(handler, "_requests_seen", {})
 
     def event(annotations: dict[str, str], type_: str = "MODIFIED") -> None:
-        handler.on_request(name=NAME, body={"metadata": {"annotations": annotations}}, type=type_)
+        asyncio.run(handler.on_request(name=NAME, body={"metadata": {"annotations": annotations}}, type=type_))
 
     event({}, type_=None)  # the first listing: resume handles it
     event({"iotsec.io/last-handled-configuration": "x"})

@@ -3,6 +3,8 @@ in one line), the status writer, and the two ways a reconcile ends badly (invali
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextvars
 import json
 import logging
@@ -10,6 +12,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, NoReturn
 
 import kopf
@@ -54,6 +57,19 @@ def reconcile_soon(
     timer.daemon = True
     timer.start()
     return True
+
+
+# Watch events that only route work (a namespace event names the domains to reconcile) run here, not on kopf's
+# handler threads: at a cold start of 1,000 tenants those were all busy reconciling for minutes, and namespace events
+# waited behind them, leaving domains unreconciled until their resync timer, itself ten minutes late (issue 18).
+_routing = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="iotsec-events")
+
+
+async def routed(fn: Callable[..., None], *args: Any) -> None:
+    """Run `fn(*args)` on the event-routing threads, in kopf's context as the caller has it (kopf.event, and
+    reconcile_soon's timers, post through it)."""
+    context = contextvars.copy_context()
+    await asyncio.get_running_loop().run_in_executor(_routing, partial(context.run, fn, *args))
 
 
 # requested reconciles running at once (the others wait for a slot): 200 domains each in a thread of its own

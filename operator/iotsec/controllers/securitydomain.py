@@ -31,6 +31,7 @@ from iotsec.controllers.reconciler import (
     reconcile_soon,
     reject,
     resource_lock,
+    routed,
     write_status,
 )
 from iotsec.controllers.runtime import config, kube, network
@@ -81,24 +82,33 @@ def on_delete(name: str, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "namespaces")
-def on_namespace(type: str | None, name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> None:
+async def on_namespace(type: str | None, name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> None:
     """A namespace appeared, changed labels or went away: reconcile the domains it concerns."""
-    if type is None:  # the initial listing at start-up; resume handlers cover it
-        return
-    if type == "DELETED":
+    if type is not None:  # None: the initial listing at start-up; resume handlers cover it
+        await routed(namespace_changed, type, name, dict(labels), dict(body))
+
+
+def namespace_changed(type_: str, name: str, labels: dict[str, str], body: dict[str, Any]) -> None:
+    if type_ == "DELETED":
         kube().forgotten("v1", "Namespace", name)
     else:
-        kube().observed(dict(body))  # the plans list namespaces from the watch cache: it must hold this one
+        kube().observed(body)  # the plans list namespaces from the watch cache: it must hold this one
     for domain in _domains_concerned(name, labels):
         reconcile_soon(KIND, domain, partial(reconcile, domain), EVENT_DELAY_SECONDS)
 
 
 @kopf.on.event(*NETPOL[0].split("/"), "networkpolicies", labels={OWNER_KIND: KIND})
-def on_policy_deleted(type: str | None, labels: Mapping[str, str], name: str, namespace: str | None, **_: Any) -> None:
+async def on_policy_deleted(
+    type: str | None, labels: Mapping[str, str], name: str, namespace: str | None, **_: Any
+) -> None:
     """A policy iotsec maintains was deleted by someone: put it back now rather than at the next resync."""
     if type == "DELETED" and labels.get(OWNER_NAME):
-        kube().forgotten(*NETPOL, name, namespace)
-        reconcile_soon(KIND, labels[OWNER_NAME], partial(reconcile, labels[OWNER_NAME]), EVENT_DELAY_SECONDS)
+        await routed(policy_deleted, labels[OWNER_NAME], name, namespace)
+
+
+def policy_deleted(domain: str, name: str, namespace: str | None) -> None:
+    kube().forgotten(*NETPOL, name, namespace)
+    reconcile_soon(KIND, domain, partial(reconcile, domain), EVENT_DELAY_SECONDS)
 
 
 def _domains_concerned(namespace: str, labels: Mapping[str, str]) -> set[str]:

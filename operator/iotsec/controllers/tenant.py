@@ -15,6 +15,7 @@ import base64
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import kopf
@@ -32,6 +33,7 @@ from iotsec.controllers.reconciler import (
     live_resource,
     parsed_spec,
     resource_lock,
+    routed,
     write_status,
 )
 from iotsec.controllers.runtime import config, kube
@@ -763,7 +765,9 @@ _requests_seen: dict[str, tuple[str | None, ...]] = {}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="requests")
-def on_request(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+async def on_request(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Judged on the event loop (every event of every tenant comes here, thousands in a cold start: none waits for
+    a handler thread); a request is served on the event-routing threads."""
     if type == "DELETED":
         _requests_seen.pop(name, None)
         return
@@ -772,4 +776,4 @@ def on_request(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
     first_sight, previous = name not in _requests_seen, _requests_seen.get(name)
     _requests_seen[name] = requests
     if not first_sight and requests != previous:  # at first sight the resume or create handler reconciles
-        reconcile(name, seen=dict(body))
+        await routed(partial(reconcile, name, seen=dict(body)))

@@ -10,7 +10,9 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from iotsec.admission import secrets
+from iotsec.admission import podspecs, secrets
+from iotsec.model.workloads import BUILT_IN, parse_path
+from iotsec.servers.bounded import WEBHOOK_BOUNDS
 from iotsec.servers.bounded import server as bounded
 from iotsec.servers.webhook import server as webhook
 from tests.webhook.test_throughput_answers import start_webhook
@@ -89,3 +91,49 @@ async def test_a_small_body_neither_waits_for_nor_locks_the_body_budget(tmp_path
         assert budget.used == 0
     finally:
         await runner.cleanup()
+
+
+SHAPES = [
+    {"spec": {"template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": []}}}},
+    {"spec": {"template": {"spec": {"containers": []}}}},
+    {"spec": {"template": {"spec": "not a dict"}}},
+    {"spec": {"template": "not a dict"}},
+    {"spec": {"template": None}},
+    {"spec": []},
+    {"spec": {"jobTemplate": {"spec": {"template": {"spec": {}}}}}},
+    {},
+]
+
+
+@pytest.mark.parametrize("obj", SHAPES)
+@pytest.mark.parametrize("path", sorted({p for c in BUILT_IN for p in c.pod_spec_paths if "[" not in p}))
+def test_a_plain_pod_spec_path_is_walked_as_the_recursive_walk_does(obj, path):
+    shortcut = list(podspecs._walk(obj, parse_path(path)))
+    assert shortcut == [(node, real.removeprefix("x."), owner) for node, real, owner in _long_walk(obj, path)]
+
+
+def _long_walk(obj: object, path: str) -> list[tuple[object, str, object]]:
+    """The recursive walk, entered one level down (a non-empty path) so that it never takes the shortcut."""
+    segments = parse_path(path)
+    if not isinstance(obj, dict):
+        return []
+    return list(podspecs._walk(obj.get(segments[0]), segments[1:], f"x.{segments[0]}", obj))
+
+
+async def test_a_deadline_is_rearmed_without_asking_the_timer():
+    """The guard notes when its timer wakes instead of asking the handle; the timer it keeps is the one it noted,
+    and a shorter deadline replaces it."""
+    listener = bounded.Listener("test", WEBHOOK_BOUNDS, None, lambda: None, 0)  # type: ignore[arg-type]
+    guard = bounded._Guard(listener)
+    guard.loop = asyncio.get_running_loop()
+    guard.arm("idle_timeout", WEBHOOK_BOUNDS.idle_seconds)
+    first = guard.deadline
+    assert first is not None
+    assert first.when() == guard.wakes <= guard.due
+    guard.arm("header_timeout", WEBHOOK_BOUNDS.header_seconds)
+    assert guard.deadline is first, "a later deadline keeps the timer"
+    guard.arm("body_timeout", 0.01)
+    assert guard.deadline is not first
+    assert first.cancelled()
+    assert guard.deadline.when() == guard.wakes == guard.due
+    guard.stop_timer()

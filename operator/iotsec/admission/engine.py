@@ -8,7 +8,7 @@ from iotsec.admission.configmaps import check_config_fed
 from iotsec.admission.context import Context
 from iotsec.admission.exceptions import exception_for
 from iotsec.admission.model import Decision, ExceptionUse, Finding, Violation, container_names, warning_lines
-from iotsec.admission.podspecs import UnreadablePatch, patch_path, pod_specs, relocate
+from iotsec.admission.podspecs import UnreadablePatch, carried_pod_specs, patch_path, relocate
 from iotsec.admission.resources import check_object
 from iotsec.admission.workloads import check_pod
 from iotsec.api.securitydomain import PolicyException
@@ -18,8 +18,9 @@ from iotsec.model.workloads import CHECKED_OBJECT_NAMES, WorkloadKindLike, check
 def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
     namespace = (obj.get("metadata") or {}).get("namespace")
     found: list[Finding] = []
-    kinds = workload_kinds(ctx)
-    pods = pod_specs(obj, kinds)
+    key = object_key(obj)
+    carrier = find_carrier(*key, workload_kinds(ctx))  # once: the pod specs and the object's own checks ask
+    pods = carried_pod_specs(obj, carrier)
     for pod in pods:
         own: list[Finding] = []
         try:
@@ -31,11 +32,9 @@ def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:
                 raise
             pod = UnreadablePatch(patch, f"the pod it makes is not shaped like a pod spec ({shape})")
         found.extend(relocate(pod, own))
-    key = object_key(obj)
     checked = checks_object(*key)
-    carrier = find_carrier(*key, kinds) is not None
     # not a kind of the same name in another group (example.com/v1 Pod); a Knative Service by its pods alone
-    if checked or (carrier and key[1] not in CHECKED_OBJECT_NAMES):
+    if checked or (carrier is not None and key[1] not in CHECKED_OBJECT_NAMES):
         check_object(obj, ctx, found)
     if namespace and ctx.domain.name is None and (pods or (checked and obj.get("kind") in _NAMESPACED_CHECKED)):
         found.append(

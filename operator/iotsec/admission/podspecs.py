@@ -59,8 +59,11 @@ class AssembledPodSpec(PodSpec):
 def pod_specs(obj: dict[str, Any], extra: Iterable[WorkloadKindLike] = ()) -> list[PodSpec]:
     """The pod specs `obj` carries, by its API group and kind (built-in table first, then `extra`); [] for kinds
     that carry none, or a kind of the same name in another group."""
-    group, kind = object_key(obj)
-    carrier = find_carrier(group, kind, extra)
+    return carried_pod_specs(obj, find_carrier(*object_key(obj), extra))
+
+
+def carried_pod_specs(obj: dict[str, Any], carrier: WorkloadKindLike | None) -> list[PodSpec]:
+    """The pod specs `obj` carries as `carrier` (its entry in the workload-kind table; None: it carries none)."""
     if carrier is None:
         return []
     argo = getattr(carrier, "shape", None) == ARGO
@@ -80,6 +83,9 @@ def _walk(
     node: Any, segments: tuple[str, ...], path: str = "", owner: Any = None
 ) -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
     """(node, its real path, the object holding it) for every dict the segments reach; missing parts: nothing."""
+    if not path and segments and all("[" not in s for s in segments):
+        yield from _plain_walk(node, segments)  # the built-in kinds' paths (spec.template.spec): no recursion
+        return
     if not segments:
         if isinstance(node, dict):
             yield node, path, owner if isinstance(owner, dict) else {}
@@ -94,6 +100,17 @@ def _walk(
     elif isinstance(child, list):
         for index, item in enumerate(child):
             yield from _walk(item, rest, f"{child_path}[{index}]", node if not rest else item)
+
+
+def _plain_walk(node: Any, segments: tuple[str, ...]) -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
+    """_walk for a path without [*]: the one dict it reaches, if any, as _walk finds it."""
+    owner: Any = None
+    for name in segments:
+        if not isinstance(node, dict):
+            return
+        owner, node = node, node.get(name)
+    if isinstance(node, dict):
+        yield node, ".".join(segments), owner if isinstance(owner, dict) else {}
 
 
 def _strings(metadata: dict[str, Any], key: str) -> dict[str, str]:

@@ -200,7 +200,9 @@ class _Guard(asyncio.Protocol):
         self.peer = "?"
         self.transport: asyncio.Transport | None = None
         self.tls: _TLSLayer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop that accepted it (set in connection_made)
         self.deadline: asyncio.TimerHandle | None = None
+        self.wakes = 0.0  # when the deadline timer fires (loop time): asking the handle costs a call per request
         self.reason: str | None = None  # what the armed deadline is for
         self.due = 0.0  # when it is due (loop time)
         self.cut = False
@@ -212,6 +214,7 @@ class _Guard(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.loop = asyncio.get_running_loop()  # once here, not per deadline: each lookup is a getpid() syscall
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else "?"
         if not self.listener.admit(self):
@@ -283,13 +286,18 @@ class _Guard(asyncio.Protocol):
     # time, one timer per connection wakes at most every `step` seconds (the shortest deadline) and then at the
     # deadline itself: re-arming only notes the reason and when it is due.
     def arm(self, reason: str, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        self.reason, self.due = reason, loop.time() + seconds
+        loop = self.loop or asyncio.get_running_loop()
+        now = loop.time()
+        self.reason, self.due = reason, now + seconds
         if self.deadline is None:
-            self.deadline = loop.call_at(min(self.due, loop.time() + self.listener.step), self.expire)
-        elif self.deadline.when() > self.due:  # only the first deadline after the handshake is this short
+            self._wake_at(loop, min(self.due, now + self.listener.step))
+        elif self.wakes > self.due:  # only the first deadline after the handshake is this short
             self.deadline.cancel()
-            self.deadline = loop.call_at(self.due, self.expire)
+            self._wake_at(loop, self.due)
+
+    def _wake_at(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self.wakes = when
+        self.deadline = loop.call_at(when, self.expire)
 
     def disarm(self) -> None:
         self.reason = None  # the timer, if any, wakes and finds nothing due
@@ -304,9 +312,10 @@ class _Guard(asyncio.Protocol):
         reason = self.reason
         if self.transport is None or reason is None:
             return
-        loop = asyncio.get_running_loop()
-        if loop.time() < self.due:  # re-armed since the timer was set: wake again, at most `step` from now
-            self.deadline = loop.call_at(min(self.due, loop.time() + self.listener.step), self.expire)
+        loop = self.loop or asyncio.get_running_loop()
+        now = loop.time()
+        if now < self.due:  # re-armed since the timer was set: wake again, at most `step` from now
+            self._wake_at(loop, min(self.due, now + self.listener.step))
             return
         self.cut = True
         self.listener.reject(reason, self.peer)
@@ -374,7 +383,8 @@ class _Handshaking(asyncio.Protocol):
 async def request_bounds(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
     """Times the body of a request, keeps bodies within the budget, and turns a client that goes away mid-request
     into one log line."""
-    guard = request.transport.get_extra_info(GUARD_KEY) if request.transport else None
+    transport = request.transport
+    guard = transport.get_extra_info(GUARD_KEY) if transport else None
     if guard is None:  # not served through a BoundedSite (tests with aiohttp's client)
         return await handler(request)
     guard.request_started()

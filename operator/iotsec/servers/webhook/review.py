@@ -94,7 +94,8 @@ def parse_review(body: bytes) -> AdmissionRequest:
     if operation in CHECKED_OPERATIONS and not isinstance(obj, dict):
         raise ReviewError(f"request.object must be an object for {operation}")
     namespace = request.get("namespace")
-    user = (request.get("userInfo") or {}).get("username", "") if isinstance(request.get("userInfo"), dict) else ""
+    user_info = request.get("userInfo")
+    user = user_info.get("username", "") if isinstance(user_info, dict) else ""
     return AdmissionRequest(
         uid,
         kind["kind"],
@@ -104,7 +105,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         bool(request.get("dryRun")),
         str(user),
         request.get("oldObject"),
-        _groups(request.get("userInfo")),
+        _groups(user_info),
         group=str(kind.get("group") or ""),
         version=str(kind.get("version") or ""),
     )
@@ -149,7 +150,7 @@ def review(body: bytes, snapshot: Snapshot | None, now: Callable[[], datetime]) 
     body_out = _response(
         request.uid,
         decision.allowed,
-        message=decision.message or None,
+        message=decision.message if decision.violations else None,  # "" then: skip the cached property's lock
         warnings=[w[:MAX_WARNING] for w in decision.warnings],
         audit=None if request.dry_run else _audit_annotations(decision),  # a dry run leaves no records
     )

@@ -97,3 +97,23 @@ def test_an_update_with_the_stored_version_but_a_new_spec_is_judged_anew(judged)
     problems.clear()  # a caller's copy: the remembered answer is not changed by it
     assert validate_resource(update)
     assert len(judged) == 2
+
+
+def test_the_scan_and_grant_check_judge_a_resource_once_whatever_its_status_and_version(judged):
+    """Their parse reads kind, name, namespace and spec: a status write or kopf's annotation is no new content."""
+    from iotsec.api.validation import InvalidResourceError, parse_spec
+
+    body = _tenant()
+    first = parse_spec(body)
+    written = copy.deepcopy(body)
+    written["metadata"].update(resourceVersion="9", annotations={"iotsec.io/last-handled-configuration": "{}"})
+    written["status"] = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}
+    again = parse_spec(written)
+    assert again.spec == first.spec
+    assert (again.kind, again.name, again.namespace) == (first.kind, first.name, first.namespace)
+    assert len(judged) == 1
+    changed = copy.deepcopy(written)
+    changed["spec"]["namespaces"] = ["Not_A_Namespace"]
+    with pytest.raises(InvalidResourceError):
+        parse_spec(changed)
+    assert len(judged) == 2

@@ -29,7 +29,7 @@ name (`<domain>/exceptions[i]`), justification and approver: reported as skipped
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,7 +40,7 @@ from iotsec.admission.exceptions import exception_for
 from iotsec.admission.model import Decision, Violation, grouped_lines
 from iotsec.admission.rules import RULES
 from iotsec.admission.snapshot import CONTEXT_KINDS, Report, judge_document, operator_policies, snapshot_from_objects
-from iotsec.api.validation import is_iotsec
+from iotsec.api.validation import Resource, is_iotsec, parse_resource
 from iotsec.model.manifests import Document, clip
 from iotsec.model.names import ALWAYS_EXCLUDED
 from iotsec.model.platform import Platform
@@ -162,15 +162,17 @@ def scan(
     unassigned: str = "enforce",
     excluded_namespaces: Sequence[str] = (),
     assume_named_namespaces_exist: bool = False,
+    parse: Callable[[dict[str, Any]], Resource] = parse_resource,
 ) -> ScanResult:
     """Judge every object of a scanned kind in the namespaces of SecurityDomains (and the cluster-scoped ones), in
-    the context the other objects give (custom resources, Namespaces, StorageClasses, ClusterRoles, ConfigMaps)."""
+    the context the other objects give (custom resources, Namespaces, StorageClasses, ClusterRoles, ConfigMaps).
+    `parse`: how custom resources are parsed (the operator's scan: `parse_spec`, remembered across passes)."""
     platform = platform or Platform()
     everything = [o for o in objects if isinstance(o, dict) and isinstance(o.get("metadata"), dict)]
     context = [o for o in everything if is_iotsec(o) or o.get("kind") in CONTEXT_KINDS]
-    snapshot = snapshot_from_objects(context, unassigned, assume_named_namespaces_exist, platform=platform)
+    snapshot = snapshot_from_objects(context, unassigned, assume_named_namespaces_exist, platform=platform, parse=parse)
     candidates = [o for o in everything if not is_iotsec(o) and o.get("kind") not in ("Namespace",)]
-    own = operator_policies(context) if any(o.get("kind") == "NetworkPolicy" for o in candidates) else {}
+    own = operator_policies(context, parse) if any(o.get("kind") == "NetworkPolicy" for o in candidates) else {}
     result = ScanResult(now)
     excluded = {*ALWAYS_EXCLUDED, platform.namespace, *excluded_namespaces}
     judged: dict[tuple[str, ...], ScannedObject] = {}

@@ -91,14 +91,16 @@ def check(
     return report
 
 
-def operator_policies(context_objects: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+def operator_policies(
+    context_objects: list[dict[str, Any]], parse: Callable[[dict[str, Any]], Resource] = parse_resource
+) -> dict[tuple[str, str], Any]:
     """(namespace, name) -> spec of every NetworkPolicy the operator plans for the custom resources given: the
     webhook admits those from the operator's identity (a BackupPolicy's egress is wider than its domain), so
     `iotsec render ... | iotsec check ...` judges them as written by the operator, and nothing else is."""
     from iotsec.build.render import render  # the whole planner, only when NetworkPolicies are checked
 
     iotsec = [Document("<context>", index, obj) for index, obj in enumerate(context_objects) if is_iotsec(obj)]
-    planned = render(iotsec)
+    planned = render(iotsec, parse)
     return {
         (obj["metadata"].get("namespace", ""), obj["metadata"]["name"]): obj.get("spec")
         for obj in planned.objects

@@ -94,6 +94,19 @@ def parse_resource(obj: dict[str, Any]) -> Resource:
     return resource
 
 
+def parse_spec(obj: dict[str, Any]) -> Resource:
+    """`parse_resource` of what a resource means: its kind, name, namespace and spec, without its status and the
+    metadata every write changes (resourceVersion, kopf's annotations). For callers that read no more than that (the
+    operator's background scan and grant check, on every pass over every resource): a status write no longer makes
+    them judge the resource anew, since answers are remembered per content (issue 18)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict):
+        return parse_resource(obj)
+    stable = {key: value for key, value in obj.items() if key not in ("metadata", "status")}
+    stable["metadata"] = {key: meta[key] for key in ("name", "namespace") if key in meta}
+    return parse_resource(stable)
+
+
 def validate_resource(obj: dict[str, Any]) -> list[Problem]:
     """Every problem of one custom resource, sorted by path; empty when it is valid."""
     return _check(obj)[0]

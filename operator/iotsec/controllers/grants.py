@@ -17,6 +17,7 @@ import kopf
 
 from iotsec.admission.snapshot import snapshot_from_objects
 from iotsec.api.common import API_VERSION
+from iotsec.api.validation import parse_spec
 from iotsec.controllers.runtime import config, kube
 from iotsec.k8s.kube import ApiError, Kube, read_only_list
 from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, owner_selector
@@ -57,7 +58,7 @@ def withdraw_stale_grants(api: Kube) -> list[str]:
     if _judged and _judged[0] == judging:
         return []
     objects = [obj for api_version, kind in SOURCES for obj in api.list(api_version, kind)]
-    managed = snapshot_from_objects(objects, platform=platform).managed
+    managed = snapshot_from_objects(objects, platform=platform, parse=parse_spec).managed
     stale = stale_grants(grants, managed.manages, platform)
     _judged[:] = [] if stale else [judging]
     leftovers = _namespaces_left_to_prune(api) if stale else set()

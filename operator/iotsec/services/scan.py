@@ -19,6 +19,7 @@ from typing import Any
 
 from iotsec.admission.scan import SCANNED_KINDS, ScanResult, scan
 from iotsec.admission.snapshot import CONTEXT_SOURCES
+from iotsec.api.validation import parse_spec
 from iotsec.build.policyreport import API_VERSION, NAME, policy_reports
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model.labels import MANAGED_BY, MANAGER
@@ -90,7 +91,7 @@ def run_scan(
     started = time.perf_counter()
     cluster = read_cluster(api)
     moment = now or datetime.now(UTC)
-    result = scan(cluster.objects, moment, platform, unassigned, excluded_namespaces)
+    result = scan(cluster.objects, moment, platform, unassigned, excluded_namespaces, parse=parse_spec)
     reports = policy_reports(result, moment)
     return Outcome(result, reports, cluster.unavailable, time.perf_counter() - started)
 

@@ -613,3 +613,32 @@ def test_a_namespace_of_another_tenant_is_seen_through_the_cache_lookups(monkeyp
     kept = server.find("v1", "Namespace", "acme-meters")
     assert kept is not None
     assert kept["metadata"]["labels"]["iotsec.io/tenant"] == "globex"
+
+
+def test_domains_reuse_the_cluster_wide_analysis_until_a_domain_namespace_or_tenant_changes(monkeypatch):
+    from iotsec.controllers import securitydomain as domains
+
+    server = _server_with(monkeypatch, "acme-utilities")
+    server.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-meters"}})
+    api = kube_on(server)
+    analysed: list[str] = []  # each pass over the cluster's domains, namespaces and tenants
+    read_only_list = domains.read_only_list
+    monkeypatch.setattr(
+        domains, "read_only_list", lambda a, v, kind: analysed.append(kind) or read_only_list(a, v, kind)
+    )
+    monkeypatch.setattr(domains, "_planned", [])
+    body = server.find("iotsec.io/v1alpha1", "SecurityDomain", "ingestion")
+    assert body is not None
+    body = {**body, "spec": {"zone": "access", "namespaces": ["acme-meters"]}, "metadata": {**body["metadata"]}}
+    event(api, "MODIFIED", server.put(body))
+    domain = domains._domain(api.get("iotsec.io/v1alpha1", "SecurityDomain", "ingestion"))
+    first = domains._plan(api, domain)
+    passes = list(analysed)
+    assert "Namespace" in passes
+    again = domains._plan(api, domain)
+    assert analysed == passes, "nothing changed: the analysis is reused without reading the cluster again"
+    assert again.policies == first.policies
+    labelled = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-meters", "labels": {"x": "y"}}}
+    event(api, "MODIFIED", server.put(labelled))
+    domains._plan(api, domain)
+    assert analysed == passes + passes, "a namespace changed: analysed anew"

@@ -182,7 +182,32 @@ def _valid_domains(bodies: list[dict[str, Any]]) -> list[builder.Domain]:
     return domains
 
 
+_planned: list[tuple[tuple[int, ...], builder.Analysis]] = []  # the last analysis, by the cache's change counts
+
+
 def _plan(api: Kube, domain: builder.Domain) -> builder.DomainPlan:
+    """The domain's plan, from the cluster-wide analysis of domains, namespaces and tenants. That analysis is reused
+    while none of the three kinds changed in the watch cache: at 1,000 tenants x 200 domains each domain's resync
+    spent 0.2 s rebuilding its inputs from 3,600 namespaces and 1,000 tenants (issue 18)."""
+    stamp = _inputs_stamp(api)  # read before the lists: an analysis is never older than its stamp says
+    if stamp is not None and _planned and _planned[0][0] == stamp:
+        return builder.plan_from(domain, _planned[0][1])
+    analysis = _fresh_analysis(api)
+    if stamp is not None:
+        _planned[:] = [(stamp, analysis)]
+    return builder.plan_from(domain, analysis)
+
+
+def _inputs_stamp(api: Kube) -> tuple[int, ...] | None:
+    changes = getattr(getattr(api, "cache", None), "changes", None)
+    if changes is None:
+        return None
+    kinds = ((API_VERSION, KIND), ("v1", "Namespace"), (API_VERSION, tenant_builder.KIND))
+    stamp = tuple(changes(api_version, kind) for api_version, kind in kinds)
+    return None if None in stamp else stamp  # type: ignore[return-value]
+
+
+def _fresh_analysis(api: Kube) -> builder.Analysis:
     domains = _valid_domains(read_only_list(api, API_VERSION, KIND))
     live = [ns for ns in read_only_list(api, "v1", "Namespace") if not ns["metadata"].get("deletionTimestamp")]
     labels = _with_tenant_labels(api, {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in live})
@@ -192,7 +217,7 @@ def _plan(api: Kube, domain: builder.Domain) -> builder.DomainPlan:
         )
         for ns in live
     ]
-    return builder.plan_from(domain, _analysis(domains, namespaces))
+    return _analysis(domains, namespaces)
 
 
 _analysed: list[tuple[tuple[Any, ...], builder.Analysis]] = []  # the last cluster-wide analysis and its inputs

@@ -637,6 +637,10 @@ def test_domains_reuse_the_cluster_wide_analysis_until_a_domain_namespace_or_ten
     assert "Namespace" in passes
     again = domains._plan(api, domain)
     assert analysed == passes, "nothing changed: the analysis is reused without reading the cluster again"
+    api.observed(copy.deepcopy(_tenant(server)))  # a tenant's resync: the body of its kopf event, the same version
+    event(api, "MODIFIED", copy.deepcopy(_tenant(server)))  # a re-list's or a late watch event of that version
+    domains._plan(api, domain)
+    assert analysed == passes, "the same version again is no change"
     assert again.policies == first.policies
     labelled = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-meters", "labels": {"x": "y"}}}
     event(api, "MODIFIED", server.put(labelled))

@@ -35,6 +35,10 @@ def _slim(obj: dict) -> dict:
     return obj
 
 
+def _version(obj: dict) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
 def _older(obj: dict, than: dict | None) -> bool:
     """Whether `obj` is an earlier version of `than`. Resource versions are opaque to clients, but every server
     iotsec runs against counts them up (etcd's revision); anything else is taken as newer, as before."""
@@ -137,11 +141,13 @@ class Reflector:
         else:
             items, version = self.kube.list_at(self.api_version, self.kind)
         with self._lock:
+            before = {key: _version(obj) for key, obj in self._objects.items()}
             self._objects = {
                 _key(obj): _slim(obj) for obj in items if self.selects((obj.get("metadata") or {}).get("labels") or {})
             }
+            if {key: _version(obj) for key, obj in self._objects.items()} != before or not before:
+                self.changes += 1  # a list after a watch ended: a change only if some object is not as it was
             self._by_owner = {}
-            self.changes += 1
             for key, obj in self._objects.items():
                 owner = ((obj.get("metadata") or {}).get("labels") or {}).get(OWNER_NAME)
                 if owner is not None:
@@ -153,15 +159,19 @@ class Reflector:
 
     def _apply(self, type_: str, obj: dict) -> None:
         with self._lock:
-            self.changes += 1
             # an object whose labels left the selection arrives as DELETED from a watch, but as itself from a write
             key = _key(obj)
+            held = self._objects.get(key)
             if type_ == "DELETED" or not self.selects((obj.get("metadata") or {}).get("labels") or {}):
                 self._index(key, None)
                 self._objects.pop(key, None)
-            elif _older(obj, self._objects.get(key)):
+                self.changes += held is not None
+            elif _older(obj, held):
                 return  # the watch event of an earlier write, after the answer of a later one (`observe`)
             else:
+                # the same version again (the body a kopf event carried, the watch event of a write already
+                # observed) is no change: counting it made every tenant's resync invalidate the domains' analysis
+                self.changes += held is None or not _version(obj) or _version(obj) != _version(held)
                 self._index(key, obj)
                 self._objects[key] = _slim(obj)
         self.on_change()

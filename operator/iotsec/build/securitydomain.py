@@ -198,13 +198,18 @@ def plan_from(domain: Domain, analysis: Analysis) -> DomainPlan:
     )
 
 
-def claimed_namespaces(domain: Domain, namespaces: Mapping[str, NamespaceInfo]) -> tuple[set[str], list[str]]:
-    """Namespaces the domain names or selects that exist, and the named ones that do not."""
+def claimed_namespaces(
+    domain: Domain, namespaces: Mapping[str, NamespaceInfo], index: selectors.LabelIndex | None = None
+) -> tuple[set[str], list[str]]:
+    """Namespaces the domain names or selects that exist, and the named ones that do not. `index`: the namespaces'
+    labels indexed (`selectors.LabelIndex`), when many domains are matched against the same namespaces."""
     named = set(domain.spec.namespaces or ())
     claimed = named & namespaces.keys()
     selector = domain.spec.namespace_selector
     if selector is not None:
-        claimed |= {name for name, ns in namespaces.items() if selectors.matches(selector, ns.labels)}
+        candidates = index.candidates(selector) if index is not None else None
+        pool = namespaces.keys() if candidates is None else candidates & namespaces.keys()
+        claimed |= {name for name in pool if selectors.matches(selector, namespaces[name].labels)}
     return claimed, sorted(named - namespaces.keys())
 
 
@@ -217,8 +222,9 @@ def assign_namespaces(
     reserved namespaces (kube-system, ...) are never owned.
     """
     claimants: dict[str, list[Domain]] = {}
+    index = selectors.LabelIndex({name: ns.labels for name, ns in namespaces.items()})
     for domain in domains:
-        for namespace in claimed_namespaces(domain, namespaces)[0]:
+        for namespace in claimed_namespaces(domain, namespaces, index)[0]:
             claimants.setdefault(namespace, []).append(domain)
     owners = {}
     for namespace, candidates in claimants.items():

@@ -28,6 +28,31 @@ def matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
     return True
 
 
+class LabelIndex:
+    """Names by each (label, value) their labels carry, so that a selector's matchLabels and In requirements narrow
+    the names it is evaluated on: 200 domains over 3,600 namespaces were 720,000 evaluations per analysis, most of
+    a cold start's CPU at 1,000 tenants (issue 18). `candidates` never leaves out a name the selector matches."""
+
+    def __init__(self, labels_by_name: Mapping[str, Mapping[str, str]]):
+        self._names: dict[tuple[str, str], set[str]] = {}
+        for name, labels in labels_by_name.items():
+            for pair in labels.items():
+                self._names.setdefault(pair, set()).add(name)
+
+    def candidates(self, selector: LabelSelector) -> set[str] | None:
+        """The names that can match `selector` (a superset of those that do); None when it requires no label value
+        (only NotIn, Exists or DoesNotExist, or nothing): every name may match."""
+        required = [self._names.get(pair, set()) for pair in (selector.match_labels or {}).items()]
+        for requirement in selector.match_expressions or ():
+            if requirement.operator == "In":
+                required.append(
+                    set().union(*(self._names.get((requirement.key, v), set()) for v in requirement.values or ()))
+                )
+        if not required:
+            return None
+        return set.intersection(*sorted(required, key=len))
+
+
 def manifest(selector: LabelSelector | None) -> dict[str, Any]:
     """The selector as a Kubernetes manifest fragment ({} selects everything)."""
     if selector is None:

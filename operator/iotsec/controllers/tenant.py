@@ -37,7 +37,7 @@ from iotsec.controllers.reconciler import (
     write_status,
 )
 from iotsec.controllers.runtime import config, kube
-from iotsec.k8s.kube import ApiError, Kube, Owner, read_only_list
+from iotsec.k8s.kube import ApiError, Kube, Owner, cached_presence, read_only_list
 from iotsec.model import conditions, secretdata
 from iotsec.model.labels import (
     CREATED_BY,
@@ -345,14 +345,7 @@ def _apply_replacing_immutable(api: Kube, obj: dict[str, Any], owner: Owner | No
 
 def _known_absent(api: Kube, obj: dict[str, Any]) -> bool:
     """Whether the watch cache follows objects such as `obj` (kind and labels) and holds none of its name."""
-    current = getattr(getattr(api, "cache", None), "current", None)
-    if current is None:
-        return False
-    meta = obj["metadata"]
-    followed, live = current(
-        obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), meta.get("labels") or {}
-    )
-    return bool(followed) and live is None
+    return cached_presence(getattr(api, "cache", None), obj) is False
 
 
 # ---------------------------------------------------------------- keys

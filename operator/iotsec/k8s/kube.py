@@ -316,6 +316,19 @@ def _as_dict(answer: Any) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def cached_presence(cache: ListCache | None, obj: dict[str, Any]) -> bool | None:
+    """Whether an object such as `obj` (its name, kind and labels) exists as the watch cache knows it; None when the
+    cache does not follow such objects (or has not listed them yet): only the API server can say."""
+    current = getattr(cache, "current", None)
+    if current is None:
+        return None
+    meta = obj["metadata"]
+    followed, live = current(
+        obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), meta.get("labels") or {}
+    )
+    return (live is not None) if followed else None
+
+
 LIST_PAGE = 500  # objects per list request, as kubectl asks
 
 
@@ -420,7 +433,7 @@ class Kube:
         create, even of a grant that is still there, and pruning must go on. A refused create is therefore looked
         into too before it counts as a refusal: the cache may not have seen a grant made a moment ago."""
         namespace = binding["metadata"]["namespace"]
-        known = self._cached_presence(binding) if trust_cache else None
+        known = cached_presence(self.cache, binding) if trust_cache else None
         if known or (known is None and self._grant_found(binding)):
             return False
         resource = self._resource("rbac.authorization.k8s.io/v1", "RoleBinding")
@@ -440,17 +453,6 @@ class Kube:
             ) from None
         log.info("granted iotsec's operator its namespace role in %s", namespace)
         return True
-
-    def _cached_presence(self, obj: dict[str, Any]) -> bool | None:
-        """Whether `obj` exists as the watch cache knows it; None when the cache does not follow such objects."""
-        current = getattr(self.cache, "current", None)
-        if current is None:
-            return None
-        meta = obj["metadata"]
-        followed, live = current(
-            obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), meta.get("labels") or {}
-        )
-        return (live is not None) if followed else None
 
     def _grant_found(self, binding: dict[str, Any]) -> bool:
         namespace, name = binding["metadata"]["namespace"], binding["metadata"]["name"]
@@ -803,6 +805,7 @@ class Kube:
                 body=body,
                 content_type="application/merge-patch+json",
                 field_manager=self.field_manager,
+                serialize=False,
             ),
         )
         self.observed(_as_dict(written))

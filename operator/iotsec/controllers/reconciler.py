@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import json
 import logging
 import threading
 from collections import defaultdict
@@ -18,7 +17,7 @@ from typing import Any, NoReturn
 import kopf
 
 from iotsec.api.common import API_VERSION, GROUP, VERSION
-from iotsec.api.validation import InvalidResourceError, parse_resource
+from iotsec.api.validation import InvalidResourceError, parse_spec
 from iotsec.controllers import metrics
 from iotsec.controllers.runtime import config
 from iotsec.k8s.kube import ApiError, Kube, attributed_to
@@ -175,32 +174,18 @@ def write_status(
     return True
 
 
-_specs: dict[str, Any] = {}
-SPECS_KEPT = 8192  # parsed specs remembered; beyond, the memory starts again
-
-
 def parsed_spec(api: Kube, kind: str, body: dict[str, Any], reconciliation: Reconciliation) -> Any:
     """The resource's typed spec; an invalid one ends the reconcile here (`reject`).
 
-    Parsed once per content: validation evaluates the CRD's CEL rules, which cost more than the rest of a resync
-    (issue 18). The key is everything validation reads: the body but for its status and for metadata other than
-    name and namespace. The status is iotsec's own output, schema-checked by the API server; validated with the
-    spec, every status write made the next reconcile evaluate the CEL rules again (a sixth of a cold start's CPU)."""
-    meta = body.get("metadata") or {}
-    content = {key: value for key, value in body.items() if key not in ("metadata", "status")}
-    key = json.dumps([meta.get("name"), meta.get("namespace"), content], sort_keys=True, default=str)
-    spec = _specs.get(key)
-    if spec is not None:
-        return spec
+    Parsed by `parse_spec`, whose answers are remembered per content: validation evaluates the CRD's CEL rules,
+    which cost more than the rest of a resync (issue 18). The status is not part of it: it is iotsec's own output,
+    schema-checked by the API server, and with it every status write made the next reconcile evaluate the CEL rules
+    again (a sixth of a cold start's CPU)."""
     try:
-        spec = parse_resource({**content, "metadata": meta}).spec
+        return parse_spec(body).spec
     except InvalidResourceError as exc:
         reconciliation.invalid()
         reject(api, kind, body, exc)
-    if len(_specs) >= SPECS_KEPT:
-        _specs.clear()
-    _specs[key] = spec
-    return spec
 
 
 def reject(api: Kube, kind: str, body: dict[str, Any], exc: InvalidResourceError) -> NoReturn:

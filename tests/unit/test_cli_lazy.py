@@ -19,7 +19,7 @@ import celpy
 import pytest
 
 from iotsec.admission import snapshot
-from iotsec.api import validation
+from iotsec.api import celrules, validation
 from iotsec.cli import main as cli
 from iotsec.model.manifests import load_documents
 from tests.conftest import EXAMPLES, ROOT
@@ -28,35 +28,41 @@ DEPLOYMENT = EXAMPLES / "workloads" / "conforming" / "mqtt-gateway.yaml"
 DOMAINS = EXAMPLES / "platform" / "10-securitydomains.yaml"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CEL_MACHINERY = ("celpy", "lark", "jsonschema")
+MODELS = ("pydantic", "iotsec.api.common", "iotsec.api.kinds", "iotsec.api.validation")
 
 PROBE = """
 import contextlib, io, json, sys
 from iotsec.cli.main import main
 with contextlib.redirect_stdout(io.StringIO()):
     main({argv!r})
-print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules if m.split(".")[0] in {machinery!r}}})))
+print(json.dumps(sorted({{m for m in sys.modules if m in {machinery!r}}})))
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("iotsec.cli."))))
 """
 
 
-def _modules_after(argv: list[str]) -> tuple[list[str], list[str]]:
-    """The CEL machinery and the iotsec.cli modules a fresh interpreter holds after `iotsec ARGV`."""
-    code = PROBE.format(argv=argv, machinery=CEL_MACHINERY)
+def _modules_after(argv: list[str], watched: tuple[str, ...] = CEL_MACHINERY) -> tuple[list[str], list[str]]:
+    """Which `watched` modules (by default the CEL machinery) and which iotsec.cli modules a fresh interpreter holds
+    after `iotsec ARGV`."""
+    code = PROBE.format(argv=argv, machinery=watched)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     machinery, cli_modules = done.stdout.strip().splitlines()[-2:]
     return json.loads(machinery), json.loads(cli_modules)
 
 
-def test_checking_deployments_loads_no_cel_machinery_and_no_other_command():
+def test_checking_deployments_loads_no_cel_machinery_no_models_and_no_other_command():
     machinery, cli_modules = _modules_after(["check", str(DEPLOYMENT)])
     assert machinery == []
+    models, _ = _modules_after(["check", str(DEPLOYMENT)], MODELS)
+    assert models == [], "a file without custom resources is judged without pydantic and the API models"
     assert cli_modules == ["iotsec.cli.check", "iotsec.cli.common", "iotsec.cli.main"]
 
 
-def test_checking_a_security_domain_loads_the_cel_machinery_it_needs():
+def test_checking_a_security_domain_loads_the_cel_machinery_and_models_it_needs():
     machinery, _ = _modules_after(["check", str(DOMAINS)])
     assert machinery == sorted(CEL_MACHINERY)
+    models, _ = _modules_after(["check", str(DOMAINS)], MODELS)
+    assert models == sorted(MODELS)
 
 
 @pytest.fixture
@@ -81,10 +87,8 @@ def cel_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
 
 def _clear_cel_caches() -> None:
-    for name in ("_cel_program", "_cel_environment"):
-        cached = getattr(validation, name, None)
-        if cached is not None:
-            cached.cache_clear()
+    celrules.program.cache_clear()
+    celrules._environment.cache_clear()
     validation._CHECKED.clear()  # the answers of an earlier test's resources would spare these their rules
 
 

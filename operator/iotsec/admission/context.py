@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from iotsec.admission.guard import Managed
-from iotsec.api.securitydomain import PolicyException, SecurityDomainSpec, WorkloadKind
 from iotsec.build.securitydomain import (
     Domain,
     NamespaceInfo,
@@ -17,6 +17,9 @@ from iotsec.build.securitydomain import (
     namespace_labels,
 )
 from iotsec.model.platform import Platform
+
+if TYPE_CHECKING:
+    from iotsec.api.securitydomain import PolicyException, SecurityDomainSpec, WorkloadKind
 
 DEFAULT_TRUSTED_GROUPS = frozenset({"system:masters"})
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from iotsec.api.kinds import BY_KIND
+from iotsec.api.terms import NAMESPACED_KINDS
 from iotsec.model.workloads import BUILT_IN, POD_SPEC_PATHS
 
 DEFAULT_NAMESPACE = "default"  # what kubectl and helm use without -n and without a context namespace
@@ -65,7 +65,7 @@ CLUSTER_SCOPED_KINDS = frozenset(
         "VolumeAttachment",
         "VolumeAttributesClass",
     }
-    | {info.kind for info in BY_KIND.values() if not info.namespaced}
+    | {kind for kind, namespaced in NAMESPACED_KINDS.items() if not namespaced}
 )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iotsec.admission.configmaps import check_config_fed
 from iotsec.admission.context import Context
@@ -11,8 +11,10 @@ from iotsec.admission.model import Decision, ExceptionUse, Finding, Violation, c
 from iotsec.admission.podspecs import UnreadablePatch, carried_pod_specs, patch_path, relocate
 from iotsec.admission.resources import check_object
 from iotsec.admission.workloads import check_pod
-from iotsec.api.securitydomain import PolicyException
 from iotsec.model.workloads import CHECKED_OBJECT_NAMES, WorkloadKindLike, checks_object, find_carrier, object_key
+
+if TYPE_CHECKING:
+    from iotsec.api.securitydomain import PolicyException
 
 
 def findings(obj: dict[str, Any], ctx: Context) -> list[Finding]:

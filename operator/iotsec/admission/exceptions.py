@@ -12,11 +12,13 @@ parent gets no waiver for it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iotsec.admission.context import Context
-from iotsec.api.securitydomain import PolicyException
 from iotsec.model.workloads import BUILT_IN, CHECKED_OBJECT_KINDS, canonical, group_of, object_key
+
+if TYPE_CHECKING:
+    from iotsec.api.securitydomain import PolicyException
 
 Key = tuple[str, str]  # (API group, kind)
 POD: Key = ("", "Pod")

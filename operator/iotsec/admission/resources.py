@@ -10,7 +10,7 @@ from iotsec.admission.configmaps import config_map_secrets
 from iotsec.admission.context import Context
 from iotsec.admission.model import Finding
 from iotsec.admission.netpol import check_network_policy
-from iotsec.api.securitydomain import EXPOSABLE_ZONES
+from iotsec.api.terms import EXPOSABLE_ZONES
 from iotsec.model.labels import DATA_CLASS, RATE_LIMIT
 from iotsec.model.workloads import canonical, object_key
 

@@ -13,8 +13,8 @@ from iotsec.admission.context import ConfigMapSummary, Snapshot, TenantStorage, 
 from iotsec.admission.defaults import CURRENT_MINOR, DEFAULT_NAMESPACE, apply_api_defaults
 from iotsec.admission.engine import MalformedObjectError, decide, judges
 from iotsec.admission.model import Decision
-from iotsec.api.tenantisolation import ESCALATING_VERBS
-from iotsec.api.validation import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
+from iotsec.api.problems import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
+from iotsec.api.terms import ESCALATING_VERBS
 from iotsec.build.securitydomain import Domain
 from iotsec.model.labels import ENCRYPTED_LABEL
 from iotsec.model.manifests import Document, clip, shape_problem

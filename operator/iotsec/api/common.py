@@ -82,6 +82,7 @@ class Model(BaseModel):
         extra="forbid",
         frozen=True,
         use_enum_values=True,
+        defer_build=True,  # validators are built on first use: a process that checks one kind builds only its own
     )
 
 

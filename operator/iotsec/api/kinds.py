@@ -9,6 +9,7 @@ from iotsec.api.backuppolicy import BackupPolicySpec, BackupPolicyStatus
 from iotsec.api.common import API_VERSION, GROUP, VERSION, Model, Status
 from iotsec.api.securitydomain import SecurityDomainSpec, SecurityDomainStatus
 from iotsec.api.tenantisolation import TenantIsolationSpec, TenantIsolationStatus
+from iotsec.api.terms import NAMESPACED_KINDS
 
 READY = '.status.conditions[?(@.type=="Ready")].status'
 REASON = '.status.conditions[?(@.type=="Ready")].reason'
@@ -71,7 +72,7 @@ KINDS: tuple[KindInfo, ...] = (
         kind="SecurityDomain",
         plural="securitydomains",
         short_name="sd",
-        namespaced=False,
+        namespaced=NAMESPACED_KINDS["SecurityDomain"],
         spec=SecurityDomainSpec,
         status=SecurityDomainStatus,
         summary="A network security zone: default-deny isolation of its namespaces and explicit inter-zone rules.",
@@ -86,7 +87,7 @@ KINDS: tuple[KindInfo, ...] = (
         kind="TenantIsolation",
         plural="tenantisolations",
         short_name="ti",
-        namespaced=False,
+        namespaced=NAMESPACED_KINDS["TenantIsolation"],
         spec=TenantIsolationSpec,
         status=TenantIsolationStatus,
         summary="An isolated tenant: namespaces, quotas, RBAC by class, application keys, device CA, storage.",
@@ -100,7 +101,7 @@ KINDS: tuple[KindInfo, ...] = (
         kind="BackupPolicy",
         plural="backuppolicies",
         short_name="bp",
-        namespaced=True,
+        namespaced=NAMESPACED_KINDS["BackupPolicy"],
         spec=BackupPolicySpec,
         status=BackupPolicyStatus,
         summary="Encrypted, verified and restorable restic backups of selected PersistentVolumeClaims.",
@@ -114,7 +115,7 @@ KINDS: tuple[KindInfo, ...] = (
         kind="AuditPolicy",
         plural="auditpolicies",
         short_name="ap",
-        namespaced=False,
+        namespaced=NAMESPACED_KINDS["AuditPolicy"],
         spec=AuditPolicySpec,
         status=AuditPolicyStatus,
         summary="API audit policy, a tamper-evident audit store with storage limits, and anomaly rules.",

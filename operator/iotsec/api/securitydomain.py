@@ -29,10 +29,8 @@ from iotsec.api.common import (
     map_list,
     schema_extra,
 )
+from iotsec.api.terms import EXPOSABLE_ZONES, Enforcement, Zone
 
-Zone = Literal["access", "core", "management", "interface", "support"]
-EXPOSABLE_ZONES: tuple[Zone, ...] = ("access", "interface")
-Enforcement = Literal["enforce", "warn", "audit"]
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 IntraDomainTraffic = Literal["domain", "namespace", "none"]
 ImagePinning = Literal["digest", "version", "any"]

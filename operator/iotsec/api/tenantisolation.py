@@ -29,6 +29,7 @@ from iotsec.api.common import (
     schema_extra,
 )
 from iotsec.api.durations import parse_duration
+from iotsec.api.terms import ESCALATING_VERBS
 
 DataClass = Literal["public", "internal", "confidential", "secret"]
 ENCRYPTION_REQUIRED: tuple[DataClass, ...] = ("confidential", "secret")
@@ -38,7 +39,6 @@ DeviceKeyAlgorithm = Literal["ecdsa-p256", "ed25519", "rsa-3072", "rsa-4096"]
 CAKeyAlgorithm = Literal["ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096"]
 KeyUsage = Literal["digitalSignature", "keyEncipherment", "keyAgreement", "dataEncipherment"]
 ExtKeyUsage = Literal["clientAuth", "serverAuth"]
-ESCALATING_VERBS = ("escalate", "bind", "impersonate", "*")
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default")
 """Never a tenant's (desired.platform.RESERVED_NAMESPACES adds the release namespace, which the schema cannot know)."""

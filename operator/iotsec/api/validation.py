@@ -14,16 +14,14 @@ import copy
 import ipaddress
 import json
 import re
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
-from functools import cache, partial
-from pathlib import Path
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from iotsec.api import celrules
 from iotsec.api.common import (
     API_VERSION,
     CRON_PATTERN,
@@ -35,9 +33,10 @@ from iotsec.api.common import (
 )
 from iotsec.api.crd import Schema, resource_schema
 from iotsec.api.kinds import BY_KIND, KindInfo
+from iotsec.api.problems import InvalidResourceError, Problem, Resource
+from iotsec.api.problems import is_iotsec as is_iotsec  # re-exported: validation is where callers find it
 
-if TYPE_CHECKING:  # celpy and jsonschema cost a fifth of a second to import: loaded when a resource is checked
-    import celpy
+if TYPE_CHECKING:  # jsonschema costs a twentieth of a second to import: loaded when a resource is checked
     import jsonschema
 
 _NAME = re.compile(DNS_SUBDOMAIN_PATTERN)
@@ -48,42 +47,6 @@ _PATTERN_HINTS = {
     DNS_SUBDOMAIN_PATTERN: "a DNS-1123 subdomain: lowercase letters, digits, '-' and '.'",
     QUANTITY_PATTERN: "a quantity such as 500m, 2, 512Mi or 10Gi",
 }
-
-
-@dataclass(frozen=True, order=True)
-class Problem:
-    """One reason a custom resource is invalid: where (a field path) and why."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
-class InvalidResourceError(ValueError):
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("; ".join(str(p) for p in problems))
-
-
-@dataclass(frozen=True)
-class Resource:
-    """A parsed, valid custom resource."""
-
-    info: KindInfo
-    name: str
-    namespace: str | None
-    spec: Model
-    body: dict[str, Any]
-
-    @property
-    def kind(self) -> str:
-        return self.info.kind
-
-
-def is_iotsec(obj: Any) -> bool:
-    return isinstance(obj, dict) and str(obj.get("apiVersion", "")).startswith("iotsec.io/")
 
 
 def parse_resource(obj: dict[str, Any]) -> Resource:
@@ -286,58 +249,6 @@ def _list_type_problems(schema: Schema, items: list[Any], path: str) -> Iterator
             first.setdefault(key, index)
 
 
-_PARSER_CACHE: dict[str, Path] = {}  # "file": where the CEL parser's grammar analysis is kept, if anywhere
-
-
-def cache_cel_parser_in(path: Path | None) -> None:
-    """Save the CEL parser's grammar analysis (most of the time a first CEL rule costs) to `path` and load it from
-    there next time. Lark pickles it: the caller vouches that only this user can write there."""
-    _PARSER_CACHE.pop("file", None)
-    if path is not None:
-        _PARSER_CACHE["file"] = path
-
-
-@cache
-def _cel_environment() -> celpy.Environment:
-    """One CEL environment for every rule, built when the first rule is compiled (its parser is the costly part)."""
-    import celpy
-    from celpy import celparser
-
-    path = _PARSER_CACHE.get("file")
-    if path is not None and celparser.CELParser.CEL_PARSER is None:
-        _build_cel_parser(path)
-    return celpy.Environment()
-
-
-def _build_cel_parser(path: Path) -> None:
-    """celpy's own parser, built by celpy with lark's `cache=path` added to its options: lark keys the file on the
-    grammar, those options and lark's and Python's versions, so a file of any other parser is never used."""
-    import celpy
-    from celpy import celparser
-
-    names = vars(celparser)
-    lark = names["Lark"]
-    names["Lark"] = partial(lark, cache=str(path))
-    try:
-        celparser.CELParser(tree_class=celpy.InterpretedRunner.tree_node_class)  # as celpy.Environment() builds it
-    finally:
-        names["Lark"] = lark
-
-
-_CEL_LOCK = threading.Lock()
-
-
-@cache
-def _cel_program(rule: str) -> celpy.Runner:
-    """A rule's compiled program: compiled when a resource first reaches it, then reused (keyed by the rule text).
-
-    Under a lock: the operator's handler threads reach their first rules at once, and each built a parser of its
-    own (`cache` does not make concurrent first calls wait), a twelfth of a cold start's CPU (issue 18)."""
-    with _CEL_LOCK:
-        environment = _cel_environment()
-        return environment.program(environment.compile(rule))
-
-
 def _cel_problems(rule: dict[str, str], value: Any, path: str) -> Iterator[Problem]:
     expression = rule["rule"]
     if "oldSelf" in expression:
@@ -347,7 +258,7 @@ def _cel_problems(rule: dict[str, str], value: Any, path: str) -> Iterator[Probl
     from celpy.celtypes import BoolType
 
     try:
-        result = _cel_program(expression).evaluate({"self": json_to_cel(value)})
+        result = celrules.program(expression).evaluate({"self": json_to_cel(value)})
     except Exception as exc:  # a CEL runtime error is a failed rule on the server too
         yield Problem(where, f"{rule['message']} (rule error: {type(exc).__name__})")
         return

@@ -13,10 +13,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from iotsec.api.common import PortSpec
-from iotsec.api.securitydomain import EgressRule, IngressRule, Peer, SecurityDomainSpec
 from iotsec.model import selectors
 from iotsec.model.labels import (
     DESCRIPTION,
@@ -27,6 +25,10 @@ from iotsec.model.labels import (
     ZONE_LABEL,
     owned_metadata,
 )
+
+if TYPE_CHECKING:
+    from iotsec.api.common import PortSpec
+    from iotsec.api.securitydomain import EgressRule, IngressRule, Peer, SecurityDomainSpec
 
 KIND = "SecurityDomain"
 PSA_PREFIX = "pod-security.kubernetes.io"

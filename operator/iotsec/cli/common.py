@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
 
-from iotsec.api.securitydomain import Enforcement
+from iotsec.api.terms import Enforcement
 from iotsec.model.config import Config, ConfigError
 from iotsec.model.manifests import Document, clip
 from iotsec.model.time import parse_rfc3339
@@ -64,7 +64,7 @@ def settings(command: str) -> Config | None:
 
 def keep_cel_parser_cached() -> None:
     """Let the CEL parser be loaded from the user's cache (see private_cache_dir) instead of built each run."""
-    from iotsec.api.validation import cache_cel_parser_in
+    from iotsec.api.celrules import cache_cel_parser_in
 
     folder = private_cache_dir()
     cache_cel_parser_in(folder / "cel-parser.lark" if folder else None)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from iotsec.api.common import LabelSelector
+if TYPE_CHECKING:
+    from iotsec.api.common import LabelSelector
 
 
 def matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:

@@ -105,11 +105,11 @@ class Sink(Model):
         default="clientCertificate",
         description="How the API server authenticates to the sink (always over TLS).",
     )
-    storage: SinkStorage = Field(default=SinkStorage())
+    storage: SinkStorage = Field(default=SinkStorage.model_construct())
     retention: Duration = Field(
         default="400d", description="Delete sealed segments older than this, once exported or backed up (-5)."
     )
-    canary: Canary = Field(default=Canary())
+    canary: Canary = Field(default=Canary.model_construct())
 
 
 class AnomalyRule(Model):
@@ -174,7 +174,7 @@ class AuditPolicySpec(Model):
         description="Rules placed before iotsec's built-in baseline (secrets at Metadata, RBAC at RequestResponse).",
     )
     omit_stages: list[Stage] = Field(default=["RequestReceived"], max_length=4, json_schema_extra=SET_LIST)
-    sink: Sink = Field(default=Sink())
+    sink: Sink = Field(default=Sink.model_construct())
     backup_policy_ref: NamespacedObjectRef | None = Field(
         default=None, description="The BackupPolicy that backs up the audit store (X1369-9.6.4-3)."
     )

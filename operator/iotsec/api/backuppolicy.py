@@ -193,11 +193,11 @@ class BackupPolicySpec(Model):
     pvc_names: list[ResourceName] | None = Field(
         default=None, max_length=64, description="PVCs to back up, by name.", json_schema_extra=SET_LIST
     )
-    retention: Retention = Field(default=Retention())
+    retention: Retention = Field(default=Retention.model_construct())
     targets: list[BackupTarget] = Field(min_length=1, max_length=8, json_schema_extra=map_list("name"))
-    encryption: Encryption = Field(default=Encryption())
-    verification: Verification = Field(default=Verification())
-    restore_drill: RestoreDrill = Field(default=RestoreDrill())
+    encryption: Encryption = Field(default=Encryption.model_construct())
+    verification: Verification = Field(default=Verification.model_construct())
+    restore_drill: RestoreDrill = Field(default=RestoreDrill.model_construct())
     suspend: bool = Field(default=False, description="Pause scheduled backups, checks and drills.")
     deletion_policy: Literal["Retain", "Delete"] = Field(
         default="Retain", description="Retain keeps repositories and keys when the policy is deleted."

@@ -257,15 +257,15 @@ class TenantIsolationSpec(Model):
             list_type="set",
         ),
     )
-    quota: Quota = Field(default=Quota())
-    limits: ContainerLimits = Field(default=ContainerLimits())
+    quota: Quota = Field(default=Quota.model_construct())
+    limits: ContainerLimits = Field(default=ContainerLimits.model_construct())
     user_classes: list[UserClass] | None = Field(default=None, max_length=32, json_schema_extra=map_list("name"))
     application_classes: list[ApplicationClass] | None = Field(
         default=None, max_length=32, json_schema_extra=map_list("name")
     )
     applications: list[Application] | None = Field(default=None, max_length=256, json_schema_extra=map_list("name"))
     device_classes: list[DeviceClass] | None = Field(default=None, max_length=32, json_schema_extra=map_list("name"))
-    device_ca: DeviceCA = Field(default=DeviceCA())
+    device_ca: DeviceCA = Field(default=DeviceCA.model_construct())
     storage: Storage | None = None
     deletion_policy: Literal["Retain", "Shred"] = Field(
         default="Retain",

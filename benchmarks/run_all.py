@@ -56,6 +56,7 @@ BENCHES = [
     Bench("audit_chain", ["--events", "20000"], []),
     Bench("backup", [], [], env={"BENCH_SMALL": "1"}),
     Bench("operator_api_requests", [], [], needs="api"),
+    Bench("apiserver_costs", ["200"], [], needs="api"),
     Bench("operator_scale", [], ["--tenants", "1000", "--domains", "200"], needs="api"),
     Bench("failover", ["3"], ["10"], needs="chart"),
 ]

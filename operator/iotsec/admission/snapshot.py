@@ -13,7 +13,7 @@ from iotsec.admission.context import ConfigMapSummary, Snapshot, TenantStorage, 
 from iotsec.admission.defaults import CURRENT_MINOR, DEFAULT_NAMESPACE, apply_api_defaults
 from iotsec.admission.engine import MalformedObjectError, decide, judges
 from iotsec.admission.model import Decision
-from iotsec.api.problems import InvalidResourceError, Problem, Resource, is_iotsec, parse_resource
+from iotsec.api.problems import InvalidResourceError, Problem, Resource, is_iotsec
 from iotsec.api.terms import ESCALATING_VERBS
 from iotsec.build.securitydomain import Domain
 from iotsec.model.labels import ENCRYPTED_LABEL
@@ -22,6 +22,14 @@ from iotsec.model.names import ALWAYS_EXCLUDED, storage_class_name
 from iotsec.model.platform import Platform
 
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+
+
+def parse_resource(obj: dict[str, Any]) -> Resource:
+    """api.validation.parse_resource, imported when the first custom resource arrives: a file of workloads is judged
+    without pydantic, the API models, CEL or jsonschema (issue 18)."""
+    from iotsec.api.validation import parse_resource as parse
+
+    return parse(obj)
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,3 @@ class Resource:
 
 def is_iotsec(obj: Any) -> bool:
     return isinstance(obj, dict) and str(obj.get("apiVersion", "")).startswith("iotsec.io/")
-
-
-def parse_resource(obj: dict[str, Any]) -> Resource:
-    """Validate and parse one custom resource (api.validation.parse_resource, imported on first use)."""
-    from iotsec.api.validation import parse_resource as parse
-
-    return parse(obj)

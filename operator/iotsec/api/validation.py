@@ -33,8 +33,12 @@ from iotsec.api.common import (
 )
 from iotsec.api.crd import Schema, resource_schema
 from iotsec.api.kinds import BY_KIND, KindInfo
-from iotsec.api.problems import InvalidResourceError, Problem, Resource
-from iotsec.api.problems import is_iotsec as is_iotsec  # re-exported: validation is where callers find it
+
+# re-exported: validation is where callers find what it answers
+from iotsec.api.problems import InvalidResourceError as InvalidResourceError
+from iotsec.api.problems import Problem as Problem
+from iotsec.api.problems import Resource as Resource
+from iotsec.api.problems import is_iotsec as is_iotsec
 
 if TYPE_CHECKING:  # jsonschema costs a twentieth of a second to import: loaded when a resource is checked
     import jsonschema

@@ -414,6 +414,8 @@ class FakeKube:
         self.applied: list[tuple[dict[str, Any], Any]] = []
         self.created: list[dict[str, Any]] = []
         self.deleted: list[tuple[str, str]] = []
+        self.replaced: list[tuple[str, str]] = []
+        self.written_meanwhile: dict[str, Any] | None = None  # what another writer puts there before a replace
         self.pruned: list[tuple[str, set]] = []
         self.statuses: list[dict[str, Any]] = []
 
@@ -447,6 +449,21 @@ class FakeKube:
             return False
         self.created.append(copy.deepcopy(obj))
         return True
+
+    def replace(self, obj):
+        """PUT at metadata.resourceVersion: None (409) when `written_meanwhile` got there first."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        current = self.get(obj["apiVersion"], kind, name, obj["metadata"].get("namespace"))
+        assert current is not None, "a replace is of an existing object"
+        if self.written_meanwhile is not None:
+            self.created[:] = [o for o in self.created if (o["kind"], o["metadata"]["name"]) != (kind, name)]
+            self.created.append(copy.deepcopy(self.written_meanwhile))
+            return None
+        assert obj["metadata"].get("resourceVersion") == current["metadata"].get("resourceVersion")
+        self.replaced.append((kind, name))
+        self.created[:] = [o for o in self.created if (o["kind"], o["metadata"]["name"]) != (kind, name)]
+        self.created.append(copy.deepcopy(obj))
+        return obj
 
     def delete(self, api_version, kind, name, namespace=None):
         self.deleted.append((kind, name))
@@ -777,7 +794,8 @@ def test_a_person_annotating_the_unreadable_key_has_it_replaced(reconciler):
     api = FakeKube(resource())
     _existing_signing_key(api, {"ed25519.key": "bm90IGEga2V5"}, annotations={"iotsec.io/replace-unreadable": "true"})
     warnings = reconciler(api)
-    assert api.deleted == [("Secret", builder.signing_secret_name(NAME))]
+    assert api.deleted == [], "replaced in one write: readers never find the Secret missing"
+    assert api.replaced == [("Secret", builder.signing_secret_name(NAME))]
     (secret,) = _signing(api)
     assert (
         "annotations" not in secret["metadata"]
@@ -786,6 +804,28 @@ def test_a_person_annotating_the_unreadable_key_has_it_replaced(reconciler):
     assert by_type(api.statuses[-1])["SigningKeyReadable"]["status"] == "True"
     assert [reason for reason, _ in warnings] == ["SigningKeyReplaced"]
     assert _key_gauge() == 0
+
+
+def test_a_key_written_between_the_judgement_and_the_replacement_is_kept(reconciler):
+    """The replacement is a compare-and-swap at the version judged unreadable: a person who fixes the Secret (or
+    another replica that replaced it) in between wins, and that key is read and used, never overwritten."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from iotsec.audittrail.chain import private_pem
+
+    api = FakeKube(resource())
+    _existing_signing_key(api, {"ed25519.key": "bm90IGEga2V5"}, annotations={"iotsec.io/replace-unreadable": "true"})
+    fixed = copy.deepcopy(_signing(api)[0])
+    fixed["data"] = {"ed25519.key": base64.b64encode(private_pem(Ed25519PrivateKey.generate())).decode()}
+    fixed["metadata"]["annotations"] = {}
+    api.written_meanwhile = fixed
+    warnings = reconciler(api)
+    assert (api.deleted, api.replaced) == ([], [])
+    assert _signing(api) == [fixed]
+    assert by_type(api.statuses[-1])["SigningKeyReadable"]["status"] == "True"
+    assert warnings == []
 
 
 def test_the_replace_annotation_never_replaces_a_readable_signing_key(reconciler):

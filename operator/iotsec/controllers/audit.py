@@ -136,14 +136,7 @@ def _ensure_signing_key(api: Kube, body: dict[str, Any], namespace: str) -> dict
     ref = keysecrets.secret_ref(namespace, secret_name)
     secret = api.get("v1", "Secret", secret_name, namespace)
     if secret is not None and keysecrets.replacement_requested(secret) and not _readable_signing_key(secret, ref):
-        api.delete("v1", "Secret", secret_name, namespace)
-        kopf.warn(
-            body,
-            reason="SigningKeyReplaced",
-            message=f"replaced the unreadable signing key {ref} as its {REPLACE_UNREADABLE} annotation "
-            "asks: segments sealed before verify only with the previous public key",
-        )
-        secret = None
+        secret = _replace_signing_key(api, body, namespace, secret, ref)
     if secret is None:
         secret = _create_signing_key(api, body, namespace)
     try:
@@ -168,6 +161,26 @@ def _readable_signing_key(secret: dict[str, Any], ref: str) -> bool:
         return False
     log.warning("ignoring %s on %s: the key in it is readable", REPLACE_UNREADABLE, ref)
     return True
+
+
+def _replace_signing_key(
+    api: Kube, body: dict[str, Any], namespace: str, unreadable: dict[str, Any], ref: str
+) -> dict[str, Any] | None:
+    """A new key written over the unreadable Secret in one compare-and-swap (PUT at the version that was judged):
+    readers never find the Secret missing, and a key someone wrote there meanwhile is never overwritten (the swap
+    fails and that Secret is read and judged instead)."""
+    made = builder.signing_key_secret(body["metadata"]["name"], namespace, private_pem(Ed25519PrivateKey.generate()))
+    made["metadata"]["resourceVersion"] = unreadable["metadata"].get("resourceVersion")
+    if api.replace(made) is None:
+        return api.get("v1", "Secret", unreadable["metadata"]["name"], namespace)
+    kopf.warn(
+        body,
+        reason="SigningKeyReplaced",
+        message=f"replaced the unreadable signing key {ref} as its {REPLACE_UNREADABLE} annotation "
+        "asks: segments sealed before verify only with the previous public key",
+    )
+    made["metadata"].pop("resourceVersion")
+    return made
 
 
 def _create_signing_key(api: Kube, body: dict[str, Any], namespace: str) -> dict[str, Any] | None:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
-from iotsec.api.auditpolicy import AuditPolicySpec, AuditPolicyStatus
-from iotsec.api.backuppolicy import BackupPolicySpec, BackupPolicyStatus
 from iotsec.api.common import API_VERSION, GROUP, VERSION, Model, Status
-from iotsec.api.securitydomain import SecurityDomainSpec, SecurityDomainStatus
-from iotsec.api.tenantisolation import TenantIsolationSpec, TenantIsolationStatus
 from iotsec.api.terms import NAMESPACED_KINDS
 
 READY = '.status.conditions[?(@.type=="Ready")].status'
@@ -39,10 +36,19 @@ class KindInfo:
     plural: str
     short_name: str
     namespaced: bool
-    spec: type[Model]
-    status: type[Status]
+    module: str  # where its models KindSpec and KindStatus are: imported when first asked for (issue 18)
     summary: str
     columns: tuple[Column, ...] = field(default_factory=tuple)
+
+    @property
+    def spec(self) -> type[Model]:
+        spec: type[Model] = getattr(importlib.import_module(self.module), f"{self.kind}Spec")
+        return spec
+
+    @property
+    def status(self) -> type[Status]:
+        status: type[Status] = getattr(importlib.import_module(self.module), f"{self.kind}Status")
+        return status
 
     @property
     def singular(self) -> str:
@@ -73,8 +79,7 @@ KINDS: tuple[KindInfo, ...] = (
         plural="securitydomains",
         short_name="sd",
         namespaced=NAMESPACED_KINDS["SecurityDomain"],
-        spec=SecurityDomainSpec,
-        status=SecurityDomainStatus,
+        module="iotsec.api.securitydomain",
         summary="A network security zone: default-deny isolation of its namespaces and explicit inter-zone rules.",
         columns=_standard_columns(
             Column("Zone", ".spec.zone"),
@@ -88,8 +93,7 @@ KINDS: tuple[KindInfo, ...] = (
         plural="tenantisolations",
         short_name="ti",
         namespaced=NAMESPACED_KINDS["TenantIsolation"],
-        spec=TenantIsolationSpec,
-        status=TenantIsolationStatus,
+        module="iotsec.api.tenantisolation",
         summary="An isolated tenant: namespaces, quotas, RBAC by class, application keys, device CA, storage.",
         columns=_standard_columns(
             Column("Tenant", ".spec.tenantID"),
@@ -102,8 +106,7 @@ KINDS: tuple[KindInfo, ...] = (
         plural="backuppolicies",
         short_name="bp",
         namespaced=NAMESPACED_KINDS["BackupPolicy"],
-        spec=BackupPolicySpec,
-        status=BackupPolicyStatus,
+        module="iotsec.api.backuppolicy",
         summary="Encrypted, verified and restorable restic backups of selected PersistentVolumeClaims.",
         columns=_standard_columns(
             Column("Schedule", ".spec.schedule"),
@@ -116,8 +119,7 @@ KINDS: tuple[KindInfo, ...] = (
         plural="auditpolicies",
         short_name="ap",
         namespaced=NAMESPACED_KINDS["AuditPolicy"],
-        spec=AuditPolicySpec,
-        status=AuditPolicyStatus,
+        module="iotsec.api.auditpolicy",
         summary="API audit policy, a tamper-evident audit store with storage limits, and anomaly rules.",
         columns=_standard_columns(
             Column("Used %", ".status.percentUsed", type="number"),

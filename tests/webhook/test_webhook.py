@@ -299,6 +299,60 @@ def test_probes_and_wrong_method(webhook):
     assert webhook.get("/validate")[0] == 405
 
 
+ROUTING_CASES = [
+    ("GET", "/healthz"),
+    ("HEAD", "/healthz"),
+    ("HEAD", "/readyz"),
+    ("GET", "/readyz?verbose=1"),
+    ("GET", "/validate"),
+    ("PUT", "/validate"),
+    ("DELETE", "/healthz"),
+    ("POST", "/healthz"),
+    ("GET", "/"),
+    ("GET", "/validate/"),
+    ("POST", "/Validate"),
+    ("GET", "/metrics"),
+    ("OPTIONS", "/validate"),
+]
+
+
+def _raw(webhook: Webhook, method: str, path: str) -> tuple[int, str, str]:
+    connection = webhook.connection()
+    connection.request(method, path, body=b"{}" if method in ("POST", "PUT") else None)
+    response = connection.getresponse()
+    return response.status, response.getheader("Allow") or "", response.read().decode()
+
+
+async def _through_router(method: str, path: str) -> tuple[int, str, str]:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from iotsec.servers.webhook.server import make_app
+
+    async with TestClient(TestServer(make_app(StaticSnapshot(SNAPSHOT)))) as client:
+        response = await client.request(method, path, data=b"{}" if method in ("POST", "PUT") else None)
+        return response.status, response.headers.get("Allow", ""), await response.text()
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTING_CASES)
+def test_the_served_handler_routes_as_aiohttps_router_did(webhook, method, path):
+    """`serve` dispatches on aiohttp's low-level server, without an Application: every path and method gets the
+    status, Allow header and body that the Application's router gives (404, 405 with Allow, HEAD of GET routes)."""
+    assert _raw(webhook, method, path) == asyncio.run(_through_router(method, path))
+
+
+def test_a_review_with_the_api_servers_query_and_a_body_over_aiohttps_default_limit(webhook):
+    """The API server calls /validate?timeout=10s; a review may exceed aiohttp's default 1 MiB body limit."""
+    deployment = _deployment("conforming/mqtt-gateway.yaml")
+    deployment["metadata"]["annotations"] = {f"note-{i}": "x" * 1000 for i in range(2000)}  # ~2 MB
+    body = json.dumps(admission_review(deployment, uid="large")).encode()
+    assert 2**20 < len(body) < MAX_BODY_BYTES
+    connection = webhook.connection()
+    connection.request("POST", "/validate?timeout=10s", body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200
+    assert json.loads(response.read())["response"] == {"uid": "large", "allowed": True}
+
+
 def test_certificate_is_reloaded_without_a_restart(webhook, tmp_path):
     new_ca = certs.new_ca("rotated-ca", datetime.now(UTC))
     (tmp_path / "new-ca.crt").write_text(new_ca.cert_pem)

@@ -159,7 +159,7 @@ class _BodyBudget:
         self._gauge = BODY_BYTES.labels(name)
         self._gauge.set(0)
 
-    def size_of(self, request: web.Request) -> int:
+    def size_of(self, request: web.BaseRequest) -> int:
         declared = request.content_length
         if declared is None:
             return self.max_body_bytes if request.body_exists else 0
@@ -380,7 +380,7 @@ class _Handshaking(asyncio.Protocol):
 
 
 @web.middleware
-async def request_bounds(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+async def request_bounds(request: web.BaseRequest, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]):
     """Times the body of a request, keeps bodies within the budget, and turns a client that goes away mid-request
     into one log line."""
     transport = request.transport
@@ -460,7 +460,7 @@ class BoundedSite(BaseSite):
 
     def __init__(
         self,
-        runner: web.AppRunner,
+        runner: web.BaseRunner,
         name: str,
         host: str,
         port: int,
@@ -498,6 +498,33 @@ async def start(
     `await runner.cleanup()`."""
     app.middlewares.append(request_bounds)
     runner = web.AppRunner(app, **runner_options(name, bounds))
+    await runner.setup()
+    site = BoundedSite(runner, name, host, port, tls, bounds, max_body_bytes)
+    await site.start()
+    return runner, site
+
+
+async def start_handler(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    name: str,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext,
+    bounds: Bounds,
+    max_body_bytes: int,
+) -> tuple[web.BaseRunner, BoundedSite]:
+    """Like `start`, for one request handler on aiohttp's low-level server (no Application: no router, no
+    middleware chain); the bounds wrap the handler directly and requests take bodies up to `max_body_bytes`."""
+    loop = asyncio.get_running_loop()
+
+    async def bounded(request: web.BaseRequest) -> web.StreamResponse:
+        return await request_bounds(request, handler)
+
+    def request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes)
+
+    server = web.Server(bounded, request_factory=request_factory, **runner_options(name, bounds))
+    runner = web.ServerRunner(server)
     await runner.setup()
     site = BoundedSite(runner, name, host, port, tls, bounds, max_body_bytes)
     await site.start()

@@ -295,3 +295,29 @@ def test_scans_on_request_wait_nine_times_as_long_as_the_last_scan_took(monkeypa
     assert len(spans) >= 3
     for (_, ended), (started, _) in itertools.pairwise(spans):
         assert started - ended >= 9 * 0.05 * 0.95, "a requested scan came sooner than 9 times the last one's length"
+
+
+def test_a_scan_on_request_never_waits_longer_than_the_timer_would(monkeypatch: pytest.MonkeyPatch):
+    spans: list[tuple[float, float]] = []
+
+    def timed() -> None:
+        started = time.monotonic()
+        time.sleep(0.05)
+        spans.append((started, time.monotonic()))
+
+    monkeypatch.setattr(controller, "scan_once", timed)
+
+    async def scenario() -> None:
+        scanner = controller.Scanner(interval=0.1, debounce=0.0)  # nine times a scan would be 0.45 s
+        task = asyncio.create_task(scanner.run())
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            scanner.request()
+            if len(spans) >= 3:
+                break
+        task.cancel()
+
+    asyncio.run(scenario())
+    gaps = [started - ended for (_, ended), (started, _) in itertools.pairwise(spans)]
+    assert len(gaps) >= 2
+    assert all(0.1 * 0.95 <= gap < 0.4 for gap in gaps), gaps

@@ -12,7 +12,7 @@ import time
 from asyncio import sslproto
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -22,6 +22,7 @@ from prometheus_client import Counter, Gauge
 from iotsec.servers.bounded import Bounds
 
 log = logging.getLogger(__name__)
+RunnerT = TypeVar("RunnerT", bound=web.BaseRunner)
 
 REJECTED = Counter(
     "iotsec_http_connections_rejected_total",
@@ -497,11 +498,9 @@ async def start(
     """Run `app` (which takes bodies up to `max_body_bytes`) on a BoundedSite; the caller ends it with
     `await runner.cleanup()`."""
     app.middlewares.append(request_bounds)
-    runner = web.AppRunner(app, **runner_options(name, bounds))
-    await runner.setup()
-    site = BoundedSite(runner, name, host, port, tls, bounds, max_body_bytes)
-    await site.start()
-    return runner, site
+    return await _serve(
+        web.AppRunner(app, **runner_options(name, bounds)), name, host, port, tls, bounds, max_body_bytes
+    )
 
 
 async def start_handler(
@@ -512,7 +511,7 @@ async def start_handler(
     tls: ssl.SSLContext,
     bounds: Bounds,
     max_body_bytes: int,
-) -> tuple[web.BaseRunner, BoundedSite]:
+) -> tuple[web.ServerRunner, BoundedSite]:
     """Like `start`, for one request handler on aiohttp's low-level server (no Application: no router, no
     middleware chain); the bounds wrap the handler directly and requests take bodies up to `max_body_bytes`."""
     loop = asyncio.get_running_loop()
@@ -524,7 +523,12 @@ async def start_handler(
         return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes)
 
     server = web.Server(bounded, request_factory=request_factory, **runner_options(name, bounds))
-    runner = web.ServerRunner(server)
+    return await _serve(web.ServerRunner(server), name, host, port, tls, bounds, max_body_bytes)
+
+
+async def _serve(
+    runner: RunnerT, name: str, host: str, port: int, tls: ssl.SSLContext, bounds: Bounds, max_body_bytes: int
+) -> tuple[RunnerT, BoundedSite]:
     await runner.setup()
     site = BoundedSite(runner, name, host, port, tls, bounds, max_body_bytes)
     await site.start()

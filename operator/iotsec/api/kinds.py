@@ -35,10 +35,13 @@ class KindInfo:
     kind: str
     plural: str
     short_name: str
-    namespaced: bool
     module: str  # where its models KindSpec and KindStatus are: imported when first asked for (issue 18)
     summary: str
     columns: tuple[Column, ...] = field(default_factory=tuple)
+
+    @property
+    def namespaced(self) -> bool:
+        return NAMESPACED_KINDS[self.kind]
 
     @property
     def spec(self) -> type[Model]:
@@ -78,7 +81,6 @@ KINDS: tuple[KindInfo, ...] = (
         kind="SecurityDomain",
         plural="securitydomains",
         short_name="sd",
-        namespaced=NAMESPACED_KINDS["SecurityDomain"],
         module="iotsec.api.securitydomain",
         summary="A network security zone: default-deny isolation of its namespaces and explicit inter-zone rules.",
         columns=_standard_columns(
@@ -92,7 +94,6 @@ KINDS: tuple[KindInfo, ...] = (
         kind="TenantIsolation",
         plural="tenantisolations",
         short_name="ti",
-        namespaced=NAMESPACED_KINDS["TenantIsolation"],
         module="iotsec.api.tenantisolation",
         summary="An isolated tenant: namespaces, quotas, RBAC by class, application keys, device CA, storage.",
         columns=_standard_columns(
@@ -105,7 +106,6 @@ KINDS: tuple[KindInfo, ...] = (
         kind="BackupPolicy",
         plural="backuppolicies",
         short_name="bp",
-        namespaced=NAMESPACED_KINDS["BackupPolicy"],
         module="iotsec.api.backuppolicy",
         summary="Encrypted, verified and restorable restic backups of selected PersistentVolumeClaims.",
         columns=_standard_columns(
@@ -118,7 +118,6 @@ KINDS: tuple[KindInfo, ...] = (
         kind="AuditPolicy",
         plural="auditpolicies",
         short_name="ap",
-        namespaced=NAMESPACED_KINDS["AuditPolicy"],
         module="iotsec.api.auditpolicy",
         summary="API audit policy, a tamper-evident audit store with storage limits, and anomaly rules.",
         columns=_standard_columns(

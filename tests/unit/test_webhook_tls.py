@@ -75,7 +75,12 @@ class RecordingKube:
         self.assert_the_api_server_trusts_the_served_certificate()
         return obj
 
-    def delete(self, api_version, kind, name, namespace=None):
+    def delete(self, api_version, kind, name, namespace=None, unchanged_since=None):
+        live = self.objects.get((kind, name))
+        if live is not None and unchanged_since is not None:
+            judged, now = unchanged_since["metadata"], live["metadata"]
+            if (judged.get("uid"), judged.get("resourceVersion")) != (now.get("uid"), now.get("resourceVersion")):
+                raise ApiError("Precondition failed", 409)
         self.writes.append(("delete", kind))
         return self.objects.pop((kind, name), None) is not None
 
@@ -313,6 +318,38 @@ def test_a_person_annotating_the_secret_has_it_replaced_bundle_first():
     api.objects[("Secret", SECRET)] = _ours_damaged()
     webhook_tls.ensure_webhook_tls(api, NOW)
     assert len(api.events) == 2, "a new episode is announced again"
+
+
+class FixedMeanwhile(RecordingKube):
+    """A person fixes the Secret (a new version) between the operator's read and its delete."""
+
+    def __init__(self, fixed: dict[str, Any]) -> None:
+        super().__init__()
+        self.fixed = fixed
+
+    def delete(self, api_version, kind, name, namespace=None, unchanged_since=None):
+        if kind == "Secret" and self.fixed is not None:
+            self.objects[(kind, name)], self.fixed = self.fixed, None
+        return super().delete(api_version, kind, name, namespace, unchanged_since)
+
+
+def test_a_secret_fixed_between_judgement_and_replacement_is_kept_and_used(caplog):
+    damaged = _annotated(_foreign_but_valid())
+    damaged["metadata"].update(uid="u-secret", resourceVersion="7")
+    fixed = copy.deepcopy(damaged)
+    fixed["metadata"]["resourceVersion"] = "8"
+    fixed["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "iotsec"}  # iotsec's again: readable
+    api = FixedMeanwhile(fixed)
+    api.objects[("Secret", SECRET)] = damaged
+    with caplog.at_level("WARNING", logger="iotsec.controllers.webhook_tls"):
+        webhook_tls.ensure_webhook_tls(api, NOW)
+    assert api.objects[("Secret", SECRET)] == fixed, "neither deleted nor overwritten"
+    assert ("delete", "Secret") not in api.writes
+    assert ("apply", "Secret") not in api.writes
+    assert any("changed after it was judged unreadable" in r.getMessage() for r in caplog.records)
+    webhook_tls.ensure_webhook_tls(api, NOW)
+    assert ("delete", "Secret") not in api.writes
+    assert api.secret_data()["ca.crt"] == secretdata.decode(fixed)["ca.crt"], "the fixed Secret's CA is the one used"
 
 
 def _annotated(secret: dict[str, Any]) -> dict[str, Any]:

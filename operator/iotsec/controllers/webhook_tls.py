@@ -90,11 +90,32 @@ def _ensure(api: Kube, now: datetime, namespace: str, secret_name: str) -> list[
         changed.append(f"CA bundle injected into ValidatingWebhookConfiguration {config().webhook_configuration}")
     if reasons:
         if replace:
-            api.delete("v1", "Secret", secret_name, namespace)  # a foreign type or owner cannot be applied over
+            if not _deleted_as_judged(api, secret):
+                return changed
             reasons.insert(0, f"replaced the unreadable Secret as its {REPLACE_UNREADABLE} annotation asks")
         api.apply(tls_secret(namespace, secret_name, desired.to_secret_data()))
         log.info("webhook TLS in %s/%s: %s", namespace, secret_name, "; ".join(reasons))
     return changed + reasons
+
+
+def _deleted_as_judged(api: Kube, secret: dict[str, Any] | None) -> bool:
+    """Delete the unreadable Secret (a foreign type or owner cannot be applied over, and a Secret's type cannot be
+    changed in place), but only the version judged unreadable: one written since (a person fixing it) is kept and
+    judged at the next check."""
+    metadata = (secret or {}).get("metadata") or {}
+    try:
+        api.delete("v1", "Secret", metadata["name"], metadata.get("namespace"), unchanged_since=secret)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        log.warning(
+            "webhook TLS Secret %s/%s changed after it was judged unreadable: not replaced; judged again at the next "
+            "check",
+            metadata.get("namespace"),
+            metadata["name"],
+        )
+        return False
+    return True
 
 
 def _keeping_trusted_ca(

@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -837,10 +837,23 @@ class Kube:
         resource = self._resource("v1", "Event")
         self._call(f"post event {reason}", lambda: resource.create(body=event, namespace=namespace))
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
-        """Delete one object and, in the background, what it owns (a Job's pods: the API's default orphans them)."""
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        unchanged_since: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Delete one object and, in the background, what it owns (a Job's pods: the API's default orphans them).
+
+        `unchanged_since` (an object as it was read): delete only that very version (preconditions on its uid and
+        resourceVersion), so a write in between (someone fixing it) is never deleted; ApiError 409 then."""
         resource = self._resource(api_version, kind)
-        body = {"propagationPolicy": "Background"}
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if unchanged_since is not None:
+            metadata = unchanged_since.get("metadata") or {}
+            body["preconditions"] = {"uid": metadata.get("uid"), "resourceVersion": metadata.get("resourceVersion")}
         try:
             self._in(
                 api_version,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import orjson
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
@@ -309,11 +310,21 @@ def _as_dict(answer: Any) -> dict[str, Any]:
     ResourceInstance first, a tenth of the operator's CPU in a cold start), else the client's object."""
     data = getattr(answer, "data", None)
     if isinstance(data, bytes):
-        found = json.loads(data) if data else {}
+        found = _decoded(data) if data else {}
     else:
         to_dict = getattr(answer, "to_dict", None)
         found = to_dict() if callable(to_dict) else answer
     return found if isinstance(found, dict) else {}
+
+
+def _decoded(data: bytes) -> Any:
+    """The API server's JSON by orjson (lists of thousands of objects: twice as fast as json), by json where orjson
+    refuses what json reads (an escaped lone surrogate). orjson reads an integer beyond 64 bits as a float, json
+    exactly; the API server never sends one (it holds numbers as int64 or float64)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def cached_presence(cache: ListCache | None, obj: dict[str, Any]) -> bool | None:

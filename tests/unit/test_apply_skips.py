@@ -646,3 +646,70 @@ def test_domains_reuse_the_cluster_wide_analysis_until_a_domain_namespace_or_ten
     event(api, "MODIFIED", server.put(labelled))
     domains._plan(api, domain)
     assert analysed == passes + passes, "a namespace changed: analysed anew"
+
+
+def _domain_planner(monkeypatch):
+    """A domain `ingestion` over namespace acme-meters, the API on a fake server, and the list of the cluster-wide
+    analysis' passes over the namespaces (one entry each)."""
+    from iotsec.controllers import securitydomain as domains
+
+    server = _server_with(monkeypatch, "acme-utilities")
+    server.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-meters"}})
+    api = kube_on(server)
+    passes: list[str] = []
+    read_only_list = domains.read_only_list
+
+    def counted(a: Any, v: str, kind: str) -> list[dict[str, Any]]:
+        if kind == "Namespace":
+            passes.append(kind)
+        return read_only_list(a, v, kind)
+
+    monkeypatch.setattr(domains, "read_only_list", counted)
+    monkeypatch.setattr(domains, "_planned", [])
+    body = server.find("iotsec.io/v1alpha1", "SecurityDomain", "ingestion")
+    assert body is not None
+    body = {**body, "spec": {"zone": "access", "namespaces": ["acme-meters"]}, "metadata": {**body["metadata"]}}
+    event(api, "MODIFIED", server.put(body))
+    return domains, server, api, domains._domain(api.get("iotsec.io/v1alpha1", "SecurityDomain", "ingestion")), passes
+
+
+def test_a_domain_asked_for_before_an_analysis_began_shares_it_though_namespaces_changed_since(monkeypatch):
+    import time
+
+    domains, server, api, domain, passes = _domain_planner(monkeypatch)
+    asked = time.monotonic()
+    monkeypatch.setattr(domains, "reads_since", lambda: asked)
+    domains._plan(api, domain)
+    assert passes == ["Namespace"]
+    labelled = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-meters", "labels": {"x": "y"}}}
+    event(api, "MODIFIED", server.put(labelled))
+    domains._plan(api, domain)
+    assert passes == ["Namespace"], "the analysis began after this reconcile was asked for: it serves it"
+    changed = time.monotonic()
+    monkeypatch.setattr(domains, "reads_since", lambda: changed)
+    planned = domains._plan(api, domain)
+    assert passes == ["Namespace", "Namespace"], "asked for after the analysis began: analysed anew"
+    assert domains._planned[0][0] >= changed
+    assert planned.domain == "ingestion"
+
+
+def test_domains_asked_for_at_once_analyse_the_cluster_once(monkeypatch):
+    import threading
+    import time
+
+    domains, server, api, domain, passes = _domain_planner(monkeypatch)
+    labelled = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "acme-meters", "labels": {"x": "y"}}}
+    event(api, "MODIFIED", server.put(labelled))  # the cache changed: no analysis is current by its stamp
+    asked = time.monotonic()
+    monkeypatch.setattr(domains, "reads_since", lambda: asked)
+    slow = domains._fresh_analysis
+    monkeypatch.setattr(domains, "_fresh_analysis", lambda a: time.sleep(0.2) or slow(a))
+    plans: list[Any] = []
+    threads = [threading.Thread(target=lambda: plans.append(domains._plan(api, domain))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert len(plans) == 4
+    assert passes == ["Namespace"], "one analysis, the others waited for it and used it"
+    assert all(plan.policies == plans[0].policies for plan in plans)

@@ -4,9 +4,10 @@ starts after the last of them, never one per event, and none is lost once a reco
 from __future__ import annotations
 
 import threading
+import time
 
 from iotsec.controllers import reconciler
-from iotsec.controllers.reconciler import live_resource, reconcile_soon
+from iotsec.controllers.reconciler import live_resource, reads_since, reconcile_soon
 from iotsec.k8s.kube import Kube, attributed_to
 
 
@@ -53,6 +54,35 @@ def test_a_request_while_a_reconcile_runs_gets_one_of_its_own():
     assert first.wait(5)
     assert second.wait(5)
     assert runs == [1, 2]
+
+
+def test_a_requested_reconcile_may_share_reads_made_after_its_last_request_and_no_earlier():
+    api, done, floors = _Api(), threading.Event(), []
+
+    def reconcile() -> None:
+        with live_resource(api, "SecurityDomain", "shared") as (_body, outcome):  # type: ignore[arg-type]
+            floors.append((reads_since(), time.monotonic()))
+            outcome.succeeded()
+        done.set()
+
+    assert reconcile_soon("SecurityDomain", "shared", reconcile, 0.3)
+    time.sleep(0.1)
+    last_asked = time.monotonic()
+    assert not reconcile_soon("SecurityDomain", "shared", reconcile, 0.3), "folded into the waiting one"
+    assert done.wait(5)
+    ((floor, running),) = floors
+    assert last_asked <= floor < last_asked + 0.1, "when it was last asked for, not first"
+    assert running - floor >= 0.15, "not when it started: reads made while it waited for its timer serve it"
+
+
+def test_a_reconcile_kopf_started_shares_only_reads_made_after_it_started():
+    api = _Api()
+    before = time.monotonic()
+    with live_resource(api, "SecurityDomain", "direct") as (_body, outcome):  # type: ignore[arg-type]
+        floor = reads_since()
+        outcome.succeeded()
+    assert floor >= before
+    assert reads_since() > floor, "outside a reconcile: now"
 
 
 def test_a_failed_requested_reconcile_does_not_block_the_next():

@@ -8,6 +8,7 @@ import concurrent.futures
 import contextvars
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,8 +35,22 @@ def resource_lock(kind: str, name: str, namespace: str | None = None) -> threadi
     return _locks[(kind, namespace, name)]
 
 
-_waiting: set[tuple[str, str | None, str]] = set()  # reconciles asked for that have not taken their lock yet
+# reconciles asked for that have not taken their lock yet, and when they were last asked for
+_waiting: dict[tuple[str, str | None, str], float] = {}
 _waiting_lock = threading.Lock()
+_requested_run: contextvars.ContextVar[bool] = contextvars.ContextVar("iotsec_requested_run", default=False)
+_reads_since: contextvars.ContextVar[float | None] = contextvars.ContextVar("iotsec_reads_since", default=None)
+
+
+def reads_since() -> float:
+    """The moment (time.monotonic) since which what the running reconcile reads must be current: what any reader
+    began to read at or after it (a cluster-wide analysis another reconcile made) serves this one too.
+
+    A reconcile kopf started: when it started (after the cache was told of the body its event carried). A
+    requested one: when it was last asked for (the change that asked was in the cache by then), so a burst of
+    requests shares reads made after the last of them. Outside a reconcile: now."""
+    floor = _reads_since.get()
+    return time.monotonic() if floor is None else floor
 
 
 def reconcile_soon(
@@ -47,9 +62,10 @@ def reconcile_soon(
     and never holds kopf's handler threads (issue 18)."""
     key = (kind, namespace, name)
     with _waiting_lock:
-        if key in _waiting:
+        asked_before = key in _waiting
+        _waiting[key] = time.monotonic()  # a waiting reconcile serves this request too: it must read after it
+        if asked_before:
             return False
-        _waiting.add(key)
     # kopf's context (its settings, the queue kopf.event posts to) as the handler that asked has it
     context = contextvars.copy_context()
     timer = threading.Timer(delay, context.run, (_run_requested, kind, name, namespace, reconcile))
@@ -77,6 +93,7 @@ _requested_slots = threading.BoundedSemaphore(4)
 
 
 def _run_requested(kind: str, name: str, namespace: str | None, reconcile: Callable[[], None]) -> None:
+    _requested_run.set(True)  # this thread's own context (reconcile_soon runs it in a copy)
     try:
         with _requested_slots:
             reconcile()
@@ -86,7 +103,7 @@ def _run_requested(kind: str, name: str, namespace: str | None, reconcile: Calla
         log.exception("%s %s: requested reconcile failed", kind, name)
     finally:
         with _waiting_lock:  # normally cleared when it took the lock; not when it failed before
-            _waiting.discard((kind, namespace, name))
+            _waiting.pop((kind, namespace, name), None)
 
 
 class Reconciliation:
@@ -128,18 +145,23 @@ def live_resource(
     reconciliation = Reconciliation()
     with resource_lock(kind, name, namespace), metrics.reconciling(kind, reconciliation), attributed_to(kind):
         with _waiting_lock:  # from here on, what changes is read: a request made now needs a reconcile of its own
-            _waiting.discard((kind, namespace, name))
+            asked = _waiting.pop((kind, namespace, name), None)
         if seen is not None:
             api.observed(seen)
-        body = api.get(API_VERSION, kind, name, namespace)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            reconciliation.succeeded()
-            yield None, reconciliation
-            return
+        floor = asked if asked is not None and _requested_run.get() else time.monotonic()
+        token = _reads_since.set(floor)
         try:
-            yield body, reconciliation
+            body = api.get(API_VERSION, kind, name, namespace)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                reconciliation.succeeded()
+                yield None, reconciliation
+                return
+            try:
+                yield body, reconciliation
+            finally:
+                _log(logger, kind, name, namespace, reconciliation)
         finally:
-            _log(logger, kind, name, namespace, reconciliation)
+            _reads_since.reset(token)
 
 
 def _log(logger: Logger | None, kind: str, name: str, namespace: str | None, reconciliation: Reconciliation) -> None:

@@ -46,6 +46,8 @@ def _run(args: argparse.Namespace) -> int:
     # log_prefix: each per-object line (e.g. "reconciled (success): ...") names its object as [namespace/name]
     kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
     logging.getLogger("celpy").setLevel(logging.WARNING)  # its DEBUG output traces every CEL evaluation
+    if not (args.verbose or args.debug):
+        logging.getLogger("kopf.objects").addFilter(EventHandlerSuccesses())
     lease = _lease(args.leader_election) if args.leader_election else None
     if args.leader_election and lease is None:
         return EXIT_USAGE
@@ -57,6 +59,22 @@ def _run(args: argparse.Namespace) -> int:
             peering_name=args.peering,
         )
     return EXIT_OK
+
+
+class EventHandlerSuccesses(logging.Filter):
+    """Drops kopf's "Handler 'x' succeeded." line of a watch-event handler (one kopf logs without posting it as an
+    Event): a line per namespace, NetworkPolicy and custom resource event said nothing, yet made 47,000 of the 57,000
+    lines of a cold start of 1,000 tenants, and 5% of its CPU (issue 18). Their failures, the reconcile handlers'
+    lines and everything at --verbose stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and getattr(record, "k8s_skip", False)
+            and isinstance(record.msg, str)
+            and record.msg.startswith("Handler '")
+            and record.msg.endswith("' succeeded.")
+        )
 
 
 def _lease(text: str) -> tuple[str, str] | None:

@@ -299,6 +299,10 @@ def server_requests(api: client.ApiClient) -> dict[str, float]:
         found["all"] += value
         if labels.get("code") == "429":
             found["429"] += value
+        if labels.get("verb") not in ("WATCH", "CONNECT"):
+            resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            key = f"{labels.get('verb')} {resource}"
+            found[key] = found.get(key, 0.0) + value
     for _, value in samples(text, "apiserver_flowcontrol_rejected_requests_total"):
         found["apf rejected"] += value
     return found
@@ -437,7 +441,7 @@ def report_cold(
     per_tenant = (cold.count(WRITES, "TenantIsolation") / tenants, cold.count(READS, "TenantIsolation") / tenants)
     per_domain = (cold.count(WRITES, "SecurityDomain") / domains, cold.count(READS, "SecurityDomain") / domains)
     other = cold.total() - sum(cold.count(WRITES + READS, c) for c in ("TenantIsolation", "SecurityDomain"))
-    server = {key: cold.server[key] - server_before[key] for key in cold.server}
+    server = {key: cold.server[key] - server_before.get(key, 0.0) for key in cold.server}
     print(
         f"  operator requests: {cold.total():.0f} ({cold.total() / seconds:.0f}/s); per tenant reconcile work "
         f"{per_tenant[0]:.1f} writes, {per_tenant[1]:.1f} reads; per domain {per_domain[0]:.1f} writes, "
@@ -446,6 +450,11 @@ def report_cold(
     print(
         f"  API server: {server['all']:.0f} requests from every client ({server['all'] / seconds:.0f}/s), "
         f"{server['429']:.0f} answered 429, APF rejected {server['apf rejected']:.0f}"
+    )
+    busiest = sorted(((value, key) for key, value in server.items() if " " in key and value >= tenants), reverse=True)
+    print(
+        "  API server requests per tenant, every client, by verb and resource: "
+        + ", ".join(f"{key} {value / tenants:.1f}" for value, key in busiest)
     )
     by_verb = {f"{controller or '-'}:{verb}": value for (controller, verb), value in sorted(cold.by_controller.items())}
     print(f"  by controller:verb: {by_verb}")

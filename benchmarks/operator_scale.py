@@ -417,6 +417,7 @@ def run(args: argparse.Namespace, api: client.ApiClient, suffix: str) -> None:
             + f"; API server and etcd CPU {cold.control_plane_cpu - control_plane_before:.1f} s"
         )
         report_cold(cold, server_before, cold_seconds, tenants, domains, finished)
+        report_isolation(api, suffix, tenants, domains)
         record(
             f"operator / API server and etcd CPU during the cold reconcile, {tenants:,} tenants x {domains} domains",
             f"{cold.cpu:.0f} s / {cold.control_plane_cpu - control_plane_before:.0f} s in {cold_seconds:.0f} s",
@@ -467,6 +468,35 @@ def report_cold(
     )
     record(f"operator API requests/s during the cold reconcile, {scale}", f"{cold.total() / seconds:.0f}/s")
     record(f"API server 429 answers during the cold reconcile, {scale}", f"{server['429']:.0f}")
+
+
+def report_isolation(api: client.ApiClient, suffix: str, tenants: int, domains: int) -> None:
+    """How long each tenant namespace lived without its domain's NetworkPolicies: from its creation to the first
+    one the domain applied in it (API timestamps, one-second resolution)."""
+    created = {
+        ns.metadata.name: ns.metadata.creation_timestamp
+        for ns in client.CoreV1Api(api).list_namespace().items
+        if ns.metadata.name.startswith(f"s{suffix}-t")
+    }
+    first: dict[str, Any] = {}
+    for policy in client.NetworkingV1Api(api).list_network_policy_for_all_namespaces().items:
+        namespace, at = policy.metadata.namespace, policy.metadata.creation_timestamp
+        if namespace in created and (namespace not in first or at < first[namespace]):
+            first[namespace] = at
+    waits = sorted((first[ns] - created[ns]).total_seconds() for ns in created if ns in first)
+    if not waits:
+        print("  isolation: no tenant namespace holds a domain NetworkPolicy")
+        return
+    quantile = lambda q: waits[min(len(waits) - 1, int(q * len(waits)))]  # noqa: E731
+    print(
+        f"  isolation: {len(waits)} of {len(created)} tenant namespaces hold a domain NetworkPolicy; from the "
+        f"namespace's creation to its first one p50 {quantile(0.5):.0f} s, p90 {quantile(0.9):.0f} s, "
+        f"max {waits[-1]:.0f} s"
+    )
+    record(
+        f"tenant namespace unisolated after creation (p50 / p90 / max), {tenants:,} tenants x {domains} domains",
+        f"{quantile(0.5):.0f} / {quantile(0.9):.0f} / {waits[-1]:.0f} s",
+    )
 
 
 def report_steady(before: Snapshot, after: Snapshot, tenants: int, domains: int, resync: float) -> None:

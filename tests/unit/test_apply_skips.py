@@ -713,3 +713,38 @@ def test_domains_asked_for_at_once_analyse_the_cluster_once(monkeypatch):
     assert len(plans) == 4
     assert passes == ["Namespace"], "one analysis, the others waited for it and used it"
     assert all(plan.policies == plans[0].policies for plan in plans)
+
+
+def test_a_joining_namespace_gets_its_record_and_labels_in_one_patch_and_its_echo_asks_no_reconcile(monkeypatch):
+    domains, server, api, domain, _ = _domain_planner(monkeypatch)
+    patches: list[tuple[str, dict[str, Any]]] = []
+    patch = _Resource.patch
+
+    def recorded(self: _Resource, name: str, namespace: str | None, body: dict[str, Any], **kw: Any) -> _Answer:
+        patches.append((name, copy.deepcopy(body)))
+        return patch(self, name, namespace, body, **kw)
+
+    monkeypatch.setattr(_Resource, "patch", recorded)
+    monkeypatch.setattr(domains, "_own_writes", {})
+    body = api.get("iotsec.io/v1alpha1", "SecurityDomain", "ingestion")
+    applied = domains._apply(api, body, domains._plan(api, domain))
+    (sent,) = [b for n, b in patches if n == "acme-meters"]
+    assert set(sent["metadata"]) == {"labels", "annotations"}, "the record and the labels it records, together"
+    assert applied.labelled == ["acme-meters"]
+    written = server.find("v1", "Namespace", "acme-meters")
+    assert written is not None
+    assert domains._own_writes["acme-meters"] == ("ingestion", written["metadata"]["resourceVersion"])
+
+    asked: list[str] = []
+    monkeypatch.setattr(domains, "kube", lambda: api)
+    monkeypatch.setattr(domains, "_domains_concerned", lambda namespace, labels: {"ingestion", "other"})
+    monkeypatch.setattr(domains, "reconcile_soon", lambda kind, name, *a, **k: asked.append(name))
+    labels = written["metadata"]["labels"]
+    domains.namespace_changed("MODIFIED", "acme-meters", labels, copy.deepcopy(written))
+    assert asked == ["other"], "its own write's event asks no reconcile of the domain, another concerned still"
+    someone = {**written, "metadata": {**written["metadata"], "resourceVersion": "999"}}
+    domains.namespace_changed("MODIFIED", "acme-meters", labels, someone)
+    assert sorted(asked) == ["ingestion", "other", "other"], "a later change by anyone asks for both"
+    domains.namespace_changed("DELETED", "acme-meters", labels, copy.deepcopy(written))
+    assert asked.count("ingestion") == 2, "a deletion always does"
+    assert "acme-meters" not in domains._own_writes, "nor is a deleted namespace remembered"

@@ -63,6 +63,12 @@ class Namespaces:
     def annotate(self, api_version: str, kind: str, name: str, annotations: dict[str, str | None], namespace=None):
         return self._patch("annotations", name, annotations)
 
+    def patch_metadata(self, api_version: str, kind: str, name: str, namespace=None, labels=None, annotations=None):
+        fields = {
+            f for f, values in (("labels", labels), ("annotations", annotations)) if self._patch(f, name, values or {})
+        }
+        return ({"metadata": copy.deepcopy(self.meta[name])} if fields else None), fields
+
     def apply(self, obj: dict[str, Any], owner: Any = None) -> dict[str, Any]:
         return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
 

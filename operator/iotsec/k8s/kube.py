@@ -758,29 +758,52 @@ class Kube:
     def _patch_metadata(
         self, field: str, api_version: str, kind: str, name: str, values: dict[str, str | None], namespace: str | None
     ) -> bool:
+        return bool(self.patch_metadata(api_version, kind, name, namespace, **{field: values})[1])
+
+    def patch_metadata(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        labels: dict[str, str | None] | None = None,
+        annotations: dict[str, str | None] | None = None,
+    ) -> tuple[dict[str, Any] | None, set[str]]:
+        """Set (or, with None, remove) labels and annotations in one merge patch, so that both land together (a
+        record of what a namespace had, and the labels that change it). Returns the object as the patch left it
+        (None when nothing changed: nothing sent) and which of the two fields changed."""
         current = self.get(api_version, kind, name, namespace)
         if current is None:
-            raise ApiError(f"set {field} of {kind} {name}: not found", 404)
-        existing = current["metadata"].get(field) or {}
-        changes = {k: v for k, v in values.items() if existing.get(k) != v and not (v is None and k not in existing)}
+            raise ApiError(f"set metadata of {kind} {name}: not found", 404)
+        changes: dict[str, dict[str, str | None]] = {}
+        for field, values in (("labels", labels), ("annotations", annotations)):
+            existing = current["metadata"].get(field) or {}
+            changed = {
+                k: v
+                for k, v in (values or {}).items()
+                if existing.get(k) != v and not (v is None and k not in existing)
+            }
+            if changed:
+                changes[field] = changed
         if not changes:
-            return False
+            return None, set()
         resource = self._resource(api_version, kind)
         patched = self._in(
             api_version,
             kind,
             namespace,
-            f"set {field} of {kind} {name}",
+            f"set {' and '.join(changes)} of {kind} {name}",
             lambda: resource.patch(
                 name=name,
                 namespace=namespace,
-                body={"metadata": {field: changes}},
+                body={"metadata": changes},
                 content_type="application/merge-patch+json",
                 field_manager=self.field_manager,
             ),
         )
-        self.observed(patched.to_dict())
-        return True
+        written = patched.to_dict()
+        self.observed(written)
+        return written, set(changes)
 
     def observed(self, obj: dict[str, Any]) -> None:
         """Tell the watch cache of an object as fresh as a watch event (a write's answer, the body an event handler

@@ -90,7 +90,7 @@ async def routed(fn: Callable[..., None], *args: Any) -> None:
 # requested reconciles running at once (the others wait for a slot): 200 domains each in a thread of its own
 # outnumbered the API connections and slowed the tenants' reconciles, and 4 left new tenant namespaces without their
 # domain's NetworkPolicies for minutes at a cold start of 1,000 tenants while 16 handler threads made more (p50 94 s,
-# max 288 s; with 12: p50 3 s, max 32 s, and the cold start no slower; issue 18)
+# max 288 s; with 12, and no reconcile for a domain's own writes: p50 2-3 s, max 7-32 s, cold start faster; issue 18)
 _requested_slots = threading.BoundedSemaphore(12)
 
 

@@ -68,7 +68,7 @@ def ensure_webhook_tls(api: Kube, now: datetime) -> list[str]:
         return _ensure(api, now, config().webhook_namespace, config().webhook_secret_name)
 
 
-def _ensure(api: Kube, now: datetime, namespace: str, secret_name: str) -> list[str]:
+def _ensure(api: Kube, now: datetime, namespace: str, secret_name: str, again: bool = True) -> list[str]:
     secret = api.get("v1", "Secret", secret_name, namespace)
     replace = False
     try:
@@ -91,7 +91,8 @@ def _ensure(api: Kube, now: datetime, namespace: str, secret_name: str) -> list[
     if reasons:
         if replace:
             if not _deleted_as_judged(api, secret):
-                return changed
+                # the bundle now holds a CA nobody serves with: judge the Secret written meanwhile and inject its own
+                return changed + (_ensure(api, now, namespace, secret_name, again=False) if again else [])
             reasons.insert(0, f"replaced the unreadable Secret as its {REPLACE_UNREADABLE} annotation asks")
         api.apply(tls_secret(namespace, secret_name, desired.to_secret_data()))
         log.info("webhook TLS in %s/%s: %s", namespace, secret_name, "; ".join(reasons))

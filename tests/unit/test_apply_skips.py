@@ -748,3 +748,30 @@ def test_a_joining_namespace_gets_its_record_and_labels_in_one_patch_and_its_ech
     domains.namespace_changed("DELETED", "acme-meters", labels, copy.deepcopy(written))
     assert asked.count("ingestion") == 2, "a deletion always does"
     assert "acme-meters" not in domains._own_writes, "nor is a deleted namespace remembered"
+
+
+def test_a_patch_that_lands_on_someone_elses_change_is_news_to_the_domain(monkeypatch):
+    domains, server, api, domain, _ = _domain_planner(monkeypatch)
+    patch = _Resource.patch
+
+    def raced(self: _Resource, name: str, namespace: str | None, body: dict[str, Any], **kw: Any) -> _Answer:
+        if self.kind == "Namespace":  # a person's label lands between the domain's read and its patch
+            theirs = self.existing(name, namespace)
+            theirs["metadata"].setdefault("labels", {})["team"] = "ops"
+            server.put(theirs)
+        return patch(self, name, namespace, body, **kw)
+
+    monkeypatch.setattr(_Resource, "patch", raced)
+    monkeypatch.setattr(domains, "_own_writes", {})
+    body = api.get("iotsec.io/v1alpha1", "SecurityDomain", "ingestion")
+    domains._apply(api, body, domains._plan(api, domain))
+    written = server.find("v1", "Namespace", "acme-meters")
+    assert written is not None
+    assert written["metadata"]["labels"]["team"] == "ops"
+    assert "acme-meters" not in domains._own_writes, "not the namespace it planned: its event is news"
+    asked: list[str] = []
+    monkeypatch.setattr(domains, "kube", lambda: api)
+    monkeypatch.setattr(domains, "_domains_concerned", lambda namespace, labels: {"ingestion"})
+    monkeypatch.setattr(domains, "reconcile_soon", lambda kind, name, *a, **k: asked.append(name))
+    domains.namespace_changed("MODIFIED", "acme-meters", written["metadata"]["labels"], copy.deepcopy(written))
+    assert asked == ["ingestion"]

@@ -63,6 +63,9 @@ class Namespaces:
     def annotate(self, api_version: str, kind: str, name: str, annotations: dict[str, str | None], namespace=None):
         return self._patch("annotations", name, annotations)
 
+    def get(self, api_version: str, kind: str, name: str, namespace=None):
+        return {"metadata": copy.deepcopy(self.meta[name])} if name in self.meta else None
+
     def patch_metadata(self, api_version: str, kind: str, name: str, namespace=None, labels=None, annotations=None):
         fields = {
             f for f, values in (("labels", labels), ("annotations", annotations)) if self._patch(f, name, values or {})

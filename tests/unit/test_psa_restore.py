@@ -20,6 +20,7 @@ from iotsec.build.securitydomain import (
     plan_domain,
     recorded_psa_labels,
 )
+from iotsec.k8s.kube import MetadataPatch
 from iotsec.model.labels import DOMAIN_LABEL, PSA_BEFORE, ZONE_LABEL
 from iotsec.model.platform import Platform
 
@@ -63,14 +64,11 @@ class Namespaces:
     def annotate(self, api_version: str, kind: str, name: str, annotations: dict[str, str | None], namespace=None):
         return self._patch("annotations", name, annotations)
 
-    def get(self, api_version: str, kind: str, name: str, namespace=None):
-        return {"metadata": copy.deepcopy(self.meta[name])} if name in self.meta else None
-
     def patch_metadata(self, api_version: str, kind: str, name: str, namespace=None, labels=None, annotations=None):
         fields = {
             f for f, values in (("labels", labels), ("annotations", annotations)) if self._patch(f, name, values or {})
         }
-        return ({"metadata": copy.deepcopy(self.meta[name])} if fields else None), fields
+        return MetadataPatch({"metadata": copy.deepcopy(self.meta[name])} if fields else None, fields, bool(fields))
 
     def apply(self, obj: dict[str, Any], owner: Any = None) -> dict[str, Any]:
         return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}

@@ -314,11 +314,10 @@ def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied
         # Pod Security modes the enforcement no longer asks for come off (None removes)
         labels = None if wanted is None else {**dict.fromkeys(builder.PSA_LABELS), **wanted}
         annotations = None if record is None else dict(record)  # with the labels: what it had is never lost
-        seen = api.get("v1", "Namespace", ns)
-        written, fields = api.patch_metadata("v1", "Namespace", ns, labels=labels, annotations=annotations)
-        if written is not None and _as_sent(written, seen, labels, annotations):
-            _own_writes[ns] = (plan.domain, written["metadata"].get("resourceVersion"))
-        if "labels" in fields:
+        patch = api.patch_metadata("v1", "Namespace", ns, labels=labels, annotations=annotations)
+        if patch.written is not None and patch.alone:  # with someone else's change in it, its event is news
+            _own_writes[ns] = (plan.domain, patch.written["metadata"].get("resourceVersion"))
+        if "labels" in patch.fields:
             labelled.append(ns)
     before = {
         (p["metadata"]["namespace"], p["metadata"]["name"]): p["metadata"]["resourceVersion"]
@@ -334,29 +333,6 @@ def _apply(api: Kube, body: dict[str, Any], plan: builder.DomainPlan) -> Applied
     metrics.OBJECTS_PRUNED.labels("NetworkPolicy").inc(len(pruned))
     unlabelled = _unlabel(api, plan.domain, keep=set(plan.members))
     return Applied(changed, pruned, labelled, unlabelled)
-
-
-def _as_sent(
-    written: dict[str, Any],
-    seen: dict[str, Any] | None,
-    labels: dict[str, str | None] | None,
-    annotations: dict[str, str | None] | None,
-) -> bool:
-    """Whether a patch left the namespace exactly as the domain read it plus its own changes. Only then is the
-    write's watch event no news to the domain; when someone else's change landed in between (or the patch changed
-    nothing and the version is someone else's), it is."""
-    before = (seen or {}).get("metadata") or {}
-    after = written.get("metadata") or {}
-    for field, sent in (("labels", labels), ("annotations", annotations)):
-        expected = dict(before.get(field) or {})
-        for key, value in (sent or {}).items():
-            if value is None:
-                expected.pop(key, None)
-            else:
-                expected[key] = value
-        if expected != (after.get(field) or {}):
-            return False
-    return True
 
 
 def _unlabel(api: Kube, domain: str, keep: set[str]) -> list[str]:

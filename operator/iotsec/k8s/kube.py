@@ -327,6 +327,31 @@ def _decoded(data: bytes) -> Any:
         return json.loads(data)
 
 
+@dataclass(frozen=True)
+class MetadataPatch:
+    """What `Kube.patch_metadata` did: the object as the patch left it (None when nothing changed: nothing sent),
+    which of labels and annotations changed, and whether the patch alone made it (`alone`: the object is exactly
+    what was read plus these changes, so its resourceVersion is this write's and nobody else's change is in it)."""
+
+    written: dict[str, Any] | None
+    fields: set[str]
+    alone: bool
+
+
+def _only_these(current: dict[str, Any], written: dict[str, Any], changes: dict[str, dict[str, str | None]]) -> bool:
+    before, after = current.get("metadata") or {}, written.get("metadata") or {}
+    for field in ("labels", "annotations"):
+        expected = dict(before.get(field) or {})
+        for key, value in changes.get(field, {}).items():
+            if value is None:
+                expected.pop(key, None)
+            else:
+                expected[key] = value
+        if expected != (after.get(field) or {}):
+            return False
+    return True
+
+
 def cached_presence(cache: ListCache | None, obj: dict[str, Any]) -> bool | None:
     """Whether an object such as `obj` (its name, kind and labels) exists as the watch cache knows it; None when the
     cache does not follow such objects (or has not listed them yet): only the API server can say."""
@@ -758,7 +783,7 @@ class Kube:
     def _patch_metadata(
         self, field: str, api_version: str, kind: str, name: str, values: dict[str, str | None], namespace: str | None
     ) -> bool:
-        return bool(self.patch_metadata(api_version, kind, name, namespace, **{field: values})[1])
+        return bool(self.patch_metadata(api_version, kind, name, namespace, **{field: values}).fields)
 
     def patch_metadata(
         self,
@@ -768,10 +793,9 @@ class Kube:
         namespace: str | None = None,
         labels: dict[str, str | None] | None = None,
         annotations: dict[str, str | None] | None = None,
-    ) -> tuple[dict[str, Any] | None, set[str]]:
+    ) -> MetadataPatch:
         """Set (or, with None, remove) labels and annotations in one merge patch, so that both land together (a
-        record of what a namespace had, and the labels that change it). Returns the object as the patch left it
-        (None when nothing changed: nothing sent) and which of the two fields changed."""
+        record of what a namespace had, and the labels that change it)."""
         current = self.get(api_version, kind, name, namespace)
         if current is None:
             raise ApiError(f"set metadata of {kind} {name}: not found", 404)
@@ -786,7 +810,7 @@ class Kube:
             if changed:
                 changes[field] = changed
         if not changes:
-            return None, set()
+            return MetadataPatch(None, set(), alone=False)
         resource = self._resource(api_version, kind)
         patched = self._in(
             api_version,
@@ -803,7 +827,7 @@ class Kube:
         )
         written = patched.to_dict()
         self.observed(written)
-        return written, set(changes)
+        return MetadataPatch(written, set(changes), _only_these(current, written, changes))
 
     def observed(self, obj: dict[str, Any]) -> None:
         """Tell the watch cache of an object as fresh as a watch event (a write's answer, the body an event handler

@@ -73,3 +73,46 @@ def test_lists_of_one_owners_objects_follow_relabels_and_deletions():
     t2 = selectors.parse_selector("iotsec.io/owner-name=t2") or []
     assert sorted(o["metadata"]["name"] for o in reflector.candidates(t2) or []) == ["b", "c"]
     assert reflector.candidates(selectors.parse_selector("app.kubernetes.io/managed-by=iotsec") or []) is None
+
+
+class _Listing:
+    """An API server whose list answers `items` at resourceVersion `version`."""
+
+    def __init__(self, items: list[dict], version: str) -> None:
+        self.items, self.version = items, version
+
+    def list_at(self, api_version: str, kind: str) -> tuple[list[dict], str]:
+        return [dict(item, metadata=dict(item["metadata"])) for item in self.items], self.version
+
+
+def _named(name: str, version: str, labels: dict[str, str] | None = None) -> dict:
+    namespace = _namespace(version, labels or {})
+    namespace["metadata"]["name"] = name
+    return namespace
+
+
+def _labels_after_list(held: list[dict], listed: list[dict], version: str) -> dict[str, dict[str, str]]:
+    reflector = Reflector(_Listing(listed, version), "v1", "Namespace", lambda: None)  # type: ignore[arg-type]
+    for obj in held:
+        reflector._apply("MODIFIED", obj)
+    reflector._list()
+    return {o["metadata"]["name"]: o["metadata"]["labels"] for o in reflector.items()}
+
+
+def test_a_list_does_not_put_back_what_the_operator_wrote_after_the_list_was_read():
+    # the list was read at revision 15; the answer to our label patch (revision 20) and to our create of "b"
+    # (revision 18) reached the cache while the list was on its way
+    held = [_named("a", "20", {"iotsec.io/domain": "d"}), _named("b", "18")]
+    after = _labels_after_list(held, [_named("a", "10", {})], "15")
+    assert after == {"a": {"iotsec.io/domain": "d"}, "b": {}}
+
+
+def test_a_list_still_removes_what_was_deleted_and_replaces_what_changed_before_it():
+    held = [_named("gone", "12"), _named("a", "5", {"old": "x"})]
+    after = _labels_after_list(held, [_named("a", "14", {"new": "y"})], "15")
+    assert after == {"a": {"new": "y"}}, "a copy from before the list's revision yields to the list"
+
+
+def test_a_list_at_an_opaque_version_is_taken_whole():
+    after = _labels_after_list([_named("a", "20", {"x": "1"})], [_named("a", "10", {})], "not-a-counter")
+    assert after == {"a": {}}

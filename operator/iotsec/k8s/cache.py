@@ -2,8 +2,9 @@
 
 A `Reflector` lists a kind once, then follows its watch from the list's resourceVersion; the Kubernetes client
 resumes a stream the server ends from the last version it saw. When that version is too old (410 Gone) or the
-stream breaks, it lists again and replaces its store, so a missed event cannot outlive the next list. Its store
-is never emptied by a failure: readers keep the last state they were given.
+stream breaks, it lists again and replaces its store, so a missed event cannot outlive the next list; a copy
+written after the list was read (iotsec's own write, `observe`) stays. Its store is never emptied by a failure:
+readers keep the last state they were given.
 """
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ def _older(obj: dict, than: dict | None) -> bool:
     mine = (obj.get("metadata") or {}).get("resourceVersion") or ""
     theirs = (than.get("metadata") or {}).get("resourceVersion") or ""
     return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
+
+
+def _keep_later(listed: dict[Key, dict], held: dict[Key, dict], version: str) -> dict[Key, dict]:
+    """The store after a list at `version`: the listed objects, except where the store holds a copy written after
+    the list was read (the answer to one of iotsec's writes, `observe`, arriving while the list was on its way).
+    That copy stays, and so does an object created after the list; the watch from `version` brings their events
+    again. Without this, a list put an older copy back, and a domain saw its labels missing from a namespace it had
+    just labelled until the next event."""
+    if not version.isdigit():
+        return listed
+    for key, obj in held.items():
+        written = _version(obj)
+        if written.isdigit() and int(written) > int(version):  # every listed copy is at or before `version`
+            listed[key] = obj
+    return listed
 
 
 class Reflector:
@@ -142,9 +158,10 @@ class Reflector:
             items, version = self.kube.list_at(self.api_version, self.kind)
         with self._lock:
             before = {key: _version(obj) for key, obj in self._objects.items()}
-            self._objects = {
+            listed = {
                 _key(obj): _slim(obj) for obj in items if self.selects((obj.get("metadata") or {}).get("labels") or {})
             }
+            self._objects = _keep_later(listed, self._objects, version)
             if {key: _version(obj) for key, obj in self._objects.items()} != before or not before:
                 self.changes += 1  # a list after a watch ended: a change only if some object is not as it was
             self._by_owner = {}

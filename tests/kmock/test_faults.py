@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -125,7 +126,7 @@ def cluster(k8s, monkeypatch):
     k8s.objects["v1/namespaces", None, "a"] = {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": "a", "resourceVersion": "1"},
+        "metadata": {"name": "a", "resourceVersion": "1", "creationTimestamp": "2026-01-01T00:00:00Z"},
     }
     k8s.objects[SD, None, "core"] = {
         "apiVersion": "iotsec.io/v1alpha1",
@@ -281,3 +282,37 @@ async def test_replace_is_a_compare_and_swap_none_when_someone_wrote_first(k8s):
     assert written is not None
     assert written["metadata"]["resourceVersion"] == "9"
     assert [r.data["metadata"]["resourceVersion"] for r in k8s[put]] == ["7", "7"], "the version is the condition"
+
+
+async def test_a_namespace_that_appeared_while_the_namespace_watch_was_down_is_isolated_at_the_relist(cluster):
+    """The namespace watch ends with 410 Gone; a namespace the domain selects was created meanwhile. kopf lists
+    again and hands it over as an event of type None, like its start-up listing: the domain must still take it in
+    now, not at its resync a minute later."""
+    cluster.fault(cluster[SSA]) << apply_ok
+    cluster.objects[SD, None, "core"] = {
+        "apiVersion": "iotsec.io/v1alpha1",
+        "kind": "SecurityDomain",
+        "metadata": {"name": "core", "uid": "uid-core", "generation": 1, "resourceVersion": "1"},
+        "spec": {"zone": "core", "namespaces": ["a"], "namespaceSelector": {"matchLabels": {"zone": "core"}}},
+    }
+    namespaces = kmock.resource("v1/namespaces")
+    expired = status(410, "Expired", "too old resource version")
+
+    async def created_meanwhile() -> None:
+        await wait_for(lambda: _ready(cluster) == "True")
+        await asyncio.sleep(2)  # the reconciles of the start are over: the domain planned without "b"
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        cluster.objects["v1/namespaces", None, "b"] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "b", "resourceVersion": "9", "labels": {"zone": "core"}, "creationTimestamp": now},
+        }
+
+    cluster["watch", namespaces][:1] << (b"", created_meanwhile, {"type": "ERROR", "object": expired})
+
+    async def isolated_after_relist() -> None:
+        await wait_for(lambda: any(r.namespace == "b" for r in cluster[SSA]), timeout=15)
+
+    await _run_until_ready(cluster, isolated_after_relist)
+    assert len(cluster["list", namespaces]) >= 2, "kopf listed the namespaces again after the expired watch"
+    assert {r.name for r in cluster[SSA] if r.namespace == "b"} >= {"iotsec-core-default-deny"}

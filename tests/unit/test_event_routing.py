@@ -36,6 +36,9 @@ def routed(monkeypatch) -> tuple[_Api, list[tuple[str, str]]]:
 
     monkeypatch.setattr(securitydomain, "reconcile_soon", reconcile_soon)
     monkeypatch.setattr(securitydomain, "_domains_concerned", lambda name, labels: {f"domain-of-{name}"})
+    monkeypatch.setattr(securitydomain, "_namespace_versions", {})
+    securitydomain._begin_watching()  # the operator starts: its namespace versions are forgotten
+    monkeypatch.setattr(securitydomain, "_watching_since", [STARTED])
     return api, requested
 
 
@@ -46,15 +49,52 @@ def test_handlers_that_only_route_work_are_coroutines():
 
 def test_a_namespace_event_asks_for_its_domains_from_a_routing_thread(routed):
     api, requested = routed
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n1", "labels": {"a": "b"}}}
+    asyncio.run(securitydomain.on_namespace(type=None, name="n0", labels={}, body=_namespace("n0", "1")))
+    assert requested == [], "the start-up listing asks for nothing: the resume handlers cover it"
+    body = _namespace("n1", "2", a="b")
     asyncio.run(securitydomain.on_namespace(type="ADDED", name="n1", labels={"a": "b"}, body=body))
     assert api.observed == [body], "the cache holds the namespace before its domain is planned"
     assert [name for name, _ in requested] == ["domain-of-n1"]
     assert requested[0][1].startswith("iotsec-events"), "not one of kopf's handler threads"
     asyncio.run(securitydomain.on_namespace(type="DELETED", name="n1", labels={}, body=body))
     assert api.forgotten == [("v1", "Namespace", "n1")]
-    asyncio.run(securitydomain.on_namespace(type=None, name="n2", labels={}, body=body))
-    assert len(requested) == 2, "the start-up listing asks for nothing: the resume handlers cover it"
+    assert len(requested) == 2
+
+
+STARTED = 1_796_000_000.5  # 2026-11-30T00:53:20.5Z: when the operator began to watch
+BEFORE, SAME_SECOND, AFTER = "2026-11-30T00:10:00Z", "2026-11-30T00:53:20Z", "2026-11-30T00:55:00Z"
+
+
+def _namespace(name: str, version: str, created: str = BEFORE, **labels: str) -> dict[str, Any]:
+    meta = {"name": name, "resourceVersion": version, "labels": labels, "creationTimestamp": created}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def test_a_listing_after_the_watch_was_down_asks_for_what_changed_or_appeared_meanwhile(routed):
+    """kopf lists again after 410 Gone and hands every namespace over as type None, as at start-up."""
+    _, requested = routed
+
+    def event(type_: str | None, name: str, version: str, created: str = BEFORE, **labels: str) -> None:
+        body = _namespace(name, version, created, **labels)
+        asyncio.run(securitydomain.on_namespace(type=type_, name=name, labels=labels, body=body))
+
+    for name in ("quiet", "relabelled", "gone"):
+        event(None, name, "1")  # the start-up listing
+    event(None, "made-as-it-started", "2", SAME_SECOND)
+    assert [name for name, _ in requested] == ["domain-of-made-as-it-started"], "the start-up listing asks nothing"
+    requested.clear()
+    # the watch ends (410 Gone); meanwhile "relabelled" changed, "new" was created, "gone" was deleted; kopf lists
+    # again, in the API server's order ("aaa-new" comes before every namespace it knew)
+    event(None, "aaa-new", "9", AFTER, team="x")
+    event(None, "quiet", "1")
+    event(None, "relabelled", "8", zone="y")
+    assert sorted(name for name, _ in requested) == ["domain-of-aaa-new", "domain-of-relabelled"]
+    requested.clear()
+    event(None, "relabelled", "8", zone="y")  # the same version listed again asks nothing
+    event(None, "aaa-new", "9", AFTER, team="x")
+    assert requested == []
+    event(None, "no-timestamp", "3", "")  # never from a real API server: the safe side is a reconcile
+    assert [name for name, _ in requested] == ["domain-of-no-timestamp"]
 
 
 def test_a_deleted_policy_asks_for_its_domain(routed):

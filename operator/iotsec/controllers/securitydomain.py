@@ -41,6 +41,7 @@ from iotsec.controllers.runtime import config, kube, network
 from iotsec.k8s.kube import ApiError, Kube, Owner, read_only_list
 from iotsec.model import conditions
 from iotsec.model.labels import CONTROLS, DOMAIN_LABEL, OWNER_KIND, OWNER_NAME, PSA_BEFORE
+from iotsec.model.time import parse_rfc3339
 
 KIND = builder.KIND
 PLURAL = "securitydomains"
@@ -87,8 +88,43 @@ def on_delete(name: str, **_: Any) -> None:
 @kopf.on.event("", "v1", "namespaces")
 async def on_namespace(type: str | None, name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> None:
     """A namespace appeared, changed labels or went away: reconcile the domains it concerns."""
-    if type is not None:  # None: the initial listing at start-up; resume handlers cover it
-        await routed(namespace_changed, type, name, dict(labels), dict(body))
+    if _news(type, name, body.get("metadata") or {}):
+        await routed(namespace_changed, type or "MODIFIED", name, dict(labels), dict(body))
+
+
+# namespace -> the resourceVersion of its last event. kopf hands over a listing as events of type None: at start-up
+# (the resume handlers cover those), and again whenever a watch ends with 410 Gone (the API server was away, or
+# its history compacted). A namespace created or relabelled while the watch was down appears only there; it was
+# dropped with the rest, and stayed outside its domain's policies until the domain's resync.
+_namespace_versions: dict[str, str | None] = {}
+_watching_since: list[float] = [0.0]  # when this operator began to watch (epoch seconds)
+
+
+@kopf.on.startup(id="namespace-versions")
+def _begin_watching(**_: Any) -> None:
+    _namespace_versions.clear()
+    _watching_since[0] = time.time()
+
+
+def _news(type_: str | None, name: str, meta: Mapping[str, Any]) -> bool:
+    """Whether a namespace event may change what the domains plan: every typed event; from a listing, a namespace
+    whose version is not the one its last event carried, or one first seen that was created after the operator
+    began to watch (the start-up listing holds only older ones; the API server's clock against ours, to the
+    second: a namespace created in the second the operator started counts as new, which only costs a reconcile)."""
+    version = meta.get("resourceVersion")
+    if type_ == "DELETED":
+        _namespace_versions.pop(name, None)
+        return True
+    known, _namespace_versions[name] = _namespace_versions.get(name), version
+    if type_ is not None:
+        return True
+    if known is not None:
+        return known != version
+    try:
+        created = parse_rfc3339(str(meta.get("creationTimestamp")), "creationTimestamp").timestamp()
+    except ValueError:
+        return True  # the API server always sets it; without it, a reconcile too many is the safe side
+    return created >= int(_watching_since[0])
 
 
 def namespace_changed(type_: str, name: str, labels: dict[str, str], body: dict[str, Any]) -> None:

@@ -5,6 +5,9 @@ Both servers run as their own process pinned to CPU 0 (os.sched_setaffinity), th
 connections. Each request posts the same ~11 KB AdmissionReview of a conforming Deployment (the example
 telemetry-ingest, with the metadata the API server sends: managedFields, kubectl's last-applied annotation, status),
 which `iotsec webhook` judges against the example platform (its SecurityDomains and namespaces) and allows.
+A third server splits the gap: iotsec's own serving stack (the bounded TLS server, the handler, the metrics) with
+the review replaced by the allow-all server's (json.loads, allow), so its ratio to the allow-all server is what
+serving costs, and the rest of the gap is what judging costs.
 Rounds alternate between the two servers so that a noisy neighbour hurts both alike. Prints per round and the
 median: req/s of each, their ratio, p50/p99 latency, the server's CPU time per request (from /proc: on a shared
 machine req/s swings with the neighbours' load, CPU per request much less) and its ratio, and the servers' RSS (now
@@ -172,6 +175,25 @@ def start(name: str, command: list[str], port: int, cafile: Path) -> Server:
     raise RuntimeError(f"{name} did not start: {command}")
 
 
+STACK_ALLOW_ALL = """
+import asyncio, json, sys
+from pathlib import Path
+from iotsec.pki.tls import ReloadingTLS
+from iotsec.servers.webhook import server
+from iotsec.servers.webhook.review import ReviewResult
+
+def allow_all(body, snapshot, now):  # the allow-all server's work, in iotsec's serving stack
+    review = json.loads(body)
+    answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "response": {"uid": review["request"]["uid"], "allowed": True}}
+    return ReviewResult(200, answer, verdict="allowed")
+
+server.review = allow_all
+tls = ReloadingTLS(Path(sys.argv[2]), Path(sys.argv[3]))
+asyncio.run(server.serve(server.StaticSnapshot(None), "127.0.0.1", int(sys.argv[1]), tls))
+"""
+
+
 def iotsec_command(port: int, folder: Path) -> list[str]:
     return [
         sys.executable,
@@ -318,7 +340,7 @@ def main() -> None:
     (folder / "post.lua").write_text(WRK_SCRIPT)
     measure = measure_python if args.python or not shutil.which("wrk") else measure_wrk
     tool = "aiohttp client" if measure is measure_python else "wrk -t1"
-    ours_port, theirs_port = free_port(), free_port()
+    ours_port, theirs_port, stack_port = free_port(), free_port(), free_port()
     ours = start("iotsec webhook", iotsec_command(ours_port, folder), ours_port, folder / "ca.crt")
     theirs = start(
         "allow-all",
@@ -330,11 +352,18 @@ def main() -> None:
         f"body {len(body) / 1024:.1f} KiB Deployment review; {tool}, {CONNECTIONS} keep-alive TLS connections, "
         f"{args.rounds} alternated rounds of {args.seconds} s; servers on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}"
     )
-    results: dict[str, list[Round]] = {ours.name: [], theirs.name: []}
+    stack = start(
+        "iotsec stack",
+        [sys.executable, "-c", STACK_ALLOW_ALL, str(stack_port), str(folder / "tls.crt"), str(folder / "tls.key")],
+        stack_port,
+        folder / "ca.crt",
+    )
+    servers = (ours, theirs, stack)
+    results: dict[str, list[Round]] = {server.name: [] for server in servers}
     try:
-        check_answers([ours, theirs], folder / "ca.crt", body)
+        check_answers(list(servers), folder / "ca.crt", body)
         for index in range(args.rounds):
-            order = (ours, theirs) if index % 2 == 0 else (theirs, ours)
+            order = servers if index % 2 == 0 else servers[::-1]
             for server in order:
                 cpu = server.cpu_seconds()
                 result = measure(server.port, folder, args.seconds)
@@ -346,7 +375,7 @@ def main() -> None:
                 )
             ratio = results[ours.name][-1].rate / results[theirs.name][-1].rate
             print(f"  round {index + 1} ratio {ratio:.2f}")
-        for server in (ours, theirs):
+        for server in servers:
             rounds = results[server.name]
             rss, peak = server.rss_mib()
             print(
@@ -362,6 +391,13 @@ def main() -> None:
         by_cpu = [t.cpu_us / o.cpu_us for o, t in zip(results[ours.name], results[theirs.name], strict=True)]
         listed = ", ".join(f"{r:.2f}" for r in by_cpu)
         print(f"ratio by CPU per request (allow-all/iotsec): median {statistics.median(by_cpu):.2f} (rounds: {listed})")
+        stack_ratios = [s.rate / t.rate for s, t in zip(results[stack.name], results[theirs.name], strict=True)]
+        stack_cpu = [t.cpu_us / s.cpu_us for s, t in zip(results[stack.name], results[theirs.name], strict=True)]
+        print(
+            f"ratio iotsec stack (the allow-all review in iotsec's server)/allow-all: median "
+            f"{statistics.median(stack_ratios):.2f}, by CPU {statistics.median(stack_cpu):.2f}: what serving costs; "
+            f"the rest of the gap is judging"
+        )
         ours_rounds = results[ours.name]
         label = f"11 KB Deployment review, {tool} -c{CONNECTIONS}, median of {args.rounds} alternated rounds"
         record(
@@ -374,10 +410,15 @@ def main() -> None:
             f"{statistics.median(by_cpu):.2f} ({statistics.median(r.cpu_us for r in ours_rounds):.0f} µs)",
             "≥ 0.9 (the req/s ratio's goal)",
         )
+        record(
+            f"webhook closed-loop: iotsec's serving stack with the allow-all server's review ÷ allow-all ({label})",
+            f"{statistics.median(stack_ratios):.2f} (by CPU {statistics.median(stack_cpu):.2f})",
+            "what serving costs; the rest of the gap is judging",
+        )
         record(f"webhook closed-loop p99 ({label})", f"{statistics.median(r.p99_ms for r in ours_rounds):.1f} ms")
         record("webhook RSS after the closed-loop rounds", f"{ours.rss_mib()[0]:.0f} MiB", "≤ 120 MiB")
     finally:
-        for server in (ours, theirs):
+        for server in servers:
             server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 

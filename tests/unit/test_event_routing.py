@@ -62,7 +62,8 @@ def test_a_namespace_event_asks_for_its_domains_from_a_routing_thread(routed):
 
 
 STARTED = 1_796_000_000.5  # 2026-11-30T00:53:20.5Z: when the operator began to watch
-BEFORE, SAME_SECOND, AFTER = "2026-11-30T00:10:00Z", "2026-11-30T00:53:20Z", "2026-11-30T00:55:00Z"
+BEFORE, SKEWED = "2026-11-30T00:10:00Z", "2026-11-30T00:49:20Z"
+SAME_SECOND, AFTER = "2026-11-30T00:53:20Z", "2026-11-30T00:55:00Z"
 
 
 def _namespace(name: str, version: str, created: str = BEFORE, **labels: str) -> dict[str, Any]:
@@ -70,31 +71,48 @@ def _namespace(name: str, version: str, created: str = BEFORE, **labels: str) ->
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
+def _event(type_: str | None, name: str, version: str, created: str = BEFORE, **labels: str) -> None:
+    body = _namespace(name, version, created, **labels)
+    asyncio.run(securitydomain.on_namespace(type=type_, name=name, labels=labels, body=body))
+
+
 def test_a_listing_after_the_watch_was_down_asks_for_what_changed_or_appeared_meanwhile(routed):
     """kopf lists again after 410 Gone and hands every namespace over as type None, as at start-up."""
     _, requested = routed
-
-    def event(type_: str | None, name: str, version: str, created: str = BEFORE, **labels: str) -> None:
-        body = _namespace(name, version, created, **labels)
-        asyncio.run(securitydomain.on_namespace(type=type_, name=name, labels=labels, body=body))
-
     for name in ("quiet", "relabelled", "gone"):
-        event(None, name, "1")  # the start-up listing
-    event(None, "made-as-it-started", "2", SAME_SECOND)
-    assert [name for name, _ in requested] == ["domain-of-made-as-it-started"], "the start-up listing asks nothing"
+        _event(None, name, "1")  # the start-up listing
+    assert requested == [], "the start-up listing asks nothing"
+    _event("MODIFIED", "quiet", "5")  # the watch runs
     requested.clear()
     # the watch ends (410 Gone); meanwhile "relabelled" changed, "new" was created, "gone" was deleted; kopf lists
-    # again, in the API server's order ("aaa-new" comes before every namespace it knew)
-    event(None, "aaa-new", "9", AFTER, team="x")
-    event(None, "quiet", "1")
-    event(None, "relabelled", "8", zone="y")
-    assert sorted(name for name, _ in requested) == ["domain-of-aaa-new", "domain-of-relabelled"]
+    # again, in the API server's order
+    _event(None, "new", "9", AFTER, team="x")
+    _event(None, "quiet", "5")
+    _event(None, "relabelled", "8", zone="y")
+    assert sorted(name for name, _ in requested) == ["domain-of-new", "domain-of-relabelled"]
     requested.clear()
-    event(None, "relabelled", "8", zone="y")  # the same version listed again asks nothing
-    event(None, "aaa-new", "9", AFTER, team="x")
+    _event(None, "relabelled", "8", zone="y")  # the same version listed again asks nothing
+    _event(None, "new", "9", AFTER, team="x")
     assert requested == []
-    event(None, "no-timestamp", "3", "")  # never from a real API server: the safe side is a reconcile
-    assert [name for name, _ in requested] == ["domain-of-no-timestamp"]
+
+
+def test_before_any_watch_event_a_new_namespace_is_told_by_its_creation_time(routed):
+    """A relist before the watch brought anything (a quiet cluster since start-up): the start-up listing holds only
+    namespaces made before the operator began to watch, give or take the two clocks' skew."""
+    _, requested = routed
+    _event(None, "old", "1", BEFORE)
+    _event(None, "made-as-it-started", "2", SAME_SECOND)
+    _event(None, "api-server-clock-behind", "3", SKEWED)  # made after the start, stamped 4 minutes before it
+    _event(None, "later", "4", AFTER)
+    _event(None, "no-timestamp", "5", "")  # never from a real API server: the safe side is a reconcile
+    assert sorted(name for name, _ in requested) == [
+        "domain-of-api-server-clock-behind",
+        "domain-of-later",
+        "domain-of-made-as-it-started",
+        "domain-of-no-timestamp",
+    ]
+    _event(None, "old", "1", BEFORE)  # listed again, unchanged
+    assert len(requested) == 4
 
 
 def test_a_deleted_policy_asks_for_its_domain(routed):

@@ -116,3 +116,36 @@ def test_a_list_still_removes_what_was_deleted_and_replaces_what_changed_before_
 def test_a_list_at_an_opaque_version_is_taken_whole():
     after = _labels_after_list([_named("a", "20", {"x": "1"})], [_named("a", "10", {})], "not-a-counter")
     assert after == {"a": {}}
+
+
+def test_a_copy_from_before_a_deletion_does_not_bring_the_object_back():
+    reflector = _reflector()
+    reflector._apply("ADDED", _named("a", "10", {"zone": "core"}))
+    reflector._apply("DELETED", _named("a", "12", {"zone": "core"}))  # the watch: deleted at revision 12
+    reflector._apply("MODIFIED", _named("a", "10", {"zone": "core"}))  # a kopf event's body, observed late
+    assert reflector.get("", "a") is None
+    reflector._apply("ADDED", _named("a", "15", {"zone": "edge"}))  # made again under the same name
+    assert reflector.get("", "a")["metadata"]["labels"] == {"zone": "edge"}
+
+
+def test_a_list_read_before_a_deletion_does_not_bring_the_object_back():
+    reflector = Reflector(_Listing([_named("a", "10")], "11"), "v1", "Namespace", lambda: None)  # type: ignore[arg-type]
+    reflector._apply("DELETED", _named("a", "12"))  # the watch reported the deletion before the list's answer landed
+    reflector._list()
+    assert reflector.items() == []
+    reflector.kube = _Listing([], "20")  # type: ignore[assignment]
+    reflector._list()
+    reflector._apply("MODIFIED", _named("a", "10"))
+    assert reflector.items() == [], "the deletion is remembered past later lists"
+
+
+def test_only_the_latest_deletions_are_remembered(monkeypatch):
+    from iotsec.k8s import cache
+
+    monkeypatch.setattr(cache, "MAX_DELETIONS", 2)
+    reflector = _reflector()
+    for index, name in enumerate(("a", "b", "c")):
+        reflector._apply("DELETED", _named(name, str(10 + index)))
+    for name in ("a", "b", "c"):
+        reflector._apply("MODIFIED", _named(name, "1"))
+    assert sorted(o["metadata"]["name"] for o in reflector.items()) == ["a"], "the oldest deletion was forgotten"

@@ -98,33 +98,40 @@ async def on_namespace(type: str | None, name: str, labels: Mapping[str, str], b
 # dropped with the rest, and stayed outside its domain's policies until the domain's resync.
 _namespace_versions: dict[str, str | None] = {}
 _watching_since: list[float] = [0.0]  # when this operator began to watch (epoch seconds)
+_following: list[bool] = [False]  # a typed namespace event has come: kopf's start-up listing was handed over
+CLOCK_SKEW_SECONDS = 300  # the API server's clock (creationTimestamp) against the operator's, allowed for
 
 
 @kopf.on.startup(id="namespace-versions")
 def _begin_watching(**_: Any) -> None:
     _namespace_versions.clear()
-    _watching_since[0] = time.time()
+    _watching_since[0], _following[0] = time.time(), False
 
 
 def _news(type_: str | None, name: str, meta: Mapping[str, Any]) -> bool:
     """Whether a namespace event may change what the domains plan: every typed event; from a listing, a namespace
-    whose version is not the one its last event carried, or one first seen that was created after the operator
-    began to watch (the start-up listing holds only older ones; the API server's clock against ours, to the
-    second: a namespace created in the second the operator started counts as new, which only costs a reconcile)."""
+    whose version is not the one its last event carried, and one not seen before unless it may belong to the
+    start-up listing. That listing comes before any typed event and holds only namespaces created before the
+    operator began to watch; to allow for the two clocks, one created less than CLOCK_SKEW_SECONDS before counts
+    as new too (which costs a reconcile at most)."""
     version = meta.get("resourceVersion")
-    if type_ == "DELETED":
-        _namespace_versions.pop(name, None)
+    if type_ is not None:
+        _following[0] = True
+        if type_ == "DELETED":
+            _namespace_versions.pop(name, None)
+        else:
+            _namespace_versions[name] = version
         return True
     known, _namespace_versions[name] = _namespace_versions.get(name), version
-    if type_ is not None:
-        return True
     if known is not None:
         return known != version
+    if _following[0]:
+        return True
     try:
         created = parse_rfc3339(str(meta.get("creationTimestamp")), "creationTimestamp").timestamp()
     except ValueError:
         return True  # the API server always sets it; without it, a reconcile too many is the safe side
-    return created >= int(_watching_since[0])
+    return created >= _watching_since[0] - CLOCK_SKEW_SECONDS
 
 
 def namespace_changed(type_: str, name: str, labels: dict[str, str], body: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from iotsec.model.labels import OWNER_NAME
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace or "", name)
+MAX_DELETIONS = 16384  # deletions a reflector remembers (about 2 MiB at most)
 
 
 def _key(obj: dict) -> Key:
@@ -48,6 +49,13 @@ def _older(obj: dict, than: dict | None) -> bool:
     mine = (obj.get("metadata") or {}).get("resourceVersion") or ""
     theirs = (than.get("metadata") or {}).get("resourceVersion") or ""
     return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
+
+
+def _deleted_since(obj: dict, deleted_at: int | None) -> bool:
+    """Whether `obj` is a version from before the deletion its watch reported at `deleted_at` (a newer one is the
+    object made again under the same name)."""
+    version = _version(obj)
+    return deleted_at is not None and version.isdigit() and int(version) <= deleted_at
 
 
 def _keep_later(listed: dict[Key, dict], held: dict[Key, dict], version: str) -> dict[Key, dict]:
@@ -87,6 +95,10 @@ class Reflector:
         self.lists = 0
         self.changes = 0  # counts the lists and events that changed an object's version: equal counts, same objects
         self._objects: dict[Key, dict] = {}
+        # key -> the resourceVersion its watch reported it deleted at (the last MAX_DELETIONS): a copy of the object
+        # from before its deletion (a kopf event's body handed to `observe` late, a list read before it) must not
+        # bring it back
+        self._gone: dict[Key, int] = {}
         # objects by their owner-name label: prune lists one owner's children of a kind on every reconcile, and a
         # scan of all 30,000 managed objects each time made 1,000 tenants' resyncs quadratic (issue 18)
         self._by_owner: dict[str, set[Key]] = {}
@@ -161,6 +173,8 @@ class Reflector:
             listed = {
                 _key(obj): _slim(obj) for obj in items if self.selects((obj.get("metadata") or {}).get("labels") or {})
             }
+            for key in [key for key, obj in listed.items() if _deleted_since(obj, self._gone.get(key))]:
+                del listed[key]
             self._objects = _keep_later(listed, self._objects, version)
             if {key: _version(obj) for key, obj in self._objects.items()} != before or not before:
                 self.changes += 1  # a list after a watch ended: a change only if some object is not as it was
@@ -174,6 +188,13 @@ class Reflector:
         self.on_change()
         return version
 
+    def _remember_deletion(self, key: Key, version: int) -> None:
+        """Under the lock."""
+        self._gone.pop(key, None)  # to the end: the oldest deletion is forgotten first
+        self._gone[key] = version
+        if len(self._gone) > MAX_DELETIONS:
+            del self._gone[next(iter(self._gone))]
+
     def _apply(self, type_: str, obj: dict) -> None:
         with self._lock:
             # an object whose labels left the selection arrives as DELETED from a watch, but as itself from a write
@@ -183,8 +204,12 @@ class Reflector:
                 self._index(key, None)
                 self._objects.pop(key, None)
                 self.changes += held is not None
+                if type_ == "DELETED" and _version(obj).isdigit():
+                    self._remember_deletion(key, int(_version(obj)))
             elif _older(obj, held):
                 return  # the watch event of an earlier write, after the answer of a later one (`observe`)
+            elif _deleted_since(obj, self._gone.get(key)):
+                return  # a copy from before the object's deletion, arriving after it
             else:
                 # the same version again (the body a kopf event carried, the watch event of a write already
                 # observed) is no change: counting it made every tenant's resync invalidate the domains' analysis

@@ -4,6 +4,8 @@ labels missing from a namespace it had just labelled, and labelled it again)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from iotsec.k8s.cache import Reflector
 
 
@@ -76,12 +78,14 @@ def test_lists_of_one_owners_objects_follow_relabels_and_deletions():
 
 
 class _Listing:
-    """An API server whose list answers `items` at resourceVersion `version`."""
+    """An API server whose list answers `items` at resourceVersion `version`; `meanwhile` runs while the list is
+    on its way (after it was read, before its answer reaches the reflector)."""
 
-    def __init__(self, items: list[dict], version: str) -> None:
-        self.items, self.version = items, version
+    def __init__(self, items: list[dict], version: str, meanwhile: Callable[[], None] = lambda: None) -> None:
+        self.items, self.version, self.meanwhile = items, version, meanwhile
 
     def list_at(self, api_version: str, kind: str) -> tuple[list[dict], str]:
+        self.meanwhile()
         return [dict(item, metadata=dict(item["metadata"])) for item in self.items], self.version
 
 
@@ -91,31 +95,44 @@ def _named(name: str, version: str, labels: dict[str, str] | None = None) -> dic
     return namespace
 
 
-def _labels_after_list(held: list[dict], listed: list[dict], version: str) -> dict[str, dict[str, str]]:
-    reflector = Reflector(_Listing(listed, version), "v1", "Namespace", lambda: None)  # type: ignore[arg-type]
-    for obj in held:
+def _listing(listed: list[dict], version: str, before: list[dict] = (), meanwhile: list[tuple[str, dict]] = ()):
+    """A reflector that holds `before`, then lists `listed` at `version` while `meanwhile` events arrive."""
+    reflector = Reflector(None, "v1", "Namespace", lambda: None)  # type: ignore[arg-type]
+    for obj in before:
         reflector._apply("MODIFIED", obj)
+    reflector.kube = _Listing(listed, version, lambda: [reflector._apply(t, o) for t, o in meanwhile])
     reflector._list()
+    return reflector
+
+
+def _labels(reflector: Reflector) -> dict[str, dict[str, str]]:
     return {o["metadata"]["name"]: o["metadata"]["labels"] for o in reflector.items()}
 
 
-def test_a_list_does_not_put_back_what_the_operator_wrote_after_the_list_was_read():
-    # the list was read at revision 15; the answer to our label patch (revision 20) and to our create of "b"
-    # (revision 18) reached the cache while the list was on its way
-    held = [_named("a", "20", {"iotsec.io/domain": "d"}), _named("b", "18")]
-    after = _labels_after_list(held, [_named("a", "10", {})], "15")
-    assert after == {"a": {"iotsec.io/domain": "d"}, "b": {}}
+def test_a_list_does_not_put_back_what_the_operator_wrote_while_it_was_on_its_way():
+    # the list was read at revision 15; the answers to our label patch (revision 20) and to our create of "b"
+    # (revision 18) reached the cache before the list's answer did
+    written = [("MODIFIED", _named("a", "20", {"iotsec.io/domain": "d"})), ("MODIFIED", _named("b", "18"))]
+    reflector = _listing([_named("a", "10", {})], "15", before=[_named("a", "10", {})], meanwhile=written)
+    assert _labels(reflector) == {"a": {"iotsec.io/domain": "d"}, "b": {}}
 
 
 def test_a_list_still_removes_what_was_deleted_and_replaces_what_changed_before_it():
-    held = [_named("gone", "12"), _named("a", "5", {"old": "x"})]
-    after = _labels_after_list(held, [_named("a", "14", {"new": "y"})], "15")
-    assert after == {"a": {"new": "y"}}, "a copy from before the list's revision yields to the list"
+    reflector = _listing([_named("a", "14", {"new": "y"})], "15", before=[_named("gone", "12"), _named("a", "5")])
+    assert _labels(reflector) == {"a": {"new": "y"}}, "a copy from before the list's revision yields to the list"
+
+
+def test_what_the_store_held_before_the_list_was_asked_for_yields_to_it_whatever_its_version():
+    # after an etcd restore without a revision bump, versions start over lower: the list must still win
+    reflector = _listing([_named("a", "30", {"restored": "yes"})], "40", before=[_named("a", "5000", {"old": "x"})])
+    assert _labels(reflector) == {"a": {"restored": "yes"}}
 
 
 def test_a_list_at_an_opaque_version_is_taken_whole():
-    after = _labels_after_list([_named("a", "20", {"x": "1"})], [_named("a", "10", {})], "not-a-counter")
-    assert after == {"a": {}}
+    reflector = _listing(
+        [_named("a", "10", {})], "not-a-counter", meanwhile=[("MODIFIED", _named("a", "20", {"x": "1"}))]
+    )
+    assert _labels(reflector) == {"a": {}}
 
 
 def test_a_copy_from_before_a_deletion_does_not_bring_the_object_back():
@@ -128,15 +145,27 @@ def test_a_copy_from_before_a_deletion_does_not_bring_the_object_back():
     assert reflector.get("", "a")["metadata"]["labels"] == {"zone": "edge"}
 
 
-def test_a_list_read_before_a_deletion_does_not_bring_the_object_back():
-    reflector = Reflector(_Listing([_named("a", "10")], "11"), "v1", "Namespace", lambda: None)  # type: ignore[arg-type]
-    reflector._apply("DELETED", _named("a", "12"))  # the watch reported the deletion before the list's answer landed
-    reflector._list()
+def test_a_deletion_reported_while_the_list_was_on_its_way_removes_the_listed_copy():
+    reflector = _listing(
+        [_named("a", "10")], "11", before=[_named("a", "10")], meanwhile=[("DELETED", _named("a", "12"))]
+    )
     assert reflector.items() == []
-    reflector.kube = _Listing([], "20")  # type: ignore[assignment]
-    reflector._list()
-    reflector._apply("MODIFIED", _named("a", "10"))
-    assert reflector.items() == [], "the deletion is remembered past later lists"
+
+
+def test_a_deletion_is_remembered_only_for_a_while(monkeypatch):
+    """After an etcd restore, an object made again under the same name may carry a lower version than the one it
+    was deleted at: it is refused only for DELETION_MEMORY_SECONDS."""
+    from iotsec.k8s import cache
+
+    clock = [1000.0]
+    monkeypatch.setattr(cache.time, "monotonic", lambda: clock[0])
+    reflector = _reflector()
+    reflector._apply("DELETED", _named("a", "5000"))
+    reflector._apply("ADDED", _named("a", "30"))
+    assert reflector.get("", "a") is None
+    clock[0] += cache.DELETION_MEMORY_SECONDS + 1
+    reflector._apply("ADDED", _named("a", "30"))
+    assert reflector.get("", "a") is not None
 
 
 def test_only_the_latest_deletions_are_remembered(monkeypatch):

@@ -2,9 +2,10 @@
 
 A `Reflector` lists a kind once, then follows its watch from the list's resourceVersion; the Kubernetes client
 resumes a stream the server ends from the last version it saw. When that version is too old (410 Gone) or the
-stream breaks, it lists again and replaces its store, so a missed event cannot outlive the next list; a copy
-written after the list was read (iotsec's own write, `observe`) stays. Its store is never emptied by a failure:
-readers keep the last state they were given.
+stream breaks, it lists again and replaces its store, so a missed event cannot outlive the next list; only what
+changed while the list was on its way (iotsec's own writes, `observe`; deletions) is kept over it. A deletion is
+remembered for a minute, so a late copy from before it cannot bring the object back. Its store is never emptied by
+a failure: readers keep the last state they were given.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from iotsec.k8s.kube import ApiError, Kube
@@ -20,7 +22,12 @@ from iotsec.model.labels import OWNER_NAME
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace or "", name)
-MAX_DELETIONS = 16384  # deletions a reflector remembers (about 2 MiB at most)
+# A deletion its watch reported is remembered this long (and at most this many), so that a copy from before it
+# cannot bring the object back: a kopf event's body handed to `observe` a moment late, a list read before it.
+# Only briefly: after an etcd restore, versions start over lower, and an object made again under the same name
+# must not be refused for long.
+DELETION_MEMORY_SECONDS = 60.0
+MAX_DELETIONS = 16384
 
 
 def _key(obj: dict) -> Key:
@@ -51,26 +58,9 @@ def _older(obj: dict, than: dict | None) -> bool:
     return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
 
 
-def _deleted_since(obj: dict, deleted_at: int | None) -> bool:
-    """Whether `obj` is a version from before the deletion its watch reported at `deleted_at` (a newer one is the
-    object made again under the same name)."""
-    version = _version(obj)
-    return deleted_at is not None and version.isdigit() and int(version) <= deleted_at
-
-
-def _keep_later(listed: dict[Key, dict], held: dict[Key, dict], version: str) -> dict[Key, dict]:
-    """The store after a list at `version`: the listed objects, except where the store holds a copy written after
-    the list was read (the answer to one of iotsec's writes, `observe`, arriving while the list was on its way).
-    That copy stays, and so does an object created after the list; the watch from `version` brings their events
-    again. Without this, a list put an older copy back, and a domain saw its labels missing from a namespace it had
-    just labelled until the next event."""
-    if not version.isdigit():
-        return listed
-    for key, obj in held.items():
-        written = _version(obj)
-        if written.isdigit() and int(written) > int(version):  # every listed copy is at or before `version`
-            listed[key] = obj
-    return listed
+def _at_or_before(obj: dict, version: int) -> bool:
+    written = _version(obj)
+    return written.isdigit() and int(written) <= version
 
 
 class Reflector:
@@ -95,10 +85,9 @@ class Reflector:
         self.lists = 0
         self.changes = 0  # counts the lists and events that changed an object's version: equal counts, same objects
         self._objects: dict[Key, dict] = {}
-        # key -> the resourceVersion its watch reported it deleted at (the last MAX_DELETIONS): a copy of the object
-        # from before its deletion (a kopf event's body handed to `observe` late, a list read before it) must not
-        # bring it back
-        self._gone: dict[Key, int] = {}
+        self._events = 0  # counts what changed the store (events, observed writes, deletions)
+        self._applied: dict[Key, int] = {}  # key -> the count at which the copy the store holds came
+        self._gone: dict[Key, tuple[int, int, float]] = {}  # key -> (version, count, monotonic time) of a deletion
         # objects by their owner-name label: prune lists one owner's children of a kind on every reconcile, and a
         # scan of all 30,000 managed objects each time made 1,000 tenants' resyncs quadratic (issue 18)
         self._by_owner: dict[str, set[Key]] = {}
@@ -164,6 +153,8 @@ class Reflector:
         return all(requirement in requirements for requirement in self.requirements)
 
     def _list(self) -> str:
+        with self._lock:
+            began = self._events
         if self.label_selector:
             items, version = self.kube.list_at(self.api_version, self.kind, self.label_selector)
         else:
@@ -173,9 +164,9 @@ class Reflector:
             listed = {
                 _key(obj): _slim(obj) for obj in items if self.selects((obj.get("metadata") or {}).get("labels") or {})
             }
-            for key in [key for key, obj in listed.items() if _deleted_since(obj, self._gone.get(key))]:
-                del listed[key]
-            self._objects = _keep_later(listed, self._objects, version)
+            self._objects = self._merged(listed, version, began)
+            self._applied = {key: count for key, count in self._applied.items() if key in self._objects}
+            self._forget_old_deletions()
             if {key: _version(obj) for key, obj in self._objects.items()} != before or not before:
                 self.changes += 1  # a list after a watch ended: a change only if some object is not as it was
             self._by_owner = {}
@@ -188,12 +179,39 @@ class Reflector:
         self.on_change()
         return version
 
+    def _merged(self, listed: dict[Key, dict], version: str, began: int) -> dict[Key, dict]:
+        """The store after a list read at `version`, asked for when the store's count was `began`: the listed
+        objects, except what changed while the list was on its way. A copy the store took since (the answer to one
+        of iotsec's writes, `observe`) at a version past the list's stays, and a deletion reported since removes
+        the listed copy; the watch from `version` brings those events again. Without this, a list put an older copy
+        back (a domain saw its labels missing from a namespace it had just labelled) until the next event. What
+        came before the list was asked for, the list knows better (whatever its versions say)."""
+        if not version.isdigit():
+            return listed
+        for key, (deleted_at, count, _) in self._gone.items():
+            if count > began and key in listed and _at_or_before(listed[key], deleted_at):
+                del listed[key]
+        for key, obj in self._objects.items():
+            if self._applied.get(key, 0) > began and not _at_or_before(obj, int(version)) and _version(obj).isdigit():
+                listed[key] = obj
+        return listed
+
     def _remember_deletion(self, key: Key, version: int) -> None:
-        """Under the lock."""
         self._gone.pop(key, None)  # to the end: the oldest deletion is forgotten first
-        self._gone[key] = version
+        self._gone[key] = (version, self._events, time.monotonic())
         if len(self._gone) > MAX_DELETIONS:
             del self._gone[next(iter(self._gone))]
+
+    def _forget_old_deletions(self) -> None:
+        oldest = time.monotonic() - DELETION_MEMORY_SECONDS
+        self._gone = {key: gone for key, gone in self._gone.items() if gone[2] >= oldest}
+
+    def _deleted_since(self, key: Key, obj: dict) -> bool:
+        """Whether `obj` is a copy from before a deletion of it reported a moment ago."""
+        gone = self._gone.get(key)
+        return (
+            gone is not None and gone[2] >= time.monotonic() - DELETION_MEMORY_SECONDS and _at_or_before(obj, gone[0])
+        )
 
     def _apply(self, type_: str, obj: dict) -> None:
         with self._lock:
@@ -201,19 +219,23 @@ class Reflector:
             key = _key(obj)
             held = self._objects.get(key)
             if type_ == "DELETED" or not self.selects((obj.get("metadata") or {}).get("labels") or {}):
+                self._events += 1
                 self._index(key, None)
                 self._objects.pop(key, None)
+                self._applied.pop(key, None)
                 self.changes += held is not None
                 if type_ == "DELETED" and _version(obj).isdigit():
                     self._remember_deletion(key, int(_version(obj)))
             elif _older(obj, held):
                 return  # the watch event of an earlier write, after the answer of a later one (`observe`)
-            elif _deleted_since(obj, self._gone.get(key)):
+            elif self._deleted_since(key, obj):
                 return  # a copy from before the object's deletion, arriving after it
             else:
                 # the same version again (the body a kopf event carried, the watch event of a write already
                 # observed) is no change: counting it made every tenant's resync invalidate the domains' analysis
                 self.changes += held is None or not _version(obj) or _version(obj) != _version(held)
+                self._events += 1
+                self._applied[key] = self._events
                 self._index(key, obj)
                 self._objects[key] = _slim(obj)
         self.on_change()

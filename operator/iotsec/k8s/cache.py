@@ -3,14 +3,16 @@
 A `Reflector` lists a kind once, then follows its watch from the list's resourceVersion; the Kubernetes client
 resumes a stream the server ends from the last version it saw. When that version is too old (410 Gone) or the
 stream breaks, it lists again and replaces its store, so a missed event cannot outlive the next list; only what
-changed while the list was on its way (iotsec's own writes, `observe`; deletions) is kept over it. A deletion is
-remembered for a minute, so a late copy from before it cannot bring the object back. Its store is never emptied by
+changed while the list was on its way (iotsec's own writes, `observe`) is kept over it. A deletion (reported by the
+watch, or an object the list no longer holds) is remembered for a minute, so a late copy from before it cannot
+bring the object back. Its store is never emptied by
 a failure: readers keep the last state they were given.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import threading
 import time
@@ -87,7 +89,7 @@ class Reflector:
         self._objects: dict[Key, dict] = {}
         self._events = 0  # counts what changed the store (events, observed writes, deletions)
         self._applied: dict[Key, int] = {}  # key -> the count at which the copy the store holds came
-        self._gone: dict[Key, tuple[int, int, float]] = {}  # key -> (version, count, monotonic time) of a deletion
+        self._gone: dict[Key, tuple[int, float]] = {}  # key -> (version, monotonic time) of a recent deletion
         # objects by their owner-name label: prune lists one owner's children of a kind on every reconcile, and a
         # scan of all 30,000 managed objects each time made 1,000 tenants' resyncs quadratic (issue 18)
         self._by_owner: dict[str, set[Key]] = {}
@@ -166,7 +168,9 @@ class Reflector:
             }
             self._objects = self._merged(listed, version, began)
             self._applied = {key: count for key, count in self._applied.items() if key in self._objects}
-            self._forget_old_deletions()
+            if version.isdigit():  # gone by the list's word: a late copy from before it must not bring it back
+                for key in before.keys() - self._objects.keys():
+                    self._remember_deletion(key, int(version))
             if {key: _version(obj) for key, obj in self._objects.items()} != before or not before:
                 self.changes += 1  # a list after a watch ended: a change only if some object is not as it was
             self._by_owner = {}
@@ -181,36 +185,31 @@ class Reflector:
 
     def _merged(self, listed: dict[Key, dict], version: str, began: int) -> dict[Key, dict]:
         """The store after a list read at `version`, asked for when the store's count was `began`: the listed
-        objects, except what changed while the list was on its way. A copy the store took since (the answer to one
-        of iotsec's writes, `observe`) at a version past the list's stays, and a deletion reported since removes
-        the listed copy; the watch from `version` brings those events again. Without this, a list put an older copy
+        objects, except a copy the store took since (the answer to one of iotsec's writes, `observe`) at a version
+        past the list's; the watch from `version` brings its events again. Without this, a list put an older copy
         back (a domain saw its labels missing from a namespace it had just labelled) until the next event. What
-        came before the list was asked for, the list knows better (whatever its versions say)."""
+        came before the list was asked for, the list knows better (whatever its versions say). No watch event
+        arrives meanwhile: the watch runs on the list's thread, after it."""
         if not version.isdigit():
             return listed
-        for key, (deleted_at, count, _) in self._gone.items():
-            if count > began and key in listed and _at_or_before(listed[key], deleted_at):
-                del listed[key]
         for key, obj in self._objects.items():
             if self._applied.get(key, 0) > began and not _at_or_before(obj, int(version)) and _version(obj).isdigit():
                 listed[key] = obj
         return listed
 
     def _remember_deletion(self, key: Key, version: int) -> None:
-        self._gone.pop(key, None)  # to the end: the oldest deletion is forgotten first
-        self._gone[key] = (version, self._events, time.monotonic())
-        if len(self._gone) > MAX_DELETIONS:
-            del self._gone[next(iter(self._gone))]
-
-    def _forget_old_deletions(self) -> None:
-        oldest = time.monotonic() - DELETION_MEMORY_SECONDS
-        self._gone = {key: gone for key, gone in self._gone.items() if gone[2] >= oldest}
+        now = time.monotonic()
+        self._gone.pop(key, None)  # to the end: the dict stays in the order of time
+        self._gone[key] = (version, now)
+        for oldest in list(itertools.islice(self._gone, 2)):  # forget from the front what expired, two at a time
+            if len(self._gone) > MAX_DELETIONS or self._gone[oldest][1] < now - DELETION_MEMORY_SECONDS:
+                del self._gone[oldest]
 
     def _deleted_since(self, key: Key, obj: dict) -> bool:
         """Whether `obj` is a copy from before a deletion of it reported a moment ago."""
         gone = self._gone.get(key)
         return (
-            gone is not None and gone[2] >= time.monotonic() - DELETION_MEMORY_SECONDS and _at_or_before(obj, gone[0])
+            gone is not None and gone[1] >= time.monotonic() - DELETION_MEMORY_SECONDS and _at_or_before(obj, gone[0])
         )
 
     def _apply(self, type_: str, obj: dict) -> None:

@@ -5,8 +5,7 @@ resumes a stream the server ends from the last version it saw. When that version
 stream breaks, it lists again and replaces its store, so a missed event cannot outlive the next list; only what
 changed while the list was on its way (iotsec's own writes, `observe`) is kept over it. A deletion (reported by the
 watch, or an object the list no longer holds) is remembered for a minute, so a late copy from before it cannot
-bring the object back. Its store is never emptied by
-a failure: readers keep the last state they were given.
+bring the object back. Its store is never emptied by a failure: readers keep the last state they were given.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from iotsec.model.labels import OWNER_NAME
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace or "", name)
-# A deletion its watch reported is remembered this long (and at most this many), so that a copy from before it
-# cannot bring the object back: a kopf event's body handed to `observe` a moment late, a list read before it.
+# A deletion (reported by the watch, or an object a list no longer holds) is remembered this long, and at most this
+# many, so that a copy from before it cannot bring the object back: a kopf event's body handed to `observe` late.
 # Only briefly: after an etcd restore, versions start over lower, and an object made again under the same name
 # must not be refused for long.
 DELETION_MEMORY_SECONDS = 60.0
@@ -50,19 +49,22 @@ def _version(obj: dict) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
+def _counter(obj: dict) -> int | None:
+    """The object's resourceVersion as a number. Resource versions are opaque to clients, but every server iotsec
+    runs against counts them up (etcd's revision); None for anything else, which is never taken as older."""
+    version = _version(obj)
+    return int(version) if version.isdigit() else None
+
+
 def _older(obj: dict, than: dict | None) -> bool:
-    """Whether `obj` is an earlier version of `than`. Resource versions are opaque to clients, but every server
-    iotsec runs against counts them up (etcd's revision); anything else is taken as newer, as before."""
-    if than is None:
-        return False
-    mine = (obj.get("metadata") or {}).get("resourceVersion") or ""
-    theirs = (than.get("metadata") or {}).get("resourceVersion") or ""
-    return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
+    """Whether `obj` is an earlier version of `than`."""
+    mine, theirs = _counter(obj), None if than is None else _counter(than)
+    return mine is not None and theirs is not None and mine < theirs
 
 
 def _at_or_before(obj: dict, version: int) -> bool:
-    written = _version(obj)
-    return written.isdigit() and int(written) <= version
+    mine = _counter(obj)
+    return mine is not None and mine <= version
 
 
 class Reflector:
@@ -87,7 +89,7 @@ class Reflector:
         self.lists = 0
         self.changes = 0  # counts the lists and events that changed an object's version: equal counts, same objects
         self._objects: dict[Key, dict] = {}
-        self._events = 0  # counts what changed the store (events, observed writes, deletions)
+        self._taken = 0  # counts the copies the store took (events, observed writes)
         self._applied: dict[Key, int] = {}  # key -> the count at which the copy the store holds came
         self._gone: dict[Key, tuple[int, float]] = {}  # key -> (version, monotonic time) of a recent deletion
         # objects by their owner-name label: prune lists one owner's children of a kind on every reconcile, and a
@@ -156,7 +158,7 @@ class Reflector:
 
     def _list(self) -> str:
         with self._lock:
-            began = self._events
+            began = self._taken
         if self.label_selector:
             items, version = self.kube.list_at(self.api_version, self.kind, self.label_selector)
         else:
@@ -193,7 +195,8 @@ class Reflector:
         if not version.isdigit():
             return listed
         for key, obj in self._objects.items():
-            if self._applied.get(key, 0) > began and not _at_or_before(obj, int(version)) and _version(obj).isdigit():
+            written = _counter(obj)
+            if self._applied.get(key, 0) > began and written is not None and written > int(version):
                 listed[key] = obj
         return listed
 
@@ -218,13 +221,13 @@ class Reflector:
             key = _key(obj)
             held = self._objects.get(key)
             if type_ == "DELETED" or not self.selects((obj.get("metadata") or {}).get("labels") or {}):
-                self._events += 1
                 self._index(key, None)
                 self._objects.pop(key, None)
                 self._applied.pop(key, None)
                 self.changes += held is not None
-                if type_ == "DELETED" and _version(obj).isdigit():
-                    self._remember_deletion(key, int(_version(obj)))
+                deleted_at = _counter(obj) if type_ == "DELETED" else None
+                if deleted_at is not None:
+                    self._remember_deletion(key, deleted_at)
             elif _older(obj, held):
                 return  # the watch event of an earlier write, after the answer of a later one (`observe`)
             elif self._deleted_since(key, obj):
@@ -233,8 +236,8 @@ class Reflector:
                 # the same version again (the body a kopf event carried, the watch event of a write already
                 # observed) is no change: counting it made every tenant's resync invalidate the domains' analysis
                 self.changes += held is None or not _version(obj) or _version(obj) != _version(held)
-                self._events += 1
-                self._applied[key] = self._events
+                self._taken += 1
+                self._applied[key] = self._taken
                 self._index(key, obj)
                 self._objects[key] = _slim(obj)
         self.on_change()

@@ -151,7 +151,7 @@ def kube_on(server: FakeServer, cache: bool = True, managed: tuple[tuple[str, st
 def event(api: Kube, type_: str, obj: dict[str, Any]) -> None:
     """A watch event reaching the operator's cache."""
     assert isinstance(api.cache, WatchCache)
-    api.cache.reflectors[obj["apiVersion"], obj["kind"]]._apply(type_, copy.deepcopy(obj))
+    api.cache.reflectors[obj["apiVersion"], obj["kind"]].take(type_, copy.deepcopy(obj))
 
 
 def someone_edits(server: FakeServer, api: Kube, change: dict[str, Any]) -> None:
@@ -566,7 +566,7 @@ def test_a_reconcile_plans_with_the_body_its_event_carried_when_the_cache_lags(t
     monkeypatch.setattr(kopf, "timer", lambda *a, **k: lambda fn: fn)
     api = kube_on(tenant_server)
     monkeypatch.setattr(handler, "kube", lambda: api)
-    reconciler.level_triggered(handler.PLURAL, handler.reconcile)
+    reconciler.level_triggered(handler.KIND, handler.PLURAL, handler.reconcile)
     newer = copy.deepcopy(_tenant(tenant_server))
     newer["spec"]["namespaces"] = [*newer["spec"]["namespaces"], "acme-extra"]
     newer = tenant_server.put(newer)  # its watch event has not reached the cache yet; kopf's has reached the handler

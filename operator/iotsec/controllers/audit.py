@@ -332,4 +332,4 @@ def _status(
     return ready
 
 
-level_triggered(PLURAL, reconcile)
+level_triggered(KIND, PLURAL, reconcile)

@@ -307,4 +307,4 @@ def _epoch(stamp: str) -> float:
     return parse_rfc3339(stamp).timestamp()
 
 
-level_triggered(PLURAL, reconcile, namespaced=True)
+level_triggered(KIND, PLURAL, reconcile, namespaced=True)

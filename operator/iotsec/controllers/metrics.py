@@ -26,6 +26,12 @@ RESOURCE_READY = Gauge(
     "iotsec_resource_ready", "1 when the custom resource's Ready condition is True, else 0.", ["kind", "name"]
 )
 OBJECTS_PRUNED = Counter("iotsec_objects_pruned_total", "Child objects deleted because no longer desired.", ["kind"])
+OBJECTS_LOST = Counter(
+    "iotsec_objects_lost_total",
+    "Objects iotsec manages that someone else deleted (a watch event, or a relist after a watch gap, found them "
+    "gone); each asked its owner for a reconcile at once.",
+    ["owner_kind", "kind"],
+)
 KEY_UNREADABLE = Gauge(
     "iotsec_key_unreadable",
     "1 while a key Secret iotsec keeps (webhook TLS, audit signing key) is unreadable or someone else's and is left "

@@ -20,9 +20,10 @@ import kopf
 from iotsec.api.common import API_VERSION, GROUP, VERSION
 from iotsec.api.validation import InvalidResourceError, parse_spec
 from iotsec.controllers import metrics
-from iotsec.controllers.runtime import config
+from iotsec.controllers.runtime import config, kube, lost_object_listeners
 from iotsec.k8s.kube import ApiError, Kube, attributed_to
 from iotsec.model import conditions
+from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME
 
 log = logging.getLogger(__name__)
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -247,15 +248,19 @@ def retry_backoff(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.default_backoff = config().retry_seconds
 
 
-def level_triggered(plural: str, reconcile: Callable[..., None], namespaced: bool = False) -> None:
-    """Reconcile on create, update and resume, and on a resync timer (drift, clock-driven key rotation).
+def level_triggered(kind: str, plural: str, reconcile: Callable[..., None], namespaced: bool = False) -> None:
+    """Reconcile on create, update and resume, on a resync timer (drift, clock-driven key rotation), and when an
+    object the resource owns is deleted by someone else (`owner_lost`).
 
     Every trigger recomputes the whole desired state from the cluster as it is, so each is safe to repeat.
     """
+    _owners[kind] = (reconcile, namespaced)
 
     def reconcile_now(
         name: str, logger: Logger, body: kopf.Body | None = None, namespace: str | None = None, **_: Any
     ) -> None:
+        if not _posting_context:
+            _posting_context.append(contextvars.copy_context())
         seen = dict(body) if body is not None else None
         if namespaced:
             reconcile(name, namespace, logger=logger, seen=seen)
@@ -266,3 +271,55 @@ def level_triggered(plural: str, reconcile: Callable[..., None], namespaced: boo
         trigger(GROUP, VERSION, plural, id="reconcile")(reconcile_now)
     interval = config().resync_seconds
     kopf.timer(GROUP, VERSION, plural, id="resync", interval=interval, initial_delay=interval)(reconcile_now)
+
+
+# kind -> (its reconcile, whether it is namespaced), for `owner_lost`
+_owners: dict[str, tuple[Callable[..., None], bool]] = {}
+# kopf.event posts through context variables kopf sets for each object's handlers, not at start-up: the context of
+# the first handler that ran, for reconciles the watch cache's threads ask for
+_posting_context: list[contextvars.Context] = []
+LOST_DELAY_SECONDS = 1.0  # the deletions of one owner's objects (a namespace's, a bulk delete) fold into one reconcile
+
+
+def owner_lost(api_version: str, kind: str, obj: dict[str, Any]) -> bool:
+    """An object iotsec manages is gone, deleted by someone else (the watch cache saw it go; iotsec's own deletions
+    it is not told of): its owner reconciles at once and puts it back if it still wants it, rather than at its
+    resync, up to a minute later. False, and nothing asked: not a managed object of a known owner; it went with its
+    namespace or its owner (either gone or being deleted: a tenant deleted, a namespace terminating); or no handler
+    has run yet (the owners' resume reconciles them anyway)."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owner_kind, owner = labels.get(OWNER_KIND, ""), labels.get(OWNER_NAME, "")
+    if labels.get(MANAGED_BY) != MANAGER or owner_kind not in _owners or not owner or not _posting_context:
+        return False
+    reconcile, namespaced = _owners[owner_kind]
+    namespace = meta.get("namespace") if namespaced else None  # a namespaced owner's objects live beside it
+    if (namespaced and not namespace) or _going_anyway(meta.get("namespace"), owner_kind, owner, namespace):
+        return False
+    metrics.OBJECTS_LOST.labels(owner_kind, kind).inc()
+    again = partial(reconcile, owner, namespace) if namespaced else partial(reconcile, owner)
+    context = _posting_context[0].copy()
+    if context.run(reconcile_soon, owner_kind, owner, again, LOST_DELAY_SECONDS, namespace):  # once per fold
+        where = f"{meta.get('namespace')}/" if meta.get("namespace") else ""
+        name = meta.get("name")
+        log.info("%s %s%s of %s %s was deleted: reconciling its owner", kind, where, name, owner_kind, owner)
+    return True
+
+
+def _going_anyway(where: str | None, owner_kind: str, owner: str, namespace: str | None) -> bool:
+    """Whether the object went with its namespace or its owner: the namespace (`where`) or the owner is gone or being
+    deleted. Read from the watch cache where it holds them (namespaces, domains, tenants)."""
+    api = kube()
+    try:
+        for found in (
+            api.get("v1", "Namespace", where) if where else {"metadata": {}},
+            api.get(API_VERSION, owner_kind, owner, namespace),
+        ):
+            if found is None or found["metadata"].get("deletionTimestamp"):
+                return True
+    except ApiError as exc:
+        log.info("%s %s: could not read whether it is being deleted (%s): reconciling it", owner_kind, owner, exc)
+    return False
+
+
+lost_object_listeners[:] = [owner_lost]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 
@@ -88,6 +88,9 @@ MANAGED_KINDS = (
 
 _made: list[Kube] = []
 _making = threading.Lock()
+# told of each object iotsec manages that the watch cache saw go without iotsec deleting it: the reconciler's
+# owner_lost (set when it is imported), so that the owner puts it back at once
+lost_object_listeners: list[Callable[[str, str, dict[str, Any]], object]] = []
 
 
 @cache
@@ -106,9 +109,15 @@ def _new_kube() -> Kube:
     if settings.watch_cache:
         watched = WatchCache(api, CACHED_KINDS, LOOKUP_KINDS, MANAGED_KINDS, f"{MANAGED_BY}={MANAGER}")
         api.cache = watched
+        watched.on_gone = _object_lost
         watched.start()
     _API_REQUESTS.api = api
     return api
+
+
+def _object_lost(api_version: str, kind: str, obj: dict[str, Any]) -> None:
+    for listener in lost_object_listeners:
+        listener(api_version, kind, obj)
 
 
 class _ApiRequests:

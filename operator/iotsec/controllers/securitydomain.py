@@ -485,4 +485,4 @@ def _announce(body: dict[str, Any], plan: builder.DomainPlan, applied: Applied, 
         kopf.warn(body, reason="Conflict" if "claimed" in problem else "PeerDomainMissing", message=problem)
 
 
-level_triggered(PLURAL, reconcile)
+level_triggered(KIND, PLURAL, reconcile)

@@ -747,7 +747,7 @@ def _write_status(run: _Run, plan: builder.TenantPlan, domain_missing: bool) -> 
     return ready[0]
 
 
-level_triggered(PLURAL, reconcile)
+level_triggered(KIND, PLURAL, reconcile)
 
 
 # kopf leaves every annotation under its storage prefix (iotsec.io/, also that of these requests) out of the diff its

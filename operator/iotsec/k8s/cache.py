@@ -6,6 +6,10 @@ stream breaks, it lists again and replaces its store, so a missed event cannot o
 changed while the list was on its way (iotsec's own writes, `observe`) is kept over it. A deletion (reported by the
 watch, or an object the list no longer holds) is remembered for a minute, so a late copy from before it cannot
 bring the object back. Its store is never emptied by a failure: readers keep the last state they were given.
+
+An object that leaves the store other than by iotsec's own hand (a watch event deleted it, or a list after a watch
+gap no longer holds it) is reported to `on_gone` with the store's last copy: someone deleted an object iotsec
+manages, and its owner can put it back now rather than at its resync.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ def _at_or_before(obj: dict, version: int) -> bool:
 
 class Reflector:
     """One kind's objects (those `label_selector` selects), cluster-wide, current to the last watch event;
-    `on_change` is called (from the reflector's thread) after each list and each event."""
+    `on_change` is called (from the reflector's thread) after each list and each event, `on_gone` with the last
+    copy of each object a watch event or a relist removed (not one `forget` removed: iotsec's own deletions)."""
 
     def __init__(
         self,
@@ -80,8 +85,10 @@ class Reflector:
         retry_seconds: float = 2.0,
         watch_seconds: int = 300,
         label_selector: str | None = None,
+        on_gone: Callable[[list[dict]], None] = lambda gone: None,
     ):
         self.kube, self.api_version, self.kind = kube, api_version, kind
+        self.on_gone = on_gone
         self.label_selector = label_selector
         self.requirements = selectors.parse_selector(label_selector or "") or []
         self.on_change, self.retry_seconds, self.watch_seconds = on_change, retry_seconds, watch_seconds
@@ -92,6 +99,7 @@ class Reflector:
         self._taken = 0  # counts the copies the store took (events, observed writes)
         self._applied: dict[Key, int] = {}  # key -> the count at which the copy the store holds came
         self._gone: dict[Key, tuple[int, float]] = {}  # key -> (version, monotonic time) of a recent deletion
+        self._deleting: dict[Key, float] = {}  # key -> when iotsec asked for its deletion (its event is not news)
         # objects by their owner-name label: prune lists one owner's children of a kind on every reconcile, and a
         # scan of all 30,000 managed objects each time made 1,000 tenants' resyncs quadratic (issue 18)
         self._by_owner: dict[str, set[Key]] = {}
@@ -131,7 +139,7 @@ class Reflector:
             try:
                 version = self._list()
                 for type_, obj in self._watch(version):
-                    self._apply(type_, obj)
+                    self.take(type_, obj)
                     if stop.is_set():
                         return
             except ApiError as exc:
@@ -156,6 +164,35 @@ class Reflector:
         """Whether every object a selector of `requirements` matches is one this reflector follows."""
         return all(requirement in requirements for requirement in self.requirements)
 
+    def expect_deletion(self, namespace: str, name: str) -> None:
+        """iotsec is deleting this object: when it leaves the store, by the watch or a list, nobody is told."""
+        now = time.monotonic()
+        with self._lock:
+            self._deleting.pop((namespace, name), None)  # to the end: the dict stays in the order of time
+            self._deleting[namespace, name] = now
+            for oldest in list(itertools.islice(self._deleting, 2)):  # a deletion that failed is forgotten too
+                if self._deleting[oldest] < now - DELETION_MEMORY_SECONDS or len(self._deleting) > MAX_DELETIONS:
+                    del self._deleting[oldest]
+
+    def _ours(self, key: Key) -> bool:
+        """Whether iotsec asked for this object's deletion a moment ago (under the lock; forgets the request)."""
+        asked = self._deleting.pop(key, None)
+        return asked is not None and asked >= time.monotonic() - DELETION_MEMORY_SECONDS
+
+    def take(self, type_: str, obj: dict) -> None:
+        """One watch event."""
+        removed = self._apply(type_, obj)
+        if removed is not None:
+            self._report_gone([removed])
+
+    def _report_gone(self, objects: list[dict]) -> None:
+        if not objects:
+            return
+        try:
+            self.on_gone(objects)
+        except Exception:  # the store is right whatever a listener does with it: the watch goes on
+            log.exception("%s: reporting %d objects gone failed", self.kind, len(objects))
+
     def _list(self) -> str:
         with self._lock:
             began = self._taken
@@ -164,15 +201,18 @@ class Reflector:
         else:
             items, version = self.kube.list_at(self.api_version, self.kind)
         with self._lock:
-            before = {key: _version(obj) for key, obj in self._objects.items()}
+            held = self._objects
+            before = {key: _version(obj) for key, obj in held.items()}
             listed = {
                 _key(obj): _slim(obj) for obj in items if self.selects((obj.get("metadata") or {}).get("labels") or {})
             }
             self._objects = self._merged(listed, version, began)
             self._applied = {key: count for key, count in self._applied.items() if key in self._objects}
+            missing = before.keys() - self._objects.keys()  # deleted while the watch was down
             if version.isdigit():  # gone by the list's word: a late copy from before it must not bring it back
-                for key in before.keys() - self._objects.keys():
+                for key in missing:
                     self._remember_deletion(key, int(version))
+            vanished = [held[key] for key in missing if not self._ours(key)]
             if {key: _version(obj) for key, obj in self._objects.items()} != before or not before:
                 self.changes += 1  # a list after a watch ended: a change only if some object is not as it was
             self._by_owner = {}
@@ -183,6 +223,7 @@ class Reflector:
         self.lists += 1
         self.synced.set()
         self.on_change()
+        self._report_gone(vanished)
         return version
 
     def _merged(self, listed: dict[Key, dict], version: str, began: int) -> dict[Key, dict]:
@@ -215,7 +256,8 @@ class Reflector:
             gone is not None and gone[1] >= time.monotonic() - DELETION_MEMORY_SECONDS and _at_or_before(obj, gone[0])
         )
 
-    def _apply(self, type_: str, obj: dict) -> None:
+    def _apply(self, type_: str, obj: dict) -> dict | None:
+        """Take one event's copy (or one of iotsec's writes, `observe`); returns the copy it removed, if any."""
         with self._lock:
             # an object whose labels left the selection arrives as DELETED from a watch, but as itself from a write
             key = _key(obj)
@@ -228,11 +270,13 @@ class Reflector:
                 deleted_at = _counter(obj) if type_ == "DELETED" else None
                 if deleted_at is not None:
                     self._remember_deletion(key, deleted_at)
+                removed = None if self._ours(key) else held
             elif _older(obj, held):
-                return  # the watch event of an earlier write, after the answer of a later one (`observe`)
+                return None  # the watch event of an earlier write, after the answer of a later one (`observe`)
             elif self._deleted_since(key, obj):
-                return  # a copy from before the object's deletion, arriving after it
+                return None  # a copy from before the object's deletion, arriving after it
             else:
+                removed = None
                 # the same version again (the body a kopf event carried, the watch event of a write already
                 # observed) is no change: counting it made every tenant's resync invalidate the domains' analysis
                 self.changes += held is None or not _version(obj) or _version(obj) != _version(held)
@@ -241,6 +285,7 @@ class Reflector:
                 self._index(key, obj)
                 self._objects[key] = _slim(obj)
         self.on_change()
+        return removed
 
 
 class WatchCache:
@@ -252,7 +297,10 @@ class WatchCache:
 
     `managed` kinds are followed only as far as `managed_selector` selects (iotsec's own objects): enough for
     `Kube.apply` to see that an object it wrote is unchanged since (`current`), and for lists that select within
-    them (prune's owner selectors)."""
+    them (prune's owner selectors).
+
+    `on_gone(api_version, kind, obj)`, when set, hears of every object a reflector reports gone (see `Reflector`),
+    on that reflector's thread."""
 
     def __init__(
         self,
@@ -263,19 +311,34 @@ class WatchCache:
         managed_selector: str | None = None,
     ):
         self.kube, self.lookups = kube, set(lookups)  # lookups: the kinds `get` also answers from memory
+        self.on_gone: Callable[[str, str, dict], None] | None = None
         self.reflectors = {
-            (api_version, kind): Reflector(kube, api_version, kind, lambda: None) for api_version, kind in kinds
+            (api_version, kind): Reflector(kube, api_version, kind, lambda: None, on_gone=self._gone(api_version, kind))
+            for api_version, kind in kinds
         }
         for api_version, kind in managed:
             if (api_version, kind) not in self.reflectors:
                 self.reflectors[api_version, kind] = Reflector(
-                    kube, api_version, kind, lambda: None, label_selector=managed_selector
+                    kube,
+                    api_version,
+                    kind,
+                    lambda: None,
+                    label_selector=managed_selector,
+                    on_gone=self._gone(api_version, kind),
                 )
         self.hits = 0
         self.sync_seconds = 60.0  # how long `view` waits for a kind's first list
         self._stop = threading.Event()
         self._started = False
         self._lock = threading.Lock()
+
+    def _gone(self, api_version: str, kind: str) -> Callable[[list[dict]], None]:
+        def report(objects: list[dict]) -> None:
+            listener = self.on_gone
+            for obj in objects if listener is not None else ():
+                listener(api_version, kind, obj)
+
+        return report
 
     def start(self) -> None:
         with self._lock:
@@ -357,6 +420,11 @@ class WatchCache:
         reflector = self.reflectors.get((obj.get("apiVersion", ""), obj.get("kind", "")))
         if reflector is not None and reflector.synced.is_set():
             reflector._apply("MODIFIED", copy.deepcopy(obj))  # the caller keeps its own: views never change
+
+    def expect_gone(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
+        reflector = self.reflectors.get((api_version, kind))
+        if reflector is not None:
+            reflector.expect_deletion(namespace or "", name)
 
     def forget(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
         reflector = self.reflectors.get((api_version, kind))

@@ -281,6 +281,10 @@ class ListCache(Protocol):
 
     def forget(self, api_version: str, kind: str, name: str, namespace: str | None) -> None: ...
 
+    def expect_gone(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
+        """iotsec is about to delete this object: its watch event is not someone else's deletion."""
+        ...
+
     def current(
         self, api_version: str, kind: str, name: str, namespace: str | None, labels: dict[str, str]
     ) -> tuple[bool, dict[str, Any] | None]:
@@ -912,6 +916,8 @@ class Kube:
         if unchanged_since is not None:
             metadata = unchanged_since.get("metadata") or {}
             body["preconditions"] = {"uid": metadata.get("uid"), "resourceVersion": metadata.get("resourceVersion")}
+        if self.cache is not None:  # its watch event may come before this request's answer
+            self.cache.expect_gone(api_version, kind, name, namespace)
         try:
             self._in(
                 api_version,

@@ -1,0 +1,114 @@
+"""Objects a tenant owns, deleted by someone else on a live cluster, are back within seconds, with the operator's
+resync ten minutes away: the watch cache sees them go and asks their owner for a reconcile (issue 18's watch
+cache, X1369-9.1.1-1's quotas and X1369-9.2.1-1's RBAC kept in place between resyncs)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.e2e import device_tenant
+from tests.e2e.conftest import eventually
+from tests.e2e.device_tenant import GROUP, VERSION
+
+SUFFIX = uuid.uuid4().hex[:5]
+TENANT = f"l{SUFFIX}"
+NAMESPACES = [f"{TENANT}-a"]
+RESYNC_SECONDS = 600  # no resync during the module: anything put back was put back by the deletion's event
+BACK_WITHIN_SECONDS = 15
+OWNED = f"iotsec.io/owner-kind=TenantIsolation,iotsec.io/owner-name={TENANT}"
+KINDS = ["resource_quota", "limit_range", "role_binding", "role", "service_account"]
+
+
+@pytest.fixture(scope="module")
+def operator(crds, core, custom, tmp_path_factory) -> Iterator[device_tenant.processes.Operator]:
+    log = tmp_path_factory.mktemp("lost") / "operator.log"
+    with device_tenant.operator(core, log, NAMESPACES, resync=RESYNC_SECONDS) as running:
+        custom.create_cluster_custom_object(GROUP, VERSION, "tenantisolations", _tenant())
+        try:
+            eventually(_reconciled(core), timeout=90, what="tenant reconciled")
+            yield running
+        finally:
+            with contextlib.suppress(ApiException):
+                custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", TENANT)
+
+
+def _tenant() -> dict:
+    """A tenant with an application (its ServiceAccount, Role and RoleBinding) and a quota; its SecurityDomain
+    does not exist (it is not Ready, and need not be)."""
+    spec = {
+        "tenantID": TENANT,
+        "securityDomain": f"none-{TENANT}",
+        "namespaces": NAMESPACES,
+        "deletionPolicy": "Shred",
+        "applicationClasses": [
+            {"name": "ingest", "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}]}
+        ],
+        "applications": [{"name": "meter-ingest", "class": "ingest", "namespace": NAMESPACES[0]}],
+    }
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TenantIsolation", "metadata": {"name": TENANT}, "spec": spec}
+
+
+def _api(core: client.CoreV1Api, kind: str):
+    return client.RbacAuthorizationV1Api(core.api_client) if kind.startswith("role") else core
+
+
+def _owned(core: client.CoreV1Api, kind: str) -> dict[str, str]:
+    """name -> uid of the tenant's objects of `kind` (`resource_quota`, `role_binding`, …) in its namespace."""
+    items = getattr(_api(core, kind), f"list_namespaced_{kind}")(NAMESPACES[0], label_selector=OWNED).items
+    return {item.metadata.name: item.metadata.uid for item in items}
+
+
+def _reconciled(core: client.CoreV1Api):
+    return lambda: all(_owned(core, kind) for kind in KINDS)
+
+
+def _lost_total(operator) -> float:
+    lines = operator.metrics().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("iotsec_objects_lost_total{"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_object_deleted_by_someone_else_is_back_before_any_resync(operator, core, kind):
+    namespace = NAMESPACES[0]
+    before, lost_before = _owned(core, kind), _lost_total(operator)
+    name = sorted(before)[0]
+    deleted_at = time.monotonic()
+    getattr(_api(core, kind), f"delete_namespaced_{kind}")(name, namespace)
+
+    def back() -> bool:
+        now = _owned(core, kind)
+        return name in now and now[name] != before[name]
+
+    eventually(back, timeout=BACK_WITHIN_SECONDS, interval=0.2, what=f"{kind} {name} created again")
+    took = time.monotonic() - deleted_at
+    print(f"{kind} {namespace}/{name} back {took:.1f} s after its deletion (resync {RESYNC_SECONDS} s)")
+    assert _lost_total(operator) >= lost_before + 1
+    log = operator.log_path.read_text(errors="replace")
+    assert f"{namespace}/{name} of TenantIsolation {TENANT} was deleted: reconciling its owner" in log
+
+
+def test_what_goes_with_its_tenant_is_not_taken_for_a_loss(operator, core, custom):
+    """Deleting the tenant (deletionPolicy Shred) deletes its objects and its namespace, whose objects the namespace
+    controller then deletes: none of that is someone else's deletion, and nothing asks to put it back."""
+    lost_before, log_before = _lost_total(operator), len(operator.log_path.read_text(errors="replace"))
+    custom.delete_cluster_custom_object(GROUP, VERSION, "tenantisolations", TENANT)
+
+    def namespace_gone() -> bool:
+        try:
+            core.read_namespace(NAMESPACES[0])
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    eventually(namespace_gone, timeout=90, what=f"namespace {NAMESPACES[0]} deleted")
+    time.sleep(2)  # a reconcile asked for by the last deletions would have logged by now
+    after = operator.log_path.read_text(errors="replace")[log_before:]
+    assert "was deleted: reconciling its owner" not in after, after[-3000:]
+    assert _lost_total(operator) == lost_before

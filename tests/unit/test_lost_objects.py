@@ -1,0 +1,307 @@
+"""An object iotsec manages that someone else deletes is put back by its owner at once, not at the owner's resync:
+the watch cache reports what leaves it other than by iotsec's own hand (a watch event, or a relist after a watch
+gap that no longer holds it), and the reconciler asks the owner named by the object's labels for a reconcile."""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from iotsec.controllers import metrics, reconciler, runtime
+from iotsec.controllers import tenant as handler
+from iotsec.k8s.cache import Reflector, WatchCache
+from iotsec.k8s.kube import ApiError
+from iotsec.model.labels import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME
+from tests.unit.test_apply_skips import FakeServer, _reconcile, _server_with, event, kube_on
+
+
+def _quota(name: str, version: str, owner: str = "acme", owner_kind: str = "TenantIsolation") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {
+            "name": name,
+            "namespace": "acme-meters",
+            "resourceVersion": version,
+            "labels": {MANAGED_BY: MANAGER, OWNER_KIND: owner_kind, OWNER_NAME: owner},
+        },
+    }
+
+
+def _reflector(reported: list[dict]) -> Reflector:
+    return Reflector(None, "v1", "ResourceQuota", lambda: None, on_gone=reported.extend)  # type: ignore[arg-type]
+
+
+def _names(objects: list[dict]) -> list[str]:
+    return sorted(obj["metadata"]["name"] for obj in objects)
+
+
+# ---------------------------------------------------------------- what the cache reports
+
+
+def test_a_watch_deletion_of_a_held_object_reports_its_last_copy():
+    reported: list[dict] = []
+    reflector = _reflector(reported)
+    reflector.take("ADDED", _quota("bounds", "10"))
+    reflector.take("DELETED", {"metadata": {"name": "bounds", "namespace": "acme-meters"}})
+    assert [obj["metadata"]["labels"][OWNER_NAME] for obj in reported] == ["acme"], "the store's copy, labels kept"
+    reflector.take("DELETED", _quota("never-seen", "11"))
+    assert len(reported) == 1, "nothing held: nothing to report"
+
+
+class _Server:
+    """Lists in turn, each at the next version; a watch yields its events, then ends as `ends` says."""
+
+    def __init__(self, lists: list[list[dict]], watches: list[list[tuple[str, dict]]], stop: threading.Event):
+        self.lists, self.watches, self.stop, self.version = lists, watches, stop, 100
+
+    def list_at(self, api_version: str, kind: str) -> tuple[list[dict], str]:
+        self.version += 10
+        return [copy.deepcopy(obj) for obj in self.lists.pop(0)], str(self.version)
+
+    def watch(self, api_version: str, kind: str, version: str, seconds: int) -> Iterator[tuple[str, dict]]:
+        yield from self.watches.pop(0)
+        if not self.watches:
+            self.stop.set()
+            return
+        raise ApiError("too old resource version", 410)
+
+
+def test_the_reflector_reports_watch_deletions_and_what_a_relist_no_longer_holds_but_not_the_first_list():
+    stop = threading.Event()
+    reported: list[dict] = []
+    reflector = _reflector(reported)
+    first = [_quota("bounds", "10"), _quota("limits", "11"), _quota("kept", "12")]
+    # the watch reports one deletion, then ends with 410 Gone; "limits" was deleted while it was down
+    reflector.kube = _Server(  # type: ignore[assignment]
+        lists=[first, [_quota("kept", "12")]],
+        watches=[[("DELETED", _quota("bounds", "20"))], []],
+        stop=stop,
+    )
+    reflector.run(stop)
+    assert _names(reported) == ["bounds", "limits"]
+    assert _names(reflector.items()) == ["kept"]
+
+
+def test_a_listener_that_fails_does_not_stop_the_watch(caplog):
+    stop = threading.Event()
+    reflector = Reflector(None, "v1", "ResourceQuota", lambda: None, on_gone=lambda gone: 1 / 0)  # type: ignore[arg-type]
+    reflector.kube = _Server(  # type: ignore[assignment]
+        lists=[[_quota("bounds", "10"), _quota("limits", "11")], []],
+        watches=[[("DELETED", _quota("bounds", "20"))], []],
+        stop=stop,
+    )
+    reflector.run(stop)
+    assert reflector.items() == [], "the relist after the failed report was still taken"
+    assert "reporting 1 objects gone failed" in caplog.text
+
+
+def test_iotsec_own_deletions_and_writes_are_not_reported():
+    server = FakeServer()
+    api = kube_on(server)
+    assert isinstance(api.cache, WatchCache)
+    reported: list[tuple[str, str, dict]] = []
+    api.cache.on_gone = lambda *args: reported.append(args)
+    quota = server.put(_quota("bounds", "0"))
+    event(api, "ADDED", quota)
+    api.delete("v1", "ResourceQuota", "bounds", "acme-meters")  # prune's way: the cache forgets it at once
+    event(api, "DELETED", quota)  # then the watch event of that deletion arrives
+    assert reported == []
+    event(api, "ADDED", server.put(_quota("limits", "0")))
+    event(api, "DELETED", server.objects.pop(("v1", "ResourceQuota", "acme-meters", "limits")))
+    assert [(kind, obj["metadata"]["name"]) for _, kind, obj in reported] == [("ResourceQuota", "limits")]
+
+
+def test_iotsec_own_deletion_is_not_reported_when_its_watch_event_comes_before_the_answer():
+    server = FakeServer()
+    api = kube_on(server)
+    assert isinstance(api.cache, WatchCache)
+    reported: list[tuple[str, str, dict]] = []
+    api.cache.on_gone = lambda *args: reported.append(args)
+    quota = server.put(_quota("bounds", "0"))
+    event(api, "ADDED", quota)
+    resource = server.resource("v1", "ResourceQuota")
+    answer = resource.delete
+
+    def delete_and_tell_the_watch_first(name: str, namespace: str | None = None, **kwargs: Any) -> Any:
+        answered = answer(name, namespace, **kwargs)
+        event(api, "DELETED", quota)  # the watch thread is faster than this request's answer
+        return answered
+
+    resource.delete = delete_and_tell_the_watch_first  # type: ignore[method-assign]
+    api._resource = lambda api_version, kind: (
+        resource if kind == "ResourceQuota" else server.resource(api_version, kind)
+    )  # type: ignore[method-assign]
+    assert api.delete("v1", "ResourceQuota", "bounds", "acme-meters")
+    assert reported == []
+    assert api.cache.get("v1", "ResourceQuota", "bounds", "acme-meters") is None
+
+
+def test_an_object_iotsec_deleted_while_the_watch_was_down_is_not_reported():
+    reported: list[dict] = []
+    reflector = _reflector(reported)
+    reflector.take("ADDED", _quota("bounds", "10"))
+    reflector.take("ADDED", _quota("limits", "11"))
+    reflector.expect_deletion("acme-meters", "bounds")  # its answer never came: the connection broke
+    reflector.kube = type("Listing", (), {"list_at": lambda self, *a: ([], "30")})()  # type: ignore[assignment]
+    reflector._list()
+    assert _names(reported) == ["limits"], "someone else's deletion is still reported"
+
+
+def test_an_object_iotsec_deletes_while_a_relist_is_on_its_way_is_not_reported():
+    reported: list[dict] = []
+    reflector = _reflector(reported)
+    reflector._apply("ADDED", _quota("bounds", "10"))
+    reflector._apply("ADDED", _quota("limits", "11"))
+
+    class Listing:
+        def list_at(self, api_version: str, kind: str) -> tuple[list[dict], str]:
+            reflector._apply("DELETED", {"metadata": {"name": "bounds", "namespace": "acme-meters"}})  # forget
+            return [_quota("limits", "11")], "30"
+
+    reflector.kube = Listing()  # type: ignore[assignment]
+    reflector._list()
+    assert reported == []
+
+
+# ---------------------------------------------------------------- what the reconciler does with it
+
+
+class _Cluster:
+    """What `owner_lost` reads: namespaces and owners, each live unless named in `gone` or `deleting`."""
+
+    def __init__(self) -> None:
+        self.gone: set[str] = set()
+        self.deleting: set[str] = set()
+        self.reads: list[tuple[str, str | None]] = []
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        self.reads.append((kind, name))
+        if name in self.gone:
+            return None
+        meta: dict[str, Any] = {"name": name, "namespace": namespace}
+        if name in self.deleting:
+            meta["deletionTimestamp"] = "2026-12-05T00:00:00Z"
+        return {"metadata": meta}
+
+
+@pytest.fixture
+def cluster(monkeypatch) -> _Cluster:
+    fake = _Cluster()
+    monkeypatch.setattr(reconciler, "kube", lambda: fake)
+    return fake
+
+
+@pytest.fixture
+def asked(monkeypatch, cluster) -> list[tuple[Any, ...]]:
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(reconciler, "reconcile_soon", lambda *args: calls.append(args) or True)
+    monkeypatch.setattr(reconciler, "_posting_context", [contextvars.copy_context()])
+    monkeypatch.setattr(
+        reconciler,
+        "_owners",
+        {"TenantIsolation": (handler.reconcile, False), "BackupPolicy": (lambda *a, **k: None, True)},
+    )
+    return calls
+
+
+def _lost_count(owner_kind: str, kind: str) -> float:
+    return metrics.OBJECTS_LOST.labels(owner_kind, kind)._value.get()
+
+
+def test_a_lost_object_asks_its_owner_for_a_reconcile(asked):
+    before = _lost_count("TenantIsolation", "ResourceQuota")
+    assert reconciler.owner_lost("v1", "ResourceQuota", _quota("bounds", "10"))
+    ((kind, name, _, delay, namespace),) = asked
+    assert (kind, name, delay, namespace) == ("TenantIsolation", "acme", reconciler.LOST_DELAY_SECONDS, None)
+    assert _lost_count("TenantIsolation", "ResourceQuota") == before + 1
+
+
+def test_a_namespaced_owner_is_looked_for_beside_its_object(asked):
+    assert reconciler.owner_lost("v1", "ConfigMap", _quota("restic", "3", owner="nightly", owner_kind="BackupPolicy"))
+    assert [(call[0], call[1], call[4]) for call in asked] == [("BackupPolicy", "nightly", "acme-meters")]
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["not iotsec's", "no owner name", "an owner kind iotsec does not reconcile", "a namespaced owner, no namespace"],
+)
+def test_what_names_no_owner_iotsec_reconciles_asks_nothing(asked, change):
+    obj = _quota("bounds", "10")
+    labels, meta = obj["metadata"]["labels"], obj["metadata"]
+    if change == "not iotsec's":
+        labels[MANAGED_BY] = "helm"
+    elif change == "no owner name":
+        del labels[OWNER_NAME]
+    elif change == "an owner kind iotsec does not reconcile":
+        labels[OWNER_KIND] = "Deployment"
+    else:
+        labels[OWNER_KIND] = "BackupPolicy"
+        del meta["namespace"]
+    assert not reconciler.owner_lost("v1", "ResourceQuota", obj)
+    assert asked == []
+
+
+@pytest.mark.parametrize(
+    "going",
+    [("gone", "acme"), ("deleting", "acme"), ("deleting", "acme-meters"), ("gone", "acme-meters")],
+    ids=["owner gone", "owner being deleted", "namespace terminating", "namespace gone"],
+)
+def test_what_went_with_its_namespace_or_its_owner_asks_nothing(asked, cluster, going):
+    """A tenant deleted, or a namespace terminating: its objects go too, and nobody deleted them from under it."""
+    state, name = going
+    getattr(cluster, state).add(name)
+    before = _lost_count("TenantIsolation", "ResourceQuota")
+    assert not reconciler.owner_lost("v1", "ResourceQuota", _quota("bounds", "10"))
+    assert asked == []
+    assert _lost_count("TenantIsolation", "ResourceQuota") == before
+
+
+def test_an_owner_that_cannot_be_read_is_asked_anyway(asked, cluster, monkeypatch):
+    def unreachable(*args: Any, **kwargs: Any) -> dict:
+        raise ApiError("connection refused", 0)
+
+    monkeypatch.setattr(cluster, "get", unreachable)
+    assert reconciler.owner_lost("v1", "ResourceQuota", _quota("bounds", "10"))
+    assert [call[1] for call in asked] == ["acme"]
+
+
+def test_before_any_handler_ran_nothing_is_asked(asked, monkeypatch):
+    monkeypatch.setattr(reconciler, "_posting_context", [])
+    assert not reconciler.owner_lost("v1", "ResourceQuota", _quota("bounds", "10"))
+    assert asked == []
+
+
+def test_the_operator_s_cache_tells_the_reconciler():
+    assert reconciler.owner_lost in runtime.lost_object_listeners
+
+
+# ---------------------------------------------------------------- end to end, on the fake API server
+
+
+def test_a_tenant_s_quota_deleted_by_someone_is_back_before_any_resync(monkeypatch):
+    server = _server_with(monkeypatch, "acme-utilities")
+    api = kube_on(server)
+    assert isinstance(api.cache, WatchCache)
+    api.cache.on_gone = runtime._object_lost
+    _reconcile(api, monkeypatch)
+    quotas = [key for key in server.objects if key[1] == "ResourceQuota"]
+    assert quotas, "the tenant has quotas"
+    monkeypatch.setattr(reconciler, "_posting_context", [contextvars.copy_context()])
+    monkeypatch.setattr(reconciler, "LOST_DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(reconciler, "_owners", {"TenantIsolation": (handler.reconcile, False)})
+    monkeypatch.setattr(reconciler, "kube", lambda: api)
+    done = threading.Event()
+    requested = reconciler._run_requested
+    monkeypatch.setattr(reconciler, "_run_requested", lambda *a: (requested(*a), done.set()))
+    api.requests.clear()
+    gone = server.objects.pop(quotas[0])
+    event(api, "DELETED", gone)  # someone else's deletion: the cache still held it
+    assert done.wait(10), "the owner's reconcile ran"
+    assert quotas[0] in server.objects, "the quota is back"
+    assert api.requests["apply"] == 1, "only the deleted object is written again"

@@ -93,6 +93,12 @@ def test_an_object_deleted_by_someone_else_is_back_before_any_resync(operator, c
     log = operator.log_path.read_text(errors="replace")
     assert f"{namespace}/{name} of TenantIsolation {TENANT} was deleted: reconciling its owner" in log
 
+    def warned() -> bool:
+        events = core.list_event_for_all_namespaces(field_selector=f"involvedObject.name={TENANT}").items
+        return any(e.reason == "ManagedObjectDeleted" and f"{namespace}/{name} " in e.message for e in events)
+
+    eventually(warned, timeout=20, what="a ManagedObjectDeleted warning on the tenant")
+
 
 def test_what_goes_with_its_tenant_is_not_taken_for_a_loss(operator, core, custom):
     """Deleting the tenant (deletionPolicy Shred) deletes its objects and its namespace, whose objects the namespace

@@ -198,7 +198,14 @@ def cluster(monkeypatch) -> _Cluster:
 
 
 @pytest.fixture
-def asked(monkeypatch, cluster) -> list[tuple[Any, ...]]:
+def warned(monkeypatch) -> list[tuple[dict, str, str]]:
+    posted: list[tuple[dict, str, str]] = []
+    monkeypatch.setattr(reconciler.kopf, "warn", lambda body, reason, message: posted.append((body, reason, message)))
+    return posted
+
+
+@pytest.fixture
+def asked(monkeypatch, cluster, warned) -> list[tuple[Any, ...]]:
     calls: list[tuple[Any, ...]] = []
     monkeypatch.setattr(reconciler, "reconcile_soon", lambda *args: calls.append(args) or True)
     monkeypatch.setattr(reconciler, "_posting_context", [contextvars.copy_context()])
@@ -214,12 +221,24 @@ def _lost_count(owner_kind: str, kind: str) -> float:
     return metrics.OBJECTS_LOST.labels(owner_kind, kind)._value.get()
 
 
-def test_a_lost_object_asks_its_owner_for_a_reconcile(asked):
+def test_a_lost_object_asks_its_owner_for_a_reconcile_and_warns_on_it(asked, warned):
     before = _lost_count("TenantIsolation", "ResourceQuota")
     assert reconciler.owner_lost("v1", "ResourceQuota", _quota("bounds", "10"))
     ((kind, name, _, delay, namespace),) = asked
     assert (kind, name, delay, namespace) == ("TenantIsolation", "acme", reconciler.LOST_DELAY_SECONDS, None)
     assert _lost_count("TenantIsolation", "ResourceQuota") == before + 1
+    [(body, reason, message)] = warned
+    assert body["metadata"]["name"] == "acme", "the event is on the owner, where its users look"
+    assert reason == "ManagedObjectDeleted"
+    assert message == "ResourceQuota acme-meters/bounds was deleted, not by iotsec: reconciling to put it back"
+
+
+def test_deletions_folded_into_one_reconcile_warn_once(asked, warned, monkeypatch):
+    monkeypatch.setattr(reconciler, "reconcile_soon", lambda *args: asked.append(args) or len(asked) == 1)
+    for name in ("bounds", "limits", "more"):
+        assert reconciler.owner_lost("v1", "ResourceQuota", _quota(name, "10"))
+    assert len(asked) == 3
+    assert [message.split(" ")[1] for _, _, message in warned] == ["acme-meters/bounds"]
 
 
 def test_a_namespaced_owner_is_looked_for_beside_its_object(asked):
@@ -262,13 +281,14 @@ def test_what_went_with_its_namespace_or_its_owner_asks_nothing(asked, cluster, 
     assert _lost_count("TenantIsolation", "ResourceQuota") == before
 
 
-def test_an_owner_that_cannot_be_read_is_asked_anyway(asked, cluster, monkeypatch):
+def test_an_owner_that_cannot_be_read_is_asked_anyway(asked, cluster, warned, monkeypatch):
     def unreachable(*args: Any, **kwargs: Any) -> dict:
         raise ApiError("connection refused", 0)
 
     monkeypatch.setattr(cluster, "get", unreachable)
     assert reconciler.owner_lost("v1", "ResourceQuota", _quota("bounds", "10"))
     assert [call[1] for call in asked] == ["acme"]
+    assert warned == [], "no owner read: nothing to post the event on"
 
 
 def test_before_any_handler_ran_nothing_is_asked(asked, monkeypatch):

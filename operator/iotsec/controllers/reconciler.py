@@ -294,32 +294,41 @@ def owner_lost(api_version: str, kind: str, obj: dict[str, Any]) -> bool:
         return False
     reconcile, namespaced = _owners[owner_kind]
     namespace = meta.get("namespace") if namespaced else None  # a namespaced owner's objects live beside it
-    if (namespaced and not namespace) or _going_anyway(meta.get("namespace"), owner_kind, owner, namespace):
+    if namespaced and not namespace:
+        return False
+    going, body = _owner_staying(meta.get("namespace"), owner_kind, owner, namespace)
+    if going:
         return False
     metrics.OBJECTS_LOST.labels(owner_kind, kind).inc()
     again = partial(reconcile, owner, namespace) if namespaced else partial(reconcile, owner)
     context = _posting_context[0].copy()
     if context.run(reconcile_soon, owner_kind, owner, again, LOST_DELAY_SECONDS, namespace):  # once per fold
         where = f"{meta.get('namespace')}/" if meta.get("namespace") else ""
-        name = meta.get("name")
-        log.info("%s %s%s of %s %s was deleted: reconciling its owner", kind, where, name, owner_kind, owner)
+        what = f"{kind} {where}{meta.get('name')}"
+        log.info("%s of %s %s was deleted: reconciling its owner", what, owner_kind, owner)
+        if body is not None:
+            message = f"{what} was deleted, not by iotsec: reconciling to put it back"
+            context.run(kopf.warn, body, reason="ManagedObjectDeleted", message=message)
     return True
 
 
-def _going_anyway(where: str | None, owner_kind: str, owner: str, namespace: str | None) -> bool:
-    """Whether the object went with its namespace or its owner: the namespace (`where`) or the owner is gone or being
-    deleted. Read from the watch cache where it holds them (namespaces, domains, tenants)."""
+def _owner_staying(
+    where: str | None, owner_kind: str, owner: str, namespace: str | None
+) -> tuple[bool, dict[str, Any] | None]:
+    """(whether the object went with its namespace or its owner: the namespace `where` or the owner is gone or being
+    deleted; the owner as read). Read from the watch cache where it holds them (namespaces, domains, tenants); an
+    owner that cannot be read is taken as staying (a reconcile too many is the safe side)."""
     api = kube()
     try:
-        for found in (
-            api.get("v1", "Namespace", where) if where else {"metadata": {}},
-            api.get(API_VERSION, owner_kind, owner, namespace),
-        ):
-            if found is None or found["metadata"].get("deletionTimestamp"):
-                return True
+        home = api.get("v1", "Namespace", where) if where else {"metadata": {}}
+        body = api.get(API_VERSION, owner_kind, owner, namespace) if home is not None else None
     except ApiError as exc:
         log.info("%s %s: could not read whether it is being deleted (%s): reconciling it", owner_kind, owner, exc)
-    return False
+        return False, None
+    for found in (home, body):
+        if found is None or found["metadata"].get("deletionTimestamp"):
+            return True, None
+    return False, body
 
 
 lost_object_listeners[:] = [owner_lost]

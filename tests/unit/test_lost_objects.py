@@ -101,7 +101,7 @@ def test_a_listener_that_fails_does_not_stop_the_watch(caplog):
     assert "reporting 1 objects gone failed" in caplog.text
 
 
-def test_iotsec_own_deletions_and_writes_are_not_reported():
+def test_iotsec_own_deletion_is_not_reported_and_someone_else_s_is():
     server = FakeServer()
     api = kube_on(server)
     assert isinstance(api.cache, WatchCache)
@@ -169,6 +169,56 @@ def test_an_object_iotsec_deletes_while_a_relist_is_on_its_way_is_not_reported()
     assert reported == []
 
 
+def _incarnation(name: str, version: str, uid: str) -> dict:
+    quota = _quota(name, version)
+    quota["metadata"]["uid"] = uid
+    return quota
+
+
+def test_the_late_deletion_of_an_earlier_incarnation_keeps_the_one_iotsec_made_again():
+    """A changed roleRef is deleted and created again: the old one's DELETED event, after the new one's answer."""
+    reported: list[dict] = []
+    reflector = _reflector(reported)
+    reflector.take("ADDED", _incarnation("binding", "10", "uid-old"))
+    reflector.expect_deletion("acme-meters", "binding")
+    reflector._apply("DELETED", {"metadata": {"name": "binding", "namespace": "acme-meters"}})  # forget
+    reflector._apply("MODIFIED", _incarnation("binding", "14", "uid-new"))  # observe: the new one's answer
+    reflector.take("DELETED", _incarnation("binding", "12", "uid-old"))  # the old one's event, late
+    assert [o["metadata"]["uid"] for o in reflector.items()] == ["uid-new"], "the new one is not taken for gone"
+    reflector.take("ADDED", _incarnation("binding", "14", "uid-new"))
+    assert [o["metadata"]["uid"] for o in reflector.items()] == ["uid-new"]
+    assert reported == []
+    reflector.take("DELETED", _incarnation("binding", "20", "uid-new"))  # then someone deletes the new one
+    assert _names(reported) == ["binding"]
+
+
+def test_an_event_from_before_iotsec_s_deletion_arriving_after_it_is_not_news():
+    """The watch lags: iotsec's delete was answered (and forgotten) before the watch brought the object's last
+    MODIFIED and its DELETED."""
+    reported: list[dict] = []
+    reflector = _reflector(reported)
+    reflector.take("ADDED", _incarnation("bounds", "10", "u1"))
+    reflector.expect_deletion("acme-meters", "bounds")
+    reflector._apply("DELETED", {"metadata": {"name": "bounds", "namespace": "acme-meters"}})  # forget
+    reflector.take("MODIFIED", _incarnation("bounds", "10", "u1"))
+    assert reflector.items() == [], "the copy iotsec deleted does not come back"
+    reflector.take("DELETED", _incarnation("bounds", "12", "u1"))
+    assert reported == []
+
+
+def test_a_relist_from_before_iotsec_s_deletion_then_its_event_is_not_news():
+    reported: list[dict] = []
+    reflector = _reflector(reported)
+    reflector.take("ADDED", _incarnation("bounds", "10", "u1"))
+    reflector.expect_deletion("acme-meters", "bounds")
+    reflector._apply("DELETED", {"metadata": {"name": "bounds", "namespace": "acme-meters"}})  # forget
+    snapshot = _incarnation("bounds", "11", "u1")  # someone touched it; the list was read before the delete
+    reflector.kube = type("Listing", (), {"list_at": lambda self, *a: ([snapshot], "11")})()  # type: ignore[assignment]
+    reflector._list()
+    reflector.take("DELETED", _incarnation("bounds", "12", "u1"))
+    assert reported == []
+
+
 # ---------------------------------------------------------------- what the reconciler does with it
 
 
@@ -178,7 +228,11 @@ class _Cluster:
     def __init__(self) -> None:
         self.gone: set[str] = set()
         self.deleting: set[str] = set()
+        self.unwritten: set[str] = set()  # objects iotsec did not apply (only its labels)
         self.reads: list[tuple[str, str | None]] = []
+
+    def wrote(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        return name not in self.unwritten
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         self.reads.append((kind, name))
@@ -291,14 +345,48 @@ def test_an_owner_that_cannot_be_read_is_asked_anyway(asked, cluster, warned, mo
     assert warned == [], "no owner read: nothing to post the event on"
 
 
+def test_an_object_that_only_carries_iotsec_labels_asks_nothing_and_reads_nothing(asked, cluster, warned):
+    """A tenant admin may create a ServiceAccount labelled as a SecurityDomain's and delete it, again and again: no
+    reconcile of that domain, no Warning on it, no read on the watch's thread."""
+    forged = _quota("forged", "10", owner="prod", owner_kind="TenantIsolation")
+    cluster.unwritten.add("forged")
+    for _ in range(5):
+        assert not reconciler.owner_lost("v1", "ServiceAccount", forged)
+    assert (asked, warned, cluster.reads) == ([], [], [])
+
+
 def test_before_any_handler_ran_nothing_is_asked(asked, monkeypatch):
     monkeypatch.setattr(reconciler, "_posting_context", [])
     assert not reconciler.owner_lost("v1", "ResourceQuota", _quota("bounds", "10"))
     assert asked == []
 
 
-def test_the_operator_s_cache_tells_the_reconciler():
-    assert reconciler.owner_lost in runtime.lost_object_listeners
+def test_the_operator_s_cache_tells_the_reconciler(monkeypatch):
+    started: list[WatchCache] = []
+    monkeypatch.setattr(runtime, "Kube", lambda **_: type("Api", (), {"cache": None})())
+    monkeypatch.setattr(WatchCache, "start", lambda self: started.append(self))
+    runtime._new_kube()
+    [cache] = started
+    told: list[tuple[str, str]] = []
+    monkeypatch.setattr(runtime, "lost_object_listeners", [lambda av, kind, obj: told.append((kind, obj["n"]))])
+    cache.reflectors["v1", "ResourceQuota"].on_gone([{"n": "bounds"}])
+    assert told == [("ResourceQuota", "bounds")]
+    assert reconciler.owner_lost in reconciler.lost_object_listeners
+
+
+def test_one_failing_report_does_not_keep_the_others_from_their_owners(caplog):
+    cache = WatchCache(None, (), managed=(("v1", "ResourceQuota"),))  # type: ignore[arg-type]
+    told: list[str] = []
+
+    def listener(api_version: str, kind: str, obj: dict) -> None:
+        if obj["metadata"]["name"] == "bad":
+            raise RuntimeError("boom")
+        told.append(obj["metadata"]["name"])
+
+    cache.on_gone = listener
+    cache.reflectors["v1", "ResourceQuota"].on_gone([_quota("bad", "1"), _quota("good", "2")])
+    assert told == ["good"]
+    assert "reporting bad gone failed" in caplog.text
 
 
 # ---------------------------------------------------------------- end to end, on the fake API server

@@ -284,9 +284,10 @@ LOST_DELAY_SECONDS = 1.0  # the deletions of one owner's objects (a namespace's,
 def owner_lost(api_version: str, kind: str, obj: dict[str, Any]) -> bool:
     """An object iotsec manages is gone, deleted by someone else (the watch cache saw it go; iotsec's own deletions
     it is not told of): its owner reconciles at once and puts it back if it still wants it, rather than at its
-    resync, up to a minute later. False, and nothing asked: not a managed object of a known owner; it went with its
-    namespace or its owner (either gone or being deleted: a tenant deleted, a namespace terminating); or no handler
-    has run yet (the owners' resume reconciles them anyway)."""
+    resync, up to a minute later. False, and nothing asked: not an object this process applied for a known owner
+    (labels alone prove nothing: whoever may create an object may set them); it went with its namespace or its
+    owner (either gone or being deleted: a tenant deleted, a namespace terminating); or no handler has run yet (the
+    owners' resume reconciles them anyway)."""
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
     owner_kind, owner = labels.get(OWNER_KIND, ""), labels.get(OWNER_NAME, "")
@@ -296,7 +297,10 @@ def owner_lost(api_version: str, kind: str, obj: dict[str, Any]) -> bool:
     namespace = meta.get("namespace") if namespaced else None  # a namespaced owner's objects live beside it
     if namespaced and not namespace:
         return False
-    going, body = _owner_staying(meta.get("namespace"), owner_kind, owner, namespace)
+    api = kube()
+    if not api.wrote(api_version, kind, meta.get("name") or "", meta.get("namespace")):
+        return False  # not an object this process wrote, only one with its labels (anyone may set them)
+    going, body = _owner_staying(api, meta.get("namespace"), owner_kind, owner, namespace)
     if going:
         return False
     metrics.OBJECTS_LOST.labels(owner_kind, kind).inc()
@@ -313,12 +317,11 @@ def owner_lost(api_version: str, kind: str, obj: dict[str, Any]) -> bool:
 
 
 def _owner_staying(
-    where: str | None, owner_kind: str, owner: str, namespace: str | None
+    api: Kube, where: str | None, owner_kind: str, owner: str, namespace: str | None
 ) -> tuple[bool, dict[str, Any] | None]:
     """(whether the object went with its namespace or its owner: the namespace `where` or the owner is gone or being
     deleted; the owner as read). Read from the watch cache where it holds them (namespaces, domains, tenants); an
     owner that cannot be read is taken as staying (a reconcile too many is the safe side)."""
-    api = kube()
     try:
         home = api.get("v1", "Namespace", where) if where else {"metadata": {}}
         body = api.get(API_VERSION, owner_kind, owner, namespace) if home is not None else None

@@ -66,6 +66,13 @@ def _older(obj: dict, than: dict | None) -> bool:
     return mine is not None and theirs is not None and mine < theirs
 
 
+def _another(obj: dict, held: dict | None) -> bool:
+    """Whether `obj` is another incarnation (uid) of the object `held` is: iotsec deleted it and made it again."""
+    mine = (obj.get("metadata") or {}).get("uid")
+    theirs = None if held is None else (held.get("metadata") or {}).get("uid")
+    return bool(mine and theirs and mine != theirs)
+
+
 def _at_or_before(obj: dict, version: int) -> bool:
     mine = _counter(obj)
     return mine is not None and mine <= version
@@ -175,13 +182,14 @@ class Reflector:
                     del self._deleting[oldest]
 
     def _ours(self, key: Key) -> bool:
-        """Whether iotsec asked for this object's deletion a moment ago (under the lock; forgets the request)."""
+        """Whether iotsec asked for this object's deletion a moment ago (under the lock; the watch's event or a list
+        settles the request: iotsec's own `forget` does not, so that a late event of that object is not news)."""
         asked = self._deleting.pop(key, None)
         return asked is not None and asked >= time.monotonic() - DELETION_MEMORY_SECONDS
 
     def take(self, type_: str, obj: dict) -> None:
         """One watch event."""
-        removed = self._apply(type_, obj)
+        removed = self._apply(type_, obj, watched=True)
         if removed is not None:
             self._report_gone([removed])
 
@@ -256,21 +264,28 @@ class Reflector:
             gone is not None and gone[1] >= time.monotonic() - DELETION_MEMORY_SECONDS and _at_or_before(obj, gone[0])
         )
 
-    def _apply(self, type_: str, obj: dict) -> dict | None:
-        """Take one event's copy (or one of iotsec's writes, `observe`); returns the copy it removed, if any."""
+    def _apply(self, type_: str, obj: dict, watched: bool = False) -> dict | None:
+        """Take one copy: a watch event's (`watched`), or one of iotsec's writes (`observe`) or deletions (`forget`).
+        Returns the copy a watch event removed, unless iotsec asked for that deletion."""
         with self._lock:
             # an object whose labels left the selection arrives as DELETED from a watch, but as itself from a write
             key = _key(obj)
             held = self._objects.get(key)
+            if type_ == "DELETED" and _another(obj, held):
+                if watched:
+                    self._ours(key)  # settles iotsec's request for that deletion
+                return None  # an earlier incarnation's deletion, after the answer that made it again (`observe`)
             if type_ == "DELETED" or not self.selects((obj.get("metadata") or {}).get("labels") or {}):
                 self._index(key, None)
                 self._objects.pop(key, None)
                 self._applied.pop(key, None)
                 self.changes += held is not None
                 deleted_at = _counter(obj) if type_ == "DELETED" else None
+                if deleted_at is None and type_ == "DELETED" and held is not None:
+                    deleted_at = _counter(held)  # iotsec's `forget`: no event of the copy it deleted is news
                 if deleted_at is not None:
                     self._remember_deletion(key, deleted_at)
-                removed = None if self._ours(key) else held
+                removed = held if watched and not self._ours(key) else None
             elif _older(obj, held):
                 return None  # the watch event of an earlier write, after the answer of a later one (`observe`)
             elif self._deleted_since(key, obj):
@@ -336,7 +351,10 @@ class WatchCache:
         def report(objects: list[dict]) -> None:
             listener = self.on_gone
             for obj in objects if listener is not None else ():
-                listener(api_version, kind, obj)
+                try:
+                    listener(api_version, kind, obj)
+                except Exception:  # the next object's owner is still told
+                    log.exception("%s: reporting %s gone failed", kind, (obj.get("metadata") or {}).get("name"))
 
         return report
 

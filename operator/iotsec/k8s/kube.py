@@ -710,6 +710,11 @@ class Kube:
         self.observed(applied)
         return applied
 
+    def wrote(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Whether this process applied the object and has not deleted it since: an object of iotsec's, not one that
+        only carries its labels."""
+        return (api_version, kind, namespace or "", name) in self._applied
+
     def _digest(self, body: dict[str, Any]) -> bytes:
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
         return hashlib.blake2b(text, key=self._digest_key, digest_size=32).digest()

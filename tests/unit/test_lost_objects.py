@@ -365,6 +365,7 @@ def test_the_operator_s_cache_tells_the_reconciler(monkeypatch):
     started: list[WatchCache] = []
     monkeypatch.setattr(runtime, "Kube", lambda **_: type("Api", (), {"cache": None})())
     monkeypatch.setattr(WatchCache, "start", lambda self: started.append(self))
+    monkeypatch.setattr(runtime._API_REQUESTS, "api", runtime._API_REQUESTS.api)  # _new_kube sets it: put it back
     runtime._new_kube()
     [cache] = started
     told: list[tuple[str, str]] = []

@@ -115,10 +115,18 @@ def test_before_any_watch_event_a_new_namespace_is_told_by_its_creation_time(rou
     assert len(requested) == 4
 
 
-def test_a_deleted_policy_asks_for_its_domain(routed):
-    api, requested = routed
+def test_a_deleted_policy_is_reported_lost_from_a_routing_thread(routed, monkeypatch):
+    api, _ = routed
+    lost: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(
+        securitydomain,
+        "owner_lost",
+        lambda av, kind, obj: lost.append((kind, obj["metadata"]["name"], threading.current_thread().name)),
+    )
     labels = {"iotsec.io/owner-name": "core"}
-    asyncio.run(securitydomain.on_policy_deleted(type="DELETED", labels=labels, name="p", namespace="a"))
-    asyncio.run(securitydomain.on_policy_deleted(type="MODIFIED", labels=labels, name="p", namespace="a"))
-    assert [name for name, _ in requested] == ["core"]
+    body = {"metadata": {"name": "p", "namespace": "a", "labels": labels}}
+    asyncio.run(securitydomain.on_policy_deleted(type="DELETED", labels=labels, body=body))
+    asyncio.run(securitydomain.on_policy_deleted(type="MODIFIED", labels=labels, body=body))
+    assert [(kind, name) for kind, name, _ in lost] == [("NetworkPolicy", "p")]
+    assert lost[0][2].startswith("iotsec-events"), "not one of kopf's handler threads"
     assert api.forgotten == [("networking.k8s.io/v1", "NetworkPolicy", "p", "a")]

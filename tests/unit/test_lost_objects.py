@@ -231,7 +231,7 @@ class _Cluster:
         self.unwritten: set[str] = set()  # objects iotsec did not apply (only its labels)
         self.reads: list[tuple[str, str | None]] = []
 
-    def wrote(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+    def disown(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         return name not in self.unwritten
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
@@ -353,6 +353,26 @@ def test_an_object_that_only_carries_iotsec_labels_asks_nothing_and_reads_nothin
     for _ in range(5):
         assert not reconciler.owner_lost("v1", "ServiceAccount", forged)
     assert (asked, warned, cluster.reads) == ([], [], [])
+
+
+def test_one_deletion_told_by_both_watches_counts_once(asked, warned, monkeypatch):
+    """kopf's watch of NetworkPolicies and the watch cache both see a policy go: one count, one reconcile."""
+    server = FakeServer()
+    api = kube_on(server)
+    monkeypatch.setattr(reconciler, "kube", lambda: api)
+    monkeypatch.setattr(api, "get", lambda *a, **k: {"metadata": {"name": a[2]}})
+    policy = _quota("default-deny", "0", owner="core", owner_kind="TenantIsolation")
+    policy.update(apiVersion="networking.k8s.io/v1", kind="NetworkPolicy")
+    api.apply(policy)
+    before = _lost_count("TenantIsolation", "NetworkPolicy")
+    told = [reconciler.owner_lost("networking.k8s.io/v1", "NetworkPolicy", policy) for _ in range(2)]
+    assert told == [True, False]
+    assert _lost_count("TenantIsolation", "NetworkPolicy") == before + 1
+    assert len(asked) == 1
+    assert len(warned) == 1
+    api.forgotten("networking.k8s.io/v1", "NetworkPolicy", "default-deny", "acme-meters")  # the cache saw it go
+    api.apply(policy)  # put back: a later deletion is news again
+    assert reconciler.owner_lost("networking.k8s.io/v1", "NetworkPolicy", policy)
 
 
 def test_before_any_handler_ran_nothing_is_asked(asked, monkeypatch):

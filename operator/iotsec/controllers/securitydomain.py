@@ -30,6 +30,7 @@ from iotsec.controllers.reconciler import (
     api_failed,
     level_triggered,
     live_resource,
+    owner_lost,
     reads_since,
     reconcile_soon,
     reject,
@@ -154,17 +155,17 @@ _own_writes: dict[str, tuple[str, str | None]] = {}
 
 
 @kopf.on.event(*NETPOL[0].split("/"), "networkpolicies", labels={OWNER_KIND: KIND})
-async def on_policy_deleted(
-    type: str | None, labels: Mapping[str, str], name: str, namespace: str | None, **_: Any
-) -> None:
-    """A policy iotsec maintains was deleted by someone: put it back now rather than at the next resync."""
+async def on_policy_deleted(type: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> None:
+    """A policy iotsec maintains was deleted by someone: put it back now rather than at the next resync. The watch
+    cache tells the same (`owner_lost`); this watch is kopf's own, there also without the cache."""
     if type == "DELETED" and labels.get(OWNER_NAME):
-        await routed(policy_deleted, labels[OWNER_NAME], name, namespace)
+        await routed(policy_deleted, dict(body))
 
 
-def policy_deleted(domain: str, name: str, namespace: str | None) -> None:
-    kube().forgotten(*NETPOL, name, namespace)
-    reconcile_soon(KIND, domain, partial(reconcile, domain), EVENT_DELAY_SECONDS)
+def policy_deleted(body: dict[str, Any]) -> None:
+    meta = body.get("metadata") or {}
+    kube().forgotten(*NETPOL, meta.get("name", ""), meta.get("namespace"))
+    owner_lost(*NETPOL, body)  # asks the domain, once, unless iotsec deleted it or only the labels are iotsec's
 
 
 def _domains_concerned(namespace: str, labels: Mapping[str, str]) -> set[str]:

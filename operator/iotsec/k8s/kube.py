@@ -710,10 +710,11 @@ class Kube:
         self.observed(applied)
         return applied
 
-    def wrote(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
-        """Whether this process applied the object and has not deleted it since: an object of iotsec's, not one that
-        only carries its labels."""
-        return (api_version, kind, namespace or "", name) in self._applied
+    def disown(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Someone deleted the object: forget that this process applied it (its next apply writes). Whether it had,
+        and had not deleted it since: an object of iotsec's, not one that only carries its labels. Of two callers
+        told of the same deletion, only the first gets True."""
+        return self._applied.pop((api_version, kind, namespace or "", name), None) is not None
 
     def _digest(self, body: dict[str, Any]) -> bytes:
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()

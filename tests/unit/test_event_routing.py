@@ -18,9 +18,11 @@ class _Api:
     def __init__(self) -> None:
         self.observed: list[dict[str, Any]] = []
         self.forgotten: list[tuple[Any, ...]] = []
+        self.deleted: list[dict[str, Any] | None] = []  # the bodies: which incarnation went
 
-    def forgotten_(self, *args: Any) -> None:
+    def forgotten_(self, *args: Any, deleted: dict[str, Any] | None = None) -> None:
         self.forgotten.append(args)
+        self.deleted.append(deleted)
 
 
 @pytest.fixture
@@ -58,6 +60,7 @@ def test_a_namespace_event_asks_for_its_domains_from_a_routing_thread(routed):
     assert requested[0][1].startswith("iotsec-events"), "not one of kopf's handler threads"
     asyncio.run(securitydomain.on_namespace(type="DELETED", name="n1", labels={}, body=body))
     assert api.forgotten == [("v1", "Namespace", "n1")]
+    assert api.deleted == [body], "the cache is told which incarnation went"
     assert len(requested) == 2
 
 
@@ -130,3 +133,4 @@ def test_a_deleted_policy_is_reported_lost_from_a_routing_thread(routed, monkeyp
     assert [(kind, name) for kind, name, _ in lost] == [("NetworkPolicy", "p")]
     assert lost[0][2].startswith("iotsec-events"), "not one of kopf's handler threads"
     assert api.forgotten == [("networking.k8s.io/v1", "NetworkPolicy", "p", "a")]
+    assert api.deleted == [body]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import itertools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -231,7 +232,9 @@ class _Cluster:
         self.unwritten: set[str] = set()  # objects iotsec did not apply (only its labels)
         self.reads: list[tuple[str, str | None]] = []
 
-    def disown(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+    def disown(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None, uid: str | None = None
+    ) -> bool:
         return name not in self.unwritten
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
@@ -434,3 +437,111 @@ def test_a_tenant_s_quota_deleted_by_someone_is_back_before_any_resync(monkeypat
     assert done.wait(10), "the owner's reconcile ran"
     assert quotas[0] in server.objects, "the quota is back"
     assert api.requests["apply"] == 1, "only the deleted object is written again"
+
+
+# ---------------------------------------------------------------- the second review's scenarios
+
+
+class _UidServer(FakeServer):
+    """Like the API server: an object made (again) gets a new uid; a write to an existing one keeps its uid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._uids = itertools.count(1)
+
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        held = self.find(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+        uid = held["metadata"]["uid"] if held is not None else f"uid-{next(self._uids)}"
+        return super().put({**obj, "metadata": {**meta, "uid": uid}})
+
+
+NP = ("networking.k8s.io/v1", "NetworkPolicy")
+
+
+def _policy() -> dict[str, Any]:
+    labels = {MANAGED_BY: MANAGER, OWNER_KIND: "SecurityDomain", OWNER_NAME: "prod"}
+    return {
+        "apiVersion": NP[0],
+        "kind": NP[1],
+        "metadata": {"name": "iotsec-prod-default-deny", "namespace": "m1", "labels": labels},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+    }
+
+
+@pytest.fixture
+def domain_env(monkeypatch, warned):
+    from iotsec.controllers import securitydomain
+
+    server = _UidServer()
+    server.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "m1"}})
+    server.put({"apiVersion": "iotsec.io/v1alpha1", "kind": "SecurityDomain", "metadata": {"name": "prod"}})
+    asked: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(reconciler, "reconcile_soon", lambda *args: asked.append(args[:2]) or True)
+    monkeypatch.setattr(reconciler, "_posting_context", [contextvars.copy_context()])
+    monkeypatch.setitem(reconciler._owners, "SecurityDomain", (lambda *a, **k: None, False))
+
+    def on(api: Any) -> None:
+        monkeypatch.setattr(reconciler, "kube", lambda: api)
+        monkeypatch.setattr(securitydomain, "kube", lambda: api)
+        api.cache.on_gone = runtime._object_lost
+
+    return server, asked, on
+
+
+def test_after_a_restart_a_deleted_default_deny_still_asks_its_domain(domain_env):
+    """The restarted operator's first reconcile finds the policy as it wants it and sends nothing; someone deleting
+    it afterwards is still news (it used to wait for the resync: no apply, so not known as iotsec's)."""
+    from iotsec.controllers import securitydomain
+
+    server, asked, on = domain_env
+    server.put(_policy())  # made by the process before the restart
+    api = kube_on(server)
+    on(api)
+    api.apply(_policy())  # the domain's first reconcile after the restart
+    assert api.requests["apply"] == 0
+    gone = server.objects.pop((*NP, "m1", "iotsec-prod-default-deny"))
+    event(api, "DELETED", gone)  # the watch cache
+    securitydomain.policy_deleted(copy.deepcopy(gone))  # kopf's watch
+    assert asked == [("SecurityDomain", "prod")]
+
+
+def test_kopf_s_late_deletion_of_the_policy_before_the_repair_keeps_the_repair(domain_env, warned):
+    """Someone deletes a policy; the cache's watch tells first and the domain puts it back (a new uid); kopf's
+    DELETED of the old one is handled after that: the new one stays in the cache, one count, one Warning."""
+    from iotsec.controllers import securitydomain
+
+    server, asked, on = domain_env
+    api = kube_on(server)
+    on(api)
+    event(api, "ADDED", api.apply(_policy()))
+    gone = server.objects.pop((*NP, "m1", "iotsec-prod-default-deny"))
+    event(api, "DELETED", gone)
+    again = api.apply(_policy())  # the domain's reconcile
+    assert again["metadata"]["uid"] != gone["metadata"]["uid"]
+    securitydomain.policy_deleted(copy.deepcopy(gone))  # kopf, late
+    held = api.cache.reflectors[NP].get("m1", "iotsec-prod-default-deny")
+    assert held is not None
+    assert held["metadata"]["uid"] == again["metadata"]["uid"]
+    assert len(asked) == 1
+    assert len(warned) == 1
+    applies = api.requests["apply"]
+    api.apply(_policy())
+    assert api.requests["apply"] == applies, "the repaired policy is known unchanged: nothing sent"
+
+
+def test_a_namespace_made_again_stays_in_the_cache_when_kopf_tells_the_old_one_s_deletion_late(domain_env, monkeypatch):
+    from iotsec.controllers import securitydomain
+
+    server, _, on = domain_env
+    api = kube_on(server)
+    on(api)
+    monkeypatch.setattr(securitydomain, "_domains_concerned", lambda name, labels: set())  # only the cache matters
+    old = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "m2", "resourceVersion": "50", "uid": "a"}}
+    new = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "m2", "resourceVersion": "60", "uid": "b"}}
+    event(api, "ADDED", old)
+    event(api, "DELETED", {**old, "metadata": {**old["metadata"], "resourceVersion": "55"}})
+    event(api, "ADDED", new)  # the cache's watch is ahead of kopf's handlers
+    securitydomain.namespace_changed("DELETED", "m2", {}, copy.deepcopy(old))
+    securitydomain.namespace_changed("ADDED", "m2", {}, copy.deepcopy(new))
+    assert api.cache.reflectors["v1", "Namespace"].get("", "m2")["metadata"]["uid"] == "b"

@@ -298,7 +298,7 @@ def owner_lost(api_version: str, kind: str, obj: dict[str, Any]) -> bool:
     if namespaced and not namespace:
         return False
     api = kube()
-    if not api.disown(api_version, kind, meta.get("name") or "", meta.get("namespace")):
+    if not api.disown(api_version, kind, meta.get("name") or "", meta.get("namespace"), meta.get("uid")):
         return False  # not an object this process wrote, only one with its labels (anyone may set them); or told
         # of this deletion already (by kopf's watch of NetworkPolicies, or the cache's)
     going, body = _owner_staying(api, meta.get("namespace"), owner_kind, owner, namespace)

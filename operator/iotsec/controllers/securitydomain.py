@@ -137,7 +137,7 @@ def _news(type_: str | None, name: str, meta: Mapping[str, Any]) -> bool:
 
 def namespace_changed(type_: str, name: str, labels: dict[str, str], body: dict[str, Any]) -> None:
     if type_ == "DELETED":
-        kube().forgotten("v1", "Namespace", name)
+        kube().forgotten("v1", "Namespace", name, deleted=body)
         echo = _own_writes.pop(name, None)
     else:
         kube().observed(body)  # the plans list namespaces from the watch cache: it must hold this one
@@ -164,7 +164,7 @@ async def on_policy_deleted(type: str | None, labels: Mapping[str, str], body: k
 
 def policy_deleted(body: dict[str, Any]) -> None:
     meta = body.get("metadata") or {}
-    kube().forgotten(*NETPOL, meta.get("name", ""), meta.get("namespace"))
+    kube().forgotten(*NETPOL, meta.get("name", ""), meta.get("namespace"), deleted=body)
     owner_lost(*NETPOL, body)  # asks the domain, once, unless iotsec deleted it or only the labels are iotsec's
 
 

@@ -444,7 +444,12 @@ class WatchCache:
         if reflector is not None:
             reflector.expect_deletion(namespace or "", name)
 
-    def forget(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
+    def forget(
+        self, api_version: str, kind: str, name: str, namespace: str | None, deleted: dict | None = None
+    ) -> None:
+        """iotsec deleted the object, or a handler was told of its deletion (`deleted`: the body its event carried;
+        an object made again since under that name, another uid, stays)."""
         reflector = self.reflectors.get((api_version, kind))
         if reflector is not None:
-            reflector._apply("DELETED", {"metadata": {"name": name, "namespace": namespace or ""}})
+            meta = {**((deleted or {}).get("metadata") or {}), "name": name, "namespace": namespace or ""}
+            reflector._apply("DELETED", {**(deleted or {}), "metadata": meta})

@@ -279,7 +279,9 @@ class ListCache(Protocol):
 
     def observe(self, obj: dict[str, Any]) -> None: ...
 
-    def forget(self, api_version: str, kind: str, name: str, namespace: str | None) -> None: ...
+    def forget(
+        self, api_version: str, kind: str, name: str, namespace: str | None, deleted: dict[str, Any] | None = None
+    ) -> None: ...
 
     def expect_gone(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
         """iotsec is about to delete this object: its watch event is not someone else's deletion."""
@@ -297,10 +299,12 @@ ObjectKey = tuple[str, str, str, str]  # apiVersion, kind, namespace or "", name
 
 @dataclass(frozen=True)
 class _Applied:
-    """What iotsec last applied to one object: a digest of the exact body sent and the version it made."""
+    """What iotsec last applied to one object: a digest of the exact body sent, the version it made, and which
+    incarnation of the object (its uid) it was."""
 
     digest: bytes
     resource_version: str
+    uid: str | None = None
 
 
 def _object_key(obj: dict[str, Any]) -> ObjectKey:
@@ -690,6 +694,7 @@ class Kube:
             live = self.cache.get(body["apiVersion"], body["kind"], metadata["name"], metadata.get("namespace"))
             if live is not None and already_applied(body, live):
                 self.skipped[body["kind"]] += 1
+                self._remember_applied(key, digest, live)  # as if applied: after a restart, the object is iotsec's
                 return live
         resource = self._resource(body["apiVersion"], body["kind"])
         name = f"apply {body['kind']} {metadata.get('namespace', '')}/{metadata['name']}"
@@ -704,17 +709,27 @@ class Kube:
                 ),
             )
         )
-        version = (applied.get("metadata") or {}).get("resourceVersion")
-        if version:
-            self._applied[key] = _Applied(digest, version)
+        self._remember_applied(key, digest, applied)
         self.observed(applied)
         return applied
 
-    def disown(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
-        """Someone deleted the object: forget that this process applied it (its next apply writes). Whether it had,
-        and had not deleted it since: an object of iotsec's, not one that only carries its labels. Of two callers
-        told of the same deletion, only the first gets True."""
-        return self._applied.pop((api_version, kind, namespace or "", name), None) is not None
+    def _remember_applied(self, key: ObjectKey, digest: bytes, live: dict[str, Any]) -> None:
+        metadata = live.get("metadata") or {}
+        if metadata.get("resourceVersion"):
+            self._applied[key] = _Applied(digest, metadata["resourceVersion"], metadata.get("uid"))
+
+    def disown(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None, uid: str | None = None
+    ) -> bool:
+        """Someone deleted the object (the incarnation `uid`, when known): forget that this process applied it (its
+        next apply writes). Whether it had, and had not deleted it since: an object of iotsec's, not one that only
+        carries its labels. Of two callers told of the same deletion, only the first gets True; a deletion of an
+        earlier incarnation than the one iotsec applied last gets False."""
+        key = (api_version, kind, namespace or "", name)
+        applied = self._applied.get(key)
+        if applied is None or (uid and applied.uid and uid != applied.uid):
+            return False
+        return self._applied.pop(key, None) is not None
 
     def _digest(self, body: dict[str, Any]) -> bytes:
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -737,7 +752,7 @@ class Kube:
         if version == last.resource_version:
             return live
         if version and already_applied(body, live):
-            self._applied[key] = _Applied(digest, version)
+            self._remember_applied(key, digest, live)
             return live
         return None
 
@@ -845,10 +860,13 @@ class Kube:
         if self.cache is not None and obj.get("metadata"):
             self.cache.observe(obj)
 
-    def forgotten(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
-        """Tell the watch cache an object is gone (a DELETED event a handler was given)."""
+    def forgotten(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None, deleted: dict | None = None
+    ) -> None:
+        """Tell the watch cache an object is gone (a DELETED event a handler was given: `deleted`, its body, says
+        which incarnation, so that one made again since under the same name stays)."""
         if self.cache is not None:
-            self.cache.forget(api_version, kind, name, namespace)
+            self.cache.forget(api_version, kind, name, namespace, deleted)
 
     def patch_status(
         self,

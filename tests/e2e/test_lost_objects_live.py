@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.e2e import device_tenant
+from tests.e2e import device_tenant, processes
 from tests.e2e.conftest import eventually
 from tests.e2e.device_tenant import GROUP, VERSION
 
@@ -117,6 +117,34 @@ def test_an_object_deleted_by_someone_else_is_back_before_any_resync(operator, c
         return any(e.reason == "ManagedObjectDeleted" and f"{namespace}/{name} " in e.message for e in events)
 
     eventually(warned, timeout=20, what=f"a ManagedObjectDeleted warning on {owner_kind} {owner}")
+
+
+def test_after_a_restart_what_someone_deletes_is_still_put_back(operator, core):
+    """The restarted operator finds every object as it wants it and sends nothing (writes only on change): a
+    policy or binding someone deletes afterwards is still known as iotsec's and put back at once."""
+    operator.stop()
+    default_resync, processes.RESYNC_SECONDS = processes.RESYNC_SECONDS, RESYNC_SECONDS
+    log_before = len(operator.log_path.read_text(errors="replace"))
+    try:
+        operator.start(IOTSEC_WEBHOOK_NAMESPACE=device_tenant.RELEASE)
+    finally:
+        processes.RESYNC_SECONDS = default_resync
+
+    def resumed() -> bool:
+        since = operator.log_path.read_text(errors="replace")[log_before:]
+        return all(f"[{owner}] reconciled (success)" in since for owner in OWNERS.values())
+
+    eventually(resumed, timeout=60, what="both owners reconciled after the restart")
+    for kind, owner_kind in (("network_policy", "SecurityDomain"), ("role_binding", "TenantIsolation")):
+        before = _owned(core, kind, owner_kind)
+        name = sorted(before)[0]
+        getattr(_api(core, kind), f"delete_namespaced_{kind}")(name, NAMESPACES[0])
+
+        def back(kind: str = kind, owner_kind: str = owner_kind, name: str = name, uid: str = before[name]) -> bool:
+            now = _owned(core, kind, owner_kind)
+            return name in now and now[name] != uid
+
+        eventually(back, timeout=BACK_WITHIN_SECONDS, interval=0.2, what=f"{kind} {name} created again")
 
 
 def test_what_goes_with_its_tenant_is_not_taken_for_a_loss(operator, core, custom):

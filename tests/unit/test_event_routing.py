@@ -134,3 +134,20 @@ def test_a_deleted_policy_is_reported_lost_from_a_routing_thread(routed, monkeyp
     assert lost[0][2].startswith("iotsec-events"), "not one of kopf's handler threads"
     assert api.forgotten == [("networking.k8s.io/v1", "NetworkPolicy", "p", "a")]
     assert api.deleted == [body]
+
+
+def test_a_namespace_whose_routing_failed_is_routed_again_at_the_next_listing(routed, monkeypatch):
+    """kopf does not retry an event handler: a relist must not take the namespace for one already routed."""
+    _, requested = routed
+    _event("MODIFIED", "other", "2")  # the watch runs
+    requested.clear()
+
+    def fails(name: str, labels: Any) -> set[str]:
+        raise RuntimeError("the cache could not answer")
+
+    monkeypatch.setattr(securitydomain, "_domains_concerned", fails)
+    with pytest.raises(RuntimeError):
+        _event("MODIFIED", "flaky", "7", zone="y")
+    monkeypatch.setattr(securitydomain, "_domains_concerned", lambda name, labels: {f"domain-of-{name}"})
+    _event(None, "flaky", "7", zone="y")  # kopf lists again (410 Gone): the same version
+    assert [name for name, _ in requested] == ["domain-of-flaky"]

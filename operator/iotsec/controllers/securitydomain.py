@@ -88,9 +88,14 @@ def on_delete(name: str, **_: Any) -> None:
 
 @kopf.on.event("", "v1", "namespaces")
 async def on_namespace(type: str | None, name: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> None:
-    """A namespace appeared, changed labels or went away: reconcile the domains it concerns."""
+    """A namespace appeared, changed labels or went away: reconcile the domains it concerns. When that fails, its
+    version is forgotten: kopf does not retry event handlers, and the next listing routes it again."""
     if _news(type, name, body.get("metadata") or {}):
-        await routed(namespace_changed, type or "MODIFIED", name, dict(labels), dict(body))
+        try:
+            await routed(namespace_changed, type or "MODIFIED", name, dict(labels), dict(body))
+        except Exception:
+            _namespace_versions.pop(name, None)
+            raise
 
 
 # namespace -> the resourceVersion of its last event. kopf hands over a listing as events of type None: at start-up

@@ -93,20 +93,27 @@ def _lost_total(operator) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("iotsec_objects_lost_total{"))
 
 
-@pytest.mark.parametrize(("kind", "owner_kind"), KINDS)
-def test_an_object_deleted_by_someone_else_is_back_before_any_resync(operator, core, kind, owner_kind):
-    namespace, owner = NAMESPACES[0], OWNERS[owner_kind]
-    before, lost_before = _owned(core, kind, owner_kind), _lost_total(operator)
+def _deleted_and_back(core: client.CoreV1Api, kind: str, owner_kind: str) -> tuple[str, float]:
+    """Delete the owner's first object of `kind` in the tenant's namespace, as someone else would, and wait until it
+    is there again, a new incarnation (another uid): its name, and the seconds from the deletion until then."""
+    before = _owned(core, kind, owner_kind)
     name = sorted(before)[0]
     deleted_at = time.monotonic()
-    getattr(_api(core, kind), f"delete_namespaced_{kind}")(name, namespace)
+    getattr(_api(core, kind), f"delete_namespaced_{kind}")(name, NAMESPACES[0])
 
     def back() -> bool:
         now = _owned(core, kind, owner_kind)
         return name in now and now[name] != before[name]
 
     eventually(back, timeout=BACK_WITHIN_SECONDS, interval=0.2, what=f"{kind} {name} created again")
-    took = time.monotonic() - deleted_at
+    return name, time.monotonic() - deleted_at
+
+
+@pytest.mark.parametrize(("kind", "owner_kind"), KINDS)
+def test_an_object_deleted_by_someone_else_is_back_before_any_resync(operator, core, kind, owner_kind):
+    namespace, owner = NAMESPACES[0], OWNERS[owner_kind]
+    lost_before = _lost_total(operator)
+    name, took = _deleted_and_back(core, kind, owner_kind)
     print(f"{kind} {namespace}/{name} back {took:.1f} s after its deletion (resync {RESYNC_SECONDS} s)")
     assert _lost_total(operator) == lost_before + 1, "counted once, though two watches may have seen it"
     log = operator.log_path.read_text(errors="replace")
@@ -136,15 +143,7 @@ def test_after_a_restart_what_someone_deletes_is_still_put_back(operator, core):
 
     eventually(resumed, timeout=60, what="both owners reconciled after the restart")
     for kind, owner_kind in (("network_policy", "SecurityDomain"), ("role_binding", "TenantIsolation")):
-        before = _owned(core, kind, owner_kind)
-        name = sorted(before)[0]
-        getattr(_api(core, kind), f"delete_namespaced_{kind}")(name, NAMESPACES[0])
-
-        def back(kind: str = kind, owner_kind: str = owner_kind, name: str = name, uid: str = before[name]) -> bool:
-            now = _owned(core, kind, owner_kind)
-            return name in now and now[name] != uid
-
-        eventually(back, timeout=BACK_WITHIN_SECONDS, interval=0.2, what=f"{kind} {name} created again")
+        _deleted_and_back(core, kind, owner_kind)
 
 
 def test_what_goes_with_its_tenant_is_not_taken_for_a_loss(operator, core, custom):

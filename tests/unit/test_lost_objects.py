@@ -102,7 +102,8 @@ def test_a_listener_that_fails_does_not_stop_the_watch(caplog):
     assert "reporting 1 objects gone failed" in caplog.text
 
 
-def test_iotsec_own_deletion_is_not_reported_and_someone_else_s_is():
+def _a_cache_holding_a_quota() -> tuple[FakeServer, Any, list[tuple[str, str, dict]], dict]:
+    """(the server, an adapter whose cache holds the quota "bounds", what its cache reports gone, the quota)."""
     server = FakeServer()
     api = kube_on(server)
     assert isinstance(api.cache, WatchCache)
@@ -110,6 +111,11 @@ def test_iotsec_own_deletion_is_not_reported_and_someone_else_s_is():
     api.cache.on_gone = lambda *args: reported.append(args)
     quota = server.put(_quota("bounds", "0"))
     event(api, "ADDED", quota)
+    return server, api, reported, quota
+
+
+def test_iotsec_own_deletion_is_not_reported_and_someone_else_s_is():
+    server, api, reported, quota = _a_cache_holding_a_quota()
     api.delete("v1", "ResourceQuota", "bounds", "acme-meters")  # prune's way: the cache forgets it at once
     event(api, "DELETED", quota)  # then the watch event of that deletion arrives
     assert reported == []
@@ -119,13 +125,7 @@ def test_iotsec_own_deletion_is_not_reported_and_someone_else_s_is():
 
 
 def test_iotsec_own_deletion_is_not_reported_when_its_watch_event_comes_before_the_answer():
-    server = FakeServer()
-    api = kube_on(server)
-    assert isinstance(api.cache, WatchCache)
-    reported: list[tuple[str, str, dict]] = []
-    api.cache.on_gone = lambda *args: reported.append(args)
-    quota = server.put(_quota("bounds", "0"))
-    event(api, "ADDED", quota)
+    server, api, reported, quota = _a_cache_holding_a_quota()
     resource = server.resource("v1", "ResourceQuota")
     answer = resource.delete
 

@@ -301,8 +301,8 @@ def owner_lost(api_version: str, kind: str, obj: dict[str, Any]) -> bool:
     if not api.disown(api_version, kind, meta.get("name") or "", meta.get("namespace"), meta.get("uid")):
         return False  # not an object this process wrote, only one with its labels (anyone may set them); or told
         # of this deletion already (by kopf's watch of NetworkPolicies, or the cache's)
-    going, body = _owner_staying(api, meta.get("namespace"), owner_kind, owner, namespace)
-    if going:
+    went, body = _went_with_home_or_owner(api, meta.get("namespace"), owner_kind, owner, namespace)
+    if went:
         return False
     metrics.OBJECTS_LOST.labels(owner_kind, kind).inc()
     again = partial(reconcile, owner, namespace) if namespaced else partial(reconcile, owner)
@@ -317,7 +317,7 @@ def owner_lost(api_version: str, kind: str, obj: dict[str, Any]) -> bool:
     return True
 
 
-def _owner_staying(
+def _went_with_home_or_owner(
     api: Kube, where: str | None, owner_kind: str, owner: str, namespace: str | None
 ) -> tuple[bool, dict[str, Any] | None]:
     """(whether the object went with its namespace or its owner: the namespace `where` or the owner is gone or being

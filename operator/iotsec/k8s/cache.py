@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from iotsec.k8s.kube import ApiError, Kube
 from iotsec.model import selectors
@@ -71,6 +72,20 @@ def _another(obj: dict, held: dict | None) -> bool:
     mine = (obj.get("metadata") or {}).get("uid")
     theirs = None if held is None else (held.get("metadata") or {}).get("uid")
     return bool(mine and theirs and mine != theirs)
+
+
+def _keep_in_time_order(memory: dict[Key, Any], key: Key, entry: Any, now: float, when: Callable[[Any], float]) -> None:
+    """Put `entry` last in `memory`, which stays in the order of time (`when` reads an entry's), and forget from the
+    front, two at a time, what is older than DELETION_MEMORY_SECONDS or past MAX_DELETIONS."""
+    memory.pop(key, None)
+    memory[key] = entry
+    for oldest in list(itertools.islice(memory, 2)):
+        if len(memory) > MAX_DELETIONS or when(memory[oldest]) < now - DELETION_MEMORY_SECONDS:
+            del memory[oldest]
+
+
+def _recent(stamp: float) -> bool:
+    return stamp >= time.monotonic() - DELETION_MEMORY_SECONDS
 
 
 def _at_or_before(obj: dict, version: int) -> bool:
@@ -174,18 +189,14 @@ class Reflector:
     def expect_deletion(self, namespace: str, name: str) -> None:
         """iotsec is deleting this object: when it leaves the store, by the watch or a list, nobody is told."""
         now = time.monotonic()
-        with self._lock:
-            self._deleting.pop((namespace, name), None)  # to the end: the dict stays in the order of time
-            self._deleting[namespace, name] = now
-            for oldest in list(itertools.islice(self._deleting, 2)):  # a deletion that failed is forgotten too
-                if self._deleting[oldest] < now - DELETION_MEMORY_SECONDS or len(self._deleting) > MAX_DELETIONS:
-                    del self._deleting[oldest]
+        with self._lock:  # a request whose deletion failed is forgotten in time too
+            _keep_in_time_order(self._deleting, (namespace, name), now, now, lambda asked: asked)
 
     def _ours(self, key: Key) -> bool:
         """Whether iotsec asked for this object's deletion a moment ago (under the lock; the watch's event or a list
         settles the request: iotsec's own `forget` does not, so that a late event of that object is not news)."""
         asked = self._deleting.pop(key, None)
-        return asked is not None and asked >= time.monotonic() - DELETION_MEMORY_SECONDS
+        return asked is not None and _recent(asked)
 
     def take(self, type_: str, obj: dict) -> None:
         """One watch event."""
@@ -251,18 +262,12 @@ class Reflector:
 
     def _remember_deletion(self, key: Key, version: int) -> None:
         now = time.monotonic()
-        self._gone.pop(key, None)  # to the end: the dict stays in the order of time
-        self._gone[key] = (version, now)
-        for oldest in list(itertools.islice(self._gone, 2)):  # forget from the front what expired, two at a time
-            if len(self._gone) > MAX_DELETIONS or self._gone[oldest][1] < now - DELETION_MEMORY_SECONDS:
-                del self._gone[oldest]
+        _keep_in_time_order(self._gone, key, (version, now), now, lambda gone: gone[1])
 
     def _deleted_since(self, key: Key, obj: dict) -> bool:
         """Whether `obj` is a copy from before a deletion of it reported a moment ago."""
         gone = self._gone.get(key)
-        return (
-            gone is not None and gone[1] >= time.monotonic() - DELETION_MEMORY_SECONDS and _at_or_before(obj, gone[0])
-        )
+        return gone is not None and _recent(gone[1]) and _at_or_before(obj, gone[0])
 
     def _apply(self, type_: str, obj: dict, watched: bool = False) -> dict | None:
         """Take one copy: a watch event's (`watched`), or one of iotsec's writes (`observe`) or deletions (`forget`).
